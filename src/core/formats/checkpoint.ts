@@ -1,0 +1,48 @@
+/**
+ * The format-independent view of a checkpoint that everything above formats/ uses:
+ * inspect, quantize, stats, the model runtime and the extension's inspector.
+ * Readers (safetensors/, gguf/) produce it; nothing here touches tensor bytes until asked.
+ */
+import type { ByteSource } from '../io/byteSource';
+
+export type CheckpointFormat = 'safetensors' | 'gguf';
+
+/** One tensor as stored. `shape` is row-major (outermost first) for both formats. */
+export interface TensorEntry {
+  name: string;
+  /** safetensors dtype name (`BF16`, `F32`, ...) or ggml type name (`Q4_K`, `F16`, ...). */
+  dtype: string;
+  shape: number[];
+  nbytes: number;
+  /** Path of the file that holds the data (one shard of a sharded checkpoint). */
+  file: string;
+  /** Absolute byte offset of the tensor's first byte within `file`. */
+  offset: number;
+}
+
+/** A scalar or structured metadata value (GGUF KV values, safetensors `__metadata__` strings). */
+export type MetadataValue = string | number | bigint | boolean | MetadataValue[];
+
+export interface Checkpoint {
+  format: CheckpointFormat;
+  /** The path the user gave (file or folder). */
+  path: string;
+  files: string[];
+  metadata: Record<string, MetadataValue>;
+  /** Parsed HF config.json when present next to the weights. */
+  config: Record<string, unknown> | null;
+  tensors: TensorEntry[];
+  /**
+   * Decodes rows [rowStart, rowStart + rowCount) of a tensor to f32 (rows = the outermost dimension;
+   * a 1-D tensor is one row). Reads only the bytes needed, through a ByteSource.
+   * Throws UnsupportedError for a dtype that cannot be decoded.
+   */
+  readRowsF32(name: string, rowStart?: number, rowCount?: number): Promise<Float32Array>;
+  /** Raw stored bytes of rows of a tensor (for copying through unchanged). */
+  readRawRows(name: string, rowStart?: number, rowCount?: number): Promise<Uint8Array>;
+  /** Releases the open files. */
+  close(): Promise<void>;
+}
+
+/** The byte sources a checkpoint keeps open, by file path. */
+export type SourceMap = Map<string, ByteSource>;
