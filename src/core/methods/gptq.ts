@@ -1,0 +1,369 @@
+/**
+ * GPTQ (Frantar et al. 2022) for one linear layer, following the reference gptq.py
+ * (IST-DASLab/gptq `GPTQ.fasterquant`, also AutoGPTQ): Hessian H = 2/n * sum x x^T over the
+ * calibration tokens; dead columns (H_ii == 0) get H_ii = 1 and a zero weight column;
+ * damping = percdamp * mean(diag H) on the diagonal; Hinv = upper Cholesky of H^-1; columns
+ * processed in blocks, each column quantized, its error / Hinv[i,i] spread over the rest of the
+ * block with Hinv's row, and the whole block's error over the remaining columns afterwards
+ * (lazy batch update). Everything runs in float64 on the CPU.
+ *
+ * Weights are row-major (rows = output features, cols = input features), as in nn.Linear.
+ */
+import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
+import { tryUpperCholeskyOfInverse } from './linalg';
+import { f16BitsToF32, f32ToF16Bits, intGridCode, intGridParams, roundHalfAwayFromZero } from './grids';
+
+/** Accumulates sum x x^T of a layer's inputs in float64 (only the upper triangle while accumulating). */
+export class HessianAccumulator {
+  readonly columns: number;
+  /** Number of token rows added so far. */
+  tokens = 0;
+  private readonly sum: Float64Array;
+  private static readonly CHUNK = 32;
+  private readonly transposed: Float64Array;
+
+  constructor(columns: number) {
+    if (!Number.isInteger(columns) || columns <= 0) throw new InvalidArgumentError(`Hessian: invalid column count ${columns}`);
+    this.columns = columns;
+    this.sum = new Float64Array(columns * columns);
+    this.transposed = new Float64Array(columns * HessianAccumulator.CHUNK);
+  }
+
+  /** Adds `rowCount` token rows of a row-major (rowCount x columns) activation matrix. */
+  addRows(x: Float32Array, rowCount: number): void {
+    const n = this.columns;
+    if (x.length < rowCount * n) throw new InvalidArgumentError(`Hessian: ${x.length} values do not hold ${rowCount} rows of ${n}`);
+    const chunk = HessianAccumulator.CHUNK;
+    const xt = this.transposed;
+    const s = this.sum;
+    for (let t0 = 0; t0 < rowCount; t0 += chunk) {
+      const tCount = Math.min(chunk, rowCount - t0);
+      // Transpose the chunk so that each column's values are contiguous: the dot products below stream.
+      for (let t = 0; t < tCount; t++) {
+        const src = (t0 + t) * n;
+        for (let c = 0; c < n; c++) xt[c * chunk + t] = x[src + c]!;
+      }
+      for (let i = 0; i < n; i++) {
+        const bi = i * chunk;
+        const rowI = i * n;
+        for (let j = i; j < n; j++) {
+          const bj = j * chunk;
+          let acc = 0;
+          for (let t = 0; t < tCount; t++) acc += xt[bi + t]! * xt[bj + t]!;
+          s[rowI + j]! += acc;
+        }
+      }
+    }
+    this.tokens += rowCount;
+  }
+
+  /** H = 2/n * sum x x^T as a full symmetric matrix. */
+  hessian(): Float64Array {
+    const n = this.columns;
+    if (this.tokens === 0) throw new InvalidArgumentError('Hessian: no calibration tokens reached this layer');
+    const h = new Float64Array(n * n);
+    const f = 2 / this.tokens;
+    for (let i = 0; i < n; i++) {
+      for (let j = i; j < n; j++) {
+        const v = this.sum[i * n + j]! * f;
+        h[i * n + j] = v;
+        h[j * n + i] = v;
+      }
+    }
+    return h;
+  }
+}
+
+/** Where GPTQ's columns are rounded to: a group-wise integer grid, or a ggml block type's grid. */
+export type GptqTarget = { kind: 'int'; bits: number; groupSize: number; sym: boolean } | { kind: 'ggml'; type: 'Q4_0' | 'Q8_0' };
+
+export interface GptqOptions {
+  target: GptqTarget;
+  /** Damping as a fraction of mean(diag H); reference default 0.01. */
+  percDamp?: number;
+  /** Columns per lazy-batch block; reference default 128. */
+  blockSize?: number;
+  /** Process columns by descending diag H (int targets only). */
+  actOrder?: boolean;
+  signal?: AbortSignal;
+}
+
+export interface GptqLayerResult {
+  rows: number;
+  cols: number;
+  /** The quantized weights, dequantized, row-major in the original column order. */
+  dequantized: Float32Array;
+  /** int targets: codes 0..2^bits-1 per weight (original column order). ggml: unused (empty). */
+  codes: Uint8Array;
+  /** int targets: per group and output row, [nGroups x rows] (the GPTQ checkpoint layout's order). */
+  scales: Float32Array;
+  zeros: Int32Array;
+  /** int targets: the group of each original column (act-order makes it non-monotonic). */
+  gIdx: Int32Array;
+  /** ggml targets: the blocks in ggml layout, rows one after another (rows * cols/32 blocks). */
+  ggmlBytes: Uint8Array;
+  /** The damping fraction finally used (larger than requested when H was not positive definite). */
+  dampFraction: number;
+  /** How many times damping was increased (x10 each) before the Cholesky succeeded. */
+  dampIncreases: number;
+  deadColumns: number;
+  /** sum over weights of (w - q)^2 / Hinv_ii^2 / 2, the reference's reported loss. */
+  loss: number;
+}
+
+const MAX_DAMP_INCREASES = 4;
+
+/** Tokens of calibration needed before a Hessian of `columns` inputs can have full rank. */
+export function minimumCalibrationTokens(columns: number): number {
+  return columns;
+}
+
+/**
+ * GPTQ-quantizes one layer. `weight` is row-major (rows x cols) float32; `hessian` is H (cols x cols),
+ * e.g. from HessianAccumulator.hessian() (it is copied, not modified).
+ */
+export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions): GptqLayerResult {
+  if (weight.length !== rows * cols) throw new InvalidArgumentError(`GPTQ: weight has ${weight.length} values, expected ${rows}x${cols}`);
+  if (hessian.length !== cols * cols) throw new InvalidArgumentError(`GPTQ: Hessian is not ${cols}x${cols}`);
+  const target = options.target;
+  const blockSize = options.blockSize ?? 128;
+  const percDamp = options.percDamp ?? 0.01;
+  const actOrder = options.actOrder ?? false;
+  if (!(percDamp >= 0)) throw new InvalidArgumentError(`GPTQ: damping must be >= 0, got ${percDamp}`);
+  if (target.kind === 'ggml') {
+    if (actOrder) throw new InvalidArgumentError('GPTQ into ggml blocks cannot use act-order: a block is 32 consecutive columns');
+    if (cols % 32 !== 0) throw new InvalidArgumentError(`GPTQ into ${target.type}: ${cols} columns are not a multiple of 32`);
+    if (blockSize % 32 !== 0) throw new InvalidArgumentError(`GPTQ into ${target.type}: block size ${blockSize} is not a multiple of 32`);
+  } else if (!(target.bits >= 2 && target.bits <= 8 && Number.isInteger(target.bits))) {
+    throw new InvalidArgumentError(`GPTQ: bits must be 2..8, got ${target.bits}`);
+  }
+  const signal = options.signal;
+
+  const h = Float64Array.from(hessian);
+  const w = new Float64Array(rows * cols);
+  for (let i = 0; i < w.length; i++) w[i] = weight[i]!;
+
+  let deadColumns = 0;
+  for (let c = 0; c < cols; c++) {
+    if (h[c * cols + c] === 0) {
+      h[c * cols + c] = 1;
+      deadColumns++;
+      for (let r = 0; r < rows; r++) w[r * cols + c] = 0;
+    }
+  }
+
+  // Column order: identity, or descending diag H (torch.argsort descending; ties keep index order here).
+  const perm = new Int32Array(cols);
+  for (let c = 0; c < cols; c++) perm[c] = c;
+  if (actOrder) {
+    const diag = Array.from({ length: cols }, (_, c) => h[c * cols + c]!);
+    const order = Array.from(perm).sort((a, b) => diag[b]! - diag[a]! || a - b);
+    perm.set(order);
+  }
+  const wp = actOrder ? permuteColumns(w, rows, cols, perm) : w;
+  const hp = actOrder ? permuteSymmetric(h, cols, perm) : h;
+
+  let meanDiag = 0;
+  for (let c = 0; c < cols; c++) meanDiag += hp[c * cols + c]!;
+  meanDiag /= cols;
+
+  let dampFraction = percDamp;
+  let dampIncreases = 0;
+  let hinv: Float64Array | undefined;
+  for (;;) {
+    const damped = Float64Array.from(hp);
+    const damp = dampFraction * meanDiag;
+    for (let c = 0; c < cols; c++) damped[c * cols + c]! += damp;
+    const outcome = tryUpperCholeskyOfInverse(damped, cols);
+    if (outcome.ok) {
+      hinv = outcome.factor;
+      break;
+    }
+    if (dampIncreases >= MAX_DAMP_INCREASES) {
+      throw new NumericError(
+        `GPTQ: Hessian is not positive definite even with damping ${dampFraction} x mean(diag H) (pivot ${outcome.failedPivot}); the calibration data may not reach this layer`,
+      );
+    }
+    dampFraction = dampFraction > 0 ? dampFraction * 10 : 0.01;
+    dampIncreases++;
+  }
+
+  const dequantP = new Float64Array(rows * cols);
+  const codesP = new Uint8Array(target.kind === 'int' ? rows * cols : 0);
+  const groupSize = target.kind === 'int' ? (target.groupSize > 0 ? target.groupSize : cols) : 32;
+  const nGroups = Math.ceil(cols / groupSize);
+  const scales = new Float32Array(target.kind === 'int' ? nGroups * rows : 0);
+  const zeros = new Int32Array(target.kind === 'int' ? nGroups * rows : 0);
+  const ggmlBlockBytes = target.kind === 'ggml' ? (target.type === 'Q4_0' ? 18 : 34) : 0;
+  const ggmlBytes = new Uint8Array(target.kind === 'ggml' ? rows * (cols / 32) * ggmlBlockBytes : 0);
+  const maxq = target.kind === 'int' ? 2 ** target.bits - 1 : 0;
+
+  // Current grid per row: int (scale, zero) or ggml (d as stored in f16, id = 1/d in f32 as ggml computes it).
+  const rowScale = new Float64Array(rows);
+  const rowZero = new Float64Array(rows);
+  const rowInv = new Float64Array(rows);
+  let loss = 0;
+
+  for (let i1 = 0; i1 < cols; i1 += blockSize) {
+    if (signal?.aborted) throw new CancelledError('GPTQ cancelled');
+    const i2 = Math.min(i1 + blockSize, cols);
+    const count = i2 - i1;
+    // W1 = W[:, i1:i2] (rows x count); updated within the block while W itself stays as it was (reference semantics).
+    const w1 = new Float64Array(rows * count);
+    for (let r = 0; r < rows; r++) for (let k = 0; k < count; k++) w1[r * count + k] = wp[r * cols + i1 + k]!;
+    const err1 = new Float64Array(rows * count);
+
+    for (let k = 0; k < count; k++) {
+      const col = i1 + k;
+      const d = hinv[col * cols + col]!;
+      if (target.kind === 'int') {
+        if (col % groupSize === 0) {
+          // find_params over W[:, col:col+groupSize], the block-start state of those columns.
+          const gEnd = Math.min(cols, col + groupSize);
+          const g = col / groupSize;
+          for (let r = 0; r < rows; r++) {
+            let lo = Infinity;
+            let hi = -Infinity;
+            for (let c = col; c < gEnd; c++) {
+              const v = wp[r * cols + c]!;
+              if (v < lo) lo = v;
+              if (v > hi) hi = v;
+            }
+            const p = intGridParams(Math.fround(lo), Math.fround(hi), maxq, target.sym);
+            rowScale[r] = p.scale;
+            rowZero[r] = p.zero;
+            scales[g * rows + r] = p.scale;
+            zeros[g * rows + r] = p.zero;
+          }
+        }
+      } else if (col % 32 === 0) {
+        // ggml block start: the block's scale from the error-updated weights of its 32 columns (all inside W1 since blockSize % 32 == 0).
+        for (let r = 0; r < rows; r++) {
+          const base = r * count + k;
+          if (target.type === 'Q4_0') {
+            // quantize_row_q4_0_ref: max = the value of largest magnitude (first wins), d = max / -8, id = 1/d.
+            let amax = 0;
+            let max = 0;
+            for (let j = 0; j < 32; j++) {
+              const v = Math.fround(w1[base + j]!);
+              if (amax < Math.abs(v)) {
+                amax = Math.abs(v);
+                max = v;
+              }
+            }
+            const dF32 = Math.fround(max / -8);
+            rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
+            rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
+            writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
+          } else {
+            // quantize_row_q8_0_ref: d = amax / 127, id = 1/d.
+            let amax = 0;
+            for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(Math.fround(w1[base + j]!)));
+            const dF32 = Math.fround(amax / 127);
+            rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
+            rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
+            writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
+          }
+        }
+      }
+
+      for (let r = 0; r < rows; r++) {
+        const wv = w1[r * count + k]!;
+        let q: number;
+        if (target.kind === 'int') {
+          const code = intGridCode(wv, rowScale[r]!, rowZero[r]!, maxq);
+          codesP[r * cols + col] = code;
+          q = rowScale[r]! * (code - rowZero[r]!);
+        } else if (target.type === 'Q4_0') {
+          // Rounding: truncation of x*id + 8.5 as ggml's (int8_t) cast, clamped to [0, 15] because later columns may exceed the block max.
+          const code = Math.min(15, Math.max(0, Math.trunc(Math.fround(Math.fround(wv) * rowInv[r]!) + 8.5)));
+          q = rowScale[r]! * (code - 8);
+          const blockOffset = (r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2;
+          const j = col % 32;
+          if (j < 16) ggmlBytes[blockOffset + j] = (ggmlBytes[blockOffset + j]! & 0xf0) | code;
+          else ggmlBytes[blockOffset + j - 16] = (ggmlBytes[blockOffset + j - 16]! & 0x0f) | (code << 4);
+        } else {
+          // Rounding: roundf (half away from zero) as quantize_row_q8_0_ref, clamped to [-127, 127].
+          const code = Math.min(127, Math.max(-127, roundHalfAwayFromZero(Math.fround(Math.fround(wv) * rowInv[r]!))));
+          q = rowScale[r]! * code;
+          ggmlBytes[(r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2 + (col % 32)] = code & 0xff;
+        }
+        dequantP[r * cols + col] = q;
+        const e = (wv - q) / d;
+        loss += (e * e) / 2;
+        err1[r * count + k] = e;
+        // W1[:, k:] -= err * Hinv[col, col:i2]
+        const hRow = col * cols;
+        const wBase = r * count;
+        for (let kk = k + 1; kk < count; kk++) w1[wBase + kk]! -= e * hinv[hRow + i1 + kk]!;
+      }
+    }
+
+    // Lazy batch update: W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:].
+    if (i2 < cols) {
+      for (let r = 0; r < rows; r++) {
+        const wRow = r * cols;
+        for (let k = 0; k < count; k++) {
+          const e = err1[r * count + k]!;
+          if (e === 0) continue;
+          const hRow = (i1 + k) * cols;
+          for (let c = i2; c < cols; c++) wp[wRow + c]! -= e * hinv[hRow + c]!;
+        }
+      }
+    }
+  }
+
+  // Undo the permutation: results in original column order; g_idx[orig] = (position in processing order) / groupSize.
+  const dequantized = new Float32Array(rows * cols);
+  const codes = new Uint8Array(codesP.length);
+  const gIdx = new Int32Array(target.kind === 'int' ? cols : 0);
+  for (let p = 0; p < cols; p++) {
+    const orig = perm[p]!;
+    if (target.kind === 'int') gIdx[orig] = Math.floor(p / groupSize);
+    for (let r = 0; r < rows; r++) {
+      dequantized[r * cols + orig] = dequantP[r * cols + p]!;
+      if (target.kind === 'int') codes[r * cols + orig] = codesP[r * cols + p]!;
+    }
+  }
+  return { rows, cols, dequantized, codes, scales, zeros, gIdx, ggmlBytes, dampFraction, dampIncreases, deadColumns, loss };
+}
+
+function writeF16(bytes: Uint8Array, offset: number, value: number): void {
+  const bits = f32ToF16Bits(value);
+  bytes[offset] = bits & 0xff;
+  bytes[offset + 1] = bits >>> 8;
+}
+
+function permuteColumns(w: Float64Array, rows: number, cols: number, perm: Int32Array): Float64Array {
+  const out = new Float64Array(rows * cols);
+  for (let r = 0; r < rows; r++) for (let p = 0; p < cols; p++) out[r * cols + p] = w[r * cols + perm[p]!]!;
+  return out;
+}
+
+function permuteSymmetric(h: Float64Array, n: number, perm: Int32Array): Float64Array {
+  const out = new Float64Array(n * n);
+  for (let i = 0; i < n; i++) for (let j = 0; j < n; j++) out[i * n + j] = h[perm[i]! * n + perm[j]!]!;
+  return out;
+}
+
+/** Round-to-nearest with the same int grid (the baseline GPTQ is measured against). */
+export function rtnQuantizeLayer(weight: Float32Array, rows: number, cols: number, bits: number, groupSize: number, sym: boolean): Float32Array {
+  const maxq = 2 ** bits - 1;
+  const g = groupSize > 0 ? groupSize : cols;
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    for (let c0 = 0; c0 < cols; c0 += g) {
+      const c1 = Math.min(cols, c0 + g);
+      let lo = Infinity;
+      let hi = -Infinity;
+      for (let c = c0; c < c1; c++) {
+        const v = weight[r * cols + c]!;
+        lo = Math.min(lo, v);
+        hi = Math.max(hi, v);
+      }
+      const { scale, zero } = intGridParams(lo, hi, maxq, sym);
+      for (let c = c0; c < c1; c++) out[r * cols + c] = scale * (intGridCode(weight[r * cols + c]!, scale, zero, maxq) - zero);
+    }
+  }
+  return out;
+}
