@@ -1,0 +1,231 @@
+/**
+ * The scale searches shared by the K-quants (ggml-quants.c): make_qkx2_quants (Q2_K, Q4_K, Q5_K),
+ * make_q3_quants (Q3_K) and make_qx_quants (Q6_K). Every float operation of the C code is rounded to
+ * f32 with fround in the same order; `nearest_int` rounds ties to even.
+ */
+import { fround, GROUP_MAX_EPS, nearestInt } from './rounding';
+
+/** Second result of makeQkx2Quants (C's `*the_min`), to stay allocation-free. */
+export const qkx2Out = { theMin: 0 };
+
+/**
+ * make_qkx2_quants: asymmetric scale + min search for one group of n values at x[xo..xo+n).
+ * Writes L[lo..lo+n) in 0..nmax, returns the scale and sets qkx2Out.theMin (= -min, >= 0).
+ */
+export function makeQkx2Quants(
+  n: number,
+  nmax: number,
+  x: Float32Array,
+  xo: number,
+  weights: Float32Array,
+  L: Uint8Array,
+  lo: number,
+  Laux: Uint8Array,
+  rmin: number,
+  rdelta: number,
+  nstep: number,
+  useMad: boolean,
+): number {
+  let min = x[xo]!;
+  let max = x[xo]!;
+  let sumW = weights[0]!;
+  let sumX = fround(sumW * x[xo]!);
+  for (let i = 1; i < n; i++) {
+    const xi = x[xo + i]!;
+    if (xi < min) min = xi;
+    if (xi > max) max = xi;
+    const w = weights[i]!;
+    sumW = fround(sumW + w);
+    sumX = fround(sumX + fround(w * xi));
+  }
+  if (min > 0) min = 0;
+  if (max === min) {
+    for (let i = 0; i < n; i++) L[lo + i] = 0;
+    qkx2Out.theMin = -min;
+    return 0;
+  }
+  const range = fround(max - min);
+  let iscale = fround(nmax / range);
+  let scale = fround(1 / iscale);
+  let bestError = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!;
+    const l = nearestInt(fround(iscale * fround(xi - min)));
+    const lc = l < 0 ? 0 : l > nmax ? nmax : l;
+    L[lo + i] = lc;
+    let diff = fround(fround(fround(scale * lc) + min) - xi);
+    diff = useMad ? Math.abs(diff) : fround(diff * diff);
+    bestError = fround(bestError + fround(weights[i]! * diff));
+  }
+  if (nstep < 1) {
+    qkx2Out.theMin = -min;
+    return scale;
+  }
+  for (let is = 0; is <= nstep; is++) {
+    iscale = fround(fround(fround(rmin + fround(rdelta * is)) + nmax) / range);
+    let sumL = 0;
+    let sumL2 = 0;
+    let sumXL = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = x[xo + i]!;
+      const l0 = nearestInt(fround(iscale * fround(xi - min)));
+      const l = l0 < 0 ? 0 : l0 > nmax ? nmax : l0;
+      Laux[i] = l;
+      const wl = fround(weights[i]! * l);
+      sumL = fround(sumL + wl);
+      sumL2 = fround(sumL2 + fround(wl * l));
+      sumXL = fround(sumXL + fround(wl * xi));
+    }
+    const D = fround(fround(sumW * sumL2) - fround(sumL * sumL));
+    if (D > 0) {
+      let thisScale = fround(fround(fround(sumW * sumXL) - fround(sumX * sumL)) / D);
+      let thisMin = fround(fround(fround(sumL2 * sumX) - fround(sumL * sumXL)) / D);
+      if (thisMin > 0) {
+        thisMin = 0;
+        thisScale = fround(sumXL / sumL2);
+      }
+      let curError = 0;
+      for (let i = 0; i < n; i++) {
+        let diff = fround(fround(fround(thisScale * Laux[i]!) + thisMin) - x[xo + i]!);
+        diff = useMad ? Math.abs(diff) : fround(diff * diff);
+        curError = fround(curError + fround(weights[i]! * diff));
+      }
+      if (curError < bestError) {
+        for (let i = 0; i < n; i++) L[lo + i] = Laux[i]!;
+        bestError = curError;
+        scale = thisScale;
+        min = thisMin;
+      }
+    }
+  }
+  qkx2Out.theMin = -min;
+  return scale;
+}
+
+/**
+ * make_q3_quants(n, nmax, x, L, do_rmse = true): symmetric search with up to 5 passes of
+ * coordinate descent on the weighted (w = x^2) error. Writes L[lo..lo+n) in 0..2*nmax-1.
+ */
+export function makeQ3Quants(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
+  let max = 0;
+  let amax = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Math.abs(x[xo + i]!);
+    if (ax > amax) {
+      amax = ax;
+      max = x[xo + i]!;
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < n; i++) L[lo + i] = 0;
+    return 0;
+  }
+  const iscale = fround(-nmax / max);
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!;
+    let l = nearestInt(fround(iscale * xi));
+    l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+    L[lo + i] = l;
+    const w = fround(xi * xi);
+    sumlx = fround(sumlx + fround(fround(w * xi) * l));
+    suml2 = fround(suml2 + fround(fround(w * l) * l));
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let nChanged = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = x[xo + i]!;
+      const w = fround(xi * xi);
+      const li = L[lo + i]!;
+      let slx = fround(sumlx - fround(fround(w * xi) * li));
+      if (slx > 0) {
+        let sl2 = fround(suml2 - fround(fround(w * li) * li));
+        let newL = nearestInt(fround(fround(xi * sl2) / slx));
+        newL = newL < -nmax ? -nmax : newL > nmax - 1 ? nmax - 1 : newL;
+        if (newL !== li) {
+          slx = fround(slx + fround(fround(w * xi) * newL));
+          sl2 = fround(sl2 + fround(fround(w * newL) * newL));
+          if (sl2 > 0 && fround(fround(slx * slx) * suml2) > fround(fround(sumlx * sumlx) * sl2)) {
+            L[lo + i] = newL;
+            sumlx = slx;
+            suml2 = sl2;
+            nChanged++;
+          }
+        }
+      }
+    }
+    if (nChanged === 0) break;
+  }
+  for (let i = 0; i < n; i++) L[lo + i] = L[lo + i]! + nmax;
+  return suml2 > 0 ? fround(sumlx / suml2) : 0;
+}
+
+/**
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL): symmetric scale, weights w = x^2,
+ * tries iscale = -(nmax + 0.1*is)/max for is in -9..9. Writes L[lo..lo+n) in 0..2*nmax-1.
+ */
+export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, lo: number): number {
+  let max = 0;
+  let amax = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Math.abs(x[xo + i]!);
+    if (ax > amax) {
+      amax = ax;
+      max = x[xo + i]!;
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < n; i++) L[lo + i] = 0;
+    return 0;
+  }
+  let iscale = fround(-nmax / max);
+  let sumlx = 0;
+  let suml2 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!;
+    let l = nearestInt(fround(iscale * xi));
+    l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+    L[lo + i] = l + nmax;
+    const w = fround(xi * xi);
+    sumlx = fround(sumlx + fround(fround(w * xi) * l));
+    suml2 = fround(suml2 + fround(fround(w * l) * l));
+  }
+  let scale = suml2 !== 0 ? fround(sumlx / suml2) : 0;
+  let best = fround(scale * sumlx);
+  for (let is = -9; is <= 9; is++) {
+    if (is === 0) continue;
+    iscale = fround(-fround(nmax + fround(Math.fround(0.1) * is)) / max);
+    sumlx = 0;
+    suml2 = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = x[xo + i]!;
+      let l = nearestInt(fround(iscale * xi));
+      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+      const w = fround(xi * xi);
+      sumlx = fround(sumlx + fround(fround(w * xi) * l));
+      suml2 = fround(suml2 + fround(fround(w * l) * l));
+    }
+    if (suml2 > 0 && fround(sumlx * sumlx) > fround(best * suml2)) {
+      for (let i = 0; i < n; i++) {
+        const l = nearestInt(fround(iscale * x[xo + i]!));
+        L[lo + i] = nmax + (l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l);
+      }
+      scale = fround(sumlx / suml2);
+      best = fround(scale * sumlx);
+    }
+  }
+  return scale;
+}
+
+/** get_scale_min_k4: the j-th 6-bit scale and min of a Q4_K / Q5_K block's 12 scale bytes at q[o..o+12). */
+export const scaleMinOut = { sc: 0, m: 0 };
+export function getScaleMinK4(j: number, q: Uint8Array, o: number): void {
+  if (j < 4) {
+    scaleMinOut.sc = q[o + j]! & 63;
+    scaleMinOut.m = q[o + j + 4]! & 63;
+  } else {
+    scaleMinOut.sc = (q[o + j + 4]! & 0xf) | ((q[o + j - 4]! >>> 6) << 4);
+    scaleMinOut.m = (q[o + j + 4]! >>> 4) | ((q[o + j]! >>> 6) << 4);
+  }
+}
