@@ -1,0 +1,387 @@
+/**
+ * LLaMA-family forward pass on the CPU, layer at a time: the hidden states of every window go
+ * through layer l before layer l+1's weights are read, so only one layer's weights (plus the
+ * embedding rows in bounded chunks, and lm_head at the end) are in memory at once. Weights come
+ * through `Checkpoint.readRowsF32`, so any dtype a reader decodes (BF16, F16, F32, ggml quants) works.
+ *
+ * The math is in kernels.ts (matmul, RMSNorm, RoPE, attention, SwiGLU) so that GPU kernels can
+ * replace it function by function.
+ */
+import { totalmem } from 'node:os';
+import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
+import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
+import type { ActivationSiteKind } from '../../protocol/analysis';
+import { addInPlace, applyRope, causalAttention, matmulTransposed, rmsNorm, ropeTables, swiglu } from './kernels';
+import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
+import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
+
+export type LinearRole = 'q' | 'k' | 'v' | 'o' | 'gate' | 'up' | 'down';
+export const LINEAR_ROLES: readonly LinearRole[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+
+const HF_LINEAR: Record<LinearRole, string> = {
+  q: 'self_attn.q_proj',
+  k: 'self_attn.k_proj',
+  v: 'self_attn.v_proj',
+  o: 'self_attn.o_proj',
+  gate: 'mlp.gate_proj',
+  up: 'mlp.up_proj',
+  down: 'mlp.down_proj',
+};
+const GGUF_LINEAR: Record<LinearRole, string> = {
+  q: 'attn_q',
+  k: 'attn_k',
+  v: 'attn_v',
+  o: 'attn_output',
+  gate: 'ffn_gate',
+  up: 'ffn_up',
+  down: 'ffn_down',
+};
+
+/** The HF-style module name of a linear layer (used in reports whatever the file format). */
+export function linearModuleName(layer: number, role: LinearRole): string {
+  return `model.layers.${layer}.${HF_LINEAR[role]}`;
+}
+
+/** Which site feeds each linear role. */
+export const SITE_OF_ROLE: Record<LinearRole, ActivationSiteKind> = {
+  q: 'attn_in',
+  k: 'attn_in',
+  v: 'attn_in',
+  o: 'attn_out',
+  gate: 'mlp_in',
+  up: 'mlp_in',
+  down: 'mlp_act',
+};
+
+export interface LayerWeights {
+  attnNorm: Float32Array;
+  ffnNorm: Float32Array;
+  linear: Record<LinearRole, Float32Array>;
+}
+
+/** One activation capture point (see protocol/analysis.ts for what each kind is). */
+export interface ActivationSite {
+  id: string;
+  kind: ActivationSiteKind;
+  layer: number;
+  /** HF-style names of the linear layers reading this site; `lm_head` for final_norm. */
+  consumers: string[];
+}
+
+export interface ForwardHooks {
+  /**
+   * Called once per window and site with the activation [rows, width] before any activation
+   * fake-quantization. `x` is a scratch buffer: read it during the call, never keep it.
+   */
+  onActivation?(site: ActivationSite, x: Float32Array, rows: number, width: number, window: number): void;
+  /** Called with a layer's weights after they are read (and fake-quantized, when a setting asks). */
+  onLayerWeights?(layer: number, weights: LayerWeights): void;
+}
+
+export interface ForwardOptions {
+  quant?: QuantSetting;
+  hooks?: ForwardHooks;
+  signal?: AbortSignal;
+  /** Progress in layers done of (layers + 1) (the last step is the output head). */
+  onProgress?(done: number, total: number): void;
+  /** Skip the output head (calibration passes that only need activations). */
+  skipLogits?: boolean;
+}
+
+interface TensorNames {
+  embed: string;
+  finalNorm: string;
+  output: string;
+  attnNorm(layer: number): string;
+  ffnNorm(layer: number): string;
+  linear(layer: number, role: LinearRole): string;
+}
+
+function hfNames(tensors: Map<string, TensorEntry>): TensorNames {
+  return {
+    embed: 'model.embed_tokens.weight',
+    finalNorm: 'model.norm.weight',
+    output: tensors.has('lm_head.weight') ? 'lm_head.weight' : 'model.embed_tokens.weight',
+    attnNorm: (l) => `model.layers.${l}.input_layernorm.weight`,
+    ffnNorm: (l) => `model.layers.${l}.post_attention_layernorm.weight`,
+    linear: (l, r) => `model.layers.${l}.${HF_LINEAR[r]}.weight`,
+  };
+}
+
+function ggufNames(tensors: Map<string, TensorEntry>): TensorNames {
+  return {
+    embed: 'token_embd.weight',
+    finalNorm: 'output_norm.weight',
+    output: tensors.has('output.weight') ? 'output.weight' : 'token_embd.weight',
+    attnNorm: (l) => `blk.${l}.attn_norm.weight`,
+    ffnNorm: (l) => `blk.${l}.ffn_norm.weight`,
+    linear: (l, r) => `blk.${l}.${GGUF_LINEAR[r]}.weight`,
+  };
+}
+
+function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw new CancelledError('forward pass cancelled');
+}
+
+/** Rows of the embedding read per chunk while gathering token vectors. */
+const EMBED_CHUNK_ROWS = 4096;
+
+export class LlamaModel {
+  private readonly tensorsByName: Map<string, TensorEntry>;
+  private readonly names: TensorNames;
+
+  private constructor(
+    readonly checkpoint: Checkpoint,
+    readonly config: LlamaConfig,
+  ) {
+    this.tensorsByName = new Map(checkpoint.tensors.map((t) => [t.name, t]));
+    this.names = checkpoint.format === 'gguf' ? ggufNames(this.tensorsByName) : hfNames(this.tensorsByName);
+    if (this.names.output === this.names.embed) this.config = { ...config, tieWordEmbeddings: true };
+    this.checkShapes();
+  }
+
+  /** Reads the config (HF config.json or GGUF metadata) and checks every tensor the pass will need. */
+  static fromCheckpoint(checkpoint: Checkpoint): LlamaModel {
+    let config: LlamaConfig;
+    if (checkpoint.format === 'gguf') config = llamaConfigFromGguf(checkpoint.metadata, checkpoint.path);
+    else {
+      if (checkpoint.config === null) throw new FormatError(checkpoint.path, 'no config.json next to the weights; the forward pass needs the model hyper-parameters');
+      config = llamaConfigFromHf(checkpoint.config, `${checkpoint.path} (config.json)`);
+    }
+    return new LlamaModel(checkpoint, config);
+  }
+
+  get outputTensorName(): string {
+    return this.names.output;
+  }
+
+  /** Name of a linear layer's weight tensor in this file. */
+  linearTensorName(layer: number, role: LinearRole): string {
+    return this.names.linear(layer, role);
+  }
+
+  private expectShape(name: string, shape: number[]): void {
+    const t = this.tensorsByName.get(name);
+    if (t === undefined) throw new FormatError(this.checkpoint.path, `tensor '${name}' is missing`);
+    const same = t.shape.length === shape.length && t.shape.every((d, i) => d === shape[i]);
+    // GGUF may store a 1-D norm as [n]; safetensors too. Anything else must match exactly.
+    if (!same) throw new FormatError(this.checkpoint.path, `tensor '${name}' has shape [${t.shape.join(', ')}], expected [${shape.join(', ')}]`, name);
+  }
+
+  private checkShapes(): void {
+    const c = this.config;
+    const qWidth = c.numHeads * c.headDim;
+    const kvWidth = c.numKvHeads * c.headDim;
+    this.expectShape(this.names.embed, [c.vocabSize, c.hiddenSize]);
+    this.expectShape(this.names.finalNorm, [c.hiddenSize]);
+    this.expectShape(this.names.output, [c.vocabSize, c.hiddenSize]);
+    const linearShapes: Record<LinearRole, number[]> = {
+      q: [qWidth, c.hiddenSize],
+      k: [kvWidth, c.hiddenSize],
+      v: [kvWidth, c.hiddenSize],
+      o: [c.hiddenSize, qWidth],
+      gate: [c.intermediateSize, c.hiddenSize],
+      up: [c.intermediateSize, c.hiddenSize],
+      down: [c.hiddenSize, c.intermediateSize],
+    };
+    for (let l = 0; l < c.numLayers; l++) {
+      this.expectShape(this.names.attnNorm(l), [c.hiddenSize]);
+      this.expectShape(this.names.ffnNorm(l), [c.hiddenSize]);
+      for (const role of LINEAR_ROLES) this.expectShape(this.names.linear(l, role), linearShapes[role]);
+    }
+  }
+
+  /** f32 bytes of the largest single layer (or the output head), for the memory estimate. */
+  largestLayerBytes(): number {
+    const c = this.config;
+    const qWidth = c.numHeads * c.headDim;
+    const kvWidth = c.numKvHeads * c.headDim;
+    const layer = c.hiddenSize * (2 * qWidth + 2 * kvWidth) + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
+    return 4 * Math.max(layer, c.vocabSize * c.hiddenSize);
+  }
+
+  /** Peak bytes of a pass over `windows` windows of `rows` tokens: one layer + activations + logits. */
+  estimatePeakBytes(windows: number, rows: number): number {
+    const c = this.config;
+    const qWidth = c.numHeads * c.headDim;
+    const hiddenStates = 4 * windows * rows * c.hiddenSize;
+    const scratch = 4 * rows * (3 * c.hiddenSize + 2 * qWidth + 2 * c.numKvHeads * c.headDim + 2 * c.intermediateSize + c.vocabSize);
+    return this.largestLayerBytes() + hiddenStates + scratch;
+  }
+
+  /** Reads layer `l`'s weights as f32 (the only layer in memory during its step). */
+  async readLayer(l: number): Promise<LayerWeights> {
+    const read = (name: string): Promise<Float32Array> => this.checkpoint.readRowsF32(name);
+    const linear = {} as Record<LinearRole, Float32Array>;
+    for (const role of LINEAR_ROLES) linear[role] = await read(this.names.linear(l, role));
+    return { attnNorm: await read(this.names.attnNorm(l)), ffnNorm: await read(this.names.ffnNorm(l)), linear };
+  }
+
+  /** Gathers the embedding rows of `ids` into out [ids.length, hidden], reading the table in chunks. */
+  async embed(ids: Int32Array, out: Float32Array): Promise<void> {
+    const c = this.config;
+    const order = Array.from(ids.keys()).sort((a, b) => ids[a]! - ids[b]!);
+    let at = 0;
+    while (at < order.length) {
+      const first = ids[order[at]!]!;
+      if (first < 0 || first >= c.vocabSize) throw new InvalidArgumentError(`token id ${first} is outside the vocabulary (${c.vocabSize})`);
+      const chunkStart = first - (first % EMBED_CHUNK_ROWS);
+      const chunkRows = Math.min(EMBED_CHUNK_ROWS, c.vocabSize - chunkStart);
+      const table = await this.checkpoint.readRowsF32(this.names.embed, chunkStart, chunkRows);
+      while (at < order.length) {
+        const pos = order[at]!;
+        const id = ids[pos]!;
+        if (id >= chunkStart + chunkRows) break;
+        out.set(table.subarray((id - chunkStart) * c.hiddenSize, (id - chunkStart + 1) * c.hiddenSize), pos * c.hiddenSize);
+        at++;
+      }
+    }
+  }
+
+  /**
+   * Runs every window (each a sequence of token ids starting at position 0, all of the same
+   * length) through the model. `onLogits(window, logits [rows, vocab])` gets a scratch buffer per
+   * window: consume it during the call.
+   */
+  async run(
+    windows: readonly Int32Array[],
+    onLogits: (window: number, logits: Float32Array, rows: number) => void,
+    options: ForwardOptions = {},
+  ): Promise<void> {
+    const c = this.config;
+    const rows = windows[0]?.length ?? 0;
+    if (rows === 0) throw new InvalidArgumentError('nothing to evaluate: no tokens');
+    if (windows.some((w) => w.length !== rows)) throw new InvalidArgumentError('all windows must have the same length');
+    if (rows > c.maxPositionEmbeddings) {
+      throw new InvalidArgumentError(`context of ${rows} tokens is longer than the model's max_position_embeddings (${c.maxPositionEmbeddings})`);
+    }
+    const peak = this.estimatePeakBytes(windows.length, rows);
+    const available = totalmem();
+    if (peak > available * 0.8) {
+      throw new UnsupportedError(
+        `this pass needs about ${(peak / 2 ** 30).toFixed(1)} GiB (largest layer ${(this.largestLayerBytes() / 2 ** 30).toFixed(1)} GiB as f32 + activations of ${windows.length} x ${rows} tokens); the machine has ${(available / 2 ** 30).toFixed(1)} GiB: use fewer windows`,
+      );
+    }
+    const signal = options.signal;
+    const quant = options.quant;
+    const hooks = options.hooks;
+    const H = c.hiddenSize;
+    const qWidth = c.numHeads * c.headDim;
+    const kvWidth = c.numKvHeads * c.headDim;
+    const I = c.intermediateSize;
+    const steps = c.numLayers + 1;
+
+    throwIfAborted(signal);
+    const hidden = new Float32Array(windows.length * rows * H);
+    for (let w = 0; w < windows.length; w++) await this.embed(windows[w]!, hidden.subarray(w * rows * H, (w + 1) * rows * H));
+
+    const tables = ropeTables(rows, c.headDim, c.ropeTheta);
+    const normed = new Float32Array(rows * H);
+    const q = new Float32Array(rows * qWidth);
+    const k = new Float32Array(rows * kvWidth);
+    const v = new Float32Array(rows * kvWidth);
+    const context = new Float32Array(rows * qWidth);
+    const projected = new Float32Array(rows * H);
+    const gate = new Float32Array(rows * I);
+    const up = new Float32Array(rows * I);
+    const scores = new Float64Array(rows);
+
+    const actBits = quant?.activationBits ?? null;
+    const quantizeInput = (x: Float32Array, width: number): void => {
+      if (actBits !== null) fakeQuantizeActivations(x, rows, width, actBits);
+    };
+
+    for (let l = 0; l < c.numLayers; l++) {
+      throwIfAborted(signal);
+      const weights = await this.readLayer(l);
+      if (quant?.weightBits != null) {
+        for (const role of LINEAR_ROLES) {
+          const wt = weights.linear[role];
+          const cols = role === 'o' ? qWidth : role === 'down' ? I : H;
+          fakeQuantizeWeight(wt, wt.length / cols, cols, quant.weightBits, quant.weightGroup);
+        }
+      }
+      hooks?.onLayerWeights?.(l, weights);
+      const sites = layerSites(l);
+      const L = weights.linear;
+      for (let w = 0; w < windows.length; w++) {
+        throwIfAborted(signal);
+        const x = hidden.subarray(w * rows * H, (w + 1) * rows * H);
+        // Attention block.
+        rmsNorm(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
+        hooks?.onActivation?.(sites.attn_in, normed, rows, H, w);
+        quantizeInput(normed, H);
+        matmulTransposed(normed, L.q, q, rows, H, qWidth);
+        matmulTransposed(normed, L.k, k, rows, H, kvWidth);
+        matmulTransposed(normed, L.v, v, rows, H, kvWidth);
+        applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
+        applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
+        if (quant?.kvBits != null) {
+          fakeQuantizeKv(k, rows, c.numKvHeads, c.headDim, quant.kvBits);
+          fakeQuantizeKv(v, rows, c.numKvHeads, c.headDim, quant.kvBits);
+        }
+        causalAttention(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, scores);
+        hooks?.onActivation?.(sites.attn_out, context, rows, qWidth, w);
+        quantizeInput(context, qWidth);
+        matmulTransposed(context, L.o, projected, rows, qWidth, H);
+        addInPlace(x, projected, rows * H);
+        // MLP block.
+        rmsNorm(x, weights.ffnNorm, normed, rows, H, c.rmsNormEps);
+        hooks?.onActivation?.(sites.mlp_in, normed, rows, H, w);
+        quantizeInput(normed, H);
+        matmulTransposed(normed, L.gate, gate, rows, H, I);
+        matmulTransposed(normed, L.up, up, rows, H, I);
+        swiglu(gate, up, rows * I);
+        hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
+        quantizeInput(gate, I);
+        matmulTransposed(gate, L.down, projected, rows, I, H);
+        addInPlace(x, projected, rows * H);
+        hooks?.onActivation?.(sites.residual, x, rows, H, w);
+      }
+      options.onProgress?.(l + 1, steps);
+    }
+
+    if (options.skipLogits === true) {
+      // Still report the final norm's input statistics to hooks (input of lm_head).
+      if (hooks?.onActivation !== undefined) {
+        const finalNorm = await this.checkpoint.readRowsF32(this.names.finalNorm);
+        const site = finalSite(c.numLayers);
+        for (let w = 0; w < windows.length; w++) {
+          throwIfAborted(signal);
+          rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
+          hooks.onActivation(site, normed, rows, H, w);
+        }
+      }
+      options.onProgress?.(steps, steps);
+      return;
+    }
+    throwIfAborted(signal);
+    const finalNorm = await this.checkpoint.readRowsF32(this.names.finalNorm);
+    const output = await this.checkpoint.readRowsF32(this.names.output);
+    const logits = new Float32Array(rows * c.vocabSize);
+    const site = finalSite(c.numLayers);
+    for (let w = 0; w < windows.length; w++) {
+      throwIfAborted(signal);
+      rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
+      hooks?.onActivation?.(site, normed, rows, H, w);
+      matmulTransposed(normed, output, logits, rows, H, c.vocabSize);
+      onLogits(w, logits, rows);
+    }
+    options.onProgress?.(steps, steps);
+  }
+}
+
+export function layerSites(l: number): Record<Exclude<ActivationSiteKind, 'final_norm'>, ActivationSite> {
+  const consumers = (roles: LinearRole[]): string[] => roles.map((r) => linearModuleName(l, r));
+  return {
+    attn_in: { id: `layers.${l}.attn_in`, kind: 'attn_in', layer: l, consumers: consumers(['q', 'k', 'v']) },
+    attn_out: { id: `layers.${l}.attn_out`, kind: 'attn_out', layer: l, consumers: consumers(['o']) },
+    mlp_in: { id: `layers.${l}.mlp_in`, kind: 'mlp_in', layer: l, consumers: consumers(['gate', 'up']) },
+    mlp_act: { id: `layers.${l}.mlp_act`, kind: 'mlp_act', layer: l, consumers: consumers(['down']) },
+    residual: { id: `layers.${l}.residual`, kind: 'residual', layer: l, consumers: [] },
+  };
+}
+
+export function finalSite(numLayers: number): ActivationSite {
+  return { id: 'final_norm', kind: 'final_norm', layer: numLayers, consumers: ['lm_head'] };
+}

@@ -1,0 +1,78 @@
+/**
+ * Perplexity exactly as test/fixtures/micro-llama-reference.json `how` describes it: the text is
+ * tokenized without BOS; `windows` consecutive non-overlapping windows of `ctx` tokens start at
+ * token 0; each window is scored on its ctx - 1 next-token predictions (all positions); the loss is
+ * averaged over every prediction of every window and ppl = exp(mean loss).
+ */
+import { InvalidArgumentError, NumericError } from '../errors';
+import type { ForwardOptions, LlamaModel } from './forward';
+
+export interface PerplexityResult {
+  perplexity: number;
+  meanLoss: number;
+  windows: number;
+  ctx: number;
+  predictions: number;
+  /** Mean loss of each window. */
+  windowLosses: number[];
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+/** Splits `ids` into `windows` windows of `ctx` tokens starting at token 0. */
+export function makeWindows(ids: readonly number[], ctx: number, windows: number): Int32Array[] {
+  if (!Number.isSafeInteger(ctx) || ctx < 2) throw new InvalidArgumentError(`--ctx must be an integer >= 2, got ${ctx}`);
+  if (!Number.isSafeInteger(windows) || windows < 1) throw new InvalidArgumentError(`--windows must be a positive integer, got ${windows}`);
+  const need = ctx * windows;
+  if (ids.length < need) {
+    throw new InvalidArgumentError(`the text has ${ids.length} tokens; ${windows} windows of ${ctx} need ${need} (it fits ${Math.floor(ids.length / ctx)} windows)`);
+  }
+  const out: Int32Array[] = [];
+  for (let w = 0; w < windows; w++) out.push(Int32Array.from(ids.slice(w * ctx, (w + 1) * ctx)));
+  return out;
+}
+
+/** Sum over rows t < rows-1 of -log softmax(logits[t])[ids[t+1]], in f64. */
+export function windowNll(logits: Float32Array, rows: number, vocab: number, ids: Int32Array): number {
+  let total = 0;
+  for (let t = 0; t + 1 < rows; t++) {
+    const base = t * vocab;
+    let max = -Infinity;
+    for (let j = 0; j < vocab; j++) {
+      const z = logits[base + j]!;
+      if (z > max) max = z;
+    }
+    let sum = 0;
+    for (let j = 0; j < vocab; j++) sum += Math.exp(logits[base + j]! - max);
+    const target = ids[t + 1]!;
+    total += Math.log(sum) + max - logits[base + target]!;
+  }
+  return total;
+}
+
+export async function perplexity(model: LlamaModel, windows: readonly Int32Array[], options: ForwardOptions = {}): Promise<PerplexityResult> {
+  const started = performance.now();
+  const vocab = model.config.vocabSize;
+  const windowLosses: number[] = new Array<number>(windows.length).fill(NaN);
+  await model.run(
+    windows,
+    (w, logits, rows) => {
+      windowLosses[w] = windowNll(logits, rows, vocab, windows[w]!) / (rows - 1);
+    },
+    options,
+  );
+  const ctx = windows[0]!.length;
+  const meanLoss = windowLosses.reduce((a, b) => a + b, 0) / windowLosses.length;
+  if (!Number.isFinite(meanLoss)) throw new NumericError(`perplexity is not finite (mean loss ${meanLoss}): the model produced NaN or Inf logits`);
+  const seconds = (performance.now() - started) / 1000;
+  return {
+    perplexity: Math.exp(meanLoss),
+    meanLoss,
+    windows: windows.length,
+    ctx,
+    predictions: windows.length * (ctx - 1),
+    windowLosses,
+    seconds,
+    tokensPerSecond: (windows.length * ctx) / seconds,
+  };
+}
