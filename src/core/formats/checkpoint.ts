@@ -4,6 +4,7 @@
  * Readers (safetensors/, gguf/) produce it; nothing here touches tensor bytes until asked.
  */
 import type { ByteSource } from '../io/byteSource';
+import type { GgufHeader } from './gguf/reader';
 
 export type CheckpointFormat = 'safetensors' | 'gguf';
 
@@ -32,6 +33,11 @@ export interface Checkpoint {
   /** Parsed HF config.json when present next to the weights. */
   config: Record<string, unknown> | null;
   tensors: TensorEntry[];
+  /**
+   * GGUF only: the raw header (every KV pair with its GGUF value type, full arrays such as
+   * tokenizer.ggml.tokens / merges, tensor infos with ne and ggml type, alignment, data offset).
+   */
+  gguf?: GgufHeader;
   /**
    * Decodes rows [rowStart, rowStart + rowCount) of a tensor to f32 (rows = the outermost dimension;
    * a 1-D tensor is one row). Reads only the bytes needed, through a ByteSource.
