@@ -1,0 +1,84 @@
+/**
+ * The quantization targets the Quantize… flow offers. `id` is what the pipeline receives; the bits per
+ * weight here are the storage cost including scales, used only until the pipeline's dry-run plan answers.
+ */
+export type TargetFormat = 'gguf' | 'safetensors';
+
+export interface TargetInfo {
+  id: string;
+  label: string;
+  format: TargetFormat;
+  detail: string;
+  /** Storage bits per weight of the quantized tensors, scales included (before the pipeline's exact plan). */
+  nominalBitsPerWeight: number;
+  /** Group-wise schemes ask for a group size. */
+  usesGroupSize: boolean;
+  /** Methods that need a calibration pass; offered disabled until they exist. */
+  needsCalibration: boolean;
+  available: boolean;
+}
+
+const gguf = (type: string, bpw: number, detail: string): TargetInfo => ({
+  id: `gguf:${type}`,
+  label: `GGUF ${type}`,
+  format: 'gguf',
+  detail,
+  nominalBitsPerWeight: bpw,
+  usesGroupSize: false,
+  needsCalibration: false,
+  available: true,
+});
+
+const safetensors = (id: string, label: string, bpw: number, detail: string, usesGroupSize: boolean): TargetInfo => ({
+  id,
+  label,
+  format: 'safetensors',
+  detail,
+  nominalBitsPerWeight: bpw,
+  usesGroupSize,
+  needsCalibration: false,
+  available: true,
+});
+
+const method = (id: string, label: string, detail: string): TargetInfo => ({
+  id,
+  label,
+  format: 'safetensors',
+  detail,
+  nominalBitsPerWeight: 4.25,
+  usesGroupSize: true,
+  needsCalibration: true,
+  available: false,
+});
+
+export const TARGETS: readonly TargetInfo[] = [
+  gguf('F16', 16, 'half precision, lossless for BF16 weights that fit F16'),
+  gguf('Q8_0', 8.5, 'blocks of 32, one F16 scale: near lossless'),
+  gguf('Q6_K', 6.5625, 'K-quant, 6 bits'),
+  gguf('Q5_K_M', 5.69, 'llama.cpp preset: Q5_K with Q6_K for sensitive tensors'),
+  gguf('Q4_K_M', 4.89, 'llama.cpp preset: Q4_K with Q6_K for sensitive tensors'),
+  gguf('Q4_0', 4.5, 'blocks of 32, one F16 scale'),
+  safetensors('int8', 'INT8 (safetensors)', 8, 'absmax per output channel, round to nearest', false),
+  safetensors('int4', 'INT4 (safetensors)', 4.25, 'group-wise absmax, round to nearest', true),
+  safetensors('nf4', 'NF4 (safetensors)', 4.25, 'NormalFloat4 code book, group-wise absmax', true),
+  safetensors('fp8', 'FP8 E4M3 (safetensors)', 8, 'per-tensor scale, round to nearest even', false),
+  method('awq', 'AWQ', 'activation-aware weight scaling'),
+  method('gptq', 'GPTQ', 'second-order error compensation'),
+  method('smoothquant', 'SmoothQuant', 'migrates activation outliers into weights'),
+  method('llm-int8', 'LLM.int8()', 'mixed-precision decomposition of outlier dims'),
+];
+
+export function findTarget(id: string): TargetInfo | undefined {
+  return TARGETS.find((t) => t.id === id || t.id.toLowerCase() === id.toLowerCase());
+}
+
+/** File extension of the output for a target. */
+export function outputExtension(target: TargetInfo): string {
+  return target.format === 'gguf' ? '.gguf' : '.safetensors';
+}
+
+/** Short suffix for output names: `gguf:Q4_K_M` -> `Q4_K_M`, `nf4` with group 64 -> `nf4-g64`. */
+export function targetSuffix(target: TargetInfo, groupSize: number | undefined): string {
+  const base = target.format === 'gguf' ? target.id.slice('gguf:'.length) : target.id;
+  return target.usesGroupSize && groupSize !== undefined ? `${base}-g${groupSize}` : base;
+}
