@@ -116,7 +116,7 @@ export function awqSearchScales(
   const losses: number[] = [];
   let best = Infinity;
   let bestRatio = 0;
-  let bestScales = new Float64Array(cols).fill(1);
+  let bestScales: Float64Array = new Float64Array(cols).fill(1);
   for (let i = 0; i < nGrid; i++) {
     if (options.signal?.aborted) throw new CancelledError('AWQ cancelled');
     const ratio = i / nGrid;
