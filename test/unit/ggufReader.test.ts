@@ -3,12 +3,12 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FormatError, QuantLensError, UnsupportedError } from '../../src/core/errors';
-import { MemoryByteSource, withFileSource } from '../../src/core/io/byteSource';
+import { MemoryByteSource } from '../../src/core/io/byteSource';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { readGgufHeader, ggufShape, type GgufHeader, type GgufValue } from '../../src/core/formats/gguf/reader';
 import { encodeGgufHeader, encodeOptionsFromHeader, type EncodeGgufOptions, type EncodedTensorInfo } from '../../src/core/formats/gguf/encodeHeader';
 import { GGML_TYPES, ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
-import { microLlamaDir, microLlamaF32Gguf, tinyLlamaDir, tinyLlamaQ4KMGguf } from '../helpers/paths';
+import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 
 // The real file, read once (4.8 MB): tests build their bad files from its header.
 const realBytes = new Uint8Array(readFileSync(microLlamaF32Gguf));
@@ -31,7 +31,7 @@ async function realOptions(): Promise<EncodeGgufOptions> {
   return encodeOptionsFromHeader(await realHeader());
 }
 
-async function rejects(source: MemoryByteSource, pattern: RegExp, errorClass: typeof QuantLensError = FormatError): Promise<void> {
+async function rejects(source: MemoryByteSource, pattern: RegExp, errorClass: abstract new (...args: never[]) => QuantLensError = FormatError): Promise<void> {
   await assert.rejects(readGgufHeader(source), (e: unknown) => {
     assert.ok(e instanceof errorClass, `expected ${errorClass.name}, got ${String(e)}`);
     assert.match((e as Error).message, /bad\.gguf/, 'the message names the file');
