@@ -1,0 +1,424 @@
+/**
+ * Weight statistics, CPU reference. The GPU path (core/gpu/stats.ts) computes the same quantities
+ * and is tested against this module.
+ *
+ * Moments are kept as (count, mean, M2, M3, M4) with M_k = sum (x - mean)^k, in f64, and merged with
+ * the pairwise formulas of Chan et al. / Pébay (2008), so rows, chunks and tensors can be streamed
+ * and combined without the cancellation of naive power sums. Non-finite values (NaN, +-Inf) are
+ * counted separately and excluded from every moment, range and histogram.
+ *
+ * A "channel" is a row of the row-major tensor (an output channel of a weight [out, in]); a
+ * "column" is an input dimension (where LLM.int8()-style outlier features live). A 1-D tensor is one row.
+ *
+ * Histogram binning is defined in f32 so the GPU gives the same counts:
+ *   fixed bins:  bin = min(bins - 1, floor(f32(f32(x - lo) * scale))), lo = f32(min), scale = f32(bins / (max - min))
+ *   log bins:    from the f32 bit pattern of |x|: (exponent - (topExponent - octaves + 1)) * 4 + top two
+ *                mantissa bits, i.e. quarter-octave bins; values below the range (and zeros) go to `underflow`.
+ */
+import { InvalidArgumentError } from '../errors';
+
+export interface Moments {
+  /** Finite values seen. */
+  count: number;
+  mean: number;
+  /** Central sums: M2 = sum (x - mean)^2, M3, M4 likewise. */
+  m2: number;
+  m3: number;
+  m4: number;
+  min: number;
+  max: number;
+  absMax: number;
+  nanCount: number;
+  infCount: number;
+}
+
+export function emptyMoments(): Moments {
+  return { count: 0, mean: 0, m2: 0, m3: 0, m4: 0, min: Infinity, max: -Infinity, absMax: 0, nanCount: 0, infCount: 0 };
+}
+
+/** Combines two disjoint sets' moments (Pébay 2008, eq. 2.1-2.3). Neither input is changed. */
+export function mergeMoments(a: Moments, b: Moments): Moments {
+  const nanCount = a.nanCount + b.nanCount;
+  const infCount = a.infCount + b.infCount;
+  if (b.count === 0) return { ...a, nanCount, infCount };
+  if (a.count === 0) return { ...b, nanCount, infCount };
+  const n = a.count + b.count;
+  const delta = b.mean - a.mean;
+  const dn = delta / n;
+  const na = a.count;
+  const nb = b.count;
+  const mean = a.mean + nb * dn;
+  const m2 = a.m2 + b.m2 + delta * dn * na * nb;
+  const m3 = a.m3 + b.m3 + delta * dn * dn * na * nb * (na - nb) + 3 * dn * (na * b.m2 - nb * a.m2);
+  const m4 =
+    a.m4 +
+    b.m4 +
+    delta * dn * dn * dn * na * nb * (na * na - na * nb + nb * nb) +
+    6 * dn * dn * (na * na * b.m2 + nb * nb * a.m2) +
+    4 * dn * (na * b.m3 - nb * a.m3);
+  return {
+    count: n,
+    mean,
+    m2,
+    m3,
+    m4,
+    min: Math.min(a.min, b.min),
+    max: Math.max(a.max, b.max),
+    absMax: Math.max(a.absMax, b.absMax),
+    nanCount,
+    infCount,
+  };
+}
+
+/** Moments of values[start, end) by two passes in f64 (mean first, then central sums). */
+export function momentsOf(values: Float32Array, start = 0, end = values.length): Moments {
+  const m = emptyMoments();
+  let sum = 0;
+  for (let i = start; i < end; i++) {
+    const x = values[i]!;
+    if (Number.isFinite(x)) {
+      sum += x;
+      m.count++;
+      if (x < m.min) m.min = x;
+      if (x > m.max) m.max = x;
+      const ax = Math.abs(x);
+      if (ax > m.absMax) m.absMax = ax;
+    } else if (Number.isNaN(x)) m.nanCount++;
+    else m.infCount++;
+  }
+  if (m.count === 0) return m;
+  m.mean = sum / m.count;
+  for (let i = start; i < end; i++) {
+    const x = values[i]!;
+    if (!Number.isFinite(x)) continue;
+    const d = x - m.mean;
+    const d2 = d * d;
+    m.m2 += d2;
+    m.m3 += d2 * d;
+    m.m4 += d2 * d2;
+  }
+  return m;
+}
+
+export interface MomentSummary {
+  count: number;
+  nanCount: number;
+  infCount: number;
+  min: number;
+  max: number;
+  absMax: number;
+  mean: number;
+  /** Population variance M2 / n. */
+  variance: number;
+  /** Excess kurtosis n*M4/M2^2 - 3 (0 for a normal distribution, large for heavy tails); 0 when variance is 0. */
+  kurtosis: number;
+}
+
+export function summarizeMoments(m: Moments): MomentSummary {
+  const empty = m.count === 0;
+  return {
+    count: m.count,
+    nanCount: m.nanCount,
+    infCount: m.infCount,
+    min: empty ? 0 : m.min,
+    max: empty ? 0 : m.max,
+    absMax: m.absMax,
+    mean: m.mean,
+    variance: empty ? 0 : m.m2 / m.count,
+    kurtosis: m.m2 > 0 ? (m.count * m.m4) / (m.m2 * m.m2) - 3 : 0,
+  };
+}
+
+// ---- histograms ----
+
+/** Log-scale histogram: this many sub-bins per octave (top two mantissa bits). */
+export const LOG_BINS_PER_OCTAVE = 4;
+
+export interface FixedHistogramSpec {
+  bins: number;
+  /** f32 lower edge (= tensor min). */
+  lo: number;
+  /** f32 bins per unit. */
+  scale: number;
+}
+
+export function fixedHistogramSpec(bins: number, min: number, max: number): FixedHistogramSpec {
+  const lo = Math.fround(min);
+  const span = max - min;
+  return { bins, lo, scale: span > 0 ? Math.fround(bins / span) : 0 };
+}
+
+/** The bin of a finite f32 value (the rule GPU and CPU share). */
+export function fixedBinOf(x: number, spec: FixedHistogramSpec): number {
+  const t = Math.floor(Math.fround(Math.fround(x - spec.lo) * spec.scale));
+  return Math.max(0, Math.min(spec.bins - 1, t));
+}
+
+export interface LogHistogramSpec {
+  /** Number of octaves covered, ending with the octave of absMax. */
+  octaves: number;
+  /** Biased f32 exponent of absMax (the top octave). */
+  topExponent: number;
+}
+
+export function logHistogramSpec(octaves: number, absMax: number): LogHistogramSpec {
+  return { octaves, topExponent: f32Exponent(absMax) };
+}
+
+const f32Scratch = new Float32Array(1);
+const u32Scratch = new Uint32Array(f32Scratch.buffer);
+
+function f32Bits(x: number): number {
+  f32Scratch[0] = x;
+  return u32Scratch[0]!;
+}
+
+/** Biased exponent field of an f32 (0 for zero and subnormals). */
+export function f32Exponent(x: number): number {
+  return (f32Bits(x) >>> 23) & 0xff;
+}
+
+/** Log bin of a finite value, or -1 for underflow (zero, subnormal, or below the covered octaves). */
+export function logBinOf(x: number, spec: LogHistogramSpec): number {
+  const bits = f32Bits(x) & 0x7fffffff;
+  const exponent = bits >>> 23;
+  const first = spec.topExponent - spec.octaves + 1;
+  if (exponent === 0 || exponent < first) return -1;
+  const bin = (exponent - first) * LOG_BINS_PER_OCTAVE + ((bits >>> 21) & 3);
+  return Math.min(bin, spec.octaves * LOG_BINS_PER_OCTAVE - 1);
+}
+
+/** Lower edge (|x|) of a log bin, for labels. */
+export function logBinLowerEdge(bin: number, spec: LogHistogramSpec): number {
+  const first = spec.topExponent - spec.octaves + 1;
+  const exponent = first + Math.floor(bin / LOG_BINS_PER_OCTAVE);
+  const quarter = bin % LOG_BINS_PER_OCTAVE;
+  return Math.pow(2, exponent - 127) * (1 + quarter / LOG_BINS_PER_OCTAVE);
+}
+
+// ---- the whole-tensor computation ----
+
+export interface WeightStatsOptions {
+  /** Fixed-width bins over [min, max]. */
+  histogramBins: number;
+  /** Octaves covered by the log-scale histogram (4 bins each). */
+  logOctaves: number;
+  /** A value is an outlier when |x| > outlierSigma * std of its tensor (unless outlierAbsThreshold is set). */
+  outlierSigma: number;
+  outlierAbsThreshold?: number;
+  /** How many of the most outlier-heavy rows / columns to list. */
+  topChannels: number;
+}
+
+export const DEFAULT_WEIGHT_STATS_OPTIONS: WeightStatsOptions = {
+  histogramBins: 64,
+  logOctaves: 24,
+  outlierSigma: 6,
+  topChannels: 16,
+};
+
+export interface ChannelCount {
+  index: number;
+  count: number;
+}
+
+export interface TensorStats extends MomentSummary {
+  name: string;
+  shape: number[];
+  rows: number;
+  rowLength: number;
+  /** Per row (output channel). */
+  rowAbsMax: Float32Array;
+  rowMin: Float32Array;
+  rowMax: Float32Array;
+  rowMean: Float32Array;
+  rowVariance: Float32Array;
+  rowKurtosis: Float32Array;
+  rowOutlierCounts: Uint32Array;
+  columnOutlierCounts: Uint32Array;
+  outlierThreshold: number;
+  outlierCount: number;
+  histogram: { lo: number; hi: number; counts: Uint32Array };
+  logHistogram: { octaves: number; topExponent: number; underflow: number; counts: Uint32Array };
+}
+
+export function validateStatsOptions(o: WeightStatsOptions): void {
+  if (!Number.isInteger(o.histogramBins) || o.histogramBins < 1 || o.histogramBins > 256) throw new InvalidArgumentError(`histogram bins must be an integer in 1..256, got ${o.histogramBins}`);
+  if (!Number.isInteger(o.logOctaves) || o.logOctaves < 1 || o.logOctaves > 64) throw new InvalidArgumentError(`log histogram octaves must be an integer in 1..64, got ${o.logOctaves}`);
+  if (!(o.outlierSigma > 0)) throw new InvalidArgumentError(`outlier sigma must be positive, got ${o.outlierSigma}`);
+  if (o.outlierAbsThreshold !== undefined && !(o.outlierAbsThreshold >= 0)) throw new InvalidArgumentError(`outlier threshold must be >= 0, got ${o.outlierAbsThreshold}`);
+}
+
+/** Row count and row length of a row-major shape (a scalar or 1-D tensor is one row). */
+export function rowsOf(shape: readonly number[]): { rows: number; rowLength: number } {
+  if (shape.length <= 1) return { rows: 1, rowLength: shape[0] ?? 1 };
+  const rows = shape[0]!;
+  return { rows, rowLength: shape.slice(1).reduce((a, b) => a * b, 1) };
+}
+
+/** The threshold an outlier must exceed, from the tensor's moments. f32 so both paths compare alike. */
+export function outlierThresholdOf(summary: MomentSummary, o: WeightStatsOptions): number {
+  return Math.fround(o.outlierAbsThreshold ?? o.outlierSigma * Math.sqrt(summary.variance));
+}
+
+/** Per-row moments: the first pass of both paths. */
+export function rowMomentsCpu(values: Float32Array, rows: number, rowLength: number): Moments[] {
+  const out: Moments[] = [];
+  for (let r = 0; r < rows; r++) out.push(momentsOf(values, r * rowLength, (r + 1) * rowLength));
+  return out;
+}
+
+/** Per-row moments to the tensor's per-row arrays and whole-tensor summary. */
+export function assembleFromRowMoments(rowMoments: readonly Moments[]): { total: Moments; rowArrays: Pick<TensorStats, 'rowAbsMax' | 'rowMin' | 'rowMax' | 'rowMean' | 'rowVariance' | 'rowKurtosis'> } {
+  const n = rowMoments.length;
+  const rowArrays = {
+    rowAbsMax: new Float32Array(n),
+    rowMin: new Float32Array(n),
+    rowMax: new Float32Array(n),
+    rowMean: new Float32Array(n),
+    rowVariance: new Float32Array(n),
+    rowKurtosis: new Float32Array(n),
+  };
+  let total = emptyMoments();
+  rowMoments.forEach((m, r) => {
+    const s = summarizeMoments(m);
+    rowArrays.rowAbsMax[r] = s.absMax;
+    rowArrays.rowMin[r] = s.min;
+    rowArrays.rowMax[r] = s.max;
+    rowArrays.rowMean[r] = s.mean;
+    rowArrays.rowVariance[r] = s.variance;
+    rowArrays.rowKurtosis[r] = s.kurtosis;
+    total = mergeMoments(total, m);
+  });
+  return { total, rowArrays };
+}
+
+/** What pass 2 (histograms and outliers) needs from pass 1 (the tensor's moments). */
+export interface SecondPassSpec {
+  fixed: FixedHistogramSpec;
+  log: LogHistogramSpec;
+  /** f32 threshold: |x| > threshold is an outlier. */
+  threshold: number;
+}
+
+export function secondPassSpecOf(summary: MomentSummary, options: WeightStatsOptions): SecondPassSpec {
+  return {
+    fixed: fixedHistogramSpec(options.histogramBins, summary.min, summary.max),
+    log: logHistogramSpec(options.logOctaves, summary.absMax),
+    threshold: outlierThresholdOf(summary, options),
+  };
+}
+
+/** Pass 2 counters; `log` has one more slot at the end for underflow. */
+export interface SecondPassCounts {
+  fixed: Uint32Array;
+  log: Uint32Array;
+  rowOutliers: Uint32Array;
+  columnOutliers: Uint32Array;
+}
+
+export function emptySecondPassCounts(spec: SecondPassSpec, rows: number, rowLength: number): SecondPassCounts {
+  return {
+    fixed: new Uint32Array(spec.fixed.bins),
+    log: new Uint32Array(spec.log.octaves * LOG_BINS_PER_OCTAVE + 1),
+    rowOutliers: new Uint32Array(rows),
+    columnOutliers: new Uint32Array(rowLength),
+  };
+}
+
+/** Adds whole rows `values` (starting at row `rowStart`) to the pass 2 counters. */
+export function countSecondPassCpu(values: Float32Array, rowStart: number, rowLength: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
+  const underflowSlot = counts.log.length - 1;
+  const rows = rowLength === 0 ? 0 : values.length / rowLength;
+  for (let r = 0; r < rows; r++) {
+    const base = r * rowLength;
+    for (let c = 0; c < rowLength; c++) {
+      const x = values[base + c]!;
+      if (!Number.isFinite(x)) continue;
+      counts.fixed[fixedBinOf(x, spec.fixed)]!++;
+      const lb = logBinOf(x, spec.log);
+      counts.log[lb < 0 ? underflowSlot : lb]!++;
+      if (Math.abs(x) > spec.threshold) {
+        counts.rowOutliers[rowStart + r]!++;
+        counts.columnOutliers[c]!++;
+      }
+    }
+  }
+}
+
+/** Assembles a TensorStats from the per-row moments (pass 1) and the pass 2 counters. */
+export function statsFromPasses(name: string, shape: readonly number[], rowMoments: readonly Moments[], spec: SecondPassSpec, counts: SecondPassCounts): TensorStats {
+  const { rows, rowLength } = rowsOf(shape);
+  const { total, rowArrays } = assembleFromRowMoments(rowMoments);
+  const summary = summarizeMoments(total);
+  let outlierCount = 0;
+  for (const c of counts.rowOutliers) outlierCount += c;
+  const logBins = counts.log.length - 1;
+  return finishTensorStats(name, shape, rows, rowLength, summary, rowArrays, {
+    threshold: spec.threshold,
+    outlierCount,
+    rowOutlierCounts: counts.rowOutliers,
+    columnOutlierCounts: counts.columnOutliers,
+    histogram: { lo: summary.min, hi: summary.max, counts: counts.fixed },
+    logHistogram: { octaves: spec.log.octaves, topExponent: spec.log.topExponent, underflow: counts.log[logBins]!, counts: counts.log.slice(0, logBins) },
+  });
+}
+
+export function checkShape(name: string, shape: readonly number[], valueCount: number): { rows: number; rowLength: number } {
+  const { rows, rowLength } = rowsOf(shape);
+  if (rows * rowLength !== valueCount) throw new InvalidArgumentError(`${name}: shape [${shape.join(', ')}] needs ${rows * rowLength} values, got ${valueCount}`);
+  return { rows, rowLength };
+}
+
+/** Statistics of one tensor held in memory as f32: the CPU reference (the job streams the same two passes by row windows). */
+export function computeTensorStats(name: string, shape: readonly number[], values: Float32Array, options: WeightStatsOptions = DEFAULT_WEIGHT_STATS_OPTIONS): TensorStats {
+  validateStatsOptions(options);
+  const { rows, rowLength } = checkShape(name, shape, values.length);
+  const rowMoments = rowMomentsCpu(values, rows, rowLength);
+  const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+  const counts = emptySecondPassCounts(spec, rows, rowLength);
+  countSecondPassCpu(values, 0, rowLength, spec, counts);
+  return statsFromPasses(name, shape, rowMoments, spec, counts);
+}
+
+function finishTensorStats(
+  name: string,
+  shape: readonly number[],
+  rows: number,
+  rowLength: number,
+  summary: MomentSummary,
+  rowArrays: Pick<TensorStats, 'rowAbsMax' | 'rowMin' | 'rowMax' | 'rowMean' | 'rowVariance' | 'rowKurtosis'>,
+  second: {
+    threshold: number;
+    outlierCount: number;
+    rowOutlierCounts: Uint32Array;
+    columnOutlierCounts: Uint32Array;
+    histogram: TensorStats['histogram'];
+    logHistogram: TensorStats['logHistogram'];
+  },
+): TensorStats {
+  return {
+    name,
+    shape: [...shape],
+    rows,
+    rowLength,
+    ...summary,
+    ...rowArrays,
+    rowOutlierCounts: second.rowOutlierCounts,
+    columnOutlierCounts: second.columnOutlierCounts,
+    outlierThreshold: second.threshold,
+    outlierCount: second.outlierCount,
+    histogram: second.histogram,
+    logHistogram: second.logHistogram,
+  };
+}
+
+/** The `top` largest counts (ties by index), zero counts left out. */
+export function topCounts(counts: Uint32Array, top: number): ChannelCount[] {
+  const nonZero: ChannelCount[] = [];
+  counts.forEach((count, index) => {
+    if (count > 0) nonZero.push({ index, count });
+  });
+  nonZero.sort((a, b) => b.count - a.count || a.index - b.index);
+  return nonZero.slice(0, top);
+}

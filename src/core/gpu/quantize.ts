@@ -1,0 +1,156 @@
+/**
+ * ggml block quantization on the GPU, byte-exact with the CPU reference (ggml's quantize_row_*_ref):
+ * the kernels are ports of the C with the same f32 operations in the same order, IEEE division done
+ * in integers (WGSL's `/` may be 2.5 ULP off) and products kept out of fused multiply-adds.
+ * Rounding rules per type are written at the top of each kernels/<type>.wgsl.
+ *
+ * The tensor is streamed in chunks of whole blocks (an even number of 128-byte blocks, so every
+ * chunk starts at a 256-byte aligned source offset) that fit the device's binding limit; each
+ * chunk is uploaded, quantized, read back through a MAP_READ buffer and interleaved into ggml
+ * blocks on the host (18/20/22/24/34-byte blocks straddle u32 words).
+ */
+import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
+import { guarded, type GpuContext } from './device';
+import { KERNELS, align4, createStorageBuffer, encodeKernel, gridFor, type Kernel } from './kernels';
+
+export const GPU_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1'] as const;
+export type GpuQuantType = (typeof GPU_QUANT_TYPES)[number];
+
+interface QuantFormat {
+  kernel: Kernel;
+  blockBytes: number;
+  /** Scale words: 1 = d only, 2 = d and m (both f16). */
+  halves: 1 | 2;
+  hasQh: boolean;
+  qsBytes: number;
+}
+
+const FORMATS: Record<GpuQuantType, QuantFormat> = {
+  Q8_0: { kernel: KERNELS.q8_0, blockBytes: 34, halves: 1, hasQh: false, qsBytes: 32 },
+  Q4_0: { kernel: KERNELS.q4_0, blockBytes: 18, halves: 1, hasQh: false, qsBytes: 16 },
+  Q4_1: { kernel: KERNELS.q4_1, blockBytes: 20, halves: 2, hasQh: false, qsBytes: 16 },
+  Q5_0: { kernel: KERNELS.q5_0, blockBytes: 22, halves: 1, hasQh: true, qsBytes: 16 },
+  Q5_1: { kernel: KERNELS.q5_1, blockBytes: 24, halves: 2, hasQh: true, qsBytes: 16 },
+};
+
+export const QK = 32;
+/** u32 words the kernels write per block (see the .wgsl headers). */
+const OUT_STRIDE_WORDS = 11;
+
+export function isGpuQuantType(t: string): t is GpuQuantType {
+  return (GPU_QUANT_TYPES as readonly string[]).includes(t);
+}
+
+export function quantizedSize(type: GpuQuantType, elements: number): number {
+  return (elements / QK) * FORMATS[type].blockBytes;
+}
+
+export type GpuPhase = 'upload' | 'compute' | 'readback';
+
+export interface GpuRunOptions {
+  signal?: AbortSignal;
+  /** Called as each phase of each chunk starts (progress, and tests that cancel mid-phase). */
+  onPhase?: (phase: GpuPhase, chunk: number, chunkCount: number) => void;
+  /** Upper bound of one chunk's f32 input, in bytes (default 64 MiB; also capped by the device). */
+  maxChunkBytes?: number;
+  /** Names the tensor in errors. */
+  label?: string;
+}
+
+export const DEFAULT_MAX_CHUNK_BYTES = 64 * 1024 * 1024;
+
+export function throwIfAborted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted === true) throw new CancelledError();
+}
+
+/** Elements per chunk: whole, even numbers of blocks within the device's and the caller's limits. */
+function chunkBlocks(gpu: GpuContext, maxChunkBytes: number): number {
+  const cap = Math.min(maxChunkBytes, gpu.limits.maxStorageBufferBindingSize, gpu.limits.maxBufferSize);
+  const blocks = Math.floor(cap / (QK * 4) / 2) * 2;
+  if (blocks < 2) throw new InvalidArgumentError(`a chunk of ${cap} bytes cannot hold two blocks`);
+  return blocks;
+}
+
+/**
+ * Quantizes `src` (a multiple of 32 values) into `dst` (exactly quantizedSize bytes).
+ * Throws NumericError for NaN/Inf, CancelledError when `signal` aborts, GpuUnavailableError when the device fails.
+ */
+export async function quantizeOnGpu(gpu: GpuContext, type: GpuQuantType, src: Float32Array, dst: Uint8Array, options: GpuRunOptions = {}): Promise<void> {
+  const label = options.label ?? 'tensor';
+  const format = FORMATS[type];
+  if (src.length % QK !== 0) throw new InvalidArgumentError(`${label}: ${src.length} values is not a multiple of the ${type} block size ${QK}`);
+  const totalBlocks = src.length / QK;
+  if (dst.byteLength !== totalBlocks * format.blockBytes) throw new InvalidArgumentError(`${label}: output holds ${dst.byteLength} bytes, ${type} needs ${totalBlocks * format.blockBytes}`);
+  if (totalBlocks === 0) return;
+  throwIfAborted(options.signal);
+
+  const perChunk = Math.min(chunkBlocks(gpu, options.maxChunkBytes ?? DEFAULT_MAX_CHUNK_BYTES), totalBlocks);
+  const chunkCount = Math.ceil(totalBlocks / perChunk);
+  const { device } = gpu;
+  const input = createStorageBuffer(gpu, `${type} input`, perChunk * QK * 4);
+  const output = createStorageBuffer(gpu, `${type} output`, perChunk * OUT_STRIDE_WORDS * 4);
+  const params = device.createBuffer({ label: `${type} params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
+  const staging = device.createBuffer({ label: `${type} readback`, size: align4(perChunk * OUT_STRIDE_WORDS * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  try {
+    for (let chunk = 0; chunk < chunkCount; chunk++) {
+      const firstBlock = chunk * perChunk;
+      const blocks = Math.min(perChunk, totalBlocks - firstBlock);
+      await guarded(gpu, `${label}: ${type} chunk ${chunk + 1}/${chunkCount}`, async () => {
+        options.onPhase?.('upload', chunk, chunkCount);
+        throwIfAborted(options.signal);
+        device.queue.writeBuffer(input, 0, src, firstBlock * QK, blocks * QK);
+        const grid = gridFor(format.kernel.workgroupsFor(blocks), gpu.limits.maxComputeWorkgroupsPerDimension);
+        // block_count, zero (hides products from FMA contraction), groups_x
+        device.queue.writeBuffer(params, 0, new Uint32Array([blocks, 0, grid.x, 0]));
+        options.onPhase?.('compute', chunk, chunkCount);
+        throwIfAborted(options.signal);
+        const encoder = device.createCommandEncoder();
+        encodeKernel(gpu, encoder, format.kernel, [input, output, params], grid);
+        const outBytes = blocks * OUT_STRIDE_WORDS * 4;
+        encoder.copyBufferToBuffer(output, 0, staging, 0, outBytes);
+        device.queue.submit([encoder.finish()]);
+        options.onPhase?.('readback', chunk, chunkCount);
+        throwIfAborted(options.signal);
+        await staging.mapAsync(GPUMapMode.READ, 0, outBytes);
+        try {
+          throwIfAborted(options.signal);
+          const words = new Uint32Array(staging.getMappedRange(0, outBytes));
+          interleaveBlocks(format, words, blocks, dst, firstBlock * format.blockBytes, label, firstBlock);
+        } finally {
+          staging.unmap();
+        }
+      });
+    }
+  } finally {
+    input.destroy();
+    output.destroy();
+    params.destroy();
+    staging.destroy();
+  }
+}
+
+/** Writes kernel output words as ggml blocks: [d][m][qh][qs] (fields present per type). */
+function interleaveBlocks(format: QuantFormat, words: Uint32Array, blocks: number, dst: Uint8Array, dstOffset: number, label: string, firstBlock: number): void {
+  const bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
+  for (let b = 0; b < blocks; b++) {
+    const w = b * OUT_STRIDE_WORDS;
+    if (words[w + 10] !== 0) throw new NumericError(`${label}: block ${firstBlock + b} (values ${(firstBlock + b) * QK}..${(firstBlock + b) * QK + QK - 1}) holds NaN or Inf, which cannot be quantized`);
+    let o = dstOffset + b * format.blockBytes;
+    const scales = words[w]!;
+    dst[o++] = scales & 0xff;
+    dst[o++] = (scales >>> 8) & 0xff;
+    if (format.halves === 2) {
+      dst[o++] = (scales >>> 16) & 0xff;
+      dst[o++] = (scales >>> 24) & 0xff;
+    }
+    if (format.hasQh) {
+      const qh = words[w + 1]!;
+      dst[o++] = qh & 0xff;
+      dst[o++] = (qh >>> 8) & 0xff;
+      dst[o++] = (qh >>> 16) & 0xff;
+      dst[o++] = (qh >>> 24) & 0xff;
+    }
+    const qsStart = (w + 2) * 4;
+    dst.set(bytes.subarray(qsStart, qsStart + format.qsBytes), o);
+  }
+}

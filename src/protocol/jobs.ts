@@ -1,0 +1,247 @@
+/**
+ * Jobs: what the host asks a worker to do, and what comes back. Carried over the RPC protocol of
+ * rpc.ts: `job.start` is a request whose Result reply is the job's result (or its error, with the
+ * QuantLensError code: CANCELLED when cancelled); progress, notices and cancel are notifications.
+ */
+import {
+  defineNotification,
+  defineRequest,
+  isArrayOf,
+  isFiniteNumber,
+  isNonNegativeInteger,
+  isOneOf,
+  isOptional,
+  isRecord,
+  isShape,
+  isString,
+  type Guard,
+} from './rpc';
+
+export const DEVICE_CHOICES = ['auto', 'gpu', 'cpu'] as const;
+export type DeviceChoice = (typeof DEVICE_CHOICES)[number];
+export const isDeviceChoice = isOneOf(DEVICE_CHOICES);
+
+/** The ggml types the `quantizeTensors` job (and the GPU kernels) produce. */
+export const JOB_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1'] as const;
+export type JobQuantType = (typeof JOB_QUANT_TYPES)[number];
+
+export interface StatsJobSpec {
+  kind: 'stats';
+  modelPath: string;
+  device: DeviceChoice;
+  histogramBins: number;
+  logOctaves: number;
+  outlierSigma: number;
+  topChannels: number;
+  /** Only these tensors (all when absent). */
+  tensorNames?: string[];
+}
+
+/** Quantizes the 2-D tensors of a checkpoint to one ggml type and writes them, concatenated, to outputPath. */
+export interface QuantizeTensorsJobSpec {
+  kind: 'quantizeTensors';
+  modelPath: string;
+  outputPath: string;
+  ggmlType: JobQuantType;
+  device: DeviceChoice;
+  tensorNames?: string[];
+}
+
+/** Test hook: lets tests kill the worker from inside (`exit`), crash it (`uncaught`) or keep it busy (`sleep`). */
+export interface DiagnosticJobSpec {
+  kind: 'diagnostic';
+  action: 'exit' | 'uncaught' | 'sleep';
+  ms: number;
+}
+
+export type JobSpec = StatsJobSpec | QuantizeTensorsJobSpec | DiagnosticJobSpec;
+
+const isTensorNames = isOptional(isArrayOf(isString));
+
+export const isStatsJobSpec: Guard<StatsJobSpec> = (v): v is StatsJobSpec =>
+  isRecord(v) &&
+  v.kind === 'stats' &&
+  isString(v.modelPath) &&
+  isDeviceChoice(v.device) &&
+  isNonNegativeInteger(v.histogramBins) &&
+  isNonNegativeInteger(v.logOctaves) &&
+  isFiniteNumber(v.outlierSigma) &&
+  isNonNegativeInteger(v.topChannels) &&
+  isTensorNames(v.tensorNames);
+
+export const isQuantizeTensorsJobSpec: Guard<QuantizeTensorsJobSpec> = (v): v is QuantizeTensorsJobSpec =>
+  isRecord(v) &&
+  v.kind === 'quantizeTensors' &&
+  isString(v.modelPath) &&
+  isString(v.outputPath) &&
+  isOneOf(JOB_QUANT_TYPES)(v.ggmlType) &&
+  isDeviceChoice(v.device) &&
+  isTensorNames(v.tensorNames);
+
+export const isDiagnosticJobSpec: Guard<DiagnosticJobSpec> = (v): v is DiagnosticJobSpec =>
+  isRecord(v) && v.kind === 'diagnostic' && isOneOf(['exit', 'uncaught', 'sleep'] as const)(v.action) && isNonNegativeInteger(v.ms);
+
+export const isJobSpec: Guard<JobSpec> = (v): v is JobSpec => isStatsJobSpec(v) || isQuantizeTensorsJobSpec(v) || isDiagnosticJobSpec(v);
+
+// ---- progress ----
+
+export const JOB_PHASES = ['open', 'read', 'upload', 'compute', 'readback', 'write', 'done'] as const;
+export type JobPhase = (typeof JOB_PHASES)[number];
+
+export interface JobProgress {
+  jobId: number;
+  phase: JobPhase;
+  /** 0-based index of the tensor being worked on, of tensorCount. */
+  tensorIndex: number;
+  tensorCount: number;
+  tensorName: string;
+  bytesDone: number;
+  bytesTotal: number;
+  /** Bytes per second since the job started. */
+  bytesPerSecond: number;
+  /** Seconds left at the current rate; null before a rate is known. */
+  etaSeconds: number | null;
+}
+
+export const isJobProgress: Guard<JobProgress> = isShape<JobProgress>({
+  jobId: isNonNegativeInteger,
+  phase: isOneOf(JOB_PHASES),
+  tensorIndex: isNonNegativeInteger,
+  tensorCount: isNonNegativeInteger,
+  tensorName: isString,
+  bytesDone: isNonNegativeInteger,
+  bytesTotal: isNonNegativeInteger,
+  bytesPerSecond: isFiniteNumber,
+  etaSeconds: (v): v is number | null => v === null || isFiniteNumber(v),
+});
+
+/** A one-line message for the user (e.g. "no GPU adapter: running on the CPU"), said once per job. */
+export interface JobNotice {
+  jobId: number;
+  message: string;
+}
+export const isJobNotice: Guard<JobNotice> = isShape<JobNotice>({ jobId: isNonNegativeInteger, message: isString });
+
+// ---- results ----
+
+export interface ChannelCountSummary {
+  index: number;
+  count: number;
+}
+const isChannelCount: Guard<ChannelCountSummary> = isShape<ChannelCountSummary>({ index: isNonNegativeInteger, count: isNonNegativeInteger });
+
+/** One tensor's statistics, in plain JSON-able form. */
+export interface TensorStatsSummary {
+  name: string;
+  dtype: string;
+  shape: number[];
+  count: number;
+  nanCount: number;
+  infCount: number;
+  min: number;
+  max: number;
+  absMax: number;
+  mean: number;
+  variance: number;
+  kurtosis: number;
+  outlierThreshold: number;
+  outlierCount: number;
+  /** Rows (output channels) and columns (input dims) with the most outliers. */
+  topOutlierRows: ChannelCountSummary[];
+  topOutlierColumns: ChannelCountSummary[];
+  /** Per-row absmax (one per output channel). */
+  rowAbsMax: number[];
+  histogram: { lo: number; hi: number; counts: number[] };
+  logHistogram: { octaves: number; topExponent: number; underflow: number; counts: number[] };
+}
+
+const isNumberArray = isArrayOf(isFiniteNumber);
+export const isTensorStatsSummary: Guard<TensorStatsSummary> = (v): v is TensorStatsSummary =>
+  isRecord(v) &&
+  isString(v.name) &&
+  isString(v.dtype) &&
+  isArrayOf(isNonNegativeInteger)(v.shape) &&
+  ['count', 'nanCount', 'infCount', 'outlierCount'].every((k) => isNonNegativeInteger(v[k])) &&
+  ['min', 'max', 'absMax', 'mean', 'variance', 'kurtosis', 'outlierThreshold'].every((k) => isFiniteNumber(v[k])) &&
+  isArrayOf(isChannelCount)(v.topOutlierRows) &&
+  isArrayOf(isChannelCount)(v.topOutlierColumns) &&
+  isNumberArray(v.rowAbsMax) &&
+  isRecord(v.histogram) &&
+  isNumberArray(v.histogram.counts) &&
+  isRecord(v.logHistogram) &&
+  isNumberArray(v.logHistogram.counts);
+
+export interface StatsJobResult {
+  kind: 'stats';
+  modelPath: string;
+  /** Where the work ran, and the adapter's description. */
+  device: 'gpu' | 'cpu';
+  deviceDescription: string;
+  tensors: TensorStatsSummary[];
+  bytesRead: number;
+  seconds: number;
+}
+
+export interface QuantizedTensorRecord {
+  name: string;
+  shape: number[];
+  ggmlType: JobQuantType;
+  /** Offset of the tensor's bytes in the output file. */
+  offset: number;
+  nbytes: number;
+}
+
+export interface QuantizeTensorsJobResult {
+  kind: 'quantizeTensors';
+  outputPath: string;
+  device: 'gpu' | 'cpu';
+  deviceDescription: string;
+  tensors: QuantizedTensorRecord[];
+  /** Tensors left out (1-D, or rows not a multiple of the block size), with the reason. */
+  skipped: { name: string; reason: string }[];
+  seconds: number;
+}
+
+export interface DiagnosticJobResult {
+  kind: 'diagnostic';
+}
+
+export type JobResult = StatsJobResult | QuantizeTensorsJobResult | DiagnosticJobResult;
+
+export const isJobResult: Guard<JobResult> = (v): v is JobResult => {
+  if (!isRecord(v)) return false;
+  switch (v.kind) {
+    case 'stats':
+      return isString(v.modelPath) && isOneOf(['gpu', 'cpu'] as const)(v.device) && isString(v.deviceDescription) && isArrayOf(isTensorStatsSummary)(v.tensors) && isFiniteNumber(v.seconds);
+    case 'quantizeTensors':
+      return isString(v.outputPath) && isOneOf(['gpu', 'cpu'] as const)(v.device) && Array.isArray(v.tensors) && Array.isArray(v.skipped) && isFiniteNumber(v.seconds);
+    case 'diagnostic':
+      return true;
+    default:
+      return false;
+  }
+};
+
+/** The result type that belongs to each spec. */
+export type ResultFor<S extends JobSpec> = S extends StatsJobSpec ? StatsJobResult : S extends QuantizeTensorsJobSpec ? QuantizeTensorsJobResult : DiagnosticJobResult;
+
+// ---- the messages ----
+
+export interface StartJobParams {
+  jobId: number;
+  spec: JobSpec;
+}
+export const isStartJobParams: Guard<StartJobParams> = isShape<StartJobParams>({ jobId: isNonNegativeInteger, spec: isJobSpec });
+
+export interface CancelJobParams {
+  jobId: number;
+}
+export const isCancelJobParams: Guard<CancelJobParams> = isShape<CancelJobParams>({ jobId: isNonNegativeInteger });
+
+/** Host -> worker: run a job; the reply settles when the job ends (result, error or CANCELLED). */
+export const StartJobRequest = defineRequest('job.start', isStartJobParams, isJobResult);
+/** Host -> worker: cancel a running job (it ends with a CANCELLED error reply). */
+export const CancelJobNotification = defineNotification('job.cancel', isCancelJobParams);
+/** Worker -> host. */
+export const JobProgressNotification = defineNotification('job.progress', isJobProgress);
+export const JobNoticeNotification = defineNotification('job.notice', isJobNotice);
