@@ -18,6 +18,8 @@ import { readShardIndex, SHARD_INDEX_NAME } from './safetensors/sharded';
 
 /** Most f32 values one readRowsF32 call returns (1 GiB of f32); larger tensors are read by row ranges. */
 export const MAX_DECODE_ELEMENTS = 256 * 1024 * 1024;
+/** Most stored bytes one readRawRows call returns. */
+export const MAX_RAW_READ_BYTES = 1024 * 1024 * 1024;
 
 /** How rows of one tensor map to bytes, and how bytes become f32. */
 interface TensorLayout {
@@ -71,6 +73,10 @@ class OpenedCheckpoint implements Checkpoint {
     const { entry } = layout;
     const source = this.sources.get(entry.file);
     if (source === undefined) throw new IoError(`${entry.file}: closed or not open`);
+    const nbytes = start === 0 && count === layout.rows ? entry.nbytes : count * layout.rowBytes;
+    if (nbytes > MAX_RAW_READ_BYTES) {
+      throw new InvalidArgumentError(`${entry.file}: tensor '${name}': ${nbytes} bytes is more than ${MAX_RAW_READ_BYTES} at once; read fewer rows`);
+    }
     if (start === 0 && count === layout.rows) return readBytes(source, entry.offset, entry.nbytes);
     if (!Number.isSafeInteger(layout.rowBytes)) {
       throw new UnsupportedError(`${entry.file}: tensor '${name}': rows of ${entry.dtype} do not fill whole bytes; read the whole tensor`);
