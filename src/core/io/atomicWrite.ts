@@ -4,7 +4,7 @@
  * never leaves a half-written file at the output path, and the temporary file is removed on failure.
  */
 import { randomBytes } from 'node:crypto';
-import { open, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { copyFile, open, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CancelledError, InvalidArgumentError, IoError } from '../errors';
 
@@ -165,5 +165,17 @@ export async function assertNotSamePath(inputs: string | readonly string[], outp
         if (e instanceof InvalidArgumentError) throw e;
       }
     }
+  }
+}
+
+/** Copies a small file (tokenizer, config) atomically: copy to a temp name beside the target, then rename. */
+export async function copyFileAtomic(from: string, to: string): Promise<void> {
+  const tempPath = temporaryPathFor(to);
+  try {
+    await copyFile(from, tempPath);
+    await rename(tempPath, to);
+  } catch (e) {
+    await rm(tempPath, { force: true }).catch(() => undefined);
+    throw new IoError(`${to}: cannot copy from ${from} (${errnoCode(e)})`, e);
   }
 }

@@ -1,0 +1,615 @@
+/**
+ * The quantize job: checkpoint in, quantized checkpoint + quant card out.
+ *
+ *   input (HF folder / safetensors / GGUF) -> per-tensor plan -> for each tensor, in order:
+ *   read (one tensor at a time) -> check finite -> quantize -> write -> dequantize what was written
+ *   and measure -> output committed atomically (temp file in the output folder, fsync, rename) ->
+ *   side files (quantize_config.json, config.json in folder mode) -> `<output>.quant.json`.
+ *
+ * A pure async function over core/: progress through `onProgress`, cancellation through `signal`,
+ * so the CLI, a worker thread and the extension all drive it the same way. Nothing is left at an
+ * output path when it fails or is cancelled, and the source is never opened for writing.
+ *
+ * Research targets (researchSchemes.ts) are written here as safetensors; GGUF targets are handed to
+ * a GGUF exporter supplied by the caller (`options.ggufExporter`), see GgufExporter below.
+ */
+import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
+import { basename, dirname, extname, join } from 'node:path';
+import { CancelledError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors';
+import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
+import { openCheckpoint } from '../formats/openCheckpoint';
+import { tensorRole } from '../formats/tensorRoles';
+import { bytesOf, layoutSafetensors, SAFETENSORS_DTYPE_BYTES, SafetensorsStreamWriter, type SafetensorsTensorSpec, type SafetensorsWriteDtype } from '../formats/safetensors/writer';
+import { assertNotSamePath, copyFileAtomic, openAtomicFile, writeFileAtomic, type WriteFaultHook } from '../io/atomicWrite';
+import { ErrorAccumulator } from '../analysis/errorMetrics';
+import { TOOL_VERSION } from '../version';
+import { dequantizeFp8E4M3, quantizeFp8E4M3 } from './fp8';
+import { dequantizeGptq, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptq } from './gptqLayout';
+import { dequantizeInt8Absmax, dequantizeInt8ZeroPoint, quantizeInt8Absmax, quantizeInt8ZeroPoint } from './int8';
+import { allocateIntN, groupCount, quantizeRowsIntN } from './intN';
+import { DYNAMIC_CODE, dequantizeNf4, NF4_BLOCK_SIZE, NF4_CODE, NF4_NESTED_BLOCK_SIZE, quantizeNf4 } from './nf4';
+import {
+  copiedTensorEntry,
+  meanSqnr,
+  QUANT_CARD_SCHEMA,
+  quantCardPath,
+  quantizedTensorEntry,
+  sha256File,
+  type QuantCard,
+  type QuantCardTensor,
+  type RecipeValue,
+} from './quantCard';
+import { findResearchScheme, researchTargetNames, resolveResearchRecipe, type ResearchOptions, type ResearchRecipe } from './researchSchemes';
+
+/** GGUF target names (ggml types and llama-quantize presets) the pipeline hands to the GGUF exporter. */
+export const GGUF_TARGETS = [
+  'F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K',
+  'Q3_K_S', 'Q3_K_M', 'Q3_K_L', 'Q4_K_S', 'Q4_K_M', 'Q5_K_S', 'Q5_K_M',
+] as const;
+
+export function isGgufTarget(target: string): boolean {
+  return (GGUF_TARGETS as readonly string[]).includes(target.toUpperCase());
+}
+
+export function allTargetNames(): string[] {
+  return [...researchTargetNames(), ...GGUF_TARGETS];
+}
+
+/** One written GGUF tensor, as the exporter reports it, so the pipeline can measure it. */
+export interface GgufTensorReport {
+  name: string;
+  shape: number[];
+  sourceType: string;
+  type: string;
+  /** Source values (row-major, as read from the input). */
+  original: Float32Array;
+  /** What the written bytes dequantize to, same order as `original`. */
+  reconstructed: Float32Array;
+  /** Bytes written for this tensor. */
+  bytes: number;
+}
+
+/**
+ * The hook a GGUF exporter provides (src/core/convert). It must write `output` atomically itself,
+ * honour `signal`, and call `onTensor` for every tensor it writes.
+ */
+export type GgufExporter = (job: {
+  input: string;
+  output: string;
+  target: string;
+  signal?: AbortSignal;
+  onProgress?: (step: number, total: number, tensor: string) => void;
+  onWarning?: (message: string) => void;
+  onTensor: (report: GgufTensorReport) => void;
+}) => Promise<void>;
+
+export interface QuantizeRequest extends ResearchOptions {
+  input: string;
+  /** A `.safetensors` / `.gguf` file path, or a folder (created) that gets `model.safetensors` + side files. */
+  output: string;
+  target: string;
+}
+
+export interface QuantizeProgress {
+  step: number;
+  total: number;
+  tensor: string;
+  action: 'quantize' | 'copy' | 'hash' | 'card';
+}
+
+export interface QuantizeRunOptions {
+  signal?: AbortSignal;
+  onProgress?: (p: QuantizeProgress) => void;
+  onWarning?: (message: string) => void;
+  ggufExporter?: GgufExporter;
+  /** Test seam: throws to simulate a failing disk. */
+  onBeforeWrite?: WriteFaultHook;
+}
+
+export interface TensorPlan {
+  name: string;
+  shape: number[];
+  sourceDtype: string;
+  sourceBytes: number;
+  action: 'quantize' | 'copy';
+  /** Output type label (see QuantCardTensor.type). */
+  type: string;
+  outputs: SafetensorsTensorSpec[];
+  outputBytes: number;
+  bitsPerWeight: number;
+}
+
+export interface QuantizePlan {
+  input: string;
+  target: string;
+  recipe: ResearchRecipe;
+  /** The safetensors file written. */
+  outputPath: string;
+  /** Folder output (side files beside the model) or a single file. */
+  outputFolder: string | null;
+  cardPath: string;
+  tensors: TensorPlan[];
+  totals: {
+    parameters: number;
+    quantizedParameters: number;
+    sourceBytes: number;
+    outputBytes: number;
+    bitsPerWeight: number;
+  };
+}
+
+export interface QuantizeResult {
+  plan: QuantizePlan | null;
+  outputPath: string;
+  cardPath: string;
+  card: QuantCard;
+  sideFiles: string[];
+  seconds: number;
+}
+
+const LINEAR_ROLES = new Set(['attn_q', 'attn_k', 'attn_v', 'attn_o', 'mlp_gate', 'mlp_up', 'mlp_down']);
+const FLOAT_SOURCE_DTYPES = new Set(['F32', 'F16', 'BF16', 'F64']);
+/** Bytes reserved for bnb's packed quant_state JSON (padded with spaces: its length is fixed before the values are known). */
+export const NF4_QUANT_STATE_BYTES = 512;
+
+function elementCount(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+function isFloatSource(entry: TensorEntry, format: Checkpoint['format']): boolean {
+  // GGUF types other than integers all decode to f32 (readRowsF32 dequantizes them).
+  return FLOAT_SOURCE_DTYPES.has(entry.dtype) || (format === 'gguf' && !/^I(8|16|32|64)$/.test(entry.dtype));
+}
+
+function shouldQuantize(entry: TensorEntry, format: Checkpoint['format'], recipe: ResearchRecipe): boolean {
+  if (entry.shape.length !== 2 || !isFloatSource(entry, format)) return false;
+  const role = tensorRole(entry.name);
+  if (LINEAR_ROLES.has(role)) return true;
+  if (role === 'embedding' || role === 'output') return recipe.includeEmbeddings;
+  return role === 'other' && entry.name.endsWith('weight');
+}
+
+function weightPrefix(name: string): string {
+  return name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
+}
+
+function outputTypeLabel(recipe: ResearchRecipe, groupSize: number): string {
+  switch (recipe.kind) {
+    case 'gptq':
+      return `gptq-int${recipe.bits}-g${groupSize}${recipe.symmetric ? '-sym' : ''}`;
+    case 'int8-absmax':
+      return `int8-${recipe.granularity ?? 'channel'}`;
+    case 'int8-zeropoint':
+      return `int8-zp-${recipe.granularity ?? 'channel'}`;
+    case 'nf4':
+      return recipe.doubleQuant ? 'nf4-dq' : 'nf4';
+    case 'fp8':
+      return `fp8-e4m3-${recipe.granularity ?? 'tensor'}`;
+  }
+}
+
+/** The tensors written for one quantized weight [rows, cols]. Throws for shapes the layout cannot take. */
+function quantizedOutputs(name: string, rows: number, cols: number, recipe: ResearchRecipe): SafetensorsTensorSpec[] {
+  const prefix = weightPrefix(name);
+  const perChannel = recipe.granularity === 'channel';
+  const scaleShape = perChannel ? [rows, 1] : [1];
+  switch (recipe.kind) {
+    case 'gptq': {
+      const bits = recipe.bits;
+      const g = recipe.groupSize === -1 || recipe.groupSize === null ? cols : recipe.groupSize;
+      if ((cols * bits) % 32 !== 0 || (rows * bits) % 32 !== 0) {
+        throw new InvalidArgumentError(`${name}: shape [${rows}, ${cols}] cannot be packed in the GPTQ layout at ${bits} bits (input and output channels x bits must fill 32-bit words)`);
+      }
+      const groups = groupCount(cols, g);
+      return [
+        { name: `${prefix}.qweight`, dtype: 'I32', shape: [(cols * bits) / 32, rows] },
+        { name: `${prefix}.qzeros`, dtype: 'I32', shape: [groups, (rows * bits) / 32] },
+        { name: `${prefix}.scales`, dtype: 'F16', shape: [groups, rows] },
+        { name: `${prefix}.g_idx`, dtype: 'I32', shape: [cols] },
+      ];
+    }
+    case 'int8-absmax':
+      return [
+        { name: `${prefix}.weight`, dtype: 'I8', shape: [rows, cols] },
+        { name: `${prefix}.weight_scale`, dtype: 'F32', shape: scaleShape },
+      ];
+    case 'int8-zeropoint':
+      return [
+        { name: `${prefix}.weight`, dtype: 'U8', shape: [rows, cols] },
+        { name: `${prefix}.weight_scale`, dtype: 'F32', shape: scaleShape },
+        { name: `${prefix}.weight_zero_point`, dtype: 'U8', shape: scaleShape },
+      ];
+    case 'nf4': {
+      const n = rows * cols;
+      const blocks = Math.ceil(n / NF4_BLOCK_SIZE);
+      const w = `${prefix}.weight`;
+      const specs: SafetensorsTensorSpec[] = [
+        { name: w, dtype: 'U8', shape: [Math.ceil(n / 2), 1] },
+        { name: `${w}.absmax`, dtype: recipe.doubleQuant ? 'U8' : 'F32', shape: [blocks] },
+        { name: `${w}.quant_map`, dtype: 'F32', shape: [16] },
+      ];
+      if (recipe.doubleQuant) {
+        specs.push({ name: `${w}.nested_absmax`, dtype: 'F32', shape: [Math.ceil(blocks / NF4_NESTED_BLOCK_SIZE)] });
+        specs.push({ name: `${w}.nested_quant_map`, dtype: 'F32', shape: [256] });
+      }
+      specs.push({ name: `${w}.quant_state.bitsandbytes__nf4`, dtype: 'U8', shape: [NF4_QUANT_STATE_BYTES] });
+      return specs;
+    }
+    case 'fp8':
+      return [
+        { name: `${prefix}.weight`, dtype: 'F8_E4M3', shape: [rows, cols] },
+        { name: `${prefix}.weight_scale`, dtype: 'F32', shape: scaleShape },
+      ];
+  }
+}
+
+function specBytes(spec: SafetensorsTensorSpec): number {
+  return elementCount(spec.shape) * SAFETENSORS_DTYPE_BYTES[spec.dtype];
+}
+
+function copyDtype(entry: TensorEntry): SafetensorsWriteDtype {
+  return entry.dtype in SAFETENSORS_DTYPE_BYTES ? (entry.dtype as SafetensorsWriteDtype) : 'F32';
+}
+
+export function resolveOutputPaths(output: string): { outputPath: string; outputFolder: string | null; cardPath: string } {
+  const ext = extname(output).toLowerCase();
+  if (ext === '.safetensors' || ext === '.gguf') return { outputPath: output, outputFolder: null, cardPath: quantCardPath(output) };
+  const outputPath = join(output, 'model.safetensors');
+  return { outputPath, outputFolder: output, cardPath: quantCardPath(outputPath) };
+}
+
+function recipeRecord(recipe: ResearchRecipe): Record<string, RecipeValue> {
+  return { ...recipe };
+}
+
+function safetensorsMetadata(recipe: ResearchRecipe): Record<string, string> {
+  return { format: 'pt', 'quantlens.version': TOOL_VERSION, 'quantlens.recipe': JSON.stringify(recipe) };
+}
+
+/** Builds the per-tensor plan of a research target (no writing). */
+export function planResearchQuantize(ckpt: Checkpoint, request: QuantizeRequest): QuantizePlan {
+  const scheme = findResearchScheme(request.target);
+  if (scheme === undefined) throw new InvalidArgumentError(`unknown target '${request.target}'; valid targets: ${allTargetNames().join(', ')}`);
+  const recipe = resolveResearchRecipe(scheme, request);
+  const { outputPath, outputFolder, cardPath } = resolveOutputPaths(request.output);
+  if (extname(outputPath).toLowerCase() === '.gguf') throw new InvalidArgumentError(`${request.target} writes safetensors; give an output ending in .safetensors or a folder, not ${request.output}`);
+  const tensors: TensorPlan[] = [];
+  let parameters = 0;
+  let quantizedParameters = 0;
+  let sourceBytes = 0;
+  for (const entry of ckpt.tensors) {
+    const count = elementCount(entry.shape);
+    parameters += count;
+    sourceBytes += entry.nbytes;
+    if (shouldQuantize(entry, ckpt.format, recipe)) {
+      const [rows, cols] = entry.shape as [number, number];
+      const outputs = quantizedOutputs(entry.name, rows, cols, recipe);
+      const outputBytes = outputs.reduce((s, o) => s + specBytes(o), 0);
+      const groupSize = recipe.groupSize === -1 || recipe.groupSize === null ? cols : recipe.groupSize;
+      quantizedParameters += count;
+      tensors.push({ name: entry.name, shape: entry.shape, sourceDtype: entry.dtype, sourceBytes: entry.nbytes, action: 'quantize', type: outputTypeLabel(recipe, groupSize), outputs, outputBytes, bitsPerWeight: (outputBytes * 8) / count });
+    } else {
+      const dtype = copyDtype(entry);
+      const spec: SafetensorsTensorSpec = { name: entry.name, dtype, shape: entry.shape };
+      const outputBytes = specBytes(spec);
+      tensors.push({ name: entry.name, shape: entry.shape, sourceDtype: entry.dtype, sourceBytes: entry.nbytes, action: 'copy', type: dtype, outputs: [spec], outputBytes, bitsPerWeight: count === 0 ? 0 : (outputBytes * 8) / count });
+    }
+  }
+  const layout = layoutSafetensors(tensors.flatMap((t) => t.outputs), safetensorsMetadata(recipe));
+  return {
+    input: request.input,
+    target: recipe.target,
+    recipe,
+    outputPath,
+    outputFolder,
+    cardPath,
+    tensors,
+    totals: { parameters, quantizedParameters, sourceBytes, outputBytes: layout.totalBytes, bitsPerWeight: parameters === 0 ? 0 : (layout.totalBytes * 8) / parameters },
+  };
+}
+
+/** Opens the input and plans (the `--dry-run`). */
+export async function planQuantize(request: QuantizeRequest): Promise<QuantizePlan> {
+  if (isGgufTarget(request.target)) throw new UnsupportedError(`--dry-run for GGUF target ${request.target} is planned by the GGUF exporter, which this pipeline does not have`);
+  const ckpt = await openCheckpoint(request.input);
+  try {
+    return planResearchQuantize(ckpt, request);
+  } finally {
+    await ckpt.close();
+  }
+}
+
+function checkFinite(values: Float32Array, input: string, entry: TensorEntry, rowOffset = 0): void {
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (!Number.isFinite(v)) {
+      const cols = entry.shape.length >= 2 ? elementCount(entry.shape.slice(1)) : values.length;
+      const flat = rowOffset * cols + i;
+      throw new NumericError(`${input}: tensor ${entry.name}: ${v} at flat index ${flat} (row ${Math.floor(flat / cols)}, column ${flat % cols}); refusing to write it`);
+    }
+  }
+}
+
+function checkCancelled(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted) throw new CancelledError(`${what} was cancelled`);
+}
+
+function torchDtypeName(dtype: string): string {
+  return dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32';
+}
+
+/** Quantizes one tensor, returns the bytes of each output spec and what a loader reconstructs. */
+function quantizeTensor(values: Float32Array, entry: TensorEntry, plan: TensorPlan, recipe: ResearchRecipe): { chunks: Uint8Array[]; reconstructed: Float32Array } {
+  const [rows, cols] = entry.shape as [number, number];
+  switch (recipe.kind) {
+    case 'gptq': {
+      const q = allocateIntN(rows, cols, { bits: recipe.bits, groupSize: recipe.groupSize ?? -1, symmetric: recipe.symmetric });
+      quantizeRowsIntN(values, q, GPTQ_MIN_ZERO);
+      const t = packGptq(q, entry.name);
+      return { chunks: [bytesOf(t.qweight), bytesOf(t.qzeros), bytesOf(t.scales), bytesOf(t.gIdx)], reconstructed: dequantizeGptq(t, plan.name) };
+    }
+    case 'int8-absmax': {
+      const q = quantizeInt8Absmax(values, rows, cols, recipe.granularity ?? 'channel');
+      return { chunks: [bytesOf(q.values), bytesOf(q.scales)], reconstructed: dequantizeInt8Absmax(q) };
+    }
+    case 'int8-zeropoint': {
+      const q = quantizeInt8ZeroPoint(values, rows, cols, recipe.granularity ?? 'channel');
+      return { chunks: [q.values, bytesOf(q.scales), q.zeros], reconstructed: dequantizeInt8ZeroPoint(q) };
+    }
+    case 'nf4': {
+      const q = quantizeNf4(values, { doubleQuant: recipe.doubleQuant });
+      const state: Record<string, unknown> = { quant_type: 'nf4', blocksize: NF4_BLOCK_SIZE, dtype: torchDtypeName(entry.dtype), shape: [rows, cols] };
+      const chunks: Uint8Array[] = [q.packed];
+      if (q.doubleQuant !== null) {
+        chunks.push(q.doubleQuant.quantizedAbsmax, bytesOf(NF4_CODE), bytesOf(q.doubleQuant.nestedAbsmax), bytesOf(DYNAMIC_CODE));
+        Object.assign(state, { nested_blocksize: NF4_NESTED_BLOCK_SIZE, nested_dtype: 'float32', nested_offset: q.doubleQuant.offset });
+      } else {
+        chunks.push(bytesOf(q.absmax), bytesOf(NF4_CODE));
+      }
+      const json = new TextEncoder().encode(JSON.stringify(state));
+      if (json.byteLength > NF4_QUANT_STATE_BYTES) throw new InvalidArgumentError(`${entry.name}: NF4 quant state is longer than ${NF4_QUANT_STATE_BYTES} bytes`);
+      const padded = new Uint8Array(NF4_QUANT_STATE_BYTES).fill(0x20);
+      padded.set(json);
+      chunks.push(padded);
+      return { chunks, reconstructed: dequantizeNf4(q) };
+    }
+    case 'fp8': {
+      const q = quantizeFp8E4M3(values, rows, cols, recipe.granularity ?? 'tensor');
+      return { chunks: [q.codes, bytesOf(q.scales)], reconstructed: dequantizeFp8E4M3(q) };
+    }
+  }
+}
+
+/** config.json `quantization_config` for loaders that read it (folder outputs). */
+function quantizationConfig(recipe: ResearchRecipe, computeDtype: string): Record<string, unknown> | null {
+  switch (recipe.kind) {
+    case 'gptq':
+      return { ...gptqQuantizeConfig(recipe.bits, recipe.groupSize ?? -1, recipe.symmetric) };
+    case 'nf4':
+      return { quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: recipe.doubleQuant, bnb_4bit_compute_dtype: computeDtype };
+    case 'fp8':
+      return recipe.granularity === 'tensor' ? { quant_method: 'fp8', activation_scheme: 'dynamic' } : null;
+    default:
+      return null;
+  }
+}
+
+const COPIED_FOLDER_FILES = ['tokenizer.json', 'tokenizer_config.json', 'generation_config.json', 'special_tokens_map.json', 'tokenizer.model'];
+
+async function isDirectory(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function hashSources(ckpt: Checkpoint, signal: AbortSignal | undefined, onProgress: QuantizeRunOptions['onProgress']): Promise<QuantCard['source']['files']> {
+  const files: QuantCard['source']['files'] = [];
+  for (const [i, path] of ckpt.files.entries()) {
+    checkCancelled(signal, 'hashing the source');
+    onProgress?.({ step: i + 1, total: ckpt.files.length, tensor: basename(path), action: 'hash' });
+    files.push({ path, bytes: (await stat(path)).size, sha256: await sha256File(path, signal) });
+  }
+  return files;
+}
+
+/** Runs a research target end to end. */
+async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions): Promise<QuantizeResult> {
+  const started = Date.now();
+  const { signal, onProgress } = options;
+  const { outputPath, outputFolder, cardPath } = resolveOutputPaths(request.output);
+  // Refuse to overwrite the source before anything is opened for writing.
+  await assertNotSamePath(request.input, outputPath);
+  await assertNotSamePath(request.input, cardPath);
+  const ckpt = await openCheckpoint(request.input);
+  const written: string[] = [];
+  let createdFolder: string | undefined;
+  try {
+    await assertNotSamePath(ckpt.files, outputPath);
+    await assertNotSamePath(ckpt.files, cardPath);
+    const plan = planResearchQuantize(ckpt, request);
+    const { recipe } = plan;
+    if (outputFolder !== null) createdFolder = await mkdir(outputFolder, { recursive: true });
+    const cardTensors: QuantCardTensor[] = [];
+    const file = await openAtomicFile(outputPath, { signal, onBeforeWrite: options.onBeforeWrite });
+    try {
+      const writer = await SafetensorsStreamWriter.create(file, plan.tensors.flatMap((t) => t.outputs), safetensorsMetadata(recipe));
+      const entries = new Map(ckpt.tensors.map((t) => [t.name, t]));
+      for (const [i, tensorPlan] of plan.tensors.entries()) {
+        checkCancelled(signal, `quantizing ${request.input}`);
+        onProgress?.({ step: i + 1, total: plan.tensors.length, tensor: tensorPlan.name, action: tensorPlan.action });
+        const entry = entries.get(tensorPlan.name)!;
+        const base = { name: entry.name, shape: entry.shape, sourceType: entry.dtype, bitsPerWeight: tensorPlan.bitsPerWeight };
+        if (tensorPlan.action === 'copy') {
+          const spec = tensorPlan.outputs[0]!;
+          const floatSource = isFloatSource(entry, ckpt.format);
+          const decoded = floatSource && elementCount(entry.shape) > 0 ? await ckpt.readRowsF32(entry.name) : null;
+          if (decoded !== null) checkFinite(decoded, request.input, entry);
+          if (spec.dtype === entry.dtype) await writer.writeTensor(spec.name, await ckpt.readRawRows(entry.name));
+          else if (decoded !== null) await writer.writeTensor(spec.name, bytesOf(decoded));
+          else throw new UnsupportedError(`${request.input}: tensor ${entry.name}: cannot copy dtype ${entry.dtype} into safetensors`);
+          cardTensors.push(copiedTensorEntry(base));
+          continue;
+        }
+        const values = await ckpt.readRowsF32(entry.name);
+        checkFinite(values, request.input, entry);
+        const { chunks, reconstructed } = quantizeTensor(values, entry, tensorPlan, recipe);
+        for (const [k, chunk] of chunks.entries()) await writer.writeTensor(tensorPlan.outputs[k]!.name, chunk);
+        const [rows, cols] = entry.shape as [number, number];
+        const acc = new ErrorAccumulator(rows, cols, entry.name);
+        acc.addRows(values, reconstructed);
+        cardTensors.push(quantizedTensorEntry({ ...base, type: tensorPlan.type }, acc.result()));
+      }
+      writer.finish();
+      onProgress?.({ step: 1, total: 1, tensor: basename(cardPath), action: 'card' });
+      const sourceFiles = await hashSources(ckpt, signal, onProgress);
+      await file.commit();
+      written.push(outputPath);
+      const sideFiles = await writeSideFiles(ckpt, plan, options);
+      written.push(...sideFiles);
+      const card: QuantCard = {
+        schema: QUANT_CARD_SCHEMA,
+        tool: { name: 'quantlens', version: TOOL_VERSION },
+        createdAt: new Date().toISOString(),
+        source: { path: request.input, format: ckpt.format, files: sourceFiles },
+        output: { path: outputPath, format: 'safetensors', bytes: plan.totals.outputBytes },
+        recipe: recipeRecord(recipe),
+        totals: { ...plan.totals, meanSqnrDb: meanSqnr(cardTensors) },
+        tensors: cardTensors,
+      };
+      await writeFileAtomic(cardPath, JSON.stringify(card, null, 1) + '\n', { signal, onBeforeWrite: options.onBeforeWrite });
+      written.push(cardPath);
+      return { plan, outputPath, cardPath, card, sideFiles, seconds: (Date.now() - started) / 1000 };
+    } catch (e) {
+      await file.abort();
+      throw e;
+    }
+  } catch (e) {
+    // Whatever was already renamed into place belongs to a failed run: remove it.
+    for (const path of written) await rm(path, { force: true }).catch(() => undefined);
+    // A folder this run created is removed when empty (rmdir refuses a non-empty one).
+    if (createdFolder !== undefined) await rmdir(createdFolder).catch(() => undefined);
+    throw e;
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** quantize_config.json (GPTQ) beside the model; in folder mode also config.json (+ quantization_config) and tokenizer files. */
+async function writeSideFiles(ckpt: Checkpoint, plan: QuantizePlan, options: QuantizeRunOptions): Promise<string[]> {
+  const { recipe } = plan;
+  const folder = dirname(plan.outputPath);
+  const written: string[] = [];
+  const atomic = { signal: options.signal, onBeforeWrite: options.onBeforeWrite };
+  if (recipe.kind === 'gptq') {
+    const path = join(folder, 'quantize_config.json');
+    await assertNotSamePath(ckpt.files, path);
+    const base = basename(plan.outputPath, '.safetensors');
+    await writeFileAtomic(path, JSON.stringify(gptqQuantizeConfig(recipe.bits, recipe.groupSize ?? -1, recipe.symmetric, base), null, 2) + '\n', atomic);
+    written.push(path);
+  }
+  if (plan.outputFolder === null) return written;
+  const sourceFolder = (await isDirectory(ckpt.path)) ? ckpt.path : dirname(ckpt.files[0] ?? ckpt.path);
+  if (ckpt.config !== null) {
+    const firstFloat = ckpt.tensors.find((t) => FLOAT_SOURCE_DTYPES.has(t.dtype));
+    const qc = quantizationConfig(recipe, torchDtypeName(firstFloat?.dtype ?? 'F32'));
+    const config: Record<string, unknown> = { ...ckpt.config };
+    if (qc !== null) config.quantization_config = qc;
+    const path = join(plan.outputFolder, 'config.json');
+    await assertNotSamePath(ckpt.files, path);
+    await writeFileAtomic(path, JSON.stringify(config, null, 2) + '\n', atomic);
+    written.push(path);
+  }
+  if (ckpt.format === 'safetensors') {
+    for (const name of COPIED_FOLDER_FILES) {
+      const from = join(sourceFolder, name);
+      const to = join(plan.outputFolder, name);
+      try {
+        await stat(from);
+      } catch {
+        continue;
+      }
+      await assertNotSamePath([from, ...ckpt.files], to);
+      checkCancelled(options.signal, `copying ${name}`);
+      await copyFileAtomic(from, to);
+      written.push(to);
+    }
+  }
+  return written;
+}
+
+/** GGUF targets: the exporter writes the file; the pipeline measures what it reports and writes the card. */
+async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): Promise<QuantizeResult> {
+  const started = Date.now();
+  const exporter = options.ggufExporter;
+  if (exporter === undefined) throw new UnsupportedError(`GGUF target ${request.target}: no GGUF exporter is wired into this build`);
+  const outputPath = extname(request.output).toLowerCase() === '.gguf' ? request.output : join(request.output, 'model.gguf');
+  const cardPath = quantCardPath(outputPath);
+  await assertNotSamePath(request.input, outputPath);
+  const ckpt = await openCheckpoint(request.input);
+  try {
+    await assertNotSamePath(ckpt.files, outputPath);
+    await assertNotSamePath(ckpt.files, cardPath);
+    if (outputPath !== request.output) await mkdir(dirname(outputPath), { recursive: true });
+    const cardTensors: QuantCardTensor[] = [];
+    let parameters = 0;
+    let quantizedParameters = 0;
+    await exporter({
+      input: request.input,
+      output: outputPath,
+      target: request.target.toUpperCase(),
+      signal: options.signal,
+      onWarning: options.onWarning,
+      onProgress: (step, total, tensor) => options.onProgress?.({ step, total, tensor, action: 'quantize' }),
+      onTensor: (report) => {
+        const count = elementCount(report.shape);
+        parameters += count;
+        const base = { name: report.name, shape: report.shape, sourceType: report.sourceType, bitsPerWeight: count === 0 ? 0 : (report.bytes * 8) / count };
+        if (report.type === report.sourceType) {
+          cardTensors.push(copiedTensorEntry(base));
+          return;
+        }
+        quantizedParameters += count;
+        const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
+        const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
+        acc.addRows(report.original, report.reconstructed);
+        cardTensors.push(quantizedTensorEntry({ ...base, type: report.type }, acc.result()));
+      },
+    });
+    try {
+      const sourceFiles = await hashSources(ckpt, options.signal, options.onProgress);
+      const outputBytes = (await stat(outputPath)).size;
+      const sourceBytes = ckpt.tensors.reduce((s, t) => s + t.nbytes, 0);
+      const card: QuantCard = {
+        schema: QUANT_CARD_SCHEMA,
+        tool: { name: 'quantlens', version: TOOL_VERSION },
+        createdAt: new Date().toISOString(),
+        source: { path: request.input, format: ckpt.format, files: sourceFiles },
+        output: { path: outputPath, format: 'gguf', bytes: outputBytes },
+        recipe: { target: request.target.toUpperCase() },
+        totals: { parameters, quantizedParameters, sourceBytes, outputBytes, bitsPerWeight: parameters === 0 ? 0 : (outputBytes * 8) / parameters, meanSqnrDb: meanSqnr(cardTensors) },
+        tensors: cardTensors,
+      };
+      await writeFileAtomic(cardPath, JSON.stringify(card, null, 1) + '\n', { signal: options.signal, onBeforeWrite: options.onBeforeWrite });
+      return { plan: null, outputPath, cardPath, card, sideFiles: [], seconds: (Date.now() - started) / 1000 };
+    } catch (e) {
+      await rm(outputPath, { force: true }).catch(() => undefined);
+      throw e;
+    }
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** The quantize job. Throws InvalidArgumentError for an unknown target (the message lists the valid ones). */
+export async function runQuantize(request: QuantizeRequest, options: QuantizeRunOptions = {}): Promise<QuantizeResult> {
+  checkCancelled(options.signal, `quantizing ${request.input}`);
+  if (isGgufTarget(request.target)) return runGguf(request, options);
+  if (findResearchScheme(request.target) === undefined) {
+    throw new InvalidArgumentError(`unknown target '${request.target}'; valid targets: ${allTargetNames().join(', ')}`);
+  }
+  return runResearch(request, options);
+}
