@@ -9,6 +9,7 @@ import { TOOL_VERSION } from '../core/version';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand> }> = {
   inspect: { summary: 'list tensors, metadata and totals of a checkpoint', load: async () => (await import('./commands/inspect')).command },
+  compare: { summary: 'calibrate methods x bits and compare perplexity, size and time', load: async () => (await import('./commands/compare')).command },
 };
 
 function usage(): string {

@@ -1,0 +1,314 @@
+/**
+ * One entry point per calibrated method over a whole LLaMA model: calibrate layer at a time
+ * (calibrate.ts), return the rewritten weights, what each layer reported, and how to evaluate the
+ * result with the model runtime (weights swapped in through the forward pass's onLayerWeights hook,
+ * activation quantization through its quant setting or, for LLM.int8(), through onActivation).
+ */
+import { InvalidArgumentError } from '../errors';
+import { fakeQuantizeWeight, type QuantSetting } from '../model/fakeQuant';
+import type { ForwardOptions, LayerWeights, LinearRole, LlamaModel } from '../model/forward';
+import { linearModuleName } from '../model/forward';
+import type { LlamaConfig } from '../model/llamaConfig';
+import {
+  applyClipInPlace,
+  awqFakeQuantize,
+  awqSearchClip,
+  awqSearchScales,
+  divideRowsInPlace,
+  scaleColumnsInPlace,
+  scaleGram,
+  type AwqLinear,
+} from './awq';
+import { inputWidth, outputWidth, runLayerwiseCalibration, SITE_ROLES, type CalibrationSite, type LayerwiseMethod, type SiteContext } from './calibrate';
+import { gptqQuantizeLayer, minimumCalibrationTokens, type GptqLayerResult, type GptqTarget } from './gptq';
+import { fakeQuantizeRowsLlmInt8, llmInt8LayerReport, planLlmInt8, type LlmInt8LayerReport, type LlmInt8Plan, type LlmInt8Variant } from './llmInt8';
+import { fakeQuantizeRowsAbsmaxInt8, foldSmoothing, smoothQuantScales } from './smoothquant';
+
+export const METHOD_NAMES = ['rtn', 'rtn-a8', 'awq', 'gptq', 'smoothquant', 'llm-int8'] as const;
+export type MethodName = (typeof METHOD_NAMES)[number];
+
+export function isMethodName(s: string): s is MethodName {
+  return (METHOD_NAMES as readonly string[]).includes(s);
+}
+
+export interface MethodSettings {
+  bits: number;
+  /** Input columns per group; <= 0: one group per row. */
+  groupSize: number;
+  /** GPTQ */
+  sym?: boolean;
+  actOrder?: boolean;
+  percDamp?: number;
+  /** GPTQ error compensation into ggml blocks instead of the int grid. */
+  ggmlTarget?: 'Q4_0' | 'Q8_0';
+  /** SmoothQuant migration strength. */
+  alpha?: number;
+  /** LLM.int8() */
+  threshold?: number;
+  keepFraction?: number;
+  llmInt8Variant?: LlmInt8Variant;
+  /** SmoothQuant: fold only, no weight quantization (to check float equivalence). */
+  smoothOnly?: boolean;
+}
+
+/** What one layer's site reported (shown by the CLI, kept in --json). */
+export interface SiteReport {
+  layer: number;
+  site: CalibrationSite;
+  tokens: number;
+  /** GPTQ: damping fraction used per linear and how often it was raised. */
+  gptq?: { name: string; dampFraction: number; dampIncreases: number; deadColumns: number; loss: number }[];
+  /** AWQ: chosen ratio (null when the scales could not be folded: GQA v -> o). */
+  awqRatio?: number | null;
+  /** SmoothQuant: range of the factors. */
+  smoothScale?: { min: number; max: number };
+  llmInt8?: LlmInt8LayerReport[];
+}
+
+export interface MethodRun {
+  method: MethodName;
+  settings: MethodSettings;
+  /** Rewritten weights of every layer; null when the method needs no calibration (RTN). */
+  layers: LayerWeights[] | null;
+  reports: SiteReport[];
+  /** GPTQ: the per-linear results (codes, scales, zeros, g_idx or ggml bytes) by HF module name. */
+  gptqResults: Map<string, GptqLayerResult>;
+  /** LLM.int8(): the 16-bit dimensions per layer and site. */
+  llmInt8Plans: Map<string, LlmInt8Plan>;
+  seconds: number;
+}
+
+export interface MethodRunOptions {
+  signal?: AbortSignal;
+  onProgress?(layersDone: number, layers: number): void;
+  /** Keep GPTQ's codes/scales for a layout writer (costs one byte per weight). */
+  keepGptqResults?: boolean;
+}
+
+function siteLinears(ctx: SiteContext): { role: LinearRole; weight: Float32Array; rows: number; cols: number; name: string }[] {
+  return SITE_ROLES[ctx.site].map((role) => {
+    const cols = inputWidth(ctx.config, role);
+    return { role, weight: ctx.weights.linear[role], rows: outputWidth(ctx.config, role), cols, name: linearModuleName(ctx.layer, role) };
+  });
+}
+
+function checkGroup(config: LlamaConfig, settings: MethodSettings): void {
+  if (settings.groupSize <= 0) return;
+  for (const role of ['q', 'o', 'down'] as const) {
+    const cols = inputWidth(config, role);
+    if (cols % settings.groupSize !== 0) throw new InvalidArgumentError(`group size ${settings.groupSize} does not divide the ${cols} input columns of ${role} layers`);
+  }
+}
+
+function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Map<string, GptqLayerResult>, keep: boolean): LayerwiseMethod {
+  const target: GptqTarget =
+    settings.ggmlTarget !== undefined ? { kind: 'ggml', type: settings.ggmlTarget } : { kind: 'int', bits: settings.bits, groupSize: settings.groupSize, sym: settings.sym ?? false };
+  return {
+    statsOptions: () => ({ gram: true }),
+    processSite(ctx) {
+      const gram = ctx.stats.gram;
+      if (gram === null) throw new InvalidArgumentError('GPTQ: no Hessian gathered');
+      const h = gram.hessian();
+      const report: NonNullable<SiteReport['gptq']> = [];
+      for (const lin of siteLinears(ctx)) {
+        const r = gptqQuantizeLayer(lin.weight, lin.rows, lin.cols, h, { target, percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
+        lin.weight.set(r.dequantized);
+        report.push({ name: lin.name, dampFraction: r.dampFraction, dampIncreases: r.dampIncreases, deadColumns: r.deadColumns, loss: r.loss });
+        if (keep) results.set(lin.name, r);
+      }
+      reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, gptq: report });
+    },
+  };
+}
+
+function awqMethod(settings: MethodSettings, reports: SiteReport[]): LayerwiseMethod {
+  const config = { bits: settings.bits, groupSize: settings.groupSize };
+  return {
+    statsOptions: () => ({ gram: true }),
+    processSite(ctx) {
+      const gramAcc = ctx.stats.gram;
+      if (gramAcc === null) throw new InvalidArgumentError('AWQ: no Gram matrix gathered');
+      const cols = ctx.stats.columns;
+      // G = (1/n) sum x x^T = H / 2.
+      let gram: Float64Array = gramAcc.hessian().map((v) => v / 2);
+      const linears = siteLinears(ctx);
+      const w = ctx.weights;
+      // Where the scales fold: the norm before q/k/v and gate/up; v before o only when v's outputs are o's inputs
+      // one to one (no GQA), as AutoAWQ; up before down.
+      let fold: 'attnNorm' | 'ffnNorm' | 'v' | 'up' | null = null;
+      if (ctx.site === 'attn_in') fold = 'attnNorm';
+      else if (ctx.site === 'mlp_in') fold = 'ffnNorm';
+      else if (ctx.site === 'mlp_act') fold = 'up';
+      else if (ctx.config.numKvHeads === ctx.config.numHeads) fold = 'v';
+      let ratio: number | null = null;
+      if (fold !== null) {
+        const awqLinears: AwqLinear[] = linears.map((l) => ({ name: l.name, weight: l.weight, rows: l.rows }));
+        const search = awqSearchScales(awqLinears, cols, ctx.stats.meanAbs(), gram, config, { signal: ctx.signal });
+        ratio = search.ratio;
+        if (search.ratio > 0) {
+          for (const l of linears) scaleColumnsInPlace(l.weight, l.rows, cols, search.scales);
+          if (fold === 'attnNorm') divideRowsInPlace(w.attnNorm, cols, 1, search.scales);
+          else if (fold === 'ffnNorm') divideRowsInPlace(w.ffnNorm, cols, 1, search.scales);
+          else divideRowsInPlace(w.linear[fold], cols, ctx.config.hiddenSize, search.scales); // v and up rows are H wide
+          gram = scaleGram(gram, cols, search.scales);
+        }
+      }
+      for (const l of linears) {
+        // q and k are not clipped (the reference skips them: the q.k product makes the error hard to measure).
+        if (l.role !== 'q' && l.role !== 'k') applyClipInPlace(l.weight, l.rows, cols, settings.groupSize, awqSearchClip(l.weight, l.rows, cols, gram, config, { signal: ctx.signal }));
+        l.weight.set(awqFakeQuantize(l.weight, l.rows, cols, config));
+      }
+      reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, awqRatio: ratio });
+      return (fold === 'v' || fold === 'up') && ratio !== null && ratio > 0 ? 'inputs-changed' : undefined;
+    },
+  };
+}
+
+function quantizeWeightsForActivationMethods(weight: Float32Array, rows: number, cols: number, settings: MethodSettings): void {
+  if (settings.bits === 8) fakeQuantizeRowsAbsmaxInt8(weight, rows, cols);
+  else fakeQuantizeWeight(weight, rows, cols, settings.bits, settings.groupSize);
+}
+
+function smoothQuantMethod(settings: MethodSettings, reports: SiteReport[]): LayerwiseMethod {
+  const alpha = settings.alpha ?? 0.5;
+  return {
+    statsOptions: () => ({}),
+    processSite(ctx) {
+      const linears = siteLinears(ctx);
+      const cols = ctx.stats.columns;
+      let range: { min: number; max: number } | undefined;
+      if (ctx.site === 'attn_in' || ctx.site === 'mlp_in') {
+        const s = smoothQuantScales(
+          ctx.stats.maxAbs,
+          linears.map((l) => ({ weight: l.weight, rows: l.rows })),
+          cols,
+          alpha,
+        );
+        foldSmoothing(
+          ctx.site === 'attn_in' ? ctx.weights.attnNorm : ctx.weights.ffnNorm,
+          linears.map((l) => ({ weight: l.weight, rows: l.rows })),
+          cols,
+          s,
+        );
+        range = { min: Math.min(...s), max: Math.max(...s) };
+      }
+      if (settings.smoothOnly !== true) for (const l of linears) quantizeWeightsForActivationMethods(l.weight, l.rows, cols, settings);
+      reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, smoothScale: range });
+    },
+  };
+}
+
+function llmInt8Method(settings: MethodSettings, reports: SiteReport[], plans: Map<string, LlmInt8Plan>): LayerwiseMethod {
+  const threshold = settings.threshold ?? 6;
+  const variant = settings.llmInt8Variant ?? 'decomposed';
+  return {
+    statsOptions: () => ({ sampleRows: 64, outlierThreshold: threshold }),
+    processSite(ctx) {
+      const plan = planLlmInt8(ctx.stats.maxAbs, threshold, settings.keepFraction ?? 0);
+      plans.set(`${ctx.layer}.${ctx.site}`, plan);
+      const layerReports: LlmInt8LayerReport[] = [];
+      for (const l of siteLinears(ctx)) {
+        layerReports.push(llmInt8LayerReport(l.name, l.weight, l.rows, l.cols, ctx.stats.sampledRows(), ctx.stats.sampleCount, plan));
+        fakeQuantizeRowsLlmInt8(l.weight, l.rows, l.cols, plan, variant);
+      }
+      reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, llmInt8: layerReports });
+    },
+  };
+}
+
+/**
+ * Calibrates `model` with `method` on the calibration windows. RTN methods need no calibration and return
+ * immediately (their quantization happens in the evaluation settings).
+ */
+export async function quantizeWithMethod(
+  model: LlamaModel,
+  calibration: readonly Int32Array[],
+  method: MethodName,
+  settings: MethodSettings,
+  options: MethodRunOptions = {},
+): Promise<MethodRun> {
+  const started = performance.now();
+  if (!(Number.isInteger(settings.bits) && settings.bits >= 2 && settings.bits <= 8)) throw new InvalidArgumentError(`--bits must be 2..8, got ${settings.bits}`);
+  checkGroup(model.config, settings);
+  if (method === 'llm-int8' && settings.bits !== 8) throw new InvalidArgumentError('llm-int8 is an 8-bit method (--bits 8)');
+  const reports: SiteReport[] = [];
+  const gptqResults = new Map<string, GptqLayerResult>();
+  const llmInt8Plans = new Map<string, LlmInt8Plan>();
+  let layerwise: LayerwiseMethod | null = null;
+  let minimumTokens: ((site: CalibrationSite, width: number) => number) | undefined;
+  if (method === 'gptq') {
+    layerwise = gptqMethod(settings, reports, gptqResults, options.keepGptqResults === true);
+    minimumTokens = (_site, width) => minimumCalibrationTokens(width);
+  } else if (method === 'awq') layerwise = awqMethod(settings, reports);
+  else if (method === 'smoothquant') layerwise = smoothQuantMethod(settings, reports);
+  else if (method === 'llm-int8') layerwise = llmInt8Method(settings, reports, llmInt8Plans);
+  const layers =
+    layerwise === null
+      ? null
+      : await runLayerwiseCalibration(model, calibration, layerwise, { signal: options.signal, onProgress: options.onProgress, minimumTokens });
+  return { method, settings, layers, reports, gptqResults, llmInt8Plans, seconds: (performance.now() - started) / 1000 };
+}
+
+/** Forward options that evaluate a method's result with the model runtime (perplexity, logits). */
+export function evaluationOptions(run: MethodRun): ForwardOptions {
+  const s = run.settings;
+  let quant: QuantSetting | undefined;
+  if (run.method === 'rtn') quant = { label: `W${s.bits}`, weightBits: s.bits, weightGroup: s.bits === 8 ? -1 : s.groupSize, activationBits: null, kvBits: null };
+  else if (run.method === 'rtn-a8') quant = { label: `W${s.bits}A8`, weightBits: s.bits, weightGroup: s.bits === 8 ? -1 : s.groupSize, activationBits: 8, kvBits: null };
+  else if (run.method === 'smoothquant' && s.smoothOnly !== true) quant = { label: `W${s.bits}A8 smoothed`, weightBits: null, weightGroup: -1, activationBits: 8, kvBits: null };
+  const layers = run.layers;
+  const plans = run.llmInt8Plans;
+  const variant = s.llmInt8Variant ?? 'decomposed';
+  return {
+    quant,
+    hooks: {
+      onLayerWeights(l, weights) {
+        const mine = layers?.[l];
+        if (mine === undefined) return;
+        weights.attnNorm.set(mine.attnNorm);
+        weights.ffnNorm.set(mine.ffnNorm);
+        for (const role of Object.keys(mine.linear) as LinearRole[]) weights.linear[role].set(mine.linear[role]);
+      },
+      // LLM.int8(): the runtime hands the buffer that feeds the site's linears; decomposing it in place
+      // is the activation half of the method.
+      onActivation:
+        run.method === 'llm-int8'
+          ? (site, x, rows, width) => {
+              const plan = plans.get(`${site.layer}.${site.kind}`);
+              if (plan !== undefined) fakeQuantizeRowsLlmInt8(x, rows, width, plan, variant);
+            }
+          : undefined,
+    },
+  };
+}
+
+/**
+ * Stored bytes of the model under a method: quantized linears in their layout (GPTQ layout for the
+ * int methods: packed codes, packed zeros, f16 scales per group and row, int32 g_idx; INT8 with f16
+ * per-row scales for W8A8; LLM.int8() with its 16-bit columns) and every other tensor in f16.
+ */
+export function methodBytes(config: LlamaConfig, method: MethodName | 'fp16', settings: MethodSettings, plans?: Map<string, LlmInt8Plan>): number {
+  const H = config.hiddenSize;
+  const other = config.vocabSize * H * (config.tieWordEmbeddings ? 1 : 2) + H * (2 * config.numLayers + 1);
+  let total = other * 2;
+  const roles: LinearRole[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
+  for (let l = 0; l < config.numLayers; l++) {
+    for (const role of roles) {
+      const rows = outputWidth(config, role);
+      const cols = inputWidth(config, role);
+      if (method === 'fp16') total += rows * cols * 2;
+      else if (method === 'llm-int8') {
+        const site = (Object.keys(SITE_ROLES) as CalibrationSite[]).find((k) => SITE_ROLES[k].includes(role))!;
+        const plan = plans?.get(`${l}.${site}`);
+        const kept = plan === undefined ? 0 : plan.outlierDims.length + plan.extraDims.length;
+        total += rows * (kept * 2 + (cols - kept)) + rows * 4;
+      } else if ((method === 'smoothquant' || method === 'rtn-a8') && settings.bits === 8) total += rows * cols + rows * 2;
+      else {
+        const g = settings.groupSize > 0 && settings.bits !== 8 ? settings.groupSize : cols;
+        const groups = Math.ceil(cols / g);
+        total += Math.ceil((rows * cols * settings.bits) / 8) + groups * rows * 2 + Math.ceil((groups * rows * settings.bits) / 8) + cols * 4;
+      }
+    }
+  }
+  return total;
+}

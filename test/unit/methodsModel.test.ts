@@ -1,0 +1,114 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { LlamaModel } from '../../src/core/model/forward';
+import { perplexity } from '../../src/core/model/perplexity';
+import { compareMethods, loadTokenizer, textWindows } from '../../src/core/methods/compare';
+import { evaluationOptions, quantizeWithMethod } from '../../src/core/methods/quantizeWithMethod';
+import { CancelledError, InvalidArgumentError } from '../../src/core/errors';
+import { fixturesDir, microLlamaDir } from '../helpers/paths';
+
+async function setup(): Promise<{ model: LlamaModel; calib: Int32Array[]; evalWindows: Int32Array[]; close: () => Promise<void> }> {
+  const checkpoint = await openCheckpoint(microLlamaDir);
+  const model = LlamaModel.fromCheckpoint(checkpoint);
+  const tokenizer = await loadTokenizer(checkpoint);
+  const calibIds = tokenizer.encode(readFileSync(join(fixturesDir, 'calib-64k.txt'), 'utf8'));
+  const evalIds = tokenizer.encode(readFileSync(join(fixturesDir, 'eval.txt'), 'utf8'));
+  return { model, calib: textWindows(calibIds, 128, 4, 'calibration'), evalWindows: textWindows(evalIds, 128, 8, 'evaluation'), close: () => checkpoint.close() };
+}
+
+test('micro-llama: SmoothQuant folding without quantization leaves the logits unchanged', async () => {
+  const { model, calib, evalWindows, close } = await setup();
+  try {
+    const windows = evalWindows.slice(0, 2);
+    const collect = async (options: Parameters<LlamaModel['run']>[2]): Promise<Float32Array[]> => {
+      const out: Float32Array[] = [];
+      await model.run(windows, (_w, logits) => out.push(Float32Array.from(logits)), options);
+      return out;
+    };
+    const base = await collect({});
+    const run = await quantizeWithMethod(model, calib, 'smoothquant', { bits: 8, groupSize: -1, alpha: 0.5, smoothOnly: true });
+    const smoothScales = run.reports.filter((r) => r.smoothScale !== undefined);
+    assert.equal(smoothScales.length, 4, 'two smoothed sites per layer');
+    assert.ok(smoothScales.some((r) => r.smoothScale!.max / r.smoothScale!.min > 1.5), 'the factors are not trivial');
+    const smoothed = await collect(evaluationOptions(run));
+    let maxDiff = 0;
+    let maxAbs = 0;
+    for (let w = 0; w < base.length; w++) {
+      for (let i = 0; i < base[w]!.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(base[w]![i]! - smoothed[w]![i]!));
+        maxAbs = Math.max(maxAbs, Math.abs(base[w]![i]!));
+      }
+    }
+    assert.ok(maxDiff < 1e-3 * maxAbs, `logits moved by ${maxDiff} (max |logit| ${maxAbs})`);
+  } finally {
+    await close();
+  }
+});
+
+test('micro-llama W3 g32: GPTQ and AWQ each beat round-to-nearest; SmoothQuant W8A8 no worse than plain W8A8; LLM.int8() reports', async () => {
+  const { model, calib, evalWindows, close } = await setup();
+  try {
+    const result = await compareMethods(model, [], [], {
+      methods: [],
+      bits: [],
+      groupSize: 32,
+      ctx: 128,
+      calibWindows: 1,
+      evalWindows: 1,
+    }).catch((e: unknown) => e);
+    assert.ok(result instanceof InvalidArgumentError, 'empty texts are refused');
+
+    const ppl = async (method: 'rtn' | 'gptq' | 'awq' | 'smoothquant' | 'rtn-a8' | 'llm-int8', bits: number, group: number): Promise<number> => {
+      const run = await quantizeWithMethod(model, calib, method, { bits, groupSize: group });
+      return (await perplexity(model, evalWindows, evaluationOptions(run))).perplexity;
+    };
+    const fp = (await perplexity(model, evalWindows)).perplexity;
+    const rtn = await ppl('rtn', 3, 32);
+    const gptq = await ppl('gptq', 3, 32);
+    const awq = await ppl('awq', 3, 32);
+    assert.ok(rtn > fp, `W3 RTN ${rtn} vs FP ${fp}`);
+    assert.ok(gptq < rtn, `GPTQ ${gptq} not below RTN ${rtn}`);
+    assert.ok(awq < rtn, `AWQ ${awq} not below RTN ${rtn}`);
+    const plainW8A8 = await ppl('rtn-a8', 8, -1);
+    const smooth = await ppl('smoothquant', 8, -1);
+    assert.ok(smooth <= plainW8A8 * 1.002, `SmoothQuant W8A8 ${smooth} worse than plain W8A8 ${plainW8A8}`);
+
+    const int8 = await quantizeWithMethod(model, calib, 'llm-int8', { bits: 8, groupSize: -1, threshold: 2.5 });
+    const reports = int8.reports.flatMap((r) => r.llmInt8 ?? []);
+    assert.equal(reports.length, 14, 'one report per linear layer');
+    assert.ok(reports.some((r) => r.outlierDims.length > 0), 'with threshold 2.5 some dims of micro-llama stay 16-bit');
+    for (const r of reports) assert.ok(r.relError.decomposed <= r.relError.plainInt8 + 1e-9, `${r.name}: ${JSON.stringify(r.relError)}`);
+    const int8Ppl = (await perplexity(model, evalWindows, evaluationOptions(int8))).perplexity;
+    assert.ok(Math.abs(int8Ppl - fp) / fp < 0.02, `LLM.int8() ppl ${int8Ppl} vs FP ${fp}`);
+    console.log(JSON.stringify({ fp, rtn, gptq, awq, plainW8A8, smooth, int8Ppl }));
+  } finally {
+    await close();
+  }
+});
+
+test('micro-llama: calibration too short for the Hessian, bad group, cancel in the middle of a layer', async () => {
+  const { model, calib, close } = await setup();
+  try {
+    const short = [calib[0]!.subarray(0, 32)];
+    await assert.rejects(
+      quantizeWithMethod(model, short, 'gptq', { bits: 4, groupSize: 32 }),
+      (e: unknown) => e instanceof InvalidArgumentError && /covers 32 tokens.*needs at least 64/.test(e.message),
+    );
+    await assert.rejects(quantizeWithMethod(model, calib, 'gptq', { bits: 4, groupSize: 48 }), InvalidArgumentError);
+    const controller = new AbortController();
+    await assert.rejects(
+      quantizeWithMethod(model, calib, 'gptq', { bits: 4, groupSize: 32 }, { signal: controller.signal, onProgress: (done) => done === 1 && controller.abort() }),
+      CancelledError,
+    );
+    // Abort while the first layer is being calibrated: checked per window, per site and per AWQ grid step.
+    const inLayer = new AbortController();
+    const run = quantizeWithMethod(model, calib, 'awq', { bits: 4, groupSize: 32 }, { signal: inLayer.signal });
+    setImmediate(() => inLayer.abort());
+    await assert.rejects(run, CancelledError);
+  } finally {
+    await close();
+  }
+});
