@@ -9,6 +9,8 @@ import { TOOL_VERSION } from '../core/version';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand> }> = {
   inspect: { summary: 'list tensors, metadata and totals of a checkpoint', load: async () => (await import('./commands/inspect')).command },
+  quantize: { summary: 'quantize a checkpoint to a research target or GGUF type, with a quant card', load: async () => (await import('./commands/quantize')).command },
+  batch: { summary: 'quantize many checkpoints to many targets, with a summary table', load: async () => (await import('./commands/batch')).command },
   compare: { summary: 'calibrate methods x bits and compare perplexity, size and time', load: async () => (await import('./commands/compare')).command },
 };
 

@@ -1,0 +1,206 @@
+/**
+ * `quantlens quantize <input> --to <target> -o <output>`: one checkpoint to one target, with a quant
+ * card beside the output. Progress goes to stderr as plain lines; results to stdout.
+ */
+import { InvalidArgumentError } from '../../core/errors';
+import { allTargetNames, planQuantize, runQuantize, type QuantizePlan, type QuantizeRequest, type QuantizeResult, type QuantizeRunOptions } from '../../core/quant/pipeline';
+import { RESEARCH_SCHEMES } from '../../core/quant/researchSchemes';
+import type { CliCommand, CliIo } from '../cliTypes';
+
+const HELP = `usage: quantlens quantize <input> --to <target> -o <output> [options]
+
+<input> is a Hugging Face folder, a .safetensors file (or index) or a .gguf file. Research targets write
+safetensors (<output> ending in .safetensors, or a folder that gets model.safetensors, config.json,
+tokenizer files and quantize_config.json); GGUF targets write a .gguf. Every output gets
+<output file>.quant.json: source hash, recipe and per-tensor error metrics.
+
+targets:
+${RESEARCH_SCHEMES.map((s) => `  ${s.name.padEnd(12)} ${s.summary}`).join('\n')}
+  GGUF         F32 F16 BF16 Q8_0 Q4_0 Q4_1 Q5_0 Q5_1 Q2_K Q3_K Q4_K Q5_K Q6_K, presets Q3_K_S/M/L Q4_K_S/M Q5_K_S/M
+
+options:
+  --to <target>          what to write (required)
+  -o, --output <path>    output file or folder (required)
+  --group <n>            input columns per group for the group-wise targets; -1 = per output channel
+  --sym                  symmetric group-wise quantization (zero point 2^(bits-1))
+  --double-quant         nf4: quantize the absmax values to 8 bits (bitsandbytes compress_statistics)
+  --scale tensor|channel fp8 / int8: one scale per tensor or per output channel
+  --include-embeddings   also quantize the embedding and lm_head matrices
+  --dry-run              print the per-tensor plan, output size and bits per weight; write nothing
+  --json                 print JSON on stdout
+  --help                 this text`;
+
+export interface ParsedQuantizeArgs {
+  positional: string[];
+  target: string | undefined;
+  output: string | undefined;
+  groupSize?: number;
+  symmetric?: boolean;
+  doubleQuant?: boolean;
+  scale?: 'tensor' | 'channel';
+  includeEmbeddings?: boolean;
+  dryRun: boolean;
+  json: boolean;
+  help: boolean;
+}
+
+/** Hand-rolled so that `--group -1` is a value, not an option. */
+export function parseQuantizeArgs(args: readonly string[]): ParsedQuantizeArgs {
+  const parsed: ParsedQuantizeArgs = { positional: [], target: undefined, output: undefined, dryRun: false, json: false, help: false };
+  const value = (i: number, flag: string): string => {
+    const v = args[i + 1];
+    if (v === undefined) throw new InvalidArgumentError(`${flag} needs a value`);
+    return v;
+  };
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i]!;
+    const eq = a.startsWith('--') ? a.indexOf('=') : -1;
+    const flag = eq > 0 ? a.slice(0, eq) : a;
+    const inline = eq > 0 ? a.slice(eq + 1) : undefined;
+    const take = (): string => {
+      if (inline !== undefined) return inline;
+      const v = value(i, flag);
+      i += 1;
+      return v;
+    };
+    switch (flag) {
+      case '--to':
+        parsed.target = take();
+        break;
+      case '-o':
+      case '--output':
+        parsed.output = take();
+        break;
+      case '--group': {
+        const text = take();
+        const n = Number(text);
+        if (!Number.isInteger(n) || (n <= 0 && n !== -1)) throw new InvalidArgumentError(`--group ${text}: give a positive integer or -1 (per channel)`);
+        parsed.groupSize = n;
+        break;
+      }
+      case '--scale': {
+        const s = take();
+        if (s !== 'tensor' && s !== 'channel') throw new InvalidArgumentError(`--scale ${s}: give tensor or channel`);
+        parsed.scale = s;
+        break;
+      }
+      case '--sym':
+        parsed.symmetric = true;
+        break;
+      case '--double-quant':
+        parsed.doubleQuant = true;
+        break;
+      case '--include-embeddings':
+        parsed.includeEmbeddings = true;
+        break;
+      case '--dry-run':
+        parsed.dryRun = true;
+        break;
+      case '--json':
+        parsed.json = true;
+        break;
+      case '--help':
+      case '-h':
+        parsed.help = true;
+        break;
+      default:
+        if (a.startsWith('-') && a !== '-') throw new InvalidArgumentError(`unknown option ${a} (see --help)`);
+        parsed.positional.push(a);
+    }
+  }
+  return parsed;
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u += 1;
+  }
+  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+}
+
+export function formatTable(header: string[], rows: string[][], rightAligned: ReadonlySet<number> = new Set()): string[] {
+  const widths = header.map((h, c) => Math.max(h.length, ...rows.map((r) => (r[c] ?? '').length)));
+  const line = (cells: string[]): string => cells.map((cell, c) => (rightAligned.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
+  return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
+}
+
+export function progressPrinter(io: CliIo): NonNullable<QuantizeRunOptions['onProgress']> {
+  return (p) => {
+    const what = p.action === 'hash' ? `hashing ${p.tensor}` : p.action === 'card' ? `writing ${p.tensor}` : `${p.tensor} (${p.action})`;
+    io.err(`[${p.step}/${p.total}] ${what}`);
+  };
+}
+
+function printPlan(plan: QuantizePlan, io: CliIo): void {
+  const rows = plan.tensors.map((t) => [t.name, `[${t.shape.join(', ')}]`, t.sourceDtype, t.action === 'quantize' ? t.type : `copy ${t.type}`, formatBytes(t.outputBytes), t.bitsPerWeight.toFixed(3)]);
+  for (const l of formatTable(['tensor', 'shape', 'source', 'output', 'bytes', 'bpw'], rows, new Set([4, 5]))) io.out(l);
+  const t = plan.totals;
+  io.out('');
+  io.out(`target ${plan.target}: ${plan.tensors.filter((x) => x.action === 'quantize').length} of ${plan.tensors.length} tensors quantized (${t.quantizedParameters} of ${t.parameters} parameters)`);
+  io.out(`output ${plan.outputPath}: ${formatBytes(t.outputBytes)} (${t.outputBytes} bytes), source tensors ${formatBytes(t.sourceBytes)}, ${t.bitsPerWeight.toFixed(3)} bits per weight`);
+}
+
+export function resultSummary(result: QuantizeResult): { output: string; card: string; sourceBytes: number; outputBytes: number; bitsPerWeight: number; meanSqnrDb: number | null; seconds: number } {
+  const sourceBytes = result.card.source.files.reduce((s, f) => s + f.bytes, 0);
+  return {
+    output: result.outputPath,
+    card: result.cardPath,
+    sourceBytes,
+    outputBytes: result.card.output.bytes,
+    bitsPerWeight: result.card.totals.bitsPerWeight,
+    meanSqnrDb: result.card.totals.meanSqnrDb,
+    seconds: result.seconds,
+  };
+}
+
+export function requestFrom(parsed: ParsedQuantizeArgs, input: string, target: string, output: string): QuantizeRequest {
+  const request: QuantizeRequest = { input, target, output };
+  if (parsed.groupSize !== undefined) request.groupSize = parsed.groupSize;
+  if (parsed.symmetric !== undefined) request.symmetric = parsed.symmetric;
+  if (parsed.doubleQuant !== undefined) request.doubleQuant = parsed.doubleQuant;
+  if (parsed.scale !== undefined) request.scale = parsed.scale;
+  if (parsed.includeEmbeddings !== undefined) request.includeEmbeddings = parsed.includeEmbeddings;
+  return request;
+}
+
+export const command: CliCommand = {
+  async run(args, io) {
+    const parsed = parseQuantizeArgs(args);
+    if (parsed.help) {
+      io.out(HELP);
+      return 0;
+    }
+    if (parsed.positional.length !== 1) throw new InvalidArgumentError(`give exactly one input (got ${parsed.positional.length}); see --help`);
+    if (parsed.target === undefined) throw new InvalidArgumentError(`--to is required; valid targets: ${allTargetNames().join(', ')}`);
+    if (parsed.output === undefined) throw new InvalidArgumentError('-o <output> is required');
+    const request = requestFrom(parsed, parsed.positional[0]!, parsed.target, parsed.output);
+    if (parsed.dryRun) {
+      const plan = await planQuantize(request);
+      if (parsed.json) io.out(JSON.stringify(plan, null, 1));
+      else printPlan(plan, io);
+      return 0;
+    }
+    const controller = new AbortController();
+    const onSigint = (): void => controller.abort();
+    process.once('SIGINT', onSigint);
+    try {
+      const result = await runQuantize(request, { signal: controller.signal, onProgress: progressPrinter(io), onWarning: (m) => io.err(`warning: ${m}`) });
+      const s = resultSummary(result);
+      if (parsed.json) {
+        io.out(JSON.stringify(s, null, 1));
+      } else {
+        io.out(`wrote ${s.output} (${formatBytes(s.outputBytes)}, ${s.bitsPerWeight.toFixed(3)} bits per weight) in ${s.seconds.toFixed(1)} s`);
+        if (result.sideFiles.length > 0) io.out(`also ${result.sideFiles.join(', ')}`);
+        io.out(`quant card ${s.card}: mean SQNR ${s.meanSqnrDb === null ? 'n/a' : `${s.meanSqnrDb.toFixed(2)} dB`} over ${result.card.tensors.filter((t) => t.quantized).length} quantized tensors`);
+      }
+      return 0;
+    } finally {
+      process.removeListener('SIGINT', onSigint);
+    }
+  },
+};
