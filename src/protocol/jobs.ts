@@ -35,7 +35,20 @@ export interface StatsJobSpec {
   topChannels: number;
   /** Only these tensors (all when absent). */
   tensorNames?: string[];
+  testFaults?: JobTestFaults;
 }
+
+/**
+ * Test seams: `loseGpuAtTensor` destroys the GPU device when the compute phase of that tensor starts
+ * (an adapter vanishing mid-job); `delayMsPerTensor` slows the job so tests can cancel or kill it midway.
+ */
+export interface JobTestFaults {
+  loseGpuAtTensor?: number;
+  delayMsPerTensor?: number;
+}
+
+const isJobTestFaults: Guard<JobTestFaults | undefined> = (v): v is JobTestFaults | undefined =>
+  v === undefined || (isRecord(v) && isOptional(isNonNegativeInteger)(v.loseGpuAtTensor) && isOptional(isNonNegativeInteger)(v.delayMsPerTensor));
 
 /** Quantizes the 2-D tensors of a checkpoint to one ggml type and writes them, concatenated, to outputPath. */
 export interface QuantizeTensorsJobSpec {
@@ -45,6 +58,7 @@ export interface QuantizeTensorsJobSpec {
   ggmlType: JobQuantType;
   device: DeviceChoice;
   tensorNames?: string[];
+  testFaults?: JobTestFaults;
 }
 
 /** Test hook: lets tests kill the worker from inside (`exit`), crash it (`uncaught`) or keep it busy (`sleep`). */
@@ -67,7 +81,8 @@ export const isStatsJobSpec: Guard<StatsJobSpec> = (v): v is StatsJobSpec =>
   isNonNegativeInteger(v.logOctaves) &&
   isFiniteNumber(v.outlierSigma) &&
   isNonNegativeInteger(v.topChannels) &&
-  isTensorNames(v.tensorNames);
+  isTensorNames(v.tensorNames) &&
+  isJobTestFaults(v.testFaults);
 
 export const isQuantizeTensorsJobSpec: Guard<QuantizeTensorsJobSpec> = (v): v is QuantizeTensorsJobSpec =>
   isRecord(v) &&
@@ -76,7 +91,8 @@ export const isQuantizeTensorsJobSpec: Guard<QuantizeTensorsJobSpec> = (v): v is
   isString(v.outputPath) &&
   isOneOf(JOB_QUANT_TYPES)(v.ggmlType) &&
   isDeviceChoice(v.device) &&
-  isTensorNames(v.tensorNames);
+  isTensorNames(v.tensorNames) &&
+  isJobTestFaults(v.testFaults);
 
 export const isDiagnosticJobSpec: Guard<DiagnosticJobSpec> = (v): v is DiagnosticJobSpec =>
   isRecord(v) && v.kind === 'diagnostic' && isOneOf(['exit', 'uncaught', 'sleep'] as const)(v.action) && isNonNegativeInteger(v.ms);

@@ -15,7 +15,7 @@
  *   log bins:    from the f32 bit pattern of |x|: (exponent - (topExponent - octaves + 1)) * 4 + top two
  *                mantissa bits, i.e. quarter-octave bins; values below the range (and zeros) go to `underflow`.
  */
-import { InvalidArgumentError } from '../errors';
+import { CancelledError, InvalidArgumentError } from '../errors';
 
 export interface Moments {
   /** Finite values seen. */
@@ -421,4 +421,44 @@ export function topCounts(counts: Uint32Array, top: number): ChannelCount[] {
   });
   nonZero.sort((a, b) => b.count - a.count || a.index - b.index);
   return nonZero.slice(0, top);
+}
+
+/**
+ * The CPU path over a tensor too large to hold twice: pass 1 and pass 2 stream windows of whole rows
+ * from `readRows` (a tensor that fits one window is read once). Same results as computeTensorStats.
+ */
+export async function tensorStatsStreamed(
+  name: string,
+  shape: readonly number[],
+  readRows: (rowStart: number, rowCount: number) => Promise<Float32Array>,
+  options: WeightStatsOptions,
+  run: { signal?: AbortSignal; maxWindowElements?: number } = {},
+): Promise<TensorStats> {
+  validateStatsOptions(options);
+  const elementCount = shape.reduce((a, b) => a * b, 1);
+  const { rows, rowLength } = checkShape(name, shape, elementCount);
+  const perWindow = Math.max(1, Math.floor((run.maxWindowElements ?? 16 * 1024 * 1024) / Math.max(1, rowLength)));
+  const windows: { start: number; count: number }[] = [];
+  if (elementCount > 0) for (let r = 0; r < rows; r += perWindow) windows.push({ start: r, count: Math.min(perWindow, rows - r) });
+  const checkCancel = () => {
+    if (run.signal?.aborted === true) throw new CancelledError();
+  };
+  const rowMoments: Moments[] = [];
+  let resident: Float32Array | null = null;
+  for (const w of windows) {
+    checkCancel();
+    const values = await readRows(w.start, w.count);
+    checkShape(name, [w.count, rowLength], values.length);
+    rowMoments.push(...rowMomentsCpu(values, w.count, rowLength));
+    if (windows.length === 1) resident = values;
+  }
+  if (elementCount === 0) for (let r = 0; r < rows; r++) rowMoments.push(emptyMoments());
+  const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+  const counts = emptySecondPassCounts(spec, rows, rowLength);
+  for (const w of windows) {
+    checkCancel();
+    const values = resident ?? (await readRows(w.start, w.count));
+    countSecondPassCpu(values, w.start, rowLength, spec, counts);
+  }
+  return statsFromPasses(name, shape, rowMoments, spec, counts);
 }

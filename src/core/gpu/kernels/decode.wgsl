@@ -11,7 +11,8 @@ fn e4m3_to_f32(b: u32) -> f32 {
   let s = select(1.0, -1.0, (b & 0x80u) != 0u);
   let e = (b >> 3u) & 0xfu;
   let m = b & 7u;
-  if (e == 15u && m == 7u) { return bitcast<f32>(0x7fc00000u); }
+  // NaN: built from a runtime zero, since a NaN constant is a WGSL compile error.
+  if (e == 15u && m == 7u) { return bitcast<f32>(0x7fc00000u | params.pad); }
   if (e == 0u) { return s * f32(m) * 0.001953125; }
   return s * bitcast<f32>(((e + 120u) << 23u) | (m << 20u));
 }
