@@ -44,8 +44,7 @@ export function makeQkx2Quants(
     qkx2Out.theMin = -min;
     return 0;
   }
-  const range = fround(max - min);
-  let iscale = fround(nmax / range);
+  let iscale = fround(nmax / fround(max - min));
   let scale = fround(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
@@ -62,7 +61,8 @@ export function makeQkx2Quants(
     return scale;
   }
   for (let is = 0; is <= nstep; is++) {
-    iscale = fround(fround(fround(rmin + fround(rdelta * is)) + nmax) / range);
+    // `min` is updated when a step wins, and later steps use the new max - min (as C does)
+    iscale = fround(fround(fround(rmin + fround(rdelta * is)) + nmax) / fround(max - min));
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;

@@ -4,7 +4,7 @@
  * All functions process `src.length / 32` blocks and allocate nothing.
  */
 import { f16ToF32Table, f32ToF16Bits } from '../../numeric/half';
-import { fround, roundHalfAway, truncToInt } from './rounding';
+import { fround, roundHalfAway, toInt8, truncToInt } from './rounding';
 
 const QK = 32;
 
@@ -36,7 +36,7 @@ export function quantizeQ8_0(src: Float32Array, dst: Uint8Array): void {
     const o = i * 34;
     writeF16(dst, o, d);
     for (let j = 0; j < QK; j++) {
-      dst[o + 2 + j] = roundHalfAway(fround(src[x0 + j]! * id)) & 0xff;
+      dst[o + 2 + j] = truncToInt(roundHalfAway(fround(src[x0 + j]! * id))) & 0xff;
     }
   }
 }
@@ -79,8 +79,8 @@ export function quantizeQ4_0(src: Float32Array, dst: Uint8Array): void {
     for (let j = 0; j < QK / 2; j++) {
       const a = fround(src[x0 + j]! * id);
       const b = fround(src[x0 + QK / 2 + j]! * id);
-      const qa = Math.min(15, truncToInt(fround(a + 8.5)));
-      const qb = Math.min(15, truncToInt(fround(b + 8.5)));
+      const qa = Math.min(15, toInt8(truncToInt(fround(a + 8.5)))) & 0xff;
+      const qb = Math.min(15, toInt8(truncToInt(fround(b + 8.5)))) & 0xff;
       dst[o + 2 + j] = (qa | (qb << 4)) & 0xff;
     }
   }
@@ -123,8 +123,8 @@ export function quantizeQ4_1(src: Float32Array, dst: Uint8Array): void {
     for (let j = 0; j < QK / 2; j++) {
       const a = fround(fround(src[x0 + j]! - min) * id);
       const b = fround(fround(src[x0 + QK / 2 + j]! - min) * id);
-      const qa = Math.min(15, truncToInt(fround(a + 0.5)));
-      const qb = Math.min(15, truncToInt(fround(b + 0.5)));
+      const qa = Math.min(15, toInt8(truncToInt(fround(a + 0.5)))) & 0xff;
+      const qb = Math.min(15, toInt8(truncToInt(fround(b + 0.5)))) & 0xff;
       dst[o + 4 + j] = (qa | (qb << 4)) & 0xff;
     }
   }
@@ -170,8 +170,8 @@ export function quantizeQ5_0(src: Float32Array, dst: Uint8Array): void {
     for (let j = 0; j < QK / 2; j++) {
       const a = fround(src[x0 + j]! * id);
       const b = fround(src[x0 + QK / 2 + j]! * id);
-      const qa = Math.min(31, truncToInt(fround(a + 16.5)));
-      const qb = Math.min(31, truncToInt(fround(b + 16.5)));
+      const qa = Math.min(31, toInt8(truncToInt(fround(a + 16.5)))) & 0xff;
+      const qb = Math.min(31, toInt8(truncToInt(fround(b + 16.5)))) & 0xff;
       dst[o + 6 + j] = ((qa & 0x0f) | ((qb & 0x0f) << 4)) & 0xff;
       qh |= ((qa & 0x10) >>> 4) << j;
       qh |= ((qb & 0x10) >>> 4) << (j + QK / 2);

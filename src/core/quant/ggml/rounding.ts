@@ -27,7 +27,17 @@ export function roundHalfAway(v: number): number {
   return v < 0 ? -Math.floor(-v + 0.5) : Math.floor(v + 0.5);
 }
 
-/** C float -> int conversion: truncation toward zero. */
+/**
+ * C float -> int conversion as x86-64 does it (cvttss2si): truncation toward zero, and the
+ * "integer indefinite" INT32_MIN for NaN, +-Inf and anything outside int32. Narrowing to int8 / uint8
+ * then keeps the low byte, so those cases give 0.
+ */
 export function truncToInt(v: number): number {
-  return Math.trunc(v);
+  if (v > -2147483649 && v < 2147483648) return Math.trunc(v);
+  return -2147483648;
+}
+
+/** (int8_t) of a C int: the low byte as a signed value. */
+export function toInt8(v: number): number {
+  return (v << 24) >> 24;
 }
