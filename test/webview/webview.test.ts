@@ -1,0 +1,261 @@
+/**
+ * The webview in a real browser (Debian's Chromium through playwright-core), loaded with the REAL analysis
+ * output of tiny-llama (test/webview/fixtures/tiny-llama.json, made by scripts/make-webview-fixtures.ts):
+ * each view draws the marks the data calls for, interactions update what they should, and screenshots of
+ * every view in light and dark themes land in test-output/webview/.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Page } from 'playwright-core';
+import { checkDataset, type WebviewDataset, type TensorRow } from '../../src/protocol/webview';
+import { shareBeyond } from '../../src/protocol/viewModels';
+import { chromiumSkip, fixturesDir, pageErrors, screenshotDir, startHarness, type Harness, type PageGlobals } from './harness';
+
+const skip = chromiumSkip;
+const tiny = JSON.parse(readFileSync(join(fixturesDir, 'tiny-llama.json'), 'utf8')) as WebviewDataset;
+
+let harness: Harness | undefined;
+before(async () => {
+  if (skip !== false) return;
+  harness = await startHarness();
+  await mkdir(screenshotDir, { recursive: true });
+});
+after(async () => {
+  await harness?.close();
+});
+
+function h(): Harness {
+  if (harness === undefined) throw new Error('harness not started');
+  return harness;
+}
+
+async function posted(page: Page): Promise<unknown[]> {
+  return page.evaluate(() => (globalThis as unknown as PageGlobals).__QUANTLENS_POSTED__ ?? []);
+}
+
+test('the committed fixture is a valid dataset of tiny-llama', { skip }, () => {
+  const checked = checkDataset(tiny);
+  assert.equal(checked.ok, true, checked.ok ? '' : checked.reason);
+  assert.equal(tiny.overview?.name, 'tiny-llama');
+  assert.equal(tiny.overview?.layers, 8);
+  assert.equal(tiny.overview?.tensors.length, 75);
+  assert.ok(Math.abs((tiny.overview?.parameterCount ?? 0) - 18.9e6) < 0.1e6);
+});
+
+test('handshake: the webview posts ready first, then renders the overview from the dataset', { skip }, async () => {
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark' });
+  const messages = await posted(page);
+  assert.deepEqual(messages[0], { kind: 'ready' });
+  assert.equal(await page.locator('[data-stat="parameters"]').textContent(), '18.9M');
+  assert.deepEqual(pageErrors(page), []);
+  await page.close();
+});
+
+test('overview: virtualised, searchable, sortable, grouped tensor table', { skip }, async () => {
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'overview' });
+  const scroller = page.locator('.table-scroll');
+  // 75 tensors + 9 group headers (model + 8 layers).
+  assert.equal(await scroller.getAttribute('data-total-rows'), String(75 + 9));
+  const rendered = await page.locator('.tensor-row').count();
+  assert.ok(rendered < 75, `only visible rows are in the DOM, got ${rendered}`);
+  await page.locator('[data-control="tensor-filter"] input').fill('q_proj');
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelector('.count')?.getAttribute('data-count') === '8');
+  assert.equal(await page.locator('.tensor-row').count(), 8);
+  await page.locator('[data-control="tensor-filter"] input').fill('');
+  await page.locator('[data-sort="params"]').click(); // params, descending
+  await page.locator('[data-control="tensor-filter"] input').fill('model.');
+  const first = await page.locator('.group-row').first().textContent();
+  assert.match(first ?? '', /^model/);
+  const names = await page.locator('.tensor-row').evaluateAll((rows) => rows.slice(0, 2).map((r) => r.getAttribute('data-tensor')));
+  assert.deepEqual(new Set(names), new Set(['model.embed_tokens.weight', 'lm_head.weight']));
+  await page.close();
+});
+
+test('overview: 12,000 tensors stay virtualised and scroll to the last row', { skip }, async () => {
+  const base = tiny.overview;
+  assert.ok(base !== undefined);
+  // A 1,500-layer model built from tiny-llama's real layer-0 rows (renamed per layer): a UI load test.
+  const layer0 = base.tensors.filter((r) => r.layer === 0);
+  const tensors: TensorRow[] = [];
+  for (let l = 0; l < 12_000 / layer0.length; l++) for (const r of layer0) tensors.push({ ...r, layer: l, name: r.name.replace('.layers.0.', `.layers.${l}.`) });
+  assert.ok(tensors.length >= 10_000);
+  const dataset: WebviewDataset = { version: 1, overview: { ...base, layers: tensors.length / layer0.length, tensors } };
+  const page = await h().open({ dataset, theme: 'dark', view: 'overview' });
+  assert.ok((await page.locator('.table-row').count()) < 60);
+  const started = Date.now();
+  for (let i = 1; i <= 20; i++) await page.locator('.table-scroll').evaluate((el, f) => (el.scrollTop = el.scrollHeight * f), i / 20);
+  await page.waitForSelector('.tensor-row[data-tensor="model.layers.1499.post_attention_layernorm.weight"]');
+  assert.ok((await page.locator('.table-row').count()) < 60);
+  console.log(`# scrolled 12,000-row table through 20 positions in ${Date.now() - started} ms`);
+  await page.close();
+});
+
+test('outliers: bars = bins, threshold drives the share beyond, small multiples down the layers', { skip }, async () => {
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'outliers' });
+  const q0 = tiny.histograms?.find((x) => x.label === 'model.layers.0.self_attn.q_proj.weight');
+  assert.ok(q0 !== undefined);
+  const main = page.locator('[data-role="main-histogram"] svg');
+  assert.equal(await main.getAttribute('data-bins'), String(q0.counts.length));
+  assert.equal(await main.locator('rect.bar').count(), q0.counts.length);
+  // The bars carry the data's counts in order.
+  const counts = await main.locator('rect.bar').evaluateAll((bars) => bars.map((b) => Number(b.getAttribute('data-count'))));
+  assert.deepEqual(counts, q0.counts);
+  const shareText = async (): Promise<string> => (await page.locator('[data-stat="share-beyond"]').textContent()) ?? '';
+  const expected = (t: number): string => {
+    const s = shareBeyond(q0, t);
+    return s === 0 ? '0 %' : s < 1e-4 ? `${(s * 100).toExponential(1)} %` : `${(s * 100).toPrecision(3)} %`;
+  };
+  assert.equal(await shareText(), expected(6));
+  await page.locator('[data-control="threshold"] input').fill('3');
+  await page.locator('[data-control="threshold"] input').press('Enter');
+  await page.waitForFunction((want) => (globalThis as unknown as PageGlobals).document.querySelector('[data-stat="share-beyond"]')?.textContent === want, expected(3));
+  assert.notEqual(expected(3), expected(6));
+  // Threshold lines at +-3 sigma, bars beyond them recoloured.
+  assert.equal(await main.locator('line.threshold').count(), 2);
+  const beyond = await main.locator('rect.bar.beyond').count();
+  const expectedBeyond = q0.counts.filter((_, i) => (q0.edges[i + 1] ?? 0) <= -3 || (q0.edges[i] ?? 0) >= 3).length;
+  assert.equal(beyond, expectedBeyond);
+  assert.equal(await page.locator('.small-multiples .multiple').count(), 8);
+  await page.locator('[data-histogram="w:model.layers.5.self_attn.q_proj.weight"]').click();
+  await page.waitForSelector('.chart[data-chart="histogram-model.layers.5.self_attn.q_proj.weight"]');
+  await page.screenshot({ path: join(screenshotDir, 'dark-outliers.png'), fullPage: true });
+  await page.close();
+});
+
+test('emergent: highlighted dimensions are exactly the systematic dims of each map; a click shows the dim per layer', { skip }, async () => {
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'emergent' });
+  const maps = tiny.outlierMaps ?? [];
+  assert.equal(maps.length, 4);
+  for (const map of maps) {
+    await page.locator(`[data-map="${map.id}"]`).click();
+    await page.waitForSelector(`.chart[data-chart="emergent-${map.site}-${map.criterion.threshold}"]`);
+    assert.equal(await page.locator('svg.emergent rect.cell').count(), map.layers * map.dims);
+    const highlighted = await page.locator('.systematic-marker').evaluateAll((els) => els.map((e) => Number(e.getAttribute('data-dim'))));
+    assert.deepEqual(highlighted.sort((a, b) => a - b), map.systematic.map((s) => s.dim).sort((a, b) => a - b), map.id);
+    assert.equal(await page.locator('[data-systematic-dim]').count(), map.systematic.length);
+  }
+  // In tiny-llama, MLP-input dim 114 is systematic at the miniature threshold (|x| >= 3).
+  const mlp3 = maps.find((m) => m.id === 'mlp_in@3');
+  assert.ok(mlp3?.systematic.some((s) => s.dim === 114));
+  await page.locator('[data-map="mlp_in@3"]').click();
+  await page.locator('[data-systematic-dim="114"]').click();
+  const detail = page.locator('[data-dim-detail="114"]');
+  await detail.waitFor();
+  assert.equal(await detail.locator('circle.point').count(), 8);
+  const readers = mlp3?.details.find((d) => d.dim === 114)?.readers.length ?? 0;
+  assert.equal(readers, 16); // gate_proj and up_proj of 8 layers
+  assert.equal(await detail.locator('table.readers tbody tr').count(), readers);
+  await page.screenshot({ path: join(screenshotDir, 'dark-emergent.png'), fullPage: true });
+  await page.close();
+});
+
+test('errors: cells = layers x roles (+ embeddings, head); a click opens the block-error map and histogram', { skip }, async () => {
+  const errors = tiny.errors;
+  assert.ok(errors !== undefined);
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'errors' });
+  const layerCells = errors.cells.filter((c) => c.layer !== null).length;
+  assert.equal(layerCells, 8 * 7);
+  assert.equal(await page.locator('.error-cell').count(), errors.cells.length);
+  const tensor = 'model.layers.3.mlp.down_proj.weight';
+  await page.locator(`.error-cell[data-tensor="${tensor}"]`).click();
+  const panel = page.locator(`[data-block-map="${tensor}"]`);
+  await panel.waitFor();
+  const map = tiny.blockMaps?.find((b) => b.tensor === tensor);
+  assert.ok(map !== undefined);
+  assert.equal(await panel.locator('rect.block').count(), map.rows * map.cols);
+  assert.equal(await panel.locator('[data-role="error-histogram"] rect.bar').count(), map.errorHistogram.counts.length);
+  // Keyboard: focus another cell, Enter opens its map.
+  const other = 'model.layers.0.self_attn.q_proj.weight';
+  await page.locator(`.error-cell[data-tensor="${other}"]`).focus();
+  await page.keyboard.press('Enter');
+  await page.locator(`[data-block-map="${other}"]`).waitFor();
+  await page.close();
+});
+
+test('errors: the heatmap fills in live from progress messages; block maps come from the host on request', { skip }, async () => {
+  const errors = tiny.errors;
+  assert.ok(errors !== undefined);
+  const dataset: WebviewDataset = { version: 1, overview: tiny.overview, errors: { ...errors, cells: [] }, blockMaps: tiny.blockMaps };
+  const page = await h().open({ dataset, theme: 'dark', view: 'errors' });
+  const pending = await page.locator('.cell.pending').count();
+  assert.equal(pending, errors.cells.length);
+  const total = errors.cells.length;
+  for (const [i, cell] of errors.cells.slice(0, 20).entries()) {
+    await page.evaluate(([c, done, all, target]) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/errorCell', { target, cell: c, done, total: all }), [cell, i + 1, total, errors.target] as const);
+  }
+  await page.waitForFunction((n) => (globalThis as unknown as PageGlobals).document.querySelectorAll('.error-cell').length === n, 20);
+  assert.equal(await page.locator('.cell.pending').count(), total - 20);
+  assert.equal(await page.locator('.progress').getAttribute('data-progress'), `20/${total}`);
+  await page.screenshot({ path: join(screenshotDir, 'dark-errors-live.png'), fullPage: true });
+  await page.close();
+});
+
+test('compare: one point per method x bits, FP baseline, table with every row', { skip }, async () => {
+  const table = tiny.comparison;
+  assert.ok(table !== undefined);
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'compare' });
+  assert.equal(await page.locator('circle.compare-point').count(), table.rows.length);
+  assert.equal(await page.locator('circle.baseline-point').count(), 1);
+  assert.equal(await page.locator('table.compare-table tbody tr').count(), table.rows.length + 1);
+  await page.close();
+});
+
+test('export: CSV and SVG of a chart go to the host as webview/export', { skip }, async () => {
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'compare' });
+  await page.locator('.chart[data-chart="method-comparison"] [data-export="csv"]').click();
+  await page.locator('.chart[data-chart="method-comparison"] [data-export="svg"]').click();
+  await page.locator('.chart[data-chart="method-comparison"] [data-export="png"]').click();
+  await page.waitForFunction(() => (((globalThis as unknown as PageGlobals).__QUANTLENS_POSTED__ ?? []) as { method?: string }[]).filter((m) => m.method === 'webview/export').length === 3);
+  const exports = ((await posted(page)) as { method?: string; params?: { format: string; fileName: string; content: string } }[]).filter((m) => m.method === 'webview/export').map((m) => m.params);
+  const csv = exports.find((e) => e?.format === 'csv');
+  assert.ok(csv !== undefined);
+  assert.equal(csv.fileName, 'method-comparison.csv');
+  const lines = csv.content.trim().split('\n');
+  assert.equal(lines[0], 'method,bits,group,bitsPerWeight,ppl,deltaPpl,bytes,seconds,relError');
+  assert.equal(lines.length, 1 + 1 + (tiny.comparison?.rows.length ?? 0));
+  const svg = exports.find((e) => e?.format === 'svg');
+  assert.match(svg?.content ?? '', /^<\?xml[\s\S]*<svg[\s\S]*circle/);
+  assert.doesNotMatch(svg?.content ?? '', /var\(--/, 'theme variables are resolved in the exported SVG');
+  assert.match(exports.find((e) => e?.format === 'png')?.content ?? '', /^data:image\/png;base64,/);
+  await page.close();
+});
+
+test('state: the view and threshold survive a reload through setState/getState', { skip }, async () => {
+  const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'outliers' });
+  await page.locator('[data-control="threshold"] input').fill('4.5');
+  await page.locator('[data-control="threshold"] input').press('Enter');
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelector('line.threshold') !== null);
+  await page.locator('[data-tab="emergent"]').click();
+  await page.locator('[data-tab="emergent"]').press('ArrowRight'); // keyboard: next tab
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelector('.app')?.getAttribute('data-view') === 'errors');
+  await page.reload();
+  await page.waitForSelector('.app[data-ready="true"]');
+  // The ?view= of the URL only applies when nothing was saved: the restored state wins.
+  assert.equal(await page.locator('.app').getAttribute('data-view'), 'errors');
+  await page.locator('[data-tab="outliers"]').click();
+  assert.equal(await page.locator('[data-control="threshold"] input').inputValue(), '4.5');
+  await page.close();
+});
+
+for (const theme of ['light', 'dark'] as const) {
+  test(`screenshots of every view in the ${theme} theme`, { skip }, async () => {
+    for (const view of ['overview', 'outliers', 'emergent', 'errors', 'compare'] as const) {
+      const page = await h().open({ fixture: 'tiny-llama.json', theme, view });
+      if (view === 'errors') {
+        await page.locator('.error-cell[data-tensor="model.layers.7.self_attn.q_proj.weight"]').click();
+        await page.locator('[data-block-map]').waitFor();
+      }
+      if (view === 'emergent') {
+        await page.locator('[data-map="mlp_in@3"]').click();
+        await page.locator('[data-systematic-dim="114"]').click();
+        await page.locator('[data-dim-detail]').waitFor();
+      }
+      await page.screenshot({ path: join(screenshotDir, `${theme}-${view}.png`), fullPage: true });
+      assert.deepEqual(pageErrors(page), [], `${theme} ${view}`);
+      await page.close();
+    }
+  });
+}

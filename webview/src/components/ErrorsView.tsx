@@ -1,0 +1,233 @@
+import { useEffect, useMemo, useState } from 'react';
+import { scaleBand, scaleSequential } from 'd3-scale';
+import { interpolateRdYlGn, interpolateYlOrRd } from 'd3-scale-chromatic';
+import { extent } from 'd3-array';
+import VscodeButton from '@vscode-elements/react-elements/dist/components/VscodeButton.js';
+import VscodeProgressBar from '@vscode-elements/react-elements/dist/components/VscodeProgressBar.js';
+import type { BlockErrorMap, ErrorCell, ErrorHeatmap, HistogramSummary, TensorRole } from '../../../src/protocol/webview';
+import { ChartFrame } from './ChartFrame';
+import { Axis } from './Axis';
+import { HistogramChart } from './HistogramChart';
+import { useTooltip } from './Tooltip';
+import { useHost } from '../host';
+import { fmtNum, fmtPct } from '../format';
+
+interface ErrorsViewProps {
+  heatmap: ErrorHeatmap;
+  progress: { done: number; total: number } | null;
+  metric: 'sqnr' | 'rel';
+  selectedTensor: string | null;
+  onMetric: (m: 'sqnr' | 'rel') => void;
+  onSelect: (tensor: string) => void;
+}
+
+/** Row label of a cell: its layer, or the model-level tensors (embeddings, output head) in their own row. */
+const rowKey = (cell: { layer: number | null }): string => (cell.layer === null ? 'model' : `L${cell.layer}`);
+
+export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric, onSelect }: ErrorsViewProps) {
+  const { tooltip, show, hide } = useTooltip();
+  const rows = useMemo(() => {
+    const hasModelRow = heatmap.cells.some((c) => c.layer === null) || heatmap.roles.some((r) => r === 'embed' || r === 'output');
+    return [...(hasModelRow ? ['model'] : []), ...Array.from({ length: heatmap.layers }, (_, l) => `L${l}`)];
+  }, [heatmap]);
+  const byKey = useMemo(() => new Map(heatmap.cells.map((c) => [`${rowKey(c)}|${c.role}`, c])), [heatmap]);
+  const value = (c: ErrorCell): number => (metric === 'sqnr' ? c.sqnrDb : c.relError);
+  const colour = useMemo(() => {
+    const [lo = 0, hi = 1] = extent(heatmap.cells, (c) => value(c));
+    // Green = good: high SQNR, low relative error.
+    return metric === 'sqnr' ? scaleSequential(interpolateRdYlGn).domain([lo, hi === lo ? lo + 1 : hi]) : scaleSequential(interpolateYlOrRd).domain([lo, hi === lo ? lo + 1e-6 : hi]);
+  }, [heatmap, metric]);
+  const cellW = 64;
+  const cellH = 26;
+  const margin = { top: 28, right: 16, bottom: 16, left: 60 };
+  const width = margin.left + margin.right + heatmap.roles.length * cellW;
+  const height = margin.top + margin.bottom + rows.length * cellH;
+  const x = scaleBand<TensorRole>().domain(heatmap.roles).range([0, heatmap.roles.length * cellW]).padding(0.06);
+  const y = scaleBand<string>().domain(rows).range([0, rows.length * cellH]).padding(0.08);
+  const selected = heatmap.cells.find((c) => c.tensor === selectedTensor);
+  const unit = metric === 'sqnr' ? 'dB' : '';
+  return (
+    <div className="view errors-view">
+      <div className="controls">
+        <span className="segmented" role="group" aria-label="Colour by">
+          <VscodeButton secondary={metric !== 'sqnr'} onClick={() => onMetric('sqnr')} data-metric="sqnr">
+            SQNR (dB)
+          </VscodeButton>
+          <VscodeButton secondary={metric !== 'rel'} onClick={() => onMetric('rel')} data-metric="rel">
+            relative error
+          </VscodeButton>
+        </span>
+        {progress !== null && progress.done < progress.total && (
+          <span className="progress" data-progress={`${progress.done}/${progress.total}`}>
+            <VscodeProgressBar value={progress.done} max={progress.total} />
+            {progress.done} / {progress.total} tensors
+          </span>
+        )}
+      </div>
+      <div className="two-columns">
+        <ChartFrame
+          id={`errors-${heatmap.target}`}
+          title={`Quantization error: ${heatmap.target}`}
+          subtitle={`layers × tensor roles, ${metric === 'sqnr' ? 'SQNR in dB (higher is better)' : '‖x − q‖ / ‖x‖ (lower is better)'}; click a cell for its block-error map`}
+          rows={() => heatmap.cells.map((c) => ({ tensor: c.tensor, layer: c.layer, role: c.role, sqnrDb: c.sqnrDb, relError: c.relError, maxAbsError: c.maxAbsError }))}
+          json={() => heatmap}
+        >
+          <svg className="heatmap errors" width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="grid" aria-label="Error heat map">
+            <g transform={`translate(${margin.left},${margin.top})`}>
+              {rows.map((r) => (
+                <g key={r} role="row">
+                  {heatmap.roles.map((role) => {
+                    const cell = byKey.get(`${r}|${role}`);
+                    const modelRow = r === 'model';
+                    const belongs = modelRow ? role === 'embed' || role === 'output' : role !== 'embed' && role !== 'output';
+                    if (!belongs) return null;
+                    if (cell === undefined) {
+                      return <rect key={role} className="cell pending" x={x(role)} y={y(r)} width={x.bandwidth()} height={y.bandwidth()} role="gridcell" aria-label={`${r} ${role}: pending`} />;
+                    }
+                    const v = value(cell);
+                    return (
+                      <g
+                        key={role}
+                        className={cell.tensor === selectedTensor ? 'error-cell selected' : 'error-cell'}
+                        role="gridcell"
+                        tabIndex={0}
+                        data-tensor={cell.tensor}
+                        aria-label={`${cell.tensor}: SQNR ${fmtNum(cell.sqnrDb)} dB, relative error ${fmtPct(cell.relError)}`}
+                        onClick={() => onSelect(cell.tensor)}
+                        onKeyDown={(e) => {
+                          if (e.key === 'Enter' || e.key === ' ') {
+                            e.preventDefault();
+                            onSelect(cell.tensor);
+                          }
+                        }}
+                        onMouseMove={(e) => show(e, `${cell.tensor}\nSQNR ${fmtNum(cell.sqnrDb)} dB · rel. error ${fmtPct(cell.relError)} · max |err| ${fmtNum(cell.maxAbsError)}`)}
+                        onMouseLeave={hide}
+                        onFocus={(e) => show(e, `${cell.tensor}: SQNR ${fmtNum(cell.sqnrDb)} dB`)}
+                        onBlur={hide}
+                      >
+                        <rect className="cell" x={x(role)} y={y(r)} width={x.bandwidth()} height={y.bandwidth()} fill={colour(v)} />
+                        <text className="cell-label" x={(x(role) ?? 0) + x.bandwidth() / 2} y={(y(r) ?? 0) + y.bandwidth() / 2} style={{ fill: contrastText(colour(v)) }}>
+                          {metric === 'sqnr' ? fmtNum(Number(v.toFixed(1))) : fmtPct(v)}
+                        </text>
+                      </g>
+                    );
+                  })}
+                </g>
+              ))}
+              <g className="axis top-labels">
+                {heatmap.roles.map((role) => (
+                  <text key={role} className="axis-label" x={(x(role) ?? 0) + x.bandwidth() / 2} y={-10} textAnchor="middle">
+                    {role}
+                  </text>
+                ))}
+              </g>
+              <Axis scale={y} orient="left" />
+            </g>
+          </svg>
+        </ChartFrame>
+        {selected !== undefined && <BlockMapPanel key={selected.tensor} cell={selected} target={heatmap.target} unit={unit} />}
+      </div>
+      {tooltip}
+    </div>
+  );
+}
+
+/** Black or white text, whichever reads better on an rgb(...) fill. */
+function contrastText(fill: string): string {
+  const m = /rgb\((\d+), ?(\d+), ?(\d+)\)/.exec(fill);
+  if (m === null) return 'currentColor';
+  const [r, g, b] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  return 0.299 * r + 0.587 * g + 0.114 * b > 150 ? '#111' : '#fff';
+}
+
+function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit: string }) {
+  const host = useHost();
+  const [map, setMap] = useState<BlockErrorMap | null | 'loading' | string>('loading');
+  const { tooltip, show, hide } = useTooltip();
+  useEffect(() => {
+    let live = true;
+    host.requestBlockMap(cell.tensor, target).then(
+      (m) => live && setMap(m),
+      (e: unknown) => live && setMap(e instanceof Error ? e.message : String(e)),
+    );
+    return () => {
+      live = false;
+    };
+  }, [host, cell.tensor, target]);
+  if (map === 'loading') return <section className="panel">Loading the block-error map of {cell.tensor}…</section>;
+  if (map === null || typeof map === 'string') return <section className="panel">No block-error map for {cell.tensor}{typeof map === 'string' ? `: ${map}` : ''}.</section>;
+  const size = 300;
+  const margin = { top: 8, right: 8, bottom: 40, left: 48 };
+  const cw = size / map.cols;
+  const ch = size / map.rows;
+  const [lo = 0, hi = 1] = extent(map.relError);
+  const colour = scaleSequential(interpolateYlOrRd).domain([lo, hi === lo ? lo + 1e-6 : hi]);
+  const histogram: HistogramSummary = {
+    id: `err:${map.tensor}`,
+    label: `error of ${map.tensor}`,
+    source: 'weights',
+    layer: cell.layer,
+    role: cell.role,
+    unit: 'std',
+    xScale: 'linear',
+    edges: map.errorHistogram.edges,
+    counts: map.errorHistogram.counts,
+    count: map.errorHistogram.counts.reduce((a, b) => a + b, 0),
+    mean: 0,
+    std: 1,
+    kurtosis: null,
+    absmax: Math.abs(map.errorHistogram.edges[0] ?? 0),
+    p999: 0,
+    exceedance: { thresholds: [], shares: [] },
+  };
+  return (
+    <section className="panel block-map" data-block-map={map.tensor} aria-label={`Block-error map of ${map.tensor}`}>
+      <ChartFrame
+        id={`block-errors-${map.tensor}`}
+        title={`Block errors: ${map.tensor}`}
+        subtitle={`${map.rows} × ${map.cols} blocks of ${map.rowsPerCell} rows × ${map.colsPerCell} columns; relative error ${fmtPct(lo)} – ${fmtPct(hi)}`}
+        rows={() => map.relError.map((v, i) => ({ blockRow: Math.floor(i / map.cols), blockCol: i % map.cols, relError: v }))}
+        json={() => map}
+      >
+        <svg className="heatmap blocks" width={size + margin.left + margin.right} height={size + margin.top + margin.bottom} viewBox={`0 0 ${size + margin.left + margin.right} ${size + margin.top + margin.bottom}`} role="img" aria-label="Block-error map">
+          <g transform={`translate(${margin.left},${margin.top})`}>
+            {map.relError.map((v, i) => {
+              const r = Math.floor(i / map.cols);
+              const c = i % map.cols;
+              return (
+                <rect
+                  key={i}
+                  className="block"
+                  x={c * cw}
+                  y={r * ch}
+                  width={cw + 0.3}
+                  height={ch + 0.3}
+                  fill={colour(v)}
+                  onMouseMove={(e) => show(e, `rows ${r * map.rowsPerCell}–${(r + 1) * map.rowsPerCell - 1}, cols ${c * map.colsPerCell}–${(c + 1) * map.colsPerCell - 1}: ${fmtPct(v)}`)}
+                  onMouseLeave={hide}
+                />
+              );
+            })}
+            <text className="axis-label" x={size / 2} y={size + 28} textAnchor="middle">
+              input columns →
+            </text>
+            <text className="axis-label" transform="rotate(-90)" x={-size / 2} y={-20} textAnchor="middle">
+              output rows →
+            </text>
+          </g>
+        </svg>
+      </ChartFrame>
+      <ChartFrame
+        id={`error-histogram-${map.tensor}`}
+        title="Error histogram"
+        subtitle="(x − q) / std(x), log-count"
+        rows={() => map.errorHistogram.counts.map((count, i) => ({ lower: map.errorHistogram.edges[i] ?? 0, upper: map.errorHistogram.edges[i + 1] ?? 0, count }))}
+      >
+        <div data-role="error-histogram">
+          <HistogramChart summary={histogram} threshold={Infinity} width={360} height={180} />
+        </div>
+      </ChartFrame>
+      {tooltip}
+    </section>
+  );
+}
