@@ -9,7 +9,7 @@
  *   job and destroyed in its `finally` (`withGpu` does that).
  */
 import { pathToFileURL } from 'node:url';
-import { CancelledError, GpuUnavailableError } from '../errors';
+import { GpuUnavailableError, QuantLensError } from '../errors';
 
 export interface GpuLimits {
   maxStorageBufferBindingSize: number;
@@ -141,7 +141,9 @@ export async function guarded<T>(gpu: GpuContext, what: string, fn: () => Promis
     // Leave the scopes balanced; their content no longer matters.
     await device.popErrorScope().catch(() => null);
     await device.popErrorScope().catch(() => null);
-    if (e instanceof CancelledError || e instanceof GpuUnavailableError) throw e;
+    // Our own errors (cancel, NaN in a block, bad sizes) pass through; only what the WebGPU runtime
+    // threw becomes GpuUnavailableError.
+    if (e instanceof QuantLensError) throw e;
     if (gpu.lostReason !== null) throw new GpuUnavailableError(`${what}: the GPU device was lost (${gpu.lostReason})`, e);
     throw new GpuUnavailableError(`${what}: ${e instanceof Error ? e.message : String(e)}`, e);
   }
