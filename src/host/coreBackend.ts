@@ -2,9 +2,12 @@
  * The QuantBackend over the core: headers through openCheckpoint; outlier statistics and quantization
  * off the extension host's thread (see the notes at each method).
  */
-import { CancelledError } from '../core/errors';
+import { stat } from 'node:fs/promises';
+import { CancelledError, InvalidArgumentError, UnsupportedError } from '../core/errors';
 import type { Checkpoint, MetadataValue } from '../core/formats/checkpoint';
 import { openCheckpoint } from '../core/formats/openCheckpoint';
+import { planQuantize, runQuantize, type QuantizeRequest } from '../core/quant/pipeline';
+import { findTarget, pipelineTarget } from './targets';
 import type { CheckpointSummary, DtypeTotal, OutlierSummary, QuantBackend, QuantOutcome, QuantPlan, QuantProgressEvent, QuantRequest, TensorOutlierRow } from './backend';
 
 const MAX_METADATA_CHARS = 160;
@@ -154,13 +157,55 @@ export class CoreBackend implements QuantBackend {
     }
   }
 
-  async plan(_request: QuantRequest): Promise<QuantPlan> {
-    throw new Error('not wired yet');
+  /** The pipeline's dry-run plan; for GGUF targets (planned by the exporter) the nominal bits per weight. */
+  async plan(request: QuantRequest): Promise<QuantPlan> {
+    const pipelineRequest = toPipelineRequest(request);
+    const target = findTarget(request.target);
+    if (target?.format === 'gguf') {
+      const summary = await this.inspect(request.input);
+      return {
+        inputBytes: summary.totalBytes,
+        outputBytes: Math.round((summary.parameterCount * target.nominalBitsPerWeight) / 8),
+        bitsPerWeight: target.nominalBitsPerWeight,
+        tensorCount: summary.tensors.length,
+      };
+    }
+    const plan = await planQuantize(pipelineRequest);
+    return { inputBytes: plan.totals.sourceBytes, outputBytes: plan.totals.outputBytes, bitsPerWeight: plan.totals.bitsPerWeight, tensorCount: plan.tensors.length };
   }
 
-  async quantize(_request: QuantRequest, _onProgress: (event: QuantProgressEvent) => void, _signal: AbortSignal): Promise<QuantOutcome> {
-    throw new Error('not wired yet');
+  /**
+   * Runs the pipeline (atomic output: nothing at `output` on failure or cancel).
+   * NOTE: runs on the extension host's thread, one tensor at a time with awaits in between, until the
+   * job worker (src/core/jobs) offers a quantize job kind; then this moves into the worker.
+   */
+  async quantize(request: QuantRequest, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<QuantOutcome> {
+    const warnings: string[] = [];
+    const result = await runQuantize(toPipelineRequest(request), {
+      signal,
+      onProgress: (p) => onProgress({ tensor: p.action === 'quantize' || p.action === 'copy' ? p.tensor : `${p.action} ${p.tensor}`, done: p.step, total: p.total }),
+      onWarning: (message) => warnings.push(message),
+    });
+    const outputBytes = (await stat(result.outputPath)).size;
+    const totals = result.card.totals;
+    return {
+      output: result.outputPath,
+      inputBytes: totals.sourceBytes,
+      outputBytes,
+      bitsPerWeight: totals.parameters > 0 ? (outputBytes * 8) / totals.parameters : 0,
+      tensorCount: result.card.tensors.length,
+      warnings,
+      seconds: result.seconds,
+    };
   }
 
   dispose(): void {}
+}
+
+function toPipelineRequest(request: QuantRequest): QuantizeRequest {
+  const target = findTarget(request.target);
+  if (!target) throw new InvalidArgumentError(`unknown quantization target "${request.target}"`);
+  if (!target.available) throw new UnsupportedError(`${target.label} needs calibration and is not available yet`);
+  const mapped = pipelineTarget(target, request.groupSize);
+  return { input: request.input, output: request.output, target: mapped.target, ...(mapped.groupSize !== undefined ? { groupSize: mapped.groupSize } : {}) };
 }

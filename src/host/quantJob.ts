@@ -3,8 +3,9 @@
  * progress notification that names the current tensor and can be cancelled, log lines, and a final
  * notification with sizes before/after and buttons to open or reveal the output.
  */
-import { access, constants, stat } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { open, rm, stat } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import * as vscode from 'vscode';
 import { CancelledError, InvalidArgumentError, IoError, describeError } from '../core/errors';
 import type { QuantOutcome, QuantRequest } from './backend';
@@ -31,6 +32,22 @@ export async function fileExists(path: string): Promise<boolean> {
   }
 }
 
+/**
+ * Creates and removes a probe file: permission bits alone do not tell (root ignores them, and a
+ * read-only or virtual file system refuses anyway).
+ */
+export async function probeWritableFolder(folder: string): Promise<void> {
+  const probe = join(folder, `.quantlens-write-probe-${randomBytes(6).toString('hex')}`);
+  try {
+    const handle = await open(probe, 'wx');
+    await handle.close();
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    throw new IoError(`${folder}: the output folder does not exist or is not writable (${code})`, error);
+  }
+  await rm(probe, { force: true });
+}
+
 /** Refusals that must happen before a job is queued: they name the file and the reason. */
 export async function checkQuantRequest(request: QuantRequest, overwrite: QuantRunOptions['overwrite']): Promise<boolean> {
   requireTrustedWorkspace('Writing a quantized checkpoint');
@@ -38,12 +55,7 @@ export async function checkQuantRequest(request: QuantRequest, overwrite: QuantR
   if (!target) throw new InvalidArgumentError(`unknown quantization target "${request.target}"`);
   if (!target.available) throw new InvalidArgumentError(`${target.label} needs calibration and is not available yet`);
   if (!(await fileExists(request.input))) throw new IoError(`${request.input}: no such file or folder`);
-  const folder = dirname(request.output);
-  try {
-    await access(folder, constants.W_OK);
-  } catch (error) {
-    throw new IoError(`${folder}: the output folder does not exist or is not writable`, error);
-  }
+  await probeWritableFolder(dirname(request.output));
   if (await fileExists(request.output)) {
     if (overwrite === 'no') throw new InvalidArgumentError(`${request.output} already exists; refusing to overwrite it`);
     if (overwrite === 'ask') {

@@ -59,8 +59,8 @@ export const TARGETS: readonly TargetInfo[] = [
   gguf('Q4_K_M', 4.89, 'llama.cpp preset: Q4_K with Q6_K for sensitive tensors'),
   gguf('Q4_0', 4.5, 'blocks of 32, one F16 scale'),
   safetensors('int8', 'INT8 (safetensors)', 8, 'absmax per output channel, round to nearest', false),
-  safetensors('int4', 'INT4 (safetensors)', 4.25, 'group-wise absmax, round to nearest', true),
-  safetensors('nf4', 'NF4 (safetensors)', 4.25, 'NormalFloat4 code book, group-wise absmax', true),
+  safetensors('int4', 'INT4 (safetensors, GPTQ layout)', 4.31, 'group-wise asymmetric, round to nearest, F16 scale per group', true),
+  safetensors('nf4', 'NF4 (safetensors, bitsandbytes)', 4.5, 'NormalFloat4 code book, absmax per block of 64', false),
   safetensors('fp8', 'FP8 E4M3 (safetensors)', 8, 'per-tensor scale, round to nearest even', false),
   method('awq', 'AWQ', 'activation-aware weight scaling'),
   method('gptq', 'GPTQ', 'second-order error compensation'),
@@ -70,6 +70,16 @@ export const TARGETS: readonly TargetInfo[] = [
 
 export function findTarget(id: string): TargetInfo | undefined {
   return TARGETS.find((t) => t.id === id || t.id.toLowerCase() === id.toLowerCase());
+}
+
+/**
+ * The pipeline's target name and options for one of ours: `int4` + group 64 -> `int4-g64`
+ * (the group size also goes in as an option so sizes the table lacks still work); GGUF ids lose their prefix.
+ */
+export function pipelineTarget(target: TargetInfo, groupSize: number | undefined): { target: string; groupSize: number | undefined } {
+  if (target.format === 'gguf') return { target: target.id.slice('gguf:'.length), groupSize: undefined };
+  if (target.id === 'int4') return { target: 'int4-g128', groupSize: groupSize ?? 128 };
+  return { target: target.id, groupSize: undefined };
 }
 
 /** File extension of the output for a target. */
