@@ -49,6 +49,10 @@ export interface ActivationSiteStats {
   countAtLeastThreshold: number[];
   /** Channels with at least one |x| >= threshold, ascending. */
   outlierDims: number[];
+  /** Channels whose absmax is >= criteria.standoutFactor x the site's median channel absmax, ascending. */
+  standoutDims: number[];
+  /** Median over channels of absmax. */
+  medianAbsmax: number;
   histogram: MagnitudeHistogram;
 }
 
@@ -60,13 +64,30 @@ export interface ActivationSiteStats {
 export interface SystematicOutlierDim {
   kind: ActivationSiteKind;
   dim: number;
-  /** Layers (of this family) where the dim reached the threshold at least once / all layers. */
+  /** layers.length / layers in the family. */
   layerShare: number;
-  /** Layers where it counts: the layer's token share is >= minTokenShare. */
+  /** Layers where it counts: (token rows with |x| >= threshold) / token rows >= minTokenShare there. */
   layers: number[];
   /** Mean over `layers` of (token rows with |x| >= threshold) / token rows. */
   tokenShare: number;
   /** Largest |x| seen in this dim over the family. */
+  maxAbs: number;
+}
+
+/**
+ * The scale-free view of the same phenomenon: a dimension that stands out (absmax >= standoutFactor x
+ * the median channel absmax) at the same site kind in at least `criteria.minStandoutLayerShare` of
+ * the layers. LLM.int8()'s absolute 6.0 was calibrated on multi-billion-parameter models; in a small
+ * model the emergent channels are there but smaller, and this criterion finds them without a
+ * model-specific threshold.
+ */
+export interface RecurringStandoutDim {
+  kind: ActivationSiteKind;
+  dim: number;
+  layers: number[];
+  layerShare: number;
+  /** Mean over `layers` of absmax / median channel absmax. */
+  meanRatio: number;
   maxAbs: number;
 }
 
@@ -96,8 +117,9 @@ export interface AnalysisReport {
   threshold: number;
   layers: number;
   hidden: number;
-  criteria: { minLayerShare: number; minTokenShare: number; awqProtectFraction: number };
+  criteria: { minLayerShare: number; minTokenShare: number; awqProtectFraction: number; standoutFactor: number; minStandoutLayerShare: number };
   sites: ActivationSiteStats[];
   systematic: SystematicOutlierDim[];
+  recurringStandouts: RecurringStandoutDim[];
   weights: LinearWeightView[];
 }

@@ -43,7 +43,10 @@ export function linearModuleName(layer: number, role: LinearRole): string {
 }
 
 /** Which site feeds each linear role. */
-export const SITE_OF_ROLE: Record<LinearRole, ActivationSiteKind> = {
+/** Site kinds that exist once per layer. */
+export type LayerSiteKind = Exclude<ActivationSiteKind, 'final_norm'>;
+
+export const SITE_OF_ROLE: Record<LinearRole, LayerSiteKind> = {
   q: 'attn_in',
   k: 'attn_in',
   v: 'attn_in',
@@ -371,7 +374,7 @@ export class LlamaModel {
   }
 }
 
-export function layerSites(l: number): Record<Exclude<ActivationSiteKind, 'final_norm'>, ActivationSite> {
+export function layerSites(l: number): Record<LayerSiteKind, ActivationSite> {
   const consumers = (roles: LinearRole[]): string[] => roles.map((r) => linearModuleName(l, r));
   return {
     attn_in: { id: `layers.${l}.attn_in`, kind: 'attn_in', layer: l, consumers: consumers(['q', 'k', 'v']) },
