@@ -161,6 +161,17 @@ class HeaderCursor {
   u64(what: string): bigint {
     return this.view.getBigUint64(this.take(8, what), true);
   }
+  /** A u64 as a number when below 2^53, else -1 (read it again with `u64At` for the message). No BigInt on the hot path. */
+  u64Safe(what: string): number {
+    const at = this.take(8, what);
+    const lo = this.view.getUint32(at, true);
+    const hi = this.view.getUint32(at + 4, true);
+    return hi < 0x200000 ? hi * 0x100000000 + lo : -1;
+  }
+  /** The u64 at a file offset already read (for error messages). */
+  u64At(fileOffset: number): bigint {
+    return this.view.getBigUint64(fileOffset - this.bufferStart, true);
+  }
   i64(what: string): bigint {
     return this.view.getBigInt64(this.take(8, what), true);
   }
@@ -298,12 +309,12 @@ class GgufHeaderParser {
     if (type === 'ARRAY') return this.readArray(key, depth);
     if (type === 'STRING') return { type, value: await this.readString(`value of '${key}'`) };
     await c.fill(8);
-    return { type, value: this.readFixedScalar(type, key) };
+    return { type, value: this.readFixedScalar(type) };
   }
 
-  private readFixedScalar(type: Exclude<GgufScalarTypeName, 'STRING'>, key: string): GgufScalar {
+  private readFixedScalar(type: Exclude<GgufScalarTypeName, 'STRING'>): GgufScalar {
     const c = this.c;
-    const what = `value of '${key}'`;
+    const what = 'a value';
     switch (type) {
       case 'UINT8':
         return c.u8(what);
@@ -354,54 +365,55 @@ class GgufHeaderParser {
       for (let i = 0; i < count; i++) {
         if (!c.has(8)) await c.fill(8);
         const at = c.pos;
-        const length = c.u64(`length of '${key}'[${i}]`);
-        if (length > BigInt(MAX_GGUF_STRING_BYTES) || length > BigInt(c.remaining)) {
-          this.fail(`string length ${length} of element ${i} exceeds the ${c.remaining} bytes left`, `key '${key}' at offset ${at}`);
+        const n = c.u64Safe('an array string length');
+        if (n < 0 || n > MAX_GGUF_STRING_BYTES || n > c.remaining) {
+          this.fail(`string length ${c.u64At(at)} of element ${i} exceeds the ${c.remaining} bytes left`, `key '${key}' at offset ${at}`);
         }
-        const n = Number(length);
         if (!c.has(n)) await c.fill(n);
-        values[i] = c.text(n, `'${key}'[${i}]`);
+        values[i] = c.text(n, 'an array string');
       }
       return { type: 'ARRAY', elementType, values };
     }
     const size = FIXED_SIZE[elementType] ?? 1;
     await c.fill(count * size);
-    for (let i = 0; i < count; i++) values[i] = this.readFixedScalar(elementType, key);
+    for (let i = 0; i < count; i++) values[i] = this.readFixedScalar(elementType);
     return { type: 'ARRAY', elementType, values };
   }
 
   private readTensorInfo(index: number, names: Set<string>): GgufTensorInfo {
     const c = this.c;
     const infoAt = c.pos;
-    const nameLength = c.u64(`name length of tensor ${index}`);
-    if (nameLength >= BigInt(GGML_MAX_NAME)) {
-      this.fail(`name of tensor ${index} is ${nameLength} bytes long; names must be shorter than ${GGML_MAX_NAME}`, `offset ${infoAt}`);
+    // Static `what` strings and number-valued u64 reads: this runs once per tensor (10^5 in big files).
+    const nameLength = c.u64Safe('a tensor name length');
+    if (nameLength < 0 || nameLength >= GGML_MAX_NAME) {
+      this.fail(`name of tensor ${index} is ${c.u64At(infoAt)} bytes long; names must be shorter than ${GGML_MAX_NAME}`, `offset ${infoAt}`);
     }
-    const name = c.text(Number(nameLength), `name of tensor ${index}`);
-    const where = `tensor '${name}'`;
-    if (names.has(name)) this.fail(`duplicate tensor name`, where);
+    const name = c.text(nameLength, 'a tensor name');
+    if (names.has(name)) this.fail(`duplicate tensor name`, `tensor '${name}'`);
     names.add(name);
-    const nDims = c.u32('n_dims');
-    if (nDims > MAX_GGUF_DIMS) this.fail(`n_dims ${nDims} is more than ${MAX_GGUF_DIMS}`, where);
+    const nDims = c.u32('a tensor n_dims');
+    if (nDims > MAX_GGUF_DIMS) this.fail(`n_dims ${nDims} is more than ${MAX_GGUF_DIMS}`, `tensor '${name}'`);
     const ne: number[] = [];
     let elements = 1;
     for (let d = 0; d < nDims; d++) {
-      const value = c.u64(`ne[${d}]`);
-      if (value > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`ne[${d}] = ${value} is not a valid dimension`, where);
-      ne.push(Number(value));
-      elements *= Number(value);
+      const at = c.pos;
+      const value = c.u64Safe('a tensor dimension');
+      if (value < 0) this.fail(`ne[${d}] = ${c.u64At(at)} is not a valid dimension`, `tensor '${name}'`);
+      ne.push(value);
+      elements *= value;
     }
-    if (!Number.isSafeInteger(elements)) this.fail(`dimensions [${ne.join(', ')}] overflow the element count`, where);
-    const typeId = c.u32('type');
+    if (!Number.isSafeInteger(elements)) this.fail(`dimensions [${ne.join(', ')}] overflow the element count`, `tensor '${name}'`);
+    const typeId = c.u32('a tensor type');
     const type = ggmlTypeById(typeId);
-    if (type === undefined) this.fail(`unknown ggml type id ${typeId}`, where);
+    if (type === undefined) this.fail(`unknown ggml type id ${typeId}`, `tensor '${name}'`);
     const ne0 = ne[0] ?? 1;
-    if (ne0 % type.blockSize !== 0) this.fail(`ne[0] = ${ne0} is not a multiple of the ${type.name} block size ${type.blockSize}`, where);
+    if (ne0 % type.blockSize !== 0) this.fail(`ne[0] = ${ne0} is not a multiple of the ${type.name} block size ${type.blockSize}`, `tensor '${name}'`);
     const nbytes = (elements / type.blockSize) * type.typeSize;
-    if (!Number.isSafeInteger(nbytes)) this.fail(`size in bytes overflows`, where);
-    const offset = c.u64('offset');
-    if (offset > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`offset ${offset} is past any file`, where);
-    return { name, ne, type, offset: Number(offset), elements, nbytes };
+    if (!Number.isSafeInteger(nbytes)) this.fail(`size in bytes overflows`, `tensor '${name}'`);
+    const offsetAt = c.pos;
+    const offset = c.u64Safe('a tensor offset');
+    if (offset < 0) this.fail(`offset ${c.u64At(offsetAt)} is past any file`, `tensor '${name}'`);
+    return { name, ne, type, offset, elements, nbytes };
   }
 }
 
