@@ -4,6 +4,7 @@
  */
 import { UnsupportedError } from '../errors';
 import { F8_E4M3_TO_F32, F8_E5M2_TO_F32, F8_E8M0_TO_F32 } from '../numeric/float8';
+import { f16ToF32Table } from '../numeric/half';
 
 export const SAFETENSORS_DTYPES = [
   { name: 'BOOL', bits: 8, decodable: true },
@@ -37,26 +38,6 @@ const DTYPE_BY_NAME = new Map<string, SafetensorsDtypeInfo>(SAFETENSORS_DTYPES.m
 /** Exact (case-sensitive, as the reference reader) lookup; undefined for an unknown name. */
 export function safetensorsDtype(name: string): SafetensorsDtypeInfo | undefined {
   return DTYPE_BY_NAME.get(name);
-}
-
-let f16Table: Float32Array | undefined;
-/** f16 bit pattern -> f32, all 65536 codes (exact: every f16 is an f32). */
-function f16ToF32Table(): Float32Array {
-  if (f16Table === undefined) {
-    const table = new Float32Array(65536);
-    for (let h = 0; h < 65536; h++) {
-      const sign = h & 0x8000 ? -1 : 1;
-      const exponent = (h >> 10) & 0x1f;
-      const mantissa = h & 0x3ff;
-      let value: number;
-      if (exponent === 0x1f) value = mantissa === 0 ? Infinity : NaN;
-      else if (exponent === 0) value = mantissa * 2 ** -24;
-      else value = (1 + mantissa / 1024) * 2 ** (exponent - 15);
-      table[h] = sign * value;
-    }
-    f16Table = table;
-  }
-  return f16Table;
 }
 
 /** A view of `bytes` as T[], copying first when the offset is not a multiple of the element size. */
