@@ -46,7 +46,7 @@ test('malformed params, unknown methods and malformed replies end as errors, not
   const [host, worker] = connected();
   worker.handle(Add, ({ a, b }) => a + b);
   // Params that do not pass the guard (sent as unknown by a misbehaving peer).
-  const bad = await host.requestResult(defineRequest('test.add', (v: unknown): v is unknown => true, isFiniteNumber), { a: 'two' });
+  const bad = await host.requestResult(defineRequest('test.add', (_v: unknown): _v is unknown => true, isFiniteNumber), { a: 'two' });
   assert.equal(bad.ok, false);
   assert.equal(!bad.ok && bad.error.code, 'INVALID_ARGUMENT');
   const unknown = await host.requestResult(defineRequest('test.missing', isString, isString), 'x');

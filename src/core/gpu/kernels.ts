@@ -3,7 +3,7 @@
  * buffer, never into the WGSL, so one compiled pipeline per kernel and device serves every tensor.
  * WGSL text comes from kernels/index.ts, generated from kernels/*.wgsl (see kernels/generate.ts).
  */
-import { GpuUnavailableError } from '../errors';
+import { UnsupportedError } from '../errors';
 import type { GpuContext } from './device';
 import { WGSL_SOURCES } from './kernels/index';
 
@@ -53,7 +53,7 @@ export function gridFor(workgroups: number, maxPerDimension: number): { x: numbe
   if (workgroups <= 0) return { x: 0, y: 0 };
   const x = Math.min(workgroups, maxPerDimension);
   const y = Math.ceil(workgroups / x);
-  if (y > maxPerDimension) throw new GpuUnavailableError(`a dispatch of ${workgroups} workgroups exceeds the device's grid`);
+  if (y > maxPerDimension) throw new UnsupportedError(`a dispatch of ${workgroups} workgroups exceeds the device's grid of ${maxPerDimension} x ${maxPerDimension}`);
   return { x, y };
 }
 

@@ -47,7 +47,7 @@ export interface RowSource {
 
 /** Values per moment segment: f32 counts stay exact and per-segment sums accurate. */
 const SEGMENT = 16384;
-const SEG_STRIDE = 10;
+const SEG_STRIDE = 11;
 
 interface Piece {
   rowStart: number;
@@ -214,12 +214,14 @@ function segmentMoments(seg: Float32Array, s: number): Moments {
   const o = s * SEG_STRIDE;
   const count = seg[o]!;
   const empty = count === 0;
+  // The kernel worked on x * 2^shift: undo it for the mean and the central sums.
+  const unscale = 2 ** -seg[o + 10]!;
   return {
     count,
-    mean: seg[o + 1]!,
-    m2: seg[o + 2]!,
-    m3: seg[o + 3]!,
-    m4: seg[o + 4]!,
+    mean: seg[o + 1]! * unscale,
+    m2: seg[o + 2]! * unscale ** 2,
+    m3: seg[o + 3]! * unscale ** 3,
+    m4: seg[o + 4]! * unscale ** 4,
     min: empty ? Infinity : seg[o + 5]!,
     max: empty ? -Infinity : seg[o + 6]!,
     absMax: seg[o + 7]!,

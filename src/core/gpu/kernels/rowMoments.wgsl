@@ -1,46 +1,41 @@
 // Pass 1 of the weight statistics: per-segment moments. One workgroup per segment; a segment is a
-// run of at most `segment_length` values of one row (rows = `row_count` rows of `row_length` in `src`).
-// Two passes over the segment in f32: the mean first, then the central sums, reduced pairwise in
-// workgroup memory; the host merges segments into rows and rows into the tensor in f64 (Pébay).
-// Non-finite values are counted and left out of everything else.
-// Output per segment (SEG_STRIDE f32): count, mean, m2, m3, m4, min, max, absmax, nan count, inf count.
+// run of at most `segment_length` values of one row (rows of `row_length` values in `src`).
+// The values are first scaled by a power of two, 2^shift, that brings the segment's absmax into
+// [1, 2) (exact, and keeps x^4 in f32 range for weights near 1e38 or 1e-30); then two passes in f32:
+// the mean, then the central sums, reduced pairwise in workgroup memory. The host unscales and merges
+// segments into rows and rows into the tensor in f64 (Pébay). Non-finite values are counted and
+// left out of everything else.
+// Output per segment (SEG_STRIDE f32): count, scaled mean, scaled m2, m3, m4, min, max, absmax,
+// nan count, inf count, shift.
 struct Params { segment_count: u32, segment_length: u32, row_length: u32, segments_per_row: u32, groups_x: u32, pad0: u32, pad1: u32, pad2: u32 }
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
 const WG = 256u;
-const SEG_STRIDE = 10u;
+const SEG_STRIDE = 11u;
 var<workgroup> red_a: array<f32, 256>;
 var<workgroup> red_b: array<f32, 256>;
 var<workgroup> red_c: array<f32, 256>;
 var<workgroup> red_d: array<f32, 256>;
 var<workgroup> red_e: array<f32, 256>;
 
-fn reduce5(lid: u32) {
+fn is_non_finite(v: f32) -> bool {
+  return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
+}
+
+// Sums red_a, red_b, red_c; red_d becomes a min (or a sum when `sum_d`), red_e a max.
+fn reduce(lid: u32, sum_d: bool) {
   for (var s = WG / 2u; s > 0u; s = s >> 1u) {
     workgroupBarrier();
     if (lid < s) {
       red_a[lid] = red_a[lid] + red_a[lid + s];
       red_b[lid] = red_b[lid] + red_b[lid + s];
       red_c[lid] = red_c[lid] + red_c[lid + s];
-    }
-  }
-  workgroupBarrier();
-}
-
-fn reduce_min_max(lid: u32) {
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    workgroupBarrier();
-    if (lid < s) {
-      red_d[lid] = min(red_d[lid], red_d[lid + s]);
+      if (sum_d) { red_d[lid] = red_d[lid] + red_d[lid + s]; } else { red_d[lid] = min(red_d[lid], red_d[lid + s]); }
       red_e[lid] = max(red_e[lid], red_e[lid + s]);
     }
   }
   workgroupBarrier();
-}
-
-fn is_non_finite(v: f32) -> bool {
-  return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
 
 @compute @workgroup_size(256)
@@ -54,85 +49,91 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let start = row_start + part * params.segment_length;
   let end = select(start, min(start + params.segment_length, row_start + params.row_length), live);
 
-  var sum = 0.0;
+  // A: count, nan, inf, min, max, absmax.
   var count = 0.0;
-  var lo = 3.40282346638528859812e+38;
-  var hi = -3.40282346638528859812e+38;
   var nan_count = 0.0;
   var inf_count = 0.0;
+  var lo = 3.40282346638528859812e+38;
+  var hi = -3.40282346638528859812e+38;
   var absmax = 0.0;
   for (var i = start + lid; i < end; i = i + WG) {
     let v = src[i];
     if (is_non_finite(v)) {
       if ((bitcast<u32>(v) & 0x7fffffu) != 0u) { nan_count = nan_count + 1.0; } else { inf_count = inf_count + 1.0; }
     } else {
-      sum = sum + v;
       count = count + 1.0;
       lo = min(lo, v);
       hi = max(hi, v);
       absmax = max(absmax, abs(v));
     }
   }
-  red_a[lid] = sum;
-  red_b[lid] = count;
-  red_c[lid] = nan_count;
+  red_a[lid] = count;
+  red_b[lid] = nan_count;
+  red_c[lid] = inf_count;
   red_d[lid] = lo;
   red_e[lid] = hi;
-  reduce5(lid);
-  reduce_min_max(lid);
-  let total_sum = red_a[0];
-  let total_count = red_b[0];
-  let total_nan = red_c[0];
+  reduce(lid, false);
+  let total_count = red_a[0];
+  let total_nan = red_b[0];
+  let total_inf = red_c[0];
   let seg_min = red_d[0];
   let seg_max = red_e[0];
   workgroupBarrier();
-  // red_a carries the per-thread inf counts into the last reduction; red_e reduces absmax now.
-  red_a[lid] = inf_count;
+  red_a[lid] = 0.0;
+  red_b[lid] = 0.0;
+  red_c[lid] = 0.0;
   red_d[lid] = 0.0;
   red_e[lid] = absmax;
-  reduce_min_max(lid);
+  reduce(lid, true);
   let seg_absmax = red_e[0];
   workgroupBarrier();
-  var mean = 0.0;
-  if (total_count > 0.0) { mean = total_sum / total_count; }
+  let exponent = i32((bitcast<u32>(seg_absmax) >> 23u) & 0xffu);
+  let shift = select(127 - exponent, 0, exponent == 0);
 
+  // B: the scaled sum, then the mean.
+  var sum = 0.0;
+  for (var i = start + lid; i < end; i = i + WG) {
+    let v = src[i];
+    if (!is_non_finite(v)) { sum = sum + ldexp(v, shift); }
+  }
+  red_a[lid] = sum;
+  reduce(lid, true);
+  var mean = 0.0;
+  if (total_count > 0.0) { mean = red_a[0] / total_count; }
+  workgroupBarrier();
+
+  // C: scaled central sums.
   var m2 = 0.0;
   var m3 = 0.0;
   var m4 = 0.0;
   for (var i = start + lid; i < end; i = i + WG) {
     let v = src[i];
     if (!is_non_finite(v)) {
-      let d = v - mean;
+      let d = ldexp(v, shift) - mean;
       let d2 = d * d;
       m2 = m2 + d2;
       m3 = m3 + d2 * d;
       m4 = m4 + d2 * d2;
     }
   }
-  red_b[lid] = m2;
-  red_c[lid] = m3;
-  red_d[lid] = m4;
-  for (var s = WG / 2u; s > 0u; s = s >> 1u) {
-    workgroupBarrier();
-    if (lid < s) {
-      red_a[lid] = red_a[lid] + red_a[lid + s];
-      red_b[lid] = red_b[lid] + red_b[lid + s];
-      red_c[lid] = red_c[lid] + red_c[lid + s];
-      red_d[lid] = red_d[lid] + red_d[lid + s];
-    }
-  }
-  workgroupBarrier();
+  red_a[lid] = m2;
+  red_b[lid] = m3;
+  red_c[lid] = m4;
+  red_d[lid] = 0.0;
+  red_e[lid] = 0.0;
+  reduce(lid, true);
   if (lid == 0u && live) {
     let o = seg * SEG_STRIDE;
     out[o] = total_count;
     out[o + 1u] = mean;
-    out[o + 2u] = red_b[0];
-    out[o + 3u] = red_c[0];
-    out[o + 4u] = red_d[0];
+    out[o + 2u] = red_a[0];
+    out[o + 3u] = red_b[0];
+    out[o + 4u] = red_c[0];
     out[o + 5u] = seg_min;
     out[o + 6u] = seg_max;
     out[o + 7u] = seg_absmax;
     out[o + 8u] = total_nan;
-    out[o + 9u] = red_a[0];
+    out[o + 9u] = total_inf;
+    out[o + 10u] = f32(shift);
   }
 }
