@@ -12,6 +12,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand
   quantize: { summary: 'quantize a checkpoint to a research target or GGUF type, with a quant card', load: async () => (await import('./commands/quantize')).command },
   batch: { summary: 'quantize many checkpoints to many targets, with a summary table', load: async () => (await import('./commands/batch')).command },
   compare: { summary: 'calibrate methods x bits and compare perplexity, size and time', load: async () => (await import('./commands/compare')).command },
+  eval: { summary: 'perplexity of a model and of simulated W/A/KV quantization settings', load: async () => (await import('./commands/eval')).command },
+  analyze: { summary: 'calibration pass: outlier dims, emergent features, AWQ channels', load: async () => (await import('./commands/analyze')).command },
 };
 
 function usage(): string {

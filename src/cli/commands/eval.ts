@@ -1,0 +1,150 @@
+/**
+ * `quantlens eval <model> --text <file>`: perplexity of the model (and of simulated quantization
+ * settings) on a text, computed as micro-llama-reference.json describes: no BOS, consecutive
+ * non-overlapping windows from token 0, every next-token prediction scored.
+ */
+import { basename } from 'node:path';
+import { parseArgs } from 'node:util';
+import { InvalidArgumentError } from '../../core/errors';
+import { readTextFile } from '../../core/model/calibration';
+import { BASELINE_SETTING, isBaseline, parseQuantSetting, type QuantSetting } from '../../core/model/fakeQuant';
+import { loadModel } from '../../core/model/loadModel';
+import { makeWindows, perplexity } from '../../core/model/perplexity';
+import type { CliCommand, CliIo } from '../cliTypes';
+
+const HELP = `usage: quantlens eval <model> --text <file> [--ctx 256] [--windows 64] [--quant W4,W8A8,...] [--group 64] [--json]
+
+Perplexity on <file>: the text is tokenized without BOS, cut into --windows consecutive windows of
+--ctx tokens from token 0, and every next-token prediction is scored (ppl = exp(mean loss)).
+The first row is the model as stored (a GGUF file's real quantized weights; safetensors in f32).
+
+--quant adds simulated settings (Qllm-Eval style), comma separated:
+  W8                 weights 8-bit, symmetric absmax per output row
+  W4, W3, W2         weights asymmetric min/max per group of --group input columns (W4g32 sets it)
+  A8, A4 (W4A8 ...)  inputs of every linear layer, per token, symmetric absmax
+  KV8, KV4, KV2      keys (after RoPE) and values, per token and per head, asymmetric
+lm_head, embeddings and norms are never quantized.
+
+options:
+  --text <file>      UTF-8 text to evaluate (required)
+  --ctx <n>          window length in tokens (default 256; at most max_position_embeddings)
+  --windows <n>      number of windows (default 64)
+  --quant <list>     settings to evaluate besides the baseline
+  --group <n>        default weight group size for W<8 (default 64)
+  --json             print one JSON object instead of the table
+  --help             this text`;
+
+export interface EvalRow {
+  setting: string;
+  perplexity: number;
+  deltaVsBaseline: number;
+  relativeDelta: number;
+  seconds: number;
+  tokensPerSecond: number;
+}
+
+export interface EvalReport {
+  model: string;
+  text: string;
+  ctx: number;
+  windows: number;
+  tokens: number;
+  rows: EvalRow[];
+}
+
+function positiveInt(value: string | undefined, name: string, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new InvalidArgumentError(`${name} must be a positive integer, got '${value}'`);
+  return n;
+}
+
+export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): Promise<number> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      text: { type: 'string' },
+      ctx: { type: 'string' },
+      windows: { type: 'string' },
+      quant: { type: 'string' },
+      group: { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean' },
+    },
+  });
+  if (values.help === true) {
+    io.out(HELP);
+    return 0;
+  }
+  const modelPath = positionals[0];
+  if (modelPath === undefined || positionals.length > 1) throw new InvalidArgumentError(`expected one model path\n${HELP}`);
+  if (values.text === undefined) throw new InvalidArgumentError('--text <file> is required');
+  const ctx = positiveInt(values.ctx, '--ctx', 256);
+  const windowCount = positiveInt(values.windows, '--windows', 64);
+  const group = values.group === undefined ? 64 : Number(values.group);
+  const settings: QuantSetting[] = [BASELINE_SETTING];
+  for (const s of (values.quant ?? '').split(',').map((x) => x.trim()).filter((x) => x.length > 0)) {
+    const setting = parseQuantSetting(s, group);
+    if (!settings.some((e) => e.label === setting.label)) settings.push(setting);
+  }
+  const text = await readTextFile(values.text);
+  const loaded = await loadModel(modelPath);
+  try {
+    const { model, tokenizer } = loaded;
+    if (ctx > model.config.maxPositionEmbeddings) {
+      throw new InvalidArgumentError(`--ctx ${ctx} is longer than the model's max_position_embeddings (${model.config.maxPositionEmbeddings})`);
+    }
+    const windows = makeWindows(tokenizer.encode(text), ctx, windowCount);
+    const rows: EvalRow[] = [];
+    let baseline = NaN;
+    for (const setting of settings) {
+      if (values.json !== true) io.err(`evaluating ${setting.label} (${windowCount} x ${ctx} tokens) ...`);
+      const r = await perplexity(model, windows, { quant: isBaseline(setting) ? undefined : setting, signal });
+      if (isBaseline(setting)) baseline = r.perplexity;
+      rows.push({
+        setting: setting.label,
+        perplexity: r.perplexity,
+        deltaVsBaseline: r.perplexity - baseline,
+        relativeDelta: (r.perplexity - baseline) / baseline,
+        seconds: r.seconds,
+        tokensPerSecond: r.tokensPerSecond,
+      });
+    }
+    const report: EvalReport = { model: modelPath, text: values.text, ctx, windows: windowCount, tokens: windowCount * ctx, rows };
+    if (values.json === true) {
+      io.out(JSON.stringify(report, null, 2));
+      return 0;
+    }
+    const baselineLabel = loaded.checkpoint.format === 'gguf' ? `as stored (${basename(modelPath)})` : 'FP16 (f32 compute)';
+    io.out(`perplexity of ${modelPath} on ${values.text}: ${windowCount} windows x ${ctx} tokens, no BOS`);
+    io.out(`${'setting'.padEnd(22)} ${'ppl'.padStart(10)} ${'delta'.padStart(9)} ${'delta %'.padStart(8)} ${'tok/s'.padStart(8)}`);
+    for (const r of rows) {
+      const label = r.setting === BASELINE_SETTING.label ? baselineLabel : r.setting;
+      io.out(`${label.padEnd(22)} ${r.perplexity.toFixed(4).padStart(10)} ${r.deltaVsBaseline.toFixed(4).padStart(9)} ${(100 * r.relativeDelta).toFixed(2).padStart(8)} ${r.tokensPerSecond.toFixed(0).padStart(8)}`);
+    }
+    return 0;
+  } finally {
+    await loaded.close();
+  }
+}
+
+/** Ctrl-C cancels the pass between windows (CancelledError, exit code 2). */
+export function abortOnSigint(): { signal: AbortSignal; dispose(): void } {
+  const controller = new AbortController();
+  const onSigint = (): void => controller.abort();
+  process.once('SIGINT', onSigint);
+  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
+}
+
+export const command: CliCommand = {
+  async run(args, io) {
+    const sigint = abortOnSigint();
+    try {
+      return await runEval(args, io, sigint.signal);
+    } finally {
+      sigint.dispose();
+    }
+  },
+};
