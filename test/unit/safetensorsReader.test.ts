@@ -345,3 +345,24 @@ test('HF config: rope_theta at the top level or in rope_parameters', () => {
   const s = summarizeHfConfig(micro);
   assert.deepEqual([s.hiddenSize, s.numLayers, s.numHeads, s.numKvHeads, s.headDim, s.vocabSize, s.ropeTheta], [64, 2, 4, 2, 16, 8192, 10000]);
 });
+
+test('FP8 tables: E4M3 has no infinities and two NaN codes, max 448; E5M2 is IEEE-like, max 57344; both are monotonic', async () => {
+  const { F8_E4M3_TO_F32, F8_E5M2_TO_F32, F8_E8M0_TO_F32 } = await import('../../src/core/numeric/float8');
+  const nanCodes = (t: Float32Array): number[] => [...t.keys()].filter((i) => Number.isNaN(t[i]));
+  assert.deepEqual(nanCodes(F8_E4M3_TO_F32), [0x7f, 0xff]);
+  assert.equal(Math.max(...[...F8_E4M3_TO_F32].filter((v) => !Number.isNaN(v))), 448);
+  assert.ok([...F8_E4M3_TO_F32].every((v) => Number.isNaN(v) || Number.isFinite(v)));
+  assert.deepEqual(nanCodes(F8_E5M2_TO_F32), [0x7d, 0x7e, 0x7f, 0xfd, 0xfe, 0xff]);
+  assert.equal(F8_E5M2_TO_F32[0x7c], Infinity);
+  assert.equal(F8_E5M2_TO_F32[0xfc], -Infinity);
+  assert.equal(F8_E5M2_TO_F32[0x7b], 57344);
+  assert.deepEqual(nanCodes(F8_E8M0_TO_F32), [0xff]);
+  // Positive codes increase strictly up to the NaNs/infinities, and negative codes mirror them.
+  for (const [table, last] of [[F8_E4M3_TO_F32, 0x7e], [F8_E5M2_TO_F32, 0x7c]] as const) {
+    for (let c = 1; c <= last; c++) assert.ok((table[c] ?? 0) > (table[c - 1] ?? 0), `code ${c}`);
+    for (let c = 0; c <= last; c++) assert.equal(table[c | 0x80], -(table[c] ?? 0));
+  }
+  // Subnormals: the smallest step of each format.
+  assert.equal(F8_E4M3_TO_F32[1], 2 ** -9);
+  assert.equal(F8_E5M2_TO_F32[1], 2 ** -16);
+});
