@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { FormatError, QuantLensError, UnsupportedError } from '../../src/core/errors';
 import { MemoryByteSource } from '../../src/core/io/byteSource';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
-import { readGgufHeader, ggufShape, type GgufHeader, type GgufValue } from '../../src/core/formats/gguf/reader';
+import { readGgufHeader, ggufNumber, ggufNumberArray, ggufShape, ggufString, ggufStringArray, type GgufHeader, type GgufValue } from '../../src/core/formats/gguf/reader';
 import { encodeGgufHeader, encodeOptionsFromHeader, type EncodeGgufOptions, type EncodedTensorInfo } from '../../src/core/formats/gguf/encodeHeader';
 import { GGML_TYPES, ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -344,4 +344,17 @@ test('tensor infos: n_dims > 4, dims overflow, unknown type, block size, long an
   await rejects(build(withTensor(options, 4, { offset: Number(t4.offset) - 32 })), /is not the expected/);
   await rejects(build(options, realBytes.byteLength - 272128 - 1), /tensor 'output_norm.weight': data .* runs past the end of the file/);
   await rejects(build(withTensor(options, 20, { offset: 2n ** 60n })), /tensor 'output_norm.weight': offset 1152921504606846976/);
+});
+
+test('typed KV accessors for the runtime: tokenizer arrays and hyperparameters, wrong types refused', async () => {
+  const h = await realHeader();
+  assert.equal(ggufString(h, 'tokenizer.ggml.model'), 'gpt2');
+  assert.equal(ggufNumber(h, 'llama.embedding_length'), 64);
+  assert.equal(ggufNumber(h, 'llama.attention.layer_norm_rms_epsilon'), Math.fround(1e-5));
+  assert.equal(ggufStringArray(h, 'tokenizer.ggml.tokens')?.length, 8192);
+  assert.equal(ggufStringArray(h, 'tokenizer.ggml.merges')?.[0], 'Ġ Ġ');
+  assert.deepEqual(ggufNumberArray(h, 'tokenizer.ggml.token_type')?.slice(0, 3), [3, 3, 1]);
+  assert.equal(ggufString(h, 'no.such.key'), undefined);
+  assert.throws(() => ggufString(h, 'llama.block_count'), (e: unknown) => e instanceof FormatError && /key 'llama.block_count': expected STRING, found UINT32/.test(e.message));
+  assert.throws(() => ggufNumberArray(h, 'tokenizer.ggml.tokens'), /expected ARRAY of numbers, found ARRAY of STRING/);
 });

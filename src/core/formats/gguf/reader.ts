@@ -421,3 +421,56 @@ class GgufHeaderParser {
 export function ggufShape(info: GgufTensorInfo): number[] {
   return [...info.ne].reverse();
 }
+
+/**
+ * Typed access to KV values (for the model runtime: tokenizer arrays, hyperparameters). Each returns
+ * undefined when the key is absent and throws a FormatError naming the key when its type is wrong.
+ */
+function wrongType(header: GgufHeader, key: string, expected: string, value: GgufValue): never {
+  const actual = value.type === 'ARRAY' ? `ARRAY of ${value.elementType}` : value.type;
+  throw new FormatError(header.file, `expected ${expected}, found ${actual}`, `key '${key}'`);
+}
+
+export function ggufString(header: GgufHeader, key: string): string | undefined {
+  const v = header.kv.get(key);
+  if (v === undefined) return undefined;
+  if (v.type !== 'STRING' || typeof v.value !== 'string') return wrongType(header, key, 'STRING', v);
+  return v.value;
+}
+
+/** Any integer or float scalar as a number; 64-bit integers must be safe integers. */
+export function ggufNumber(header: GgufHeader, key: string): number | undefined {
+  const v = header.kv.get(key);
+  if (v === undefined) return undefined;
+  if (v.type === 'ARRAY' || v.type === 'STRING' || v.type === 'BOOL') return wrongType(header, key, 'a number', v);
+  if (typeof v.value === 'bigint') {
+    if (v.value > BigInt(Number.MAX_SAFE_INTEGER) || v.value < BigInt(Number.MIN_SAFE_INTEGER)) {
+      throw new FormatError(header.file, `${v.value} is not a safe integer`, `key '${key}'`);
+    }
+    return Number(v.value);
+  }
+  return v.value as number;
+}
+
+export function ggufStringArray(header: GgufHeader, key: string): string[] | undefined {
+  const v = header.kv.get(key);
+  if (v === undefined) return undefined;
+  if (v.type !== 'ARRAY' || v.elementType !== 'STRING') return wrongType(header, key, 'ARRAY of STRING', v);
+  return v.values as string[];
+}
+
+/** An array of integers or floats as numbers (64-bit elements must be safe integers). */
+export function ggufNumberArray(header: GgufHeader, key: string): number[] | undefined {
+  const v = header.kv.get(key);
+  if (v === undefined) return undefined;
+  if (v.type !== 'ARRAY' || v.elementType === 'ARRAY' || v.elementType === 'STRING' || v.elementType === 'BOOL') {
+    return wrongType(header, key, 'ARRAY of numbers', v);
+  }
+  return v.values.map((x) => {
+    if (typeof x === 'bigint') {
+      if (x > BigInt(Number.MAX_SAFE_INTEGER) || x < BigInt(Number.MIN_SAFE_INTEGER)) throw new FormatError(header.file, `element ${x} is not a safe integer`, `key '${key}'`);
+      return Number(x);
+    }
+    return x as number;
+  });
+}
