@@ -246,3 +246,46 @@ test('an injected disk error or a cancellation leaves nothing at the output path
     assert.deepEqual(await readdir(dir), ['keep.txt']); // the folder it created is removed too
   });
 });
+
+test('window by window gives the same bytes as one window per tensor, for every research target', async () => {
+  await withTempDir(async (dir) => {
+    // The linear weights of micro-llama (as F32) plus a norm: small enough for many runs with tiny windows.
+    const linear = join(dir, 'linear.safetensors');
+    const src = await openCheckpoint(source);
+    try {
+      const names = src.tensors.filter((t) => /proj\.weight$/.test(t.name) || t.name === 'model.norm.weight').map((t) => t.name);
+      await withAtomicFile(linear, async (file) => {
+        const writer = await SafetensorsStreamWriter.create(file, names.map((name) => ({ name, dtype: 'F32' as const, shape: src.tensors.find((t) => t.name === name)!.shape })));
+        for (const name of names) await writer.writeTensor(name, bytesOf(await src.readRowsF32(name)));
+        writer.finish();
+      });
+    } finally {
+      await src.close();
+    }
+    const targets: { target: string; extra?: object }[] = [
+      { target: 'int4-g32' },
+      { target: 'int3-g128', extra: { groupSize: -1 } },
+      { target: 'int8-g128', extra: { symmetric: true, groupSize: 48 } },
+      { target: 'int8' },
+      { target: 'int8-tensor' },
+      { target: 'int8-zp', extra: { scale: 'tensor' } },
+      { target: 'nf4', extra: { doubleQuant: true } },
+      { target: 'nf4' },
+      { target: 'fp8' },
+      { target: 'fp8', extra: { scale: 'channel' } },
+    ];
+    for (const [k, t] of targets.entries()) {
+      const whole = join(dir, `${k}-whole.safetensors`);
+      const windowed = join(dir, `${k}-windowed.safetensors`);
+      const a = await runQuantize({ input: linear, output: whole, target: t.target, ...t.extra });
+      // 100 values per window: 1-row windows for 64-wide weights (nf4: 64-element aligned windows), 16 rows for 192-wide ones
+      const b = await runQuantize({ input: linear, output: windowed, target: t.target, ...t.extra }, { windowElements: 100 });
+      assert.ok((await readFile(whole)).equals(await readFile(windowed)), `${t.target} ${JSON.stringify(t.extra ?? {})}`);
+      assert.deepEqual(a.card.tensors.map((x) => x.mse), b.card.tensors.map((x) => x.mse));
+    }
+    // Copied tensors in windows too (lm_head and embeddings: 8192 rows in windows of 64).
+    const a = await runQuantize({ input: source, output: join(dir, 'full-whole.safetensors'), target: 'int8' });
+    await runQuantize({ input: source, output: join(dir, 'full-windowed.safetensors'), target: 'int8' }, { windowElements: 4096 });
+    assert.ok((await readFile(a.outputPath)).equals(await readFile(join(dir, 'full-windowed.safetensors'))));
+  });
+});

@@ -102,12 +102,21 @@ export function quantizeFp8E4M3(weights: Float32Array, rows: number, cols: numbe
       const a = Math.abs(weights[i]!);
       if (a > absmax) absmax = a;
     }
-    let scale = f32(absmax / E4M3_MAX);
-    if (scale === 0) scale = 1;
+    const scale = fp8Scale(absmax);
     scales[s] = scale;
-    for (let i = start; i < start + span; i++) codes[i] = encodeE4M3(f32(weights[i]! / scale));
+    encodeFp8WithScale(weights.subarray(start, start + span), scale, codes, start);
   }
   return { rows, cols, granularity, codes, scales };
+}
+
+/** scale = f32(absmax / 448), 1 for an all-zero span. */
+export function fp8Scale(absmax: number): number {
+  const scale = f32(absmax / E4M3_MAX);
+  return scale === 0 ? 1 : scale;
+}
+
+export function encodeFp8WithScale(weights: Float32Array, scale: number, codes: Uint8Array, outStart: number): void {
+  for (let i = 0; i < weights.length; i++) codes[outStart + i] = encodeE4M3(f32(weights[i]! / scale));
 }
 
 export function dequantizeFp8E4M3(q: Fp8Quantized, out: Float32Array = new Float32Array(q.rows * q.cols)): Float32Array {

@@ -138,33 +138,70 @@ function getBits(words: Int32Array, base: number, stride: number, bit: number, b
   return v & mask;
 }
 
-/** Packs a group-wise quantized weight (from intN.ts, quantized with minZero = GPTQ_MIN_ZERO) into the GPTQ layout. */
-export function packGptq(q: IntNQuantized, name = 'tensor'): GptqTensors {
-  const { bits, rows: outFeatures, cols: inFeatures, groupSize } = q;
+/** Empty GPTQ tensors for a weight [outFeatures, inFeatures] (g_idx filled). Throws for shapes the layout cannot take. */
+export function allocateGptq(bits: IntBits, outFeatures: number, inFeatures: number, groupSize: number, name = 'tensor'): GptqTensors {
   checkPackable(bits, inFeatures, outFeatures, name);
-  const groups = groupCount(inFeatures, groupSize);
-  const maxq = (1 << bits) - 1;
-  const qweight = new Int32Array(((inFeatures * bits) / 32) * outFeatures);
-  for (let o = 0; o < outFeatures; o++) {
-    const row = o * inFeatures;
-    for (let i = 0; i < inFeatures; i++) putBits(qweight, o, outFeatures, i * bits, bits, q.levels[row + i]!);
+  const effectiveGroup = groupSize === -1 ? inFeatures : groupSize;
+  const groups = groupCount(inFeatures, effectiveGroup);
+  const gIdx = new Int32Array(inFeatures);
+  for (let i = 0; i < inFeatures; i++) gIdx[i] = Math.floor(i / effectiveGroup);
+  return {
+    bits,
+    inFeatures,
+    outFeatures,
+    groupSize: effectiveGroup,
+    qweight: new Int32Array(((inFeatures * bits) / 32) * outFeatures),
+    qzeros: new Int32Array((groups * outFeatures * bits) / 32),
+    scales: new Uint16Array(groups * outFeatures),
+    gIdx,
+  };
+}
+
+/**
+ * Packs rows [rowStart, rowStart + q.rows) of the weight (output channels), quantized by intN.ts with
+ * minZero = GPTQ_MIN_ZERO, into `target`: the pipeline quantizes a large weight window by window.
+ */
+export function packGptqRows(q: IntNQuantized, rowStart: number, target: GptqTensors, name = 'tensor'): void {
+  const { bits, rows, cols: inFeatures } = q;
+  const { outFeatures } = target;
+  if (bits !== target.bits || inFeatures !== target.inFeatures || q.groupSize !== target.groupSize || rowStart < 0 || rowStart + rows > outFeatures) {
+    throw new InvalidArgumentError(`${name}: rows [${rowStart}, ${rowStart + rows}) at ${bits} bits / group ${q.groupSize} do not fit the GPTQ tensors being packed`);
   }
+  const groups = groupCount(inFeatures, q.groupSize);
+  const maxq = (1 << bits) - 1;
   const zeroWords = (outFeatures * bits) / 32;
-  const qzeros = new Int32Array(groups * zeroWords);
-  const scales = new Uint16Array(groups * outFeatures);
-  for (let g = 0; g < groups; g++) {
-    for (let o = 0; o < outFeatures; o++) {
-      const zero = q.zeros[o * groups + g]!;
+  for (let r = 0; r < rows; r++) {
+    const o = rowStart + r;
+    const row = r * inFeatures;
+    for (let i = 0; i < inFeatures; i++) putBits(target.qweight, o, outFeatures, i * bits, bits, q.levels[row + i]!);
+    for (let g = 0; g < groups; g++) {
+      const zero = q.zeros[r * groups + g]!;
       if (zero < GPTQ_MIN_ZERO || zero > maxq) {
         throw new InvalidArgumentError(`${name}: zero point ${zero} (row ${o}, group ${g}) cannot be stored in the GPTQ v1 layout, which writes zero - 1; quantize with minZero = ${GPTQ_MIN_ZERO}`);
       }
-      putBits(qzeros, g * zeroWords, 1, o * bits, bits, (zero - 1) & maxq);
-      scales[g * outFeatures + o] = f32ToF16Bits(q.scales[o * groups + g]!);
+      putBits(target.qzeros, g * zeroWords, 1, o * bits, bits, (zero - 1) & maxq);
+      target.scales[g * outFeatures + o] = f32ToF16Bits(q.scales[r * groups + g]!);
     }
   }
-  const gIdx = new Int32Array(inFeatures);
-  for (let i = 0; i < inFeatures; i++) gIdx[i] = Math.floor(i / groupSize);
-  return { bits, inFeatures, outFeatures, groupSize, qweight, qzeros, scales, gIdx };
+}
+
+/** Packs a whole group-wise quantized weight (quantized with minZero = GPTQ_MIN_ZERO) into the GPTQ layout. */
+export function packGptq(q: IntNQuantized, name = 'tensor'): GptqTensors {
+  const target = allocateGptq(q.bits, q.rows, q.cols, q.groupSize, name);
+  packGptqRows(q, 0, target, name);
+  return target;
+}
+
+/** What a loader reconstructs for rows quantized by intN.ts once their scales are stored as f16. */
+export function dequantizeRowsWithF16Scales(q: IntNQuantized, out: Float32Array = new Float32Array(q.rows * q.cols)): Float32Array {
+  const groups = groupCount(q.cols, q.groupSize);
+  for (let r = 0; r < q.rows; r++) {
+    for (let c = 0; c < q.cols; c++) {
+      const g = r * groups + Math.floor(c / q.groupSize);
+      out[r * q.cols + c] = Math.fround((q.levels[r * q.cols + c]! - q.zeros[g]!) * f16BitsToF32(f32ToF16Bits(q.scales[g]!)));
+    }
+  }
+  return out;
 }
 
 export interface GptqUnpacked {

@@ -47,8 +47,23 @@ function absmaxScale(weights: Float32Array, start: number, end: number): number 
     const a = Math.abs(weights[i]!);
     if (a > absmax) absmax = a;
   }
+  return int8AbsmaxScale(absmax);
+}
+
+/** scale = f32(absmax / 127), 1 for an all-zero span. */
+export function int8AbsmaxScale(absmax: number): number {
   const scale = f32(absmax / 127);
   return scale === 0 ? 1 : scale;
+}
+
+/** q = clamp(roundEven(f32(w / scale)), -127, 127) for every weight, into out[outStart...]. */
+export function quantizeInt8WithScale(weights: Float32Array, scale: number, out: Int8Array, outStart: number): void {
+  for (let i = 0; i < weights.length; i++) {
+    let q = roundHalfEven(f32(weights[i]! / scale));
+    if (q > 127) q = 127;
+    else if (q < -127) q = -127;
+    out[outStart + i] = q;
+  }
 }
 
 export function quantizeInt8Absmax(weights: Float32Array, rows: number, cols: number, granularity: Int8Granularity): Int8AbsmaxQuantized {
@@ -61,12 +76,7 @@ export function quantizeInt8Absmax(weights: Float32Array, rows: number, cols: nu
     const start = s * span;
     const scale = absmaxScale(weights, start, start + span);
     scales[s] = scale;
-    for (let i = start; i < start + span; i++) {
-      let q = roundHalfEven(f32(weights[i]! / scale));
-      if (q > 127) q = 127;
-      else if (q < -127) q = -127;
-      values[i] = q;
-    }
+    quantizeInt8WithScale(weights.subarray(start, start + span), scale, values, start);
   }
   return { rows, cols, granularity, values, scales };
 }

@@ -130,7 +130,6 @@ export function quantizeGroupIntN(
     params[1] = zero;
     return;
   }
-  const maxq = (1 << bits) - 1;
   let lo = 0;
   let hi = 0;
   for (let i = start; i < end; i++) {
@@ -138,19 +137,34 @@ export function quantizeGroupIntN(
     if (w < lo) lo = w;
     if (w > hi) hi = w;
   }
+  asymmetricParams(lo, hi, bits, minZero, params);
+  quantizeAsymmetricWithParams(weights, start, length, params[0]!, params[1]!, bits, levels, start);
+}
+
+/**
+ * Scale and zero point of the asymmetric rule for a range [lo, hi] that already includes 0 (callers
+ * pass min(min, 0) and max(max, 0)), into params[0] (scale) and params[1] (zero).
+ */
+export function asymmetricParams(lo: number, hi: number, bits: IntBits, minZero: number, params: Float64Array): void {
+  const maxq = (1 << bits) - 1;
   let scale = f32(f32(hi - lo) / maxq);
   if (scale === 0) scale = 1;
   let zero = roundHalfEven(f32(-lo / scale));
   if (zero < minZero) zero = minZero;
   if (zero > maxq) zero = maxq;
-  for (let i = start; i < end; i++) {
-    let q = roundHalfEven(f32(weights[i]! / scale)) + zero;
-    if (q < 0) q = 0;
-    else if (q > maxq) q = maxq;
-    levels[i] = q;
-  }
   params[0] = scale;
   params[1] = zero;
+}
+
+/** q = clamp(roundEven(f32(w / scale)) + zero, 0, 2^bits - 1) for weights[start, start + length) into levels[outStart...]. */
+export function quantizeAsymmetricWithParams(weights: Float32Array, start: number, length: number, scale: number, zero: number, bits: IntBits, levels: Uint8Array, outStart: number): void {
+  const maxq = (1 << bits) - 1;
+  for (let k = 0; k < length; k++) {
+    let q = roundHalfEven(f32(weights[start + k]! / scale)) + zero;
+    if (q < 0) q = 0;
+    else if (q > maxq) q = maxq;
+    levels[outStart + k] = q;
+  }
 }
 
 /** Quantizes a row-major [rows, cols] block of weights group by group into `out` (from allocateIntN). */

@@ -203,8 +203,12 @@ export function doubleQuantizeAbsmax(absmax: Float32Array): Nf4DoubleQuant {
 
 /** The absmax values a loader reconstructs: plain, or decoded from the double quantization. */
 export function effectiveAbsmax(q: Nf4Quantized): Float32Array {
-  if (q.doubleQuant === null) return q.absmax;
-  const { quantizedAbsmax, nestedAbsmax, offset } = q.doubleQuant;
+  return q.doubleQuant === null ? q.absmax : decodeDoubleQuantAbsmax(q.doubleQuant);
+}
+
+/** absmax = f32(f32(DYNAMIC_CODE[q] * nestedAbsmax[block]) + offset), as bnb's dequantize_blockwise + offset. */
+export function decodeDoubleQuantAbsmax(dq: Nf4DoubleQuant): Float32Array {
+  const { quantizedAbsmax, nestedAbsmax, offset } = dq;
   const out = new Float32Array(quantizedAbsmax.length);
   for (let i = 0; i < out.length; i++) {
     out[i] = f32(f32(DYNAMIC_CODE[quantizedAbsmax[i]!]! * nestedAbsmax[(i / NF4_NESTED_BLOCK_SIZE) | 0]!) + offset);

@@ -23,11 +23,21 @@ import { bytesOf, layoutSafetensors, SAFETENSORS_DTYPE_BYTES, SafetensorsStreamW
 import { assertNotSamePath, copyFileAtomic, openAtomicFile, writeFileAtomic, type WriteFaultHook } from '../io/atomicWrite';
 import { ErrorAccumulator } from '../analysis/errorMetrics';
 import { TOOL_VERSION } from '../version';
-import { dequantizeFp8E4M3, quantizeFp8E4M3 } from './fp8';
-import { dequantizeGptq, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptq } from './gptqLayout';
-import { dequantizeInt8Absmax, dequantizeInt8ZeroPoint, quantizeInt8Absmax, quantizeInt8ZeroPoint } from './int8';
-import { allocateIntN, groupCount, quantizeRowsIntN } from './intN';
-import { DYNAMIC_CODE, dequantizeNf4, NF4_BLOCK_SIZE, NF4_CODE, NF4_NESTED_BLOCK_SIZE, quantizeNf4 } from './nf4';
+import { dequantizeFp8E4M3, encodeFp8WithScale, fp8Scale, quantizeFp8E4M3 } from './fp8';
+import { allocateGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows } from './gptqLayout';
+import { dequantizeInt8Absmax, dequantizeInt8ZeroPoint, int8AbsmaxScale, quantizeInt8Absmax, quantizeInt8WithScale, quantizeInt8ZeroPoint } from './int8';
+import { allocateIntN, asymmetricParams, groupCount, quantizeAsymmetricWithParams, quantizeRowsIntN } from './intN';
+import {
+  decodeDoubleQuantAbsmax,
+  doubleQuantizeAbsmax,
+  DYNAMIC_CODE,
+  dequantizeNf4,
+  dequantizeNf4Packed,
+  NF4_BLOCK_SIZE,
+  NF4_CODE,
+  NF4_NESTED_BLOCK_SIZE,
+  quantizeNf4,
+} from './nf4';
 import {
   copiedTensorEntry,
   meanSqnr,
@@ -104,6 +114,8 @@ export interface QuantizeRunOptions {
   ggufExporter?: GgufExporter;
   /** Test seam: throws to simulate a failing disk. */
   onBeforeWrite?: WriteFaultHook;
+  /** Values read per window (default WINDOW_ELEMENTS); smaller bounds memory further, tests use it to force many windows. */
+  windowElements?: number;
 }
 
 export interface TensorPlan {
@@ -340,45 +352,260 @@ function torchDtypeName(dtype: string): string {
   return dtype === 'BF16' ? 'bfloat16' : dtype === 'F16' ? 'float16' : 'float32';
 }
 
-/** Quantizes one tensor, returns the bytes of each output spec and what a loader reconstructs. */
-function quantizeTensor(values: Float32Array, entry: TensorEntry, plan: TensorPlan, recipe: ResearchRecipe): { chunks: Uint8Array[]; reconstructed: Float32Array } {
+/** f32 values per read window (16 MiB): a tensor is read, checked and quantized window by window. */
+export const WINDOW_ELEMENTS = 4 * 1024 * 1024;
+
+/**
+ * Quantizes one weight window by window (rows = output channels). Outputs are kept whole (at most
+ * one byte per weight) because some layouts are transposed (GPTQ qweight); source values are only
+ * ever held one window at a time.
+ */
+interface TensorQuantizer {
+  /** Per-tensor scales need a first pass over the windows. */
+  readonly needsStatsPass: boolean;
+  observe(window: Float32Array): void;
+  /** Quantizes rows [rowStart, rowStart + rowCount); returns what a loader reconstructs, or null when that is known only after finish(). */
+  quantize(window: Float32Array, rowStart: number, rowCount: number): Float32Array | null;
+  /** The bytes of each output spec, in spec order. */
+  finish(): Uint8Array[];
+  /** Reconstruction of rows after finish() (when quantize returned null). */
+  reconstruct(rowStart: number, rowCount: number): Float32Array;
+}
+
+function gcd(a: number, b: number): number {
+  return b === 0 ? a : gcd(b, a % b);
+}
+
+/** Rows per window: about WINDOW_ELEMENTS values; NF4 windows hold whole blocks of 64. */
+function windowRows(rows: number, cols: number, recipe: ResearchRecipe, windowElements: number): number {
+  let n = Math.max(1, Math.floor(windowElements / cols));
+  if (recipe.kind === 'nf4') {
+    const unit = NF4_BLOCK_SIZE / gcd(cols, NF4_BLOCK_SIZE);
+    n = Math.max(unit, n - (n % unit));
+  }
+  return Math.min(rows, n);
+}
+
+function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe): TensorQuantizer {
   const [rows, cols] = entry.shape as [number, number];
+  const perTensor = recipe.granularity === 'tensor';
+  const notDeferred = (): Float32Array => {
+    throw new Error('reconstruct() is only for deferred quantizers');
+  };
   switch (recipe.kind) {
     case 'gptq': {
-      const q = allocateIntN(rows, cols, { bits: recipe.bits, groupSize: recipe.groupSize ?? -1, symmetric: recipe.symmetric });
-      quantizeRowsIntN(values, q, GPTQ_MIN_ZERO);
-      const t = packGptq(q, entry.name);
-      return { chunks: [bytesOf(t.qweight), bytesOf(t.qzeros), bytesOf(t.scales), bytesOf(t.gIdx)], reconstructed: dequantizeGptq(t, plan.name) };
+      const target = allocateGptq(recipe.bits, rows, cols, recipe.groupSize ?? -1, entry.name);
+      return {
+        needsStatsPass: false,
+        observe: () => undefined,
+        quantize: (window, rowStart, rowCount) => {
+          const q = allocateIntN(rowCount, cols, { bits: recipe.bits, groupSize: target.groupSize, symmetric: recipe.symmetric });
+          quantizeRowsIntN(window, q, GPTQ_MIN_ZERO);
+          packGptqRows(q, rowStart, target, entry.name);
+          return dequantizeRowsWithF16Scales(q);
+        },
+        finish: () => [bytesOf(target.qweight), bytesOf(target.qzeros), bytesOf(target.scales), bytesOf(target.gIdx)],
+        reconstruct: notDeferred,
+      };
     }
     case 'int8-absmax': {
-      const q = quantizeInt8Absmax(values, rows, cols, recipe.granularity ?? 'channel');
-      return { chunks: [bytesOf(q.values), bytesOf(q.scales)], reconstructed: dequantizeInt8Absmax(q) };
+      const values = new Int8Array(rows * cols);
+      const scales = new Float32Array(perTensor ? 1 : rows);
+      let absmax = 0;
+      return {
+        needsStatsPass: perTensor,
+        observe: (window) => {
+          for (let i = 0; i < window.length; i++) absmax = Math.max(absmax, Math.abs(window[i]!));
+          scales[0] = int8AbsmaxScale(absmax);
+        },
+        quantize: (window, rowStart, rowCount) => {
+          if (perTensor) {
+            quantizeInt8WithScale(window, scales[0]!, values, rowStart * cols);
+            return dequantizeInt8Absmax({ rows: rowCount, cols, granularity: 'tensor', values: values.subarray(rowStart * cols, (rowStart + rowCount) * cols), scales });
+          }
+          const q = quantizeInt8Absmax(window, rowCount, cols, 'channel');
+          values.set(q.values, rowStart * cols);
+          scales.set(q.scales, rowStart);
+          return dequantizeInt8Absmax(q);
+        },
+        finish: () => [bytesOf(values), bytesOf(scales)],
+        reconstruct: notDeferred,
+      };
     }
     case 'int8-zeropoint': {
-      const q = quantizeInt8ZeroPoint(values, rows, cols, recipe.granularity ?? 'channel');
-      return { chunks: [q.values, bytesOf(q.scales), q.zeros], reconstructed: dequantizeInt8ZeroPoint(q) };
-    }
-    case 'nf4': {
-      const q = quantizeNf4(values, { doubleQuant: recipe.doubleQuant });
-      const state: Record<string, unknown> = { quant_type: 'nf4', blocksize: NF4_BLOCK_SIZE, dtype: torchDtypeName(entry.dtype), shape: [rows, cols] };
-      const chunks: Uint8Array[] = [q.packed];
-      if (q.doubleQuant !== null) {
-        chunks.push(q.doubleQuant.quantizedAbsmax, bytesOf(NF4_CODE), bytesOf(q.doubleQuant.nestedAbsmax), bytesOf(DYNAMIC_CODE));
-        Object.assign(state, { nested_blocksize: NF4_NESTED_BLOCK_SIZE, nested_dtype: 'float32', nested_offset: q.doubleQuant.offset });
-      } else {
-        chunks.push(bytesOf(q.absmax), bytesOf(NF4_CODE));
-      }
-      const json = new TextEncoder().encode(JSON.stringify(state));
-      if (json.byteLength > NF4_QUANT_STATE_BYTES) throw new InvalidArgumentError(`${entry.name}: NF4 quant state is longer than ${NF4_QUANT_STATE_BYTES} bytes`);
-      const padded = new Uint8Array(NF4_QUANT_STATE_BYTES).fill(0x20);
-      padded.set(json);
-      chunks.push(padded);
-      return { chunks, reconstructed: dequantizeNf4(q) };
+      const values = new Uint8Array(rows * cols);
+      const scales = new Float32Array(perTensor ? 1 : rows);
+      const zeros = new Uint8Array(perTensor ? 1 : rows);
+      let lo = 0;
+      let hi = 0;
+      const params = new Float64Array(2);
+      return {
+        needsStatsPass: perTensor,
+        observe: (window) => {
+          for (let i = 0; i < window.length; i++) {
+            if (window[i]! < lo) lo = window[i]!;
+            if (window[i]! > hi) hi = window[i]!;
+          }
+          asymmetricParams(lo, hi, 8, 0, params);
+          scales[0] = params[0]!;
+          zeros[0] = params[1]!;
+        },
+        quantize: (window, rowStart, rowCount) => {
+          if (perTensor) {
+            quantizeAsymmetricWithParams(window, 0, window.length, scales[0]!, zeros[0]!, 8, values, rowStart * cols);
+            return dequantizeInt8ZeroPoint({ rows: rowCount, cols, granularity: 'tensor', values: values.subarray(rowStart * cols, (rowStart + rowCount) * cols), scales, zeros });
+          }
+          const q = quantizeInt8ZeroPoint(window, rowCount, cols, 'channel');
+          values.set(q.values, rowStart * cols);
+          scales.set(q.scales, rowStart);
+          zeros.set(q.zeros, rowStart);
+          return dequantizeInt8ZeroPoint(q);
+        },
+        finish: () => [values, bytesOf(scales), zeros],
+        reconstruct: notDeferred,
+      };
     }
     case 'fp8': {
-      const q = quantizeFp8E4M3(values, rows, cols, recipe.granularity ?? 'tensor');
-      return { chunks: [q.codes, bytesOf(q.scales)], reconstructed: dequantizeFp8E4M3(q) };
+      const codes = new Uint8Array(rows * cols);
+      const scales = new Float32Array(perTensor ? 1 : rows);
+      let absmax = 0;
+      return {
+        needsStatsPass: perTensor,
+        observe: (window) => {
+          for (let i = 0; i < window.length; i++) absmax = Math.max(absmax, Math.abs(window[i]!));
+          scales[0] = fp8Scale(absmax);
+        },
+        quantize: (window, rowStart, rowCount) => {
+          if (perTensor) {
+            encodeFp8WithScale(window, scales[0]!, codes, rowStart * cols);
+            return dequantizeFp8E4M3({ rows: rowCount, cols, granularity: 'tensor', codes: codes.subarray(rowStart * cols, (rowStart + rowCount) * cols), scales });
+          }
+          const q = quantizeFp8E4M3(window, rowCount, cols, 'channel');
+          codes.set(q.codes, rowStart * cols);
+          scales.set(q.scales, rowStart);
+          return dequantizeFp8E4M3(q);
+        },
+        finish: () => [codes, bytesOf(scales)],
+        reconstruct: notDeferred,
+      };
     }
+    case 'nf4': {
+      const n = rows * cols;
+      const packed = new Uint8Array(Math.ceil(n / 2));
+      const absmax = new Float32Array(Math.ceil(n / NF4_BLOCK_SIZE));
+      let decodedAbsmax: Float32Array | null = null;
+      let stateBytes: Uint8Array | null = null;
+      const state: Record<string, unknown> = { quant_type: 'nf4', blocksize: NF4_BLOCK_SIZE, dtype: torchDtypeName(entry.dtype), shape: [rows, cols] };
+      const encodeState = (): Uint8Array => {
+        const json = new TextEncoder().encode(JSON.stringify(state));
+        if (json.byteLength > NF4_QUANT_STATE_BYTES) throw new InvalidArgumentError(`${entry.name}: NF4 quant state is longer than ${NF4_QUANT_STATE_BYTES} bytes`);
+        const padded = new Uint8Array(NF4_QUANT_STATE_BYTES).fill(0x20);
+        padded.set(json);
+        return padded;
+      };
+      return {
+        needsStatsPass: false,
+        observe: () => undefined,
+        quantize: (window, rowStart) => {
+          // Windows start on a block boundary (windowRows), so bytes and blocks line up.
+          const q = quantizeNf4(window);
+          packed.set(q.packed, (rowStart * cols) / 2);
+          absmax.set(q.absmax, (rowStart * cols) / NF4_BLOCK_SIZE);
+          return recipe.doubleQuant ? null : dequantizeNf4(q);
+        },
+        finish: () => {
+          if (!recipe.doubleQuant) {
+            stateBytes = encodeState();
+            return [packed, bytesOf(absmax), bytesOf(NF4_CODE), stateBytes];
+          }
+          const dq = doubleQuantizeAbsmax(absmax);
+          decodedAbsmax = decodeDoubleQuantAbsmax(dq);
+          Object.assign(state, { nested_blocksize: NF4_NESTED_BLOCK_SIZE, nested_dtype: 'float32', nested_offset: dq.offset });
+          stateBytes = encodeState();
+          return [packed, dq.quantizedAbsmax, bytesOf(NF4_CODE), bytesOf(dq.nestedAbsmax), bytesOf(DYNAMIC_CODE), stateBytes];
+        },
+        reconstruct: (rowStart, rowCount) => {
+          if (decodedAbsmax === null) throw new Error('reconstruct() before finish()');
+          const start = rowStart * cols;
+          return dequantizeNf4Packed(packed.subarray(start / 2), decodedAbsmax.subarray(start / NF4_BLOCK_SIZE), rowCount * cols);
+        },
+      };
+    }
+  }
+}
+
+/** Reads, checks, quantizes and measures one weight window by window; returns the output chunks and the card entry. */
+async function quantizeTensorStreaming(
+  ckpt: Checkpoint,
+  input: string,
+  entry: TensorEntry,
+  tensorPlan: TensorPlan,
+  recipe: ResearchRecipe,
+  signal: AbortSignal | undefined,
+  windowElements: number,
+): Promise<{ chunks: Uint8Array[]; card: QuantCardTensor }> {
+  const [rows, cols] = entry.shape as [number, number];
+  const step = windowRows(rows, cols, recipe, windowElements);
+  const quantizer = createTensorQuantizer(entry, recipe);
+  const read = async (start: number): Promise<Float32Array> => {
+    checkCancelled(signal, `quantizing ${input}`);
+    return ckpt.readRowsF32(entry.name, start, Math.min(step, rows - start));
+  };
+  if (quantizer.needsStatsPass) {
+    for (let start = 0; start < rows; start += step) {
+      const window = await read(start);
+      checkFinite(window, input, entry, start);
+      quantizer.observe(window);
+    }
+  }
+  const acc = new ErrorAccumulator(rows, cols, entry.name);
+  let deferred = false;
+  for (let start = 0; start < rows; start += step) {
+    const window = await read(start);
+    if (!quantizer.needsStatsPass) checkFinite(window, input, entry, start);
+    const reconstructed = quantizer.quantize(window, start, window.length / cols);
+    if (reconstructed === null) deferred = true;
+    else acc.addRows(window, reconstructed);
+  }
+  const chunks = quantizer.finish();
+  if (deferred) {
+    for (let start = 0; start < rows; start += step) {
+      const window = await read(start);
+      acc.addRows(window, quantizer.reconstruct(start, window.length / cols));
+    }
+  }
+  const card = quantizedTensorEntry({ name: entry.name, shape: entry.shape, sourceType: entry.dtype, type: tensorPlan.type, bitsPerWeight: tensorPlan.bitsPerWeight }, acc.result());
+  return { chunks, card };
+}
+
+/** Copies one tensor window by window, checking float values for NaN / Inf first. */
+async function copyTensorStreaming(
+  ckpt: Checkpoint,
+  input: string,
+  entry: TensorEntry,
+  spec: SafetensorsTensorSpec,
+  writer: SafetensorsStreamWriter,
+  signal: AbortSignal | undefined,
+  windowElements: number,
+): Promise<void> {
+  const rows = entry.shape.length <= 1 ? 1 : entry.shape[0]!;
+  const rowElements = entry.shape.length <= 1 ? elementCount(entry.shape) : elementCount(entry.shape.slice(1));
+  if (elementCount(entry.shape) === 0) return;
+  const floatSource = isFloatSource(entry, ckpt.format);
+  const step = entry.shape.length <= 1 ? 1 : Math.max(1, Math.floor(windowElements / Math.max(1, rowElements)));
+  // Check every value before writing any of this tensor: nothing non-finite is ever written.
+  if (floatSource) {
+    for (let start = 0; start < rows; start += step) {
+      checkCancelled(signal, `copying ${entry.name}`);
+      checkFinite(await ckpt.readRowsF32(entry.name, start, Math.min(step, rows - start)), input, entry, start);
+    }
+  }
+  for (let start = 0; start < rows; start += step) {
+    checkCancelled(signal, `copying ${entry.name}`);
+    const count = Math.min(step, rows - start);
+    if (spec.dtype === entry.dtype) await writer.writeTensor(spec.name, await ckpt.readRawRows(entry.name, start, count));
+    else if (floatSource) await writer.writeTensor(spec.name, bytesOf(await ckpt.readRowsF32(entry.name, start, count)));
+    else throw new UnsupportedError(`${input}: tensor ${entry.name}: cannot copy dtype ${entry.dtype} into safetensors`);
   }
 }
 
@@ -420,6 +647,8 @@ async function hashSources(ckpt: Checkpoint, signal: AbortSignal | undefined, on
 async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions): Promise<QuantizeResult> {
   const started = Date.now();
   const { signal, onProgress } = options;
+  const windowElements = options.windowElements ?? WINDOW_ELEMENTS;
+  if (!Number.isSafeInteger(windowElements) || windowElements < 1) throw new InvalidArgumentError(`window of ${windowElements} values`);
   const { outputPath, outputFolder, cardPath } = resolveOutputPaths(request.output);
   // Refuse to overwrite the source before anything is opened for writing.
   await assertNotSamePath(request.input, outputPath);
@@ -442,26 +671,14 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
         checkCancelled(signal, `quantizing ${request.input}`);
         onProgress?.({ step: i + 1, total: plan.tensors.length, tensor: tensorPlan.name, action: tensorPlan.action });
         const entry = entries.get(tensorPlan.name)!;
-        const base = { name: entry.name, shape: entry.shape, sourceType: entry.dtype, bitsPerWeight: tensorPlan.bitsPerWeight };
         if (tensorPlan.action === 'copy') {
-          const spec = tensorPlan.outputs[0]!;
-          const floatSource = isFloatSource(entry, ckpt.format);
-          const decoded = floatSource && elementCount(entry.shape) > 0 ? await ckpt.readRowsF32(entry.name) : null;
-          if (decoded !== null) checkFinite(decoded, request.input, entry);
-          if (spec.dtype === entry.dtype) await writer.writeTensor(spec.name, await ckpt.readRawRows(entry.name));
-          else if (decoded !== null) await writer.writeTensor(spec.name, bytesOf(decoded));
-          else throw new UnsupportedError(`${request.input}: tensor ${entry.name}: cannot copy dtype ${entry.dtype} into safetensors`);
-          cardTensors.push(copiedTensorEntry(base));
+          await copyTensorStreaming(ckpt, request.input, entry, tensorPlan.outputs[0]!, writer, signal, windowElements);
+          cardTensors.push(copiedTensorEntry({ name: entry.name, shape: entry.shape, sourceType: entry.dtype, bitsPerWeight: tensorPlan.bitsPerWeight }));
           continue;
         }
-        const values = await ckpt.readRowsF32(entry.name);
-        checkFinite(values, request.input, entry);
-        const { chunks, reconstructed } = quantizeTensor(values, entry, tensorPlan, recipe);
+        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements);
         for (const [k, chunk] of chunks.entries()) await writer.writeTensor(tensorPlan.outputs[k]!.name, chunk);
-        const [rows, cols] = entry.shape as [number, number];
-        const acc = new ErrorAccumulator(rows, cols, entry.name);
-        acc.addRows(values, reconstructed);
-        cardTensors.push(quantizedTensorEntry({ ...base, type: tensorPlan.type }, acc.result()));
+        cardTensors.push(card);
       }
       writer.finish();
       onProgress?.({ step: 1, total: 1, tensor: basename(cardPath), action: 'card' });
