@@ -3,10 +3,12 @@
  * rpc.ts: `job.start` is a request whose Result reply is the job's result (or its error, with the
  * QuantLensError code: CANCELLED when cancelled); progress, notices and cancel are notifications.
  */
+import type { QuantizeRequest, QuantizeResult } from '../core/quant/pipeline';
 import {
   defineNotification,
   defineRequest,
   isArrayOf,
+  isBoolean,
   isFiniteNumber,
   isNonNegativeInteger,
   isOneOf,
@@ -68,7 +70,13 @@ export interface DiagnosticJobSpec {
   ms: number;
 }
 
-export type JobSpec = StatsJobSpec | QuantizeTensorsJobSpec | DiagnosticJobSpec;
+/** The real quantize pipeline (core/quant/pipeline.ts runQuantize) run in the worker. */
+export interface QuantizeJobSpec {
+  kind: 'quantize';
+  request: QuantizeRequest;
+}
+
+export type JobSpec = StatsJobSpec | QuantizeTensorsJobSpec | QuantizeJobSpec | DiagnosticJobSpec;
 
 const isTensorNames = isOptional(isArrayOf(isString));
 
@@ -97,7 +105,20 @@ export const isQuantizeTensorsJobSpec: Guard<QuantizeTensorsJobSpec> = (v): v is
 export const isDiagnosticJobSpec: Guard<DiagnosticJobSpec> = (v): v is DiagnosticJobSpec =>
   isRecord(v) && v.kind === 'diagnostic' && isOneOf(['exit', 'uncaught', 'sleep'] as const)(v.action) && isNonNegativeInteger(v.ms);
 
-export const isJobSpec: Guard<JobSpec> = (v): v is JobSpec => isStatsJobSpec(v) || isQuantizeTensorsJobSpec(v) || isDiagnosticJobSpec(v);
+export const isQuantizeRequest: Guard<QuantizeRequest> = (v): v is QuantizeRequest =>
+  isRecord(v) &&
+  isString(v.input) &&
+  isString(v.output) &&
+  isString(v.target) &&
+  isOptional((x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x))(v.groupSize) &&
+  isOptional(isBoolean)(v.symmetric) &&
+  isOptional(isBoolean)(v.doubleQuant) &&
+  isOptional(isOneOf(['tensor', 'channel'] as const))(v.scale) &&
+  isOptional(isBoolean)(v.includeEmbeddings);
+
+export const isQuantizeJobSpec: Guard<QuantizeJobSpec> = (v): v is QuantizeJobSpec => isRecord(v) && v.kind === 'quantize' && isQuantizeRequest(v.request);
+
+export const isJobSpec: Guard<JobSpec> = (v): v is JobSpec => isStatsJobSpec(v) || isQuantizeTensorsJobSpec(v) || isQuantizeJobSpec(v) || isDiagnosticJobSpec(v);
 
 // ---- progress ----
 
@@ -222,7 +243,12 @@ export interface DiagnosticJobResult {
   kind: 'diagnostic';
 }
 
-export type JobResult = StatsJobResult | QuantizeTensorsJobResult | DiagnosticJobResult;
+export interface QuantizeJobResult {
+  kind: 'quantize';
+  result: QuantizeResult;
+}
+
+export type JobResult = StatsJobResult | QuantizeTensorsJobResult | QuantizeJobResult | DiagnosticJobResult;
 
 export const isJobResult: Guard<JobResult> = (v): v is JobResult => {
   if (!isRecord(v)) return false;
@@ -231,6 +257,9 @@ export const isJobResult: Guard<JobResult> = (v): v is JobResult => {
       return isString(v.modelPath) && isOneOf(['gpu', 'cpu'] as const)(v.device) && isString(v.deviceDescription) && isArrayOf(isTensorStatsSummary)(v.tensors) && isFiniteNumber(v.seconds);
     case 'quantizeTensors':
       return isString(v.outputPath) && isOneOf(['gpu', 'cpu'] as const)(v.device) && Array.isArray(v.tensors) && Array.isArray(v.skipped) && isFiniteNumber(v.seconds);
+    case 'quantize':
+      // The pipeline's own result (plan, card, paths): checked here for the fields callers rely on.
+      return isRecord(v.result) && isString(v.result.outputPath) && isString(v.result.cardPath) && isRecord(v.result.card) && Array.isArray(v.result.sideFiles) && isFiniteNumber(v.result.seconds);
     case 'diagnostic':
       return true;
     default:
@@ -239,7 +268,13 @@ export const isJobResult: Guard<JobResult> = (v): v is JobResult => {
 };
 
 /** The result type that belongs to each spec. */
-export type ResultFor<S extends JobSpec> = S extends StatsJobSpec ? StatsJobResult : S extends QuantizeTensorsJobSpec ? QuantizeTensorsJobResult : DiagnosticJobResult;
+export type ResultFor<S extends JobSpec> = S extends StatsJobSpec
+  ? StatsJobResult
+  : S extends QuantizeTensorsJobSpec
+    ? QuantizeTensorsJobResult
+    : S extends QuantizeJobSpec
+      ? QuantizeJobResult
+      : DiagnosticJobResult;
 
 // ---- the messages ----
 

@@ -215,3 +215,16 @@ test('progress tracker: rate and ETA from the elapsed time, bytes clamp and neve
   assert.equal(seen[3]!.etaSeconds, 0);
   assert.equal(seen[3]!.jobId, 7);
 });
+
+test('quantize job: the real pipeline runs in the worker, progress streams, the result carries the card', async () => {
+  const output = join(dir, 'micro-int8.safetensors');
+  const progress: JobProgress[] = [];
+  const r = await runJobInWorker({ kind: 'quantize', request: { input: microLlamaDir, output, target: 'int8' } }, { onProgress: (p) => progress.push(p) });
+  assert.equal(r.kind, 'quantize');
+  assert.equal(r.result.outputPath, output);
+  assert.ok(existsSync(output) && existsSync(r.result.cardPath));
+  assert.equal(progress.at(-1)!.phase, 'done');
+  assert.equal(progress.at(-1)!.bytesDone, progress.at(-1)!.bytesTotal);
+  for (let i = 1; i < progress.length; i++) assert.ok(progress[i]!.bytesDone >= progress[i - 1]!.bytesDone);
+  await assert.rejects(runJobInWorker({ kind: 'quantize', request: { input: microLlamaDir, output: join(dir, 'x.safetensors'), target: 'int99' } }), (e: unknown) => e instanceof QuantLensError && e.code !== 'INTERNAL');
+});

@@ -10,7 +10,7 @@ export class ProgressTracker {
 
   constructor(
     private readonly jobId: number,
-    readonly tensorCount: number,
+    private tensorCount: number,
     readonly bytesTotal: number,
     private readonly emit: (p: JobProgress) => void,
     private readonly now: () => number = () => performance.now(),
@@ -25,6 +25,11 @@ export class ProgressTracker {
     const bytesPerSecond = seconds > 0 ? this.bytesDone / seconds : 0;
     const etaSeconds = bytesPerSecond > 0 ? (this.bytesTotal - this.bytesDone) / bytesPerSecond : null;
     this.emit({ jobId: this.jobId, phase, tensorIndex, tensorCount: this.tensorCount, tensorName, bytesDone: this.bytesDone, bytesTotal: this.bytesTotal, bytesPerSecond, etaSeconds });
+  }
+
+  /** For jobs whose step count is known only once work starts (the quantize pipeline). */
+  setTensorCount(count: number): void {
+    this.tensorCount = count;
   }
 
   get done(): number {

@@ -2,6 +2,7 @@
 import type { DiagnosticJobSpec, JobResult, JobSpec } from '../../protocol/jobs';
 import { CancelledError } from '../errors';
 import { sleep, type JobContext } from './jobContext';
+import { runQuantizeJob } from './quantizeJob';
 import { runQuantizeTensorsJob } from './quantizeTensorsJob';
 import { runStatsJob } from './statsJob';
 
@@ -11,6 +12,8 @@ export async function runJob(spec: JobSpec, ctx: JobContext): Promise<JobResult>
       return runStatsJob(spec, ctx);
     case 'quantizeTensors':
       return runQuantizeTensorsJob(spec, ctx);
+    case 'quantize':
+      return runQuantizeJob(spec, ctx);
     case 'diagnostic':
       return runDiagnostic(spec, ctx);
   }

@@ -1,0 +1,39 @@
+/**
+ * The `quantize` job: the quantize pipeline (core/quant/pipeline.ts, written atomically there) run in
+ * the worker, its step progress turned into JobProgress with bytes from the checkpoint's headers.
+ */
+import type { QuantizeJobResult, QuantizeJobSpec } from '../../protocol/jobs';
+import { openCheckpoint } from '../formats/openCheckpoint';
+import { runQuantize } from '../quant/pipeline';
+import type { JobContext } from './jobContext';
+import { ProgressTracker } from './progressTracker';
+
+export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Promise<QuantizeJobResult> {
+  const sizes = new Map<string, number>();
+  const checkpoint = await openCheckpoint(spec.request.input);
+  try {
+    for (const t of checkpoint.tensors) sizes.set(t.name, t.nbytes);
+  } finally {
+    await checkpoint.close();
+  }
+  const bytesTotal = [...sizes.values()].reduce((a, b) => a + b, 0);
+  const tracker = new ProgressTracker(ctx.jobId, sizes.size, bytesTotal, ctx.progress);
+  const counted = new Set<string>();
+  let bytesDone = 0;
+  tracker.update('open', 0, '');
+  const result = await runQuantize(spec.request, {
+    signal: ctx.signal,
+    onWarning: ctx.notice,
+    onProgress: (p) => {
+      if ((p.action === 'quantize' || p.action === 'copy') && !counted.has(p.tensor)) {
+        counted.add(p.tensor);
+        bytesDone += sizes.get(p.tensor) ?? 0;
+      }
+      tracker.setTensorCount(p.total);
+      const phase = p.action === 'hash' ? 'read' : p.action === 'quantize' ? 'compute' : 'write';
+      tracker.update(phase, Math.max(0, Math.min(p.step - 1, Math.max(0, p.total - 1))), p.tensor, bytesDone);
+    },
+  });
+  tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
+  return { kind: 'quantize', result };
+}
