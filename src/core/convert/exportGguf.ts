@@ -1,0 +1,304 @@
+/**
+ * Checkpoint -> GGUF, with llama-quantize's per-tensor type choice and byte-identical quantization.
+ *
+ *   exportGguf(
+ *     checkpoint: Checkpoint,                 // from openCheckpoint(): an HF LLaMA/Mistral folder (or its .safetensors) or a .gguf
+ *     options: ExportGgufOptions,             // { target: 'Q4_K_M' | 'Q8_0' | 'Q4_K' (pure) | ..., outputPath: '.../x.gguf', pure?, modelName?,
+ *                                             //   onWarning?, onTensor? (per-tensor original + reconstructed values for the quant card) }
+ *     progress?: (step, total, tensorName) => void,
+ *     signal?: AbortSignal,                   // cancels between windows; nothing is left at outputPath
+ *   ): Promise<ExportGgufResult>              // the per-tensor plan that was written, file type, bytes
+ *
+ * What it does, as `convert_hf_to_gguf.py --outtype f32` followed by `llama-quantize <target>` would:
+ * HF names -> GGUF names, Q/K rows permuted back to interleaved pairs, the metadata and tokenizer KVs
+ * (general.quantization_version and general.file_type last, as llama-quantize leaves them), tensors in
+ * llama.cpp's order (by layer, then name), each quantized with the `_ref` quantizers. A GGUF input keeps its
+ * KVs and is dequantized first when its tensors change type (a warning says it is requantizing).
+ *
+ * Streaming: one window of rows (at most `maxWindowElements` values) of one tensor is held at a time, and
+ * the output goes to a temporary file in the output folder, fsynced and renamed at the end. The source is
+ * only ever opened for reading. NaN / Inf in a tensor is refused with the tensor name and the value index.
+ */
+import { basename, dirname, extname, join } from 'node:path';
+import { stat } from 'node:fs/promises';
+import { CancelledError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors';
+import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
+import { readJsonObject } from '../formats/hfConfig';
+import { readGgufHeader, type GgufValue } from '../formats/gguf/reader';
+import { ggmlTypeByName, type GgmlTypeName } from '../formats/gguf/ggmlTypes';
+import { GgufStreamWriter, gguf, layoutGguf, type GgufTensorToWrite } from '../formats/gguf/writer';
+import { assertNotSamePath, openAtomicFile } from '../io/atomicWrite';
+import { withFileSource } from '../io/byteSource';
+import { dequantizeGgml, findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
+import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
+import { gpt2TokenizerKvs, llamaModelKvs, mapLlamaTensorName, permuteQkRows, readLlamaHparams, titleFromFolderName, type LlamaHparams } from './hfLlama';
+
+export interface GgufExportTensorReport {
+  name: string;
+  /** Row-major shape as written. */
+  shape: number[];
+  sourceType: string;
+  type: string;
+  /** Source values in the written row order (Q/K already permuted). */
+  original: Float32Array;
+  /** What the written bytes dequantize to. */
+  reconstructed: Float32Array;
+  bytes: number;
+}
+
+export interface ExportGgufOptions {
+  /** A llama-quantize preset (Q4_K_M, Q8_0, F16, ...) or a plain K type (Q3_K, Q4_K, Q5_K = --pure). */
+  target: string;
+  outputPath: string;
+  /** llama-quantize --pure: the preset's default type on every quantizable tensor. */
+  pure?: boolean;
+  /** general.name for HF input (default: from the folder name, as convert_hf_to_gguf does). */
+  modelName?: string;
+  onWarning?: (message: string) => void;
+  /** Called after each tensor is written; asking for it keeps that tensor's values in memory twice. */
+  onTensor?: (report: GgufExportTensorReport) => void;
+  /** Most values read, quantized and written in one step (default 16 M). */
+  maxWindowElements?: number;
+}
+
+export interface ExportGgufTensorResult extends TensorTypeChoice {
+  shape: number[];
+  sourceType: string;
+  bytes: number;
+}
+
+export interface ExportGgufResult {
+  outputPath: string;
+  target: string;
+  fileType: number;
+  tensors: ExportGgufTensorResult[];
+  bytes: number;
+}
+
+const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
+const DEFAULT_WINDOW_ELEMENTS = 16 * 1024 * 1024;
+const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
+
+/** One tensor to write: where its values come from and what it becomes. */
+interface ExportItem {
+  name: string;
+  source: TensorEntry;
+  shape: number[];
+  sourceType: GgmlTypeName;
+  permuteHeads?: number;
+}
+
+interface ExportPlan {
+  kv: Array<[string, GgufValue]>;
+  items: ExportItem[];
+  choices: Map<string, TensorTypeChoice>;
+  fileType: number;
+  target: string;
+}
+
+function rowsAndCols(shape: readonly number[]): { rows: number; cols: number } {
+  if (shape.length <= 1) return { rows: 1, cols: shape[0] ?? 1 };
+  let cols = 1;
+  for (let i = 1; i < shape.length; i++) cols *= shape[i]!;
+  return { rows: shape[0]!, cols };
+}
+
+function elementCount(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function folderOf(checkpoint: Checkpoint): string {
+  return extname(checkpoint.path) === '' ? checkpoint.path : dirname(checkpoint.path);
+}
+
+async function readOptionalJson(path: string): Promise<Record<string, unknown> | null> {
+  try {
+    await stat(path);
+  } catch {
+    return null;
+  }
+  return withFileSource(path, (s) => readJsonObject(s, MAX_TOKENIZER_BYTES));
+}
+
+async function planFromHf(checkpoint: Checkpoint, options: ExportGgufOptions): Promise<ExportPlan> {
+  const folder = folderOf(checkpoint);
+  const hp: LlamaHparams = readLlamaHparams(checkpoint.config, checkpoint.path);
+  const items: ExportItem[] = [];
+  for (const t of checkpoint.tensors) {
+    const mapped = mapLlamaTensorName(t.name, hp, checkpoint.path);
+    if (mapped === null) continue;
+    items.push({ name: mapped.name, source: t, shape: [...t.shape], sourceType: 'F32', permuteHeads: mapped.permuteHeads });
+  }
+  items.sort((a, b) => compareLlamaTensorNames(a.name, b.name));
+  const tokenizerPath = join(folder, 'tokenizer.json');
+  const tokenizerJson = await readOptionalJson(tokenizerPath);
+  if (tokenizerJson === null) {
+    throw new UnsupportedError(`${folder}: no tokenizer.json; GGUF export needs the tokenizer (byte-level BPE tokenizer.json; tokenizer.model alone is not supported yet)`);
+  }
+  const tokenizerConfig = await readOptionalJson(join(folder, 'tokenizer_config.json'));
+  const tokenizer = gpt2TokenizerKvs(tokenizerJson, tokenizerConfig, hp, tokenizerPath);
+  const model: PresetModel = { blockCount: hp.blockCount, headCount: hp.headCount, headCountKv: hp.headCountKv };
+  const plan = planGgufTypes(options.target, items.map((i) => ({ name: i.name, shape: i.shape, sourceType: i.sourceType })), model, { pure: options.pure });
+  const parameters = items.reduce((s, i) => s + elementCount(i.shape), 0);
+  const name = options.modelName ?? titleFromFolderName(basename(folder));
+  const modelKv = llamaModelKvs(hp, name, parameters, plan.fileType, plan.quantizationVersion);
+  const kv = [...modelKv, ...tokenizer.kv];
+  return finishPlan(kv, items, plan.tensors, plan.fileType, plan.quantizationVersion, plan.target);
+}
+
+/** llama-quantize re-sets these two after copying the input's KVs, which moves them to the end. */
+function finishPlan(kv: Array<[string, GgufValue]>, items: ExportItem[], choices: TensorTypeChoice[], fileType: number, quantizationVersion: number, target: string): ExportPlan {
+  const kept = kv.filter(([k]) => k !== 'general.quantization_version' && k !== 'general.file_type' && !k.startsWith('split.'));
+  kept.push(['general.quantization_version', gguf.u32(quantizationVersion)]);
+  kept.push(['general.file_type', gguf.u32(fileType)]);
+  const byName = new Map(choices.map((c) => [c.name, c]));
+  return { kv: kept, items, choices: byName, fileType, target };
+}
+
+function kvNumber(kv: Map<string, GgufValue>, key: string, file: string): number {
+  const v = kv.get(key);
+  if (v === undefined || v.type === 'ARRAY' || typeof v.value !== 'number') throw new UnsupportedError(`${file}: GGUF input lacks the numeric key ${key} that the type choice needs`);
+  return v.value;
+}
+
+async function planFromGguf(checkpoint: Checkpoint, options: ExportGgufOptions): Promise<ExportPlan> {
+  const file = checkpoint.files[0];
+  if (file === undefined) throw new InvalidArgumentError(`${checkpoint.path}: no file`);
+  const header = await withFileSource(file, (s) => readGgufHeader(s));
+  const archValue = header.kv.get('general.architecture');
+  const arch = archValue !== undefined && archValue.type === 'STRING' ? String(archValue.value) : 'llama';
+  const items: ExportItem[] = [];
+  for (const t of checkpoint.tensors) {
+    const type = ggmlTypeByName(t.dtype);
+    if (type === undefined) throw new UnsupportedError(`${file}: tensor ${t.name} has type ${t.dtype}, unknown here`);
+    items.push({ name: t.name, source: t, shape: [...t.shape], sourceType: type.name });
+  }
+  items.sort((a, b) => compareLlamaTensorNames(a.name, b.name));
+  const headCount = kvNumber(header.kv, `${arch}.attention.head_count`, file);
+  const model: PresetModel = {
+    blockCount: kvNumber(header.kv, `${arch}.block_count`, file),
+    headCount,
+    headCountKv: header.kv.has(`${arch}.attention.head_count_kv`) ? kvNumber(header.kv, `${arch}.attention.head_count_kv`, file) : headCount,
+  };
+  const plan = planGgufTypes(options.target, items.map((i) => ({ name: i.name, shape: i.shape, sourceType: i.sourceType })), model, { pure: options.pure });
+  const requantized = plan.tensors.filter((c, idx) => {
+    const src = items[idx]!.sourceType;
+    return c.type !== src && !FLOAT_TYPES.has(src);
+  });
+  if (requantized.length > 0) {
+    options.onWarning?.(
+      `${file}: requantizing ${requantized.length} already-quantized tensor(s) (e.g. ${requantized[0]!.name}): they are dequantized to f32 first, as llama-quantize --allow-requantize does, so the errors of both quantizations add up`,
+    );
+  }
+  return finishPlan([...header.kv.entries()], items, plan.tensors, plan.fileType, plan.quantizationVersion, plan.target);
+}
+
+function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
+  if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled`);
+}
+
+export async function exportGguf(
+  checkpoint: Checkpoint,
+  options: ExportGgufOptions,
+  progress?: (step: number, total: number, tensor: string) => void,
+  signal?: AbortSignal,
+): Promise<ExportGgufResult> {
+  if (extname(options.outputPath).toLowerCase() !== '.gguf') throw new InvalidArgumentError(`GGUF output must end in .gguf: ${options.outputPath}`);
+  await assertNotSamePath(checkpoint.files, options.outputPath);
+  const plan = checkpoint.format === 'gguf' ? await planFromGguf(checkpoint, options) : await planFromHf(checkpoint, options);
+  for (const c of plan.choices.values()) if (c.fallback !== undefined) options.onWarning?.(`${c.name}: ${c.fallback}`);
+
+  const toWrite: GgufTensorToWrite[] = plan.items.map((i) => ({ name: i.name, shape: i.shape, type: plan.choices.get(i.name)!.type }));
+  for (const t of toWrite) {
+    if (!isGgmlCodecType(t.type)) throw new UnsupportedError(`${t.name}: type ${t.type} cannot be written by this version`);
+  }
+  const layout = layoutGguf({ kv: plan.kv, tensors: toWrite }, options.outputPath);
+  const maxWindow = Math.max(1, options.maxWindowElements ?? DEFAULT_WINDOW_ELEMENTS);
+  const file = await openAtomicFile(options.outputPath, { signal });
+  const results: ExportGgufTensorResult[] = [];
+  try {
+    const writer = new GgufStreamWriter(file, layout);
+    await writer.writeHeader();
+    let step = 0;
+    for (const item of plan.items) {
+      throwIfAborted(signal, `writing ${options.outputPath}`);
+      progress?.(step++, plan.items.length, item.name);
+      const choice = plan.choices.get(item.name)!;
+      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal);
+      results.push({ ...choice, shape: item.shape, sourceType: item.source.dtype, bytes });
+    }
+    progress?.(step, plan.items.length, '');
+    await writer.finish();
+    await file.commit();
+  } catch (e) {
+    await file.abort();
+    throw e;
+  }
+  return { outputPath: options.outputPath, target: plan.target, fileType: plan.fileType, tensors: results, bytes: layout.fileSize };
+}
+
+async function writeTensor(
+  checkpoint: Checkpoint,
+  item: ExportItem,
+  type: GgmlTypeName,
+  writer: GgufStreamWriter,
+  maxWindow: number,
+  options: ExportGgufOptions,
+  signal: AbortSignal | undefined,
+): Promise<number> {
+  const { rows, cols } = rowsAndCols(item.shape);
+  const total = rows * cols;
+  const info = ggmlTypeByName(type)!;
+  const rowBytes = (cols / info.blockSize) * info.typeSize;
+
+  // Unchanged GGUF tensors are copied byte for byte, as llama-quantize does.
+  if (checkpoint.format === 'gguf' && item.source.dtype === type && options.onTensor === undefined) {
+    const windowRows = Math.max(1, Math.floor(maxWindow / cols));
+    for (let r = 0; r < rows; r += windowRows) {
+      throwIfAborted(signal, `writing ${options.outputPath}`);
+      const n = Math.min(windowRows, rows - r);
+      await writer.writeTensorData(item.name, await checkpoint.readRawRows(item.source.name, r, n));
+    }
+    return rows * rowBytes;
+  }
+
+  const headRows = item.permuteHeads !== undefined ? rows / item.permuteHeads : 1;
+  if (item.permuteHeads !== undefined && (!Number.isInteger(headRows) || headRows % 2 !== 0)) {
+    throw new UnsupportedError(`${item.source.name}: ${rows} rows do not split into ${item.permuteHeads} heads of an even size`);
+  }
+  let windowRows = Math.max(1, Math.floor(maxWindow / cols));
+  if (headRows > 1) windowRows = Math.max(headRows, windowRows - (windowRows % headRows));
+  const keep = options.onTensor !== undefined;
+  const original = keep ? new Float32Array(total) : undefined;
+  const reconstructed = keep ? new Float32Array(total) : undefined;
+  let permuted: Float32Array | undefined;
+  let out: Uint8Array | undefined;
+  for (let r = 0; r < rows; r += windowRows) {
+    throwIfAborted(signal, `writing ${options.outputPath}`);
+    const n = Math.min(windowRows, rows - r);
+    let values = await checkpoint.readRowsF32(item.source.name, r, n);
+    const bad = findNonFinite(values);
+    if (bad >= 0) {
+      throw new NumericError(`${checkpoint.path}: tensor ${item.source.name} has ${String(values[bad])} at index ${r * cols + bad} (row ${r + Math.floor(bad / cols)}, column ${bad % cols}); refusing to write it`);
+    }
+    if (item.permuteHeads !== undefined) {
+      if (permuted === undefined || permuted.length < values.length) permuted = new Float32Array(values.length);
+      const view = permuted.subarray(0, values.length);
+      permuteQkRows(values, view, n, cols, headRows);
+      values = view;
+    }
+    const need = n * rowBytes;
+    if (out === undefined || out.length < need) out = new Uint8Array(need);
+    const chunk = out.subarray(0, need);
+    quantizeGgml(type, values, chunk);
+    await writer.writeTensorData(item.name, chunk);
+    if (original !== undefined && reconstructed !== undefined) {
+      original.set(values, r * cols);
+      dequantizeGgml(type, chunk, reconstructed.subarray(r * cols, (r + n) * cols));
+    }
+  }
+  if (original !== undefined && reconstructed !== undefined) {
+    options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, reconstructed, bytes: rows * rowBytes });
+  }
+  return rows * rowBytes;
+}

@@ -1,0 +1,321 @@
+/**
+ * Hugging Face LLaMA-family folder -> GGUF conversion facts, as llama.cpp's convert_hf_to_gguf.py does them
+ * (`LlamaModel`): tensor names, the Q/K row permutation, every metadata key llama.cpp reads, and the
+ * tokenizer from tokenizer.json.
+ *
+ * Supported architectures: LlamaForCausalLM and MistralForCausalLM (both written as `llama`), with
+ * byte-level BPE tokenizers (tokenizer.json, model.type BPE with a ByteLevel pre-tokenizer: GPT-2 style,
+ * or the Llama-3 / Qwen2 split regexes). Others are refused with UnsupportedError naming what is missing.
+ */
+import { FormatError, UnsupportedError } from '../errors';
+import type { GgufValue } from '../formats/gguf/reader';
+import { gguf } from '../formats/gguf/writer';
+
+export const SUPPORTED_HF_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM'] as const;
+
+export interface LlamaHparams {
+  architecture: string;
+  blockCount: number;
+  contextLength: number;
+  embeddingLength: number;
+  feedForwardLength: number;
+  headCount: number;
+  headCountKv: number;
+  headDim: number;
+  /** Whether config.json names head_dim explicitly (convert then writes key_length / value_length). */
+  headDimExplicit: boolean;
+  rmsNormEps: number;
+  ropeTheta: number;
+  vocabSize: number;
+  tieWordEmbeddings: boolean;
+}
+
+function num(config: Record<string, unknown>, key: string, file: string): number {
+  const v = config[key];
+  if (typeof v !== 'number' || !Number.isFinite(v)) throw new FormatError(file, `config.json needs a number for "${key}"`, key);
+  return v;
+}
+
+function optionalNum(config: Record<string, unknown>, key: string): number | undefined {
+  const v = config[key];
+  return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
+}
+
+/** Validates config.json (already parsed, still unknown-typed) for a supported LLaMA-family model. */
+export function readLlamaHparams(config: Record<string, unknown> | null, file: string): LlamaHparams {
+  if (config === null) throw new UnsupportedError(`${file}: no config.json beside the weights; GGUF export needs the model's hyperparameters`);
+  const archs = config.architectures;
+  const architecture = Array.isArray(archs) && typeof archs[0] === 'string' ? archs[0] : undefined;
+  if (architecture === undefined || !(SUPPORTED_HF_ARCHITECTURES as readonly string[]).includes(architecture)) {
+    throw new UnsupportedError(
+      `${file}: architecture ${architecture ?? '(none given)'} cannot be exported to GGUF by this version; supported: ${SUPPORTED_HF_ARCHITECTURES.join(', ')}`,
+    );
+  }
+  if (config.attention_bias === true || config.mlp_bias === true) throw new UnsupportedError(`${file}: LLaMA with attention or MLP biases is not supported for GGUF export`);
+  const ropeParameters = typeof config.rope_parameters === 'object' && config.rope_parameters !== null ? (config.rope_parameters as Record<string, unknown>) : undefined;
+  const ropeScaling = typeof config.rope_scaling === 'object' && config.rope_scaling !== null ? (config.rope_scaling as Record<string, unknown>) : undefined;
+  const ropeType = ropeParameters?.rope_type ?? ropeScaling?.rope_type ?? ropeScaling?.type;
+  if (ropeType !== undefined && ropeType !== 'default') {
+    throw new UnsupportedError(`${file}: RoPE scaling "${String(ropeType)}" is not supported for GGUF export yet (only the default RoPE)`);
+  }
+  const headCount = num(config, 'num_attention_heads', file);
+  const embeddingLength = num(config, 'hidden_size', file);
+  const explicitHeadDim = optionalNum(config, 'head_dim');
+  const ropeTheta = optionalNum(ropeParameters ?? {}, 'rope_theta') ?? optionalNum(config, 'rope_theta') ?? 10000;
+  const hp: LlamaHparams = {
+    architecture,
+    blockCount: num(config, 'num_hidden_layers', file),
+    contextLength: num(config, 'max_position_embeddings', file),
+    embeddingLength,
+    feedForwardLength: num(config, 'intermediate_size', file),
+    headCount,
+    headCountKv: optionalNum(config, 'num_key_value_heads') ?? headCount,
+    headDim: explicitHeadDim ?? embeddingLength / headCount,
+    headDimExplicit: explicitHeadDim !== undefined,
+    rmsNormEps: num(config, 'rms_norm_eps', file),
+    ropeTheta,
+    vocabSize: num(config, 'vocab_size', file),
+    tieWordEmbeddings: config.tie_word_embeddings === true,
+  };
+  for (const [k, v] of Object.entries(hp)) {
+    if (typeof v === 'number' && k !== 'rmsNormEps' && k !== 'ropeTheta' && (!Number.isSafeInteger(v) || v <= 0)) {
+      throw new FormatError(file, `config.json: ${k} must be a positive integer, got ${v}`);
+    }
+  }
+  if (hp.headCount % hp.headCountKv !== 0) throw new FormatError(file, `num_attention_heads ${hp.headCount} is not a multiple of num_key_value_heads ${hp.headCountKv}`);
+  return hp;
+}
+
+export interface MappedTensor {
+  /** GGUF name. */
+  name: string;
+  /** Name in the HF checkpoint. */
+  source: string;
+  /** Rows are permuted from HF's rotate-half layout with this many heads (Q: n_head, K: n_head_kv). */
+  permuteHeads?: number;
+}
+
+const LAYER_MAP: Record<string, string> = {
+  'input_layernorm.weight': 'attn_norm.weight',
+  'self_attn.q_proj.weight': 'attn_q.weight',
+  'self_attn.k_proj.weight': 'attn_k.weight',
+  'self_attn.v_proj.weight': 'attn_v.weight',
+  'self_attn.o_proj.weight': 'attn_output.weight',
+  'post_attention_layernorm.weight': 'ffn_norm.weight',
+  'mlp.gate_proj.weight': 'ffn_gate.weight',
+  'mlp.up_proj.weight': 'ffn_up.weight',
+  'mlp.down_proj.weight': 'ffn_down.weight',
+};
+
+/** HF tensor name -> GGUF tensor (null for tensors convert_hf_to_gguf drops, e.g. rotary inv_freq). */
+export function mapLlamaTensorName(hfName: string, hp: LlamaHparams, file: string): MappedTensor | null {
+  if (hfName === 'model.embed_tokens.weight') return { name: 'token_embd.weight', source: hfName };
+  if (hfName === 'model.norm.weight') return { name: 'output_norm.weight', source: hfName };
+  if (hfName === 'lm_head.weight') return { name: 'output.weight', source: hfName };
+  if (hfName.endsWith('rotary_emb.inv_freq')) return null;
+  const m = /^model\.layers\.(\d+)\.(.+)$/.exec(hfName);
+  if (m !== null) {
+    const layer = Number(m[1]);
+    const rest = m[2]!;
+    const mapped = LAYER_MAP[rest];
+    if (mapped !== undefined && layer < hp.blockCount) {
+      const name = `blk.${layer}.${mapped}`;
+      if (rest === 'self_attn.q_proj.weight') return { name, source: hfName, permuteHeads: hp.headCount };
+      if (rest === 'self_attn.k_proj.weight') return { name, source: hfName, permuteHeads: hp.headCountKv };
+      return { name, source: hfName };
+    }
+  }
+  throw new UnsupportedError(`${file}: tensor ${hfName} has no GGUF name for a LLaMA model (unexpected for ${hp.architecture})`);
+}
+
+/**
+ * convert_hf_to_gguf's `permute`: rows viewed as (heads, 2, headDim/2) become (heads, headDim/2, 2).
+ * `src` holds `rows` complete rows of `cols` values starting at a head boundary; writes into `dst`.
+ */
+export function permuteQkRows(src: Float32Array, dst: Float32Array, rows: number, cols: number, headRows: number): void {
+  const half = headRows / 2;
+  for (let r = 0; r < rows; r++) {
+    const head = Math.floor(r / headRows);
+    const within = r - head * headRows;
+    const i = within >> 1;
+    const j = within & 1;
+    const from = head * headRows + j * half + i;
+    dst.set(src.subarray(from * cols, (from + 1) * cols), r * cols);
+  }
+}
+
+/** gguf-py's model_weight_count_rounded_notation (min_digits 2). */
+export function sizeLabel(parameters: number): string {
+  let scaled: number;
+  let suffix: string;
+  if (parameters > 1e12) [scaled, suffix] = [parameters * 1e-12, 'T'];
+  else if (parameters > 1e9) [scaled, suffix] = [parameters * 1e-9, 'B'];
+  else if (parameters > 1e6) [scaled, suffix] = [parameters * 1e-6, 'M'];
+  else [scaled, suffix] = [parameters * 1e-3, 'K'];
+  const digits = String(Math.round(scaled)).replace(/^0+/, '').length;
+  const fix = Math.max(2 - digits, 0);
+  return `${scaled.toFixed(fix)}${suffix}`;
+}
+
+/** gguf-py Metadata.id_to_title on a folder name: "tiny-llama" -> "Tiny Llama". */
+export function titleFromFolderName(folder: string): string {
+  return folder
+    .trim()
+    .replace(/-/g, ' ')
+    .split(/\s+/)
+    .filter((w) => w.length > 0)
+    .map((w) => (w === w.toLowerCase() && !/^(v\d+(?:\.\d+)*|\d.*)$/.test(w) ? w[0]!.toUpperCase() + w.slice(1) : w))
+    .join(' ');
+}
+
+/** The model KVs convert_hf_to_gguf writes for `llama`, in its order, up to the tokenizer. */
+export function llamaModelKvs(hp: LlamaHparams, name: string, parameters: number, fileType: number, quantizationVersion: number): Array<[string, GgufValue]> {
+  const kv: Array<[string, GgufValue]> = [
+    ['general.architecture', gguf.str('llama')],
+    ['general.type', gguf.str('model')],
+    ['general.name', gguf.str(name)],
+    ['general.size_label', gguf.str(sizeLabel(parameters))],
+    ['llama.block_count', gguf.u32(hp.blockCount)],
+    ['llama.context_length', gguf.u32(hp.contextLength)],
+    ['llama.embedding_length', gguf.u32(hp.embeddingLength)],
+    ['llama.feed_forward_length', gguf.u32(hp.feedForwardLength)],
+    ['llama.attention.head_count', gguf.u32(hp.headCount)],
+    ['llama.attention.head_count_kv', gguf.u32(hp.headCountKv)],
+    ['llama.rope.freq_base', gguf.f32(hp.ropeTheta)],
+    ['llama.attention.layer_norm_rms_epsilon', gguf.f32(hp.rmsNormEps)],
+  ];
+  if (hp.headDimExplicit) {
+    kv.push(['llama.attention.key_length', gguf.u32(hp.headDim)]);
+    kv.push(['llama.attention.value_length', gguf.u32(hp.headDim)]);
+  }
+  kv.push(['general.file_type', gguf.u32(fileType)]);
+  kv.push(['llama.vocab_size', gguf.u32(hp.vocabSize)]);
+  kv.push(['llama.rope.dimension_count', gguf.u32(hp.headDim)]);
+  kv.push(['general.quantization_version', gguf.u32(quantizationVersion)]);
+  return kv;
+}
+
+/** llama.cpp token types (llama_token_type / gguf TokenType). */
+export const TOKEN_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
+
+const GPT2_REGEX_PRE = 'gpt-2';
+const LLAMA3_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+const QWEN2_SPLIT = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Which `tokenizer.ggml.pre` llama.cpp chose for a byte-level BPE pre-tokenizer of this shape. */
+export function bpePreTokenizerName(preTokenizer: unknown, file: string): string {
+  if (isObject(preTokenizer) && preTokenizer.type === 'ByteLevel' && preTokenizer.use_regex !== false) return GPT2_REGEX_PRE;
+  if (isObject(preTokenizer) && preTokenizer.type === 'Sequence' && Array.isArray(preTokenizer.pretokenizers)) {
+    const split = preTokenizer.pretokenizers.find((p): p is Record<string, unknown> => isObject(p) && p.type === 'Split');
+    const pattern = split !== undefined && isObject(split.pattern) ? split.pattern.Regex : undefined;
+    if (pattern === LLAMA3_SPLIT) return 'llama-bpe';
+    if (pattern === QWEN2_SPLIT) return 'qwen2';
+  }
+  throw new UnsupportedError(`${file}: this byte-level BPE pre-tokenizer is not one llama.cpp's converter recognises here (supported: GPT-2 ByteLevel, Llama-3 and Qwen2 split regexes)`);
+}
+
+export interface GgufTokenizer {
+  kv: Array<[string, GgufValue]>;
+  tokens: string[];
+}
+
+/**
+ * tokenizer.json (already parsed, unknown-typed) -> the tokenizer.ggml.* KVs that convert_hf_to_gguf
+ * writes for a byte-level BPE (`_set_vocab_gpt2`): tokens by id (missing ids become [PAD<id>]), token types
+ * (added special tokens CONTROL, other added tokens USER_DEFINED, the rest NORMAL), merges "a b",
+ * pre-tokenizer name, bos / eos / unk / pad ids from tokenizer_config.json names.
+ */
+export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknown, hp: LlamaHparams, file: string): GgufTokenizer {
+  if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) throw new FormatError(file, 'tokenizer.json has no "model" object');
+  const model = tokenizerJson.model;
+  if (model.type !== 'BPE') throw new UnsupportedError(`${file}: tokenizer model ${String(model.type)} is not supported for GGUF export (byte-level BPE only; SentencePiece models are not yet)`);
+  if (!isObject(model.vocab)) throw new FormatError(file, 'tokenizer.json model.vocab is not an object');
+  const pre = bpePreTokenizerName(tokenizerJson.pre_tokenizer, file);
+  const byId = new Map<number, string>();
+  for (const [token, id] of Object.entries(model.vocab)) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new FormatError(file, `vocab entry ${JSON.stringify(token)} has a bad id`);
+    byId.set(id, token);
+  }
+  const added = new Map<number, { content: string; special: boolean }>();
+  if (Array.isArray(tokenizerJson.added_tokens)) {
+    for (const t of tokenizerJson.added_tokens) {
+      if (isObject(t) && typeof t.id === 'number' && typeof t.content === 'string') {
+        added.set(t.id, { content: t.content, special: t.special === true });
+        byId.set(t.id, t.content);
+      }
+    }
+  }
+  const tokens: string[] = [];
+  const types: number[] = [];
+  for (let i = 0; i < hp.vocabSize; i++) {
+    const token = byId.get(i);
+    if (token === undefined) {
+      tokens.push(`[PAD${i}]`);
+      types.push(TOKEN_TYPE.USER_DEFINED);
+      continue;
+    }
+    const a = added.get(i);
+    if (a !== undefined) {
+      const looksSpecial = (token.startsWith('<|') && token.endsWith('|>')) || (token.startsWith('<') && token.endsWith('>') && token.length > 2 && !token.includes(' '));
+      if (a.special || looksSpecial) {
+        tokens.push(token);
+        types.push(TOKEN_TYPE.CONTROL);
+      } else {
+        tokens.push(token.replace(/\u2581/g, ' '));
+        types.push(TOKEN_TYPE.USER_DEFINED);
+      }
+    } else {
+      tokens.push(token);
+      types.push(TOKEN_TYPE.NORMAL);
+    }
+  }
+  const merges: string[] = [];
+  if (Array.isArray(model.merges)) {
+    for (const m of model.merges) {
+      if (typeof m === 'string') merges.push(m);
+      else if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') merges.push(`${m[0]} ${m[1]}`);
+      else throw new FormatError(file, 'tokenizer.json model.merges has an entry that is neither "a b" nor ["a", "b"]');
+    }
+  }
+  const kv: Array<[string, GgufValue]> = [
+    ['tokenizer.ggml.model', gguf.str('gpt2')],
+    ['tokenizer.ggml.pre', gguf.str(pre)],
+    ['tokenizer.ggml.tokens', gguf.strings(tokens)],
+    ['tokenizer.ggml.token_type', gguf.i32s(types)],
+    ['tokenizer.ggml.merges', gguf.strings(merges)],
+  ];
+  const idOf = new Map<string, number>();
+  tokens.forEach((t, i) => {
+    if (!idOf.has(t)) idOf.set(t, i);
+  });
+  const config = isObject(tokenizerConfig) ? tokenizerConfig : {};
+  const specialName = (key: string): string | undefined => {
+    const v = config[key];
+    if (typeof v === 'string') return v;
+    if (isObject(v) && typeof v.content === 'string') return v.content;
+    return undefined;
+  };
+  for (const [key, ggufKey] of [
+    ['bos_token', 'tokenizer.ggml.bos_token_id'],
+    ['eos_token', 'tokenizer.ggml.eos_token_id'],
+    ['unk_token', 'tokenizer.ggml.unknown_token_id'],
+    ['sep_token', 'tokenizer.ggml.seperator_token_id'],
+    ['pad_token', 'tokenizer.ggml.padding_token_id'],
+  ] as const) {
+    const tokenName = specialName(key);
+    const id = tokenName === undefined ? undefined : idOf.get(tokenName);
+    if (id !== undefined) kv.push([ggufKey, gguf.u32(id)]);
+  }
+  for (const [key, ggufKey] of [
+    ['add_bos_token', 'tokenizer.ggml.add_bos_token'],
+    ['add_eos_token', 'tokenizer.ggml.add_eos_token'],
+  ] as const) {
+    const v = config[key];
+    if (typeof v === 'boolean') kv.push([ggufKey, gguf.bool(v)]);
+  }
+  return { kv, tokens };
+}
