@@ -63,3 +63,29 @@ test('FP8 weights: per-channel scale = absmax/448, relative error <= 2^-4 in the
   const zeros = quantizeFp8E4M3(new Float32Array(8), 2, 4, 'channel');
   assert.deepEqual([...dequantizeFp8E4M3(zeros)], [0, 0, 0, 0, 0, 0, 0, 0]);
 });
+
+test('E4M3 encode equals a brute-force nearest-code search (ties to the even code) on 20000 values', () => {
+  const finite = [...Array(256).keys()].filter((c) => (c & 0x7f) !== 0x7f && c < 0x80);
+  const reference = (x: number): number => {
+    const a = Math.abs(x);
+    let best = 0;
+    for (const c of finite) {
+      const d = Math.abs(E4M3_VALUES[c]! - a);
+      const bd = Math.abs(E4M3_VALUES[best]! - a);
+      if (d < bd || (d === bd && (c & 1) === 0 && (best & 1) === 1)) best = c;
+    }
+    return (x < 0 || Object.is(x, -0) ? 0x80 : 0) | best;
+  };
+  let seed = 7;
+  for (let i = 0; i < 20000; i++) {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    const u = seed / 2147483648;
+    // log-uniform magnitudes from 2^-12 to 2^9, both signs; every 4th value is an exact midpoint
+    let x = Math.fround(2 ** (u * 21 - 12) * (i % 2 === 0 ? 1 : -1));
+    if (i % 4 === 0) {
+      const c = encodeE4M3(Math.min(Math.abs(x), 440)) & 0x7f;
+      if (c > 0 && c < 0x7e) x = Math.fround((E4M3_VALUES[c]! + E4M3_VALUES[c + 1]!) / 2);
+    }
+    assert.equal(encodeE4M3(x), reference(x), `x = ${x}`);
+  }
+});

@@ -4,7 +4,7 @@
  * never leaves a half-written file at the output path, and the temporary file is removed on failure.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFile, open, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
+import { chmod, copyFile, open, realpath, rename, rm, stat, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { CancelledError, InvalidArgumentError, IoError } from '../errors';
 
@@ -173,6 +173,7 @@ export async function copyFileAtomic(from: string, to: string): Promise<void> {
   const tempPath = temporaryPathFor(to);
   try {
     await copyFile(from, tempPath);
+    await chmod(tempPath, 0o644); // the source may be read-only (a shared model folder); the copy is ours
     await rename(tempPath, to);
   } catch (e) {
     await rm(tempPath, { force: true }).catch(() => undefined);

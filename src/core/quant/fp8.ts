@@ -59,25 +59,31 @@ export function decodeE5M2(code: number): number {
   return E5M2_VALUES[code & 0xff]!;
 }
 
-/** f32 value -> E4M3 code, round half to even, saturating at +-448. */
+const scratchF32 = new Float32Array(1);
+const scratchU32 = new Uint32Array(scratchF32.buffer);
+const BITS_448 = 0x43e00000;
+const BITS_MIN_NORMAL = 0x3c800000; // 2^-6
+
+/**
+ * f32 value -> E4M3 code, round half to even, saturating at +-448. Works on the f32 bits: the
+ * 23-bit mantissa is rounded to 3 bits (a carry moves into the exponent, as it should).
+ */
 export function encodeE4M3(value: number): number {
   if (Number.isNaN(value)) throw new NumericError('cannot encode NaN as F8_E4M3');
-  const sign = value < 0 || Object.is(value, -0) ? 0x80 : 0;
-  const a = Math.abs(value);
-  if (a >= E4M3_MAX) return sign | 0x7e;
-  if (a < 2 ** -6) {
+  scratchF32[0] = value;
+  const bits = scratchU32[0]!;
+  const sign = (bits >>> 24) & 0x80;
+  const a = bits & 0x7fffffff;
+  if (a >= BITS_448) return sign | 0x7e;
+  if (a < BITS_MIN_NORMAL) {
     // Subnormal range: multiples of 2^-9; a result of 8 is the smallest normal (code 0x08), which is consistent.
-    return sign | roundHalfEven(a * 2 ** 9);
+    return sign | roundHalfEven(Math.abs(scratchF32[0]!) * 2 ** 9);
   }
-  let exponent = Math.floor(Math.log2(a));
-  if (2 ** exponent > a) exponent -= 1;
-  else if (2 ** (exponent + 1) <= a) exponent += 1;
-  let mantissa = roundHalfEven((a / 2 ** exponent - 1) * 8);
-  if (mantissa === 8) {
-    mantissa = 0;
-    exponent += 1;
-  }
-  const code = ((exponent + 7) << 3) | mantissa;
+  const exponent = (a >>> 23) - 127;
+  const mantissa = a & 0x7fffff;
+  let code = ((exponent + 7) << 3) | (mantissa >>> 20);
+  const rest = mantissa & 0xfffff;
+  if (rest > 0x80000 || (rest === 0x80000 && (code & 1) === 1)) code += 1;
   return sign | Math.min(code, 0x7e);
 }
 

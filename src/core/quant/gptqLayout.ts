@@ -195,10 +195,11 @@ export function packGptq(q: IntNQuantized, name = 'tensor'): GptqTensors {
 /** What a loader reconstructs for rows quantized by intN.ts once their scales are stored as f16. */
 export function dequantizeRowsWithF16Scales(q: IntNQuantized, out: Float32Array = new Float32Array(q.rows * q.cols)): Float32Array {
   const groups = groupCount(q.cols, q.groupSize);
+  const stored = Float32Array.from(q.scales, (s) => f16BitsToF32(f32ToF16Bits(s)));
   for (let r = 0; r < q.rows; r++) {
     for (let c = 0; c < q.cols; c++) {
       const g = r * groups + Math.floor(c / q.groupSize);
-      out[r * q.cols + c] = Math.fround((q.levels[r * q.cols + c]! - q.zeros[g]!) * f16BitsToF32(f32ToF16Bits(q.scales[g]!)));
+      out[r * q.cols + c] = Math.fround((q.levels[r * q.cols + c]! - q.zeros[g]!) * stored[g]!);
     }
   }
   return out;

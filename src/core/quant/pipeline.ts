@@ -697,7 +697,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
         totals: { ...plan.totals, meanSqnrDb: meanSqnr(cardTensors) },
         tensors: cardTensors,
       };
-      await writeFileAtomic(cardPath, JSON.stringify(card, null, 1) + '\n', { signal, onBeforeWrite: options.onBeforeWrite });
+      await writeFileAtomic(cardPath, JSON.stringify(card) + '\n', { signal, onBeforeWrite: options.onBeforeWrite });
       written.push(cardPath);
       return { plan, outputPath, cardPath, card, sideFiles, seconds: (Date.now() - started) / 1000 };
     } catch (e) {
@@ -810,7 +810,7 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
         totals: { parameters, quantizedParameters, sourceBytes, outputBytes, bitsPerWeight: parameters === 0 ? 0 : (outputBytes * 8) / parameters, meanSqnrDb: meanSqnr(cardTensors) },
         tensors: cardTensors,
       };
-      await writeFileAtomic(cardPath, JSON.stringify(card, null, 1) + '\n', { signal: options.signal, onBeforeWrite: options.onBeforeWrite });
+      await writeFileAtomic(cardPath, JSON.stringify(card) + '\n', { signal: options.signal, onBeforeWrite: options.onBeforeWrite });
       return { plan: null, outputPath, cardPath, card, sideFiles: [], seconds: (Date.now() - started) / 1000 };
     } catch (e) {
       await rm(outputPath, { force: true }).catch(() => undefined);

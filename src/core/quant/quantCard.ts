@@ -35,6 +35,7 @@ export interface QuantCardTensor {
   sqnrDb: number | null;
   maxAbsError: number | null;
   cosine: number | null;
+  /** Block MSE map, values rounded to 4 significant digits. */
   errorMap: ErrorMap | null;
 }
 
@@ -77,7 +78,8 @@ export function quantizedTensorEntry(
     sqnrDb: metrics.sqnrDb,
     maxAbsError: metrics.maxAbsError,
     cosine: metrics.cosine,
-    errorMap: metrics.errorMap,
+    // 4 significant digits are plenty for a heatmap and keep the card small (up to 4096 cells per tensor).
+    errorMap: { ...metrics.errorMap, values: metrics.errorMap.values.map((v) => Number(v.toPrecision(4))) },
   };
 }
 
