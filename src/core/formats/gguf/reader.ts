@@ -179,18 +179,9 @@ class HeaderCursor {
     const at = this.take(n, what);
     return this.buffer.subarray(at, at + n);
   }
-  /** UTF-8 text of n bytes; short ASCII strings (most token pieces) skip the TextDecoder call. */
+  /** UTF-8 text of n bytes (invalid sequences become U+FFFD, as llama.cpp keeps raw bytes we cannot show otherwise). */
   text(n: number, what: string): string {
     const at = this.take(n, what);
-    if (n <= 32) {
-      let s = '';
-      for (let i = 0; i < n; i++) {
-        const c = this.buffer[at + i] ?? 0;
-        if (c >= 0x80) return textDecoder.decode(this.buffer.subarray(at, at + n));
-        s += String.fromCharCode(c);
-      }
-      return s;
-    }
     return textDecoder.decode(this.buffer.subarray(at, at + n));
   }
 }
