@@ -162,3 +162,18 @@ test('micro-llama: every group of every linear weight holds both signs, so our r
     }
   }
 });
+
+test('micro-llama: equal, bit for bit, to the model runtime fake quant that reproduces the reference perplexities', async () => {
+  // src/core/model/fakeQuant.ts is an independent implementation of the reference rule; its
+  // perplexities match micro-llama-reference.json (test/unit/perplexity.test.ts).
+  const { fakeQuantizeWeight } = await import('../../src/core/model/fakeQuant');
+  const settings: [bits: number, group: number, sym: boolean][] = [[8, -1, true], [4, 64, false], [4, 32, false], [3, 64, false], [2, 64, false]];
+  for (const { name, rows, cols, values } of await microLlamaLinearWeights()) {
+    for (const [bits, group, sym] of settings) {
+      const theirs = values.slice();
+      fakeQuantizeWeight(theirs, rows, cols, bits, group);
+      const ours = fakeQuantizeRowsIntN(values, rows, cols, bits, group, sym);
+      for (let i = 0; i < ours.length; i++) assert.ok(ours[i] === theirs[i], `${name} W${bits} g${group} at ${i}: ${ours[i]} vs ${theirs[i]}`);
+    }
+  }
+});
