@@ -2,7 +2,7 @@
  * The safetensors dtypes: one table (name, bits per element, whether we decode it to f32),
  * plus the decoder from stored little-endian bytes to Float32Array.
  */
-import { UnsupportedError } from '../errors';
+import { InvalidArgumentError, UnsupportedError } from '../errors';
 import { F8_E4M3_TO_F32, F8_E5M2_TO_F32, F8_E8M0_TO_F32 } from '../numeric/float8';
 import { f16ToF32Table } from '../numeric/half';
 
@@ -60,7 +60,7 @@ export function decodeSafetensorsToF32(dtype: string, bytes: Uint8Array, dst: Fl
   const n = dst.length;
   const needed = (n * info.bits) / 8;
   if (bytes.byteLength < needed) {
-    throw new UnsupportedError(`decoding ${n} ${dtype} values needs ${needed} bytes, got ${bytes.byteLength}`);
+    throw new InvalidArgumentError(`decoding ${n} ${dtype} values needs ${needed} bytes, got ${bytes.byteLength}`);
   }
   const elementSize = info.bits / 8;
   const { buffer, byteOffset } = alignedBuffer(bytes, elementSize);
