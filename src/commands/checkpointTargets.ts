@@ -3,7 +3,7 @@
  * command runs from the palette without one.
  */
 import { readdir, stat } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import * as vscode from 'vscode';
 
 export const CHECKPOINT_GLOB = '**/{*.safetensors,*.gguf,model.safetensors.index.json}';
@@ -32,10 +32,15 @@ export async function isFolder(path: string): Promise<boolean> {
   }
 }
 
-/** Resolves a right-clicked file or folder to one checkpoint path, asking when a folder holds several. */
+/**
+ * Resolves a right-clicked file or folder to one checkpoint path, asking when a folder holds several.
+ * A Hugging Face folder (model.safetensors or a shard index) stands for itself, config.json included.
+ */
 export async function resolveCheckpoint(uri: vscode.Uri): Promise<string | undefined> {
   if (!(await isFolder(uri.fsPath))) return uri.fsPath;
   const found = await checkpointsInFolder(uri.fsPath);
+  const only = found.length === 1 ? basename(found[0] ?? '') : '';
+  if (only === 'model.safetensors' || only === 'model.safetensors.index.json') return uri.fsPath;
   if (found.length <= 1) {
     if (found.length === 0) void vscode.window.showWarningMessage(`${uri.fsPath} holds no .safetensors or .gguf checkpoint.`);
     return found[0];

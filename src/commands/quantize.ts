@@ -11,7 +11,7 @@ import { formatBytes } from '../host/format';
 import { defaultOutputPath } from '../host/outputPath';
 import { checkQuantRequest, fileExists, runQuantJob, shortName } from '../host/quantJob';
 import { readSettings } from '../host/settings';
-import { TARGETS, findTarget, type TargetInfo } from '../host/targets';
+import { GGUF_EXPORT_AVAILABLE, TARGETS, findTarget, type TargetInfo } from '../host/targets';
 import { requireTrustedWorkspace } from '../host/trust';
 import { isFolder, pickWorkspaceCheckpoints, resolveCheckpoint } from './checkpointTargets';
 
@@ -69,9 +69,11 @@ interface TargetItem extends vscode.QuickPickItem {
 
 async function pickTarget(defaultTarget: string): Promise<TargetInfo | undefined> {
   const items: TargetItem[] = [];
+  const gguf: [string, (t: TargetInfo) => boolean] = ['GGUF (llama.cpp)', (t) => t.format === 'gguf'];
   const sections: [string, (t: TargetInfo) => boolean][] = [
-    ['GGUF (llama.cpp)', (t) => t.format === 'gguf'],
+    ...(GGUF_EXPORT_AVAILABLE ? [gguf] : []),
     ['safetensors', (t) => t.format === 'safetensors' && !t.needsCalibration],
+    ...(GGUF_EXPORT_AVAILABLE ? [] : [gguf]),
     ['calibrated methods', (t) => t.needsCalibration],
   ];
   for (const [label, belongs] of sections) {
@@ -79,7 +81,7 @@ async function pickTarget(defaultTarget: string): Promise<TargetInfo | undefined
     for (const target of TARGETS.filter(belongs)) {
       items.push({
         label: target.available ? target.label : `$(lock) ${target.label}`,
-        description: target.available ? `≈ ${target.nominalBitsPerWeight} bpw` : 'needs calibration — not available yet',
+        description: target.available ? `≈ ${target.nominalBitsPerWeight} bpw` : (target.unavailableReason ?? 'not available'),
         detail: target.detail,
         target,
       });
@@ -101,7 +103,7 @@ async function pickTarget(defaultTarget: string): Promise<TargetInfo | undefined
     quickPick.dispose();
     if (!chosen?.target) return undefined;
     if (chosen.target.available) return chosen.target;
-    void vscode.window.showInformationMessage(`${chosen.target.label} needs a calibration pass, which this version does not offer yet.`);
+    void vscode.window.showInformationMessage(`${chosen.target.label}: ${chosen.target.unavailableReason ?? 'not available'}.`);
   }
 }
 

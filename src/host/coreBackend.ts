@@ -205,7 +205,7 @@ export class CoreBackend implements QuantBackend {
 function toPipelineRequest(request: QuantRequest): QuantizeRequest {
   const target = findTarget(request.target);
   if (!target) throw new InvalidArgumentError(`unknown quantization target "${request.target}"`);
-  if (!target.available) throw new UnsupportedError(`${target.label} needs calibration and is not available yet`);
+  if (!target.available) throw new UnsupportedError(`${target.label}: ${target.unavailableReason ?? 'not available'}`);
   const mapped = pipelineTarget(target, request.groupSize);
   return { input: request.input, output: request.output, target: mapped.target, ...(mapped.groupSize !== undefined ? { groupSize: mapped.groupSize } : {}) };
 }

@@ -53,7 +53,7 @@ export async function checkQuantRequest(request: QuantRequest, overwrite: QuantR
   requireTrustedWorkspace('Writing a quantized checkpoint');
   const target = findTarget(request.target);
   if (!target) throw new InvalidArgumentError(`unknown quantization target "${request.target}"`);
-  if (!target.available) throw new InvalidArgumentError(`${target.label} needs calibration and is not available yet`);
+  if (!target.available) throw new InvalidArgumentError(`${target.label}: ${target.unavailableReason ?? 'not available'}`);
   if (!(await fileExists(request.input))) throw new IoError(`${request.input}: no such file or folder`);
   await probeWritableFolder(dirname(request.output));
   if (await fileExists(request.output)) {

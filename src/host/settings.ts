@@ -14,7 +14,7 @@ export interface QuantLensSettings {
 }
 
 export const SETTING_DEFAULTS: QuantLensSettings = {
-  defaultTarget: 'gguf:Q8_0',
+  defaultTarget: 'int8',
   groupSize: 64,
   outlierThreshold: 6.0,
   device: 'auto',
