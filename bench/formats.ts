@@ -31,9 +31,15 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
 }
 
+/** A short machine tag for every figure line (the full description is printed first). */
+function machineTag(): string {
+  const cpu = cpus();
+  return `${cpu[0]?.model.trim() ?? 'unknown CPU'} x${cpu.length}, ${(totalmem() / 2 ** 30).toFixed(0)} GiB, load ${loadavg()[0]?.toFixed(1)}`;
+}
+
 function report(label: string, value: string, target: string, pass: boolean | null): void {
   const verdict = pass === null ? '' : pass ? '  [ok]' : '  [ABOVE TARGET]';
-  console.log(`formats: ${label}: ${value} (target ${target})${verdict}`);
+  console.log(`formats: ${label}: ${value} (target ${target})${verdict} [${machineTag()}]`);
 }
 
 /** Wall and CPU (user + system) milliseconds of each run. */
