@@ -14,6 +14,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand
   compare: { summary: 'calibrate methods x bits and compare perplexity, size and time', load: async () => (await import('./commands/compare')).command },
   eval: { summary: 'perplexity of a model and of simulated W/A/KV quantization settings', load: async () => (await import('./commands/eval')).command },
   analyze: { summary: 'calibration pass: outlier dims, emergent features, AWQ channels', load: async () => (await import('./commands/analyze')).command },
+  stats: { summary: 'per-tensor weight statistics, histograms and outlier channels (job worker, GPU when present)', load: async () => (await import('./commands/stats')).command },
 };
 
 function usage(): string {

@@ -181,7 +181,9 @@ export interface TensorStatsSummary {
   mean: number;
   variance: number;
   kurtosis: number;
+  /** Outliers are values with |x - outlierCenter| > outlierThreshold (center = the tensor mean). */
   outlierThreshold: number;
+  outlierCenter: number;
   outlierCount: number;
   /** Rows (output channels) and columns (input dims) with the most outliers. */
   topOutlierRows: ChannelCountSummary[];
@@ -199,7 +201,7 @@ export const isTensorStatsSummary: Guard<TensorStatsSummary> = (v): v is TensorS
   isString(v.dtype) &&
   isArrayOf(isNonNegativeInteger)(v.shape) &&
   ['count', 'nanCount', 'infCount', 'outlierCount'].every((k) => isNonNegativeInteger(v[k])) &&
-  ['min', 'max', 'absMax', 'mean', 'variance', 'kurtosis', 'outlierThreshold'].every((k) => isFiniteNumber(v[k])) &&
+  ['min', 'max', 'absMax', 'mean', 'variance', 'kurtosis', 'outlierThreshold', 'outlierCenter'].every((k) => isFiniteNumber(v[k])) &&
   isArrayOf(isChannelCount)(v.topOutlierRows) &&
   isArrayOf(isChannelCount)(v.topOutlierColumns) &&
   isNumberArray(v.rowAbsMax) &&

@@ -41,12 +41,16 @@ function assertAgree(gpu: TensorStats, cpu: TensorStats): void {
   }
 }
 
-/** GPU vs CPU; outlier counts must be identical given the same threshold (rerun with the CPU's when the f32/f64 thresholds differ by an ulp). */
+/** GPU vs CPU; outlier counts must be identical given the same threshold and center (rerun with the CPU's when the f32/f64 values differ by an ulp). */
 async function check(gpu: GpuContext, name: string, shape: number[], source: RowSource, values: Float32Array, run: GpuRunOptions = {}): Promise<TensorStats> {
   const cpu = computeTensorStats(name, shape, values);
   const g = await tensorStatsOnGpu(gpu, name, shape, source, DEFAULT_WEIGHT_STATS_OPTIONS, run);
   assertAgree(g, cpu);
-  const same = g.outlierThreshold === cpu.outlierThreshold ? g : await tensorStatsOnGpu(gpu, name, shape, source, { ...DEFAULT_WEIGHT_STATS_OPTIONS, outlierAbsThreshold: cpu.outlierThreshold }, run);
+  near(g.outlierCenter, cpu.outlierCenter, 1e-5, `${name} outlier center`);
+  const same =
+    g.outlierThreshold === cpu.outlierThreshold && g.outlierCenter === cpu.outlierCenter
+      ? g
+      : await tensorStatsOnGpu(gpu, name, shape, source, { ...DEFAULT_WEIGHT_STATS_OPTIONS, outlierAbsThreshold: cpu.outlierThreshold, outlierCenter: cpu.outlierCenter }, run);
   assert.equal(same.outlierCount, cpu.outlierCount, `${name} outlier count`);
   assert.deepEqual(same.rowOutlierCounts, cpu.rowOutlierCounts, `${name} row outliers`);
   assert.deepEqual(same.columnOutlierCounts, cpu.columnOutlierCounts, `${name} column outliers`);

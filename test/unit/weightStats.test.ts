@@ -110,6 +110,9 @@ test('outliers per row and per column over sigma * std; top lists ordered', () =
     { index: 40, count: 1 },
   ]);
   assert.equal(st.rowAbsMax[3], 12);
+  // Outliers are measured from the mean: a norm-like tensor (all near 0.85) has none.
+  const norm = Float32Array.from({ length: 64 }, (_, i) => 0.85 + ((i % 7) - 3) * 0.01);
+  assert.equal(computeTensorStats('norm', [64], norm, { ...DEFAULT_WEIGHT_STATS_OPTIONS, outlierSigma: 3 }).outlierCount, 0);
   // An absolute threshold overrides sigma.
   const abs = computeTensorStats('w', [rows, cols], x, { ...DEFAULT_WEIGHT_STATS_OPTIONS, outlierAbsThreshold: 11.5 });
   assert.equal(abs.outlierCount, 1);

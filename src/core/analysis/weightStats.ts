@@ -12,6 +12,7 @@
  *
  * Histogram binning is defined in f32 so the GPU gives the same counts:
  *   fixed bins:  bin = min(bins - 1, floor(f32(f32(x - lo) * scale))), lo = f32(min), scale = f32(bins / (max - min))
+ *   outliers:    |f32(x - mean)| > f32(sigma * std), or |x| > an absolute threshold
  *   log bins:    from the f32 bit pattern of |x|: (exponent - (topExponent - octaves + 1)) * 4 + top two
  *                mantissa bits, i.e. quarter-octave bins; values below the range (and zeros) go to `underflow`.
  */
@@ -203,9 +204,11 @@ export interface WeightStatsOptions {
   histogramBins: number;
   /** Octaves covered by the log-scale histogram (4 bins each). */
   logOctaves: number;
-  /** A value is an outlier when |x| > outlierSigma * std of its tensor (unless outlierAbsThreshold is set). */
+  /** A value is an outlier when |x - mean| > outlierSigma * std of its tensor (or > outlierAbsThreshold when set). */
   outlierSigma: number;
   outlierAbsThreshold?: number;
+  /** With outlierAbsThreshold: the value outliers are measured from (default 0). */
+  outlierCenter?: number;
   /** How many of the most outlier-heavy rows / columns to list. */
   topChannels: number;
 }
@@ -237,6 +240,8 @@ export interface TensorStats extends MomentSummary {
   rowOutlierCounts: Uint32Array;
   columnOutlierCounts: Uint32Array;
   outlierThreshold: number;
+  /** Outliers are |x - outlierCenter| > outlierThreshold. */
+  outlierCenter: number;
   outlierCount: number;
   histogram: { lo: number; hi: number; counts: Uint32Array };
   logHistogram: { octaves: number; topExponent: number; underflow: number; counts: Uint32Array };
@@ -297,8 +302,10 @@ export function assembleFromRowMoments(rowMoments: readonly Moments[]): { total:
 export interface SecondPassSpec {
   fixed: FixedHistogramSpec;
   log: LogHistogramSpec;
-  /** f32 threshold: |x| > threshold is an outlier. */
+  /** f32 threshold: |f32(x - center)| > threshold is an outlier. */
   threshold: number;
+  /** f32 tensor mean (0 with an absolute threshold): outliers are measured from it. */
+  center: number;
 }
 
 export function secondPassSpecOf(summary: MomentSummary, options: WeightStatsOptions): SecondPassSpec {
@@ -306,6 +313,7 @@ export function secondPassSpecOf(summary: MomentSummary, options: WeightStatsOpt
     fixed: fixedHistogramSpec(options.histogramBins, summary.min, summary.max),
     log: logHistogramSpec(options.logOctaves, summary.absMax),
     threshold: outlierThresholdOf(summary, options),
+    center: options.outlierAbsThreshold === undefined ? Math.fround(summary.mean) : Math.fround(options.outlierCenter ?? 0),
   };
 }
 
@@ -338,7 +346,7 @@ export function countSecondPassCpu(values: Float32Array, rowStart: number, rowLe
       counts.fixed[fixedBinOf(x, spec.fixed)]!++;
       const lb = logBinOf(x, spec.log);
       counts.log[lb < 0 ? underflowSlot : lb]!++;
-      if (Math.abs(x) > spec.threshold) {
+      if (Math.abs(Math.fround(x - spec.center)) > spec.threshold) {
         counts.rowOutliers[rowStart + r]!++;
         counts.columnOutliers[c]!++;
       }
@@ -356,6 +364,7 @@ export function statsFromPasses(name: string, shape: readonly number[], rowMomen
   const logBins = counts.log.length - 1;
   return finishTensorStats(name, shape, rows, rowLength, summary, rowArrays, {
     threshold: spec.threshold,
+    center: spec.center,
     outlierCount,
     rowOutlierCounts: counts.rowOutliers,
     columnOutlierCounts: counts.columnOutliers,
@@ -390,6 +399,7 @@ function finishTensorStats(
   rowArrays: Pick<TensorStats, 'rowAbsMax' | 'rowMin' | 'rowMax' | 'rowMean' | 'rowVariance' | 'rowKurtosis'>,
   second: {
     threshold: number;
+    center: number;
     outlierCount: number;
     rowOutlierCounts: Uint32Array;
     columnOutlierCounts: Uint32Array;
@@ -407,6 +417,7 @@ function finishTensorStats(
     rowOutlierCounts: second.rowOutlierCounts,
     columnOutlierCounts: second.columnOutlierCounts,
     outlierThreshold: second.threshold,
+    outlierCenter: second.center,
     outlierCount: second.outlierCount,
     histogram: second.histogram,
     logHistogram: second.logHistogram,

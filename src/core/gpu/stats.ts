@@ -194,6 +194,7 @@ export async function tensorStatsOnGpu(
           floats[8] = spec.fixed.lo;
           floats[9] = spec.fixed.scale;
           floats[10] = spec.threshold;
+          floats[11] = spec.center;
           device.queue.writeBuffer(params, 0, words);
           const encoder = device.createCommandEncoder();
           encodeKernel(gpu, encoder, KERNELS.histogram, [values, fixed, log, rowOut, colOut, params], grid);

@@ -40,6 +40,7 @@ export function summarizeTensorStats(stats: TensorStats, dtype: string, top: num
     variance: stats.variance,
     kurtosis: stats.kurtosis,
     outlierThreshold: stats.outlierThreshold,
+    outlierCenter: stats.outlierCenter,
     outlierCount: stats.outlierCount,
     topOutlierRows: topCounts(stats.rowOutlierCounts, top),
     topOutlierColumns: topCounts(stats.columnOutlierCounts, top),

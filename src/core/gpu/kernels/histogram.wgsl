@@ -3,11 +3,12 @@
 //   fixed: bin = clamp(floor(f32(f32(x - lo) * scale)), 0, bins - 1)
 //   log:   from the bits of |x|: (exponent - first_exponent) * 4 + top two mantissa bits; zero,
 //          subnormals and exponents below the range count as underflow (the last slot of log_hist).
+//   outlier: |f32(x - center)| > threshold (center = the tensor mean, or 0 for an absolute threshold).
 // Element e of `src` sits at column (col_offset + e) % row_length of row row_offset + (col_offset + e) / row_length.
 struct Params {
   element_count: u32, row_length: u32, row_offset: u32, col_offset: u32,
   bins: u32, log_bins: u32, log_first_exponent: i32, groups_x: u32,
-  lo: f32, scale: f32, threshold: f32, pad: u32,
+  lo: f32, scale: f32, threshold: f32, center: f32,
 }
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> fixed_hist: array<atomic<u32>>;
@@ -44,7 +45,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
           let lb = min(u32(exponent - params.log_first_exponent) * 4u + ((bits >> 21u) & 3u), params.log_bins - 1u);
           atomicAdd(&local_log[lb], 1u);
         }
-        if (abs(v) > params.threshold) {
+        if (abs(v - params.center) > params.threshold) {
           let at = params.col_offset + e;
           atomicAdd(&row_outliers[params.row_offset + at / params.row_length], 1u);
           atomicAdd(&col_outliers[at % params.row_length], 1u);
