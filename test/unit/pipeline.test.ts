@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { microLlamaDir } from '../helpers/paths';
+import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import type { Checkpoint } from '../../src/core/formats/checkpoint';
 import { planQuantize, runQuantize } from '../../src/core/quant/pipeline';
@@ -287,5 +287,35 @@ test('window by window gives the same bytes as one window per tensor, for every 
     const a = await runQuantize({ input: source, output: join(dir, 'full-whole.safetensors'), target: 'int8' });
     await runQuantize({ input: source, output: join(dir, 'full-windowed.safetensors'), target: 'int8' }, { windowElements: 4096 });
     assert.ok((await readFile(a.outputPath)).equals(await readFile(join(dir, 'full-windowed.safetensors'))));
+  });
+});
+
+test('GGUF targets go through the exporter hook; the card measures every quantized tensor it reports', async () => {
+  const { ggufExporter } = await import('../../src/core/convert/ggufExporter');
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'sub', 'm.gguf'); // the folder is created
+    const result = await runQuantize({ input: microLlamaDir, output: out, target: 'q8_0' }, { ggufExporter });
+    const card = parseQuantCard(JSON.parse(await readFile(result.cardPath, 'utf8')));
+    assert.equal(card.output.format, 'gguf');
+    assert.equal(card.output.bytes, (await readFile(out)).byteLength);
+    assert.equal(card.recipe.target, 'Q8_0');
+    const quantized = card.tensors.filter((t) => t.quantized);
+    assert.equal(quantized.length, 16); // 14 linear weights + token_embd + output
+    for (const t of quantized) {
+      assert.equal(t.type, 'Q8_0');
+      assert.ok(t.sqnrDb! > 35, `${t.name}: ${t.sqnrDb}`);
+      assert.equal(t.bitsPerWeight, 8.5);
+    }
+    assert.ok(card.tensors.filter((t) => !t.quantized).every((t) => t.type === 'F32' && t.shape.length === 1));
+    const ckpt = await openCheckpoint(out);
+    try {
+      assert.equal(ckpt.format, 'gguf');
+      assert.equal(ckpt.tensors.length, card.tensors.length);
+    } finally {
+      await ckpt.close();
+    }
+    // Without an exporter the GGUF target is refused clearly; output = input is refused first.
+    await assert.rejects(runQuantize({ input: microLlamaDir, output: join(dir, 'x.gguf'), target: 'Q4_K_M' }), /no GGUF exporter/);
+    await assert.rejects(runQuantize({ input: microLlamaF32Gguf, output: microLlamaF32Gguf, target: 'Q8_0' }, { ggufExporter }), InvalidArgumentError);
   });
 });

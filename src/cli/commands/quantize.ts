@@ -3,7 +3,17 @@
  * card beside the output. Progress goes to stderr as plain lines; results to stdout.
  */
 import { InvalidArgumentError } from '../../core/errors';
-import { allTargetNames, planQuantize, runQuantize, type QuantizePlan, type QuantizeRequest, type QuantizeResult, type QuantizeRunOptions } from '../../core/quant/pipeline';
+import {
+  allTargetNames,
+  isGgufTarget,
+  planQuantize,
+  runQuantize,
+  type GgufExporter,
+  type QuantizePlan,
+  type QuantizeRequest,
+  type QuantizeResult,
+  type QuantizeRunOptions,
+} from '../../core/quant/pipeline';
 import { RESEARCH_SCHEMES } from '../../core/quant/researchSchemes';
 import type { CliCommand, CliIo } from '../cliTypes';
 
@@ -158,6 +168,11 @@ export function resultSummary(result: QuantizeResult): { output: string; card: s
   };
 }
 
+/** The GGUF exporter (src/core/convert), loaded only for GGUF targets. */
+export async function ggufExporterFor(target: string): Promise<GgufExporter | undefined> {
+  return isGgufTarget(target) ? (await import('../../core/convert/ggufExporter')).ggufExporter : undefined;
+}
+
 export function requestFrom(parsed: ParsedQuantizeArgs, input: string, target: string, output: string): QuantizeRequest {
   const request: QuantizeRequest = { input, target, output };
   if (parsed.groupSize !== undefined) request.groupSize = parsed.groupSize;
@@ -189,7 +204,12 @@ export const command: CliCommand = {
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
     try {
-      const result = await runQuantize(request, { signal: controller.signal, onProgress: progressPrinter(io), onWarning: (m) => io.err(`warning: ${m}`) });
+      const result = await runQuantize(request, {
+        signal: controller.signal,
+        onProgress: progressPrinter(io),
+        onWarning: (m) => io.err(`warning: ${m}`),
+        ggufExporter: await ggufExporterFor(request.target),
+      });
       const s = resultSummary(result);
       if (parsed.json) {
         io.out(JSON.stringify(s, null, 1));

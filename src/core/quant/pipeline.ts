@@ -661,7 +661,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
     await assertNotSamePath(ckpt.files, cardPath);
     const plan = planResearchQuantize(ckpt, request);
     const { recipe } = plan;
-    if (outputFolder !== null) createdFolder = await mkdir(outputFolder, { recursive: true });
+    createdFolder = await mkdir(outputFolder ?? dirname(outputPath), { recursive: true });
     const cardTensors: QuantCardTensor[] = [];
     const file = await openAtomicFile(outputPath, { signal, onBeforeWrite: options.onBeforeWrite });
     try {
@@ -770,32 +770,38 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
   try {
     await assertNotSamePath(ckpt.files, outputPath);
     await assertNotSamePath(ckpt.files, cardPath);
-    if (outputPath !== request.output) await mkdir(dirname(outputPath), { recursive: true });
+    const createdFolder = await mkdir(dirname(outputPath), { recursive: true });
     const cardTensors: QuantCardTensor[] = [];
     let parameters = 0;
     let quantizedParameters = 0;
-    await exporter({
-      input: request.input,
-      output: outputPath,
-      target: request.target.toUpperCase(),
-      signal: options.signal,
-      onWarning: options.onWarning,
-      onProgress: (step, total, tensor) => options.onProgress?.({ step, total, tensor, action: 'quantize' }),
-      onTensor: (report) => {
-        const count = elementCount(report.shape);
-        parameters += count;
-        const base = { name: report.name, shape: report.shape, sourceType: report.sourceType, bitsPerWeight: count === 0 ? 0 : (report.bytes * 8) / count };
-        if (report.type === report.sourceType) {
-          cardTensors.push(copiedTensorEntry(base));
-          return;
-        }
-        quantizedParameters += count;
-        const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
-        const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
-        acc.addRows(report.original, report.reconstructed);
-        cardTensors.push(quantizedTensorEntry({ ...base, type: report.type }, acc.result()));
-      },
-    });
+    try {
+      await exporter({
+        input: request.input,
+        output: outputPath,
+        target: request.target.toUpperCase(),
+        signal: options.signal,
+        onWarning: options.onWarning,
+        onProgress: (step, total, tensor) => options.onProgress?.({ step, total, tensor, action: 'quantize' }),
+        onTensor: (report) => {
+          const count = elementCount(report.shape);
+          parameters += count;
+          const base = { name: report.name, shape: report.shape, sourceType: report.sourceType, bitsPerWeight: count === 0 ? 0 : (report.bytes * 8) / count };
+          // Unchanged, or widened to F32 (exact): no error to measure.
+          if (report.type === report.sourceType || report.type === 'F32') {
+            cardTensors.push(copiedTensorEntry({ ...base, type: report.type }));
+            return;
+          }
+          quantizedParameters += count;
+          const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
+          const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
+          acc.addRows(report.original, report.reconstructed);
+          cardTensors.push(quantizedTensorEntry({ ...base, type: report.type }, acc.result()));
+        },
+      });
+    } catch (e) {
+      if (createdFolder !== undefined) await rmdir(createdFolder).catch(() => undefined);
+      throw e;
+    }
     try {
       const sourceFiles = await hashSources(ckpt, options.signal, options.onProgress);
       const outputBytes = (await stat(outputPath)).size;
@@ -814,6 +820,7 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
       return { plan: null, outputPath, cardPath, card, sideFiles: [], seconds: (Date.now() - started) / 1000 };
     } catch (e) {
       await rm(outputPath, { force: true }).catch(() => undefined);
+      if (createdFolder !== undefined) await rmdir(createdFolder).catch(() => undefined);
       throw e;
     }
   } finally {

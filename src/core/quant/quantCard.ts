@@ -83,8 +83,9 @@ export function quantizedTensorEntry(
   };
 }
 
-export function copiedTensorEntry(base: { name: string; shape: number[]; sourceType: string; bitsPerWeight: number }): QuantCardTensor {
-  return { ...base, type: base.sourceType, quantized: false, mse: null, relRmse: null, sqnrDb: null, maxAbsError: null, cosine: null, errorMap: null };
+/** A tensor written without loss (copied, or widened to F32): `type` defaults to the source type. */
+export function copiedTensorEntry(base: { name: string; shape: number[]; sourceType: string; bitsPerWeight: number; type?: string }): QuantCardTensor {
+  return { ...base, type: base.type ?? base.sourceType, quantized: false, mse: null, relRmse: null, sqnrDb: null, maxAbsError: null, cosine: null, errorMap: null };
 }
 
 export function meanSqnr(tensors: readonly QuantCardTensor[]): number | null {
