@@ -90,6 +90,14 @@ test('every tensor dequantized from tiny-llama-Q4_K_M.gguf is close to the BF16 
     }
     console.log(lines.join('\n'));
     assert.deepEqual(failures, []);
+    // Row ranges of block-quantized tensors decode to exactly the same values as the whole tensor.
+    for (const name of ['blk.0.ffn_down.weight', 'blk.1.ffn_down.weight', 'token_embd.weight', 'output.weight']) {
+      const whole = await gguf.readRowsF32(name);
+      const entry = gguf.tensors.find((t) => t.name === name);
+      const cols = entry?.shape[1] ?? 0;
+      const rows = await gguf.readRowsF32(name, 5, 7);
+      assert.deepEqual(rows, whole.subarray(5 * cols, 12 * cols), `${name} rows 5..12`);
+    }
     // The file mixes the K-quant and its fallbacks (hidden 384 is not a multiple of 256).
     for (const type of ['Q4_K', 'Q6_K', 'Q5_0', 'Q8_0', 'F32']) assert.ok(seenTypes.has(type), `${type} present`);
   } finally {

@@ -293,6 +293,30 @@ test('sharded folder: index + shards written from the micro-llama tensors read b
   }
 });
 
+test('a folder of safetensors files without an index opens them all; a folder without weights is refused', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'ql-folder-'));
+  try {
+    writeFileSync(join(dir, 'a.safetensors'), encodeSafetensors([{ name: 'x', dtype: 'F32', shape: [2], data: bytesOf(new Float32Array([1, 2])) }]));
+    writeFileSync(join(dir, 'b.safetensors'), encodeSafetensors([{ name: 'y', dtype: 'I8', shape: [1, 3], data: bytesOf(new Int8Array([-1, 0, 1])) }]));
+    const ckpt = await openCheckpoint(dir);
+    try {
+      assert.deepEqual(ckpt.files, [join(dir, 'a.safetensors'), join(dir, 'b.safetensors')]);
+      assert.deepEqual([...(await ckpt.readRowsF32('y'))], [-1, 0, 1]);
+      assert.equal(ckpt.config, null);
+    } finally {
+      await ckpt.close();
+    }
+    const empty = mkdtempSync(join(tmpdir(), 'ql-empty-'));
+    try {
+      await assert.rejects(openCheckpoint(empty), (e: unknown) => e instanceof UnsupportedError && /no model.safetensors/.test(e.message));
+    } finally {
+      rmSync(empty, { recursive: true, force: true });
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
 test('a sparse safetensors file over 4 GiB: header parsed, a tensor past 4 GiB read back', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'ql-sparse-'));
   const path = join(dir, 'big.safetensors');
