@@ -2,7 +2,10 @@
  * The unquantized ggml types: F32 (copy, little-endian), F16 (ggml's fp32->fp16: round to nearest even,
  * NaN -> 0x7E00), BF16 (ggml_compute_fp32_to_bf16: round to nearest even, NaN forced quiet).
  */
-import { bf16BitsToF32, f16ToF32Table, f32ToBf16Bits, f32ToF16Bits } from '../../numeric/half';
+import * as half from '../../numeric/half';
+
+// bound once (see kquantSearch.ts)
+const { bf16BitsToF32, f16ToF32Table, f32ToBf16Bits, f32ToF16Bits } = half;
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 

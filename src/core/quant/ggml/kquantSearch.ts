@@ -3,7 +3,12 @@
  * make_q3_quants (Q3_K) and make_qx_quants (Q6_K). Every float operation of the C code is rounded to
  * f32 with fround in the same order; `nearest_int` rounds ties to even.
  */
-import { fround, GROUP_MAX_EPS, nearestInt } from './rounding';
+import { GROUP_MAX_EPS as GROUP_MAX_EPSImport, nearestInt as nearestIntImport } from './rounding';
+const fround = Math.fround;
+// Imported functions are bound to locals once: under a CommonJS transform (tsx) every use of an
+// imported name would otherwise go through an export getter, which costs more than the work in these loops.
+const GROUP_MAX_EPS = GROUP_MAX_EPSImport;
+const nearestInt = nearestIntImport;
 
 /** Second result of makeQkx2Quants (C's `*the_min`), to stay allocation-free. */
 export const qkx2Out = { theMin: 0 };

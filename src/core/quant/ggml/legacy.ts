@@ -3,8 +3,15 @@
  * `dequantize_row_*` from ggml-quants.c. Every float step is rounded to f32 as C does.
  * All functions process `src.length / 32` blocks and allocate nothing.
  */
-import { f16ToF32Table, f32ToF16Bits } from '../../numeric/half';
-import { fround, roundHalfAway, toInt8, truncToInt } from './rounding';
+import * as half from '../../numeric/half';
+import { roundHalfAway as roundHalfAwayImport, toInt8 as toInt8Import, truncToInt as truncToIntImport } from './rounding';
+const { f16ToF32Table, f32ToF16Bits } = half;
+const fround = Math.fround;
+// Imported functions are bound to locals once: under a CommonJS transform (tsx) every use of an
+// imported name would otherwise go through an export getter, which costs more than the work in these loops.
+const roundHalfAway = roundHalfAwayImport;
+const toInt8 = toInt8Import;
+const truncToInt = truncToIntImport;
 
 const QK = 32;
 

@@ -5,9 +5,16 @@
  * mean ABSOLUTE error); 4-bit scales and mins by nearest_int (ties to even) against max/15; d, dmin f16 (RNE);
  * values re-quantized as nearest_int((x + dm) / d) clamped to 0..3.
  */
-import { f16ToF32Table, f32ToF16Bits } from '../../numeric/half';
-import { makeQkx2Quants, qkx2Out } from './kquantSearch';
-import { fround, nearestInt } from './rounding';
+import * as half from '../../numeric/half';
+import { makeQkx2Quants as makeQkx2QuantsImport, qkx2Out as qkx2OutImport } from './kquantSearch';
+import { nearestInt as nearestIntImport } from './rounding';
+const { f16ToF32Table, f32ToF16Bits } = half;
+// Imported functions are bound to locals once: under a CommonJS transform (tsx) every use of an
+// imported name would otherwise go through an export getter, which costs more than the work in these loops.
+const makeQkx2Quants = makeQkx2QuantsImport;
+const qkx2Out = qkx2OutImport;
+const fround = Math.fround;
+const nearestInt = nearestIntImport;
 
 const QK_K = 256;
 const RDELTA = Math.fround(0.1);

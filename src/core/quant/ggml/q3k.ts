@@ -5,9 +5,15 @@
  * nearest_int(-32/max_scale * s) clamped to -32..31; d = f16(1/iscale) (RNE); values re-quantized as
  * nearest_int(x / d) clamped to -4..3.
  */
-import { f16ToF32Table, f32ToF16Bits } from '../../numeric/half';
-import { makeQ3Quants } from './kquantSearch';
-import { fround, nearestInt } from './rounding';
+import * as half from '../../numeric/half';
+import { makeQ3Quants as makeQ3QuantsImport } from './kquantSearch';
+import { nearestInt as nearestIntImport } from './rounding';
+const { f16ToF32Table, f32ToF16Bits } = half;
+// Imported functions are bound to locals once: under a CommonJS transform (tsx) every use of an
+// imported name would otherwise go through an export getter, which costs more than the work in these loops.
+const makeQ3Quants = makeQ3QuantsImport;
+const fround = Math.fround;
+const nearestInt = nearestIntImport;
 
 const QK_K = 256;
 const L = new Int8Array(QK_K);

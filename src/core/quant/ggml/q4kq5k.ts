@@ -6,9 +6,18 @@
  * quantized to 6 bits with nearest_int (ties to even) against max/63, d and dmin stored as f16 (RNE),
  * and every value re-quantized as nearest_int((x + dm) / d) against the stored f16 scales.
  */
-import { f16ToF32Table, f32ToF16Bits } from '../../numeric/half';
-import { getScaleMinK4, makeQkx2Quants, qkx2Out, scaleMinOut } from './kquantSearch';
-import { fround, nearestInt } from './rounding';
+import * as half from '../../numeric/half';
+import { getScaleMinK4 as getScaleMinK4Import, makeQkx2Quants as makeQkx2QuantsImport, qkx2Out as qkx2OutImport, scaleMinOut as scaleMinOutImport } from './kquantSearch';
+import { nearestInt as nearestIntImport } from './rounding';
+const { f16ToF32Table, f32ToF16Bits } = half;
+// Imported functions are bound to locals once: under a CommonJS transform (tsx) every use of an
+// imported name would otherwise go through an export getter, which costs more than the work in these loops.
+const getScaleMinK4 = getScaleMinK4Import;
+const makeQkx2Quants = makeQkx2QuantsImport;
+const qkx2Out = qkx2OutImport;
+const scaleMinOut = scaleMinOutImport;
+const fround = Math.fround;
+const nearestInt = nearestIntImport;
 
 const QK_K = 256;
 const RDELTA = Math.fround(0.1);

@@ -5,9 +5,16 @@
  * min(127, nearest_int(-128/max_scale * s)); d = f16(1/iscale) (RNE); values re-quantized as
  * nearest_int(x / d) clamped to -32..31. A super-block whose scales are all below 1e-15 is all zero bytes.
  */
-import { f16ToF32Table, f32ToF16Bits } from '../../numeric/half';
-import { makeQxQuantsRmse1 } from './kquantSearch';
-import { fround, GROUP_MAX_EPS, nearestInt } from './rounding';
+import * as half from '../../numeric/half';
+import { makeQxQuantsRmse1 as makeQxQuantsRmse1Import } from './kquantSearch';
+import { GROUP_MAX_EPS as GROUP_MAX_EPSImport, nearestInt as nearestIntImport } from './rounding';
+const { f16ToF32Table, f32ToF16Bits } = half;
+// Imported functions are bound to locals once: under a CommonJS transform (tsx) every use of an
+// imported name would otherwise go through an export getter, which costs more than the work in these loops.
+const makeQxQuantsRmse1 = makeQxQuantsRmse1Import;
+const fround = Math.fround;
+const GROUP_MAX_EPS = GROUP_MAX_EPSImport;
+const nearestInt = nearestIntImport;
 
 const QK_K = 256;
 const L = new Int8Array(QK_K);
