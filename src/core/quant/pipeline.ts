@@ -49,16 +49,14 @@ import {
   type QuantCardTensor,
   type RecipeValue,
 } from './quantCard';
+import { GGUF_PRESET_NAMES, GGUF_PURE_TYPE_NAMES } from './ggufPresets';
 import { findResearchScheme, researchTargetNames, resolveResearchRecipe, type ResearchOptions, type ResearchRecipe } from './researchSchemes';
 
-/** GGUF target names (ggml types and llama-quantize presets) the pipeline hands to the GGUF exporter. */
-export const GGUF_TARGETS = [
-  'F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K',
-  'Q3_K_S', 'Q3_K_M', 'Q3_K_L', 'Q4_K_S', 'Q4_K_M', 'Q5_K_S', 'Q5_K_M',
-] as const;
+/** GGUF target names (llama-quantize presets and the --pure K types) the pipeline hands to the GGUF exporter. */
+export const GGUF_TARGETS: readonly string[] = [...GGUF_PRESET_NAMES, ...GGUF_PURE_TYPE_NAMES];
 
 export function isGgufTarget(target: string): boolean {
-  return (GGUF_TARGETS as readonly string[]).includes(target.toUpperCase());
+  return GGUF_TARGETS.includes(target.toUpperCase());
 }
 
 export function allTargetNames(): string[] {
