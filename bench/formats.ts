@@ -7,7 +7,7 @@
  * Every figure is printed with the machine it ran on.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, existsSync, ftruncateSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
 import { cpus, freemem, loadavg, tmpdir, totalmem } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { FileByteSource, MemoryByteSource } from '../src/core/io/byteSource';
@@ -175,6 +175,25 @@ function writeSparseSafetensors(path: string): number {
   return head.byteLength + offset;
 }
 
+function writeSparseGguf(path: string): number {
+  const tensors: EncodedTensorInfo[] = [];
+  let offset = 0;
+  for (const t of syntheticLayout()) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * 2; // F16
+    tensors.push({ name: t.name.replace(/^model\./, ''), ne: [...t.shape].reverse(), typeId: 1, offset });
+    offset += Math.ceil(bytes / 32) * 32;
+  }
+  const header = encodeGgufHeader({ kv: [['general.architecture', { type: 'STRING', value: 'llama' }]], tensors });
+  const fd = openSync(path, 'w');
+  try {
+    writeSync(fd, header.bytes, 0, header.bytes.byteLength, 0);
+    ftruncateSync(fd, header.dataStart + offset);
+  } finally {
+    closeSync(fd);
+  }
+  return header.dataStart + offset;
+}
+
 /** How to start the CLI: the bundle next to this one (dist/cli.js), or the sources through tsx. */
 function cliCommand(): { args: string[]; note: string } {
   const candidates = [join(dirname(process.argv[1] ?? '.'), 'cli.js'), resolve('dist', 'cli.js')];
@@ -182,30 +201,38 @@ function cliCommand(): { args: string[]; note: string } {
   return { args: ['--import', 'tsx', resolve('src', 'cli', 'main.ts')], note: 'src/cli/main.ts through tsx (RSS includes the TypeScript loader)' };
 }
 
+async function inspectPeakRss(dir: string, path: string, size: number, kind: string): Promise<void> {
+  // The child records its own peak RSS on exit: Node does not report a child's rusage to the parent.
+  const preload = join(dir, 'record-rss.cjs');
+  const rssOut = join(dir, 'rss.txt');
+  writeFileSync(preload, `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(rssOut)}, String(process.resourceUsage().maxRSS)));\n`);
+  const cli = cliCommand();
+  const started = performance.now();
+  const child = spawnSync(process.execPath, ['--require', preload, ...cli.args, 'inspect', path, '--json'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+  const elapsed = performance.now() - started;
+  if (child.status !== 0) throw new Error(`inspect failed (${child.status}): ${child.stderr}`);
+  const parsed = JSON.parse(child.stdout) as { totals: { parameters: number; bytes: number }; tensors: unknown[] };
+  const maxRssKiB = Number(readFileSync(rssOut, 'utf8'));
+  const mb = (maxRssKiB * 1024) / 1e6;
+  report(
+    `inspect --json of a ${(size / 1e9).toFixed(1)} GB sparse ${kind} (${parsed.tensors.length} tensors, ${(parsed.totals.parameters / 1e9).toFixed(2)} B params) via ${cli.note}: peak RSS`,
+    `${mb.toFixed(1)} MB, wall ${elapsed.toFixed(0)} ms`,
+    '< 100 MB',
+    mb < 100,
+  );
+}
+
 async function benchSparseInspect(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'ql-bench-sparse-'));
   try {
-    const path = join(dir, 'synthetic-20gb.safetensors');
-    const size = writeSparseSafetensors(path);
-    if (size < SPARSE_TARGET_BYTES * 0.95) throw new Error(`synthetic file is only ${size} bytes`);
-    // The child records its own peak RSS on exit: Node does not report a child's rusage to the parent.
-    const preload = join(dir, 'record-rss.cjs');
-    const rssOut = join(dir, 'rss.txt');
-    writeFileSync(preload, `process.on('exit', () => require('fs').writeFileSync(${JSON.stringify(rssOut)}, String(process.resourceUsage().maxRSS)));\n`);
-    const cli = cliCommand();
-    const started = performance.now();
-    const child = spawnSync(process.execPath, ['--require', preload, ...cli.args, 'inspect', path, '--json'], { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
-    const elapsed = performance.now() - started;
-    if (child.status !== 0) throw new Error(`inspect failed (${child.status}): ${child.stderr}`);
-    const parsed = JSON.parse(child.stdout) as { totals: { parameters: number; bytes: number }; tensors: unknown[] };
-    const maxRssKiB = Number((await import('node:fs')).readFileSync(rssOut, 'utf8'));
-    const mb = (maxRssKiB * 1024) / 1e6;
-    report(
-      `inspect --json of a ${(size / 1e9).toFixed(1)} GB sparse safetensors (${parsed.tensors.length} tensors, ${(parsed.totals.parameters / 1e9).toFixed(2)} B params) via ${cli.note}: peak RSS`,
-      `${mb.toFixed(1)} MB, wall ${elapsed.toFixed(0)} ms`,
-      '< 100 MB',
-      mb < 100,
-    );
+    const st = join(dir, 'synthetic-20gb.safetensors');
+    const stSize = writeSparseSafetensors(st);
+    if (stSize < SPARSE_TARGET_BYTES * 0.95) throw new Error(`synthetic file is only ${stSize} bytes`);
+    await inspectPeakRss(dir, st, stSize, 'safetensors');
+    rmSync(st);
+    const gguf = join(dir, 'synthetic-20gb.gguf');
+    const ggufSize = writeSparseGguf(gguf);
+    await inspectPeakRss(dir, gguf, ggufSize, 'GGUF (F16)');
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
