@@ -268,3 +268,21 @@ test('GPTQ: dead columns are zeroed, a non-positive-definite Hessian increases d
   controller.abort();
   assert.throws(() => gptqQuantizeLayer(w, rows, cols, h, { target: { kind: 'int', bits: 4, groupSize: -1, sym: false }, signal: controller.signal }), CancelledError);
 });
+
+test('GPTQ result -> GPTQ checkpoint layout (packGptq) -> dequantized equals the result up to f16 scales', async () => {
+  const { gptqResultToIntN } = await import('../../src/core/methods/quantizeWithMethod');
+  const { packGptq, dequantizeGptq } = await import('../../src/core/quant/gptqLayout');
+  const rows = 8;
+  const cols = 64;
+  const x = correlatedActivations(256, cols, 31);
+  const w = randomWeights(rows, cols, 32);
+  const acc = new HessianAccumulator(cols);
+  acc.addRows(x, 256);
+  const r = gptqQuantizeLayer(w, rows, cols, acc.hessian(), { target: { kind: 'int', bits: 4, groupSize: 32, sym: false } });
+  const packed = packGptq(gptqResultToIntN(r, 4, 32, false, 'fc'), 'fc');
+  assert.equal(packed.qweight.length, (cols * 4) / 32 * rows);
+  const back = dequantizeGptq(packed, 'fc');
+  for (let i = 0; i < rows * cols; i++) assert.ok(Math.abs(back[i]! - r.dequantized[i]!) <= 2e-3 * Math.abs(r.dequantized[i]!) + 1e-6, `weight ${i}: ${back[i]} vs ${r.dequantized[i]}`);
+  const act = gptqQuantizeLayer(w, rows, cols, acc.hessian(), { target: { kind: 'int', bits: 4, groupSize: 32, sym: false }, actOrder: true });
+  assert.throws(() => gptqResultToIntN(act, 4, 32, false, 'fc'), /act-order/);
+});

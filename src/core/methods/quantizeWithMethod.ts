@@ -4,7 +4,8 @@
  * result with the model runtime (weights swapped in through the forward pass's onLayerWeights hook,
  * activation quantization through its quant setting or, for LLM.int8(), through onActivation).
  */
-import { InvalidArgumentError } from '../errors';
+import { InvalidArgumentError, UnsupportedError } from '../errors';
+import type { IntBits, IntNQuantized } from '../quant/intN';
 import { fakeQuantizeWeight, type QuantSetting } from '../model/fakeQuant';
 import type { ForwardOptions, LayerWeights, LinearRole, LlamaModel } from '../model/forward';
 import { linearModuleName } from '../model/forward';
@@ -49,6 +50,12 @@ export interface MethodSettings {
   llmInt8Variant?: LlmInt8Variant;
   /** SmoothQuant: fold only, no weight quantization (to check float equivalence). */
   smoothOnly?: boolean;
+  /**
+   * AWQ: leave the scaled and clipped float weights (and the rescaled norms) instead of fake-quantizing
+   * them, for a writer that quantizes with its own rule (GPTQ layout, GGUF). Later sites then see float
+   * inputs, as in AutoAWQ, where the block's outputs come from the unquantized block.
+   */
+  awqForExport?: boolean;
 }
 
 /** What one layer's site reported (shown by the CLI, kept in --json). */
@@ -156,7 +163,7 @@ function awqMethod(settings: MethodSettings, reports: SiteReport[]): LayerwiseMe
       for (const l of linears) {
         // q and k are not clipped (the reference skips them: the q.k product makes the error hard to measure).
         if (l.role !== 'q' && l.role !== 'k') applyClipInPlace(l.weight, l.rows, cols, settings.groupSize, awqSearchClip(l.weight, l.rows, cols, gram, config, { signal: ctx.signal }));
-        l.weight.set(awqFakeQuantize(l.weight, l.rows, cols, config));
+        if (settings.awqForExport !== true) l.weight.set(awqFakeQuantize(l.weight, l.rows, cols, config));
       }
       reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, awqRatio: ratio });
       return (fold === 'v' || fold === 'up') && ratio !== null && ratio > 0 ? 'inputs-changed' : undefined;
@@ -247,6 +254,31 @@ export async function quantizeWithMethod(
       ? null
       : await runLayerwiseCalibration(model, calibration, layerwise, { signal: options.signal, onProgress: options.onProgress, minimumTokens });
   return { method, settings, layers, reports, gptqResults, llmInt8Plans, seconds: (performance.now() - started) / 1000 };
+}
+
+/**
+ * A GPTQ result as the quantize engineer's IntNQuantized (levels row-major, scales and zeros [rows, groups]),
+ * ready for packGptq / the GPTQ layout writer. Refuses act-order results (their g_idx is not i // group)
+ * and zero points of 0, which the v1 layout cannot store (GPTQ_MIN_ZERO).
+ */
+export function gptqResultToIntN(result: GptqLayerResult, bits: IntBits, groupSize: number, symmetric: boolean, name: string): IntNQuantized {
+  const { rows, cols } = result;
+  const g = groupSize > 0 ? groupSize : cols;
+  const groups = Math.ceil(cols / g);
+  for (let c = 0; c < cols; c++) {
+    if (result.gIdx[c] !== Math.floor(c / g)) throw new UnsupportedError(`${name}: act-order GPTQ results need a writer that takes their g_idx`);
+  }
+  const scales = new Float32Array(rows * groups);
+  const zeros = new Uint8Array(rows * groups);
+  for (let gi = 0; gi < groups; gi++) {
+    for (let r = 0; r < rows; r++) {
+      const z = result.zeros[gi * rows + r]!;
+      if (!symmetric && z < 1) throw new UnsupportedError(`${name}: group ${gi} of row ${r} has zero point 0, which the GPTQ v1 layout cannot store`);
+      scales[r * groups + gi] = result.scales[gi * rows + r]!;
+      zeros[r * groups + gi] = z;
+    }
+  }
+  return { rows, cols, bits, groupSize: g, symmetric, levels: result.codes, scales, zeros };
 }
 
 /** Forward options that evaluate a method's result with the model runtime (perplexity, logits). */
