@@ -36,14 +36,14 @@ export const KERNELS = {
   q5_0: quantizeKernel('q5_0'),
   q5_1: quantizeKernel('q5_1'),
   /** One workgroup per segment. */
-  rowMoments: { name: 'rowMoments', wgsl: WGSL_SOURCES.rowMoments, bindings: quantizeBindings, workgroupSize: 256, workgroupsFor: (segments: number) => segments },
-  /** Each workgroup handles 256 * 16 elements. */
+  rowMoments: { name: 'rowMoments', wgsl: WGSL_SOURCES.rowMoments, bindings: quantizeBindings, workgroupSize: 64, workgroupsFor: (segments: number) => segments },
+  /** Each workgroup handles 64 * 64 elements. */
   histogram: {
     name: 'histogram',
     wgsl: WGSL_SOURCES.histogram,
     bindings: ['read-only-storage', 'storage', 'storage', 'storage', 'storage', 'uniform'],
-    workgroupSize: 256,
-    workgroupsFor: (elements: number) => Math.ceil(elements / (256 * 16)),
+    workgroupSize: 64,
+    workgroupsFor: (elements: number) => Math.ceil(elements / (64 * 64)),
   },
   decode: { name: 'decode', wgsl: WGSL_SOURCES.common + '\n' + WGSL_SOURCES.decode, bindings: quantizeBindings, workgroupSize: 256, workgroupsFor: perThread(256) },
 } as const satisfies Record<string, Kernel>;

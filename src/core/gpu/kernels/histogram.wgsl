@@ -16,17 +16,18 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> row_outliers: array<atomic<u32>>;
 @group(0) @binding(4) var<storage, read_write> col_outliers: array<atomic<u32>>;
 @group(0) @binding(5) var<uniform> params: Params;
-const WG = 256u;
-const PER_THREAD = 16u;
+const WG = 64u;
+const PER_THREAD = 64u;
 var<workgroup> local_fixed: array<atomic<u32>, 256>;
 var<workgroup> local_log: array<atomic<u32>, 257>;
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let group = wid.x + wid.y * params.groups_x;
-  atomicStore(&local_fixed[lid], 0u);
-  atomicStore(&local_log[lid], 0u);
-  if (lid == 0u) { atomicStore(&local_log[256], 0u); }
+  for (var b = lid; b < 257u; b = b + WG) {
+    if (b < 256u) { atomicStore(&local_fixed[b], 0u); }
+    atomicStore(&local_log[b], 0u);
+  }
   workgroupBarrier();
   let tile_start = group * WG * PER_THREAD;
   for (var k = 0u; k < PER_THREAD; k = k + 1u) {
@@ -54,13 +55,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     }
   }
   workgroupBarrier();
-  if (lid < params.bins) {
-    let c = atomicLoad(&local_fixed[lid]);
-    if (c > 0u) { atomicAdd(&fixed_hist[lid], c); }
+  for (var b = lid; b < params.bins; b = b + WG) {
+    let c = atomicLoad(&local_fixed[b]);
+    if (c > 0u) { atomicAdd(&fixed_hist[b], c); }
   }
-  if (lid < params.log_bins) {
-    let c = atomicLoad(&local_log[lid]);
-    if (c > 0u) { atomicAdd(&log_hist[lid], c); }
+  for (var b = lid; b < params.log_bins; b = b + WG) {
+    let c = atomicLoad(&local_log[b]);
+    if (c > 0u) { atomicAdd(&log_hist[b], c); }
   }
   if (lid == 0u) {
     let c = atomicLoad(&local_log[256]);

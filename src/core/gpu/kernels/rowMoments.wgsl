@@ -11,13 +11,13 @@ struct Params { segment_count: u32, segment_length: u32, row_length: u32, segmen
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<uniform> params: Params;
-const WG = 256u;
+const WG = 64u;
 const SEG_STRIDE = 11u;
-var<workgroup> red_a: array<f32, 256>;
-var<workgroup> red_b: array<f32, 256>;
-var<workgroup> red_c: array<f32, 256>;
-var<workgroup> red_d: array<f32, 256>;
-var<workgroup> red_e: array<f32, 256>;
+var<workgroup> red_a: array<f32, 64>;
+var<workgroup> red_b: array<f32, 64>;
+var<workgroup> red_c: array<f32, 64>;
+var<workgroup> red_d: array<f32, 64>;
+var<workgroup> red_e: array<f32, 64>;
 
 fn is_non_finite(v: f32) -> bool {
   return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
@@ -38,7 +38,7 @@ fn reduce(lid: u32, sum_d: bool) {
   workgroupBarrier();
 }
 
-@compute @workgroup_size(256)
+@compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let seg = wid.x + wid.y * params.groups_x;
   // Uniform across the workgroup, so the barriers below stay in uniform control flow.
