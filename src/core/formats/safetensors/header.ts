@@ -48,33 +48,33 @@ function asSize(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : undefined;
 }
 
+/** The message's `where` is built only when something is wrong: parseTensorInfo runs 10^5 times in big headers. */
+function tensorError(file: string, name: string, defect: string): never {
+  throw new FormatError(file, defect, `tensor '${name}'`);
+}
+
 function parseTensorInfo(file: string, name: string, raw: unknown): SafetensorsTensorInfo {
-  // Built only when something is wrong: this runs once per tensor (10^5 in big headers).
-  const fail = (defect: string): never => {
-    throw new FormatError(file, defect, `tensor '${name}'`);
-  };
-  if (!isPlainObject(raw)) return fail('tensor entry is not a JSON object');
+  if (!isPlainObject(raw)) return tensorError(file, name, 'tensor entry is not a JSON object');
   const dtypeName = raw.dtype;
-  if (typeof dtypeName !== 'string') return fail('missing or non-string "dtype"');
+  if (typeof dtypeName !== 'string') return tensorError(file, name, 'missing or non-string "dtype"');
   const dtype = safetensorsDtype(dtypeName);
-  if (dtype === undefined) return fail(`unknown dtype '${dtypeName}'`);
+  if (dtype === undefined) return tensorError(file, name, `unknown dtype '${dtypeName}'`);
   const rawShape = raw.shape;
-  if (!Array.isArray(rawShape)) return fail('missing or non-array "shape"');
+  if (!Array.isArray(rawShape)) return tensorError(file, name, 'missing or non-array "shape"');
   if (rawShape.length > MAX_SAFETENSORS_DIMS) {
-    return fail(`shape has ${rawShape.length} dimensions, more than ${MAX_SAFETENSORS_DIMS}`);
+    return tensorError(file, name, `shape has ${rawShape.length} dimensions, more than ${MAX_SAFETENSORS_DIMS}`);
   }
-  const shape: number[] = [];
   for (const d of rawShape) {
-    const size = asSize(d);
-    if (size === undefined) return fail(`shape entry ${JSON.stringify(d)} is not a non-negative safe integer`);
-    shape.push(size);
+    if (asSize(d) === undefined) return tensorError(file, name, `shape entry ${JSON.stringify(d)} is not a non-negative safe integer`);
   }
+  // Every entry was checked above; the parsed array is fresh, so it is kept rather than copied.
+  const shape = rawShape as number[];
   const offsets = raw.data_offsets;
-  if (!Array.isArray(offsets) || offsets.length !== 2) return fail('"data_offsets" must be [begin, end]');
+  if (!Array.isArray(offsets) || offsets.length !== 2) return tensorError(file, name, '"data_offsets" must be [begin, end]');
   const begin = asSize(offsets[0]);
   const end = asSize(offsets[1]);
   if (begin === undefined || end === undefined) {
-    return fail(`data_offsets ${JSON.stringify(offsets)} are not non-negative safe integers`);
+    return tensorError(file, name, `data_offsets ${JSON.stringify(offsets)} are not non-negative safe integers`);
   }
   return { name, dtype: dtype.name, shape, begin, end };
 }
