@@ -47,6 +47,11 @@ test('inspect --json on micro-llama-f32.gguf', async () => {
   assert.deepEqual(tokens, { type: 'array', elementType: 'string', length: 8192, head: ['<|bos|>', '<|eos|>', '!', '"', '#', '$', '%', '&'] });
   assert.equal((metadata['tokenizer.ggml.token_type'] as Record<string, unknown>).elementType, 'int32');
   assert.ok(out[0]!.length < 20_000, 'long arrays are summarised, not dumped');
+  const gguf = report.gguf as { version: number; types: Record<string, string> };
+  assert.equal(gguf.version, 3);
+  assert.equal(gguf.types['tokenizer.ggml.tokens'], 'ARRAY<STRING>');
+  assert.equal(gguf.types['llama.rope.freq_base'], 'FLOAT32');
+  assert.equal(metadata['llama.attention.layer_norm_rms_epsilon'], Math.fround(1e-5), 'JSON keeps the exact f32 value');
   const tensors = report.tensors as JsonTensor[];
   assert.equal(tensors.length, 21);
   const k = tensors.find((t) => t.name === 'blk.0.attn_k.weight');
@@ -88,6 +93,7 @@ test('inspect prints a readable table with long arrays summarised', async () => 
   assert.match(text, /tokenizer\.ggml\.tokens\s+\[string × 8,192\] "<\|bos\|>", "<\|eos\|>"/);
   assert.match(text, /blk\.0\.attn_k\.weight\s+F32\s+\[32, 64\]\s+2,048/);
   assert.match(text, /^totals\s+1,147,200 parameters/m);
+  assert.match(text, /llama\.attention\.layer_norm_rms_epsilon\s+0\.00001$/m, 'FLOAT32 shown as the shortest decimal of that f32');
   assert.match(text, /^\s+attn_q\s+2\s+8,192/m);
   const help = await runCli(['inspect', '--help']);
   assert.equal(help.code, 0);

@@ -71,7 +71,25 @@ export interface InspectReport {
   config: Record<string, unknown> | null;
   tensors: Array<{ name: string; dtype: string; shape: number[]; nbytes: number; file: string; offset: number }>;
   totals: CheckpointTotals;
-  gguf?: { version: number; alignment: number; dataStart: number };
+  /** GGUF only: header facts and each key's GGUF value type (`UINT32`, `ARRAY<STRING>`, ...). */
+  gguf?: { version: number; alignment: number; dataStart: number; types: Record<string, string> };
+}
+
+function ggufTypeName(v: GgufValue): string {
+  if (v.type !== 'ARRAY') return v.type;
+  if (v.elementType !== 'ARRAY') return `ARRAY<${v.elementType}>`;
+  const inner = v.values[0];
+  return `ARRAY<${inner !== undefined ? ggufTypeName(inner) : 'ARRAY'}>`;
+}
+
+/** The shortest decimal that reads back as the same f32 (GGUF FLOAT32 values: 1e-05, not 0.000009999999747378752). */
+export function shortestF32(v: number): string {
+  if (!Number.isFinite(v)) return String(v);
+  for (let digits = 1; digits <= 9; digits++) {
+    const s = Number(v.toPrecision(digits));
+    if (Math.fround(s) === v) return String(s);
+  }
+  return String(v);
 }
 
 export function buildInspectReport(checkpoint: Checkpoint): InspectReport {
@@ -86,7 +104,9 @@ export function buildInspectReport(checkpoint: Checkpoint): InspectReport {
     totals: summarizeTensors(checkpoint.tensors),
   };
   if (checkpoint.gguf !== undefined) {
-    report.gguf = { version: checkpoint.gguf.version, alignment: checkpoint.gguf.alignment, dataStart: checkpoint.gguf.dataStart };
+    const types: Record<string, string> = {};
+    for (const [k, v] of checkpoint.gguf.kv) types[k] = ggufTypeName(v);
+    report.gguf = { version: checkpoint.gguf.version, alignment: checkpoint.gguf.alignment, dataStart: checkpoint.gguf.dataStart, types };
   }
   return report;
 }
@@ -111,7 +131,8 @@ function cut(s: string, limit = TABLE_STRING_LIMIT): string {
   return oneLine.length > limit ? `${oneLine.slice(0, limit - 1)}…` : oneLine;
 }
 
-function describeMetadata(value: JsonValue | ArraySummary): string {
+function describeMetadata(value: JsonValue | ArraySummary, ggufType: string | undefined): string {
+  if (ggufType === 'FLOAT32' && typeof value === 'number') return shortestF32(value);
   if (value !== null && typeof value === 'object' && !Array.isArray(value) && value.type === 'array' && 'length' in value) {
     const s = value as ArraySummary;
     return cut(`[${s.elementType} × ${formatCount(s.length)}] ${s.head.map((h) => JSON.stringify(h)).join(', ')}, …`);
@@ -164,7 +185,7 @@ export function renderInspectReport(report: InspectReport): string[] {
   }
   const metaKeys = Object.keys(report.metadata);
   out.push('', `metadata (${metaKeys.length} ${metaKeys.length === 1 ? 'key' : 'keys'})`);
-  const metaRows = metaKeys.map((k) => [k, describeMetadata(report.metadata[k] ?? null)]);
+  const metaRows = metaKeys.map((k) => [k, describeMetadata(report.metadata[k] ?? null, report.gguf?.types[k])]);
   out.push(...table(metaRows).map((l) => `  ${l}`));
 
   const multiFile = report.files.length > 1;
