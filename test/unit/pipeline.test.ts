@@ -319,3 +319,44 @@ test('GGUF targets go through the exporter hook; the card measures every quantiz
     await assert.rejects(runQuantize({ input: microLlamaF32Gguf, output: microLlamaF32Gguf, target: 'Q8_0' }, { ggufExporter }), InvalidArgumentError);
   });
 });
+
+test('our reader (readResearchWeight) round-trips every research layout to the card metrics', async () => {
+  const { readResearchWeight } = await import('../../src/core/quant/pipeline');
+  await withTempDir(async (dir) => {
+    const src = await openCheckpoint(source);
+    const originals = new Map<string, Float32Array>();
+    try {
+      for (const t of src.tensors) if (/proj\.weight$/.test(t.name)) originals.set(t.name, await src.readRowsF32(t.name));
+    } finally {
+      await src.close();
+    }
+    const targets: { target: string; extra?: object }[] = [
+      { target: 'int4-g128' }, // 64-wide rows: one short group; down_proj (192): 128 + 64
+      { target: 'int3-g128', extra: { symmetric: true } },
+      { target: 'int2-g64' },
+      { target: 'int8-g128', extra: { groupSize: -1 } },
+      { target: 'int8-tensor' },
+      { target: 'int8-zp' },
+      { target: 'nf4' },
+      { target: 'nf4', extra: { doubleQuant: true } },
+      { target: 'fp8', extra: { scale: 'channel' } },
+      { target: 'fp8' },
+    ];
+    for (const [k, t] of targets.entries()) {
+      const out = join(dir, `${k}.safetensors`);
+      const result = await runQuantize({ input: source, output: out, target: t.target, ...t.extra });
+      const ckpt = await openCheckpoint(out);
+      try {
+        for (const [name, original] of originals) {
+          const entry = result.card.tensors.find((e) => e.name === name)!;
+          const back = await readResearchWeight(ckpt, name);
+          assert.equal(back.length, original.length);
+          const m = computeErrorMetrics(original, back, entry.shape[0]!, entry.shape[1]!);
+          assert.equal(m.mse, entry.mse, `${t.target} ${JSON.stringify(t.extra ?? {})} ${name}`);
+        }
+      } finally {
+        await ckpt.close();
+      }
+    }
+  });
+});

@@ -26,6 +26,7 @@
  * unpacked layout to see what a loader computes.
  */
 import { FormatError, InvalidArgumentError } from '../errors';
+import type { Checkpoint } from '../formats/checkpoint';
 import { groupCount, type IntBits, type IntNQuantized } from './intN';
 
 /** The smallest zero point the v1 layout can store (it writes zero - 1). */
@@ -257,4 +258,44 @@ export function dequantizeGptq(t: GptqTensors, file = '<gptq>'): Float32Array {
     }
   }
   return out;
+}
+
+function typedView<T>(raw: Uint8Array, make: (buffer: ArrayBuffer, offset: number, length: number) => T, elementBytes: number): T {
+  // A copy: the stored bytes may not be aligned for the typed view.
+  const copy = raw.slice();
+  return make(copy.buffer, copy.byteOffset, copy.byteLength / elementBytes);
+}
+
+/**
+ * Reads one GPTQ-layout linear layer (`<prefix>.qweight`, `.qzeros`, `.scales`, `.g_idx`) from a
+ * checkpoint, checking dtypes and shapes; in/out features and the group size come from the shapes.
+ */
+export async function readGptqLinear(ckpt: Checkpoint, prefix: string, bits: IntBits): Promise<GptqTensors> {
+  const entry = (suffix: string, dtype: string): { shape: number[] } => {
+    const t = ckpt.tensors.find((x) => x.name === `${prefix}.${suffix}`);
+    if (t === undefined) throw new FormatError(ckpt.path, `no tensor ${prefix}.${suffix}`, prefix);
+    if (t.dtype !== dtype) throw new FormatError(ckpt.path, `${prefix}.${suffix} is ${t.dtype}, the GPTQ layout stores ${dtype}`, prefix);
+    if (t.shape.length !== (suffix === 'g_idx' ? 1 : 2)) throw new FormatError(ckpt.path, `${prefix}.${suffix} has shape [${t.shape.join(', ')}]`, prefix);
+    return t;
+  };
+  const qweightShape = entry('qweight', 'I32').shape;
+  const qzerosShape = entry('qzeros', 'I32').shape;
+  entry('scales', 'F16');
+  const gIdxShape = entry('g_idx', 'I32').shape;
+  const outFeatures = qweightShape[1]!;
+  const inFeatures = (qweightShape[0]! * 32) / bits;
+  if (gIdxShape[0] !== inFeatures) throw new FormatError(ckpt.path, `g_idx has ${gIdxShape[0]} entries, qweight packs ${inFeatures} input channels at ${bits} bits`, prefix);
+  const groups = qzerosShape[0]!;
+  const t: GptqTensors = {
+    bits,
+    inFeatures,
+    outFeatures,
+    groupSize: Math.ceil(inFeatures / groups),
+    qweight: typedView(await ckpt.readRawRows(`${prefix}.qweight`), (b, o, n) => new Int32Array(b, o, n), 4),
+    qzeros: typedView(await ckpt.readRawRows(`${prefix}.qzeros`), (b, o, n) => new Int32Array(b, o, n), 4),
+    scales: typedView(await ckpt.readRawRows(`${prefix}.scales`), (b, o, n) => new Uint16Array(b, o, n), 2),
+    gIdx: typedView(await ckpt.readRawRows(`${prefix}.g_idx`), (b, o, n) => new Int32Array(b, o, n), 4),
+  };
+  unpackGptq(t, ckpt.path); // validates every size against g_idx
+  return t;
 }

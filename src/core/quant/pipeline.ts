@@ -15,7 +15,7 @@
  */
 import { mkdir, rm, rmdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join } from 'node:path';
-import { CancelledError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors';
+import { CancelledError, FormatError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import { openCheckpoint } from '../formats/openCheckpoint';
 import { tensorRole } from '../formats/tensorRoles';
@@ -24,9 +24,9 @@ import { assertNotSamePath, copyFileAtomic, openAtomicFile, writeFileAtomic, typ
 import { ErrorAccumulator } from '../analysis/errorMetrics';
 import { TOOL_VERSION } from '../version';
 import { dequantizeFp8E4M3, encodeFp8WithScale, fp8Scale, quantizeFp8E4M3 } from './fp8';
-import { allocateGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows } from './gptqLayout';
+import { allocateGptq, dequantizeGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows, readGptqLinear } from './gptqLayout';
 import { dequantizeInt8Absmax, dequantizeInt8ZeroPoint, int8AbsmaxScale, quantizeInt8Absmax, quantizeInt8WithScale, quantizeInt8ZeroPoint } from './int8';
-import { allocateIntN, asymmetricParams, groupCount, quantizeAsymmetricWithParams, quantizeRowsIntN } from './intN';
+import { allocateIntN, asymmetricParams, groupCount, INT_BITS, quantizeAsymmetricWithParams, quantizeRowsIntN, type IntBits } from './intN';
 import {
   decodeDoubleQuantAbsmax,
   doubleQuantizeAbsmax,
@@ -823,6 +823,76 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
     }
   } finally {
     await ckpt.close();
+  }
+}
+
+/**
+ * Our reader for the research layouts (docs/formats-output.md): the f32 weight [out, in] that a
+ * loader reconstructs for `<prefix>.weight` of a checkpoint we wrote, whatever the layout. `bits` is
+ * needed for GPTQ tensors (from quantize_config.json or the `quantlens.recipe` metadata).
+ */
+export async function readResearchWeight(ckpt: Checkpoint, weightName: string, gptqBits?: IntBits): Promise<Float32Array> {
+  const prefix = weightPrefix(weightName);
+  const byName = new Map(ckpt.tensors.map((t) => [t.name, t]));
+  const raw = async (name: string): Promise<Uint8Array> => ckpt.readRawRows(name);
+  const need = (name: string): TensorEntry => {
+    const t = byName.get(name);
+    if (t === undefined) throw new FormatError(ckpt.path, `no tensor ${name}`, weightName);
+    return t;
+  };
+  if (byName.has(`${prefix}.qweight`)) {
+    let bits = gptqBits;
+    if (bits === undefined) {
+      const recipe = ckpt.metadata['quantlens.recipe'];
+      const parsed: unknown = typeof recipe === 'string' ? JSON.parse(recipe) : null;
+      const b = typeof parsed === 'object' && parsed !== null ? (parsed as Record<string, unknown>).bits : undefined;
+      if (typeof b !== 'number' || !(INT_BITS as readonly number[]).includes(b)) throw new FormatError(ckpt.path, 'GPTQ tensors without a bit width: pass it (quantize_config.json bits)', weightName);
+      bits = b as IntBits;
+    }
+    return dequantizeGptq(await readGptqLinear(ckpt, prefix, bits), ckpt.path);
+  }
+  const stateName = `${weightName}.quant_state.bitsandbytes__nf4`;
+  if (byName.has(stateName)) {
+    const state: unknown = JSON.parse(new TextDecoder().decode(await raw(stateName)));
+    if (typeof state !== 'object' || state === null) throw new FormatError(ckpt.path, 'NF4 quant state is not a JSON object', stateName);
+    const s = state as Record<string, unknown>;
+    const shape = s.shape;
+    if (!Array.isArray(shape) || shape.length !== 2 || !shape.every((d) => Number.isSafeInteger(d))) throw new FormatError(ckpt.path, 'NF4 quant state has no 2-D shape', stateName);
+    if (s.blocksize !== NF4_BLOCK_SIZE) throw new UnsupportedError(`${ckpt.path}: ${stateName}: NF4 block size ${String(s.blocksize)} (only ${NF4_BLOCK_SIZE})`);
+    const count = (shape[0] as number) * (shape[1] as number);
+    const absmaxEntry = need(`${weightName}.absmax`);
+    let absmax: Float32Array;
+    if (absmaxEntry.dtype === 'U8') {
+      const nested = await ckpt.readRowsF32(need(`${weightName}.nested_absmax`).name);
+      const code = await ckpt.readRowsF32(need(`${weightName}.nested_quant_map`).name);
+      const offset = s.nested_offset;
+      if (typeof offset !== 'number' || s.nested_blocksize !== NF4_NESTED_BLOCK_SIZE || code.length !== 256) throw new FormatError(ckpt.path, 'NF4 double-quant state is incomplete', stateName);
+      const q = await raw(absmaxEntry.name);
+      absmax = Float32Array.from(q, (v, i) => Math.fround(Math.fround(code[v]! * nested[Math.floor(i / NF4_NESTED_BLOCK_SIZE)]!) + offset));
+    } else {
+      absmax = await ckpt.readRowsF32(absmaxEntry.name);
+    }
+    return dequantizeNf4Packed(await raw(need(weightName).name), absmax, count);
+  }
+  const weight = need(weightName);
+  if (weight.shape.length !== 2) throw new FormatError(ckpt.path, `expected a 2-D quantized weight, shape [${weight.shape.join(', ')}]`, weightName);
+  const [rows, cols] = weight.shape as [number, number];
+  const scales = await ckpt.readRowsF32(need(`${prefix}.weight_scale`).name);
+  const granularity = scales.length === 1 ? 'tensor' : 'channel';
+  if (granularity === 'channel' && scales.length !== rows) throw new FormatError(ckpt.path, `weight_scale has ${scales.length} values for ${rows} rows`, weightName);
+  const stored = await raw(weightName);
+  switch (weight.dtype) {
+    case 'F8_E4M3':
+      return dequantizeFp8E4M3({ rows, cols, granularity, codes: stored, scales });
+    case 'I8':
+      return dequantizeInt8Absmax({ rows, cols, granularity, values: new Int8Array(stored.buffer, stored.byteOffset, stored.byteLength), scales });
+    case 'U8': {
+      const zeros = await raw(need(`${prefix}.weight_zero_point`).name);
+      if (zeros.length !== scales.length) throw new FormatError(ckpt.path, `weight_zero_point has ${zeros.length} values, weight_scale ${scales.length}`, weightName);
+      return dequantizeInt8ZeroPoint({ rows, cols, granularity, values: stored, scales, zeros });
+    }
+    default:
+      throw new UnsupportedError(`${ckpt.path}: ${weightName}: ${weight.dtype} is not one of our quantized layouts`);
   }
 }
 
