@@ -1,5 +1,5 @@
 /**
- * The `quantizeTensors` job: quantizes every 2-D tensor whose rows are whole 32-value blocks to one
+ * The `quantizeTensors` job: quantizes every 2-D tensor whose rows are whole blocks (32 values, 256 for Q6_K) to one
  * ggml type and writes the blocks, tensor after tensor, to one file (no container: offsets are in the
  * result). It exercises the GPU kernels and the job machinery end to end until the real quantize
  * pipeline runs in the worker. Output goes through an atomic file: cancel or crash leaves nothing
@@ -8,7 +8,7 @@
 import type { QuantizeTensorsJobResult, QuantizeTensorsJobSpec, QuantizedTensorRecord } from '../../protocol/jobs';
 import { CancelledError, NumericError } from '../errors';
 import { openCheckpoint } from '../formats/openCheckpoint';
-import { quantizeOnGpu, quantizedSize, QK } from '../gpu/quantize';
+import { blockElementsOf, quantizeOnGpu, quantizedSize } from '../gpu/quantize';
 import { assertNotSamePath, withAtomicFile } from '../io/atomicWrite';
 import { findNonFinite, quantizeGgml } from '../quant/ggml/index';
 import { ComputeDevice } from './computeDevice';
@@ -25,8 +25,9 @@ export async function runQuantizeTensorsJob(spec: QuantizeTensorsJobSpec, ctx: J
     await assertNotSamePath(checkpoint.files.length > 0 ? checkpoint.files : [spec.modelPath], spec.outputPath);
     const selected = selectTensors(checkpoint, spec.tensorNames);
     const skipped: { name: string; reason: string }[] = [];
+    const qk = blockElementsOf(spec.ggmlType);
     const tensors = selected.filter((t) => {
-      const reason = t.shape.length !== 2 ? `${t.shape.length}-D` : t.shape[1]! % QK !== 0 ? `rows of ${t.shape[1]} values are not whole ${QK}-value blocks` : null;
+      const reason = t.shape.length !== 2 ? `${t.shape.length}-D` : t.shape[1]! % qk !== 0 ? `rows of ${t.shape[1]} values are not whole ${qk}-value blocks` : null;
       if (reason !== null) skipped.push({ name: t.name, reason });
       return reason === null;
     });
