@@ -5,7 +5,7 @@ import { copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
-import { exportGguf, type GgufExportTensorReport } from '../../src/core/convert/exportGguf';
+import { exportGguf, planGgufExport, type GgufExportTensorReport } from '../../src/core/convert/exportGguf';
 import { permuteQkRows, sizeLabel, titleFromFolderName } from '../../src/core/convert/hfLlama';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { readGgufHeader, type GgufValue } from '../../src/core/formats/gguf/reader';
@@ -211,6 +211,23 @@ test('onTensor reports what was written; progress counts tensors; cancellation l
         CancelledError,
       );
       assert.deepEqual(await readdir(dir), ['a.gguf']);
+    } finally {
+      await checkpoint.close();
+    }
+  });
+});
+
+test('planGgufExport gives the per-tensor plan and the exact file size without writing', async () => {
+  await withTempDir(async (dir) => {
+    const checkpoint = await openCheckpoint(microLlamaDir);
+    try {
+      const plan = await planGgufExport(checkpoint, { target: 'Q4_K_M' });
+      const result = await exportGguf(checkpoint, { target: 'Q4_K_M', outputPath: join(dir, 'a.gguf') });
+      assert.equal(plan.fileBytes, (await readFile(join(dir, 'a.gguf'))).byteLength);
+      assert.deepEqual(plan.tensors.map((t) => [t.name, t.type, t.bytes]), result.tensors.map((t) => [t.name, t.type, t.bytes]));
+      assert.equal(plan.fileType, 15);
+      assert.ok(plan.tensors.some((t) => t.name === 'output.weight' && t.type === 'Q8_0' && t.fallback === undefined));
+      assert.ok(plan.tensors.some((t) => t.name === 'blk.0.attn_q.weight' && t.type === 'Q5_0' && t.fallback !== undefined));
     } finally {
       await checkpoint.close();
     }

@@ -197,6 +197,32 @@ function throwIfAborted(signal: AbortSignal | undefined, what: string): void {
   if (signal?.aborted === true) throw new CancelledError(`${what} was cancelled`);
 }
 
+export interface GgufExportPlan {
+  target: string;
+  fileType: number;
+  /** Size of the GGUF that exportGguf would write, header included. */
+  fileBytes: number;
+  /** Per tensor, in the order it would be written. */
+  tensors: Array<TensorTypeChoice & { shape: number[]; sourceType: string; bytes: number }>;
+}
+
+/**
+ * The plan exportGguf would follow (for --dry-run): per-tensor types, fallbacks and sizes, and the file
+ * size, computed from headers only; nothing is written and no tensor data is read.
+ */
+export async function planGgufExport(checkpoint: Checkpoint, options: Pick<ExportGgufOptions, 'target' | 'pure' | 'modelName' | 'onWarning'>): Promise<GgufExportPlan> {
+  const full: ExportGgufOptions = { ...options, outputPath: 'plan.gguf' };
+  const plan = checkpoint.format === 'gguf' ? await planFromGguf(checkpoint, full) : await planFromHf(checkpoint, full);
+  const toWrite: GgufTensorToWrite[] = plan.items.map((i) => ({ name: i.name, shape: i.shape, type: plan.choices.get(i.name)!.type }));
+  const layout = layoutGguf({ kv: plan.kv, tensors: toWrite }, checkpoint.path);
+  return {
+    target: plan.target,
+    fileType: plan.fileType,
+    fileBytes: layout.fileSize,
+    tensors: plan.items.map((item, i) => ({ ...plan.choices.get(item.name)!, shape: item.shape, sourceType: item.source.dtype, bytes: layout.tensors[i]!.nbytes })),
+  };
+}
+
 export async function exportGguf(
   checkpoint: Checkpoint,
   options: ExportGgufOptions,
