@@ -5,13 +5,13 @@
 import type { ActivationSiteKind, AnalysisReport } from './analysis';
 import type {
   BlockErrorMap,
+  ComparisonTable,
   DimDetail,
   OutlierMap,
   DtypeShare,
-  EmergentCriterion,
   ErrorCell,
+  ErrorHeatmap,
   HistogramSummary,
-  SystematicDim,
   TargetSize,
   TensorRole,
   TensorRow,
@@ -208,106 +208,66 @@ export function shareBeyond(summary: Pick<HistogramSummary, 'exceedance' | 'absm
   return shares[shares.length - 1] ?? 0;
 }
 
-/** SQNR, relative error and max error of a quantized copy `q` of `x`. */
-export function errorCell(x: Float32Array, q: Float32Array, where: { tensor: string; layer: number | null; role: TensorRole }): ErrorCell {
-  let signal = 0;
-  let noise = 0;
-  let maxAbsError = 0;
-  for (let i = 0; i < x.length; i++) {
-    const xi = x[i] ?? 0;
-    const e = xi - (q[i] ?? 0);
-    signal += xi * xi;
-    noise += e * e;
-    if (Math.abs(e) > maxAbsError) maxAbsError = Math.abs(e);
-  }
-  const sqnrDb = noise > 0 ? 10 * Math.log10(signal / noise) : Infinity;
-  return { ...where, sqnrDb: Number.isFinite(sqnrDb) ? sqnrDb : 999, relError: signal > 0 ? Math.sqrt(noise / signal) : 0, maxAbsError };
+/** What a quant card (`<output>.quant.json`, src/core/quant/quantCard.ts) says per tensor, as far as the view needs it. */
+export interface QuantCardLike {
+  recipe: Record<string, string | number | boolean | null>;
+  tensors: {
+    name: string;
+    shape: number[];
+    type: string;
+    quantized: boolean;
+    bitsPerWeight: number;
+    relRmse: number | null;
+    sqnrDb: number | null;
+    maxAbsError: number | null;
+    errorMap: { rowBands: number; colBands: number; values: number[] } | null;
+  }[];
 }
 
-/**
- * Block-error map of a rows x cols tensor: relative error ||x - q|| / ||x|| per block of
- * ceil(rows / mapRows) rows x ceil(cols / mapCols) columns, at most 64 x 64 blocks.
- */
-export function blockErrorMap(
-  x: Float32Array,
-  q: Float32Array,
-  rows: number,
-  cols: number,
-  options: { tensor: string; target: string; mapRows?: number; mapCols?: number; histogramBins?: number },
-): BlockErrorMap {
-  const mapRows = Math.min(rows, Math.min(64, options.mapRows ?? 64));
-  const mapCols = Math.min(cols, Math.min(64, options.mapCols ?? 64));
-  const rowsPerCell = Math.ceil(rows / mapRows);
-  const colsPerCell = Math.ceil(cols / mapCols);
-  const outRows = Math.ceil(rows / rowsPerCell);
-  const outCols = Math.ceil(cols / colsPerCell);
-  const signal = new Float64Array(outRows * outCols);
-  const noise = new Float64Array(outRows * outCols);
-  let sum = 0;
-  let sumSq = 0;
-  for (let r = 0; r < rows; r++) {
-    const br = Math.floor(r / rowsPerCell);
-    for (let c = 0; c < cols; c++) {
-      const i = r * cols + c;
-      const xi = x[i] ?? 0;
-      const e = xi - (q[i] ?? 0);
-      const cell = br * outCols + Math.floor(c / colsPerCell);
-      signal[cell] = (signal[cell] ?? 0) + xi * xi;
-      noise[cell] = (noise[cell] ?? 0) + e * e;
-      sum += xi;
-      sumSq += xi * xi;
-    }
-  }
-  const relError = Array.from(signal, (s, i) => (s > 0 ? Math.sqrt((noise[i] ?? 0) / s) : 0));
-  const n = rows * cols;
-  const mean = n > 0 ? sum / n : 0;
-  const std = Math.sqrt(Math.max(0, sumSq / Math.max(1, n) - mean * mean)) || 1;
-  const bins = options.histogramBins ?? 41;
-  let maxErr = 0;
-  for (let i = 0; i < n; i++) maxErr = Math.max(maxErr, Math.abs(((x[i] ?? 0) - (q[i] ?? 0)) / std));
-  const range = maxErr > 0 ? maxErr : 1;
-  const width = (2 * range) / bins;
-  const counts = new Array<number>(bins).fill(0);
-  for (let i = 0; i < n; i++) {
-    const e = ((x[i] ?? 0) - (q[i] ?? 0)) / std;
-    const b = Math.min(bins - 1, Math.max(0, Math.floor((e + range) / width)));
-    counts[b] = (counts[b] ?? 0) + 1;
-  }
-  return {
-    tensor: options.tensor,
-    target: options.target,
-    rows: outRows,
-    cols: outCols,
-    rowsPerCell,
-    colsPerCell,
-    relError,
-    errorHistogram: { edges: Array.from({ length: bins + 1 }, (_, i) => -range + i * width), counts },
-  };
-}
+/** Roles in heatmap column order: embeddings, the seven linears, the output head. */
+export const HEATMAP_ROLES: TensorRole[] = ['embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'output'];
 
 /**
- * Systematic outlier dimensions (LLM.int8(), Dettmers et al. 2022): a dimension counts in a layer when at
- * least `minTokenShare` of the tokens reach |x| >= threshold there; it is systematic when it counts in at
- * least `minLayerShare` of the layers. `tokenShare` is row-major layers x dims.
+ * The error heatmap (layers x roles) and block-error maps of a quant card. Block maps are downsampled by
+ * averaging `factor` x `factor` cells of the card's MSE map (the card's bands are equal to within one row or
+ * column, so the average is the block MSE to that precision).
  */
-export function findSystematicDims(magnitude: ArrayLike<number>, tokenShare: ArrayLike<number>, layers: number, dims: number, criterion: EmergentCriterion): SystematicDim[] {
-  const out: SystematicDim[] = [];
-  for (let d = 0; d < dims; d++) {
-    let layersHit = 0;
-    let shareSum = 0;
-    let maxMagnitude = 0;
-    for (let l = 0; l < layers; l++) {
-      const share = tokenShare[l * dims + d] ?? 0;
-      maxMagnitude = Math.max(maxMagnitude, magnitude[l * dims + d] ?? 0);
-      if (share >= criterion.minTokenShare) {
-        layersHit++;
-        shareSum += share;
+export function errorsFromQuantCard(card: QuantCardLike, layers: number, options: { target?: string; downsample?: number } = {}): { errors: ErrorHeatmap; blockMaps: BlockErrorMap[] } {
+  const target = options.target ?? String(card.recipe.target ?? card.recipe.scheme ?? 'quantized');
+  const factor = Math.max(1, Math.floor(options.downsample ?? 1));
+  const cells: ErrorCell[] = [];
+  const blockMaps: BlockErrorMap[] = [];
+  for (const t of card.tensors) {
+    if (!t.quantized) continue;
+    const { layer, role } = classifyTensorName(t.name);
+    cells.push({ layer, role, tensor: t.name, type: t.type, sqnrDb: t.sqnrDb, relError: t.relRmse, maxAbsError: t.maxAbsError, bitsPerWeight: t.bitsPerWeight });
+    const m = t.errorMap;
+    if (m === null) continue;
+    const rows = Math.ceil(m.rowBands / factor);
+    const cols = Math.ceil(m.colBands / factor);
+    const values = new Array<number>(rows * cols).fill(0);
+    const counts = new Array<number>(rows * cols).fill(0);
+    for (let r = 0; r < m.rowBands; r++) {
+      for (let c = 0; c < m.colBands; c++) {
+        const cell = Math.floor(r / factor) * cols + Math.floor(c / factor);
+        values[cell] = (values[cell] ?? 0) + (m.values[r * m.colBands + c] ?? 0);
+        counts[cell] = (counts[cell] ?? 0) + 1;
       }
     }
-    const layerShare = layers > 0 ? layersHit / layers : 0;
-    if (layersHit > 0 && layerShare >= criterion.minLayerShare) out.push({ dim: d, layerShare, tokenShare: shareSum / layersHit, maxMagnitude });
+    const [tensorRows = 1, tensorCols = 1] = t.shape.length >= 2 ? t.shape : [1, t.shape[0] ?? 1];
+    blockMaps.push({
+      tensor: t.name,
+      target,
+      metric: 'mse',
+      rows,
+      cols,
+      rowsPerCell: Math.round(tensorRows / rows),
+      colsPerCell: Math.round(tensorCols / cols),
+      values: values.map((v, i) => v / Math.max(1, counts[i] ?? 1)),
+    });
   }
-  return out.sort((a, b) => b.maxMagnitude - a.maxMagnitude);
+  const roles = HEATMAP_ROLES.filter((role) => cells.some((c) => c.role === role));
+  return { errors: { target, layers, roles, cells }, blockMaps };
 }
 
 /** Rounds every number in a JSON-able value to `digits` significant digits (keeps committed fixtures small). */
@@ -324,7 +284,7 @@ export function roundForJson<T>(value: T, digits = 4): T {
 /**
  * The emergent-feature map of one site family of an analysis report (`quantlens analyze --json`):
  * layers x channels of max |x| and of the share of tokens at or over the threshold, the report's systematic
- * dims for that family, and details (per-layer magnitude + reading weight columns) for those dims and the
+ * dims and recurring standouts for that family, and details (per-layer magnitude + reading weight columns) for those dims and the
  * strongest others.
  */
 export function outlierMapFromAnalysis(report: AnalysisReport, kind: ActivationSiteKind = 'attn_in', extraDetails = 8): OutlierMap {
@@ -343,11 +303,15 @@ export function outlierMapFromAnalysis(report: AnalysisReport, kind: ActivationS
     .filter((s) => s.kind === kind)
     .map((s) => ({ dim: s.dim, layerShare: s.layerShare, tokenShare: s.tokenShare, maxMagnitude: s.maxAbs }))
     .sort((a, b) => b.maxMagnitude - a.maxMagnitude);
+  const standouts = report.recurringStandouts
+    .filter((s) => s.kind === kind)
+    .map((s) => ({ dim: s.dim, layerShare: s.layerShare, meanRatio: s.meanRatio, maxMagnitude: s.maxAbs }))
+    .sort((a, b) => b.meanRatio - a.meanRatio);
   const strongest = Array.from({ length: dims }, (_, d) => d)
     .map((d) => [Math.max(...sites.map((s) => s.absmax[d] ?? 0)), d] as const)
     .sort((a, b) => b[0] - a[0])
     .map(([, d]) => d);
-  const detailDims = [...new Set([...systematic.map((s) => s.dim), ...strongest.slice(0, extraDetails)])];
+  const detailDims = [...new Set([...systematic.map((s) => s.dim), ...standouts.map((s) => s.dim), ...strongest.slice(0, extraDetails)])];
   const siteIds = new Set(sites.map((s) => s.id));
   const views = report.weights.filter((v) => siteIds.has(v.site));
   const details: DimDetail[] = detailDims.map((dim) => ({
@@ -374,8 +338,15 @@ export function outlierMapFromAnalysis(report: AnalysisReport, kind: ActivationS
     tokens: sites[0]?.tokens ?? 0,
     magnitude,
     tokenShare,
-    criterion: { threshold: report.threshold, minLayerShare: report.criteria.minLayerShare, minTokenShare: report.criteria.minTokenShare },
+    criterion: {
+      threshold: report.threshold,
+      minLayerShare: report.criteria.minLayerShare,
+      minTokenShare: report.criteria.minTokenShare,
+      standoutFactor: report.criteria.standoutFactor,
+      minStandoutLayerShare: report.criteria.minStandoutLayerShare,
+    },
     systematic,
+    standouts,
     details,
   };
 }
@@ -433,4 +404,26 @@ export function activationHistogramsFromAnalysis(report: AnalysisReport): Histog
       exceedance: { thresholds: [...edges], shares },
     };
   });
+}
+
+/** What `quantlens compare --json` prints (src/core/methods/compare.ts CompareResult), as far as the view needs it. */
+export interface CompareResultLike {
+  baseline: { ppl: number; bytes: number };
+  rows: { method: string; bits: number; group: number; ppl: number; bytes: number; seconds: number }[];
+  skipped?: { method: string; bits: number; reason: string }[];
+  calibration: { windows: number; ctx: number; tokens: number };
+  evaluation: { windows: number; ctx: number; tokens: number };
+}
+
+/** The comparison view model of a method comparison; `parameters` turns bytes into bits per parameter. */
+export function comparisonFromCompareResult(result: CompareResultLike, parameters: number, texts: { calibration: string; evaluation: string }): ComparisonTable {
+  const bpw = (bytes: number): number => (parameters > 0 ? (8 * bytes) / parameters : 0);
+  const { calibration: c, evaluation: e } = result;
+  return {
+    evalDescription:
+      `perplexity on ${texts.evaluation} (${e.windows} windows of ${e.ctx} tokens), calibration on ${texts.calibration} (${c.windows} x ${c.ctx} tokens)` +
+      (result.skipped !== undefined && result.skipped.length > 0 ? `; not run: ${result.skipped.map((s) => `${s.method} W${s.bits} (${s.reason})`).join(', ')}` : ''),
+    baseline: { method: 'FP16', bits: 16, group: -1, bitsPerWeight: bpw(result.baseline.bytes), ppl: result.baseline.ppl, bytes: result.baseline.bytes, seconds: 0 },
+    rows: result.rows.map((r) => ({ method: r.method, bits: r.bits, group: r.group, bitsPerWeight: bpw(r.bytes), ppl: r.ppl, bytes: r.bytes, seconds: r.seconds })),
+  };
 }

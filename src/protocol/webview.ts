@@ -92,13 +92,17 @@ export interface HistogramSummary {
   exceedance: { thresholds: number[]; shares: number[] };
 }
 
-/** The LLM.int8() criterion for systematic outlier dimensions. */
+/** The LLM.int8() criterion for systematic outlier dimensions, and the scale-free standout criterion. */
 export interface EmergentCriterion {
   threshold: number;
-  /** A dimension must be an outlier in at least this share of layers ... */
+  /** A dimension must count in at least this share of layers ... */
   minLayerShare: number;
   /** ... where, in a layer, it counts when at least this share of tokens reach the threshold. */
   minTokenShare: number;
+  /** Standout: absmax >= standoutFactor x the site's median channel absmax ... */
+  standoutFactor: number;
+  /** ... in at least this share of the layers. */
+  minStandoutLayerShare: number;
 }
 
 export interface SystematicDim {
@@ -106,6 +110,15 @@ export interface SystematicDim {
   layerShare: number;
   /** Mean token share over the layers where it counts. */
   tokenShare: number;
+  maxMagnitude: number;
+}
+
+/** A dimension that stands out from its layer's median channel in many layers (small models' emergent features). */
+export interface StandoutDim {
+  dim: number;
+  layerShare: number;
+  /** Mean over those layers of absmax / median channel absmax. */
+  meanRatio: number;
   maxMagnitude: number;
 }
 
@@ -145,6 +158,7 @@ export interface OutlierMap {
   tokenShare: number[];
   criterion: EmergentCriterion;
   systematic: SystematicDim[];
+  standouts: StandoutDim[];
   details: DimDetail[];
 }
 
@@ -152,11 +166,14 @@ export interface ErrorCell {
   layer: number | null;
   role: TensorRole;
   tensor: string;
-  /** Signal-to-quantization-noise ratio in dB: 10 log10(sum x^2 / sum (x - q)^2). */
-  sqnrDb: number;
-  /** ||x - q|| / ||x||. */
-  relError: number;
-  maxAbsError: number;
+  /** What was written for this tensor (a research scheme or a ggml type). */
+  type: string;
+  /** Signal-to-quantization-noise ratio in dB: 10 log10(sum x^2 / sum (x - q)^2); null when exact. */
+  sqnrDb: number | null;
+  /** Relative RMSE ||x - q|| / ||x||. */
+  relError: number | null;
+  maxAbsError: number | null;
+  bitsPerWeight: number;
 }
 
 export interface ErrorHeatmap {
@@ -167,32 +184,33 @@ export interface ErrorHeatmap {
   cells: ErrorCell[];
 }
 
-/** Relative error per block: rows x column groups, downsampled to at most 64 x 64. Row-major. */
+/** Error per block of one tensor: rows x column groups, downsampled to at most 64 x 64. Row-major. */
 export interface BlockErrorMap {
   tensor: string;
   target: string;
+  /** What each cell holds: the MSE of its block (quant card), or its relative error. */
+  metric: 'mse' | 'relError';
   rows: number;
   cols: number;
-  /** How many tensor rows / columns each map cell covers. */
+  /** How many tensor rows / columns each map cell covers (rounded: bands may differ by one). */
   rowsPerCell: number;
   colsPerCell: number;
-  relError: number[];
-  /** Histogram of the elementwise error (x - q) / std(x). */
-  errorHistogram: { edges: number[]; counts: number[] };
+  values: number[];
+  /** Histogram of the elementwise error (x - q) / std(x), when the host computed it. */
+  errorHistogram?: { edges: number[]; counts: number[] };
 }
 
 export interface ComparisonRow {
   method: string;
   bits: number;
-  /** Group size along the input dimension; 0 = one scale per output row. */
+  /** Group size along the input dimension; -1 = one scale per output row. */
   group: number;
-  /** Effective bits per weight of the quantized tensors, scales and zeros included. */
+  /** Average bits per parameter of the whole checkpoint: 8 * bytes / parameters. */
   bitsPerWeight: number;
   ppl: number;
   bytes: number;
+  /** Calibration + quantization time (not the evaluation). */
   seconds: number;
-  /** Mean relative weight error over the quantized tensors. */
-  relError: number;
 }
 
 export interface ComparisonTable {
@@ -303,9 +321,11 @@ function isErrorCell(x: unknown): x is ErrorCell {
     (x.layer === null || typeof x.layer === 'number') &&
     isTensorRole(x.role) &&
     typeof x.tensor === 'string' &&
-    typeof x.sqnrDb === 'number' &&
-    typeof x.relError === 'number' &&
-    typeof x.maxAbsError === 'number'
+    typeof x.type === 'string' &&
+    (x.sqnrDb === null || typeof x.sqnrDb === 'number') &&
+    (x.relError === null || typeof x.relError === 'number') &&
+    (x.maxAbsError === null || typeof x.maxAbsError === 'number') &&
+    typeof x.bitsPerWeight === 'number'
   );
 }
 
@@ -316,13 +336,12 @@ function isBlockErrorMap(x: unknown): x is BlockErrorMap {
     typeof x.target === 'string' &&
     typeof x.rows === 'number' &&
     typeof x.cols === 'number' &&
+    (x.metric === 'mse' || x.metric === 'relError') &&
     x.rows <= 64 &&
     x.cols <= 64 &&
-    isNumberArray(x.relError) &&
-    x.relError.length === x.rows * x.cols &&
-    isRecord(x.errorHistogram) &&
-    isNumberArray(x.errorHistogram.edges) &&
-    isNumberArray(x.errorHistogram.counts)
+    isNumberArray(x.values) &&
+    x.values.length === x.rows * x.cols &&
+    (x.errorHistogram === undefined || (isRecord(x.errorHistogram) && isNumberArray(x.errorHistogram.edges) && isNumberArray(x.errorHistogram.counts)))
   );
 }
 
@@ -364,6 +383,7 @@ export function checkDataset(x: unknown): { ok: true; dataset: WebviewDataset } 
         isNumberArray(m.tokenShare) &&
         m.tokenShare.length === m.layers * m.dims &&
         Array.isArray(m.systematic) &&
+        Array.isArray(m.standouts) &&
         Array.isArray(m.details)
       )
     ) {

@@ -14,6 +14,7 @@ import {
   type WebviewDataset,
   type WebviewState,
 } from '../../src/protocol/webview';
+import { HEATMAP_ROLES } from '../../src/protocol/viewModels';
 import { getVsCodeApi, webviewChannel } from './vscodeApi';
 import { HostContext, type HostActions } from './host';
 import { OverviewView } from './components/OverviewView';
@@ -81,7 +82,7 @@ export function App({ initialView }: { initialView: ViewName | null }) {
       setDataset((d) => {
         const base: WebviewDataset = d ?? { version: 1 };
         const previous: ErrorHeatmap =
-          base.errors !== undefined && base.errors.target === target ? base.errors : { target, layers: base.overview?.layers ?? 0, roles: ['embed', 'q', 'k', 'v', 'o', 'gate', 'up', 'down', 'output'], cells: [] };
+          base.errors !== undefined && base.errors.target === target ? base.errors : { target, layers: base.overview?.layers ?? 0, roles: HEATMAP_ROLES, cells: [] };
         const cells = [...previous.cells.filter((c) => c.tensor !== cell.tensor), cell];
         const layers = Math.max(previous.layers, ...cells.map((c) => (c.layer ?? -1) + 1));
         return { ...base, errors: { ...previous, layers, cells } };

@@ -10,7 +10,7 @@ import { useTooltip } from './Tooltip';
 /** The VS Code chart palette, in order (theme variables; fallbacks are the Dark+ values). */
 const SERIES_COLOURS = ['var(--vscode-charts-blue, #3794ff)', 'var(--vscode-charts-orange, #d18616)', 'var(--vscode-charts-green, #89d185)', 'var(--vscode-charts-purple, #b180d7)', 'var(--vscode-charts-red, #f14c4c)', 'var(--vscode-charts-yellow, #cca700)'];
 
-const rowLabel = (r: ComparisonRow): string => `${r.method} W${r.bits}${r.group > 0 ? ` g${r.group}` : ' per-row'}`;
+const rowLabel = (r: ComparisonRow): string => `${r.method} W${r.bits}${r.group > 0 ? ` g${r.group}` : ' per row'}`;
 
 export function CompareView({ table }: { table: ComparisonTable }) {
   const { tooltip, show, hide } = useTooltip();
@@ -20,7 +20,7 @@ export function CompareView({ table }: { table: ComparisonTable }) {
   const innerW = width - margin.left - margin.right;
   const innerH = height - margin.top - margin.bottom;
   const all = [table.baseline, ...table.rows];
-  // x: effective bits per weight of the quantized tensors (scales included), so group sizes separate.
+  // x: bits per parameter of the whole checkpoint (scales and kept tensors included).
   const x = scaleLinear()
     .domain([0, Math.max(...all.map((r) => r.bitsPerWeight)) * 1.05])
     .range([0, innerW])
@@ -37,7 +37,7 @@ export function CompareView({ table }: { table: ComparisonTable }) {
   const path = line<ComparisonRow>()
     .x((r) => x(r.bitsPerWeight))
     .y((r) => y(r.ppl));
-  const csvRows = () => all.map((r) => ({ method: r.method, bits: r.bits, group: r.group, bitsPerWeight: r.bitsPerWeight, ppl: r.ppl, deltaPpl: r.ppl - table.baseline.ppl, bytes: r.bytes, seconds: r.seconds, relError: r.relError }));
+  const csvRows = () => all.map((r) => ({ method: r.method, bits: r.bits, group: r.group, bitsPerWeight: r.bitsPerWeight, ppl: r.ppl, deltaPpl: r.ppl - table.baseline.ppl, bytes: r.bytes, seconds: r.seconds }));
   return (
     <div className="view compare-view">
       <ChartFrame id="method-comparison" title="Method comparison: perplexity vs bits per weight" subtitle={table.evalDescription} rows={csvRows} json={() => table}>
@@ -80,7 +80,7 @@ export function CompareView({ table }: { table: ComparisonTable }) {
                 </text>
               </g>
             ))}
-            <Axis scale={x} orient="bottom" transform={`translate(0,${innerH})`} ticks={6} tickFormat={(d) => String(d)} label="bits per weight of the quantized tensors (scales included)" />
+            <Axis scale={x} orient="bottom" transform={`translate(0,${innerH})`} ticks={6} tickFormat={(d) => String(d)} label="bits per parameter (whole checkpoint)" />
             <Axis scale={y} orient="left" ticks={6} tickFormat={(d) => fmtNum(Number(d))} label="perplexity (log)" labelOffset={44} />
           </g>
         </svg>
@@ -93,10 +93,9 @@ export function CompareView({ table }: { table: ComparisonTable }) {
             <th>group</th>
             <th>perplexity</th>
             <th>Δ vs {table.baseline.method}</th>
-            <th>bits / weight</th>
+            <th>bits / param</th>
             <th>checkpoint size</th>
-            <th>weight rel. error</th>
-            <th>quantize time</th>
+            <th>calibrate + quantize</th>
           </tr>
         </thead>
         <tbody>
@@ -104,12 +103,11 @@ export function CompareView({ table }: { table: ComparisonTable }) {
             <tr key={`${rowLabel(r)}-${i}`} className={i === 0 ? 'baseline-row' : ''}>
               <td>{r.method}</td>
               <td>{r.bits}</td>
-              <td>{r.group === 0 ? 'row' : r.group}</td>
+              <td>{r.group > 0 ? r.group : 'row'}</td>
               <td>{fmtNum(r.ppl)}</td>
               <td>{i === 0 ? '—' : `${r.ppl >= table.baseline.ppl ? '+' : ''}${fmtNum(r.ppl - table.baseline.ppl)}`}</td>
               <td>{fmtNum(r.bitsPerWeight)}</td>
               <td>{fmtBytes(r.bytes)}</td>
-              <td>{i === 0 ? '—' : `${fmtNum(r.relError * 100)} %`}</td>
               <td>{i === 0 ? '—' : `${fmtNum(r.seconds)} s`}</td>
             </tr>
           ))}

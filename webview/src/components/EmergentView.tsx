@@ -6,6 +6,7 @@ import VscodeButton from '@vscode-elements/react-elements/dist/components/Vscode
 import type { OutlierMap } from '../../../src/protocol/webview';
 import { ChartFrame } from './ChartFrame';
 import { Axis } from './Axis';
+import { ColorLegend } from './ColorLegend';
 import { useTooltip } from './Tooltip';
 import { fmtNum, fmtPct } from '../format';
 
@@ -18,8 +19,10 @@ interface EmergentViewProps {
 }
 
 const SITE_LABELS: Record<string, string> = {
-  attn_in: 'attention input (after RMSNorm)',
-  mlp_in: 'MLP input (after RMSNorm)',
+  attn_in: 'attention input (after RMSNorm) = input of q, k, v',
+  attn_out: 'attention context = input of o',
+  mlp_in: 'MLP input (after RMSNorm) = input of gate, up',
+  mlp_act: 'silu(gate) × up = input of down',
   residual: 'residual stream (after each block)',
 };
 
@@ -29,12 +32,13 @@ export function EmergentView({ maps, mapId, selectedDim, onMap, onSelectDim }: E
   const { tooltip, show, hide } = useTooltip();
   const width = 960;
   const cellH = 22;
-  const margin = { top: 24, right: 16, bottom: 44, left: 56 };
+  const margin = { top: 24, right: 16, bottom: 56, left: 56 };
   const layers = map?.layers ?? 0;
   const dims = map?.dims ?? 0;
   const innerW = width - margin.left - margin.right;
   const innerH = layers * cellH;
   const systematic = useMemo(() => new Set(map?.systematic.map((s) => s.dim) ?? []), [map]);
+  const standout = useMemo(() => new Set(map?.standouts.map((s) => s.dim) ?? []), [map]);
   const scales = useMemo(() => {
     const x = scaleBand<number>()
       .domain(Array.from({ length: dims }, (_, d) => d))
@@ -67,7 +71,7 @@ export function EmergentView({ maps, mapId, selectedDim, onMap, onSelectDim }: E
         <span className="segmented" role="group" aria-label="Capture site and threshold">
           {maps.map((m) => (
             <VscodeButton key={m.id} secondary={m.id !== map.id} onClick={() => onMap(m.id)} data-map={m.id}>
-              {m.site} · |x| ≥ {m.criterion.threshold}
+              {m.site} ({m.systematic.length + m.standouts.length})
             </VscodeButton>
           ))}
         </span>
@@ -83,9 +87,9 @@ export function EmergentView({ maps, mapId, selectedDim, onMap, onSelectDim }: E
       <ChartFrame
         id={`emergent-${map.site}-${map.criterion.threshold}`}
         title={`Emergent-feature dimensions: ${SITE_LABELS[map.site] ?? map.site}`}
-        subtitle={`${layers} layers × ${dims} hidden dims, ${map.tokens} tokens; systematic = |x| ≥ ${map.criterion.threshold} in ≥ ${fmtPct(map.criterion.minLayerShare)} of layers and ≥ ${fmtPct(map.criterion.minTokenShare)} of tokens (LLM.int8())`}
+        subtitle={`${layers} layers × ${dims} channels, ${map.tokens} tokens. ▼ systematic (LLM.int8()): |x| ≥ ${map.criterion.threshold} in ≥ ${fmtPct(map.criterion.minTokenShare)} of tokens in ≥ ${fmtPct(map.criterion.minLayerShare)} of layers. ● recurring standout: max |x| ≥ ${map.criterion.standoutFactor}× the layer's median channel in ≥ ${fmtPct(map.criterion.minStandoutLayerShare)} of layers.`}
         rows={() =>
-          values.map((v, i) => ({ layer: Math.floor(i / dims), dim: i % dims, magnitude: map.magnitude[i] ?? 0, tokenShare: map.tokenShare[i] ?? 0, systematic: systematic.has(i % dims) }))
+          values.map((v, i) => ({ layer: Math.floor(i / dims), dim: i % dims, magnitude: map.magnitude[i] ?? 0, tokenShare: map.tokenShare[i] ?? 0, systematic: systematic.has(i % dims), standout: standout.has(i % dims) }))
         }
         json={() => map}
       >
@@ -124,11 +128,25 @@ export function EmergentView({ maps, mapId, selectedDim, onMap, onSelectDim }: E
                 <rect className="systematic-outline" x={-bw / 2 - 1} y={0} width={bw + 2} height={innerH} />
               </g>
             ))}
+            {map.standouts.map((s) => (
+              <g key={s.dim} className="standout-marker" data-dim={s.dim} transform={`translate(${(x(s.dim) ?? 0) + bw / 2},${innerH + 6})`}>
+                <circle r={3.5} />
+              </g>
+            ))}
             {selectedDim !== null && <rect className="selected-dim" x={(x(selectedDim) ?? 0) - 1} y={-1} width={bw + 2} height={innerH + 2} />}
-            <Axis scale={scaleLinear().domain([0, dims]).range([0, innerW])} orient="bottom" transform={`translate(0,${innerH})`} ticks={12} tickFormat={(d) => String(d)} label="hidden dimension" />
+            <Axis scale={scaleLinear().domain([0, dims]).range([0, innerW])} orient="bottom" transform={`translate(0,${innerH + 12})`} ticks={12} tickFormat={(d) => String(d)} label="channel" />
             <Axis scale={y} orient="left" tickFormat={(l) => `L${l}`} label="layer" labelOffset={40} />
           </g>
         </svg>
+        <ColorLegend
+          colour={(t) => {
+            const [a = 0, b = 1] = colour.domain();
+            return metric === 'magnitude' ? colour(a * Math.pow(b / a, t)) : colour(a + t * (b - a));
+          }}
+          low={fmtNum(colour.domain()[0] ?? 0)}
+          high={metric === 'magnitude' ? fmtNum(colour.domain()[1] ?? 0) : fmtPct(colour.domain()[1] ?? 0)}
+          label={metric === 'magnitude' ? 'max |x| (log)' : `share of tokens ≥ ${map.criterion.threshold}`}
+        />
       </ChartFrame>
       <div className="two-columns">
         <section className="panel" aria-label="Systematic dimensions">
@@ -146,10 +164,24 @@ export function EmergentView({ maps, mapId, selectedDim, onMap, onSelectDim }: E
               ))}
             </ul>
           )}
+          <h4>Recurring standouts ({map.standouts.length})</h4>
+          {map.standouts.length === 0 ? (
+            <p className="empty">No channel stands out in enough layers.</p>
+          ) : (
+            <ul className="dim-list">
+              {map.standouts.map((s) => (
+                <li key={s.dim}>
+                  <button type="button" data-standout-dim={s.dim} className={s.dim === selectedDim ? 'selected' : ''} onClick={() => onSelectDim(s.dim)}>
+                    dim {s.dim}: {fmtNum(s.meanRatio)}× the median channel, {fmtPct(s.layerShare)} of layers, max |x| {fmtNum(s.maxMagnitude)}
+                  </button>
+                </li>
+              ))}
+            </ul>
+          )}
           <h4>Strongest other dimensions</h4>
           <ul className="dim-list">
             {map.details
-              .filter((d) => !systematic.has(d.dim))
+              .filter((d) => !systematic.has(d.dim) && !standout.has(d.dim))
               .map((d) => (
                 <li key={d.dim}>
                   <button type="button" data-detail-dim={d.dim} className={d.dim === selectedDim ? 'selected' : ''} onClick={() => onSelectDim(d.dim)}>
@@ -190,7 +222,7 @@ function DimDetailPanel({ map, dim }: { map: OutlierMap; dim: number }) {
     .domain([0, Math.max(1, map.layers - 1)])
     .range([0, innerW]);
   const y = scaleLinear()
-    .domain([0, Math.max(map.criterion.threshold, ...detail.magnitudeByLayer) * 1.1])
+    .domain([0, Math.max(...detail.magnitudeByLayer) * 1.15])
     .range([innerH, 0])
     .nice();
   const path = line<number>()
@@ -206,7 +238,7 @@ function DimDetailPanel({ map, dim }: { map: OutlierMap; dim: number }) {
       >
         <svg width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="img" aria-label={`max |x| of dimension ${dim} per layer`}>
           <g transform={`translate(${margin.left},${margin.top})`}>
-            <line className="threshold" x1={0} x2={innerW} y1={y(map.criterion.threshold)} y2={y(map.criterion.threshold)} />
+            {map.criterion.threshold <= y.domain()[1]! && <line className="threshold" x1={0} x2={innerW} y1={y(map.criterion.threshold)} y2={y(map.criterion.threshold)} />}
             <path className="series" d={path ?? ''} />
             {detail.magnitudeByLayer.map((v, l) => (
               <circle key={l} className="point" cx={x(l)} cy={y(v)} r={3.5}>

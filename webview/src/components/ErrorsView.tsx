@@ -1,13 +1,14 @@
 import { useEffect, useMemo, useState } from 'react';
-import { scaleBand, scaleSequential } from 'd3-scale';
+import { scaleBand, scaleSequential, scaleSequentialLog } from 'd3-scale';
 import { interpolateRdYlGn, interpolateYlOrRd } from 'd3-scale-chromatic';
-import { extent } from 'd3-array';
+import { bin, extent } from 'd3-array';
 import VscodeButton from '@vscode-elements/react-elements/dist/components/VscodeButton.js';
 import VscodeProgressBar from '@vscode-elements/react-elements/dist/components/VscodeProgressBar.js';
 import type { BlockErrorMap, ErrorCell, ErrorHeatmap, HistogramSummary, TensorRole } from '../../../src/protocol/webview';
 import { ChartFrame } from './ChartFrame';
 import { Axis } from './Axis';
 import { HistogramChart } from './HistogramChart';
+import { ColorLegend } from './ColorLegend';
 import { useTooltip } from './Tooltip';
 import { useHost } from '../host';
 import { fmtNum, fmtPct } from '../format';
@@ -31,9 +32,10 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
     return [...(hasModelRow ? ['model'] : []), ...Array.from({ length: heatmap.layers }, (_, l) => `L${l}`)];
   }, [heatmap]);
   const byKey = useMemo(() => new Map(heatmap.cells.map((c) => [`${rowKey(c)}|${c.role}`, c])), [heatmap]);
-  const value = (c: ErrorCell): number => (metric === 'sqnr' ? c.sqnrDb : c.relError);
+  /** null = exact (infinite SQNR, zero error). */
+  const value = (c: ErrorCell): number | null => (metric === 'sqnr' ? c.sqnrDb : c.relError);
   const colour = useMemo(() => {
-    const [lo = 0, hi = 1] = extent(heatmap.cells, (c) => value(c));
+    const [lo = 0, hi = 1] = extent(heatmap.cells, (c) => value(c) ?? undefined);
     // Green = good: high SQNR, low relative error.
     return metric === 'sqnr' ? scaleSequential(interpolateRdYlGn).domain([lo, hi === lo ? lo + 1 : hi]) : scaleSequential(interpolateYlOrRd).domain([lo, hi === lo ? lo + 1e-6 : hi]);
   }, [heatmap, metric]);
@@ -85,6 +87,8 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
                       return <rect key={role} className="cell pending" x={x(role)} y={y(r)} width={x.bandwidth()} height={y.bandwidth()} role="gridcell" aria-label={`${r} ${role}: pending`} />;
                     }
                     const v = value(cell);
+                    const fill = v === null ? 'var(--ql-exact)' : colour(v);
+                    const label = v === null ? 'exact' : metric === 'sqnr' ? v.toFixed(1) : fmtPct(v);
                     return (
                       <g
                         key={role}
@@ -92,7 +96,7 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
                         role="gridcell"
                         tabIndex={0}
                         data-tensor={cell.tensor}
-                        aria-label={`${cell.tensor}: SQNR ${fmtNum(cell.sqnrDb)} dB, relative error ${fmtPct(cell.relError)}`}
+                        aria-label={`${cell.tensor} (${cell.type}): ${describe(cell)}`}
                         onClick={() => onSelect(cell.tensor)}
                         onKeyDown={(e) => {
                           if (e.key === 'Enter' || e.key === ' ') {
@@ -100,14 +104,14 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
                             onSelect(cell.tensor);
                           }
                         }}
-                        onMouseMove={(e) => show(e, `${cell.tensor}\nSQNR ${fmtNum(cell.sqnrDb)} dB · rel. error ${fmtPct(cell.relError)} · max |err| ${fmtNum(cell.maxAbsError)}`)}
+                        onMouseMove={(e) => show(e, `${cell.tensor}\n${cell.type}, ${fmtNum(cell.bitsPerWeight)} bits/weight\n${describe(cell)}`)}
                         onMouseLeave={hide}
-                        onFocus={(e) => show(e, `${cell.tensor}: SQNR ${fmtNum(cell.sqnrDb)} dB`)}
+                        onFocus={(e) => show(e, `${cell.tensor}: ${describe(cell)}`)}
                         onBlur={hide}
                       >
-                        <rect className="cell" x={x(role)} y={y(r)} width={x.bandwidth()} height={y.bandwidth()} fill={colour(v)} />
-                        <text className="cell-label" x={(x(role) ?? 0) + x.bandwidth() / 2} y={(y(r) ?? 0) + y.bandwidth() / 2} style={{ fill: contrastText(colour(v)) }}>
-                          {metric === 'sqnr' ? fmtNum(Number(v.toFixed(1))) : fmtPct(v)}
+                        <rect className="cell" x={x(role)} y={y(r)} width={x.bandwidth()} height={y.bandwidth()} fill={fill} />
+                        <text className="cell-label" x={(x(role) ?? 0) + x.bandwidth() / 2} y={(y(r) ?? 0) + y.bandwidth() / 2} style={{ fill: contrastText(fill) }}>
+                          {label}
                         </text>
                       </g>
                     );
@@ -124,12 +128,25 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
               <Axis scale={y} orient="left" />
             </g>
           </svg>
+          <ColorLegend
+            colour={(t) => colour(colour.domain()[0]! + t * (colour.domain()[1]! - colour.domain()[0]!))}
+            low={metric === 'sqnr' ? `${fmtNum(colour.domain()[0] ?? 0)} dB` : fmtPct(colour.domain()[0] ?? 0)}
+            high={metric === 'sqnr' ? `${fmtNum(colour.domain()[1] ?? 0)} dB` : fmtPct(colour.domain()[1] ?? 0)}
+            label={metric === 'sqnr' ? 'SQNR' : 'relative error'}
+          />
         </ChartFrame>
         {selected !== undefined && <BlockMapPanel key={selected.tensor} cell={selected} target={heatmap.target} unit={unit} />}
       </div>
       {tooltip}
     </div>
   );
+}
+
+function describe(cell: ErrorCell): string {
+  const sqnr = cell.sqnrDb === null ? 'exact' : `SQNR ${fmtNum(cell.sqnrDb)} dB`;
+  const rel = cell.relError === null ? '' : ` · rel. error ${fmtPct(cell.relError)}`;
+  const max = cell.maxAbsError === null ? '' : ` · max |err| ${fmtNum(cell.maxAbsError)}`;
+  return `${sqnr}${rel}${max}`;
 }
 
 /** Black or white text, whichever reads better on an rgb(...) fill. */
@@ -160,38 +177,26 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
   const margin = { top: 8, right: 8, bottom: 40, left: 48 };
   const cw = size / map.cols;
   const ch = size / map.rows;
-  const [lo = 0, hi = 1] = extent(map.relError);
-  const colour = scaleSequential(interpolateYlOrRd).domain([lo, hi === lo ? lo + 1e-6 : hi]);
-  const histogram: HistogramSummary = {
-    id: `err:${map.tensor}`,
-    label: `error of ${map.tensor}`,
-    source: 'weights',
-    layer: cell.layer,
-    role: cell.role,
-    unit: 'std',
-    xScale: 'linear',
-    edges: map.errorHistogram.edges,
-    counts: map.errorHistogram.counts,
-    count: map.errorHistogram.counts.reduce((a, b) => a + b, 0),
-    mean: 0,
-    std: 1,
-    kurtosis: null,
-    absmax: Math.abs(map.errorHistogram.edges[0] ?? 0),
-    p999: 0,
-    exceedance: { thresholds: [], shares: [] },
-  };
+  const positive = map.values.filter((v) => v > 0);
+  const lo = positive.length > 0 ? Math.min(...positive) : 0;
+  const hi = Math.max(0, ...map.values);
+  // Block MSE spans orders of magnitude across a tensor: colour on a log scale.
+  const colour = hi > lo && lo > 0 ? scaleSequentialLog(interpolateYlOrRd).domain([lo, hi]) : scaleSequential(interpolateYlOrRd).domain([0, hi || 1]);
+  const quantity = map.metric === 'mse' ? 'block MSE' : 'block relative error';
+  const fmtValue = (v: number): string => (map.metric === 'mse' ? fmtNum(v) : fmtPct(v));
+  const histogram: HistogramSummary = map.errorHistogram !== undefined ? elementwiseHistogram(map, cell) : blockValueHistogram(map, cell);
   return (
     <section className="panel block-map" data-block-map={map.tensor} aria-label={`Block-error map of ${map.tensor}`}>
       <ChartFrame
         id={`block-errors-${map.tensor}`}
         title={`Block errors: ${map.tensor}`}
-        subtitle={`${map.rows} × ${map.cols} blocks of ${map.rowsPerCell} rows × ${map.colsPerCell} columns; relative error ${fmtPct(lo)} – ${fmtPct(hi)}`}
-        rows={() => map.relError.map((v, i) => ({ blockRow: Math.floor(i / map.cols), blockCol: i % map.cols, relError: v }))}
+        subtitle={`${map.rows} × ${map.cols} blocks of ≈${map.rowsPerCell} rows × ${map.colsPerCell} columns; ${quantity} ${fmtValue(lo)} – ${fmtValue(hi)} (log colour)`}
+        rows={() => map.values.map((v, i) => ({ blockRow: Math.floor(i / map.cols), blockCol: i % map.cols, [map.metric]: v }))}
         json={() => map}
       >
         <svg className="heatmap blocks" width={size + margin.left + margin.right} height={size + margin.top + margin.bottom} viewBox={`0 0 ${size + margin.left + margin.right} ${size + margin.top + margin.bottom}`} role="img" aria-label="Block-error map">
           <g transform={`translate(${margin.left},${margin.top})`}>
-            {map.relError.map((v, i) => {
+            {map.values.map((v, i) => {
               const r = Math.floor(i / map.cols);
               const c = i % map.cols;
               return (
@@ -202,8 +207,8 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
                   y={r * ch}
                   width={cw + 0.3}
                   height={ch + 0.3}
-                  fill={colour(v)}
-                  onMouseMove={(e) => show(e, `rows ${r * map.rowsPerCell}–${(r + 1) * map.rowsPerCell - 1}, cols ${c * map.colsPerCell}–${(c + 1) * map.colsPerCell - 1}: ${fmtPct(v)}`)}
+                  fill={v > 0 ? colour(v) : 'var(--ql-exact)'}
+                  onMouseMove={(e) => show(e, `rows ≈${r * map.rowsPerCell}–${(r + 1) * map.rowsPerCell - 1}, cols ≈${c * map.colsPerCell}–${(c + 1) * map.colsPerCell - 1}: ${quantity} ${fmtValue(v)}`)}
                   onMouseLeave={hide}
                 />
               );
@@ -219,15 +224,46 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
       </ChartFrame>
       <ChartFrame
         id={`error-histogram-${map.tensor}`}
-        title="Error histogram"
-        subtitle="(x − q) / std(x), log-count"
-        rows={() => map.errorHistogram.counts.map((count, i) => ({ lower: map.errorHistogram.edges[i] ?? 0, upper: map.errorHistogram.edges[i + 1] ?? 0, count }))}
+        title={map.errorHistogram !== undefined ? 'Error histogram' : `Distribution of the ${quantity}`}
+        subtitle={map.errorHistogram !== undefined ? '(x − q) / std(x), log-count' : `${map.rows * map.cols} blocks, log10 of the ${quantity}, log-count`}
+        rows={() => histogram.counts.map((count, i) => ({ lower: histogram.edges[i] ?? 0, upper: histogram.edges[i + 1] ?? 0, count }))}
       >
         <div data-role="error-histogram">
-          <HistogramChart summary={histogram} threshold={Infinity} width={360} height={180} />
+          <HistogramChart summary={histogram} threshold={Infinity} width={360} height={180} xLabel={map.errorHistogram !== undefined ? '(x − q) / std(x)' : `log10 ${quantity}`} />
         </div>
       </ChartFrame>
       {tooltip}
     </section>
   );
+}
+
+function baseHistogram(map: BlockErrorMap, cell: ErrorCell): Omit<HistogramSummary, 'edges' | 'counts' | 'count' | 'unit'> {
+  return {
+    id: `err:${map.tensor}`,
+    label: `error of ${map.tensor}`,
+    source: 'weights',
+    layer: cell.layer,
+    role: cell.role,
+    xScale: 'linear',
+    mean: 0,
+    std: 1,
+    kurtosis: null,
+    absmax: 0,
+    p999: 0,
+    exceedance: { thresholds: [], shares: [] },
+  };
+}
+
+function elementwiseHistogram(map: BlockErrorMap, cell: ErrorCell): HistogramSummary {
+  const h = map.errorHistogram ?? { edges: [0, 1], counts: [0] };
+  return { ...baseHistogram(map, cell), unit: 'std', edges: h.edges, counts: h.counts, count: h.counts.reduce((a, b) => a + b, 0) };
+}
+
+/** The distribution of the map's block values, binned by d3 on log10 (what a quant card alone allows). */
+function blockValueHistogram(map: BlockErrorMap, cell: ErrorCell): HistogramSummary {
+  const logs = map.values.filter((v) => v > 0).map((v) => Math.log10(v));
+  const binner = bin().thresholds(24);
+  const bins = binner(logs);
+  const edges = bins.length > 0 ? [bins[0]?.x0 ?? 0, ...bins.map((b) => b.x1 ?? 0)] : [0, 1];
+  return { ...baseHistogram(map, cell), unit: 'value', edges, counts: bins.map((b) => b.length), count: logs.length };
 }

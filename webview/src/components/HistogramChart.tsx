@@ -13,22 +13,26 @@ interface HistogramChartProps {
   height: number;
   small?: boolean;
   title?: string;
+  /** Overrides the x axis label. */
+  xLabel?: string;
 }
 
 /**
  * Value histogram on a log-count axis (count + 1, so empty bins sit on the baseline and every bin has a bar).
  * Bars beyond the threshold take the outlier colour; the threshold is drawn at +-t (signed values) or t (|x|).
  */
-export function HistogramChart({ summary, threshold, width, height, small, title }: HistogramChartProps) {
+export function HistogramChart({ summary, threshold, width, height, small, title, xLabel }: HistogramChartProps) {
   const margin = small === true ? { top: 4, right: 4, bottom: 14, left: 4 } : { top: 10, right: 16, bottom: 44, left: 56 };
   const innerW = width - margin.left - margin.right;
   const innerH = height - margin.top - margin.bottom;
   const { tooltip, show, hide } = useTooltip();
   const { x, y } = useMemo(() => {
     // Widen the axis to show the threshold line even when no value reaches it.
-    const shown = Number.isFinite(threshold) ? threshold * 1.08 : 0;
-    const first = summary.xScale === 'log' ? (summary.edges[0] ?? 1e-3) : Math.min(summary.edges[0] ?? 0, -shown);
-    const last = Math.max(summary.edges[summary.edges.length - 1] ?? 1, shown);
+    const firstEdge = summary.edges[0] ?? 0;
+    const lastEdge = summary.edges[summary.edges.length - 1] ?? 1;
+    const shown = Number.isFinite(threshold) ? threshold * 1.08 : null;
+    const first = summary.xScale === 'log' || shown === null ? firstEdge : Math.min(firstEdge, -shown);
+    const last = shown === null ? lastEdge : Math.max(lastEdge, shown);
     const xs = summary.xScale === 'log' ? scaleLog().domain([first, last]).range([0, innerW]) : scaleLinear().domain([first, last]).range([0, innerW]);
     const ys = scaleLog()
       .domain([1, (max(summary.counts) ?? 1) + 1])
@@ -82,7 +86,7 @@ export function HistogramChart({ summary, threshold, width, height, small, title
                 transform={`translate(0,${innerH})`}
                 ticks={6}
                 tickFormat={(d) => fmtNum(Number(d))}
-                label={summary.xScale === 'log' ? '|x| (log scale)' : summary.unit === 'std' ? 'value / std (σ)' : 'value'}
+                label={xLabel ?? (summary.xScale === 'log' ? '|x| (log scale)' : summary.unit === 'std' ? 'value / std (σ)' : 'value')}
               />
               <Axis scale={y} orient="left" ticks={5} tickFormat={(d) => (Number(d) === 1 ? '0' : Math.log10(Number(d)) % 1 === 0 ? fmtCount(Number(d)) : '')} label="count (log)" />
             </>
