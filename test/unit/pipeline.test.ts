@@ -210,6 +210,18 @@ test('refusals: output = input, unknown target (lists valid ones), NaN in a weig
       (e: unknown) => e instanceof NumericError && /up_proj\.weight: NaN at flat index 100 \(row 1, column 36\)/.test(e.message),
     );
     assert.deepEqual((await readdir(dir)).sort(), ['bad.safetensors']);
+
+    // An Inf in a tensor that is only copied (a norm) is refused the same way.
+    const badNorm = join(dir, 'bad-norm.safetensors');
+    const norm = new Float32Array(64).fill(1);
+    norm[5] = -Infinity;
+    await withAtomicFile(badNorm, async (file) => {
+      const writer = await SafetensorsStreamWriter.create(file, [{ name: 'model.norm.weight', dtype: 'F32', shape: [64] }]);
+      await writer.writeTensor('model.norm.weight', bytesOf(norm));
+      writer.finish();
+    });
+    await assert.rejects(runQuantize({ input: badNorm, output: join(dir, 'out2.safetensors'), target: 'int8' }), /model\.norm\.weight: -Infinity at flat index 5/);
+    assert.deepEqual((await readdir(dir)).sort(), ['bad-norm.safetensors', 'bad.safetensors']);
   });
 });
 
@@ -314,6 +326,10 @@ test('GGUF targets go through the exporter hook; the card measures every quantiz
     } finally {
       await ckpt.close();
     }
+    // A GGUF input to a research target: a warning says names and row order stay GGUF's.
+    const warnings: string[] = [];
+    await runQuantize({ input: microLlamaF32Gguf, output: join(dir, 'from-gguf.safetensors'), target: 'int8' }, { onWarning: (w) => warnings.push(w) });
+    assert.match(warnings.join('\n'), /is GGUF: tensors keep their GGUF names/);
     // Without an exporter the GGUF target is refused clearly; output = input is refused first.
     await assert.rejects(runQuantize({ input: microLlamaDir, output: join(dir, 'x.gguf'), target: 'Q4_K_M' }), /no GGUF exporter/);
     await assert.rejects(runQuantize({ input: microLlamaF32Gguf, output: microLlamaF32Gguf, target: 'Q8_0' }, { ggufExporter }), InvalidArgumentError);

@@ -659,6 +659,13 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
     await assertNotSamePath(ckpt.files, cardPath);
     const plan = planResearchQuantize(ckpt, request);
     const { recipe } = plan;
+    if (ckpt.format === 'gguf') {
+      const requantized = [...new Set(plan.tensors.filter((t) => t.action === 'quantize' && !FLOAT_SOURCE_DTYPES.has(t.sourceDtype)).map((t) => t.sourceDtype))];
+      options.onWarning?.(
+        `${request.input} is GGUF: tensors keep their GGUF names and llama.cpp's Q/K row order` +
+          (requantized.length > 0 ? `; ${requantized.join(', ')} weights are dequantized first (requantizing adds error)` : ''),
+      );
+    }
     createdFolder = await mkdir(outputFolder ?? dirname(outputPath), { recursive: true });
     const cardTensors: QuantCardTensor[] = [];
     const file = await openAtomicFile(outputPath, { signal, onBeforeWrite: options.onBeforeWrite });
