@@ -90,3 +90,14 @@ test('batch: inputs x targets, a failing item does not stop the others, summary 
     assert.ok((await readdir(join(dir, 'micro-llama-nf4'))).includes('model.safetensors.quant.json'));
   });
 });
+
+test('quantize to a GGUF type goes through the exporter and writes its card', async () => {
+  await withTempDir(async (dir) => {
+    const c = captureIo();
+    const out = join(dir, 'm.gguf');
+    const code = await main(['quantize', microLlamaDir, '--to', 'Q8_0', '-o', out], c.io);
+    assert.equal(code, 0, c.err.join('\n'));
+    assert.match(c.out.join('\n'), /wrote .*m\.gguf .*\nquant card .*m\.gguf\.quant\.json: mean SQNR 4\d\.\d\d dB over 16 quantized tensors/);
+    assert.deepEqual((await readdir(dir)).sort(), ['m.gguf', 'm.gguf.quant.json']);
+  });
+});
