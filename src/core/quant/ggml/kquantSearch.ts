@@ -17,6 +17,9 @@ export const qkx2Out = { theMin: 0 };
  * make_qkx2_quants: asymmetric scale + min search for one group of n values at x[xo..xo+n).
  * Writes L[lo..lo+n) in 0..nmax, returns the scale and sets qkx2Out.theMin (= -min, >= 0).
  */
+/** x - min for the current group (recomputed when min changes), as f32. */
+const shifted = new Float32Array(256);
+
 export function makeQkx2Quants(
   n: number,
   nmax: number,
@@ -49,15 +52,15 @@ export function makeQkx2Quants(
     qkx2Out.theMin = -min;
     return 0;
   }
+  for (let i = 0; i < n; i++) shifted[i] = x[xo + i]! - min;
   let iscale = fround(nmax / fround(max - min));
   let scale = fround(1 / iscale);
   let bestError = 0;
   for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!;
-    const l = nearestInt(fround(iscale * fround(xi - min)));
+    const l = nearestInt(fround(iscale * shifted[i]!));
     const lc = l < 0 ? 0 : l > nmax ? nmax : l;
     L[lo + i] = lc;
-    let diff = fround(fround(fround(scale * lc) + min) - xi);
+    let diff = fround(fround(fround(scale * lc) + min) - x[xo + i]!);
     diff = useMad ? Math.abs(diff) : fround(diff * diff);
     bestError = fround(bestError + fround(weights[i]! * diff));
   }
@@ -72,14 +75,13 @@ export function makeQkx2Quants(
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const xi = x[xo + i]!;
-      const l0 = nearestInt(fround(iscale * fround(xi - min)));
+      const l0 = nearestInt(fround(iscale * shifted[i]!));
       const l = l0 < 0 ? 0 : l0 > nmax ? nmax : l0;
       Laux[i] = l;
       const wl = fround(weights[i]! * l);
       sumL = fround(sumL + wl);
       sumL2 = fround(sumL2 + fround(wl * l));
-      sumXL = fround(sumXL + fround(wl * xi));
+      sumXL = fround(sumXL + fround(wl * x[xo + i]!));
     }
     const D = fround(fround(sumW * sumL2) - fround(sumL * sumL));
     if (D > 0) {
@@ -99,7 +101,10 @@ export function makeQkx2Quants(
         for (let i = 0; i < n; i++) L[lo + i] = Laux[i]!;
         bestError = curError;
         scale = thisScale;
-        min = thisMin;
+        if (thisMin !== min) {
+          min = thisMin;
+          for (let i = 0; i < n; i++) shifted[i] = x[xo + i]! - min;
+        }
       }
     }
   }
