@@ -114,3 +114,28 @@ test('micro-llama: calibration too short for the Hessian, bad group, cancel in t
     await close();
   }
 });
+
+test('micro-llama: the method checkpoint wrapper reads the rewritten weights (what writers quantize) and evaluates the same', async () => {
+  const { checkpointWithMethodWeights } = await import('../../src/core/methods/methodCheckpoint');
+  const checkpoint = await openCheckpoint(microLlamaDir);
+  try {
+    const model = LlamaModel.fromCheckpoint(checkpoint);
+    const tokenizer = await loadTokenizer(checkpoint);
+    const ids = tokenizer.encode(readFileSync(join(fixturesDir, 'calib-64k.txt'), 'utf8'));
+    const calib = textWindows(ids, 128, 2, 'calibration');
+    const evalWindows = textWindows(tokenizer.encode(readFileSync(join(fixturesDir, 'eval.txt'), 'utf8')), 128, 2, 'evaluation');
+    const run = await quantizeWithMethod(model, calib, 'awq', { bits: 4, groupSize: 64 });
+    const wrapped = checkpointWithMethodWeights(checkpoint, model, run);
+    const norm = await wrapped.readRowsF32('model.layers.0.input_layernorm.weight');
+    assert.deepEqual(norm, run.layers![0]!.attnNorm);
+    assert.notDeepEqual(norm, await checkpoint.readRowsF32('model.layers.0.input_layernorm.weight'), 'AWQ folded its scales into the norm');
+    assert.deepEqual(await wrapped.readRowsF32('model.layers.1.mlp.down_proj.weight', 3, 2), run.layers![1]!.linear.down.slice(3 * 192, 5 * 192));
+    assert.equal(wrapped.tensors.find((t) => t.name === 'model.layers.1.mlp.down_proj.weight')?.dtype, 'F32');
+    assert.deepEqual(await wrapped.readRowsF32('model.embed_tokens.weight', 0, 1), await checkpoint.readRowsF32('model.embed_tokens.weight', 0, 1));
+    const viaHooks = await perplexity(model, evalWindows, evaluationOptions(run));
+    const viaWrapper = await perplexity(LlamaModel.fromCheckpoint(wrapped), evalWindows);
+    assert.equal(viaWrapper.perplexity, viaHooks.perplexity);
+  } finally {
+    await checkpoint.close();
+  }
+});
