@@ -86,3 +86,59 @@ fn round_half_away(x: f32) -> f32 {
   if (abs(x - t) >= 0.5) { return t + sign(x); }
   return t;
 }
+
+// ggml's nearest_int: adds 1.5 * 2^23 in f32 and reads the low mantissa bits (ties to even for
+// |v| <= 4194303, and the same deterministic bits as C beyond). `zero` is a runtime 0 (see opaque).
+fn nearest_int(fval: f32, zero: u32) -> i32 {
+  let v = opaque(fval, zero) + 12582912.0;
+  return i32(bitcast<u32>(v) & 0x007fffffu) - 0x00400000;
+}
+
+// Full product of x, y < 2^26 as (lo, hi) u32 words.
+fn mul_wide(x: u32, y: u32) -> vec2<u32> {
+  let x0 = x & 0xffffu;
+  let x1 = x >> 16u;
+  let y0 = y & 0xffffu;
+  let y1 = y >> 16u;
+  let p00 = x0 * y0;
+  let mid = x0 * y1 + x1 * y0;
+  let lo = p00 + (mid << 16u);
+  let carry = select(0u, 1u, lo < p00);
+  return vec2<u32>(lo, x1 * y1 + (mid >> 16u) + carry);
+}
+
+// Sign of (M * 2^E)^2 - A * 2^EA for 2^24 <= M < 2^26 and a 24-bit A (never 0: M^2 is odd times a power of 4, A * 2^k even).
+fn cmp_square(m: u32, e: i32, a: u32, ea: i32) -> i32 {
+  let k = ea - e;
+  if (k < 0) { return 1; }
+  if (k >= 40) { return -1; }
+  let sq = mul_wide(m, m);
+  var a_lo = a;
+  var a_hi = 0u;
+  if (k >= 32) { a_lo = 0u; a_hi = a << u32(k - 32); } else if (k > 0) { a_lo = a << u32(k); a_hi = a >> u32(32 - k); }
+  if (sq.y != a_hi) { return select(-1, 1, sq.y > a_hi); }
+  if (sq.x != a_lo) { return select(-1, 1, sq.x > a_lo); }
+  return 0;
+}
+
+// sqrt rounded to nearest (as C's sqrtf) for a >= 0: WGSL's sqrt may be a few ULP off, so the
+// candidate is moved until a lies between the squares of the midpoints to its neighbours, compared
+// exactly in integers. Subnormal inputs keep the hardware result.
+fn sqrt_rn(a: f32) -> f32 {
+  let ua = bitcast<u32>(a);
+  if (a <= 0.0 || (ua >> 23u) == 0u) { return sqrt(a); }
+  let big_a = (ua & 0x7fffffu) | 0x800000u;
+  let ea = i32(ua >> 23u) - 150;
+  var c = sqrt(a);
+  for (var it = 0; it < 6; it = it + 1) {
+    let uc = bitcast<u32>(c);
+    let big_c = (uc & 0x7fffffu) | 0x800000u;
+    let ec = i32(uc >> 23u) - 150;
+    if (cmp_square(2u * big_c + 1u, 2 * ec - 2, big_a, ea) < 0) { c = bitcast<f32>(uc + 1u); continue; }
+    if (big_c == 0x800000u) {
+      if (cmp_square(4u * big_c - 1u, 2 * ec - 4, big_a, ea) > 0) { c = bitcast<f32>(uc - 1u); continue; }
+    } else if (cmp_square(2u * big_c - 1u, 2 * ec - 2, big_a, ea) > 0) { c = bitcast<f32>(uc - 1u); continue; }
+    break;
+  }
+  return c;
+}

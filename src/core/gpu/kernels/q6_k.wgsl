@@ -16,9 +16,8 @@ const OUT_STRIDE = 54u;
 const WG = 64u;
 const GROUP_MAX_EPS = 1e-15;
 
-fn nearest_int(fval: f32) -> i32 {
-  let v = opaque(fval, params.zero) + 12582912.0;
-  return i32(bitcast<u32>(v) & 0x007fffffu) - 0x00400000;
+fn nint(fval: f32) -> i32 {
+  return nearest_int(fval, params.zero);
 }
 
 fn clamp_l(l: i32) -> i32 {
@@ -42,7 +41,7 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
   var suml2 = 0.0;
   for (var i = 0u; i < 16u; i = i + 1u) {
     let xi = src[xo + i];
-    let l = clamp_l(nearest_int(iscale * xi));
+    let l = clamp_l(nint(iscale * xi));
     (*L)[lo + i] = l + 32;
     let w = xi * xi;
     let lf = f32(l);
@@ -59,14 +58,14 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     suml2 = 0.0;
     for (var i = 0u; i < 16u; i = i + 1u) {
       let xi = src[xo + i];
-      let lf = f32(clamp_l(nearest_int(iscale * xi)));
+      let lf = f32(clamp_l(nint(iscale * xi)));
       let w = xi * xi;
       sumlx = sumlx + opaque((w * xi) * lf, params.zero);
       suml2 = suml2 + opaque((w * lf) * lf, params.zero);
     }
     if (suml2 > 0.0 && sumlx * sumlx > best * suml2) {
       for (var i = 0u; i < 16u; i = i + 1u) {
-        (*L)[lo + i] = 32 + clamp_l(nearest_int(iscale * src[xo + i]));
+        (*L)[lo + i] = 32 + clamp_l(nint(iscale * src[xo + i]));
       }
       scale = div_rn(sumlx, suml2);
       best = scale * sumlx;
@@ -107,14 +106,14 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     put_byte(&words, 209u, d_bits >> 8u);
     let d_stored = f16_bits_to_f32(d_bits);
     for (var g = 0u; g < 16u; g = g + 1u) {
-      let sc = min(127, nearest_int(iscale * scales[g]));
+      let sc = min(127, nint(iscale * scales[g]));
       put_byte(&words, 192u + g, u32(sc));
       // Read back as the int8 C stores.
       let sc8 = (i32(u32(sc) & 0xffu) ^ 0x80) - 0x80;
       let d = d_stored * f32(sc8);
       if (d == 0.0) { continue; }
       for (var ii = 0u; ii < 16u; ii = ii + 1u) {
-        let l = clamp_l(nearest_int(div_rn(src[xo + 16u * g + ii], d)));
+        let l = clamp_l(nint(div_rn(src[xo + 16u * g + ii], d)));
         L[16u * g + ii] = l + 32;
       }
     }
