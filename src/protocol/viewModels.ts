@@ -232,7 +232,11 @@ export const HEATMAP_ROLES: TensorRole[] = ['embed', 'q', 'k', 'v', 'o', 'gate',
  * averaging `factor` x `factor` cells of the card's MSE map (the card's bands are equal to within one row or
  * column, so the average is the block MSE to that precision).
  */
-export function errorsFromQuantCard(card: QuantCardLike, layers: number, options: { target?: string; downsample?: number } = {}): { errors: ErrorHeatmap; blockMaps: BlockErrorMap[] } {
+export function errorsFromQuantCard(
+  card: QuantCardLike,
+  layers: number,
+  options: { target?: string; downsample?: number; /** Store block values relative to their mean (short numbers in JSON). */ relative?: boolean } = {},
+): { errors: ErrorHeatmap; blockMaps: BlockErrorMap[] } {
   const target = options.target ?? String(card.recipe.target ?? card.recipe.scheme ?? 'quantized');
   const factor = Math.max(1, Math.floor(options.downsample ?? 1));
   const cells: ErrorCell[] = [];
@@ -255,6 +259,9 @@ export function errorsFromQuantCard(card: QuantCardLike, layers: number, options
       }
     }
     const [tensorRows = 1, tensorCols = 1] = t.shape.length >= 2 ? t.shape : [1, t.shape[0] ?? 1];
+    const averaged = values.map((v, i) => v / Math.max(1, counts[i] ?? 1));
+    const mean = averaged.reduce((a, b) => a + b, 0) / Math.max(1, averaged.length);
+    const scale = options.relative === true && mean > 0 ? mean : 1;
     blockMaps.push({
       tensor: t.name,
       target,
@@ -263,7 +270,8 @@ export function errorsFromQuantCard(card: QuantCardLike, layers: number, options
       cols,
       rowsPerCell: Math.round(tensorRows / rows),
       colsPerCell: Math.round(tensorCols / cols),
-      values: values.map((v, i) => v / Math.max(1, counts[i] ?? 1)),
+      values: scale === 1 ? averaged : averaged.map((v) => v / scale),
+      ...(scale === 1 ? {} : { scale }),
     });
   }
   const roles = HEATMAP_ROLES.filter((role) => cells.some((c) => c.role === role));

@@ -195,7 +195,9 @@ export interface BlockErrorMap {
   /** How many tensor rows / columns each map cell covers (rounded: bands may differ by one). */
   rowsPerCell: number;
   colsPerCell: number;
+  /** Cell values in units of `scale` (the metric of a cell is values[i] * scale; absent = 1). */
   values: number[];
+  scale?: number;
   /** Histogram of the elementwise error (x - q) / std(x), when the host computed it. */
   errorHistogram?: { edges: number[]; counts: number[] };
 }
@@ -341,6 +343,7 @@ function isBlockErrorMap(x: unknown): x is BlockErrorMap {
     x.cols <= 64 &&
     isNumberArray(x.values) &&
     x.values.length === x.rows * x.cols &&
+    (x.scale === undefined || typeof x.scale === 'number') &&
     (x.errorHistogram === undefined || (isRecord(x.errorHistogram) && isNumberArray(x.errorHistogram.edges) && isNumberArray(x.errorHistogram.counts)))
   );
 }

@@ -100,6 +100,13 @@ test('errorsFromQuantCard: heatmap cells and downsampled block maps from a quant
   // Row bands r = 0..7 averaged in pairs: (0+1)/2, (2+3)/2, ...
   assert.deepEqual(embed.values, [0.5, 0.5, 2.5, 2.5, 4.5, 4.5, 6.5, 6.5]);
   assert.equal(embed.rowsPerCell, 2);
+  // relative: the values are stored in units of their mean, and scale gives them back.
+  const relative = errorsFromQuantCard(card, 2, { downsample: 2, relative: true }).blockMaps.find((m) => m.tensor === 'model.embed_tokens.weight');
+  assert.equal(relative?.scale, 3.5);
+  assert.deepEqual(
+    relative?.values.map((v) => v * (relative.scale ?? 1)),
+    embed.values,
+  );
 });
 
 test('comparisonFromCompareResult: bits per parameter from bytes, FP16 baseline first', () => {

@@ -269,3 +269,12 @@ for (const theme of ['light', 'dark'] as const) {
     }
   });
 }
+
+test('screenshots in the high-contrast theme (errors, emergent)', { skip }, async () => {
+  for (const view of ['errors', 'emergent'] as const) {
+    const page = await h().open({ fixture: 'tiny-llama.json', theme: 'high-contrast', view });
+    await page.screenshot({ path: join(screenshotDir, `high-contrast-${view}.png`), fullPage: true });
+    assert.deepEqual(pageErrors(page), [], `high-contrast ${view}`);
+    await page.close();
+  }
+});

@@ -63,7 +63,9 @@ export function CompareView({ table }: { table: ComparisonTable }) {
                       tabIndex={0}
                       aria-label={`${rowLabel(r)}: perplexity ${fmtNum(r.ppl)}, ${fmtBytes(r.bytes)}`}
                       onMouseMove={(e) => show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)} (${r.ppl >= table.baseline.ppl ? '+' : ''}${fmtNum(r.ppl - table.baseline.ppl)}), ${fmtBytes(r.bytes)}`)}
-                      onFocus={(e) => show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)}`)}
+                      onFocus={(e) => {
+                        if (e.currentTarget.matches(':focus-visible')) show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)}`);
+                      }}
                       onMouseLeave={hide}
                       onBlur={hide}
                     />

@@ -35,9 +35,13 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
   /** null = exact (infinite SQNR, zero error). */
   const value = (c: ErrorCell): number | null => (metric === 'sqnr' ? c.sqnrDb : c.relError);
   const colour = useMemo(() => {
-    const [lo = 0, hi = 1] = extent(heatmap.cells, (c) => value(c) ?? undefined);
+    const [min = 0, max = 1] = extent(heatmap.cells, (c) => value(c) ?? undefined);
+    // A minimum span (3 dB, or 20 % of the mean relative error) so that tiny spreads do not look like red vs green.
+    const span = metric === 'sqnr' ? 3 : 0.2 * ((min + max) / 2 || 1);
+    const mid = (min + max) / 2;
+    const [lo, hi] = max - min >= span ? [min, max] : [mid - span / 2, mid + span / 2];
     // Green = good: high SQNR, low relative error.
-    return metric === 'sqnr' ? scaleSequential(interpolateRdYlGn).domain([lo, hi === lo ? lo + 1 : hi]) : scaleSequential(interpolateYlOrRd).domain([lo, hi === lo ? lo + 1e-6 : hi]);
+    return metric === 'sqnr' ? scaleSequential(interpolateRdYlGn).domain([lo, hi]) : scaleSequential(interpolateYlOrRd).domain([lo, hi]);
   }, [heatmap, metric]);
   const cellW = 64;
   const cellH = 26;
@@ -106,7 +110,10 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
                         }}
                         onMouseMove={(e) => show(e, `${cell.tensor}\n${cell.type}, ${fmtNum(cell.bitsPerWeight)} bits/weight\n${describe(cell)}`)}
                         onMouseLeave={hide}
-                        onFocus={(e) => show(e, `${cell.tensor}: ${describe(cell)}`)}
+                        onFocus={(e) => {
+                          // Keyboard focus only: a click also focuses, and the pointer tooltip covers that.
+                          if (e.currentTarget.matches(':focus-visible')) show(e, `${cell.tensor}: ${describe(cell)}`);
+                        }}
                         onBlur={hide}
                       >
                         <rect className="cell" x={x(role)} y={y(r)} width={x.bandwidth()} height={y.bandwidth()} fill={fill} />
@@ -177,13 +184,15 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
   const margin = { top: 8, right: 8, bottom: 40, left: 48 };
   const cw = size / map.cols;
   const ch = size / map.rows;
+  const scale = map.scale ?? 1;
   const positive = map.values.filter((v) => v > 0);
   const lo = positive.length > 0 ? Math.min(...positive) : 0;
   const hi = Math.max(0, ...map.values);
   // Block MSE spans orders of magnitude across a tensor: colour on a log scale.
   const colour = hi > lo && lo > 0 ? scaleSequentialLog(interpolateYlOrRd).domain([lo, hi]) : scaleSequential(interpolateYlOrRd).domain([0, hi || 1]);
   const quantity = map.metric === 'mse' ? 'block MSE' : 'block relative error';
-  const fmtValue = (v: number): string => (map.metric === 'mse' ? fmtNum(v) : fmtPct(v));
+  /** `v` in stored units (x scale = the metric). */
+  const fmtValue = (v: number): string => (map.metric === 'mse' ? fmtNum(v * scale) : fmtPct(v * scale));
   const histogram: HistogramSummary = map.errorHistogram !== undefined ? elementwiseHistogram(map, cell) : blockValueHistogram(map, cell);
   return (
     <section className="panel block-map" data-block-map={map.tensor} aria-label={`Block-error map of ${map.tensor}`}>
@@ -191,7 +200,7 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
         id={`block-errors-${map.tensor}`}
         title={`Block errors: ${map.tensor}`}
         subtitle={`${map.rows} × ${map.cols} blocks of ≈${map.rowsPerCell} rows × ${map.colsPerCell} columns; ${quantity} ${fmtValue(lo)} – ${fmtValue(hi)} (log colour)`}
-        rows={() => map.values.map((v, i) => ({ blockRow: Math.floor(i / map.cols), blockCol: i % map.cols, [map.metric]: v }))}
+        rows={() => map.values.map((v, i) => ({ blockRow: Math.floor(i / map.cols), blockCol: i % map.cols, [map.metric]: v * scale }))}
         json={() => map}
       >
         <svg className="heatmap blocks" width={size + margin.left + margin.right} height={size + margin.top + margin.bottom} viewBox={`0 0 ${size + margin.left + margin.right} ${size + margin.top + margin.bottom}`} role="img" aria-label="Block-error map">
@@ -261,7 +270,8 @@ function elementwiseHistogram(map: BlockErrorMap, cell: ErrorCell): HistogramSum
 
 /** The distribution of the map's block values, binned by d3 on log10 (what a quant card alone allows). */
 function blockValueHistogram(map: BlockErrorMap, cell: ErrorCell): HistogramSummary {
-  const logs = map.values.filter((v) => v > 0).map((v) => Math.log10(v));
+  const scale = map.scale ?? 1;
+  const logs = map.values.filter((v) => v > 0).map((v) => Math.log10(v * scale));
   const binner = bin().thresholds(24);
   const bins = binner(logs);
   const edges = bins.length > 0 ? [bins[0]?.x0 ?? 0, ...bins.map((b) => b.x1 ?? 0)] : [0, 1];
