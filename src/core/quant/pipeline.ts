@@ -686,8 +686,8 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
         cardTensors.push(card);
       }
       writer.finish();
-      onProgress?.({ step: 1, total: 1, tensor: basename(cardPath), action: 'card' });
       const sourceFiles = await hashSources(ckpt, signal, onProgress);
+      onProgress?.({ step: 1, total: 1, tensor: basename(cardPath), action: 'card' });
       await file.commit();
       written.push(outputPath);
       const sideFiles = await writeSideFiles(ckpt, plan, options);
