@@ -218,6 +218,16 @@ export function bpePreTokenizerName(preTokenizer: unknown, file: string): string
   throw new UnsupportedError(`${file}: this byte-level BPE pre-tokenizer is not one llama.cpp's converter recognises here (supported: GPT-2 ByteLevel, Llama-3 and Qwen2 split regexes)`);
 }
 
+/** convert_hf_to_gguf's does_token_look_special: added tokens that ought to be control tokens. */
+export function doesTokenLookSpecial(token: string): boolean {
+  return (
+    ['<pad>', '<mask>', '<2mass>', '[@BOS@]'].includes(token) ||
+    (token.startsWith('<|') && token.endsWith('|>')) ||
+    (token.startsWith('<\uff5c') && token.endsWith('\uff5c>')) ||
+    (token.startsWith('<unused') && token.endsWith('>'))
+  );
+}
+
 export interface GgufTokenizer {
   kv: Array<[string, GgufValue]>;
   tokens: string[];
@@ -260,8 +270,7 @@ export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknow
     }
     const a = added.get(i);
     if (a !== undefined) {
-      const looksSpecial = (token.startsWith('<|') && token.endsWith('|>')) || (token.startsWith('<') && token.endsWith('>') && token.length > 2 && !token.includes(' '));
-      if (a.special || looksSpecial) {
+      if (a.special || doesTokenLookSpecial(token)) {
         tokens.push(token);
         types.push(TOKEN_TYPE.CONTROL);
       } else {
