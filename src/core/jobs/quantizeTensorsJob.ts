@@ -1,5 +1,5 @@
 /**
- * The `quantizeTensors` job: quantizes every 2-D tensor whose rows are whole blocks (32 values, 256 for Q6_K) to one
+ * The `quantizeTensors` job: quantizes every 2-D tensor whose rows are whole blocks (32 values, 256 for the K types) to one
  * ggml type and writes the blocks, tensor after tensor, to one file (no container: offsets are in the
  * result). It exercises the GPU kernels and the job machinery end to end until the real quantize
  * pipeline runs in the worker. Output goes through an atomic file: cancel or crash leaves nothing
