@@ -63,6 +63,40 @@ function quadraticForm(g: Float64Array, d: Float64Array, dOffset: number, cols: 
   return total;
 }
 
+/** sum over rows r of d_r^T G d_r, four rows per pass over G (G is streamed once per four rows). */
+function quadraticFormRows(g: Float64Array, d: Float64Array, rows: number, cols: number): number {
+  let total = 0;
+  let r = 0;
+  for (; r + 4 <= rows; r += 4) {
+    const o0 = r * cols;
+    const o1 = o0 + cols;
+    const o2 = o1 + cols;
+    const o3 = o2 + cols;
+    for (let i = 0; i < cols; i++) {
+      const row = i * cols;
+      let a0 = 0;
+      let a1 = 0;
+      let a2 = 0;
+      let a3 = 0;
+      for (let j = i + 1; j < cols; j++) {
+        const gij = g[row + j]!;
+        a0 += gij * d[o0 + j]!;
+        a1 += gij * d[o1 + j]!;
+        a2 += gij * d[o2 + j]!;
+        a3 += gij * d[o3 + j]!;
+      }
+      const gii = g[row + i]!;
+      const d0 = d[o0 + i]!;
+      const d1 = d[o1 + i]!;
+      const d2 = d[o2 + i]!;
+      const d3 = d[o3 + i]!;
+      total += d0 * (gii * d0 + 2 * a0) + d1 * (gii * d1 + 2 * a1) + d2 * (gii * d2 + 2 * a2) + d3 * (gii * d3 + 2 * a3);
+    }
+  }
+  for (; r < rows; r++) total += quadraticForm(g, d, r * cols, cols);
+  return total;
+}
+
 export interface AwqLinear {
   name: string;
   /** Row-major (rows x cols) float32 weights. */
@@ -94,7 +128,7 @@ export function awqGroupLoss(linears: AwqLinear[], cols: number, gram: Float64Ar
     for (let r = 0; r < layer.rows; r++) {
       for (let c = 0; c < cols; c++) scaled[r * cols + c] = layer.weight[r * cols + c]! - scaled[r * cols + c]! / scales[c]!;
     }
-    for (let r = 0; r < layer.rows; r++) total += quadraticForm(gram, scaled, r * cols, cols);
+    total += quadraticFormRows(gram, scaled, layer.rows, cols);
     totalRows += layer.rows;
   }
   return total / totalRows;
