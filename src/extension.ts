@@ -17,7 +17,9 @@ import { CoreBackend } from './host/coreBackend';
 import type { ExtensionDeps } from './host/deps';
 import { JobQueue, type JobInfo } from './host/jobQueue';
 import { createLog } from './host/log';
+import { readSettings } from './host/settings';
 import { createJobStatusBar } from './host/statusBar';
+import { removeOwnTempFilesSync } from './host/tempFiles';
 
 /** What activate() returns: a small API that tests (and other extensions) can use to observe jobs. */
 export interface QuantLensApi {
@@ -31,7 +33,7 @@ let shutdown: (() => Promise<void>) | undefined;
 export function activate(context: vscode.ExtensionContext): QuantLensApi {
   const log = createLog();
   const jobs = new JobQueue(1);
-  const backend = new CoreBackend();
+  const backend = new CoreBackend(() => readSettings().device);
   const deps: ExtensionDeps = { log, jobs, backend, extensionUri: context.extensionUri };
   const { provider, disposable: inspectorRegistration } = InspectorProvider.register(deps);
   const activeCheckpoint = (): vscode.Uri | undefined => provider.activeCheckpoint();
@@ -56,6 +58,24 @@ export function activate(context: vscode.ExtensionContext): QuantLensApi {
     jobs.dispose();
     await jobs.whenIdle();
   };
+  // A server stop (SIGTERM) or a hard exit gives no time for deactivate(): remove the running jobs'
+  // temp files synchronously, then let the signal take its default course.
+  const removeTempFiles = (): void => {
+    removeOwnTempFilesSync(jobs.active().map((j) => j.outputPath));
+  };
+  const onSigterm = (): void => {
+    removeTempFiles();
+    process.removeListener('SIGTERM', onSigterm);
+    if (process.listenerCount('SIGTERM') === 0) process.kill(process.pid, 'SIGTERM');
+  };
+  process.on('SIGTERM', onSigterm);
+  process.on('exit', removeTempFiles);
+  context.subscriptions.push({
+    dispose: () => {
+      process.removeListener('SIGTERM', onSigterm);
+      process.removeListener('exit', removeTempFiles);
+    },
+  });
   log.info(`Quant Lens activated (workspace ${vscode.workspace.isTrusted ? 'trusted' : 'restricted: inspect only'})`);
   return {
     jobs: () => jobs.list(),

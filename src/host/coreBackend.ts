@@ -3,10 +3,12 @@
  * off the extension host's thread (see the notes at each method).
  */
 import { stat } from 'node:fs/promises';
-import { CancelledError, InvalidArgumentError, UnsupportedError } from '../core/errors';
+import { InvalidArgumentError, UnsupportedError } from '../core/errors';
 import type { Checkpoint, MetadataValue } from '../core/formats/checkpoint';
 import { openCheckpoint } from '../core/formats/openCheckpoint';
-import { planQuantize, runQuantize, type QuantizeRequest } from '../core/quant/pipeline';
+import { JobRunner } from '../core/jobs/jobRunner';
+import { isGgufTarget, planQuantize, runQuantize, type QuantizeRequest, type QuantizeResult } from '../core/quant/pipeline';
+import type { DevicePreference } from './settings';
 import { findTarget, pipelineTarget } from './targets';
 import type { CheckpointSummary, DtypeTotal, OutlierSummary, QuantBackend, QuantOutcome, QuantPlan, QuantProgressEvent, QuantRequest, TensorOutlierRow } from './backend';
 
@@ -72,66 +74,12 @@ export function summarizeCheckpoint(checkpoint: Checkpoint): CheckpointSummary {
   };
 }
 
-/** Lets the host's event loop run between chunks of work done on its thread. */
-const yieldToHost = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-/** Rows per read when streaming a tensor (bounded windows, never a whole large tensor). */
-const ROWS_PER_CHUNK = 256;
-
-async function tensorOutliers(checkpoint: Checkpoint, name: string, dtype: string, shape: number[], thresholdSigma: number, signal: AbortSignal): Promise<TensorOutlierRow> {
-  const rows = shape[0] ?? 1;
-  const columns = shape.length >= 2 ? elementCount(shape.slice(1)) : elementCount(shape);
-  // Pass 1: mean and central moments in f64 (Welford per chunk, merged), |max|.
-  let count = 0;
-  let mean = 0;
-  let m2 = 0;
-  let absMax = 0;
-  for (let start = 0; start < rows; start += ROWS_PER_CHUNK) {
-    if (signal.aborted) throw new CancelledError();
-    const values = await checkpoint.readRowsF32(name, start, Math.min(ROWS_PER_CHUNK, rows - start));
-    for (const x of values) {
-      if (!Number.isFinite(x)) continue;
-      count++;
-      const delta = x - mean;
-      mean += delta / count;
-      m2 += delta * (x - mean);
-      const a = Math.abs(x);
-      if (a > absMax) absMax = a;
-    }
-    await yieldToHost();
-  }
-  const variance = count > 0 ? m2 / count : 0;
-  const std = Math.sqrt(variance);
-  // Pass 2: fourth moment, outliers beyond thresholdSigma, and the columns they sit in.
-  let m4 = 0;
-  let outlierCount = 0;
-  const perColumn = new Uint32Array(columns);
-  const limit = thresholdSigma * std;
-  for (let start = 0; start < rows; start += ROWS_PER_CHUNK) {
-    if (signal.aborted) throw new CancelledError();
-    const values = await checkpoint.readRowsF32(name, start, Math.min(ROWS_PER_CHUNK, rows - start));
-    for (let i = 0; i < values.length; i++) {
-      const x = values[i] ?? 0;
-      if (!Number.isFinite(x)) continue;
-      const d = x - mean;
-      m4 += d * d * d * d;
-      if (std > 0 && Math.abs(d) >= limit) {
-        outlierCount++;
-        perColumn[i % columns] = (perColumn[i % columns] ?? 0) + 1;
-      }
-    }
-    await yieldToHost();
-  }
-  const kurtosis = variance > 0 && count > 0 ? m4 / count / (variance * variance) - 3 : 0;
-  const topColumns = [...perColumn.entries()]
-    .filter(([, c]) => c > 0)
-    .sort((a, b) => b[1] - a[1])
-    .slice(0, 5)
-    .map(([index, c]) => ({ index, count: c }));
-  return { name, dtype, shape, count, absMax, std, kurtosis, outlierCount, topColumns };
-}
-
 export class CoreBackend implements QuantBackend {
+  private worker: Promise<JobRunner> | undefined;
+
+  /** `device` setting for jobs that can use the GPU. */
+  constructor(private readonly device: () => DevicePreference = () => 'auto') {}
+
   async inspect(path: string): Promise<CheckpointSummary> {
     const checkpoint = await openCheckpoint(path);
     try {
@@ -141,20 +89,27 @@ export class CoreBackend implements QuantBackend {
     }
   }
 
+  /** Weight statistics through the job worker's stats job (GPU when available, else CPU). */
   async analyzeOutliers(path: string, thresholdSigma: number, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<OutlierSummary> {
-    const started = performance.now();
-    const checkpoint = await openCheckpoint(path);
-    try {
-      const matrices = checkpoint.tensors.filter((t) => t.shape.length === 2);
-      const tensors: TensorOutlierRow[] = [];
-      for (const [index, t] of matrices.entries()) {
-        onProgress({ tensor: t.name, done: index, total: matrices.length });
-        tensors.push(await tensorOutliers(checkpoint, t.name, t.dtype, [...t.shape], thresholdSigma, signal));
-      }
-      return { path, thresholdSigma, device: 'CPU (extension host, streamed by rows)', seconds: (performance.now() - started) / 1000, tensors };
-    } finally {
-      await checkpoint.close();
-    }
+    const runner = await this.runner();
+    const result = await runner.run(
+      { kind: 'stats', modelPath: path, device: this.device(), histogramBins: 64, logOctaves: 24, outlierSigma: thresholdSigma, topChannels: 5 },
+      { signal, onProgress: (p) => onProgress({ tensor: p.tensorName, done: p.tensorIndex, total: p.tensorCount }) },
+    );
+    const tensors: TensorOutlierRow[] = result.tensors
+      .filter((t) => t.shape.length === 2)
+      .map((t) => ({
+        name: t.name,
+        dtype: t.dtype,
+        shape: [...t.shape],
+        count: t.count,
+        absMax: t.absMax,
+        std: Math.sqrt(t.variance),
+        kurtosis: t.kurtosis,
+        outlierCount: t.outlierCount,
+        topColumns: t.topOutlierColumns.map((c) => ({ index: c.index, count: c.count })),
+      }));
+    return { path, thresholdSigma, device: `${result.device.toUpperCase()} (${result.deviceDescription}), job worker`, seconds: result.seconds, tensors };
   }
 
   /** The pipeline's dry-run plan; for GGUF targets (planned by the exporter) the nominal bits per weight. */
@@ -175,17 +130,34 @@ export class CoreBackend implements QuantBackend {
   }
 
   /**
-   * Runs the pipeline (atomic output: nothing at `output` on failure or cancel).
-   * NOTE: runs on the extension host's thread, one tensor at a time with awaits in between, until the
-   * job worker (src/core/jobs) offers a quantize job kind; then this moves into the worker.
+   * Runs the pipeline (atomic output: nothing at `output` on failure or cancel) in the job worker, so
+   * the extension host stays responsive. GGUF targets need the exporter hook, which the worker's
+   * quantize job does not pass yet: those run the same pipeline here, tensor by tensor.
    */
   async quantize(request: QuantRequest, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<QuantOutcome> {
     const warnings: string[] = [];
-    const result = await runQuantize(toPipelineRequest(request), {
-      signal,
-      onProgress: (p) => onProgress({ tensor: p.action === 'quantize' || p.action === 'copy' ? p.tensor : `${p.action} ${p.tensor}`, done: p.step, total: p.total }),
-      onWarning: (message) => warnings.push(message),
-    });
+    const pipelineRequest = toPipelineRequest(request);
+    let result: QuantizeResult;
+    if (isGgufTarget(pipelineRequest.target)) {
+      const { ggufExporter } = await import('../core/convert/ggufExporter');
+      result = await runQuantize(pipelineRequest, {
+        signal,
+        ggufExporter,
+        onProgress: (p) => onProgress({ tensor: p.action === 'quantize' || p.action === 'copy' ? p.tensor : `${p.action} ${p.tensor}`, done: p.step, total: p.total }),
+        onWarning: (message) => warnings.push(message),
+      });
+    } else {
+      const runner = await this.runner();
+      const reply = await runner.run(
+        { kind: 'quantize', request: pipelineRequest },
+        {
+          signal,
+          onProgress: (p) => onProgress({ tensor: p.tensorName || p.phase, done: p.tensorIndex + (p.phase === 'done' ? 1 : 0), total: p.tensorCount }),
+          onNotice: (message) => warnings.push(message),
+        },
+      );
+      result = reply.result;
+    }
     const outputBytes = (await stat(result.outputPath)).size;
     const totals = result.card.totals;
     return {
@@ -199,7 +171,19 @@ export class CoreBackend implements QuantBackend {
     };
   }
 
-  dispose(): void {}
+  /** One worker for the extension's lifetime, started on first use and again if it died. */
+  private async runner(): Promise<JobRunner> {
+    const current = await this.worker?.catch(() => undefined);
+    if (current?.alive) return current;
+    this.worker = JobRunner.start();
+    return this.worker;
+  }
+
+  dispose(): void {
+    void this.worker?.then((r) => r.dispose()).catch(() => undefined);
+    this.worker = undefined;
+  }
+
 }
 
 function toPipelineRequest(request: QuantRequest): QuantizeRequest {

@@ -12,6 +12,7 @@ import type { QuantOutcome, QuantRequest } from './backend';
 import type { ExtensionDeps } from './deps';
 import { formatBytes } from './format';
 import { findTarget } from './targets';
+import { sweepStaleTempFiles } from './tempFiles';
 import { requireTrustedWorkspace } from './trust';
 
 export interface QuantRunOptions {
@@ -80,6 +81,7 @@ export async function runQuantJob(deps: ExtensionDeps, request: QuantRequest, op
     label,
     outputPath: request.output,
     run: async (context) => {
+      for (const stale of await sweepStaleTempFiles(dirname(request.output))) deps.log.info(`removed a temp file left by an interrupted job: ${stale}`);
       deps.log.info(`quantize started: ${request.input} -> ${request.output} (${request.target}${request.groupSize ? `, group ${request.groupSize}` : ''}, device ${request.device})`);
       return deps.backend.quantize(
         request,

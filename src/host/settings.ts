@@ -14,7 +14,7 @@ export interface QuantLensSettings {
 }
 
 export const SETTING_DEFAULTS: QuantLensSettings = {
-  defaultTarget: 'int8',
+  defaultTarget: 'gguf:Q8_0',
   groupSize: 64,
   outlierThreshold: 6.0,
   device: 'auto',

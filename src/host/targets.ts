@@ -24,7 +24,7 @@ export interface TargetInfo {
  * GGUF outputs come from the GGUF exporter (src/core/convert), which the pipeline takes as a hook;
  * until it is part of the build the GGUF targets are listed but cannot be chosen.
  */
-export const GGUF_EXPORT_AVAILABLE = false;
+export const GGUF_EXPORT_AVAILABLE = true;
 
 const gguf = (type: string, bpw: number, detail: string): TargetInfo => ({
   id: `gguf:${type}`,

@@ -88,6 +88,8 @@ export async function startCodeServer(options: StartOptions): Promise<CodeServer
     'workbench.enableExperiments': false,
     'git.enabled': false,
     'window.restoreWindows': 'none',
+    // WebGPU on lavapipe (CPU-only CI) spends most of a short run compiling kernels; the GPU path has its own tests.
+    'quantlens.device': 'cpu',
   };
   await writeFile(join(dataDir, 'User', 'settings.json'), JSON.stringify(settings, null, 2));
   await writeFile(join(home, 'config.yaml'), 'auth: none\ncert: false\n');

@@ -117,7 +117,7 @@ function trustedSuite(): void {
     test('settings have their documented defaults', () => {
       const config = vscode.workspace.getConfiguration('quantlens');
       assert.equal(config.get('outlierThreshold'), 6);
-      assert.equal(config.get('device'), 'auto');
+      assert.equal(config.inspect('device')?.defaultValue, 'auto');
     });
   });
 
@@ -158,6 +158,17 @@ function trustedSuite(): void {
       assert.ok(Object.values(header).some((t) => t.dtype === 'I8'), 'some tensors are stored as I8');
       assert.ok(outcome.outputBytes < outcome.inputBytes, `INT8 (${outcome.outputBytes} B) is smaller than BF16 (${outcome.inputBytes} B)`);
       assert.ok(await exists(`${output}.quant.json`), 'the quant card is written beside the output');
+      const state = await openInspector(await api(), output);
+      assert.equal(state.status, 'ready', state.error);
+    });
+
+    test('writes a GGUF Q8_0 file that the inspector reads back', async () => {
+      const input = join(workspaceRoot(), 'model.safetensors');
+      const output = join(workspaceRoot(), 'out-Q8_0.gguf');
+      const outcome = await vscode.commands.executeCommand<Outcome>('quantlens.quantize', { input, target: 'gguf:Q8_0', output });
+      const bytes = await readFile(output);
+      assert.equal(bytes.length, outcome.outputBytes);
+      assert.equal(bytes.subarray(0, 4).toString('latin1'), 'GGUF');
       const state = await openInspector(await api(), output);
       assert.equal(state.status, 'ready', state.error);
     });
