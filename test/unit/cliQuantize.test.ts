@@ -101,3 +101,19 @@ test('quantize to a GGUF type goes through the exporter and writes its card', as
     assert.deepEqual((await readdir(dir)).sort(), ['m.gguf', 'm.gguf.quant.json']);
   });
 });
+
+test('quantize --dry-run for a GGUF target prints the exporter plan; its file size is what quantize writes', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'm.gguf');
+    const plan = captureIo();
+    assert.equal(await main(['quantize', microLlamaDir, '--to', 'Q4_K_M', '-o', out, '--dry-run'], plan.io), 0, plan.err.join('\n'));
+    const text = plan.out.join('\n');
+    assert.match(text, /blk\.0\.attn_q\.weight\s+\[64, 64\]\s+BF16\s+Q5_0 \(fallback\)/);
+    assert.match(text, /fallback blk\.1\.attn_v\.weight: row length 64 is not a multiple of 256 \(required by Q6_K\): falling back to Q8_0/);
+    const bytes = Number(/\((\d+) bytes\)/.exec(text)?.[1]);
+    assert.deepEqual(await readdir(dir), []);
+    const run = captureIo();
+    assert.equal(await main(['quantize', microLlamaDir, '--to', 'Q4_K_M', '-o', out], run.io), 0, run.err.join('\n'));
+    assert.equal((await readFile(out)).byteLength, bytes);
+  });
+});

@@ -155,6 +155,32 @@ function printPlan(plan: QuantizePlan, io: CliIo): void {
   io.out(`output ${plan.outputPath}: ${formatBytes(t.outputBytes)} (${t.outputBytes} bytes), source tensors ${formatBytes(t.sourceBytes)}, ${t.bitsPerWeight.toFixed(3)} bits per weight`);
 }
 
+/** --dry-run for GGUF targets: the GGUF exporter's own plan (types, llama.cpp's fallbacks, exact file size). */
+async function printGgufPlan(request: QuantizeRequest, json: boolean, io: CliIo): Promise<void> {
+  const [{ planGgufExport }, { openCheckpoint }] = await Promise.all([import('../../core/convert/exportGguf'), import('../../core/formats/openCheckpoint')]);
+  const checkpoint = await openCheckpoint(request.input);
+  try {
+    const plan = await planGgufExport(checkpoint, { target: request.target.toUpperCase(), onWarning: (m) => io.err(`warning: ${m}`) });
+    if (json) {
+      io.out(JSON.stringify(plan, null, 1));
+      return;
+    }
+    let parameters = 0;
+    const rows = plan.tensors.map((t) => {
+      const count = t.shape.reduce((a, b) => a * b, 1);
+      parameters += count;
+      return [t.name, `[${t.shape.join(', ')}]`, t.sourceType, t.fallback === undefined ? t.type : `${t.type} (fallback)`, formatBytes(t.bytes), ((t.bytes * 8) / Math.max(1, count)).toFixed(3)];
+    });
+    for (const l of formatTable(['tensor', 'shape', 'source', 'output', 'bytes', 'bpw'], rows, new Set([4, 5]))) io.out(l);
+    io.out('');
+    for (const t of plan.tensors) if (t.fallback !== undefined) io.out(`fallback ${t.name}: ${t.fallback}`);
+    io.out(`target ${plan.target} (file type ${plan.fileType}): ${plan.tensors.length} tensors, ${parameters} parameters`);
+    io.out(`output ${request.output}: ${formatBytes(plan.fileBytes)} (${plan.fileBytes} bytes), ${((plan.fileBytes * 8) / Math.max(1, parameters)).toFixed(3)} bits per weight`);
+  } finally {
+    await checkpoint.close();
+  }
+}
+
 export function resultSummary(result: QuantizeResult): { output: string; card: string; sourceBytes: number; outputBytes: number; bitsPerWeight: number; meanSqnrDb: number | null; seconds: number } {
   const sourceBytes = result.card.source.files.reduce((s, f) => s + f.bytes, 0);
   return {
@@ -194,6 +220,10 @@ export const command: CliCommand = {
     if (parsed.target === undefined) throw new InvalidArgumentError(`--to is required; valid targets: ${allTargetNames().join(', ')}`);
     if (parsed.output === undefined) throw new InvalidArgumentError('-o <output> is required');
     const request = requestFrom(parsed, parsed.positional[0]!, parsed.target, parsed.output);
+    if (parsed.dryRun && isGgufTarget(request.target)) {
+      await printGgufPlan(request, parsed.json, io);
+      return 0;
+    }
     if (parsed.dryRun) {
       const plan = await planQuantize(request);
       if (parsed.json) io.out(JSON.stringify(plan, null, 1));

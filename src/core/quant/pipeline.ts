@@ -322,7 +322,7 @@ export function planResearchQuantize(ckpt: Checkpoint, request: QuantizeRequest)
 
 /** Opens the input and plans (the `--dry-run`). */
 export async function planQuantize(request: QuantizeRequest): Promise<QuantizePlan> {
-  if (isGgufTarget(request.target)) throw new UnsupportedError(`--dry-run for GGUF target ${request.target} is planned by the GGUF exporter, which this pipeline does not have`);
+  if (isGgufTarget(request.target)) throw new UnsupportedError(`GGUF target ${request.target}: plan it with planGgufExport (src/core/convert/exportGguf.ts)`);
   const ckpt = await openCheckpoint(request.input);
   try {
     return planResearchQuantize(ckpt, request);
