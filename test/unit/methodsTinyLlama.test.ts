@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { LlamaModel } from '../../src/core/model/forward';
 import { perplexity } from '../../src/core/model/perplexity';
