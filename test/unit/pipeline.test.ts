@@ -62,6 +62,15 @@ test('dry-run plan: per-tensor types, bytes and bits per weight (GPTQ int4 g32 =
   assert.equal(plan.tensors.filter((t) => t.action === 'quantize').length, 14);
   assert.ok(plan.totals.outputBytes < plan.totals.sourceBytes);
   assert.equal(plan.outputPath, '/nonexistent/out/model.safetensors');
+  // --include-embeddings adds the embedding and lm_head matrices; norms stay copied.
+  const withEmbeddings = await planQuantize({ input: microLlamaDir, output: '/nonexistent/o.safetensors', target: 'nf4', includeEmbeddings: true });
+  assert.deepEqual(
+    withEmbeddings.tensors.filter((t) => t.action === 'copy').map((t) => t.name),
+    ['model.layers.0.input_layernorm.weight', 'model.layers.0.post_attention_layernorm.weight', 'model.layers.1.input_layernorm.weight', 'model.layers.1.post_attention_layernorm.weight', 'model.norm.weight'],
+  );
+  // NF4: 4 bits + one f32 absmax per 64 + the 16-entry map + 512-byte state per weight
+  const head = withEmbeddings.tensors.find((t) => t.name === 'lm_head.weight')!;
+  assert.equal(head.outputBytes, (8192 * 64) / 2 + (8192 * 64 / 64) * 4 + 64 + 512);
 });
 
 test('int4-g32 to a folder: GPTQ tensors read back through openCheckpoint equal the reference fake quant (f16 scales), card agrees', async () => {
