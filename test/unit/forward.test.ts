@@ -6,6 +6,7 @@ import { CancelledError, InvalidArgumentError, UnsupportedError } from '../../sr
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { LlamaModel } from '../../src/core/model/forward';
 import { applyRope, matmulTransposed, ropeTables } from '../../src/core/model/kernels';
+import { matmul, wasmMatmulAvailable } from '../../src/core/model/wasmMatmul';
 import { llamaConfigFromHf } from '../../src/core/model/llamaConfig';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, parseQuantSetting, roundHalfEven } from '../../src/core/model/fakeQuant';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -55,6 +56,24 @@ test('matmulTransposed equals the naive product (blocked and remainder paths)', 
         assert.ok(Math.abs(got[t * outs + o]! - s) < 1e-5, `(${rows}x${inner}x${outs}) [${t},${o}] ${got[t * outs + o]} vs ${s}`);
       }
     }
+  }
+});
+
+test('the WebAssembly SIMD matmul equals the JS kernel within f32 accumulation error', () => {
+  assert.equal(wasmMatmulAvailable(), true, 'Node >= 16 runs WebAssembly SIMD');
+  for (const [rows, inner, outs] of [
+    [3, 8, 4],
+    [17, 64, 36],
+    [256, 384, 128],
+    [5, 7, 9], // not a multiple of 4: the JS fallback
+  ] as const) {
+    const x = Float32Array.from({ length: rows * inner }, (_, i) => Math.sin(i * 0.37));
+    const w = Float32Array.from({ length: outs * inner }, (_, i) => Math.cos(i * 0.11));
+    const expected = new Float32Array(rows * outs);
+    const got = new Float32Array(rows * outs).fill(NaN);
+    matmulTransposed(x, w, expected, rows, inner, outs);
+    matmul(x, w, got, rows, inner, outs);
+    for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - expected[i]!) <= 1e-5 * Math.max(1, Math.abs(expected[i]!)), `(${rows}x${inner}x${outs}) [${i}] ${got[i]} vs ${expected[i]}`);
   }
 });
 

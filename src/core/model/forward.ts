@@ -4,14 +4,16 @@
  * embedding rows in bounded chunks, and lm_head at the end) are in memory at once. Weights come
  * through `Checkpoint.readRowsF32`, so any dtype a reader decodes (BF16, F16, F32, ggml quants) works.
  *
- * The math is in kernels.ts (matmul, RMSNorm, RoPE, attention, SwiGLU) so that GPU kernels can
- * replace it function by function.
+ * The math is in kernels.ts (RMSNorm, RoPE, attention, SwiGLU) and wasmMatmul.ts (the WebAssembly
+ * SIMD matmul, with kernels.ts's JS matmul as fallback) so that GPU kernels can replace it function
+ * by function.
  */
 import { totalmem } from 'node:os';
 import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
-import { addInPlace, applyRope, causalAttention, matmulTransposed, rmsNorm, ropeTables, swiglu } from './kernels';
+import { addInPlace, applyRope, causalAttention, rmsNorm, ropeTables, swiglu } from './kernels';
+import { matmul } from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -314,9 +316,9 @@ export class LlamaModel {
         rmsNorm(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
         hooks?.onActivation?.(sites.attn_in, normed, rows, H, w);
         quantizeInput(normed, H);
-        matmulTransposed(normed, L.q, q, rows, H, qWidth);
-        matmulTransposed(normed, L.k, k, rows, H, kvWidth);
-        matmulTransposed(normed, L.v, v, rows, H, kvWidth);
+        matmul(normed, L.q, q, rows, H, qWidth);
+        matmul(normed, L.k, k, rows, H, kvWidth);
+        matmul(normed, L.v, v, rows, H, kvWidth);
         applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
         applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
         if (quant?.kvBits != null) {
@@ -326,18 +328,18 @@ export class LlamaModel {
         causalAttention(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, scores);
         hooks?.onActivation?.(sites.attn_out, context, rows, qWidth, w);
         quantizeInput(context, qWidth);
-        matmulTransposed(context, L.o, projected, rows, qWidth, H);
+        matmul(context, L.o, projected, rows, qWidth, H);
         addInPlace(x, projected, rows * H);
         // MLP block.
         rmsNorm(x, weights.ffnNorm, normed, rows, H, c.rmsNormEps);
         hooks?.onActivation?.(sites.mlp_in, normed, rows, H, w);
         quantizeInput(normed, H);
-        matmulTransposed(normed, L.gate, gate, rows, H, I);
-        matmulTransposed(normed, L.up, up, rows, H, I);
+        matmul(normed, L.gate, gate, rows, H, I);
+        matmul(normed, L.up, up, rows, H, I);
         swiglu(gate, up, rows * I);
         hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
         quantizeInput(gate, I);
-        matmulTransposed(gate, L.down, projected, rows, I, H);
+        matmul(gate, L.down, projected, rows, I, H);
         addInPlace(x, projected, rows * H);
         hooks?.onActivation?.(sites.residual, x, rows, H, w);
       }
@@ -367,7 +369,7 @@ export class LlamaModel {
       throwIfAborted(signal);
       rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
       hooks?.onActivation?.(site, normed, rows, H, w);
-      matmulTransposed(normed, output, logits, rows, H, c.vocabSize);
+      matmul(normed, output, logits, rows, H, c.vocabSize);
       onLogits(w, logits, rows);
     }
     options.onProgress?.(steps, steps);

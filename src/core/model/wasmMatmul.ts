@@ -1,0 +1,192 @@
+/**
+ * The forward pass's matmul as a WebAssembly SIMD kernel (f32x4), assembled here from bytes so that
+ * nothing needs a toolchain or a binary file: out[t, o] = sum_k x[t, k] * w[o, k], one row of x
+ * against four rows of w at a time, four f32x4 partial sums per output reduced at the end.
+ * Accumulation is f32 (as PyTorch's CPU matmul), not f64 as the JS kernel. Falls back to the JS
+ * kernel when SIMD is unavailable or the shape is not a multiple of 4.
+ */
+import { matmulTransposed } from './kernels';
+
+// Opcodes (WebAssembly core + SIMD proposal).
+const I32 = 0x7f;
+const V128 = 0x7b;
+const LOCAL_GET = 0x20;
+const LOCAL_SET = 0x21;
+const I32_CONST = 0x41;
+const I32_ADD = 0x6a;
+const I32_MUL = 0x6c;
+const I32_SHL = 0x74;
+const I32_GE_U = 0x4f;
+const BLOCK = 0x02;
+const LOOP = 0x03;
+const BR = 0x0c;
+const BR_IF = 0x0d;
+const END = 0x0b;
+const VOID = 0x40;
+const F32_STORE = 0x38;
+const F32_ADD = 0x92;
+const SIMD = 0xfd;
+
+function uleb(n: number): number[] {
+  const out: number[] = [];
+  do {
+    let b = n & 0x7f;
+    n >>>= 7;
+    if (n !== 0) b |= 0x80;
+    out.push(b);
+  } while (n !== 0);
+  return out;
+}
+
+function section(id: number, body: number[]): number[] {
+  return [id, ...uleb(body.length), ...body];
+}
+
+function name(s: string): number[] {
+  const bytes = Array.from(new TextEncoder().encode(s));
+  return [...uleb(bytes.length), ...bytes];
+}
+
+/** Builds the module: export `mm(x, w, out, rows, inner, outs)` (byte pointers) and memory `mem`. */
+function buildModule(): Uint8Array {
+  // Params 0..5: x, w, out, rows, inner, outs. Locals: 6 t, 7 j, 8 k, 9 xrow, 10..13 w0..w3,
+  // 14 innerBytes, 15 addr (i32); 16..19 acc0..acc3, 20 xv (v128).
+  const [X, W, O, ROWS, INNER, OUTS, T, J, K, XROW, W0, , , , IB, ADDR, A0, , , , XV] = Array.from({ length: 21 }, (_, i) => i) as number[];
+  const get = (i: number): number[] => [LOCAL_GET, i!];
+  const set = (i: number): number[] => [LOCAL_SET, i!];
+  const c = (n: number): number[] => [I32_CONST, ...sleb(n)];
+  const v128Load = (ptrLocal: number): number[] => [...get(ptrLocal), ...get(K!), I32_ADD, SIMD, 0x00, 0x04, 0x00];
+  const f32x4Add = [SIMD, ...uleb(0xe4)];
+  const f32x4Mul = [SIMD, ...uleb(0xe6)];
+  const lane = (acc: number, l: number): number[] => [...get(acc), SIMD, 0x1f, l];
+  const code: number[] = [
+    ...get(INNER!), ...c(2), I32_SHL, ...set(IB!),
+    ...c(0), ...set(T!),
+    BLOCK, VOID, LOOP, VOID,
+    ...get(T!), ...get(ROWS!), I32_GE_U, BR_IF, 1,
+    ...get(X!), ...get(T!), ...get(IB!), I32_MUL, I32_ADD, ...set(XROW!),
+    ...c(0), ...set(J!),
+    BLOCK, VOID, LOOP, VOID,
+    ...get(J!), ...get(OUTS!), I32_GE_U, BR_IF, 1,
+    ...get(W!), ...get(J!), ...get(IB!), I32_MUL, I32_ADD, ...set(W0!),
+    ...get(W0!), ...get(IB!), I32_ADD, ...set(W0! + 1),
+    ...get(W0! + 1), ...get(IB!), I32_ADD, ...set(W0! + 2),
+    ...get(W0! + 2), ...get(IB!), I32_ADD, ...set(W0! + 3),
+    ...[0, 1, 2, 3].flatMap((i) => [SIMD, 0x0c, ...new Array<number>(16).fill(0), ...set(A0! + i)]),
+    ...c(0), ...set(K!),
+    BLOCK, VOID, LOOP, VOID,
+    ...get(K!), ...get(IB!), I32_GE_U, BR_IF, 1,
+    ...v128Load(XROW!), ...set(XV!),
+    ...[0, 1, 2, 3].flatMap((i) => [...get(A0! + i), ...get(XV!), ...v128Load(W0! + i), ...f32x4Mul, ...f32x4Add, ...set(A0! + i)]),
+    ...get(K!), ...c(16), I32_ADD, ...set(K!),
+    BR, 0,
+    END, END,
+    // addr = out + (t * outs + j) * 4
+    ...get(O!), ...get(T!), ...get(OUTS!), I32_MUL, ...get(J!), I32_ADD, ...c(2), I32_SHL, I32_ADD, ...set(ADDR!),
+    ...[0, 1, 2, 3].flatMap((i) => [
+      ...get(ADDR!),
+      ...lane(A0! + i, 0), ...lane(A0! + i, 1), F32_ADD, ...lane(A0! + i, 2), ...lane(A0! + i, 3), F32_ADD, F32_ADD,
+      F32_STORE, 0x02, ...uleb(4 * i),
+    ]),
+    ...get(J!), ...c(4), I32_ADD, ...set(J!),
+    BR, 0,
+    END, END,
+    ...get(T!), ...c(1), I32_ADD, ...set(T!),
+    BR, 0,
+    END, END,
+    END,
+  ];
+  const body = [2, ...uleb(10), I32, ...uleb(5), V128, ...code];
+  const bytes = [
+    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
+    ...section(1, [1, 0x60, 6, I32, I32, I32, I32, I32, I32, 0]),
+    ...section(3, [1, 0]),
+    ...section(5, [1, 0x00, 1]),
+    ...section(7, [2, ...name('mm'), 0x00, 0, ...name('mem'), 0x02, 0]),
+    ...section(10, [1, ...uleb(body.length), ...body]),
+  ];
+  return Uint8Array.from(bytes);
+}
+
+function sleb(n: number): number[] {
+  const out: number[] = [];
+  for (;;) {
+    const b = n & 0x7f;
+    n >>= 7;
+    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
+      out.push(b);
+      return out;
+    }
+    out.push(b | 0x80);
+  }
+}
+
+/** The slice of the WebAssembly JS API used here (the project's lib settings do not declare it). */
+interface WasmMemory {
+  readonly buffer: ArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  validate(bytes: Uint8Array): boolean;
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+}
+
+function isWasmMemory(v: unknown): v is WasmMemory {
+  return typeof v === 'object' && v !== null && 'buffer' in v && v.buffer instanceof ArrayBuffer && 'grow' in v && typeof v.grow === 'function';
+}
+
+interface Kernel {
+  mm: (x: number, w: number, out: number, rows: number, inner: number, outs: number) => void;
+  memory: WasmMemory;
+}
+
+let kernel: Kernel | null | undefined;
+
+function loadKernel(): Kernel | null {
+  if (kernel !== undefined) return kernel;
+  try {
+    const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+    const bytes = buildModule();
+    if (api === undefined || !api.validate(bytes)) {
+      kernel = null;
+      return kernel;
+    }
+    const instance = new api.Instance(new api.Module(bytes), {});
+    const mm = instance.exports.mm;
+    const memory = instance.exports.mem;
+    if (typeof mm !== 'function' || !isWasmMemory(memory)) kernel = null;
+    else kernel = { mm: mm as Kernel['mm'], memory };
+  } catch {
+    kernel = null;
+  }
+  return kernel;
+}
+
+/** Whether the SIMD kernel loaded (false: every call uses the JS kernel). */
+export function wasmMatmulAvailable(): boolean {
+  return loadKernel() !== null;
+}
+
+/** Largest wasm memory used (bytes); past it the JS kernel runs (wasm32 addresses 4 GiB). */
+const MAX_WASM_BYTES = 3 * 2 ** 30;
+
+/** Same contract as kernels.matmulTransposed. */
+export function matmul(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, inner: number, outs: number): void {
+  const k = loadKernel();
+  const bytes = 4 * (rows * inner + outs * inner + rows * outs);
+  if (k === null || inner % 4 !== 0 || outs % 4 !== 0 || bytes > MAX_WASM_BYTES) {
+    matmulTransposed(x, w, out, rows, inner, outs);
+    return;
+  }
+  const have = k.memory.buffer.byteLength;
+  if (have < bytes) k.memory.grow(Math.ceil((bytes - have) / 65536));
+  const heap = new Float32Array(k.memory.buffer);
+  const xAt = 0;
+  const wAt = rows * inner;
+  const outAt = wAt + outs * inner;
+  heap.set(x.subarray(0, rows * inner), xAt);
+  heap.set(w.subarray(0, outs * inner), wAt);
+  k.mm(4 * xAt, 4 * wAt, 4 * outAt, rows, inner, outs);
+  out.set(heap.subarray(outAt, outAt + rows * outs));
+}
