@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Token } from 'node-llama-cpp';
+import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
 import { microLlamaDir } from '../helpers/paths';
 import { exportGguf } from '../../src/core/convert/exportGguf';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
@@ -44,8 +44,8 @@ test('micro-llama F32 / Q8_0 / Q4_K_M exports load in llama.cpp; tokens match to
         const context = await model.createContext({ contextSize: 128, batchSize: 128, threads: 1, flashAttention: false });
         try {
           const sequence = context.getSequence();
-          const input = ids.map((id, i) => (i === ids.length - 1 ? ([id as Token, { generateNext: { logits: true } }] as const) : (id as Token)));
-          const results = await sequence.controlledEvaluate([...input]);
+          const input: ControlledEvaluateInputItem[] = ids.map((id, i) => (i === ids.length - 1 ? [id as Token, { generateNext: { logits: true } }] : (id as Token)));
+          const results = await sequence.controlledEvaluate(input);
           const logits = results[ids.length - 1]?.next?.logits;
           assert.ok(logits !== undefined, `${target}: llama.cpp returned logits`);
           const dense = new Float32Array(VOCAB);
