@@ -344,3 +344,30 @@ export function methodBytes(config: LlamaConfig, method: MethodName | 'fp16', se
   }
   return total;
 }
+
+/** One line per layer site of what the method did (for `quantlens quantize --method` output). */
+export function formatSiteReports(run: MethodRun): string[] {
+  const lines: string[] = [];
+  for (const r of run.reports) {
+    const where = `layer ${r.layer} ${r.site} (${r.tokens} tokens)`;
+    if (r.gptq !== undefined) {
+      for (const g of r.gptq) {
+        const damp = g.dampIncreases > 0 ? `, damping raised ${g.dampIncreases}x to ${g.dampFraction} (Hessian not positive definite)` : '';
+        lines.push(`${g.name}: GPTQ loss ${g.loss.toExponential(3)}${g.deadColumns > 0 ? `, ${g.deadColumns} dead columns` : ''}${damp}`);
+      }
+    } else if (r.awqRatio !== undefined) {
+      lines.push(`${where}: AWQ ratio ${r.awqRatio === null ? 'n/a (scales cannot fold into v: GQA), clip only' : r.awqRatio.toFixed(2)}`);
+    } else if (r.llmInt8 !== undefined) {
+      for (const l of r.llmInt8) {
+        lines.push(
+          `${l.name}: ${l.outlierDims.length} outlier dims${l.extraDims > 0 ? ` + ${l.extraDims} kept` : ''} in 16 bit [${l.outlierDims.slice(0, 8).join(', ')}${l.outlierDims.length > 8 ? ', ...' : ''}]; ` +
+            `bytes ${l.bytes.decomposed} (INT8 ${l.bytes.plainInt8}, FP16 ${l.bytes.fp16}); ` +
+            `rel. output error: decomposed ${l.relError.decomposed.toExponential(2)}, plain INT8 ${l.relError.plainInt8.toExponential(2)}, outliers zeroed ${l.relError.outliersZeroed.toExponential(2)}, FP16 ${l.relError.fp16.toExponential(2)}`,
+        );
+      }
+    } else if (r.smoothScale !== undefined) {
+      lines.push(`${where}: SmoothQuant factors in [${r.smoothScale.min.toPrecision(3)}, ${r.smoothScale.max.toPrecision(3)}]`);
+    }
+  }
+  return lines;
+}
