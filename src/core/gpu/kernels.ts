@@ -49,6 +49,14 @@ export const KERNELS = {
     workgroupSize: 64,
     workgroupsFor: (elements: number) => Math.ceil(elements / (64 * 64)),
   },
+  /** One thread per 32-value block: dequantize and block-error map. */
+  dequantize: {
+    name: 'dequantize',
+    wgsl: WGSL_SOURCES.common + '\n' + WGSL_SOURCES.dequantize,
+    bindings: ['read-only-storage', 'read-only-storage', 'storage', 'storage', 'uniform'],
+    workgroupSize: 64,
+    workgroupsFor: perThread(64),
+  },
   decode: { name: 'decode', wgsl: WGSL_SOURCES.common + '\n' + WGSL_SOURCES.decode, bindings: quantizeBindings, workgroupSize: 256, workgroupsFor: perThread(256) },
 } as const satisfies Record<string, Kernel>;
 

@@ -1,0 +1,106 @@
+/**
+ * GPU dequantization vs the CPU port (value-exact) and the block-error map vs errors computed on the
+ * host (sum of squares within 1e-5 relative, max |error| exactly), on llama.cpp's own bytes for the
+ * oracle vectors and on tiny-llama weights.
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { GPU_DEQUANT_TYPES, dequantizeOnGpu, summarizeBlockErrors, type GpuDequantType } from '../../src/core/gpu/dequantize';
+import { dequantizeGgml, quantizeGgml } from '../../src/core/quant/ggml/index';
+import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { CancelledError, InvalidArgumentError } from '../../src/core/errors';
+import { fixturesDir, tinyLlamaDir } from '../helpers/paths';
+import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
+
+after(releaseSharedGpu);
+
+const types = Object.keys(GPU_DEQUANT_TYPES) as GpuDequantType[];
+const oracleDir = join(fixturesDir, 'ggml-oracle');
+
+function oracleInput(): Float32Array {
+  const b = readFileSync(join(oracleDir, 'vectors.f32'));
+  return new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength));
+}
+
+function checkMap(values: Float32Array, reference: Float32Array, squared: Float32Array, maxAbs: Float32Array, what: string): void {
+  for (let b = 0; b < squared.length; b++) {
+    let sum = 0;
+    let max = 0;
+    for (let j = 0; j < 32; j++) {
+      const e = values[b * 32 + j]! - reference[b * 32 + j]!;
+      sum += e * e;
+      max = Math.max(max, Math.abs(Math.fround(e)));
+    }
+    if (!Number.isFinite(sum)) {
+      // A block whose f16 scale overflowed (the oracle has one): Inf * 0 gives NaN on both sides.
+      assert.ok(!Number.isFinite(squared[b]!), `${what} block ${b}: ${squared[b]} vs ${sum}`);
+      continue;
+    }
+    assert.ok(Math.abs(squared[b]! - sum) <= 1e-5 * sum + 1e-30, `${what} block ${b}: ${squared[b]} vs ${sum}`);
+    assert.equal(maxAbs[b], Math.fround(max), `${what} block ${b} max`);
+  }
+}
+
+test('GPU dequantize of llama.cpp bytes equals the CPU dequantizer value for value; block errors agree', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const x = oracleInput();
+  for (const type of types) {
+    const bytes = new Uint8Array(readFileSync(join(oracleDir, `vectors.${type}.bin`)));
+    const cpu = new Float32Array(x.length);
+    dequantizeGgml(type, bytes, cpu);
+    const got = new Float32Array(x.length);
+    const map = await dequantizeOnGpu(gpu, type, bytes, got, { reference: x, maxChunkBytes: 8192 });
+    assert.deepEqual(got, cpu, type);
+    assert.ok(map !== null);
+    checkMap(cpu, x, map.blockSquaredError, map.blockMaxAbsError, type);
+  }
+});
+
+test('tiny-llama: SQNR from the GPU block map matches the host computation, and falls with fewer bits', { skip: tinyLlamaDir.skip }, async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const checkpoint = await openCheckpoint(tinyLlamaDir.path);
+  try {
+    const x = await checkpoint.readRowsF32('model.layers.2.mlp.gate_proj.weight');
+    const sqnr: Record<string, number> = {};
+    for (const type of types) {
+      const q = new Uint8Array((x.length / 32) * GPU_DEQUANT_TYPES[type].blockBytes);
+      quantizeGgml(type, x, q);
+      const cpu = new Float32Array(x.length);
+      dequantizeGgml(type, q, cpu);
+      const got = new Float32Array(x.length);
+      const map = (await dequantizeOnGpu(gpu, type, q, got, { reference: x }))!;
+      assert.deepEqual(got, cpu, type);
+      const summary = summarizeBlockErrors(map, x);
+      let err = 0;
+      let sig = 0;
+      for (let i = 0; i < x.length; i++) {
+        err += (cpu[i]! - x[i]!) ** 2;
+        sig += x[i]! ** 2;
+      }
+      assert.ok(Math.abs(summary.sqnrDb - 10 * Math.log10(sig / err)) < 1e-3, `${type} SQNR`);
+      sqnr[type] = summary.sqnrDb;
+    }
+    assert.ok(sqnr.Q8_0! > sqnr.Q5_1! && sqnr.Q5_1! > sqnr.Q4_1! && sqnr.Q5_0! > sqnr.Q4_0!, JSON.stringify(sqnr));
+  } finally {
+    await checkpoint.close();
+  }
+});
+
+test('dequantize: wrong sizes refused, empty input fine, cancellation honoured', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await assert.rejects(dequantizeOnGpu(gpu, 'Q4_0', new Uint8Array(17), new Float32Array(32)), InvalidArgumentError);
+  await assert.rejects(dequantizeOnGpu(gpu, 'Q4_0', new Uint8Array(18), new Float32Array(32), { reference: new Float32Array(31) }), InvalidArgumentError);
+  assert.equal(await dequantizeOnGpu(gpu, 'Q8_0', new Uint8Array(0), new Float32Array(0)), null);
+  const controller = new AbortController();
+  const x = oracleInput();
+  const bytes = new Uint8Array(readFileSync(join(oracleDir, 'vectors.Q8_0.bin')));
+  await assert.rejects(
+    dequantizeOnGpu(gpu, 'Q8_0', bytes, new Float32Array(x.length), { signal: controller.signal, maxChunkBytes: 4096, onPhase: (p, c) => p === 'readback' && c === 1 && controller.abort() }),
+    CancelledError,
+  );
+});
