@@ -209,7 +209,11 @@ test('compare: one point per method x bits, FP baseline, table with every row', 
   assert.ok(table !== undefined);
   const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'compare' });
   assert.equal(await page.locator('circle.compare-point').count(), table.rows.length);
-  assert.equal(await page.locator('circle.baseline-point').count(), 1);
+  assert.equal(await page.locator('line.baseline-line').count(), 1);
+  // Each point sits at its row's perplexity: the higher the perplexity, the higher on the chart (smaller y).
+  const ys = await page.locator('circle.compare-point').evaluateAll((els) => els.map((e) => Number(e.getAttribute('cy'))));
+  const order = (values: number[]): number[] => values.map((_, i) => i).sort((a, b) => (values[a] ?? 0) - (values[b] ?? 0));
+  assert.deepEqual(order(ys), order(table.rows.map((r) => -r.ppl)));
   assert.equal(await page.locator('table.compare-table tbody tr').count(), table.rows.length + 1);
   await page.close();
 });

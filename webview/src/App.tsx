@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useState } from 'react';
+import { useCallback, useEffect, useMemo, useState, type KeyboardEvent } from 'react';
 import { RpcEndpoint } from '../../src/protocol/rpc';
 import {
   BlockMapRequest,
@@ -112,7 +112,7 @@ export function App({ initialView }: { initialView: ViewName | null }) {
     errors: dataset?.errors !== undefined,
     compare: dataset?.comparison !== undefined,
   };
-  const onTabKey = (e: React.KeyboardEvent<HTMLButtonElement>, view: ViewName): void => {
+  const onTabKey = (e: KeyboardEvent<HTMLButtonElement>, view: ViewName): void => {
     const i = VIEW_NAMES.indexOf(view);
     const next = e.key === 'ArrowRight' ? VIEW_NAMES[(i + 1) % VIEW_NAMES.length] : e.key === 'ArrowLeft' ? VIEW_NAMES[(i + VIEW_NAMES.length - 1) % VIEW_NAMES.length] : undefined;
     if (next !== undefined) {

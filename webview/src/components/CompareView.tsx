@@ -1,6 +1,4 @@
-import { scaleLinear, scaleLog, scaleOrdinal } from 'd3-scale';
-import { line } from 'd3-shape';
-import { groups } from 'd3-array';
+import { scaleBand, scaleLog, scaleOrdinal } from 'd3-scale';
 import type { ComparisonRow, ComparisonTable } from '../../../src/protocol/webview';
 import { ChartFrame } from './ChartFrame';
 import { Axis } from './Axis';
@@ -20,61 +18,49 @@ export function CompareView({ table }: { table: ComparisonTable }) {
   const innerW = width - margin.left - margin.right;
   const innerH = height - margin.top - margin.bottom;
   const all = [table.baseline, ...table.rows];
-  // x: bits per parameter of the whole checkpoint (scales and kept tensors included).
-  const x = scaleLinear()
-    .domain([0, Math.max(...all.map((r) => r.bitsPerWeight)) * 1.05])
-    .range([0, innerW])
-    .nice();
+  const methods = [...new Set(table.rows.map((r) => r.method))];
+  const bitWidths = [...new Set(table.rows.map((r) => r.bits))].sort((a, b) => a - b);
+  // methods x bits: one band per bit width, one lollipop per method from the FP16 line to its perplexity.
+  const x = scaleBand<number>().domain(bitWidths).range([0, innerW]).padding(0.2);
+  const inner = scaleBand<string>().domain(methods).range([0, x.bandwidth()]).padding(0.25);
   const pplMin = Math.min(...all.map((r) => r.ppl));
   const pplMax = Math.max(...all.map((r) => r.ppl));
   const y = scaleLog()
-    .domain([pplMin * 0.95, pplMax * 1.1])
+    .domain([pplMin / 1.03, pplMax * 1.05])
     .range([innerH, 0]);
-  const methods = groups(table.rows, (r) => r.method);
-  const colour = scaleOrdinal<string, string>()
-    .domain(methods.map(([m]) => m))
-    .range(SERIES_COLOURS);
-  const path = line<ComparisonRow>()
-    .x((r) => x(r.bitsPerWeight))
-    .y((r) => y(r.ppl));
+  const colour = scaleOrdinal<string, string>().domain(methods).range(SERIES_COLOURS);
+  const cx = (r: ComparisonRow): number => (x(r.bits) ?? 0) + (inner(r.method) ?? 0) + inner.bandwidth() / 2;
   const csvRows = () => all.map((r) => ({ method: r.method, bits: r.bits, group: r.group, bitsPerWeight: r.bitsPerWeight, ppl: r.ppl, deltaPpl: r.ppl - table.baseline.ppl, bytes: r.bytes, seconds: r.seconds }));
   return (
     <div className="view compare-view">
-      <ChartFrame id="method-comparison" title="Method comparison: perplexity vs bits per weight" subtitle={table.evalDescription} rows={csvRows} json={() => table}>
+      <ChartFrame id="method-comparison" title="Method comparison: perplexity per method and bit width" subtitle={table.evalDescription} rows={csvRows} json={() => table}>
         <svg className="compare-chart" width={width} height={height} viewBox={`0 0 ${width} ${height}`} role="img" aria-label="Perplexity against size per method">
           <g transform={`translate(${margin.left},${margin.top})`}>
             <line className="baseline-line" x1={0} x2={innerW} y1={y(table.baseline.ppl)} y2={y(table.baseline.ppl)} />
             <text className="baseline-label" x={innerW + 6} y={y(table.baseline.ppl)} dominantBaseline="middle">
               {table.baseline.method} {fmtNum(table.baseline.ppl)}
             </text>
-            {methods.map(([method, rows]) => {
-              const sorted = [...rows].sort((a, b) => a.bitsPerWeight - b.bitsPerWeight);
-              return (
-                <g key={method} className="method-series" data-method={method}>
-                  {sorted.length > 1 && <path className="series" d={path(sorted) ?? ''} style={{ stroke: colour(method) }} />}
-                  {sorted.map((r) => (
-                    <circle
-                      key={rowLabel(r)}
-                      className="point compare-point"
-                      cx={x(r.bitsPerWeight)}
-                      cy={y(r.ppl)}
-                      r={5}
-                      style={{ fill: colour(method) }}
-                      tabIndex={0}
-                      aria-label={`${rowLabel(r)}: perplexity ${fmtNum(r.ppl)}, ${fmtBytes(r.bytes)}`}
-                      onMouseMove={(e) => show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)} (${r.ppl >= table.baseline.ppl ? '+' : ''}${fmtNum(r.ppl - table.baseline.ppl)}), ${fmtBytes(r.bytes)}`)}
-                      onFocus={(e) => {
-                        if (e.currentTarget.matches(':focus-visible')) show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)}`);
-                      }}
-                      onMouseLeave={hide}
-                      onBlur={hide}
-                    />
-                  ))}
-                </g>
-              );
-            })}
-            <circle className="point baseline-point" cx={x(table.baseline.bitsPerWeight)} cy={y(table.baseline.ppl)} r={5} />
-            {methods.map(([method], i) => (
+            {table.rows.map((r) => (
+              <g key={rowLabel(r)} className="method-series" data-method={r.method}>
+                <line className="lollipop" x1={cx(r)} x2={cx(r)} y1={y(table.baseline.ppl)} y2={y(r.ppl)} style={{ stroke: colour(r.method) }} />
+                <circle
+                  className="point compare-point"
+                  cx={cx(r)}
+                  cy={y(r.ppl)}
+                  r={5}
+                  style={{ fill: colour(r.method) }}
+                  tabIndex={0}
+                  aria-label={`${rowLabel(r)}: perplexity ${fmtNum(r.ppl)}, ${fmtBytes(r.bytes)}`}
+                  onMouseMove={(e) => show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)} (${r.ppl >= table.baseline.ppl ? '+' : ''}${fmtNum(r.ppl - table.baseline.ppl)} vs ${table.baseline.method}), ${fmtBytes(r.bytes)}`)}
+                  onFocus={(e) => {
+                    if (e.currentTarget.matches(':focus-visible')) show(e, `${rowLabel(r)}: ppl ${fmtNum(r.ppl)}`);
+                  }}
+                  onMouseLeave={hide}
+                  onBlur={hide}
+                />
+              </g>
+            ))}
+            {methods.map((method, i) => (
               <g key={method} className="legend" transform={`translate(${innerW + 10},${8 + 16 * i})`}>
                 <circle r={4} cx={4} cy={0} style={{ fill: colour(method) }} />
                 <text x={12} y={0} dominantBaseline="middle">
@@ -82,7 +68,7 @@ export function CompareView({ table }: { table: ComparisonTable }) {
                 </text>
               </g>
             ))}
-            <Axis scale={x} orient="bottom" transform={`translate(0,${innerH})`} ticks={6} tickFormat={(d) => String(d)} label="bits per parameter (whole checkpoint)" />
+            <Axis scale={x} orient="bottom" transform={`translate(0,${innerH})`} tickFormat={(d) => `W${d}`} label="weight bits" />
             <Axis scale={y} orient="left" ticks={6} tickFormat={(d) => fmtNum(Number(d))} label="perplexity (log)" labelOffset={44} />
           </g>
         </svg>
