@@ -6,7 +6,7 @@ import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { LlamaModel } from '../../src/core/model/forward';
 import { perplexity } from '../../src/core/model/perplexity';
 import { compareMethods, loadTokenizer, textWindows } from '../../src/core/methods/compare';
-import { evaluationOptions, quantizeWithMethod } from '../../src/core/methods/quantizeWithMethod';
+import { evaluationOptions, formatSiteReports, quantizeWithMethod } from '../../src/core/methods/quantizeWithMethod';
 import { CancelledError, InvalidArgumentError } from '../../src/core/errors';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 
@@ -82,6 +82,9 @@ test('micro-llama W2 g64: GPTQ and AWQ each beat round-to-nearest; SmoothQuant W
     assert.equal(reports.length, 14, 'one report per linear layer');
     assert.ok(reports.some((r) => r.outlierDims.length > 0), 'with threshold 2.5 some dims of micro-llama stay 16-bit');
     for (const r of reports) assert.ok(r.relError.decomposed <= r.relError.plainInt8 + 1e-9, `${r.name}: ${JSON.stringify(r.relError)}`);
+    const lines = formatSiteReports(int8);
+    assert.equal(lines.length, 14);
+    assert.ok(lines.every((l) => /outlier dims.*bytes.*decomposed/.test(l)), lines[0]);
     const int8Ppl = (await perplexity(model, evalWindows, evaluationOptions(int8))).perplexity;
     assert.ok(Math.abs(int8Ppl - fp) / fp < 0.02, `LLM.int8() ppl ${int8Ppl} vs FP ${fp}`);
     console.log(JSON.stringify({ fp, rtn, gptq, awq, plainW8A8, smooth, int8Ppl }));
