@@ -38,7 +38,7 @@ async function benchOurs(modelPath: string, textPath: string, windows: number): 
     const cpu = (c.user + c.system) / 1e6;
     const tokens = windows * CTX;
     console.log(
-      `ours (CPU, 1 thread) ${modelPath.split(/[\\/]/).slice(-1)[0]}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(1)} s wall / ${cpu.toFixed(1)} s CPU = ${r.tokensPerSecond.toFixed(0)} tok/s wall, ${(tokens / cpu).toFixed(0)} tok/s per CPU-second`,
+      `ours (CPU, 1 thread) ${modelPath.split(/[\\/]/).slice(-1)[0]}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(1)} s wall / ${cpu.toFixed(1)} s CPU = ${r.tokensPerSecond.toFixed(0)} tok/s wall, ${(tokens / cpu).toFixed(0)} tok/s per CPU-second; peak RSS so far ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
     );
   } finally {
     await lm.close();

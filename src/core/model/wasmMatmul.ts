@@ -1,7 +1,8 @@
 /**
  * The forward pass's matmul as a WebAssembly SIMD kernel (f32x4), assembled here from bytes so that
  * nothing needs a toolchain or a binary file: out[t, o] = sum_k x[t, k] * w[o, k], one row of x
- * against four rows of w at a time, four f32x4 partial sums per output reduced at the end.
+ * against four rows of w at a time (four rows of x per block, one for the remainder), four f32x4
+ * partial sums per output reduced at the end.
  * Accumulation is f32 (as PyTorch's CPU matmul), not f64 as the JS kernel. Falls back to the JS
  * kernel when SIMD is unavailable or the shape is not a multiple of 4.
  */
@@ -47,63 +48,90 @@ function name(s: string): number[] {
   return [...uleb(bytes.length), ...bytes];
 }
 
-/** Builds the module: export `mm(x, w, out, rows, inner, outs)` (byte pointers) and memory `mem`. */
-function buildModule(): Uint8Array {
-  // Params 0..5: x, w, out, rows, inner, outs. Locals: 6 t, 7 j, 8 k, 9 xrow, 10..13 w0..w3,
-  // 14 innerBytes, 15 addr (i32); 16..19 acc0..acc3, 20 xv (v128).
-  const [X, W, O, ROWS, INNER, OUTS, T, J, K, XROW, W0, , , , IB, ADDR, A0, , , , XV] = Array.from({ length: 21 }, (_, i) => i) as number[];
-  const get = (i: number): number[] => [LOCAL_GET, i!];
-  const set = (i: number): number[] => [LOCAL_SET, i!];
+/**
+ * One kernel function for blocks of `R` rows of x by 4 rows of w:
+ * `(x, w, out, rows, inner, outs)` with byte pointers, rows a multiple of R, inner and outs of 4.
+ * Row t of the block reads x + t*inner*4; each f32x4 accumulator holds four partial sums.
+ */
+function kernelBody(R: number): number[] {
+  // Params 0..5: x, w, out, rows, inner, outs. i32 locals: t, j, k, ib (inner bytes), addr,
+  // xrow[R], wrow[4]; v128 locals: acc[R*4], xv[R].
+  const X = 0, W = 1, O = 2, ROWS = 3, INNER = 4, OUTS = 5;
+  const T = 6, J = 7, K = 8, IB = 9, ADDR = 10;
+  const XROW = 11;
+  const WROW = XROW + R;
+  const I32_LOCALS = 5 + R + 4;
+  const ACC = WROW + 4;
+  const XV = ACC + 4 * R;
+  const V128_LOCALS = 5 * R;
+  const get = (i: number): number[] => [LOCAL_GET, ...uleb(i)];
+  const set = (i: number): number[] => [LOCAL_SET, ...uleb(i)];
   const c = (n: number): number[] => [I32_CONST, ...sleb(n)];
-  const v128Load = (ptrLocal: number): number[] => [...get(ptrLocal), ...get(K!), I32_ADD, SIMD, 0x00, 0x04, 0x00];
+  const v128Load = (ptrLocal: number): number[] => [...get(ptrLocal), ...get(K), I32_ADD, SIMD, 0x00, 0x04, 0x00];
   const f32x4Add = [SIMD, ...uleb(0xe4)];
   const f32x4Mul = [SIMD, ...uleb(0xe6)];
   const lane = (acc: number, l: number): number[] => [...get(acc), SIMD, 0x1f, l];
-  const code: number[] = [
-    ...get(INNER!), ...c(2), I32_SHL, ...set(IB!),
-    ...c(0), ...set(T!),
-    BLOCK, VOID, LOOP, VOID,
-    ...get(T!), ...get(ROWS!), I32_GE_U, BR_IF, 1,
-    ...get(X!), ...get(T!), ...get(IB!), I32_MUL, I32_ADD, ...set(XROW!),
-    ...c(0), ...set(J!),
-    BLOCK, VOID, LOOP, VOID,
-    ...get(J!), ...get(OUTS!), I32_GE_U, BR_IF, 1,
-    ...get(W!), ...get(J!), ...get(IB!), I32_MUL, I32_ADD, ...set(W0!),
-    ...get(W0!), ...get(IB!), I32_ADD, ...set(W0! + 1),
-    ...get(W0! + 1), ...get(IB!), I32_ADD, ...set(W0! + 2),
-    ...get(W0! + 2), ...get(IB!), I32_ADD, ...set(W0! + 3),
-    ...[0, 1, 2, 3].flatMap((i) => [SIMD, 0x0c, ...new Array<number>(16).fill(0), ...set(A0! + i)]),
-    ...c(0), ...set(K!),
-    BLOCK, VOID, LOOP, VOID,
-    ...get(K!), ...get(IB!), I32_GE_U, BR_IF, 1,
-    ...v128Load(XROW!), ...set(XV!),
-    ...[0, 1, 2, 3].flatMap((i) => [...get(A0! + i), ...get(XV!), ...v128Load(W0! + i), ...f32x4Mul, ...f32x4Add, ...set(A0! + i)]),
-    ...get(K!), ...c(16), I32_ADD, ...set(K!),
-    BR, 0,
-    END, END,
-    // addr = out + (t * outs + j) * 4
-    ...get(O!), ...get(T!), ...get(OUTS!), I32_MUL, ...get(J!), I32_ADD, ...c(2), I32_SHL, I32_ADD, ...set(ADDR!),
-    ...[0, 1, 2, 3].flatMap((i) => [
-      ...get(ADDR!),
-      ...lane(A0! + i, 0), ...lane(A0! + i, 1), F32_ADD, ...lane(A0! + i, 2), ...lane(A0! + i, 3), F32_ADD, F32_ADD,
-      F32_STORE, 0x02, ...uleb(4 * i),
+  const rowsR = Array.from({ length: R }, (_, r) => r);
+  const four = [0, 1, 2, 3];
+  // acc[r*4+i] += x[r] * w[i]; each w vector is loaded once per step into the scratch local WV.
+  const WV = XV + R;
+  const inner: number[] = [
+    ...get(K), ...get(IB), I32_GE_U, BR_IF, 1,
+    ...rowsR.flatMap((r) => [...v128Load(XROW + r), ...set(XV + r)]),
+    ...four.flatMap((i) => [
+      ...v128Load(WROW + i), ...set(WV),
+      ...rowsR.flatMap((r) => [...get(ACC + r * 4 + i), ...get(XV + r), ...get(WV), ...f32x4Mul, ...f32x4Add, ...set(ACC + r * 4 + i)]),
     ]),
-    ...get(J!), ...c(4), I32_ADD, ...set(J!),
+    ...get(K), ...c(16), I32_ADD, ...set(K),
+    BR, 0,
+  ];
+  const full: number[] = [
+    ...get(INNER), ...c(2), I32_SHL, ...set(IB),
+    ...c(0), ...set(T),
+    BLOCK, VOID, LOOP, VOID,
+    ...get(T), ...get(ROWS), I32_GE_U, BR_IF, 1,
+    ...get(X), ...get(T), ...get(IB), I32_MUL, I32_ADD, ...set(XROW),
+    ...rowsR.slice(1).flatMap((r) => [...get(XROW + r - 1), ...get(IB), I32_ADD, ...set(XROW + r)]),
+    ...c(0), ...set(J),
+    BLOCK, VOID, LOOP, VOID,
+    ...get(J), ...get(OUTS), I32_GE_U, BR_IF, 1,
+    ...get(W), ...get(J), ...get(IB), I32_MUL, I32_ADD, ...set(WROW),
+    ...[1, 2, 3].flatMap((i) => [...get(WROW + i - 1), ...get(IB), I32_ADD, ...set(WROW + i)]),
+    ...Array.from({ length: 4 * R }, (_, a) => [SIMD, 0x0c, ...new Array<number>(16).fill(0), ...set(ACC + a)]).flat(),
+    ...c(0), ...set(K),
+    BLOCK, VOID, LOOP, VOID,
+    ...inner,
+    END, END,
+    ...rowsR.flatMap((r) => [
+      // addr = out + ((t + r) * outs + j) * 4
+      ...get(O), ...get(T), ...c(r), I32_ADD, ...get(OUTS), I32_MUL, ...get(J), I32_ADD, ...c(2), I32_SHL, I32_ADD, ...set(ADDR),
+      ...four.flatMap((i) => [
+        ...get(ADDR),
+        ...lane(ACC + r * 4 + i, 0), ...lane(ACC + r * 4 + i, 1), F32_ADD, ...lane(ACC + r * 4 + i, 2), ...lane(ACC + r * 4 + i, 3), F32_ADD, F32_ADD,
+        F32_STORE, 0x02, ...uleb(4 * i),
+      ]),
+    ]),
+    ...get(J), ...c(4), I32_ADD, ...set(J),
     BR, 0,
     END, END,
-    ...get(T!), ...c(1), I32_ADD, ...set(T!),
+    ...get(T), ...c(R), I32_ADD, ...set(T),
     BR, 0,
     END, END,
     END,
   ];
-  const body = [2, ...uleb(10), I32, ...uleb(5), V128, ...code];
+  return [2, ...uleb(I32_LOCALS), I32, ...uleb(V128_LOCALS + 1), V128, ...full];
+}
+
+/** Builds the module: exports `mm1` (1-row blocks), `mm4` (4-row blocks) and memory `mem`. */
+function buildModule(): Uint8Array {
+  const bodies = [kernelBody(1), kernelBody(4)];
   const bytes = [
     0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
     ...section(1, [1, 0x60, 6, I32, I32, I32, I32, I32, I32, 0]),
-    ...section(3, [1, 0]),
+    ...section(3, [2, 0, 0]),
     ...section(5, [1, 0x00, 1]),
-    ...section(7, [2, ...name('mm'), 0x00, 0, ...name('mem'), 0x02, 0]),
-    ...section(10, [1, ...uleb(body.length), ...body]),
+    ...section(7, [3, ...name('mm1'), 0x00, 0, ...name('mm4'), 0x00, 1, ...name('mem'), 0x02, 0]),
+    ...section(10, [2, ...bodies.flatMap((b) => [...uleb(b.length), ...b])]),
   ];
   return Uint8Array.from(bytes);
 }
@@ -136,8 +164,11 @@ function isWasmMemory(v: unknown): v is WasmMemory {
   return typeof v === 'object' && v !== null && 'buffer' in v && v.buffer instanceof ArrayBuffer && 'grow' in v && typeof v.grow === 'function';
 }
 
+type KernelFn = (x: number, w: number, out: number, rows: number, inner: number, outs: number) => void;
+
 interface Kernel {
-  mm: (x: number, w: number, out: number, rows: number, inner: number, outs: number) => void;
+  mm1: KernelFn;
+  mm4: KernelFn;
   memory: WasmMemory;
 }
 
@@ -153,10 +184,9 @@ function loadKernel(): Kernel | null {
       return kernel;
     }
     const instance = new api.Instance(new api.Module(bytes), {});
-    const mm = instance.exports.mm;
-    const memory = instance.exports.mem;
-    if (typeof mm !== 'function' || !isWasmMemory(memory)) kernel = null;
-    else kernel = { mm: mm as Kernel['mm'], memory };
+    const { mm1, mm4, mem } = instance.exports;
+    if (typeof mm1 !== 'function' || typeof mm4 !== 'function' || !isWasmMemory(mem)) kernel = null;
+    else kernel = { mm1: mm1 as KernelFn, mm4: mm4 as KernelFn, memory: mem };
   } catch {
     kernel = null;
   }
@@ -187,6 +217,8 @@ export function matmul(x: Float32Array, w: Float32Array, out: Float32Array, rows
   const outAt = wAt + outs * inner;
   heap.set(x.subarray(0, rows * inner), xAt);
   heap.set(w.subarray(0, outs * inner), wAt);
-  k.mm(4 * xAt, 4 * wAt, 4 * outAt, rows, inner, outs);
+  const rows4 = rows - (rows % 4);
+  if (rows4 > 0) k.mm4(4 * xAt, 4 * wAt, 4 * outAt, rows4, inner, outs);
+  if (rows4 < rows) k.mm1(4 * (xAt + rows4 * inner), 4 * wAt, 4 * (outAt + rows4 * outs), rows - rows4, inner, outs);
   out.set(heap.subarray(outAt, outAt + rows * outs));
 }
