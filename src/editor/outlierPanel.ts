@@ -9,7 +9,9 @@ import { CancelledError, describeError } from '../core/errors';
 import type { OutlierSummary } from '../host/backend';
 import type { ExtensionDeps } from '../host/deps';
 import { readSettings } from '../host/settings';
-import { escapeHtml, hostPage, webviewOptions } from './webviewHtml';
+import { buildWeightDataset } from '../host/webviewDataset';
+import { hostReactWebview } from './reactPanel';
+import { escapeHtml, hostPage, reactBundleAvailable, webviewOptions } from './webviewHtml';
 
 export const OUTLIER_VIEW_TYPE = 'quantlens.outlierExplorer';
 
@@ -63,6 +65,22 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
     panels.delete(key);
     controller.abort();
   });
+  if (reactBundleAvailable(deps.extensionUri)) {
+    const host = hostReactWebview(panel.webview, deps.extensionUri, title, 'outliers', deps.log);
+    panel.onDidDispose(() => host.dispose());
+    try {
+      const started = performance.now();
+      const { dataset, skipped } = await buildWeightDataset(key, controller.signal);
+      await host.showDataset(dataset, 'outliers');
+      deps.log.info(`outlier explorer: ${key}: ${dataset.histograms?.length ?? 0} weight histograms in ${((performance.now() - started) / 1000).toFixed(2)} s${skipped.length > 0 ? `; too large to draw here: ${skipped.join(', ')}` : ''}`);
+    } catch (error) {
+      if (error instanceof CancelledError || controller.signal.aborted) return panel;
+      deps.log.error(`outlier explorer: ${key}: ${describeError(error)}`);
+      void vscode.window.showErrorMessage(`Quant Lens: the analysis of ${basename(key)} failed: ${describeError(error)}`);
+    }
+    return panel;
+  }
+  // Without the React bundle (a build without webview/), a host-rendered table of the worker's statistics.
   const threshold = readSettings(checkpoint).outlierThreshold;
   panel.webview.html = hostPage(panel.webview, title, `<h1>${escapeHtml(title)}</h1><div class="sub" id="loading">Computing weight statistics…</div>`, '');
   try {

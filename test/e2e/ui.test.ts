@@ -195,9 +195,12 @@ test('the UI end to end', { skip, timeout: 300_000 }, async (t) => {
     await explorerRow('model.safetensors').dblclick();
     await webviewFrameWith('#tensors');
     await runCommand('Quant Lens: Open Outlier Explorer');
-    const frame = await webviewFrameWith('#outlier-tensors');
-    assert.match(await frame.locator('h1').innerText(), /Outlier Explorer — model\.safetensors/);
-    assert.ok((await frame.locator('#outlier-tensors tbody tr').count()) >= 14);
+    // The React bundle's outliers view: weight histograms of model.safetensors with the threshold control.
+    const frame = await webviewFrameWith('.app[data-ready="true"][data-view="outliers"] .outliers-view');
+    const view = frame.locator('.outliers-view');
+    await view.locator('svg').first().waitFor();
+    assert.match(await view.innerText(), /model\.layers\.\d+\./);
+    assert.ok((await frame.locator('.small-multiples [role="listitem"], .small-multiples .multiple').count()) >= 2, 'small multiples down the layers');
     await screenshot('outlier-explorer');
   });
 
