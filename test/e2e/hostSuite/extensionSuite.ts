@@ -189,8 +189,10 @@ function trustedSuite(): void {
       const cancelled = new Promise<void>((resolve) => {
         const sub = quantLens.onDidChangeJobs(() => {
           const job = quantLens.jobs().find((j) => j.outputPath === output);
-          if (job && (job.state !== 'running' || job.progress !== undefined)) {
-            // Cancel at the first tensor's progress (or give up waiting if the job already ended).
+          const runningWithProgress = job?.state === 'running' && job.progress !== undefined;
+          const ended = job !== undefined && job.state !== 'queued' && job.state !== 'running';
+          if (runningWithProgress || ended) {
+            // Cancel mid-run, once the worker reports its first tensor (an early end fails below).
             sub.dispose();
             void vscode.commands.executeCommand('quantlens.cancelAllJobs').then(() => resolve());
           }
