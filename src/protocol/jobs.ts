@@ -24,7 +24,7 @@ export type DeviceChoice = (typeof DEVICE_CHOICES)[number];
 export const isDeviceChoice = isOneOf(DEVICE_CHOICES);
 
 /** The ggml types the `quantizeTensors` job (and the GPU kernels) produce. */
-export const JOB_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
+export const JOB_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type JobQuantType = (typeof JOB_QUANT_TYPES)[number];
 
 export interface StatsJobSpec {

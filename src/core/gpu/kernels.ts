@@ -25,7 +25,7 @@ const perThread = (wg: number) => (items: number) => Math.ceil(items / wg);
 const quantizeBindings: readonly BindingKind[] = ['read-only-storage', 'storage', 'uniform'];
 
 /** One thread per block (32 values; 256 for the K types). */
-function quantizeKernel(name: 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q4_k' | 'q5_k' | 'q6_k'): Kernel {
+function quantizeKernel(name: 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1' | 'q2_k' | 'q3_k' | 'q4_k' | 'q5_k' | 'q6_k'): Kernel {
   return { name, wgsl: WGSL_SOURCES.common + '\n' + WGSL_SOURCES[name], bindings: quantizeBindings, workgroupSize: 64, workgroupsFor: perThread(64) };
 }
 
@@ -37,6 +37,7 @@ export const KERNELS = {
   q5_1: quantizeKernel('q5_1'),
   /** One thread per 256-value super-block. */
   q2_k: quantizeKernel('q2_k'),
+  q3_k: quantizeKernel('q3_k'),
   q4_k: quantizeKernel('q4_k'),
   q5_k: quantizeKernel('q5_k'),
   q6_k: quantizeKernel('q6_k'),

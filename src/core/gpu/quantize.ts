@@ -4,7 +4,7 @@
  * in integers (WGSL's `/` may be 2.5 ULP off) and products kept out of fused multiply-adds.
  * Rounding rules per type are written at the top of each kernels/<type>.wgsl.
  *
- * Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (one thread per 32-value block) and Q4_K, Q5_K, Q6_K (one
+ * Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (one thread per 32-value block) and Q2_K..Q6_K (one
  * thread per 256-value super-block, with the K-quant scale searches ported; sqrtf done exactly).
  * The tensor is streamed in chunks of whole blocks (an even number of blocks, so every chunk starts
  * at a 256-byte aligned source offset) that fit the device's binding limit; each chunk is uploaded,
@@ -15,7 +15,7 @@ import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
 import { guarded, type GpuContext } from './device';
 import { KERNELS, align4, createStorageBuffer, encodeKernel, gridFor, type Kernel } from './kernels';
 
-export const GPU_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
+export const GPU_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type GpuQuantType = (typeof GPU_QUANT_TYPES)[number];
 
 interface QuantFormat {
@@ -43,6 +43,7 @@ const FORMATS: Record<GpuQuantType, QuantFormat> = {
   Q5_0: { ...split, kernel: KERNELS.q5_0, blockBytes: 22, halves: 1, hasQh: true, qsBytes: 16 },
   Q5_1: { ...split, kernel: KERNELS.q5_1, blockBytes: 24, halves: 2, hasQh: true, qsBytes: 16 },
   Q2_K: { kernel: KERNELS.q2_k, blockElements: 256, blockBytes: 84, layout: 'raw', outWords: 22, halves: 1, hasQh: false, qsBytes: 0 },
+  Q3_K: { kernel: KERNELS.q3_k, blockElements: 256, blockBytes: 110, layout: 'raw', outWords: 29, halves: 1, hasQh: false, qsBytes: 0 },
   Q4_K: { kernel: KERNELS.q4_k, blockElements: 256, blockBytes: 144, layout: 'raw', outWords: 37, halves: 1, hasQh: false, qsBytes: 0 },
   Q5_K: { kernel: KERNELS.q5_k, blockElements: 256, blockBytes: 176, layout: 'raw', outWords: 45, halves: 1, hasQh: false, qsBytes: 0 },
   Q6_K: { kernel: KERNELS.q6_k, blockElements: 256, blockBytes: 210, layout: 'raw', outWords: 54, halves: 1, hasQh: false, qsBytes: 0 },
