@@ -233,3 +233,27 @@ test('planGgufExport gives the per-tensor plan and the exact file size without w
     }
   });
 });
+
+test('a disk that fills up mid-write: the error says so, an older file at the output path is kept, no temp file is left', async () => {
+  await withTempDir(async (dir) => {
+    const output = join(dir, 'out.gguf');
+    await writeFile(output, 'previous export');
+    const checkpoint = await openCheckpoint(microLlamaDir);
+    try {
+      await assert.rejects(
+        exportGguf(checkpoint, {
+          target: 'Q8_0',
+          outputPath: output,
+          onBeforeWrite: (offset) => {
+            if (offset > 500_000) throw Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC' });
+          },
+        }),
+        /no space left on device/,
+      );
+    } finally {
+      await checkpoint.close();
+    }
+    assert.deepEqual(await readdir(dir), ['out.gguf']);
+    assert.equal(await readFile(output, 'utf8'), 'previous export');
+  });
+});

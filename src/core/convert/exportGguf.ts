@@ -27,7 +27,7 @@ import { readJsonObject } from '../formats/hfConfig';
 import { readGgufHeader, type GgufValue } from '../formats/gguf/reader';
 import { ggmlTypeByName, type GgmlTypeName } from '../formats/gguf/ggmlTypes';
 import { GgufStreamWriter, gguf, layoutGguf, type GgufTensorToWrite } from '../formats/gguf/writer';
-import { assertNotSamePath, openAtomicFile } from '../io/atomicWrite';
+import { assertNotSamePath, openAtomicFile, type WriteFaultHook } from '../io/atomicWrite';
 import { withFileSource } from '../io/byteSource';
 import { dequantizeGgml, findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
@@ -59,6 +59,8 @@ export interface ExportGgufOptions {
   onTensor?: (report: GgufExportTensorReport) => void;
   /** Most values read, quantized and written in one step (default 16 M). */
   maxWindowElements?: number;
+  /** Test seam: called before every write; throwing simulates a failing disk. */
+  onBeforeWrite?: WriteFaultHook;
 }
 
 export interface ExportGgufTensorResult extends TensorTypeChoice {
@@ -240,7 +242,7 @@ export async function exportGguf(
   }
   const layout = layoutGguf({ kv: plan.kv, tensors: toWrite }, options.outputPath);
   const maxWindow = Math.max(1, options.maxWindowElements ?? DEFAULT_WINDOW_ELEMENTS);
-  const file = await openAtomicFile(options.outputPath, { signal });
+  const file = await openAtomicFile(options.outputPath, { signal, onBeforeWrite: options.onBeforeWrite });
   const results: ExportGgufTensorResult[] = [];
   try {
     const writer = new GgufStreamWriter(file, layout);
