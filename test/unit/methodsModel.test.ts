@@ -87,7 +87,10 @@ test('micro-llama W2 g64: GPTQ and AWQ each beat round-to-nearest; SmoothQuant W
     assert.ok(lines.every((l) => /outlier dims.*bytes.*decomposed/.test(l)), lines[0]);
     const int8Ppl = (await perplexity(model, evalWindows, evaluationOptions(int8))).perplexity;
     assert.ok(Math.abs(int8Ppl - fp) / fp < 0.02, `LLM.int8() ppl ${int8Ppl} vs FP ${fp}`);
-    console.log(JSON.stringify({ fp, rtn, gptq, awq, plainW8A8, smooth, int8Ppl }));
+    const zeroed = await quantizeWithMethod(model, calib, 'llm-int8-zeroed', { bits: 8, groupSize: -1, threshold: 2.5 });
+    const zeroedPpl = (await perplexity(model, evalWindows, evaluationOptions(zeroed))).perplexity;
+    assert.ok(zeroedPpl > int8Ppl * 1.05, `zeroing the outlier dims (${zeroedPpl}) must cost more than keeping them (${int8Ppl})`);
+    console.log(JSON.stringify({ fp, rtn, gptq, awq, plainW8A8, smooth, int8Ppl, zeroedPpl }));
   } finally {
     await close();
   }

@@ -21,7 +21,8 @@ options:
   --eval <file>           evaluation text (required)
   --methods <list>        comma list of ${METHOD_NAMES.join(', ')} (default rtn,awq,gptq,smoothquant,llm-int8)
                           rtn = round to nearest (weights only); rtn-a8 = plain W{bits}A8 without smoothing;
-                          smoothquant = smoothed W{bits}A8; llm-int8 runs at 8 bits only
+                          smoothquant = smoothed W{bits}A8; llm-int8 runs at 8 bits only;
+                          llm-int8-zeroed = LLM.int8() with the outlier dims zeroed instead of kept
   --bits <list>           comma list of weight bit widths, 2..8 (default 4,8)
   --group <n>             input columns per group below 8 bits (default 128; -1 = per row)
   --ctx <n>               tokens per window (default 256)

@@ -107,11 +107,11 @@ export async function compareMethods(model: LlamaModel, calibIds: readonly numbe
   for (const bits of options.bits) {
     for (const method of options.methods) {
       if (signal?.aborted === true) throw new CancelledError('comparison cancelled');
-      if (method === 'llm-int8' && bits !== 8) {
+      if ((method === 'llm-int8' || method === 'llm-int8-zeroed') && bits !== 8) {
         result.skipped.push({ method, bits, reason: 'LLM.int8() is an 8-bit method' });
         continue;
       }
-      const eightBitPerRow = bits === 8 && (method === 'rtn' || method === 'rtn-a8' || method === 'smoothquant' || method === 'llm-int8');
+      const eightBitPerRow = bits === 8 && (method === 'rtn' || method === 'rtn-a8' || method === 'smoothquant' || method === 'llm-int8' || method === 'llm-int8-zeroed');
       const settings: MethodSettings = { ...options.extra, bits, groupSize: eightBitPerRow ? -1 : options.groupSize };
       options.onStatus?.(`${method} W${bits}: calibrating`);
       const run = await quantizeWithMethod(model, calibration, method, settings, { signal });

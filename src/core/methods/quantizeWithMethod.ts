@@ -25,7 +25,7 @@ import { gptqQuantizeLayer, minimumCalibrationTokens, type GptqLayerResult, type
 import { fakeQuantizeRowsLlmInt8, llmInt8LayerReport, planLlmInt8, type LlmInt8LayerReport, type LlmInt8Plan, type LlmInt8Variant } from './llmInt8';
 import { fakeQuantizeRowsAbsmaxInt8, foldSmoothing, smoothQuantScales } from './smoothquant';
 
-export const METHOD_NAMES = ['rtn', 'rtn-a8', 'awq', 'gptq', 'smoothquant', 'llm-int8'] as const;
+export const METHOD_NAMES = ['rtn', 'rtn-a8', 'awq', 'gptq', 'smoothquant', 'llm-int8', 'llm-int8-zeroed'] as const;
 export type MethodName = (typeof METHOD_NAMES)[number];
 
 export function isMethodName(s: string): s is MethodName {
@@ -237,7 +237,9 @@ export async function quantizeWithMethod(
   const started = performance.now();
   if (!(Number.isInteger(settings.bits) && settings.bits >= 2 && settings.bits <= 8)) throw new InvalidArgumentError(`--bits must be 2..8, got ${settings.bits}`);
   checkGroup(model.config, settings);
-  if (method === 'llm-int8' && settings.bits !== 8) throw new InvalidArgumentError('llm-int8 is an 8-bit method (--bits 8)');
+  if ((method === 'llm-int8' || method === 'llm-int8-zeroed') && settings.bits !== 8) throw new InvalidArgumentError(`${method} is an 8-bit method (--bits 8)`);
+  // llm-int8-zeroed: the seeds' question, what is lost when the outlier dims are dropped instead of kept in 16 bit.
+  if (method === 'llm-int8-zeroed') settings = { ...settings, llmInt8Variant: 'outliers-zeroed' };
   const reports: SiteReport[] = [];
   const gptqResults = new Map<string, GptqLayerResult>();
   const llmInt8Plans = new Map<string, LlmInt8Plan>();
@@ -248,7 +250,7 @@ export async function quantizeWithMethod(
     minimumTokens = (_site, width) => minimumCalibrationTokens(width);
   } else if (method === 'awq') layerwise = awqMethod(settings, reports);
   else if (method === 'smoothquant') layerwise = smoothQuantMethod(settings, reports);
-  else if (method === 'llm-int8') layerwise = llmInt8Method(settings, reports, llmInt8Plans);
+  else if (method === 'llm-int8' || method === 'llm-int8-zeroed') layerwise = llmInt8Method(settings, reports, llmInt8Plans);
   const layers =
     layerwise === null
       ? null
@@ -304,7 +306,7 @@ export function evaluationOptions(run: MethodRun): ForwardOptions {
       // LLM.int8(): the runtime hands the buffer that feeds the site's linears; decomposing it in place
       // is the activation half of the method.
       onActivation:
-        run.method === 'llm-int8'
+        run.method === 'llm-int8' || run.method === 'llm-int8-zeroed'
           ? (site, x, rows, width) => {
               const plan = plans.get(`${site.layer}.${site.kind}`);
               if (plan !== undefined) fakeQuantizeRowsLlmInt8(x, rows, width, plan, variant);
