@@ -5,6 +5,7 @@
  *  - upload host -> GPU by queue.writeBuffer and by a mapped staging buffer,
  *  - kernel-only Q8_0 / Q4_0 throughput on a resident buffer (GB/s of f32 read, and as a fraction of
  *    the device copy and of memcpy),
+ *  - every GPU quant type in memory: the CPU port vs the GPU path, with the bytes compared,
  *  - end to end on a generated F32 checkpoint (QUANTLENS_BENCH_GPU_MB, default 1024 MiB): reading the
  *    file, the CPU path vs the GPU path of the quantizeTensors job (Q8_0, Q4_0) in the worker, and
  *    the stats job over all weights on both paths,
@@ -17,6 +18,8 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
 import { KERNELS, createStorageBuffer, encodeKernel, gridFor } from '../src/core/gpu/kernels';
+import { GPU_QUANT_TYPES, quantizeOnGpu, quantizedSize } from '../src/core/gpu/quantize';
+import { quantizeGgml } from '../src/core/quant/ggml/index';
 import { FileByteSource } from '../src/core/io/byteSource';
 import { JobRunner } from '../src/core/jobs/jobRunner';
 import type { DeviceChoice, JobQuantType } from '../src/protocol/jobs';
@@ -115,6 +118,25 @@ async function deviceFigures(gpu: GpuContext, bytes: number, memcpy: number): Pr
   }
 }
 
+/** Every GPU type in memory: CPU port (quantizeGgml) vs GPU path (upload + kernel + readback + layout), same bytes checked. */
+async function perTypeFigures(gpu: GpuContext, bytes: number): Promise<void> {
+  const values = new Float32Array(bytes / 4);
+  for (let i = 0; i < values.length; i++) values[i] = Math.sin(i * 0.7) * 0.02 * (i % 997 === 0 ? 30 : 1);
+  for (const type of GPU_QUANT_TYPES) {
+    const cpuOut = new Uint8Array(quantizedSize(type, values.length));
+    const gpuOut = new Uint8Array(cpuOut.length);
+    await quantizeOnGpu(gpu, type, values.subarray(0, 4096), gpuOut.subarray(0, quantizedSize(type, 4096))); // compile
+    const t0 = performance.now();
+    quantizeGgml(type, values, cpuOut);
+    const cpuMs = performance.now() - t0;
+    const t1 = performance.now();
+    await quantizeOnGpu(gpu, type, values, gpuOut);
+    const gpuMs = performance.now() - t1;
+    const same = Buffer.from(cpuOut.buffer).equals(Buffer.from(gpuOut.buffer));
+    line(`in memory ${type}: CPU port vs GPU path`, `CPU ${rate(bytes, cpuMs)} | GPU ${rate(bytes, gpuMs)} | GPU/CPU time ${(gpuMs / cpuMs).toFixed(2)} | bytes ${same ? 'identical' : 'DIFFER'}`);
+  }
+}
+
 /** A row-major F32 safetensors checkpoint of `tensors` matrices [rows, 4096], written with real (pseudo-random) values. */
 function writeCheckpoint(path: string, totalBytes: number): number {
   const cols = 4096;
@@ -195,6 +217,7 @@ export async function benchGpu(): Promise<void> {
   if (gpu !== null) {
     try {
       await deviceFigures(gpu, Math.min(probeBytes, Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * MiB)) * 4 * MiB), memcpy);
+      await perTypeFigures(gpu, Math.min(probeBytes, 64 * MiB));
     } finally {
       gpu.destroy();
     }
