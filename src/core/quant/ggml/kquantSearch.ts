@@ -71,13 +71,23 @@ export function makeQkx2Quants(
   for (let is = 0; is <= nstep; is++) {
     // `min` is updated when a step wins, and later steps use the new max - min (as C does)
     iscale = fround(fround(fround(rmin + fround(rdelta * is)) + nmax) / fround(max - min));
+    let changed = is === 0;
+    for (let i = 0; i < n; i++) {
+      const l0 = nearestInt(fround(iscale * shifted[i]!));
+      const l = l0 < 0 ? 0 : l0 > nmax ? nmax : l0;
+      if (l !== Laux[i]) {
+        Laux[i] = l;
+        changed = true;
+      }
+    }
+    // Same levels as the previous step: same sums, same error, which cannot beat the best error that
+    // step left (best_error <= its error), so C would change nothing either. Skipping is exact.
+    if (!changed) continue;
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
     for (let i = 0; i < n; i++) {
-      const l0 = nearestInt(fround(iscale * shifted[i]!));
-      const l = l0 < 0 ? 0 : l0 > nmax ? nmax : l0;
-      Laux[i] = l;
+      const l = Laux[i]!;
       const wl = fround(weights[i]! * l);
       sumL = fround(sumL + wl);
       sumL2 = fround(sumL2 + fround(wl * l));
