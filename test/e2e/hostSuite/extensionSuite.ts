@@ -265,6 +265,15 @@ function trustedSuite(): void {
     });
   });
 
+  suite('compare', () => {
+    test('compares the original with its GGUF export in a panel', async () => {
+      const root = workspaceRoot();
+      const title = await vscode.commands.executeCommand<string>('quantlens.compare', vscode.Uri.file(join(root, 'model.safetensors')), vscode.Uri.file(join(root, 'out-Q8_0.gguf')));
+      assert.equal(title, 'Compare: model.safetensors ↔ out-Q8_0.gguf');
+      await waitFor('the compare tab', () => (vscode.window.tabGroups.all.some((g) => g.tabs.some((t) => t.label === title)) ? true : undefined), 10_000);
+    });
+  });
+
   suite('outlier explorer', () => {
     test('opens a panel for a checkpoint', async () => {
       const title = await vscode.commands.executeCommand<string>('quantlens.openOutlierExplorer', vscode.Uri.file(join(workspaceRoot(), 'model.safetensors')));
