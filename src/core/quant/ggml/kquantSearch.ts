@@ -199,44 +199,60 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, xo: 
     for (let i = 0; i < n; i++) L[lo + i] = 0;
     return 0;
   }
+  // w = x*x (rmse_type 1) and w*x, each rounded to f32 as C computes them inside its loops
+  for (let i = 0; i < n; i++) {
+    const xi = x[xo + i]!;
+    const w = fround(xi * xi);
+    qxW[i] = w;
+    qxWx[i] = fround(w * xi);
+  }
   let iscale = fround(-nmax / max);
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!;
-    let l = nearestInt(fround(iscale * xi));
+    let l = nearestInt(fround(iscale * x[xo + i]!));
     l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
     L[lo + i] = l + nmax;
-    const w = fround(xi * xi);
-    sumlx = fround(sumlx + fround(fround(w * xi) * l));
-    suml2 = fround(suml2 + fround(fround(w * l) * l));
+    qxLevels[i] = l;
+    sumlx = fround(sumlx + fround(qxWx[i]! * l));
+    suml2 = fround(suml2 + fround(fround(qxW[i]! * l) * l));
   }
   let scale = suml2 !== 0 ? fround(sumlx / suml2) : 0;
   let best = fround(scale * sumlx);
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = fround(-fround(nmax + fround(Math.fround(0.1) * is)) / max);
+    let changed = false;
+    for (let i = 0; i < n; i++) {
+      let l = nearestInt(fround(iscale * x[xo + i]!));
+      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+      if (l !== qxLevels[i]) {
+        qxLevels[i] = l;
+        changed = true;
+      }
+    }
+    // The same levels as the previous candidate give the same sums: the test below then either fails
+    // again or re-selects identical L, scale and best. Skipping is exact.
+    if (!changed) continue;
     sumlx = 0;
     suml2 = 0;
     for (let i = 0; i < n; i++) {
-      const xi = x[xo + i]!;
-      let l = nearestInt(fround(iscale * xi));
-      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-      const w = fround(xi * xi);
-      sumlx = fround(sumlx + fround(fround(w * xi) * l));
-      suml2 = fround(suml2 + fround(fround(w * l) * l));
+      const l = qxLevels[i]!;
+      sumlx = fround(sumlx + fround(qxWx[i]! * l));
+      suml2 = fround(suml2 + fround(fround(qxW[i]! * l) * l));
     }
     if (suml2 > 0 && fround(sumlx * sumlx) > fround(best * suml2)) {
-      for (let i = 0; i < n; i++) {
-        const l = nearestInt(fround(iscale * x[xo + i]!));
-        L[lo + i] = nmax + (l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l);
-      }
+      for (let i = 0; i < n; i++) L[lo + i] = nmax + qxLevels[i]!;
       scale = fround(sumlx / suml2);
       best = fround(scale * sumlx);
     }
   }
   return scale;
 }
+
+const qxW = new Float32Array(256);
+const qxWx = new Float32Array(256);
+const qxLevels = new Int32Array(256);
 
 /** get_scale_min_k4: the j-th 6-bit scale and min of a Q4_K / Q5_K block's 12 scale bytes at q[o..o+12). */
 export const scaleMinOut = { sc: 0, m: 0 };
