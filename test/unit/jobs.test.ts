@@ -227,4 +227,9 @@ test('quantize job: the real pipeline runs in the worker, progress streams, the 
   assert.equal(progress.at(-1)!.bytesDone, progress.at(-1)!.bytesTotal);
   for (let i = 1; i < progress.length; i++) assert.ok(progress[i]!.bytesDone >= progress[i - 1]!.bytesDone);
   await assert.rejects(runJobInWorker({ kind: 'quantize', request: { input: microLlamaDir, output: join(dir, 'x.safetensors'), target: 'int99' } }), (e: unknown) => e instanceof QuantLensError && e.code !== 'INTERNAL');
+  // A GGUF target runs the GGUF exporter inside the worker too.
+  const gguf = join(dir, 'micro-q8_0.gguf');
+  const g = await runJobInWorker({ kind: 'quantize', request: { input: microLlamaDir, output: gguf, target: 'Q8_0' } });
+  assert.equal(g.result.outputPath, gguf);
+  assert.equal(readFileSync(gguf).subarray(0, 4).toString('latin1'), 'GGUF');
 });

@@ -3,8 +3,9 @@
  * the worker, its step progress turned into JobProgress with bytes from the checkpoint's headers.
  */
 import type { QuantizeJobResult, QuantizeJobSpec } from '../../protocol/jobs';
+import { ggufExporter as ggufExporterImpl } from '../convert/ggufExporter';
 import { openCheckpoint } from '../formats/openCheckpoint';
-import { runQuantize } from '../quant/pipeline';
+import { isGgufTarget, runQuantize } from '../quant/pipeline';
 import type { JobContext } from './jobContext';
 import { ProgressTracker } from './progressTracker';
 
@@ -21,7 +22,11 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
   const counted = new Set<string>();
   let bytesDone = 0;
   tracker.update('open', 0, '');
+  // GGUF targets go through the llama.cpp-exact exporter (imported statically: a dynamic import of a
+  // .ts module would not resolve in the worker when it runs from source under tsx).
+  const ggufExporter = isGgufTarget(spec.request.target) ? ggufExporterImpl : undefined;
   const result = await runQuantize(spec.request, {
+    ggufExporter,
     signal: ctx.signal,
     onWarning: ctx.notice,
     onProgress: (p) => {
