@@ -257,3 +257,16 @@ test('a disk that fills up mid-write: the error says so, an older file at the ou
     assert.equal(await readFile(output, 'utf8'), 'previous export');
   });
 });
+
+test('small read windows (many per tensor, Q/K windows on head boundaries) give the same file', async () => {
+  await withTempDir(async (dir) => {
+    const checkpoint = await openCheckpoint(microLlamaDir);
+    try {
+      await exportGguf(checkpoint, { target: 'Q4_K_M', outputPath: join(dir, 'big.gguf') });
+      await exportGguf(checkpoint, { target: 'Q4_K_M', outputPath: join(dir, 'small.gguf'), maxWindowElements: 1000 });
+      assert.equal(sha256(new Uint8Array(await readFile(join(dir, 'small.gguf')))), sha256(new Uint8Array(await readFile(join(dir, 'big.gguf')))));
+    } finally {
+      await checkpoint.close();
+    }
+  });
+});
