@@ -51,7 +51,7 @@ test('quantlens stats refuses bad arguments and a missing tensor with exit code 
 const sample = (over: Partial<JobProgress>): JobProgress => ({ jobId: 1, phase: 'compute', tensorIndex: 2, tensorCount: 10, tensorName: 'w', bytesDone: 512 * 1024, bytesTotal: 1024 * 1024, bytesPerSecond: 2 * 1024 * 1024, etaSeconds: 0.25, ...over });
 
 test('progress line: step, bytes, percent, rate, ETA; TTY redraws in place, throttled', () => {
-  assert.equal(formatProgressLine(sample({})), '[ 3/10] w (compute)  512 KiB / 1.0 MiB  50%  2.0 MiB/s  ETA 0 s');
+  assert.equal(formatProgressLine(sample({})), '[ 3/10] w (compute)  512 KiB / 1.0 MiB  50%  2.0 MiB/s  ETA 0.3 s');
   assert.equal(formatProgressLine(sample({ phase: 'done', bytesDone: 1024 * 1024 })), '[done] w  1.0 MiB / 1.0 MiB 100%  2.0 MiB/s');
   assert.match(formatProgressLine(sample({}), 10), /^#####\.\.\.\.\. \[ 3\/10\]/);
   let now = 0;
