@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { CancelledError, InvalidArgumentError, UnsupportedError } from '../../src/core/errors';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { LlamaModel } from '../../src/core/model/forward';
-import { applyRope, matmulTransposed, ropeTables } from '../../src/core/model/kernels';
-import { matmul, wasmMatmulAvailable } from '../../src/core/model/wasmMatmul';
+import { applyRope, causalAttention, matmulTransposed, ropeTables } from '../../src/core/model/kernels';
+import { attentionByMatmul, attentionScratch, matmul, wasmMatmulAvailable } from '../../src/core/model/wasmMatmul';
 import { llamaConfigFromHf } from '../../src/core/model/llamaConfig';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, parseQuantSetting, roundHalfEven } from '../../src/core/model/fakeQuant';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -74,6 +74,25 @@ test('the WebAssembly SIMD matmul equals the JS kernel within f32 accumulation e
     matmulTransposed(x, w, expected, rows, inner, outs);
     matmul(x, w, got, rows, inner, outs);
     for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - expected[i]!) <= 1e-5 * Math.max(1, Math.abs(expected[i]!)), `(${rows}x${inner}x${outs}) [${i}] ${got[i]} vs ${expected[i]}`);
+  }
+});
+
+test('attention on the matmul kernel equals the triangular reference loop (causal, GQA)', () => {
+  for (const [rows, heads, kvHeads, d] of [
+    [9, 4, 2, 8],
+    [32, 6, 2, 16],
+    [7, 3, 3, 6], // head size not a multiple of 4: JS matmul fallback inside
+  ] as const) {
+    const q = Float32Array.from({ length: rows * heads * d }, (_, i) => Math.sin(i * 0.7) * 2);
+    const k = Float32Array.from({ length: rows * kvHeads * d }, (_, i) => Math.cos(i * 0.3) * 2);
+    const v = Float32Array.from({ length: rows * kvHeads * d }, (_, i) => Math.sin(i * 0.11 + 1));
+    const expected = new Float32Array(rows * heads * d);
+    const got = new Float32Array(rows * heads * d).fill(NaN);
+    causalAttention(q, k, v, expected, rows, heads, kvHeads, d, new Float64Array(rows));
+    attentionByMatmul(q, k, v, got, rows, heads, kvHeads, d, attentionScratch(rows, d));
+    for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - expected[i]!) < 1e-5, `(${rows},${heads},${kvHeads},${d}) [${i}] ${got[i]} vs ${expected[i]}`);
+    // Row 0 attends only to itself: its output is v of position 0 for every head of the group.
+    assert.ok(Math.abs(got[0]! - v[0]!) < 1e-6);
   }
 });
 

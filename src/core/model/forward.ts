@@ -12,8 +12,8 @@ import { totalmem } from 'node:os';
 import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
-import { addInPlace, applyRope, causalAttention, rmsNorm, ropeTables, swiglu } from './kernels';
-import { matmul } from './wasmMatmul';
+import { addInPlace, applyRope, rmsNorm, ropeTables, swiglu } from './kernels';
+import { attentionByMatmul, attentionScratch, matmul } from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -289,7 +289,7 @@ export class LlamaModel {
     const projected = new Float32Array(rows * H);
     const gate = new Float32Array(rows * I);
     const up = new Float32Array(rows * I);
-    const scores = new Float64Array(rows);
+    const attention = attentionScratch(rows, c.headDim);
 
     const actBits = quant?.activationBits ?? null;
     const quantizeInput = (x: Float32Array, width: number): void => {
@@ -325,7 +325,7 @@ export class LlamaModel {
           fakeQuantizeKv(k, rows, c.numKvHeads, c.headDim, quant.kvBits);
           fakeQuantizeKv(v, rows, c.numKvHeads, c.headDim, quant.kvBits);
         }
-        causalAttention(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, scores);
+        attentionByMatmul(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, attention);
         hooks?.onActivation?.(sites.attn_out, context, rows, qWidth, w);
         quantizeInput(context, qWidth);
         matmul(context, L.o, projected, rows, qWidth, H);

@@ -222,3 +222,82 @@ export function matmul(x: Float32Array, w: Float32Array, out: Float32Array, rows
   if (rows4 < rows) k.mm1(4 * (xAt + rows4 * inner), 4 * wAt, 4 * (outAt + rows4 * outs), rows - rows4, inner, outs);
   out.set(heap.subarray(outAt, outAt + rows * outs));
 }
+
+/** Scratch buffers of attentionByMatmul for one window length and head size. */
+export interface AttentionScratch {
+  rows: number;
+  headDim: number;
+  qh: Float32Array;
+  kh: Float32Array;
+  vT: Float32Array;
+  scores: Float32Array;
+  oh: Float32Array;
+}
+
+export function attentionScratch(rows: number, headDim: number): AttentionScratch {
+  return {
+    rows,
+    headDim,
+    qh: new Float32Array(rows * headDim),
+    kh: new Float32Array(rows * headDim),
+    vT: new Float32Array(headDim * rows),
+    scores: new Float32Array(rows * rows),
+    oh: new Float32Array(rows * headDim),
+  };
+}
+
+/**
+ * Causal GQA attention (same contract as kernels.causalAttention) with both products on the matmul
+ * kernel: per head S = Q_h K_h^T (the full square; masked entries are then set to 0), a softmax per
+ * row over s <= t, and O_h = P V_h. Twice the multiply-adds of the triangular loop, but SIMD.
+ */
+export function attentionByMatmul(
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  out: Float32Array,
+  rows: number,
+  heads: number,
+  kvHeads: number,
+  headDim: number,
+  scratch: AttentionScratch,
+): void {
+  const { qh, kh, vT, scores, oh } = scratch;
+  const group = heads / kvHeads;
+  const qWidth = heads * headDim;
+  const kvWidth = kvHeads * headDim;
+  const scale = 1 / Math.sqrt(headDim);
+  for (let kvh = 0; kvh < kvHeads; kvh++) {
+    for (let t = 0; t < rows; t++) {
+      const src = t * kvWidth + kvh * headDim;
+      for (let i = 0; i < headDim; i++) {
+        kh[t * headDim + i] = k[src + i]!;
+        vT[i * rows + t] = v[src + i]!;
+      }
+    }
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      for (let t = 0; t < rows; t++) qh.set(q.subarray(t * qWidth + h * headDim, t * qWidth + (h + 1) * headDim), t * headDim);
+      matmul(qh, kh, scores, rows, headDim, rows);
+      for (let t = 0; t < rows; t++) {
+        const base = t * rows;
+        let max = -Infinity;
+        for (let s = 0; s <= t; s++) {
+          const z = scores[base + s]! * scale;
+          scores[base + s] = z;
+          if (z > max) max = z;
+        }
+        let sum = 0;
+        for (let s = 0; s <= t; s++) {
+          const e = Math.exp(scores[base + s]! - max);
+          scores[base + s] = e;
+          sum += e;
+        }
+        const inv = 1 / sum;
+        for (let s = 0; s <= t; s++) scores[base + s] = scores[base + s]! * inv;
+        scores.fill(0, base + t + 1, base + rows);
+      }
+      matmul(scores, vT, oh, rows, rows, headDim);
+      for (let t = 0; t < rows; t++) out.set(oh.subarray(t * headDim, (t + 1) * headDim), t * qWidth + h * headDim);
+    }
+  }
+}
