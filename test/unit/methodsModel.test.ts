@@ -105,6 +105,8 @@ test('micro-llama: calibration too short for the Hessian, bad group, cancel in t
       (e: unknown) => e instanceof InvalidArgumentError && /covers 32 tokens.*needs at least 64/.test(e.message),
     );
     const shortCalib = calib.slice(0, 4).map((w) => w.subarray(0, 64));
+    const warned = await quantizeWithMethod(model, shortCalib, 'gptq', { bits: 4, groupSize: 32 });
+    assert.ok(warned.warnings.some((w) => /256 calibration tokens for 192-column/.test(w)), warned.warnings.join('\n'));
     await assert.rejects(quantizeWithMethod(model, calib, 'gptq', { bits: 4, groupSize: 48 }), InvalidArgumentError);
     const controller = new AbortController();
     await assert.rejects(

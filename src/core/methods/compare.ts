@@ -115,6 +115,7 @@ export async function compareMethods(model: LlamaModel, calibIds: readonly numbe
       const settings: MethodSettings = { ...options.extra, bits, groupSize: eightBitPerRow ? -1 : options.groupSize };
       options.onStatus?.(`${method} W${bits}: calibrating`);
       const run = await quantizeWithMethod(model, calibration, method, settings, { signal });
+      for (const w of run.warnings) options.onStatus?.(`warning: ${w}`);
       options.onStatus?.(`${method} W${bits}: evaluating`);
       const evalOptions = evaluationOptions(run);
       const ppl = await perplexity(model, evaluation, { ...evalOptions, signal });
