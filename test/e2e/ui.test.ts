@@ -192,7 +192,8 @@ test('the UI end to end', { skip, timeout: 300_000 }, async (t) => {
   });
 
   await t.test('"Open Outlier Explorer" from the palette shows the panel content', async () => {
-    await explorerRow('model.safetensors').dblclick();
+    // Focus the model.safetensors inspector through its tab: the explorer rows shift while new outputs appear.
+    await page.locator('.tabs-container .tab', { has: page.locator('.label-name', { hasText: /^model\.safetensors$/ }) }).first().click();
     await webviewFrameWith('#tensors');
     await runCommand('Quant Lens: Open Outlier Explorer');
     // The React bundle's outliers view: weight histograms of model.safetensors with the threshold control.
