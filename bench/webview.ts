@@ -18,9 +18,6 @@ const RUNS = 5;
 
 interface BenchGlobals {
   __QUANTLENS_FIXTURE__?: unknown;
-  document: { querySelector(selector: string): { click(): void } | null };
-  performance: { now(): number };
-  requestAnimationFrame(callback: () => void): void;
 }
 
 function median(values: number[]): number {
@@ -88,24 +85,17 @@ export async function benchWebview(): Promise<void> {
         await page.waitForSelector('.app[data-ready="true"]');
         // Switch away and back: measures the view's own render (React + d3), not the script load.
         await page.locator('[data-tab="overview"]').click();
-        const ms = await page.evaluate(
-          ([v, sel]) =>
-            new Promise<number>((resolve) => {
-              const g = globalThis as unknown as BenchGlobals;
-              const other = v === 'overview' ? 'compare' : 'overview';
-              g.document.querySelector(`[data-tab="${other}"]`)?.click();
-              g.requestAnimationFrame(() => {
-                const t0 = g.performance.now();
-                g.document.querySelector(`[data-tab="${v}"]`)?.click();
-                const poll = (): void => {
-                  if (g.document.querySelector(sel) !== null) g.requestAnimationFrame(() => resolve(g.performance.now() - t0));
-                  else g.requestAnimationFrame(poll);
-                };
-                poll();
-              });
-            }),
-          [view, selector] as const,
-        );
+        // A string, not a function: tsx's keepNames would wrap inner functions in a helper the page lacks.
+        const ms = (await page.evaluate(`new Promise((resolve) => {
+          const other = ${JSON.stringify(view)} === 'overview' ? 'compare' : 'overview';
+          document.querySelector('[data-tab="' + other + '"]')?.click();
+          requestAnimationFrame(() => {
+            const t0 = performance.now();
+            document.querySelector('[data-tab=${JSON.stringify(view)}]')?.click();
+            const poll = () => (document.querySelector(${JSON.stringify(selector)}) !== null ? requestAnimationFrame(() => resolve(performance.now() - t0)) : requestAnimationFrame(poll));
+            poll();
+          });
+        })`)) as number;
         times.push(ms);
         await page.close();
       }
