@@ -43,7 +43,11 @@ export function quantizeQ8_0(src: Float32Array, dst: Uint8Array): void {
     const o = i * 34;
     writeF16(dst, o, d);
     for (let j = 0; j < QK; j++) {
-      dst[o + 2 + j] = truncToInt(roundHalfAway(fround(src[x0 + j]! * id))) & 0xff;
+      const v = fround(src[x0 + j]! * id);
+      // |v| <= ~127 here, so roundf (ties away) is a truncation of |v| + 0.5, exact in doubles; the
+      // general path keeps C's int conversion for the NaN / Inf that a subnormal d can produce.
+      const q = v >= 0 && v < 2147483647 ? (v + 0.5) | 0 : v < 0 && v > -2147483647 ? -((0.5 - v) | 0) : truncToInt(roundHalfAway(v));
+      dst[o + 2 + j] = q & 0xff;
     }
   }
 }
@@ -86,8 +90,13 @@ export function quantizeQ4_0(src: Float32Array, dst: Uint8Array): void {
     for (let j = 0; j < QK / 2; j++) {
       const a = fround(src[x0 + j]! * id);
       const b = fround(src[x0 + QK / 2 + j]! * id);
-      const qa = Math.min(15, toInt8(truncToInt(fround(a + 8.5)))) & 0xff;
-      const qb = Math.min(15, toInt8(truncToInt(fround(b + 8.5)))) & 0xff;
+      const ta = fround(a + 8.5);
+      const tb = fround(b + 8.5);
+      // `| 0` truncates like cvttss2si inside int32; outside it (NaN / Inf / huge) C gives INT32_MIN
+      const ia = ta > -2147483649 && ta < 2147483648 ? ta | 0 : truncToInt(ta);
+      const ib = tb > -2147483649 && tb < 2147483648 ? tb | 0 : truncToInt(tb);
+      const qa = Math.min(15, (ia << 24) >> 24) & 0xff;
+      const qb = Math.min(15, (ib << 24) >> 24) & 0xff;
       dst[o + 2 + j] = (qa | (qb << 4)) & 0xff;
     }
   }
