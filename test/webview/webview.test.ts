@@ -201,6 +201,17 @@ test('errors: the heatmap fills in live from progress messages; block maps come 
   assert.equal(await page.locator('.cell.pending').count(), total - 20);
   assert.equal(await page.locator('.progress').getAttribute('data-progress'), `20/${total}`);
   await page.screenshot({ path: join(screenshotDir, 'dark-errors-live.png'), fullPage: true });
+  // The host replaces the dataset with one that carries no block maps: a click must ask the host for one.
+  const filled = { ...dataset, errors: { ...errors, cells: errors.cells.slice(0, 20) }, blockMaps: undefined };
+  await page.evaluate((d) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/dataset', { dataset: d }), filled);
+  const tensor = errors.cells[5]?.tensor ?? '';
+  await page.locator(`.error-cell[data-tensor="${tensor}"]`).click();
+  await page.locator(`[data-block-map="${tensor}"]`).waitFor();
+  const requests = ((await posted(page)) as { kind?: string; method?: string; params?: { tensor?: string } }[]).filter((m) => m.kind === 'request' && m.method === 'webview/blockMap');
+  assert.deepEqual(
+    requests.map((r) => r.params?.tensor),
+    [tensor],
+  );
   await page.close();
 });
 
