@@ -159,11 +159,18 @@ test('config: unsupported fields are refused by name; rope_theta at top level or
   assert.deepEqual([c.numLayers, c.hiddenSize, c.numHeads, c.numKvHeads, c.headDim, c.maxPositionEmbeddings], [2, 64, 4, 2, 16, 512]);
 });
 
-test('a context longer than max_position_embeddings is refused; an aborted signal cancels between layers', async () => {
+test('a context longer than max_position_embeddings or a pass larger than memory is refused; an aborted signal cancels between layers', async () => {
   const ck = await openCheckpoint(microLlamaDir);
   try {
     const model = LlamaModel.fromCheckpoint(ck);
     await assert.rejects(model.run([new Int32Array(513).fill(5)], () => undefined), (e: unknown) => e instanceof InvalidArgumentError && /max_position_embeddings \(512\)/.test(e.message));
+    // A pass that would not fit is refused with the figure it needs, before anything is read.
+    const need = model.estimatePeakBytes(2, 64);
+    assert.ok(need > model.largestLayerBytes());
+    await assert.rejects(
+      model.run([new Int32Array(64).fill(7), new Int32Array(64).fill(9)], () => undefined, { memoryLimitBytes: need - 1 }),
+      (e: unknown) => e instanceof UnsupportedError && e.message.includes(`${(need / 2 ** 30).toFixed(3)} GiB`),
+    );
     const controller = new AbortController();
     let logitsSeen = 0;
     await assert.rejects(

@@ -91,6 +91,8 @@ export interface ForwardOptions {
   onProgress?(done: number, total: number): void;
   /** Skip the output head (calibration passes that only need activations). */
   skipLogits?: boolean;
+  /** Refuse a pass whose estimated peak exceeds this many bytes (default 80% of the machine's memory). */
+  memoryLimitBytes?: number;
 }
 
 interface TensorNames {
@@ -261,10 +263,11 @@ export class LlamaModel {
       throw new InvalidArgumentError(`context of ${rows} tokens is longer than the model's max_position_embeddings (${c.maxPositionEmbeddings})`);
     }
     const peak = this.estimatePeakBytes(windows.length, rows);
-    const available = totalmem();
-    if (peak > available * 0.8) {
+    const limit = options.memoryLimitBytes ?? 0.8 * totalmem();
+    if (peak > limit) {
+      const gib = (n: number): string => (n / 2 ** 30).toFixed(3);
       throw new UnsupportedError(
-        `this pass needs about ${(peak / 2 ** 30).toFixed(1)} GiB (largest layer ${(this.largestLayerBytes() / 2 ** 30).toFixed(1)} GiB as f32 + activations of ${windows.length} x ${rows} tokens); the machine has ${(available / 2 ** 30).toFixed(1)} GiB: use fewer windows`,
+        `this pass needs about ${gib(peak)} GiB (largest layer ${gib(this.largestLayerBytes())} GiB as f32 + activations of ${windows.length} x ${rows} tokens); the limit is ${gib(limit)} GiB: use fewer windows or a machine with more memory`,
       );
     }
     const signal = options.signal;
