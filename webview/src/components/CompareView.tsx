@@ -96,7 +96,7 @@ export function CompareView({ table }: { table: ComparisonTable }) {
               <td>{i === 0 ? '—' : `${r.ppl >= table.baseline.ppl ? '+' : ''}${fmtNum(r.ppl - table.baseline.ppl)}`}</td>
               <td>{fmtNum(r.bitsPerWeight)}</td>
               <td>{fmtBytes(r.bytes)}</td>
-              <td>{i === 0 ? '—' : `${fmtNum(r.seconds)} s`}</td>
+              <td>{i === 0 ? '—' : r.seconds < 0.001 ? '< 1 ms' : `${fmtNum(r.seconds)} s`}</td>
             </tr>
           ))}
         </tbody>
