@@ -7,7 +7,7 @@ import { InvalidArgumentError, UnsupportedError } from '../core/errors';
 import type { Checkpoint, MetadataValue } from '../core/formats/checkpoint';
 import { openCheckpoint } from '../core/formats/openCheckpoint';
 import { JobRunner } from '../core/jobs/jobRunner';
-import { isGgufTarget, planQuantize, runQuantize, type QuantizeRequest, type QuantizeResult } from '../core/quant/pipeline';
+import { isGgufTarget, planQuantize, type QuantizeRequest, type QuantizeResult } from '../core/quant/pipeline';
 import type { DevicePreference } from './settings';
 import { findTarget, pipelineTarget } from './targets';
 import type { CheckpointSummary, DtypeTotal, OutlierSummary, QuantBackend, QuantOutcome, QuantPlan, QuantProgressEvent, QuantRequest, TensorOutlierRow } from './backend';
@@ -112,18 +112,20 @@ export class CoreBackend implements QuantBackend {
     return { path, thresholdSigma, device: `${result.device.toUpperCase()} (${result.deviceDescription}), job worker`, seconds: result.seconds, tensors };
   }
 
-  /** The pipeline's dry-run plan; for GGUF targets (planned by the exporter) the nominal bits per weight. */
+  /** The dry-run plan: the pipeline's for research targets, the GGUF exporter's (exact file size) for GGUF ones. */
   async plan(request: QuantRequest): Promise<QuantPlan> {
     const pipelineRequest = toPipelineRequest(request);
-    const target = findTarget(request.target);
-    if (target?.format === 'gguf') {
-      const summary = await this.inspect(request.input);
-      return {
-        inputBytes: summary.totalBytes,
-        outputBytes: Math.round((summary.parameterCount * target.nominalBitsPerWeight) / 8),
-        bitsPerWeight: target.nominalBitsPerWeight,
-        tensorCount: summary.tensors.length,
-      };
+    if (isGgufTarget(pipelineRequest.target)) {
+      const { planGgufExport } = await import('../core/convert/exportGguf');
+      const checkpoint = await openCheckpoint(request.input);
+      try {
+        const plan = await planGgufExport(checkpoint, { target: pipelineRequest.target.toUpperCase() });
+        const parameters = plan.tensors.reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+        const inputBytes = checkpoint.tensors.reduce((n, t) => n + t.nbytes, 0);
+        return { inputBytes, outputBytes: plan.fileBytes, bitsPerWeight: parameters > 0 ? (plan.fileBytes * 8) / parameters : 0, tensorCount: plan.tensors.length };
+      } finally {
+        await checkpoint.close();
+      }
     }
     const plan = await planQuantize(pipelineRequest);
     return { inputBytes: plan.totals.sourceBytes, outputBytes: plan.totals.outputBytes, bitsPerWeight: plan.totals.bitsPerWeight, tensorCount: plan.tensors.length };
@@ -131,33 +133,21 @@ export class CoreBackend implements QuantBackend {
 
   /**
    * Runs the pipeline (atomic output: nothing at `output` on failure or cancel) in the job worker, so
-   * the extension host stays responsive. GGUF targets need the exporter hook, which the worker's
-   * quantize job does not pass yet: those run the same pipeline here, tensor by tensor.
+   * the extension host stays responsive; the worker's quantize job handles GGUF and safetensors targets.
    */
   async quantize(request: QuantRequest, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<QuantOutcome> {
     const warnings: string[] = [];
     const pipelineRequest = toPipelineRequest(request);
-    let result: QuantizeResult;
-    if (isGgufTarget(pipelineRequest.target)) {
-      const { ggufExporter } = await import('../core/convert/ggufExporter');
-      result = await runQuantize(pipelineRequest, {
+    const runner = await this.runner();
+    const reply = await runner.run(
+      { kind: 'quantize', request: pipelineRequest },
+      {
         signal,
-        ggufExporter,
-        onProgress: (p) => onProgress({ tensor: p.action === 'quantize' || p.action === 'copy' ? p.tensor : `${p.action} ${p.tensor}`, done: p.step, total: p.total }),
-        onWarning: (message) => warnings.push(message),
-      });
-    } else {
-      const runner = await this.runner();
-      const reply = await runner.run(
-        { kind: 'quantize', request: pipelineRequest },
-        {
-          signal,
-          onProgress: (p) => onProgress({ tensor: p.tensorName || p.phase, done: p.tensorIndex + (p.phase === 'done' ? 1 : 0), total: p.tensorCount }),
-          onNotice: (message) => warnings.push(message),
-        },
-      );
-      result = reply.result;
-    }
+        onProgress: (p) => onProgress({ tensor: p.tensorName || p.phase, done: p.tensorIndex + (p.phase === 'done' ? 1 : 0), total: p.tensorCount }),
+        onNotice: (message) => warnings.push(message),
+      },
+    );
+    const result: QuantizeResult = reply.result;
     const outputBytes = (await stat(result.outputPath)).size;
     const totals = result.card.totals;
     return {

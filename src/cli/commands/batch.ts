@@ -4,9 +4,9 @@
  */
 import { basename, extname, join } from 'node:path';
 import { describeError, InvalidArgumentError } from '../../core/errors';
-import { allTargetNames, isGgufTarget, runQuantize } from '../../core/quant/pipeline';
+import { allTargetNames, isGgufTarget } from '../../core/quant/pipeline';
 import type { CliCommand } from '../cliTypes';
-import { formatBytes, formatTable, ggufExporterFor, parseQuantizeArgs, progressPrinter, requestFrom, resultSummary } from './quantize';
+import { formatBytes, formatTable, parseQuantizeArgs, quantizeInWorker, requestFrom, resultSummary } from './quantize';
 
 const HELP = `usage: quantlens batch <inputs...> --to <target>[,<target>...] [-o <dir>] [options]
 
@@ -67,12 +67,7 @@ export const command: CliCommand = {
           io.err(`== (${rows.length + 1}/${total}) ${input} -> ${target}: ${output}`);
           const started = Date.now();
           try {
-            const result = await runQuantize(requestFrom(parsed, input, target, output), {
-              signal: controller.signal,
-              onProgress: progressPrinter(io),
-              onWarning: (m) => io.err(`warning: ${m}`),
-              ggufExporter: await ggufExporterFor(target),
-            });
+            const result = await quantizeInWorker(requestFrom(parsed, input, target, output), io, controller.signal);
             const s = resultSummary(result);
             rows.push({ input, target, output: s.output, ok: true, sourceBytes: s.sourceBytes, outputBytes: s.outputBytes, bitsPerWeight: s.bitsPerWeight, meanSqnrDb: s.meanSqnrDb, seconds: s.seconds, error: null });
           } catch (e) {

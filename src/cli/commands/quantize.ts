@@ -7,15 +7,14 @@ import {
   allTargetNames,
   isGgufTarget,
   planQuantize,
-  runQuantize,
-  type GgufExporter,
   type QuantizePlan,
   type QuantizeRequest,
   type QuantizeResult,
-  type QuantizeRunOptions,
 } from '../../core/quant/pipeline';
 import { RESEARCH_SCHEMES } from '../../core/quant/researchSchemes';
 import type { CliCommand, CliIo } from '../cliTypes';
+import { runJobInWorker } from '../../core/jobs/jobRunner';
+import { createProgressRenderer } from '../progress';
 
 const HELP = `usage: quantlens quantize <input> --to <target> -o <output> [options]
 
@@ -139,11 +138,18 @@ export function formatTable(header: string[], rows: string[][], rightAligned: Re
   return [line(header), line(widths.map((w) => '-'.repeat(w))), ...rows.map(line)];
 }
 
-export function progressPrinter(io: CliIo): NonNullable<QuantizeRunOptions['onProgress']> {
-  return (p) => {
-    const what = p.action === 'hash' ? `hashing ${p.tensor}` : p.action === 'card' ? `writing ${p.tensor}` : `${p.tensor} (${p.action})`;
-    io.err(`[${p.step}/${p.total}] ${what}`);
-  };
+/**
+ * Runs one quantize job in the job worker (the CLI's thread only draws progress): GGUF and research
+ * targets alike. Progress goes to stderr, a bar on a terminal and plain lines otherwise.
+ */
+export async function quantizeInWorker(request: QuantizeRequest, io: CliIo, signal: AbortSignal): Promise<QuantizeResult> {
+  const progress = createProgressRenderer(io);
+  try {
+    const { result } = await runJobInWorker({ kind: 'quantize', request }, { signal, onProgress: (p) => progress.update(p), onNotice: (m) => progress.notice(`warning: ${m}`) });
+    return result;
+  } finally {
+    progress.finish();
+  }
 }
 
 function printPlan(plan: QuantizePlan, io: CliIo): void {
@@ -194,10 +200,6 @@ export function resultSummary(result: QuantizeResult): { output: string; card: s
   };
 }
 
-/** The GGUF exporter (src/core/convert), loaded only for GGUF targets. */
-export async function ggufExporterFor(target: string): Promise<GgufExporter | undefined> {
-  return isGgufTarget(target) ? (await import('../../core/convert/ggufExporter')).ggufExporter : undefined;
-}
 
 export function requestFrom(parsed: ParsedQuantizeArgs, input: string, target: string, output: string): QuantizeRequest {
   const request: QuantizeRequest = { input, target, output };
@@ -234,12 +236,7 @@ export const command: CliCommand = {
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
     try {
-      const result = await runQuantize(request, {
-        signal: controller.signal,
-        onProgress: progressPrinter(io),
-        onWarning: (m) => io.err(`warning: ${m}`),
-        ggufExporter: await ggufExporterFor(request.target),
-      });
+      const result = await quantizeInWorker(request, io, controller.signal);
       const s = resultSummary(result);
       if (parsed.json) {
         io.out(JSON.stringify(s, null, 1));

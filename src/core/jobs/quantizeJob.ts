@@ -32,7 +32,8 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
     onProgress: (p) => {
       if ((p.action === 'quantize' || p.action === 'copy') && !counted.has(p.tensor)) {
         counted.add(p.tensor);
-        bytesDone += sizes.get(p.tensor) ?? 0;
+        // GGUF outputs report llama.cpp tensor names (blk.0.attn_q.weight), not the source's: those count an even share.
+        bytesDone = Math.min(bytesTotal, bytesDone + (sizes.get(p.tensor) ?? bytesTotal / Math.max(1, p.total)));
       }
       tracker.setTensorCount(p.total);
       const phase = p.action === 'hash' ? 'read' : p.action === 'quantize' ? 'compute' : 'write';
