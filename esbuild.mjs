@@ -22,6 +22,7 @@ const nodeCommon = {
 const builds = [
   { ...nodeCommon, entryPoints: { extension: 'src/extension.ts' }, outdir: 'dist' },
   { ...nodeCommon, entryPoints: { worker: 'src/core/jobs/workerMain.ts' }, outdir: 'dist' },
+  { ...nodeCommon, entryPoints: { quantWorker: 'src/core/quant/ggml/quantWorker.ts' }, outdir: 'dist' },
   { ...nodeCommon, entryPoints: { cli: 'src/cli/main.ts' }, outdir: 'dist', banner: { js: '#!/usr/bin/env node' } },
   { ...nodeCommon, entryPoints: { bench: 'bench/main.ts' }, outdir: 'dist' },
   {

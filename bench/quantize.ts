@@ -4,8 +4,9 @@
  * figure is taken at 1), for Q8_0, Q4_0 and Q4_K_M (QUANTLENS_BENCH_QUANT_TYPES to change), it times in
  * child processes, one after the other:
  *   - ours from its natural input (the BF16 HF folder) and from the same F32 GGUF llama-quantize reads,
- *   - llama-quantize from the F32 GGUF with the same thread count as ours, and with its default
- *     (hardware concurrency) for reference,
+ *   - llama-quantize from the F32 GGUF with the same thread count,
+ * for each thread count in QUANTLENS_BENCH_THREADS (default: 1 and the hardware concurrency, which is
+ * llama-quantize's default and ours),
  * and prints side by side: wall seconds, CPU seconds, ratio ours / llama-quantize (target <= 1.0), peak RSS
  * of ours against the bound 2 x largest tensor (as f32) + 256 MiB, and whether our bytes from the F32 GGUF
  * equal llama-quantize's. llama-quantize comes from bench/llamaCpp.ts; without it ours is still timed.
@@ -13,7 +14,7 @@
  */
 import { spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { cpus, freemem, loadavg, totalmem } from 'node:os';
+import { availableParallelism, cpus, freemem, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { findLlamaCppTool } from './llamaCpp';
 import { generateLlama, llamaShapeForSize } from './generateLlama';
@@ -21,8 +22,6 @@ import { generateLlama, llamaShapeForSize } from './generateLlama';
 const DEFAULT_SIZE_GB = 0.25;
 const DEFAULT_TYPES = ['Q8_0', 'Q4_0', 'Q4_K_M'];
 const MIB = 2 ** 20;
-/** Ours runs on one thread today (no worker pool yet); llama-quantize is given the same. */
-const OUR_THREADS = 1;
 
 function repoRoot(): string {
   for (const candidate of [resolve(__dirname, '..'), process.cwd()]) {
@@ -71,11 +70,12 @@ function timed(command: string, args: string[], env?: NodeJS.ProcessEnv): RunFig
   return { ok, wallSeconds, cpuSeconds, maxRssBytes, detail };
 }
 
-async function buildChild(outFile: string): Promise<void> {
+/** Bundles the child and, beside it, the quantize worker it starts (as dist/ holds cli.js and quantWorker.js). */
+async function buildChild(outDir: string): Promise<void> {
   const esbuild = await import('esbuild');
   await esbuild.build({
-    entryPoints: [join(repoRoot(), 'bench', 'quantizeChild.ts')],
-    outfile: outFile,
+    entryPoints: { quantizeChild: join(repoRoot(), 'bench', 'quantizeChild.ts'), quantWorker: join(repoRoot(), 'src', 'core', 'quant', 'ggml', 'quantWorker.ts') },
+    outdir: outDir,
     bundle: true,
     platform: 'node',
     target: 'node20',
@@ -133,41 +133,41 @@ export async function benchQuantize(): Promise<void> {
   const boundBytes = 2 * model.largestTensorValues * 4 + 256 * MIB;
   console.log(`quantize: RSS bound 2 x largest tensor (${shape.vocab} x ${shape.hidden} f32 = ${(model.largestTensorValues * 4 / MIB).toFixed(0)} MiB) + 256 MiB = ${(boundBytes / MIB).toFixed(0)} MiB`);
 
-  const child = join(work, 'quantizeChild.js');
-  await buildChild(child);
+  const childDir = join(work, `bundle-${process.pid}`);
+  await buildChild(childDir);
+  const child = join(childDir, 'quantizeChild.js');
   const llama = findLlamaCppTool('llama-quantize');
   if (!llama.found) console.log(`quantize: llama-quantize: ${llama.reason}; timing ours only`);
   else console.log(`quantize: llama-quantize: ${llama.path} (from ${llama.from})`);
-  const defaultThreads = cpus().length;
+  const hardwareThreads = availableParallelism();
+  const threadCounts = (process.env.QUANTLENS_BENCH_THREADS ?? (hardwareThreads > 1 ? `1,${hardwareThreads}` : '1')).split(',').map(Number).filter((t) => Number.isInteger(t) && t >= 1);
+  const rssLine = (r: RunFigures): string => (r.maxRssBytes === null ? 'n/a' : `${(r.maxRssBytes / MIB).toFixed(0)} MiB ${r.maxRssBytes <= boundBytes ? '[ok]' : '[ABOVE BOUND]'}`);
 
   for (const type of types) {
-    const oursHfOut = join(work, `ours-hf-${type}.gguf`);
-    const oursGgufOut = join(work, `ours-gguf-${type}.gguf`);
-    const llamaOut = join(work, `llama-${type}.gguf`);
-    const oursHf = timed(process.execPath, [child, model.hfFolder, oursHfOut, type]);
-    const oursGguf = timed(process.execPath, [child, model.f32Gguf, oursGgufOut, type]);
-    let theirs: RunFigures | null = null;
-    let theirsDefault: RunFigures | null = null;
-    let identical = 'not compared (no llama-quantize)';
-    if (llama.found) {
-      theirs = timed(llama.path, [model.f32Gguf, llamaOut, type, String(OUR_THREADS)]);
-      if (theirs.ok && oursGguf.ok) identical = (await sameBytes(oursGgufOut, llamaOut)) ? 'identical' : 'DIFFERENT';
-      rmSync(llamaOut, { force: true });
-      if (defaultThreads !== OUR_THREADS) theirsDefault = timed(llama.path, [model.f32Gguf, llamaOut, type, String(defaultThreads)]);
-      rmSync(llamaOut, { force: true });
+    for (const threads of threadCounts) {
+      const oursHfOut = join(work, `ours-hf-${type}.gguf`);
+      const oursGgufOut = join(work, `ours-gguf-${type}.gguf`);
+      const llamaOut = join(work, `llama-${type}.gguf`);
+      const oursHf = timed(process.execPath, [child, model.hfFolder, oursHfOut, type, String(threads)]);
+      const oursGguf = timed(process.execPath, [child, model.f32Gguf, oursGgufOut, type, String(threads)]);
+      let theirs: RunFigures | null = null;
+      let identical = 'not compared (no llama-quantize)';
+      if (llama.found) {
+        theirs = timed(llama.path, [model.f32Gguf, llamaOut, type, String(threads)]);
+        if (theirs.ok && oursGguf.ok) identical = (await sameBytes(oursGgufOut, llamaOut)) ? 'identical' : 'DIFFERENT';
+        rmSync(llamaOut, { force: true });
+      }
+      console.log(`quantize: ${type}, ${threads} thread(s) each, load ${loadavg()[0]?.toFixed(1)}:`);
+      console.log(`quantize:   ours from BF16 HF folder    ${fmt(oursHf)}`);
+      console.log(`quantize:   ours from F32 GGUF          ${fmt(oursGguf)}`);
+      if (theirs !== null) console.log(`quantize:   llama-quantize F32 GGUF     ${fmt(theirs)}`);
+      console.log(`quantize:   ratio ours/llama, same input (F32 GGUF): ${ratio(oursGguf, theirs)}`);
+      console.log(`quantize:   ratio ours/llama, natural inputs (HF vs F32 GGUF): ${ratio(oursHf, theirs)}`);
+      console.log(`quantize:   peak RSS ours: HF ${rssLine(oursHf)}, GGUF ${rssLine(oursGguf)} (bound ${(boundBytes / MIB).toFixed(0)} MiB)`);
+      console.log(`quantize:   bytes, ours vs llama-quantize from the same F32 GGUF: ${identical}`);
+      rmSync(oursHfOut, { force: true });
+      rmSync(oursGgufOut, { force: true });
     }
-    const rssLine = (r: RunFigures): string =>
-      r.maxRssBytes === null ? 'n/a' : `${(r.maxRssBytes / MIB).toFixed(0)} MiB ${r.maxRssBytes <= boundBytes ? '[ok]' : '[ABOVE BOUND]'}`;
-    console.log(`quantize: ${type}, ${OUR_THREADS} thread(s), load ${loadavg()[0]?.toFixed(1)}:`);
-    console.log(`quantize:   ours from BF16 HF folder    ${fmt(oursHf)}`);
-    console.log(`quantize:   ours from F32 GGUF          ${fmt(oursGguf)}`);
-    if (theirs !== null) console.log(`quantize:   llama-quantize F32 GGUF     ${fmt(theirs)} (${OUR_THREADS} thread)`);
-    if (theirsDefault !== null) console.log(`quantize:   llama-quantize F32 GGUF     ${fmt(theirsDefault)} (${defaultThreads} threads, its default; for reference)`);
-    console.log(`quantize:   ratio ours/llama, same input (F32 GGUF): ${ratio(oursGguf, theirs)}`);
-    console.log(`quantize:   ratio ours/llama, natural inputs (HF vs F32 GGUF): ${ratio(oursHf, theirs)}`);
-    console.log(`quantize:   peak RSS ours: HF ${rssLine(oursHf)}, GGUF ${rssLine(oursGguf)} (bound ${(boundBytes / MIB).toFixed(0)} MiB)`);
-    console.log(`quantize:   bytes from the same F32 GGUF: ${identical}`);
-    rmSync(oursHfOut, { force: true });
-    rmSync(oursGgufOut, { force: true });
   }
+  rmSync(childDir, { recursive: true, force: true });
 }

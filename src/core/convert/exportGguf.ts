@@ -29,7 +29,9 @@ import { ggmlTypeByName, type GgmlTypeName } from '../formats/gguf/ggmlTypes';
 import { GgufStreamWriter, gguf, layoutGguf, type GgufTensorToWrite } from '../formats/gguf/writer';
 import { assertNotSamePath, openAtomicFile, type WriteFaultHook } from '../io/atomicWrite';
 import { withFileSource } from '../io/byteSource';
+import { availableParallelism } from 'node:os';
 import { dequantizeGgml, findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
+import { QuantizePool } from '../quant/ggml/quantPool';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { gpt2TokenizerKvs, llamaModelKvs, mapLlamaTensorName, permuteQkRows, readLlamaHparams, titleFromFolderName, type LlamaHparams } from './hfLlama';
 
@@ -61,6 +63,13 @@ export interface ExportGgufOptions {
   maxWindowElements?: number;
   /** Test seam: called before every write; throwing simulates a failing disk. */
   onBeforeWrite?: WriteFaultHook;
+  /**
+   * Threads that quantize (worker_threads; reading and writing stay on this thread, in order). Default: the
+   * hardware concurrency, as llama-quantize, used only when the export quantizes at least
+   * POOL_MIN_ELEMENTS values (small models are faster inline). An explicit value > 1 always uses workers;
+   * 1 quantizes inline. The bytes are the same either way.
+   */
+  threads?: number;
 }
 
 export interface ExportGgufTensorResult extends TensorTypeChoice {
@@ -80,6 +89,8 @@ export interface ExportGgufResult {
 const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
 const DEFAULT_WINDOW_ELEMENTS = 16 * 1024 * 1024;
 const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
+/** Below this many values to quantize, starting worker threads costs more than it saves. */
+const POOL_MIN_ELEMENTS = 16 * 1024 * 1024;
 
 /** One tensor to write: where its values come from and what it becomes. */
 interface ExportItem {
@@ -244,6 +255,12 @@ export async function exportGguf(
   const maxWindow = Math.max(1, options.maxWindowElements ?? DEFAULT_WINDOW_ELEMENTS);
   const file = await openAtomicFile(options.outputPath, { signal, onBeforeWrite: options.onBeforeWrite });
   const results: ExportGgufTensorResult[] = [];
+  const quantizedElements = plan.items.reduce((sum, item) => {
+    const type = plan.choices.get(item.name)!.type;
+    return FLOAT_TYPES.has(type) || type === item.sourceType ? sum : sum + elementCount(item.shape);
+  }, 0);
+  const threads = options.threads ?? (quantizedElements >= POOL_MIN_ELEMENTS ? availableParallelism() : 1);
+  const pool = QuantizePool.create(threads);
   try {
     const writer = new GgufStreamWriter(file, layout);
     await writer.writeHeader();
@@ -252,7 +269,7 @@ export async function exportGguf(
       throwIfAborted(signal, `writing ${options.outputPath}`);
       progress?.(step++, plan.items.length, item.name);
       const choice = plan.choices.get(item.name)!;
-      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal);
+      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal, pool);
       results.push({ ...choice, shape: item.shape, sourceType: item.source.dtype, bytes });
     }
     progress?.(step, plan.items.length, '');
@@ -261,6 +278,8 @@ export async function exportGguf(
   } catch (e) {
     await file.abort();
     throw e;
+  } finally {
+    await pool?.close();
   }
   return { outputPath: options.outputPath, target: plan.target, fileType: plan.fileType, tensors: results, bytes: layout.fileSize };
 }
@@ -273,6 +292,7 @@ async function writeTensor(
   maxWindow: number,
   options: ExportGgufOptions,
   signal: AbortSignal | undefined,
+  pool: QuantizePool | null,
 ): Promise<number> {
   const { rows, cols } = rowsAndCols(item.shape);
   const total = rows * cols;
@@ -301,6 +321,17 @@ async function writeTensor(
   const reconstructed = keep ? new Float32Array(total) : undefined;
   let permuted: Float32Array | undefined;
   let out: Uint8Array | undefined;
+  // With workers, window w is quantized while window w + 1 is read; bytes are written in row order.
+  const usePool = pool !== null && !FLOAT_TYPES.has(type);
+  let pending: { bytes: Promise<Uint8Array>; row: number; n: number } | null = null;
+  const flush = async (): Promise<void> => {
+    if (pending === null) return;
+    const done = pending;
+    pending = null;
+    const chunk = await done.bytes;
+    await writer.writeTensorData(item.name, chunk);
+    if (reconstructed !== undefined) dequantizeGgml(type, chunk, reconstructed.subarray(done.row * cols, (done.row + done.n) * cols));
+  };
   for (let r = 0; r < rows; r += windowRows) {
     throwIfAborted(signal, `writing ${options.outputPath}`);
     const n = Math.min(windowRows, rows - r);
@@ -315,6 +346,16 @@ async function writeTensor(
       permuteQkRows(values, view, n, cols, headRows);
       values = view;
     }
+    if (usePool) {
+      // quantizeRows copies `values` before it returns, so the read buffers may be reused at once
+      const next = { bytes: pool.quantizeRows(type, values, n, cols, rowBytes), row: r, n };
+      // a rejected window is awaited by flush (or below when an earlier step throws first)
+      next.bytes.catch(() => {});
+      if (original !== undefined) original.set(values, r * cols);
+      await flush();
+      pending = next;
+      continue;
+    }
     const need = n * rowBytes;
     if (out === undefined || out.length < need) out = new Uint8Array(need);
     const chunk = out.subarray(0, need);
@@ -325,6 +366,7 @@ async function writeTensor(
       dequantizeGgml(type, chunk, reconstructed.subarray(r * cols, (r + n) * cols));
     }
   }
+  await flush();
   if (original !== undefined && reconstructed !== undefined) {
     options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, reconstructed, bytes: rows * rowBytes });
   }

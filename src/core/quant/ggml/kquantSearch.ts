@@ -101,8 +101,10 @@ export function makeQkx2Quants(
         thisMin = 0;
         thisScale = fround(sumXL / sumL2);
       }
+      // Every term is >= 0 and f32 rounding is monotone, so the partial sum never decreases: once it
+      // reaches bestError the full sum cannot win (C's `cur_error < best_error` fails). Stopping is exact.
       let curError = 0;
-      for (let i = 0; i < n; i++) {
+      for (let i = 0; i < n && curError < bestError; i++) {
         let diff = fround(fround(fround(thisScale * Laux[i]!) + thisMin) - x[xo + i]!);
         diff = useMad ? Math.abs(diff) : fround(diff * diff);
         curError = fround(curError + fround(weights[i]! * diff));
