@@ -71,18 +71,17 @@ export function makeQkx2Quants(
   for (let is = 0; is <= nstep; is++) {
     // `min` is updated when a step wins, and later steps use the new max - min (as C does)
     iscale = fround(fround(fround(rmin + fround(rdelta * is)) + nmax) / fround(max - min));
-    let changed = is === 0;
+    // `changed` collects differences without a branch per value (level changes are random: mispredicted)
+    let changed = is === 0 ? 1 : 0;
     for (let i = 0; i < n; i++) {
       const l0 = nearestInt(fround(iscale * shifted[i]!));
       const l = l0 < 0 ? 0 : l0 > nmax ? nmax : l0;
-      if (l !== Laux[i]) {
-        Laux[i] = l;
-        changed = true;
-      }
+      changed |= l ^ Laux[i]!;
+      Laux[i] = l;
     }
     // Same levels as the previous step: same sums, same error, which cannot beat the best error that
     // step left (best_error <= its error), so C would change nothing either. Skipping is exact.
-    if (!changed) continue;
+    if (changed === 0) continue;
     let sumL = 0;
     let sumL2 = 0;
     let sumXL = 0;
@@ -224,18 +223,16 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, xo: 
   for (let is = -9; is <= 9; is++) {
     if (is === 0) continue;
     iscale = fround(-fround(nmax + fround(Math.fround(0.1) * is)) / max);
-    let changed = false;
+    let changed = 0;
     for (let i = 0; i < n; i++) {
       let l = nearestInt(fround(iscale * x[xo + i]!));
       l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-      if (l !== qxLevels[i]) {
-        qxLevels[i] = l;
-        changed = true;
-      }
+      changed |= l ^ qxLevels[i]!;
+      qxLevels[i] = l;
     }
     // The same levels as the previous candidate give the same sums: the test below then either fails
     // again or re-selects identical L, scale and best. Skipping is exact.
-    if (!changed) continue;
+    if (changed === 0) continue;
     sumlx = 0;
     suml2 = 0;
     for (let i = 0; i < n; i++) {

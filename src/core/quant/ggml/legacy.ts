@@ -44,9 +44,12 @@ export function quantizeQ8_0(src: Float32Array, dst: Uint8Array): void {
     writeF16(dst, o, d);
     for (let j = 0; j < QK; j++) {
       const v = fround(src[x0 + j]! * id);
-      // |v| <= ~127 here, so roundf (ties away) is a truncation of |v| + 0.5, exact in doubles; the
-      // general path keeps C's int conversion for the NaN / Inf that a subnormal d can produce.
-      const q = v >= 0 && v < 2147483647 ? (v + 0.5) | 0 : v < 0 && v > -2147483647 ? -((0.5 - v) | 0) : truncToInt(roundHalfAway(v));
+      // roundf (ties away from zero) without a branch on the sign, which random signs mispredict:
+      // floor(v + 0.5) is exact in doubles for an f32 v and equals roundf(v) except at negative ties
+      // (v = -k - 0.5), moved down here. Outside int32 (NaN / Inf from a subnormal d) C's conversion.
+      let r = Math.floor(v + 0.5);
+      if (r - v === 0.5 && v < 0) r -= 1;
+      const q = r > -2147483649 && r < 2147483648 ? r | 0 : truncToInt(roundHalfAway(v));
       dst[o + 2 + j] = q & 0xff;
     }
   }
