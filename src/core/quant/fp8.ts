@@ -7,49 +7,20 @@
  *   round to nearest, ties to even on the 3-bit mantissa; subnormals below 2^-6 (step 2^-9);
  *   saturating: any |x| >= 448 (including values that would round to 464) becomes +-448;
  *   -0 keeps its sign bit; NaN / Inf are refused before we get here (the pipeline checks).
- * E4M3: 1 sign, 4 exponent bits (bias 7), 3 mantissa bits; no Inf; S.1111.111 is NaN; max 448.
- * E5M2 (decode only): 1 sign, 5 exponent bits (bias 15), 2 mantissa bits, IEEE Inf / NaN, max 57344.
+ * The E4M3 / E5M2 definitions and decode tables live in numeric/float8.ts (E5M2 is decode only).
  */
 import { InvalidArgumentError, NumericError } from '../errors';
+import { F8_E4M3_MAX, F8_E4M3_TO_F32, F8_E5M2_TO_F32 } from '../numeric/float8';
 import { roundHalfEven } from './intN';
 
-export const E4M3_MAX = 448;
+export const E4M3_MAX = F8_E4M3_MAX;
 export type Fp8ScaleGranularity = 'tensor' | 'channel';
 
 const f32 = Math.fround;
 
-function buildE4M3Table(): Float32Array {
-  const table = new Float32Array(256);
-  for (let code = 0; code < 256; code++) {
-    const sign = code & 0x80 ? -1 : 1;
-    const exponent = (code >> 3) & 0x0f;
-    const mantissa = code & 0x07;
-    let magnitude: number;
-    if (exponent === 0x0f && mantissa === 0x07) magnitude = NaN;
-    else if (exponent === 0) magnitude = mantissa * 2 ** -9;
-    else magnitude = (1 + mantissa / 8) * 2 ** (exponent - 7);
-    table[code] = sign * magnitude;
-  }
-  return table;
-}
-
-function buildE5M2Table(): Float32Array {
-  const table = new Float32Array(256);
-  for (let code = 0; code < 256; code++) {
-    const sign = code & 0x80 ? -1 : 1;
-    const exponent = (code >> 2) & 0x1f;
-    const mantissa = code & 0x03;
-    let magnitude: number;
-    if (exponent === 0x1f) magnitude = mantissa === 0 ? Infinity : NaN;
-    else if (exponent === 0) magnitude = mantissa * 2 ** -16;
-    else magnitude = (1 + mantissa / 4) * 2 ** (exponent - 15);
-    table[code] = sign * magnitude;
-  }
-  return table;
-}
-
-export const E4M3_VALUES: Float32Array = buildE4M3Table();
-export const E5M2_VALUES: Float32Array = buildE5M2Table();
+/** Code -> value tables (owned by numeric/float8, which decodes the formats for the readers). */
+export const E4M3_VALUES: Float32Array = F8_E4M3_TO_F32;
+export const E5M2_VALUES: Float32Array = F8_E5M2_TO_F32;
 
 export function decodeE4M3(code: number): number {
   return E4M3_VALUES[code & 0xff]!;
