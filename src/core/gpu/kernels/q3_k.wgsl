@@ -5,21 +5,9 @@
 // d = f16(1/iscale) (RNE); values re-quantized as nearest_int(x / d) clamped to -4..3.
 // Divisions use div_rn; products feeding an addition or subtraction go through opaque() (no FMA contraction).
 // Output: OUT_STRIDE u32 words per block: the 110 block bytes (112 with padding), then 1 for NaN/Inf.
-struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> params: Params;
 const OUT_STRIDE = 29u;
-const WG = 64u;
-const GROUP_MAX_EPS = 1e-15;
 
-fn nint(fval: f32) -> i32 {
-  return nearest_int(fval, params.zero);
-}
-
-fn op(v: f32) -> f32 {
-  return opaque(v, params.zero);
-}
+// #include "kquant_block.wgsl"
 
 fn clamp_l(l: i32) -> i32 {
   return select(select(l, 3, l > 3), -4, l < -4);
@@ -27,13 +15,8 @@ fn clamp_l(l: i32) -> i32 {
 
 // make_q3_quants(16, 4, x, L, do_rmse = true) over src[xo..xo+16); L written at lo as 0..7.
 fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
-  var mx = 0.0;
-  var amax = 0.0;
-  for (var i = 0u; i < 16u; i = i + 1u) {
-    let ax = abs(src[xo + i]);
-    if (ax > amax) { amax = ax; mx = src[xo + i]; }
-  }
-  if (amax < GROUP_MAX_EPS) {
+  let mx = signed_absmax16(xo);
+  if (abs(mx) < GROUP_MAX_EPS) {
     for (var i = 0u; i < 16u; i = i + 1u) { (*L)[lo + i] = 0; }
     return 0.0;
   }
@@ -79,25 +62,14 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
   return 0.0;
 }
 
-fn put_byte(words: ptr<function, array<u32, 29>>, at: u32, value: u32) {
-  (*words)[at / 4u] = (*words)[at / 4u] | ((value & 0xffu) << (8u * (at % 4u)));
-}
-
-fn get_byte(words: ptr<function, array<u32, 29>>, at: u32) -> u32 {
-  return ((*words)[at / 4u] >> (8u * (at % 4u))) & 0xffu;
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ib = gid.x + gid.y * params.groups_x * WG;
   if (ib >= params.block_count) { return; }
   let xo = ib * 256u;
-  var words: array<u32, 29>;
-  for (var w = 0u; w < 29u; w = w + 1u) { words[w] = 0u; }
-  var bad = 0u;
-  for (var i = 0u; i < 256u; i = i + 1u) {
-    if (is_non_finite(src[xo + i])) { bad = 1u; }
-  }
+  var words: array<u32, OUT_STRIDE>;
+  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
+  let bad = non_finite_flag(xo);
   if (bad == 0u) {
     var L: array<i32, 256>;
     var scales: array<f32, 16>;

@@ -4,53 +4,13 @@
 // Output: OUT_STRIDE u32 words per block: [0] f16 bits of d (| m << 16), [1] qh, [2..9] qs bytes
 // packed little-endian, [10] 1 when the block holds NaN/Inf. The host interleaves them into ggml blocks
 // (18/20/22/24/34-byte blocks straddle u32 words, so the kernel never writes them directly).
-struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> src4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> params: Params;
-const OUT_STRIDE = 11u;
-const WG = 64u;
+// #include "legacy_block.wgsl"
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let o = ib * OUT_STRIDE;
-  // The block is read from memory once, as 8 vec4 loads, and worked on in registers.
-  var v: array<f32, 32>;
-  for (var k = 0u; k < 8u; k = k + 1u) {
-    let q = src4[ib * 8u + k];
-    v[4u * k] = q.x;
-    v[4u * k + 1u] = q.y;
-    v[4u * k + 2u] = q.z;
-    v[4u * k + 3u] = q.w;
-  }
-  var amax = 0.0;
-  var mx = 0.0;
-  var bad = 0u;
-  for (var j = 0u; j < 32u; j = j + 1u) {
-    let x = v[j];
-    if (is_non_finite(x)) { bad = 1u; }
-    if (amax < abs(x)) { amax = abs(x); mx = x; }
-  }
-  let d = div_rn(mx, -16.0);
-  var id = 0.0;
-  if (d != 0.0) { id = div_rn(1.0, d); }
-  out[o] = f32_to_f16_bits(d);
-  var qh = 0u;
-  for (var w = 0u; w < 4u; w = w + 1u) {
-    var word = 0u;
-    for (var k = 0u; k < 4u; k = k + 1u) {
-      let j = w * 4u + k;
-      let x0 = opaque(v[j] * id, params.zero);
-      let x1 = opaque(v[16u + j] * id, params.zero);
-      let q0 = u32(min(31, i32(trunc(x0 + 16.5))));
-      let q1 = u32(min(31, i32(trunc(x1 + 16.5))));
-      word = word | (((q0 & 0x0fu) | ((q1 & 0x0fu) << 4u)) << (8u * k));
-      qh = qh | (((q0 & 0x10u) >> 4u) << j) | (((q1 & 0x10u) >> 4u) << (j + 16u));
-    }
-    out[o + 2u + w] = word;
-  }
-  out[o + 1u] = qh;
-  out[o + 10u] = bad;
+const Q0_DIVISOR = -16.0;
+
+// q = min(31, trunc(x*id + 16.5)), truncation toward zero.
+fn level(x: f32) -> u32 {
+  return u32(min(31, i32(trunc(x + 16.5))));
 }
+
+// #include "legacy_q0_main.wgsl"

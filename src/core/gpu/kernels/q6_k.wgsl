@@ -8,17 +8,9 @@
 // rounded before the add, as in C (no FMA contraction).
 // Output: OUT_STRIDE u32 words per block: the 210 block bytes at their offsets (212 with padding),
 // then a word that is 1 when the block holds NaN/Inf. The host copies the 210 bytes.
-struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> src: array<f32>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> params: Params;
 const OUT_STRIDE = 54u;
-const WG = 64u;
-const GROUP_MAX_EPS = 1e-15;
 
-fn nint(fval: f32) -> i32 {
-  return nearest_int(fval, params.zero);
-}
+// #include "kquant_block.wgsl"
 
 fn clamp_l(l: i32) -> i32 {
   return select(select(l, 31, l > 31), -32, l < -32);
@@ -26,13 +18,8 @@ fn clamp_l(l: i32) -> i32 {
 
 // make_qx_quants(16, 32, x, L, rmse_type 1, NULL) over src[xo..xo+16); L written at lo (0..63).
 fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
-  var mx = 0.0;
-  var amax = 0.0;
-  for (var i = 0u; i < 16u; i = i + 1u) {
-    let ax = abs(src[xo + i]);
-    if (ax > amax) { amax = ax; mx = src[xo + i]; }
-  }
-  if (amax < GROUP_MAX_EPS) {
+  let mx = signed_absmax16(xo);
+  if (abs(mx) < GROUP_MAX_EPS) {
     for (var i = 0u; i < 16u; i = i + 1u) { (*L)[lo + i] = 0; }
     return 0.0;
   }
@@ -74,21 +61,14 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
   return scale;
 }
 
-fn put_byte(words: ptr<function, array<u32, 54>>, at: u32, value: u32) {
-  (*words)[at / 4u] = (*words)[at / 4u] | ((value & 0xffu) << (8u * (at % 4u)));
-}
-
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ib = gid.x + gid.y * params.groups_x * WG;
   if (ib >= params.block_count) { return; }
   let xo = ib * 256u;
-  var words: array<u32, 54>;
-  for (var w = 0u; w < 54u; w = w + 1u) { words[w] = 0u; }
-  var bad = 0u;
-  for (var i = 0u; i < 256u; i = i + 1u) {
-    if (is_non_finite(src[xo + i])) { bad = 1u; }
-  }
+  var words: array<u32, OUT_STRIDE>;
+  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
+  let bad = non_finite_flag(xo);
   var L: array<i32, 256>;
   var scales: array<f32, 16>;
   var max_scale = 0.0;

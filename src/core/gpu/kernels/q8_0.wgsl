@@ -3,27 +3,14 @@
 // Output: OUT_STRIDE u32 words per block: [0] f16 bits of d (| m << 16), [1] qh, [2..9] qs bytes
 // packed little-endian, [10] 1 when the block holds NaN/Inf. The host interleaves them into ggml blocks
 // (18/20/22/24/34-byte blocks straddle u32 words, so the kernel never writes them directly).
-struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
-@group(0) @binding(0) var<storage, read> src4: array<vec4<f32>>;
-@group(0) @binding(1) var<storage, read_write> out: array<u32>;
-@group(0) @binding(2) var<uniform> params: Params;
-const OUT_STRIDE = 11u;
-const WG = 64u;
+// #include "legacy_block.wgsl"
 
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let ib = gid.x + gid.y * params.groups_x * WG;
   if (ib >= params.block_count) { return; }
   let o = ib * OUT_STRIDE;
-  // The block is read from memory once, as 8 vec4 loads, and worked on in registers.
-  var v: array<f32, 32>;
-  for (var k = 0u; k < 8u; k = k + 1u) {
-    let q = src4[ib * 8u + k];
-    v[4u * k] = q.x;
-    v[4u * k + 1u] = q.y;
-    v[4u * k + 2u] = q.z;
-    v[4u * k + 3u] = q.w;
-  }
+  var v = load_block(ib);
   var amax = 0.0;
   var bad = 0u;
   for (var j = 0u; j < 32u; j = j + 1u) {
