@@ -207,7 +207,7 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, xo: 
     qxW[i] = w;
     qxWx[i] = fround(w * xi);
   }
-  let iscale = fround(-nmax / max);
+  const iscale = fround(-nmax / max);
   let sumlx = 0;
   let suml2 = 0;
   for (let i = 0; i < n; i++) {
@@ -220,35 +220,63 @@ export function makeQxQuantsRmse1(n: number, nmax: number, x: Float32Array, xo: 
   }
   let scale = suml2 !== 0 ? fround(sumlx / suml2) : 0;
   let best = fround(scale * sumlx);
-  for (let is = -9; is <= 9; is++) {
-    if (is === 0) continue;
-    iscale = fround(-fround(nmax + fround(Math.fround(0.1) * is)) / max);
+  // The 18 candidates is = -9..-1, 1..9 go in pairs (a, b) so that one loop runs the four f32 sums of
+  // both: independent dependency chains overlap, where one candidate's two chains wait on each other's
+  // rounding latency. The selection tests still run in C's order, a then b.
+  let prev = qxLevels;
+  let next = qxLevelsB;
+  for (let k = 0; k < QX_CANDIDATES.length; k += 2) {
+    const iscaleA = fround(-fround(nmax + fround(Math.fround(0.1) * QX_CANDIDATES[k]!)) / max);
+    const iscaleB = fround(-fround(nmax + fround(Math.fround(0.1) * QX_CANDIDATES[k + 1]!)) / max);
+    // a's levels overwrite `prev` (the previous candidate's), b's go to `next`
     let changed = 0;
     for (let i = 0; i < n; i++) {
-      let l = nearestInt(fround(iscale * x[xo + i]!));
-      l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
-      changed |= l ^ qxLevels[i]!;
-      qxLevels[i] = l;
+      const xi = x[xo + i]!;
+      let la = nearestInt(fround(iscaleA * xi));
+      la = la < -nmax ? -nmax : la > nmax - 1 ? nmax - 1 : la;
+      let lb = nearestInt(fround(iscaleB * xi));
+      lb = lb < -nmax ? -nmax : lb > nmax - 1 ? nmax - 1 : lb;
+      changed |= (la ^ prev[i]!) | (lb ^ la);
+      prev[i] = la;
+      next[i] = lb;
     }
-    // The same levels as the previous candidate give the same sums: the test below then either fails
-    // again or re-selects identical L, scale and best. Skipping is exact.
+    const a = prev;
+    prev = next;
+    next = a;
+    // Same levels as the candidate before give the same sums, so its test either fails again or
+    // re-selects identical L, scale and best: skipping (or re-testing) is exact.
     if (changed === 0) continue;
-    sumlx = 0;
-    suml2 = 0;
+    let lxA = 0;
+    let l2A = 0;
+    let lxB = 0;
+    let l2B = 0;
     for (let i = 0; i < n; i++) {
-      const l = qxLevels[i]!;
-      sumlx = fround(sumlx + fround(qxWx[i]! * l));
-      suml2 = fround(suml2 + fround(fround(qxW[i]! * l) * l));
+      const la = a[i]!;
+      const lb = prev[i]!;
+      const w = qxW[i]!;
+      const wx = qxWx[i]!;
+      lxA = fround(lxA + fround(wx * la));
+      l2A = fround(l2A + fround(fround(w * la) * la));
+      lxB = fround(lxB + fround(wx * lb));
+      l2B = fround(l2B + fround(fround(w * lb) * lb));
     }
-    if (suml2 > 0 && fround(sumlx * sumlx) > fround(best * suml2)) {
-      for (let i = 0; i < n; i++) L[lo + i] = nmax + qxLevels[i]!;
-      scale = fround(sumlx / suml2);
-      best = fround(scale * sumlx);
+    if (l2A > 0 && fround(lxA * lxA) > fround(best * l2A)) {
+      for (let i = 0; i < n; i++) L[lo + i] = nmax + a[i]!;
+      scale = fround(lxA / l2A);
+      best = fround(scale * lxA);
+    }
+    if (l2B > 0 && fround(lxB * lxB) > fround(best * l2B)) {
+      for (let i = 0; i < n; i++) L[lo + i] = nmax + prev[i]!;
+      scale = fround(lxB / l2B);
+      best = fround(scale * lxB);
     }
   }
   return scale;
 }
 
+/** make_qx_quants' candidates, in C's order. */
+const QX_CANDIDATES = new Int32Array([-9, -8, -7, -6, -5, -4, -3, -2, -1, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+const qxLevelsB = new Int32Array(256);
 const qxW = new Float32Array(256);
 const qxWx = new Float32Array(256);
 const qxLevels = new Int32Array(256);
