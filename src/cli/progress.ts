@@ -5,17 +5,7 @@
  */
 import type { JobProgress } from '../protocol/jobs';
 import type { CliIo } from './cliTypes';
-
-export function formatBytes(bytes: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = bytes;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v.toFixed(u === 0 || v >= 100 ? 0 : 1)} ${units[u]}`;
-}
+import { formatBytes } from '../core/util/format';
 
 export function formatDuration(seconds: number): string {
   if (!Number.isFinite(seconds)) return '?';
@@ -34,9 +24,9 @@ export function formatProgressLine(p: JobProgress, barWidth = 0): string {
   const step = p.phase === 'done' ? `[done]` : `[${String(Math.min(p.tensorIndex + 1, p.tensorCount)).padStart(width)}/${p.tensorCount}]`;
   const filled = Math.round(fraction * barWidth);
   const bar = barWidth > 0 ? `${'#'.repeat(filled)}${'.'.repeat(barWidth - filled)} ` : '';
-  const rate = p.bytesPerSecond > 0 ? `  ${formatBytes(p.bytesPerSecond)}/s` : '';
+  const rate = p.bytesPerSecond > 0 ? `  ${formatBytes(p.bytesPerSecond, 1)}/s` : '';
   const eta = p.phase !== 'done' && p.etaSeconds !== null ? `  ETA ${formatDuration(p.etaSeconds)}` : '';
-  return `${bar}${step} ${p.tensorName}${p.phase === 'done' ? '' : ` (${p.phase})`}  ${formatBytes(p.bytesDone)} / ${formatBytes(p.bytesTotal)} ${pct}${rate}${eta}`;
+  return `${bar}${step} ${p.tensorName}${p.phase === 'done' ? '' : ` (${p.phase})`}  ${formatBytes(p.bytesDone, 1)} / ${formatBytes(p.bytesTotal, 1)} ${pct}${rate}${eta}`;
 }
 
 export interface ProgressRenderer {

@@ -6,7 +6,8 @@ import { basename, extname, join } from 'node:path';
 import { describeError, InvalidArgumentError } from '../../core/errors';
 import { allTargetNames, isGgufTarget } from '../../core/quant/pipeline';
 import type { CliCommand } from '../cliTypes';
-import { formatBytes, formatTable, parseQuantizeArgs, quantizeInWorker, requestFrom, resultSummary } from './quantize';
+import { formatBytes } from '../../core/util/format';
+import { formatTable, parseQuantizeArgs, quantizeInWorker, requestFrom, resultSummary } from './quantize';
 
 const HELP = `usage: quantlens batch <inputs...> --to <target>[,<target>...] [-o <dir>] [options]
 

@@ -10,6 +10,7 @@ import type { GgufValue } from '../../core/formats/gguf/reader';
 import { summarizeHfConfig } from '../../core/formats/hfConfig';
 import { openCheckpoint } from '../../core/formats/openCheckpoint';
 import { summarizeTensors, type CheckpointTotals, type TotalsBucket } from '../../core/formats/tensorRoles';
+import { formatBytes } from '../../core/util/format';
 import type { CliCommand, CliIo } from '../cliTypes';
 
 /** Arrays longer than this are summarised as {type, elementType, length, head}. */
@@ -109,17 +110,6 @@ export function buildInspectReport(checkpoint: Checkpoint): InspectReport {
     report.gguf = { version: checkpoint.gguf.version, alignment: checkpoint.gguf.alignment, dataStart: checkpoint.gguf.dataStart, types };
   }
   return report;
-}
-
-function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
 }
 
 function formatCount(n: number): string {

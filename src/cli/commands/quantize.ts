@@ -3,6 +3,7 @@
  * card beside the output. Progress goes to stderr as plain lines; results to stdout.
  */
 import { InvalidArgumentError } from '../../core/errors';
+import { formatBytes } from '../../core/util/format';
 import {
   allTargetNames,
   isGgufTarget,
@@ -118,18 +119,6 @@ export function parseQuantizeArgs(args: readonly string[]): ParsedQuantizeArgs {
     }
   }
   return parsed;
-}
-
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u += 1;
-  }
-  return `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
 }
 
 export function formatTable(header: string[], rows: string[][], rightAligned: ReadonlySet<number> = new Set()): string[] {

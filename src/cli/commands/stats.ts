@@ -7,7 +7,8 @@ import { InvalidArgumentError } from '../../core/errors';
 import { runJobInWorker } from '../../core/jobs/jobRunner';
 import { isDeviceChoice, type DeviceChoice, type StatsJobResult, type StatsJobSpec, type TensorStatsSummary } from '../../protocol/jobs';
 import type { CliCommand } from '../cliTypes';
-import { createProgressRenderer, formatBytes, formatDuration } from '../progress';
+import { formatBytes } from '../../core/util/format';
+import { createProgressRenderer, formatDuration } from '../progress';
 
 const HELP = `usage: quantlens stats <model> [options]
 
@@ -129,7 +130,7 @@ export function renderStats(result: StatsJobResult): string[] {
   const lines = table([header, ...rows], new Set([3, 4, 5, 6, 7]));
   const heavy = [...result.tensors].sort((a, b) => b.kurtosis - a.kurtosis).slice(0, 3);
   lines.push('');
-  lines.push(`${result.tensors.length} tensors, ${formatBytes(result.bytesRead)} read in ${formatDuration(result.seconds)} on ${result.device === 'gpu' ? `the GPU (${result.deviceDescription})` : 'the CPU'}`);
+  lines.push(`${result.tensors.length} tensors, ${formatBytes(result.bytesRead, 1)} read in ${formatDuration(result.seconds)} on ${result.device === 'gpu' ? `the GPU (${result.deviceDescription})` : 'the CPU'}`);
   if (heavy.length > 0) lines.push(`heaviest tails (kurtosis): ${heavy.map((t) => `${t.name} ${t.kurtosis.toFixed(1)}`).join(', ')}`);
   return lines;
 }
