@@ -384,6 +384,44 @@ function windowRows(rows: number, cols: number, recipe: ResearchRecipe, windowEl
   return Math.min(rows, n);
 }
 
+/** How one absmax-scaled format (INT8 absmax, FP8 E4M3) quantizes; absmaxQuantizer does the streaming. */
+interface AbsmaxScheme<Codes extends Int8Array | Uint8Array> {
+  scaleFor(absmax: number): number;
+  encodeWithScale(window: Float32Array, scale: number, codes: Codes, outStart: number): void;
+  dequantizeTensorRows(codes: Codes, scales: Float32Array, rowCount: number): Float32Array;
+  quantizeChannelRows(window: Float32Array, rowCount: number): { codes: Codes; scales: Float32Array; dequantize(): Float32Array };
+}
+
+/**
+ * One code per weight and f32 scales: per tensor, the stats pass finds the absmax and every window
+ * is encoded with that one scale; per channel, each window's rows get their own scales.
+ */
+function absmaxQuantizer<Codes extends Int8Array | Uint8Array>(rows: number, cols: number, perTensor: boolean, codes: Codes, scheme: AbsmaxScheme<Codes>): TensorQuantizer {
+  const scales = new Float32Array(perTensor ? 1 : rows);
+  let absmax = 0;
+  return {
+    needsStatsPass: perTensor,
+    observe: (window) => {
+      for (let i = 0; i < window.length; i++) absmax = Math.max(absmax, Math.abs(window[i]!));
+      scales[0] = scheme.scaleFor(absmax);
+    },
+    quantize: (window, rowStart, rowCount) => {
+      if (perTensor) {
+        scheme.encodeWithScale(window, scales[0]!, codes, rowStart * cols);
+        return scheme.dequantizeTensorRows(codes.subarray(rowStart * cols, (rowStart + rowCount) * cols) as Codes, scales, rowCount);
+      }
+      const q = scheme.quantizeChannelRows(window, rowCount);
+      codes.set(q.codes, rowStart * cols);
+      scales.set(q.scales, rowStart);
+      return q.dequantize();
+    },
+    finish: () => [bytesOf(codes), bytesOf(scales)],
+    reconstruct: () => {
+      throw new Error('reconstruct() is only for deferred quantizers');
+    },
+  };
+}
+
 function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe): TensorQuantizer {
   const [rows, cols] = entry.shape as [number, number];
   const perTensor = recipe.granularity === 'tensor';
@@ -406,30 +444,16 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe): Tens
         reconstruct: notDeferred,
       };
     }
-    case 'int8-absmax': {
-      const values = new Int8Array(rows * cols);
-      const scales = new Float32Array(perTensor ? 1 : rows);
-      let absmax = 0;
-      return {
-        needsStatsPass: perTensor,
-        observe: (window) => {
-          for (let i = 0; i < window.length; i++) absmax = Math.max(absmax, Math.abs(window[i]!));
-          scales[0] = int8AbsmaxScale(absmax);
-        },
-        quantize: (window, rowStart, rowCount) => {
-          if (perTensor) {
-            quantizeInt8WithScale(window, scales[0]!, values, rowStart * cols);
-            return dequantizeInt8Absmax({ rows: rowCount, cols, granularity: 'tensor', values: values.subarray(rowStart * cols, (rowStart + rowCount) * cols), scales });
-          }
+    case 'int8-absmax':
+      return absmaxQuantizer(rows, cols, perTensor, new Int8Array(rows * cols), {
+        scaleFor: int8AbsmaxScale,
+        encodeWithScale: quantizeInt8WithScale,
+        dequantizeTensorRows: (values, scales, rowCount) => dequantizeInt8Absmax({ rows: rowCount, cols, granularity: 'tensor', values, scales }),
+        quantizeChannelRows: (window, rowCount) => {
           const q = quantizeInt8Absmax(window, rowCount, cols, 'channel');
-          values.set(q.values, rowStart * cols);
-          scales.set(q.scales, rowStart);
-          return dequantizeInt8Absmax(q);
+          return { codes: q.values, scales: q.scales, dequantize: () => dequantizeInt8Absmax(q) };
         },
-        finish: () => [bytesOf(values), bytesOf(scales)],
-        reconstruct: notDeferred,
-      };
-    }
+      });
     case 'int8-zeropoint': {
       const values = new Uint8Array(rows * cols);
       const scales = new Float32Array(perTensor ? 1 : rows);
@@ -463,30 +487,16 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe): Tens
         reconstruct: notDeferred,
       };
     }
-    case 'fp8': {
-      const codes = new Uint8Array(rows * cols);
-      const scales = new Float32Array(perTensor ? 1 : rows);
-      let absmax = 0;
-      return {
-        needsStatsPass: perTensor,
-        observe: (window) => {
-          for (let i = 0; i < window.length; i++) absmax = Math.max(absmax, Math.abs(window[i]!));
-          scales[0] = fp8Scale(absmax);
-        },
-        quantize: (window, rowStart, rowCount) => {
-          if (perTensor) {
-            encodeFp8WithScale(window, scales[0]!, codes, rowStart * cols);
-            return dequantizeFp8E4M3({ rows: rowCount, cols, granularity: 'tensor', codes: codes.subarray(rowStart * cols, (rowStart + rowCount) * cols), scales });
-          }
+    case 'fp8':
+      return absmaxQuantizer(rows, cols, perTensor, new Uint8Array(rows * cols), {
+        scaleFor: fp8Scale,
+        encodeWithScale: encodeFp8WithScale,
+        dequantizeTensorRows: (codes, scales, rowCount) => dequantizeFp8E4M3({ rows: rowCount, cols, granularity: 'tensor', codes, scales }),
+        quantizeChannelRows: (window, rowCount) => {
           const q = quantizeFp8E4M3(window, rowCount, cols, 'channel');
-          codes.set(q.codes, rowStart * cols);
-          scales.set(q.scales, rowStart);
-          return dequantizeFp8E4M3(q);
+          return { codes: q.codes, scales: q.scales, dequantize: () => dequantizeFp8E4M3(q) };
         },
-        finish: () => [codes, bytesOf(scales)],
-        reconstruct: notDeferred,
-      };
-    }
+      });
     case 'nf4': {
       const n = rows * cols;
       const packed = new Uint8Array(Math.ceil(n / 2));
