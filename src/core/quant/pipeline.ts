@@ -384,6 +384,10 @@ function windowRows(rows: number, cols: number, recipe: ResearchRecipe, windowEl
   return Math.min(rows, n);
 }
 
+function notDeferred(): Float32Array {
+  throw new Error('reconstruct() is only for deferred quantizers');
+}
+
 /** How one absmax-scaled format (INT8 absmax, FP8 E4M3) quantizes; absmaxQuantizer does the streaming. */
 interface AbsmaxScheme<Codes extends Int8Array | Uint8Array> {
   scaleFor(absmax: number): number;
@@ -416,18 +420,13 @@ function absmaxQuantizer<Codes extends Int8Array | Uint8Array>(rows: number, col
       return q.dequantize();
     },
     finish: () => [bytesOf(codes), bytesOf(scales)],
-    reconstruct: () => {
-      throw new Error('reconstruct() is only for deferred quantizers');
-    },
+    reconstruct: notDeferred,
   };
 }
 
 function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe): TensorQuantizer {
   const [rows, cols] = entry.shape as [number, number];
   const perTensor = recipe.granularity === 'tensor';
-  const notDeferred = (): Float32Array => {
-    throw new Error('reconstruct() is only for deferred quantizers');
-  };
   switch (recipe.kind) {
     case 'gptq': {
       const target = allocateGptq(recipe.bits, rows, cols, recipe.groupSize ?? -1, entry.name);
