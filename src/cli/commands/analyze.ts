@@ -4,7 +4,6 @@
  * weight-side view. `--json` prints the AnalysisReport (protocol/analysis.ts) the outlier explorer draws.
  */
 import { basename } from 'node:path';
-import { parseArgs } from 'node:util';
 import { writeFile } from 'node:fs/promises';
 import { InvalidArgumentError } from '../../core/errors';
 import { DEFAULT_ANALYZE_CTX, DEFAULT_ANALYZE_TOKENS, analyzeModel } from '../../core/model/analyzeModel';
@@ -13,7 +12,7 @@ import { loadModel } from '../../core/model/loadModel';
 import { topChannelsByAbsmax } from '../../core/analysis/emergentFeatures';
 import type { AnalysisReport } from '../../protocol/analysis';
 import type { CliCommand, CliIo } from '../cliTypes';
-import { abortOnSigint } from './eval';
+import { cancellableCommand, parseModelTextArgs } from '../modelCommand';
 
 const HELP = `usage: quantlens analyze <model> --calib <file> [--tokens ${DEFAULT_ANALYZE_TOKENS}] [--ctx ${DEFAULT_ANALYZE_CTX}] [--threshold ${DEFAULT_OUTLIER_THRESHOLD}] [--json] [--out <file>]
 
@@ -78,11 +77,9 @@ export function formatAnalysis(report: AnalysisReport): string[] {
 }
 
 export async function runAnalyze(args: string[], io: CliIo, signal?: AbortSignal): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseModelTextArgs(
     args,
-    allowPositionals: true,
-    strict: true,
-    options: {
+    {
       calib: { type: 'string' },
       tokens: { type: 'string' },
       ctx: { type: 'string' },
@@ -91,19 +88,17 @@ export async function runAnalyze(args: string[], io: CliIo, signal?: AbortSignal
       out: { type: 'string' },
       help: { type: 'boolean' },
     },
-  });
-  if (values.help === true) {
-    io.out(HELP);
-    return 0;
-  }
-  const modelPath = positionals[0];
-  if (modelPath === undefined || positionals.length > 1) throw new InvalidArgumentError(`expected one model path\n${HELP}`);
-  if (values.calib === undefined) throw new InvalidArgumentError('--calib <file> is required');
+    'calib',
+    HELP,
+    io,
+  );
+  if (parsed === null) return 0;
+  const { modelPath, textPath: calibPath, values } = parsed;
   const tokens = values.tokens === undefined ? DEFAULT_ANALYZE_TOKENS : Number(values.tokens);
   const ctx = values.ctx === undefined ? undefined : Number(values.ctx);
   if (ctx !== undefined && (!Number.isSafeInteger(ctx) || ctx < 2)) throw new InvalidArgumentError(`--ctx must be an integer >= 2, got '${values.ctx}'`);
   const threshold = values.threshold === undefined ? DEFAULT_OUTLIER_THRESHOLD : Number(values.threshold);
-  const text = await readTextFile(values.calib);
+  const text = await readTextFile(calibPath);
   const loaded = await loadModel(modelPath);
   try {
     if (ctx !== undefined && ctx > loaded.model.config.maxPositionEmbeddings) {
@@ -115,7 +110,7 @@ export async function runAnalyze(args: string[], io: CliIo, signal?: AbortSignal
       threshold,
       signal,
       modelName: basename(modelPath),
-      calibrationFile: basename(values.calib),
+      calibrationFile: basename(calibPath),
       onProgress: values.json === true ? undefined : (done, total) => io.err(`layer ${done}/${total}`),
     });
     const json = JSON.stringify(report);
@@ -128,13 +123,4 @@ export async function runAnalyze(args: string[], io: CliIo, signal?: AbortSignal
   }
 }
 
-export const command: CliCommand = {
-  async run(args, io) {
-    const sigint = abortOnSigint();
-    try {
-      return await runAnalyze(args, io, sigint.signal);
-    } finally {
-      sigint.dispose();
-    }
-  },
-};
+export const command: CliCommand = cancellableCommand(runAnalyze);

@@ -4,13 +4,13 @@
  * non-overlapping windows from token 0, every next-token prediction scored.
  */
 import { basename } from 'node:path';
-import { parseArgs } from 'node:util';
 import { InvalidArgumentError } from '../../core/errors';
 import { readTextFile } from '../../core/model/calibration';
 import { BASELINE_SETTING, isBaseline, parseQuantSetting, type QuantSetting } from '../../core/model/fakeQuant';
 import { loadModel } from '../../core/model/loadModel';
 import { makeWindows, perplexity } from '../../core/model/perplexity';
 import type { CliCommand, CliIo } from '../cliTypes';
+import { cancellableCommand, parseModelTextArgs } from '../modelCommand';
 
 const HELP = `usage: quantlens eval <model> --text <file> [--ctx 256] [--windows 64] [--quant W4,W8A8,...] [--group 64] [--json]
 
@@ -60,11 +60,9 @@ function positiveInt(value: string | undefined, name: string, fallback: number):
 }
 
 export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): Promise<number> {
-  const { values, positionals } = parseArgs({
+  const parsed = parseModelTextArgs(
     args,
-    allowPositionals: true,
-    strict: true,
-    options: {
+    {
       text: { type: 'string' },
       ctx: { type: 'string' },
       windows: { type: 'string' },
@@ -73,14 +71,12 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
       json: { type: 'boolean' },
       help: { type: 'boolean' },
     },
-  });
-  if (values.help === true) {
-    io.out(HELP);
-    return 0;
-  }
-  const modelPath = positionals[0];
-  if (modelPath === undefined || positionals.length > 1) throw new InvalidArgumentError(`expected one model path\n${HELP}`);
-  if (values.text === undefined) throw new InvalidArgumentError('--text <file> is required');
+    'text',
+    HELP,
+    io,
+  );
+  if (parsed === null) return 0;
+  const { modelPath, textPath, values } = parsed;
   const ctx = positiveInt(values.ctx, '--ctx', 256);
   const windowCount = positiveInt(values.windows, '--windows', 64);
   const group = values.group === undefined ? 64 : Number(values.group);
@@ -89,7 +85,7 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
     const setting = parseQuantSetting(s, group);
     if (!settings.some((e) => e.label === setting.label)) settings.push(setting);
   }
-  const text = await readTextFile(values.text);
+  const text = await readTextFile(textPath);
   const loaded = await loadModel(modelPath);
   try {
     const { model, tokenizer } = loaded;
@@ -112,13 +108,13 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
         tokensPerSecond: r.tokensPerSecond,
       });
     }
-    const report: EvalReport = { model: modelPath, text: values.text, ctx, windows: windowCount, tokens: windowCount * ctx, rows };
+    const report: EvalReport = { model: modelPath, text: textPath, ctx, windows: windowCount, tokens: windowCount * ctx, rows };
     if (values.json === true) {
       io.out(JSON.stringify(report, null, 2));
       return 0;
     }
     const baselineLabel = loaded.checkpoint.format === 'gguf' ? `as stored (${basename(modelPath)})` : 'FP16 (f32 compute)';
-    io.out(`perplexity of ${modelPath} on ${values.text}: ${windowCount} windows x ${ctx} tokens, no BOS`);
+    io.out(`perplexity of ${modelPath} on ${textPath}: ${windowCount} windows x ${ctx} tokens, no BOS`);
     io.out(`${'setting'.padEnd(22)} ${'ppl'.padStart(10)} ${'delta'.padStart(9)} ${'delta %'.padStart(8)} ${'tok/s'.padStart(8)}`);
     for (const r of rows) {
       const label = r.setting === BASELINE_SETTING.label ? baselineLabel : r.setting;
@@ -130,21 +126,4 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
   }
 }
 
-/** Ctrl-C cancels the pass between windows (CancelledError, exit code 2). */
-export function abortOnSigint(): { signal: AbortSignal; dispose(): void } {
-  const controller = new AbortController();
-  const onSigint = (): void => controller.abort();
-  process.once('SIGINT', onSigint);
-  return { signal: controller.signal, dispose: () => process.off('SIGINT', onSigint) };
-}
-
-export const command: CliCommand = {
-  async run(args, io) {
-    const sigint = abortOnSigint();
-    try {
-      return await runEval(args, io, sigint.signal);
-    } finally {
-      sigint.dispose();
-    }
-  },
-};
+export const command: CliCommand = cancellableCommand(runEval);
