@@ -18,14 +18,9 @@ const QKX2_USE_MAD = true;
 
 // #include "make_qkx2_quants.wgsl"
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let xo = ib * 256u;
-  var words: array<u32, OUT_STRIDE>;
-  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
-  let bad = non_finite_flag(xo);
+// The super-block at src[xo..xo+256) into words (main in kquant_block writes them out, with the
+// NaN/Inf flag `bad`; words stay zero for a flagged block).
+fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_STRIDE>>) {
   if (bad == 0u) {
     var L: array<i32, 256>;
     var weights: array<f32, 16>;
@@ -57,11 +52,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       for (var j = 0u; j < 16u; j = j + 1u) { sc_bytes[j] = (sc_bytes[j] | (u32(nint(iscale * mins[j])) << 4u)) & 0xffu; }
       dmin_bits = f32_to_f16_bits(div_rn(max_min, 15.0));
     }
-    for (var j = 0u; j < 16u; j = j + 1u) { put_byte(&words, j, sc_bytes[j]); }
-    put_byte(&words, 80u, d_bits);
-    put_byte(&words, 81u, d_bits >> 8u);
-    put_byte(&words, 82u, dmin_bits);
-    put_byte(&words, 83u, dmin_bits >> 8u);
+    for (var j = 0u; j < 16u; j = j + 1u) { put_byte(words, j, sc_bytes[j]); }
+    put_byte(words, 80u, d_bits);
+    put_byte(words, 81u, d_bits >> 8u);
+    put_byte(words, 82u, dmin_bits);
+    put_byte(words, 83u, dmin_bits >> 8u);
     let d_stored = f16_bits_to_f32(d_bits);
     let dmin_stored = f16_bits_to_f32(dmin_bits);
     for (var j = 0u; j < 16u; j = j + 1u) {
@@ -75,11 +70,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var half = 0u; half < 2u; half = half + 1u) {
       let j = half * 128u;
       for (var l = 0u; l < 32u; l = l + 1u) {
-        put_byte(&words, 16u + j / 4u + l, u32(L[j + l]) | (u32(L[j + l + 32u]) << 2u) | (u32(L[j + l + 64u]) << 4u) | (u32(L[j + l + 96u]) << 6u));
+        put_byte(words, 16u + j / 4u + l, u32(L[j + l]) | (u32(L[j + l + 32u]) << 2u) | (u32(L[j + l + 64u]) << 4u) | (u32(L[j + l + 96u]) << 6u));
       }
     }
   }
-  let o = ib * OUT_STRIDE;
-  for (var w = 0u; w < 21u; w = w + 1u) { out[o + w] = words[w]; }
-  out[o + 21u] = bad;
 }

@@ -62,14 +62,9 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
   return 0.0;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let xo = ib * 256u;
-  var words: array<u32, OUT_STRIDE>;
-  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
-  let bad = non_finite_flag(xo);
+// The super-block at src[xo..xo+256) into words (main in kquant_block writes them out, with the
+// NaN/Inf flag `bad`; words stay zero for a flagged block).
+fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_STRIDE>>) {
   if (bad == 0u) {
     var L: array<i32, 256>;
     var scales: array<f32, 16>;
@@ -86,18 +81,18 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
       let iscale = div_rn(-32.0, max_scale);
       for (var j = 0u; j < 16u; j = j + 1u) {
         var l = u32(select(select(nint(iscale * scales[j]), 31, nint(iscale * scales[j]) > 31), -32, nint(iscale * scales[j]) < -32) + 32);
-        if (j < 8u) { put_byte(&words, s_off + j, l & 0xfu); } else { put_byte(&words, s_off + j - 8u, (l & 0xfu) << 4u); }
+        if (j < 8u) { put_byte(words, s_off + j, l & 0xfu); } else { put_byte(words, s_off + j - 8u, (l & 0xfu) << 4u); }
         l = l >> 4u;
-        put_byte(&words, s_off + (j % 4u) + 8u, l << (2u * (j / 4u)));
+        put_byte(words, s_off + (j % 4u) + 8u, l << (2u * (j / 4u)));
       }
       d_bits = f32_to_f16_bits(div_rn(1.0, iscale));
     }
-    put_byte(&words, 108u, d_bits);
-    put_byte(&words, 109u, d_bits >> 8u);
+    put_byte(words, 108u, d_bits);
+    put_byte(words, 109u, d_bits >> 8u);
     let d_stored = f16_bits_to_f32(d_bits);
     for (var j = 0u; j < 16u; j = j + 1u) {
-      var sc = select(get_byte(&words, s_off + j - 8u) >> 4u, get_byte(&words, s_off + j) & 0xfu, j < 8u);
-      sc = sc | (((get_byte(&words, s_off + 8u + (j % 4u)) >> (2u * (j / 4u))) & 3u) << 4u);
+      var sc = select(get_byte(words, s_off + j - 8u) >> 4u, get_byte(words, s_off + j) & 0xfu, j < 8u);
+      sc = sc | (((get_byte(words, s_off + 8u + (j % 4u)) >> (2u * (j / 4u))) & 3u) << 4u);
       let d = d_stored * f32(i32(sc) - 32);
       if (d == 0.0) { continue; }
       for (var ii = 0u; ii < 16u; ii = ii + 1u) {
@@ -108,7 +103,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     var hm = 1u;
     for (var j = 0u; j < 256u; j = j + 1u) {
       if (L[j] > 3) {
-        put_byte(&words, m, hm);
+        put_byte(words, m, hm);
         L[j] = L[j] - 4;
       }
       m = m + 1u;
@@ -117,11 +112,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var half = 0u; half < 2u; half = half + 1u) {
       let j = half * 128u;
       for (var l = 0u; l < 32u; l = l + 1u) {
-        put_byte(&words, 32u + j / 4u + l, u32(L[j + l]) | (u32(L[j + l + 32u]) << 2u) | (u32(L[j + l + 64u]) << 4u) | (u32(L[j + l + 96u]) << 6u));
+        put_byte(words, 32u + j / 4u + l, u32(L[j + l]) | (u32(L[j + l + 32u]) << 2u) | (u32(L[j + l + 64u]) << 4u) | (u32(L[j + l + 96u]) << 6u));
       }
     }
   }
-  let o = ib * OUT_STRIDE;
-  for (var w = 0u; w < 28u; w = w + 1u) { out[o + w] = words[w]; }
-  out[o + 28u] = bad;
 }

@@ -13,4 +13,4 @@ fn level(x: f32) -> u32 {
   return u32(min(15, i32(trunc(x + 8.5))));
 }
 
-// #include "legacy_q0_main.wgsl"
+// #include "legacy_q0.wgsl"

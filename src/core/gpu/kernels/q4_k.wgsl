@@ -21,24 +21,16 @@ const QKX2_USE_MAD = false;
 
 // #include "k45_scales.wgsl"
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let xo = ib * 256u;
-  var words: array<u32, OUT_STRIDE>;
-  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
-  let bad = non_finite_flag(xo);
+// The super-block at src[xo..xo+256) into words (main in kquant_block writes them out, with the
+// NaN/Inf flag `bad`; words stay zero for a flagged block).
+fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_STRIDE>>) {
   if (bad == 0u) {
     var L: array<i32, 256>;
-    quantize_k45_scales(xo, &words, &L);
+    quantize_k45_scales(xo, words, &L);
     for (var j = 0u; j < 4u; j = j + 1u) {
       for (var l = 0u; l < 32u; l = l + 1u) {
-        put_byte(&words, 16u + 32u * j + l, u32(L[64u * j + l]) | (u32(L[64u * j + l + 32u]) << 4u));
+        put_byte(words, 16u + 32u * j + l, u32(L[64u * j + l]) | (u32(L[64u * j + l + 32u]) << 4u));
       }
     }
   }
-  let o = ib * OUT_STRIDE;
-  for (var w = 0u; w < 36u; w = w + 1u) { out[o + w] = words[w]; }
-  out[o + 36u] = bad;
 }

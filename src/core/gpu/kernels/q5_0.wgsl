@@ -13,4 +13,4 @@ fn level(x: f32) -> u32 {
   return u32(min(31, i32(trunc(x + 16.5))));
 }
 
-// #include "legacy_q0_main.wgsl"
+// #include "legacy_q0.wgsl"

@@ -12,4 +12,4 @@ fn level(x: f32) -> u32 {
   return u32(i32(trunc(x + 0.5)));
 }
 
-// #include "legacy_q1_main.wgsl"
+// #include "legacy_q1.wgsl"

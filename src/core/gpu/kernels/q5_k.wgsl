@@ -21,32 +21,24 @@ const QKX2_USE_MAD = false;
 
 // #include "k45_scales.wgsl"
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let xo = ib * 256u;
-  var words: array<u32, OUT_STRIDE>;
-  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
-  let bad = non_finite_flag(xo);
+// The super-block at src[xo..xo+256) into words (main in kquant_block writes them out, with the
+// NaN/Inf flag `bad`; words stay zero for a flagged block).
+fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_STRIDE>>) {
   if (bad == 0u) {
     var L: array<i32, 256>;
-    quantize_k45_scales(xo, &words, &L);
+    quantize_k45_scales(xo, words, &L);
     var m1 = 1u;
     var m2 = 2u;
     for (var n = 0u; n < 4u; n = n + 1u) {
       for (var j = 0u; j < 32u; j = j + 1u) {
         var l1 = u32(L[64u * n + j]);
-        if (l1 > 15u) { l1 = l1 - 16u; put_byte(&words, 16u + j, m1); }
+        if (l1 > 15u) { l1 = l1 - 16u; put_byte(words, 16u + j, m1); }
         var l2 = u32(L[64u * n + j + 32u]);
-        if (l2 > 15u) { l2 = l2 - 16u; put_byte(&words, 16u + j, m2); }
-        put_byte(&words, 48u + 32u * n + j, l1 | (l2 << 4u));
+        if (l2 > 15u) { l2 = l2 - 16u; put_byte(words, 16u + j, m2); }
+        put_byte(words, 48u + 32u * n + j, l1 | (l2 << 4u));
       }
       m1 = m1 << 2u;
       m2 = m2 << 2u;
     }
   }
-  let o = ib * OUT_STRIDE;
-  for (var w = 0u; w < 44u; w = w + 1u) { out[o + w] = words[w]; }
-  out[o + 44u] = bad;
 }

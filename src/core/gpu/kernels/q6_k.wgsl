@@ -61,14 +61,9 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
   return scale;
 }
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let xo = ib * 256u;
-  var words: array<u32, OUT_STRIDE>;
-  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
-  let bad = non_finite_flag(xo);
+// The super-block at src[xo..xo+256) into words (main in kquant_block writes them out, with the
+// NaN/Inf flag `bad`; words stay zero for a flagged block).
+fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_STRIDE>>) {
   var L: array<i32, 256>;
   var scales: array<f32, 16>;
   var max_scale = 0.0;
@@ -82,12 +77,12 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (max_abs_scale >= GROUP_MAX_EPS && bad == 0u) {
     let iscale = div_rn(-128.0, max_scale);
     let d_bits = f32_to_f16_bits(div_rn(1.0, iscale));
-    put_byte(&words, 208u, d_bits);
-    put_byte(&words, 209u, d_bits >> 8u);
+    put_byte(words, 208u, d_bits);
+    put_byte(words, 209u, d_bits >> 8u);
     let d_stored = f16_bits_to_f32(d_bits);
     for (var g = 0u; g < 16u; g = g + 1u) {
       let sc = min(127, nint(iscale * scales[g]));
-      put_byte(&words, 192u + g, u32(sc));
+      put_byte(words, 192u + g, u32(sc));
       // Read back as the int8 C stores.
       let sc8 = (i32(u32(sc) & 0xffu) ^ 0x80) - 0x80;
       let d = d_stored * f32(sc8);
@@ -106,13 +101,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
         let q2 = u32(L[j + l + 32u]);
         let q3 = u32(L[j + l + 64u]);
         let q4 = u32(L[j + l + 96u]);
-        put_byte(&words, ql + l, (q1 & 0xfu) | ((q3 & 0xfu) << 4u));
-        put_byte(&words, ql + l + 32u, (q2 & 0xfu) | ((q4 & 0xfu) << 4u));
-        put_byte(&words, qh + l, (q1 >> 4u) | ((q2 >> 4u) << 2u) | ((q3 >> 4u) << 4u) | ((q4 >> 4u) << 6u));
+        put_byte(words, ql + l, (q1 & 0xfu) | ((q3 & 0xfu) << 4u));
+        put_byte(words, ql + l + 32u, (q2 & 0xfu) | ((q4 & 0xfu) << 4u));
+        put_byte(words, qh + l, (q1 >> 4u) | ((q2 >> 4u) << 2u) | ((q3 >> 4u) << 4u) | ((q4 >> 4u) << 6u));
       }
     }
   }
-  let o = ib * OUT_STRIDE;
-  for (var w = 0u; w < 53u; w = w + 1u) { out[o + w] = words[w]; }
-  out[o + 53u] = bad;
 }

@@ -5,16 +5,11 @@
 // (18/20/22/24/34-byte blocks straddle u32 words, so the kernel never writes them directly).
 // #include "legacy_block.wgsl"
 
-@compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
-  let ib = gid.x + gid.y * params.groups_x * WG;
-  if (ib >= params.block_count) { return; }
-  let o = ib * OUT_STRIDE;
-  var v = load_block(ib);
+fn quantize_block(o: u32, v: ptr<function, array<f32, 32>>) {
   var amax = 0.0;
   var bad = 0u;
   for (var j = 0u; j < 32u; j = j + 1u) {
-    let x = v[j];
+    let x = (*v)[j];
     if (is_non_finite(x)) { bad = 1u; }
     let a = abs(x);
     if (a > amax) { amax = a; }
@@ -27,7 +22,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   for (var w = 0u; w < 8u; w = w + 1u) {
     var word = 0u;
     for (var k = 0u; k < 4u; k = k + 1u) {
-      let q = i32(round_half_away(v[w * 4u + k] * id));
+      let q = i32(round_half_away((*v)[w * 4u + k] * id));
       word = word | ((u32(q) & 0xffu) << (8u * k));
     }
     out[o + 2u + w] = word;

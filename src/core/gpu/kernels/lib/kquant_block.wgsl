@@ -1,5 +1,7 @@
-// Included by the K-quant kernels (q2_k..q6_k): bindings, one thread per 256-value super-block, and
-// byte access to the block being assembled in OUT_STRIDE u32 words (OUT_STRIDE is the kernel's).
+// Included by the K-quant kernels (q2_k..q6_k): bindings, one thread per 256-value super-block, byte
+// access to the block being assembled in OUT_STRIDE u32 words (OUT_STRIDE is the kernel's), and the
+// entry point: the kernel's quantize_super_block fills words[0..OUT_STRIDE-1), the last word is the
+// NaN/Inf flag.
 struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
@@ -42,4 +44,18 @@ fn signed_absmax16(xo: u32) -> f32 {
     if (ax > amax) { amax = ax; mx = src[xo + i]; }
   }
   return mx;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let ib = gid.x + gid.y * params.groups_x * WG;
+  if (ib >= params.block_count) { return; }
+  let xo = ib * 256u;
+  var words: array<u32, OUT_STRIDE>;
+  for (var w = 0u; w < OUT_STRIDE; w = w + 1u) { words[w] = 0u; }
+  let bad = non_finite_flag(xo);
+  quantize_super_block(xo, bad, &words);
+  let o = ib * OUT_STRIDE;
+  for (var w = 0u; w < OUT_STRIDE - 1u; w = w + 1u) { out[o + w] = words[w]; }
+  out[o + OUT_STRIDE - 1u] = bad;
 }

@@ -1,5 +1,6 @@
 // Included by the 32-value block kernels (q4_0, q4_1, q5_0, q5_1, q8_0): bindings, one thread per
-// block, and the OUT_STRIDE = 11 word layout described at the top of each of them.
+// block, and the OUT_STRIDE = 11 word layout described at the top of each of them. The entry point
+// loads the block and hands it to the kernel's quantize_block, which writes out[o..o+11).
 struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
 @group(0) @binding(0) var<storage, read> src4: array<vec4<f32>>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;
@@ -36,4 +37,12 @@ fn pack_nibbles(o: u32, q: ptr<function, array<u32, 32>>) {
     out[o + 2u + w] = word;
   }
   out[o + 1u] = qh;
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let ib = gid.x + gid.y * params.groups_x * WG;
+  if (ib >= params.block_count) { return; }
+  var v = load_block(ib);
+  quantize_block(ib * OUT_STRIDE, &v);
 }
