@@ -16,7 +16,8 @@ installed_version() {
   [ -f "$PKG_JSON" ] && node -p "require(process.argv[1]).version" "$PKG_JSON" 2>/dev/null || true
 }
 
-if [ -x "$BIN" ] && [ "$(installed_version)" = "$CODE_SERVER_VERSION" ]; then
+if [ -x "$BIN" ] && [ "$(installed_version)" = "$CODE_SERVER_VERSION" ] \
+  && [ -e "$INSTALL_DIR/node_modules/code-server/lib/vscode/node_modules.asar" ]; then
   echo "code-server $CODE_SERVER_VERSION already installed in .cache/code-server"
   exit 0
 fi
@@ -43,10 +44,15 @@ if [ ! -f "$INSTALL_DIR/package.json" ]; then
   printf '{ "name": "code-server-cache", "private": true }\n' > "$INSTALL_DIR/package.json"
 fi
 started=$(date +%s)
-# node-pty's install runs `npx node-gyp`, which needs npm_config_yes; a failed postinstall rolls back.
+# code-server's postinstall runs `npm install` in lib/vscode (and its extensions), which builds the native
+# modules (node-pty, spdlog, argon2...). npm 11 skips dependency install scripts unless allowed, and that
+# nested install is a project of its own that no allowScripts field of ours reaches: so this one install of
+# a pinned version into a cache folder allows them all. node-pty's build runs `npx node-gyp`, which needs
+# npm_config_yes; a failed postinstall rolls the whole package back.
 (cd "$INSTALL_DIR" && npm_config_yes=true npm install --no-audit --no-fund --unsafe-perm \
-  "code-server@$CODE_SERVER_VERSION")
-if [ "$(installed_version)" != "$CODE_SERVER_VERSION" ] || [ ! -x "$BIN" ]; then
+  --dangerously-allow-all-scripts "code-server@$CODE_SERVER_VERSION")
+if [ "$(installed_version)" != "$CODE_SERVER_VERSION" ] || [ ! -x "$BIN" ] \
+  || [ ! -e "$INSTALL_DIR/node_modules/code-server/lib/vscode/node_modules.asar" ]; then
   echo "install-code-server: code-server $CODE_SERVER_VERSION did not install" >&2
   exit 1
 fi
