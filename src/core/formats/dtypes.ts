@@ -51,7 +51,7 @@ function alignedBuffer(bytes: Uint8Array, elementSize: number): { buffer: ArrayB
 
 /**
  * Decodes `dst.length` elements of `dtype` from little-endian `bytes` into `dst`.
- * Integers convert to the nearest f32 (I64/U64 beyond 2^24 lose precision, as any f32 would).
+ * Integers convert to the nearest f32 (I64/U64 beyond 2^24 lose precision, like every f32 conversion).
  */
 export function decodeSafetensorsToF32(dtype: string, bytes: Uint8Array, dst: Float32Array): void {
   const info = safetensorsDtype(dtype);

@@ -5,7 +5,7 @@
  * Scale: absmax / 448 (f32) over the tensor or the output row (absmax 0: scale = 1).
  * Encode (f32 -> E4M3, as torch's `.to(torch.float8_e4m3fn)` after dividing in f32):
  *   round to nearest, ties to even on the 3-bit mantissa; subnormals below 2^-6 (step 2^-9);
- *   saturating: any |x| >= 448 (including values that would round to 464) becomes +-448;
+ *   saturating: every |x| >= 448 (including values that would round to 464) becomes +-448;
  *   -0 keeps its sign bit; NaN / Inf are refused before we get here (the pipeline checks).
  * The E4M3 / E5M2 definitions and decode tables live in numeric/float8.ts (E5M2 is decode only).
  */
