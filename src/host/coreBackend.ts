@@ -76,6 +76,7 @@ export function summarizeCheckpoint(checkpoint: Checkpoint): CheckpointSummary {
 
 export class CoreBackend implements QuantBackend {
   private worker: Promise<JobRunner> | undefined;
+  private workerHeapMb: number | undefined;
 
   /** `device` setting for jobs that can use the GPU. */
   constructor(private readonly device: () => DevicePreference = () => 'auto') {}
@@ -138,7 +139,7 @@ export class CoreBackend implements QuantBackend {
   async quantize(request: QuantRequest, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<QuantOutcome> {
     const warnings: string[] = [];
     const pipelineRequest = toPipelineRequest(request);
-    const runner = await this.runner();
+    const runner = await this.runner(request.maxWorkerMemoryMB);
     const reply = await runner.run(
       { kind: 'quantize', request: pipelineRequest },
       {
@@ -161,11 +162,16 @@ export class CoreBackend implements QuantBackend {
     };
   }
 
-  /** One worker for the extension's lifetime, started on first use and again if it died. */
-  private async runner(): Promise<JobRunner> {
+  /**
+   * One worker for the extension's lifetime, started on first use, again if it died, and again with a
+   * new heap limit when the `quantlens.maxWorkerMemoryMB` setting changed (once no job is running on it).
+   */
+  private async runner(maxHeapMb?: number): Promise<JobRunner> {
     const current = await this.worker?.catch(() => undefined);
-    if (current?.alive) return current;
-    this.worker = JobRunner.start();
+    if (current?.alive && (maxHeapMb === undefined || maxHeapMb === this.workerHeapMb || current.busy)) return current;
+    if (current?.alive) await current.dispose();
+    this.workerHeapMb = maxHeapMb;
+    this.worker = JobRunner.start({ maxHeapMb });
     return this.worker;
   }
 

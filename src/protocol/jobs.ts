@@ -63,10 +63,13 @@ export interface QuantizeTensorsJobSpec {
   testFaults?: JobTestFaults;
 }
 
-/** Test hook: lets tests kill the worker from inside (`exit`), crash it (`uncaught`) or keep it busy (`sleep`). */
+/**
+ * Test hook: lets tests kill the worker from inside (`exit`), crash it (`uncaught`), keep it busy (`sleep`)
+ * or grow its JS heap without bound (`allocate`, to check the heap limit).
+ */
 export interface DiagnosticJobSpec {
   kind: 'diagnostic';
-  action: 'exit' | 'uncaught' | 'sleep';
+  action: 'exit' | 'uncaught' | 'sleep' | 'allocate';
   ms: number;
 }
 
@@ -103,7 +106,7 @@ export const isQuantizeTensorsJobSpec: Guard<QuantizeTensorsJobSpec> = (v): v is
   isJobTestFaults(v.testFaults);
 
 export const isDiagnosticJobSpec: Guard<DiagnosticJobSpec> = (v): v is DiagnosticJobSpec =>
-  isRecord(v) && v.kind === 'diagnostic' && isOneOf(['exit', 'uncaught', 'sleep'] as const)(v.action) && isNonNegativeInteger(v.ms);
+  isRecord(v) && v.kind === 'diagnostic' && isOneOf(['exit', 'uncaught', 'sleep', 'allocate'] as const)(v.action) && isNonNegativeInteger(v.ms);
 
 export const isQuantizeRequest: Guard<QuantizeRequest> = (v): v is QuantizeRequest =>
   isRecord(v) &&

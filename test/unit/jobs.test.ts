@@ -233,3 +233,14 @@ test('quantize job: the real pipeline runs in the worker, progress streams, the 
   assert.equal(g.result.outputPath, gguf);
   assert.equal(readFileSync(gguf).subarray(0, 4).toString('latin1'), 'GGUF');
 });
+
+test('maxHeapMb limits the worker heap: a job that allocates past it ends as WorkerDiedError, the host stays up', async () => {
+  const runner = await JobRunner.start({ maxHeapMb: 64 });
+  try {
+    assert.equal(runner.busy, false);
+    await assert.rejects(runner.run({ kind: 'diagnostic', action: 'allocate', ms: 0 }), (e: unknown) => e instanceof WorkerDiedError);
+    assert.equal(runner.alive, false);
+  } finally {
+    await runner.dispose();
+  }
+});

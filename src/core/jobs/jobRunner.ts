@@ -40,6 +40,11 @@ export interface JobRunnerOptions {
   workerPath?: string;
   /** How long to wait for the worker's ready message (default 30 s). */
   readyTimeoutMs?: number;
+  /**
+   * Heap limit of the worker in MiB (V8's old generation). Tensor data lives in typed arrays outside
+   * that heap, which the streaming jobs keep bounded by their windows instead.
+   */
+  maxHeapMb?: number;
 }
 
 /** The worker script beside this module: dist/worker.js in the bundles, workerMain.ts from source. */
@@ -53,9 +58,10 @@ export function defaultWorkerScript(): string {
 }
 
 /** A .ts worker (tests under tsx) starts through a one-line CommonJS shim that registers tsx first. */
-function createWorker(script: string): Worker {
-  if (!script.endsWith('.ts')) return new Worker(script);
-  return new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true });
+function createWorker(script: string, maxHeapMb: number | undefined): Worker {
+  const resourceLimits = maxHeapMb === undefined ? undefined : { maxOldGenerationSizeMb: maxHeapMb };
+  if (!script.endsWith('.ts')) return new Worker(script, { resourceLimits });
+  return new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true, resourceLimits });
 }
 
 const KNOWN_CODES: readonly QuantLensErrorCode[] = ['FORMAT', 'UNSUPPORTED', 'IO', 'GPU_UNAVAILABLE', 'CANCELLED', 'INVALID_ARGUMENT', 'NUMERIC', 'INTERNAL'];
@@ -84,7 +90,7 @@ export class JobRunner {
   ) {}
 
   static async start(options: JobRunnerOptions = {}): Promise<JobRunner> {
-    const worker = createWorker(options.workerPath ?? defaultWorkerScript());
+    const worker = createWorker(options.workerPath ?? defaultWorkerScript(), options.maxHeapMb);
     const channel: MessageChannelLike = {
       post: (m) => worker.postMessage(m),
       listen: (handler) => {
@@ -127,6 +133,11 @@ export class JobRunner {
   /** Whether the worker is still alive. */
   get alive(): boolean {
     return this.deathReason === null;
+  }
+
+  /** Whether a job is running on it now. */
+  get busy(): boolean {
+    return this.jobs.size > 0;
   }
 
   /** Runs a job; resolves with its result, rejects with a QuantLensError (CancelledError on cancel, WorkerDiedError on a crash). */

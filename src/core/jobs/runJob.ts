@@ -32,6 +32,16 @@ async function runDiagnostic(spec: DiagnosticJobSpec, ctx: JobContext): Promise<
       }, spec.ms);
       await sleep(spec.ms + 60_000, ctx.signal);
       break;
+    case 'allocate': {
+      // Small JS objects live on the V8 heap that resourceLimits caps (typed arrays would not).
+      const hoard: number[][] = [];
+      for (;;) {
+        hoard.push(Array.from({ length: 1024 }, (_, i) => i + hoard.length));
+        if (hoard.length % 1024 === 0) await sleep(0, ctx.signal);
+        if (ctx.signal.aborted) break;
+      }
+      break;
+    }
     case 'sleep':
       ctx.progress({ jobId: ctx.jobId, phase: 'compute', tensorIndex: 0, tensorCount: 1, tensorName: 'sleep', bytesDone: 0, bytesTotal: 1, bytesPerSecond: 0, etaSeconds: null });
       await sleep(spec.ms, ctx.signal);
