@@ -244,10 +244,3 @@ export async function benchFormats(): Promise<void> {
   await benchLargeHeaders();
   await benchSparseInspect();
 }
-
-if (require.main === module) {
-  benchFormats().catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}

@@ -117,10 +117,3 @@ export async function benchForward(): Promise<void> {
     console.log(`${q4} is missing: llama.cpp comparison skipped`);
   }
 }
-
-if (require.main === module) {
-  benchForward().catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}

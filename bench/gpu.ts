@@ -1,5 +1,5 @@
 /**
- * GPU benchmarks (`npm run bench -- gpu` once bench/main.ts calls benchGpu(); or `npx tsx bench/gpu.ts`).
+ * GPU benchmarks (`npm run bench -- gpu`).
  * Prints, side by side in one run, with the adapter and the machine named:
  *  - host memcpy (the reference bandwidth on lavapipe), device-to-device copy (the reference on a GPU),
  *  - upload host -> GPU by queue.writeBuffer and by a mapped staging buffer,
@@ -249,11 +249,4 @@ export async function benchGpu(): Promise<void> {
     await runner.dispose();
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-if (require.main === module) {
-  benchGpu().catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
 }

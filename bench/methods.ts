@@ -76,10 +76,3 @@ export async function benchMethods(): Promise<void> {
   const awq = timed(() => awqSearchScales(linears, 384, meanAbs, gram, { bits: 4, groupSize: 128 }));
   console.log(`AWQ scale search q/k/v (640x384, 20 ratios): ${awq.wall.toFixed(2)} s wall, ${awq.cpu.toFixed(2)} s CPU; chosen ratio ${awq.value.ratio}`);
 }
-
-if (require.main === module) {
-  benchMethods().catch((e: unknown) => {
-    console.error(e);
-    process.exitCode = 1;
-  });
-}
