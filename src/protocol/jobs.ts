@@ -4,6 +4,7 @@
  * QuantLensError code: CANCELLED when cancelled); progress, notices and cancel are notifications.
  */
 import type { QuantizeRequest, QuantizeResult } from '../core/quant/pipeline';
+import type { AnalysisReport } from './analysis';
 import {
   defineNotification,
   defineRequest,
@@ -79,7 +80,20 @@ export interface QuantizeJobSpec {
   request: QuantizeRequest;
 }
 
-export type JobSpec = StatsJobSpec | QuantizeTensorsJobSpec | QuantizeJobSpec | DiagnosticJobSpec;
+/** The calibration pass + outlier analysis of `quantlens analyze` (core/model/analyzeModel.ts) run in the worker. */
+export interface AnalyzeJobSpec {
+  kind: 'analyze';
+  modelPath: string;
+  /** UTF-8 calibration text. */
+  calibrationFile: string;
+  tokens: number;
+  /** Window length (the analysis default when absent). */
+  ctx?: number;
+  /** Activation outlier magnitude (the LLM.int8() 6.0 when absent). */
+  threshold?: number;
+}
+
+export type JobSpec = StatsJobSpec | QuantizeTensorsJobSpec | QuantizeJobSpec | AnalyzeJobSpec | DiagnosticJobSpec;
 
 const isTensorNames = isOptional(isArrayOf(isString));
 
@@ -121,7 +135,16 @@ export const isQuantizeRequest: Guard<QuantizeRequest> = (v): v is QuantizeReque
 
 export const isQuantizeJobSpec: Guard<QuantizeJobSpec> = (v): v is QuantizeJobSpec => isRecord(v) && v.kind === 'quantize' && isQuantizeRequest(v.request);
 
-export const isJobSpec: Guard<JobSpec> = (v): v is JobSpec => isStatsJobSpec(v) || isQuantizeTensorsJobSpec(v) || isQuantizeJobSpec(v) || isDiagnosticJobSpec(v);
+export const isAnalyzeJobSpec: Guard<AnalyzeJobSpec> = (v): v is AnalyzeJobSpec =>
+  isRecord(v) &&
+  v.kind === 'analyze' &&
+  isString(v.modelPath) &&
+  isString(v.calibrationFile) &&
+  isNonNegativeInteger(v.tokens) &&
+  isOptional(isNonNegativeInteger)(v.ctx) &&
+  isOptional(isFiniteNumber)(v.threshold);
+
+export const isJobSpec: Guard<JobSpec> = (v): v is JobSpec => isStatsJobSpec(v) || isQuantizeTensorsJobSpec(v) || isQuantizeJobSpec(v) || isAnalyzeJobSpec(v) || isDiagnosticJobSpec(v);
 
 // ---- progress ----
 
@@ -253,7 +276,13 @@ export interface QuantizeJobResult {
   result: QuantizeResult;
 }
 
-export type JobResult = StatsJobResult | QuantizeTensorsJobResult | QuantizeJobResult | DiagnosticJobResult;
+export interface AnalyzeJobResult {
+  kind: 'analyze';
+  report: AnalysisReport;
+  seconds: number;
+}
+
+export type JobResult = StatsJobResult | QuantizeTensorsJobResult | QuantizeJobResult | AnalyzeJobResult | DiagnosticJobResult;
 
 export const isJobResult: Guard<JobResult> = (v): v is JobResult => {
   if (!isRecord(v)) return false;
@@ -265,6 +294,18 @@ export const isJobResult: Guard<JobResult> = (v): v is JobResult => {
     case 'quantize':
       // The pipeline's own result (plan, card, paths): checked here for the fields callers rely on.
       return isRecord(v.result) && isString(v.result.outputPath) && isString(v.result.cardPath) && isRecord(v.result.card) && Array.isArray(v.result.sideFiles) && isFiniteNumber(v.result.seconds);
+    case 'analyze':
+      // The analysis report, checked for the fields the view adapters read.
+      return (
+        isRecord(v.report) &&
+        isString(v.report.model) &&
+        isFiniteNumber(v.report.threshold) &&
+        isArrayOf(isRecord)(v.report.sites) &&
+        Array.isArray(v.report.systematic) &&
+        Array.isArray(v.report.recurringStandouts) &&
+        Array.isArray(v.report.weights) &&
+        isFiniteNumber(v.seconds)
+      );
     case 'diagnostic':
       return true;
     default:
@@ -279,7 +320,9 @@ export type ResultFor<S extends JobSpec> = S extends StatsJobSpec
     ? QuantizeTensorsJobResult
     : S extends QuantizeJobSpec
       ? QuantizeJobResult
-      : DiagnosticJobResult;
+      : S extends AnalyzeJobSpec
+        ? AnalyzeJobResult
+        : DiagnosticJobResult;
 
 // ---- the messages ----
 

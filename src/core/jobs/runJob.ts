@@ -1,6 +1,7 @@
 /** Runs one job spec to its result: the dispatch the worker uses (and tests can call in-process). */
 import type { DiagnosticJobSpec, JobResult, JobSpec } from '../../protocol/jobs';
 import { CancelledError } from '../errors';
+import { runAnalyzeJob } from './analyzeJob';
 import { sleep, type JobContext } from './jobContext';
 import { runQuantizeJob } from './quantizeJob';
 import { runQuantizeTensorsJob } from './quantizeTensorsJob';
@@ -14,6 +15,8 @@ export async function runJob(spec: JobSpec, ctx: JobContext): Promise<JobResult>
       return runQuantizeTensorsJob(spec, ctx);
     case 'quantize':
       return runQuantizeJob(spec, ctx);
+    case 'analyze':
+      return runAnalyzeJob(spec, ctx);
     case 'diagnostic':
       return runDiagnostic(spec, ctx);
   }

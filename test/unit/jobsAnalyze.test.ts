@@ -1,0 +1,88 @@
+/**
+ * The `analyze` job: the calibration pass of `quantlens analyze` in the job worker (a real worker_threads
+ * Worker through tsx) on micro-llama with a few tokens of the calibration fixture; the same report as
+ * analyzeModel in-process, one progress message per layer, and cancellation.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { CancelledError } from '../../src/core/errors';
+import { runJobInWorker } from '../../src/core/jobs/jobRunner';
+import { runJob } from '../../src/core/jobs/runJob';
+import { analyzeModel } from '../../src/core/model/analyzeModel';
+import { readTextFile } from '../../src/core/model/calibration';
+import { loadModel } from '../../src/core/model/loadModel';
+import { isJobSpec, type AnalyzeJobSpec, type JobProgress } from '../../src/protocol/jobs';
+import { activationHistogramsFromAnalysis, outlierMapFromAnalysis } from '../../src/protocol/viewModels';
+import { fixturesDir, microLlamaDir } from '../helpers/paths';
+
+const calibrationFile = join(fixturesDir, 'calib-64k.txt');
+const spec: AnalyzeJobSpec = { kind: 'analyze', modelPath: microLlamaDir, calibrationFile, tokens: 96, ctx: 32 };
+
+test('the analyze spec guard accepts the spec and refuses a malformed one', () => {
+  assert.ok(isJobSpec(spec));
+  assert.ok(isJobSpec({ ...spec, threshold: 4 }));
+  assert.ok(!isJobSpec({ ...spec, tokens: -1 }));
+  assert.ok(!isJobSpec({ ...spec, calibrationFile: 3 }));
+  assert.ok(!isJobSpec({ ...spec, ctx: 1.5 }));
+});
+
+test('the analyze job in the worker: the report analyzeModel gives in-process, progress per layer', async () => {
+  const progress: JobProgress[] = [];
+  const result = await runJobInWorker(spec, { onProgress: (p) => progress.push(p) });
+  assert.equal(result.kind, 'analyze');
+  const report = result.report;
+  assert.equal(report.layers, 2);
+  assert.equal(report.tokens, 96);
+  assert.equal(report.windows, 3);
+  assert.equal(report.calibrationFile, 'calib-64k.txt');
+
+  const lm = await loadModel(microLlamaDir);
+  try {
+    const direct = await analyzeModel(lm.model, lm.tokenizer, await readTextFile(calibrationFile), { tokens: 96, ctx: 32, modelName: 'micro-llama', calibrationFile: 'calib-64k.txt' });
+    // Same forward pass, same numbers (structured clone keeps doubles exact).
+    assert.deepEqual(report.sites, direct.sites);
+    assert.deepEqual(report.systematic, direct.systematic);
+    assert.deepEqual(report.weights, direct.weights);
+  } finally {
+    await lm.close();
+  }
+
+  const computeSteps = progress.filter((p) => p.phase === 'compute');
+  assert.deepEqual(
+    computeSteps.map((p) => [p.tensorIndex, p.tensorCount, p.tensorName]),
+    [
+      [0, 3, 'layer 0 (1/3)'],
+      [1, 3, 'layer 1 (2/3)'],
+      [2, 3, 'final norm (3/3)'],
+    ],
+    'one compute message per decoder layer, then the final norm',
+  );
+  assert.equal(progress.at(-1)?.phase, 'done');
+
+  // What the Outlier Explorer draws from it.
+  const map = outlierMapFromAnalysis(report, 'attn_in');
+  assert.equal(map.layers, 2);
+  assert.equal(map.dims, 64);
+  assert.ok(map.magnitude.some((m) => m > 0));
+  assert.ok(activationHistogramsFromAnalysis(report).length >= 4);
+});
+
+test('the analyze job is cancelled between layers', async () => {
+  const controller = new AbortController();
+  await assert.rejects(
+    runJob(spec, {
+      jobId: 1,
+      signal: controller.signal,
+      progress: (p) => {
+        if (p.phase === 'compute') controller.abort();
+      },
+      notice: () => undefined,
+    }),
+    CancelledError,
+  );
+});
+
+test('the analyze job names a missing calibration file', async () => {
+  await assert.rejects(runJobInWorker({ ...spec, calibrationFile: join(fixturesDir, 'no-such-calib.txt') }), /no-such-calib\.txt/);
+});
