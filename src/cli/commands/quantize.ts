@@ -16,6 +16,9 @@ import { RESEARCH_SCHEMES } from '../../core/quant/researchSchemes';
 import type { CliCommand, CliIo } from '../cliTypes';
 import { runJobInWorker } from '../../core/jobs/jobRunner';
 import { createProgressRenderer } from '../progress';
+import { ProgressTracker } from '../../core/jobs/progressTracker';
+import { checkMethodRequest, EXPORT_METHODS, isExportMethod, runMethodQuantize, type MethodQuantizeSpec } from '../../core/methods/methodQuantize';
+import { formatSiteReports } from '../../core/methods/quantizeWithMethod';
 
 const HELP = `usage: quantlens quantize <input> --to <target> -o <output> [options]
 
@@ -36,6 +39,17 @@ options:
   --double-quant         nf4: quantize the absmax values to 8 bits (bitsandbytes compress_statistics)
   --scale tensor|channel fp8 / int8: one scale per tensor or per output channel
   --include-embeddings   also quantize the embedding and lm_head matrices
+  --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or
+                         smoothquant (any research target, e.g. int8); llm-int8 and GGUF targets are
+                         refused for now (measure them with quantlens compare). Runs in this process.
+  --calib <file>         calibration text (required with --method)
+  --calib-windows <n>    windows of 256 tokens from the calibration text (default 16)
+  --bits <n>             with --method: must agree with the target's bits
+  --damp <f>             gptq: damping fraction of the Hessian's mean diagonal (default 0.01)
+  --act-order            gptq: refused for now (the GPTQ layout writer does not store g_idx yet)
+  --alpha <f>            smoothquant: migration strength (default 0.5)
+  --threshold <f>        llm-int8: outlier threshold (default 6)
+  --keep-fraction <f>    llm-int8: extra fraction of input columns kept in 16 bit
   --dry-run              print the per-tensor plan, output size and bits per weight; write nothing
   --json                 print JSON on stdout
   --help                 this text`;
@@ -49,9 +63,30 @@ export interface ParsedQuantizeArgs {
   doubleQuant?: boolean;
   scale?: 'tensor' | 'channel';
   includeEmbeddings?: boolean;
+  method?: string;
+  calib?: string;
+  calibWindows?: number;
+  bits?: number;
+  actOrder?: boolean;
+  percDamp?: number;
+  alpha?: number;
+  threshold?: number;
+  keepFraction?: number;
   dryRun: boolean;
   json: boolean;
   help: boolean;
+}
+
+function integerValue(flag: string, text: string): number {
+  const n = Number(text);
+  if (!Number.isInteger(n) || n <= 0) throw new InvalidArgumentError(`${flag} ${text}: give a positive integer`);
+  return n;
+}
+
+function positiveNumber(flag: string, text: string, zeroAllowed = false): number {
+  const n = Number(text);
+  if (text.trim() === '' || !Number.isFinite(n) || n < 0 || (n === 0 && !zeroAllowed)) throw new InvalidArgumentError(`${flag} ${text}: give a ${zeroAllowed ? 'non-negative' : 'positive'} number`);
+  return n;
 }
 
 /** Hand-rolled so that `--group -1` is a value, not an option. */
@@ -96,6 +131,33 @@ export function parseQuantizeArgs(args: readonly string[]): ParsedQuantizeArgs {
       }
       case '--sym':
         parsed.symmetric = true;
+        break;
+      case '--method':
+        parsed.method = take();
+        break;
+      case '--calib':
+        parsed.calib = take();
+        break;
+      case '--calib-windows':
+        parsed.calibWindows = integerValue(flag, take());
+        break;
+      case '--bits':
+        parsed.bits = integerValue(flag, take());
+        break;
+      case '--act-order':
+        parsed.actOrder = true;
+        break;
+      case '--damp':
+        parsed.percDamp = positiveNumber(flag, take());
+        break;
+      case '--alpha':
+        parsed.alpha = positiveNumber(flag, take());
+        break;
+      case '--threshold':
+        parsed.threshold = positiveNumber(flag, take());
+        break;
+      case '--keep-fraction':
+        parsed.keepFraction = positiveNumber(flag, take(), true);
         break;
       case '--double-quant':
         parsed.doubleQuant = true;
@@ -200,6 +262,69 @@ export function requestFrom(parsed: ParsedQuantizeArgs, input: string, target: s
   return request;
 }
 
+/** The --method half of the arguments; null without --method (then its options are refused). */
+export function methodSpecFrom(parsed: ParsedQuantizeArgs): MethodQuantizeSpec | null {
+  const methodOnly: [string, unknown][] = [
+    ['--calib', parsed.calib],
+    ['--calib-windows', parsed.calibWindows],
+    ['--bits', parsed.bits],
+    ['--act-order', parsed.actOrder],
+    ['--damp', parsed.percDamp],
+    ['--alpha', parsed.alpha],
+    ['--threshold', parsed.threshold],
+    ['--keep-fraction', parsed.keepFraction],
+  ];
+  if (parsed.method === undefined) {
+    const given = methodOnly.filter(([, v]) => v !== undefined).map(([f]) => f);
+    if (given.length > 0) throw new InvalidArgumentError(`${given.join(', ')} need --method (gptq, awq, smoothquant)`);
+    return null;
+  }
+  const method = parsed.method;
+  if (!isExportMethod(method)) throw new InvalidArgumentError(`unknown --method '${method}'; give one of ${EXPORT_METHODS.join(', ')}`);
+  if (parsed.calib === undefined) throw new InvalidArgumentError(`--method ${method} needs --calib <calibration text file>`);
+  const spec: MethodQuantizeSpec = { method, calib: parsed.calib };
+  if (parsed.calibWindows !== undefined) spec.calibWindows = parsed.calibWindows;
+  if (parsed.bits !== undefined) spec.bits = parsed.bits;
+  if (parsed.actOrder !== undefined) spec.actOrder = parsed.actOrder;
+  if (parsed.percDamp !== undefined) spec.percDamp = parsed.percDamp;
+  if (parsed.alpha !== undefined) spec.alpha = parsed.alpha;
+  if (parsed.threshold !== undefined) spec.threshold = parsed.threshold;
+  if (parsed.keepFraction !== undefined) spec.keepFraction = parsed.keepFraction;
+  return spec;
+}
+
+/**
+ * Calibrates and writes in this process (the job worker's quantize job does not take a method yet),
+ * with the same progress renderer: calibration layer by layer, then the writer's tensors.
+ */
+async function quantizeWithMethodInProcess(request: QuantizeRequest, spec: MethodQuantizeSpec, io: CliIo, signal: AbortSignal): Promise<{ result: QuantizeResult; reports: string[]; warnings: string[] }> {
+  const progress = createProgressRenderer(io);
+  let calibration: ProgressTracker | null = null;
+  let writing: ProgressTracker | null = null;
+  const warnings: string[] = [];
+  try {
+    const { result, run } = await runMethodQuantize(request, spec, {
+      signal,
+      onCalibration: (done, layers) => {
+        calibration ??= new ProgressTracker(0, layers, layers, (p) => progress.update(p));
+        calibration.update('compute', Math.min(done, layers - 1), `calibrating ${spec.method}: layer ${Math.min(done + 1, layers)} of ${layers}`, done);
+      },
+      onProgress: (p) => {
+        writing ??= new ProgressTracker(0, p.total, p.total, (q) => progress.update(q));
+        writing.setTensorCount(p.total);
+        writing.update(p.action === 'hash' ? 'read' : 'write', Math.max(0, Math.min(p.step - 1, p.total - 1)), p.tensor, p.step);
+      },
+      onWarning: (m) => {
+        warnings.push(m);
+        progress.notice(`warning: ${m}`);
+      },
+    });
+    return { result, reports: [...formatSiteReports(run), `${spec.method}: calibrated in ${run.seconds.toFixed(1)} s`], warnings };
+  } finally {
+    progress.finish();
+  }
+}
+
 export const command: CliCommand = {
   async run(args, io) {
     const parsed = parseQuantizeArgs(args);
@@ -211,6 +336,9 @@ export const command: CliCommand = {
     if (parsed.target === undefined) throw new InvalidArgumentError(`--to is required; valid targets: ${allTargetNames().join(', ')}`);
     if (parsed.output === undefined) throw new InvalidArgumentError('-o <output> is required');
     const request = requestFrom(parsed, parsed.positional[0]!, parsed.target, parsed.output);
+    const methodSpec = methodSpecFrom(parsed);
+    // Refuse a bad method / target pair before anything is read.
+    if (methodSpec !== null) checkMethodRequest(request, methodSpec);
     if (parsed.dryRun && isGgufTarget(request.target)) {
       await printGgufPlan(request, parsed.json, io);
       return 0;
@@ -225,11 +353,22 @@ export const command: CliCommand = {
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
     try {
-      const result = await quantizeInWorker(request, io, controller.signal);
+      let result: QuantizeResult;
+      let methodLines: string[] = [];
+      // Warnings already went to stderr as they came; --json also carries them.
+      let methodWarnings: string[] = [];
+      if (methodSpec === null) result = await quantizeInWorker(request, io, controller.signal);
+      else {
+        const outcome = await quantizeWithMethodInProcess(request, methodSpec, io, controller.signal);
+        result = outcome.result;
+        methodLines = outcome.reports;
+        methodWarnings = outcome.warnings;
+      }
       const s = resultSummary(result);
       if (parsed.json) {
-        io.out(JSON.stringify(s, null, 1));
+        io.out(JSON.stringify(methodSpec === null ? s : { ...s, method: methodSpec.method, reports: methodLines, warnings: methodWarnings }, null, 1));
       } else {
+        for (const l of methodLines) io.out(l);
         io.out(`wrote ${s.output} (${formatBytes(s.outputBytes)}, ${s.bitsPerWeight.toFixed(3)} bits per weight) in ${s.seconds.toFixed(1)} s`);
         if (result.sideFiles.length > 0) io.out(`also ${result.sideFiles.join(', ')}`);
         io.out(`quant card ${s.card}: mean SQNR ${s.meanSqnrDb === null ? 'n/a' : `${s.meanSqnrDb.toFixed(2)} dB`} over ${result.card.tensors.filter((t) => t.quantized).length} quantized tensors`);

@@ -26,7 +26,7 @@ import { TOOL_VERSION } from '../version';
 import { dequantizeFp8E4M3, encodeFp8WithScale, fp8Scale, quantizeFp8E4M3 } from './fp8';
 import { allocateGptq, dequantizeGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows, readGptqLinear } from './gptqLayout';
 import { dequantizeInt8Absmax, dequantizeInt8ZeroPoint, int8AbsmaxScale, quantizeInt8Absmax, quantizeInt8WithScale, quantizeInt8ZeroPoint } from './int8';
-import { allocateIntN, asymmetricParams, groupCount, INT_BITS, quantizeAsymmetricWithParams, quantizeRowsIntN, type IntBits } from './intN';
+import { allocateIntN, asymmetricParams, groupCount, INT_BITS, quantizeAsymmetricWithParams, quantizeRowsIntN, type IntBits, type IntNQuantized } from './intN';
 import {
   decodeDoubleQuantAbsmax,
   doubleQuantizeAbsmax,
@@ -114,6 +114,15 @@ export interface QuantizeRunOptions {
   onBeforeWrite?: WriteFaultHook;
   /** Values read per window (default WINDOW_ELEMENTS); smaller bounds memory further, tests use it to force many windows. */
   windowElements?: number;
+  /**
+   * Research targets: read the tensors from this checkpoint instead of opening `request.input` (a
+   * calibrated method's rewritten weights, see methods/methodCheckpoint.ts); the caller closes it.
+   */
+  checkpoint?: Checkpoint;
+  /** GPTQ layout: codes already chosen (GPTQ's own), by tensor name, written instead of re-quantizing. */
+  gptqCodes?: ReadonlyMap<string, IntNQuantized>;
+  /** Extra entries for the card's recipe (e.g. the calibrated method and its settings). */
+  recipeExtra?: Record<string, RecipeValue>;
 }
 
 export interface TensorPlan {
@@ -424,16 +433,36 @@ function absmaxQuantizer<Codes extends Int8Array | Uint8Array>(rows: number, col
   };
 }
 
-function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe): TensorQuantizer {
+/** Rows [rowStart, rowStart + rowCount) of a quantized weight (levels row-major, scales and zeros [rows, groups]). */
+function intNRows(q: IntNQuantized, rowStart: number, rowCount: number): IntNQuantized {
+  const groups = q.scales.length / q.rows;
+  return {
+    ...q,
+    rows: rowCount,
+    levels: q.levels.subarray(rowStart * q.cols, (rowStart + rowCount) * q.cols),
+    scales: q.scales.subarray(rowStart * groups, (rowStart + rowCount) * groups),
+    zeros: q.zeros.subarray(rowStart * groups, (rowStart + rowCount) * groups),
+  };
+}
+
+function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, precomputed?: IntNQuantized): TensorQuantizer {
   const [rows, cols] = entry.shape as [number, number];
   const perTensor = recipe.granularity === 'tensor';
   switch (recipe.kind) {
     case 'gptq': {
       const target = allocateGptq(recipe.bits, rows, cols, recipe.groupSize ?? -1, entry.name);
+      if (precomputed !== undefined && (precomputed.rows !== rows || precomputed.cols !== cols || precomputed.bits !== recipe.bits || precomputed.groupSize !== target.groupSize)) {
+        throw new InvalidArgumentError(`${entry.name}: the precomputed GPTQ codes (${precomputed.rows}x${precomputed.cols}, ${precomputed.bits} bits, group ${precomputed.groupSize}) do not match the target`);
+      }
       return {
         needsStatsPass: false,
         observe: () => undefined,
         quantize: (window, rowStart, rowCount) => {
+          if (precomputed !== undefined) {
+            const given = intNRows(precomputed, rowStart, rowCount);
+            packGptqRows(given, rowStart, target, entry.name);
+            return dequantizeRowsWithF16Scales(given);
+          }
           const q = allocateIntN(rowCount, cols, { bits: recipe.bits, groupSize: target.groupSize, symmetric: recipe.symmetric });
           quantizeRowsIntN(window, q, GPTQ_MIN_ZERO);
           packGptqRows(q, rowStart, target, entry.name);
@@ -550,10 +579,11 @@ async function quantizeTensorStreaming(
   recipe: ResearchRecipe,
   signal: AbortSignal | undefined,
   windowElements: number,
+  precomputed?: IntNQuantized,
 ): Promise<{ chunks: Uint8Array[]; card: QuantCardTensor }> {
   const [rows, cols] = entry.shape as [number, number];
   const step = windowRows(rows, cols, recipe, windowElements);
-  const quantizer = createTensorQuantizer(entry, recipe);
+  const quantizer = createTensorQuantizer(entry, recipe, precomputed);
   const read = async (start: number): Promise<Float32Array> => {
     checkCancelled(signal, `quantizing ${input}`);
     return ckpt.readRowsF32(entry.name, start, Math.min(step, rows - start));
@@ -660,7 +690,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
   // Refuse to overwrite the source before anything is opened for writing.
   await assertNotSamePath(request.input, outputPath);
   await assertNotSamePath(request.input, cardPath);
-  const ckpt = await openCheckpoint(request.input);
+  const ckpt = options.checkpoint ?? (await openCheckpoint(request.input));
   const written: string[] = [];
   let createdFolder: string | undefined;
   try {
@@ -690,7 +720,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
           cardTensors.push(copiedTensorEntry({ name: entry.name, shape: entry.shape, sourceType: entry.dtype, bitsPerWeight: tensorPlan.bitsPerWeight }));
           continue;
         }
-        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements);
+        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements, options.gptqCodes?.get(entry.name));
         for (const [k, chunk] of chunks.entries()) await writer.writeTensor(tensorPlan.outputs[k]!.name, chunk);
         cardTensors.push(card);
       }
@@ -707,7 +737,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
         createdAt: new Date().toISOString(),
         source: { path: request.input, format: ckpt.format, files: sourceFiles },
         output: { path: outputPath, format: 'safetensors', bytes: plan.totals.outputBytes },
-        recipe: recipeRecord(recipe),
+        recipe: { ...recipeRecord(recipe), ...options.recipeExtra },
         totals: { ...plan.totals, meanSqnrDb: meanSqnr(cardTensors) },
         tensors: cardTensors,
       };
@@ -725,7 +755,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
     if (createdFolder !== undefined) await rmdir(createdFolder).catch(() => undefined);
     throw e;
   } finally {
-    await ckpt.close();
+    if (options.checkpoint === undefined) await ckpt.close();
   }
 }
 
