@@ -1,21 +1,40 @@
 /**
  * The Outlier Explorer panel for one checkpoint: per-tensor weight statistics (kurtosis, outliers beyond
- * the threshold, the input dimensions where they sit), computed by a job off the host thread.
- * One panel per checkpoint; asking again reveals it.
+ * the threshold, the input dimensions where they sit), computed off the host thread; with a calibration
+ * file (`quantlens.calibrationFile`, or "Run Calibration Pass"), the activation side from the analyze job
+ * in the worker (activation histograms, emergent-feature maps); with a quant card of this session's last
+ * quantize of the checkpoint, the error heatmap. One panel per checkpoint; asking again reveals it.
  */
-import { basename } from 'node:path';
+import { existsSync } from 'node:fs';
+import { basename, isAbsolute, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
-import { CancelledError, describeError } from '../core/errors';
+import { CancelledError, IoError, describeError } from '../core/errors';
 import type { OutlierSummary } from '../host/backend';
 import type { ExtensionDeps } from '../host/deps';
+import { describeDatasetSummary, errorPartsForOutput, summarizeDataset, withActivations, type DatasetSummary } from '../host/analysisDataset';
+import { lastQuantOutput, onQuantRun } from '../host/quantRuns';
 import { readSettings } from '../host/settings';
+import { requireTrustedWorkspace } from '../host/trust';
 import { buildWeightDataset } from '../host/webviewDataset';
-import { hostReactWebview } from './reactPanel';
+import type { ViewName, WebviewDataset } from '../protocol/webview';
+import { hostReactWebview, type ReactWebviewHost } from './reactPanel';
 import { escapeHtml, hostPage, reactBundleAvailable, webviewOptions } from './webviewHtml';
 
 export const OUTLIER_VIEW_TYPE = 'quantlens.outlierExplorer';
 
+/** One open React explorer: what it has been sent, and the calibration pass running for it. */
+interface Explorer {
+  checkpoint: string;
+  panel: vscode.WebviewPanel;
+  host: ReactWebviewHost;
+  dataset: WebviewDataset | undefined;
+  /** Settles when the weight dataset has been sent (or failed). */
+  loaded: Promise<void>;
+  calibration: AbortController | undefined;
+}
+
 const panels = new Map<string, vscode.WebviewPanel>();
+const explorers = new Map<string, Explorer>();
 
 export function renderOutliers(summary: OutlierSummary): string {
   const rows = [...summary.tensors].sort((a, b) => b.kurtosis - a.kurtosis);
@@ -67,16 +86,44 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
   });
   if (reactBundleAvailable(deps.extensionUri)) {
     const host = hostReactWebview(panel.webview, deps.extensionUri, title, 'outliers', deps.log);
-    panel.onDidDispose(() => host.dispose());
+    let markLoaded = (): void => undefined;
+    const explorer: Explorer = { checkpoint: key, panel, host, dataset: undefined, loaded: new Promise<void>((r) => (markLoaded = r)), calibration: undefined };
+    explorers.set(key, explorer);
+    const quantRuns = onQuantRun((event) => {
+      if (event.input !== resolve(key) || event.kind !== 'finished') return;
+      void showQuantCard(deps, explorer, event.output, true);
+    });
+    panel.onDidDispose(() => {
+      explorers.delete(key);
+      explorer.calibration?.abort();
+      quantRuns.dispose();
+      host.dispose();
+    });
     try {
       const started = performance.now();
       const { dataset, skipped } = await buildWeightDataset(key, controller.signal);
-      await host.showDataset(dataset, 'outliers');
+      await send(deps, explorer, dataset, 'outliers');
       deps.log.info(`outlier explorer: ${key}: ${dataset.histograms?.length ?? 0} weight histograms in ${((performance.now() - started) / 1000).toFixed(2)} s${skipped.length > 0 ? `; too large to draw here: ${skipped.join(', ')}` : ''}`);
     } catch (error) {
+      markLoaded();
       if (error instanceof CancelledError || controller.signal.aborted) return panel;
       deps.log.error(`outlier explorer: ${key}: ${describeError(error)}`);
       void vscode.window.showErrorMessage(`Quant Lens: the analysis of ${basename(key)} failed: ${describeError(error)}`);
+      return panel;
+    }
+    markLoaded();
+    const lastOutput = lastQuantOutput(key);
+    if (lastOutput !== undefined) await showQuantCard(deps, explorer, lastOutput, false);
+    const calibrationFile = readSettings(checkpoint).calibrationFile;
+    if (calibrationFile !== '' && vscode.workspace.isTrusted) {
+      try {
+        runCalibration(deps, explorer, resolveCalibrationFile(calibrationFile, checkpoint), undefined).catch((error: unknown) => {
+          if (!(error instanceof CancelledError)) void vscode.window.showErrorMessage(`Quant Lens: the calibration pass on ${basename(key)} failed: ${describeError(error)}`);
+        });
+      } catch (error) {
+        deps.log.error(`outlier explorer: ${key}: quantlens.calibrationFile: ${describeError(error)}`);
+        void vscode.window.showErrorMessage(`Quant Lens: quantlens.calibrationFile: ${describeError(error)}`);
+      }
     }
     return panel;
   }
@@ -105,4 +152,116 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
     );
   }
   return panel;
+}
+
+/** Sends the dataset and remembers it (for later merges and for `outlierExplorerDataset`). */
+async function send(deps: ExtensionDeps, explorer: Explorer, dataset: WebviewDataset, view?: ViewName): Promise<void> {
+  explorer.dataset = dataset;
+  await explorer.host.showDataset(dataset, view);
+  deps.log.info(`outlier explorer: ${explorer.checkpoint}: dataset sent: ${describeDatasetSummary(summarizeDataset(dataset))}`);
+}
+
+/**
+ * The quant card of `output` as the error heatmap. After a run (`live`), each cell goes as an
+ * ErrorCellNotification first: the pipeline's progress has no per-tensor metrics, so the cells come
+ * from the card once the run has written it, not while it runs.
+ */
+async function showQuantCard(deps: ExtensionDeps, explorer: Explorer, output: string, live: boolean): Promise<void> {
+  try {
+    await explorer.loaded;
+    const base = explorer.dataset;
+    if (base === undefined) return;
+    const parts = await errorPartsForOutput(output, base.overview?.layers ?? 0);
+    if (parts === undefined || parts.errors === undefined) {
+      deps.log.info(`outlier explorer: ${explorer.checkpoint}: no quant card beside ${output}`);
+      return;
+    }
+    if (live) {
+      const cells = parts.errors.cells;
+      for (const [i, cell] of cells.entries()) await explorer.host.showErrorCell({ target: parts.errors.target, cell, done: i + 1, total: cells.length });
+    }
+    await send(deps, explorer, { ...(explorer.dataset ?? base), ...parts });
+  } catch (error) {
+    deps.log.error(`outlier explorer: ${explorer.checkpoint}: the quant card of ${output}: ${describeError(error)}`);
+  }
+}
+
+/** A calibration file setting: absolute, or relative to the checkpoint's workspace folder (else the first one). */
+export function resolveCalibrationFile(setting: string, checkpoint: vscode.Uri): string {
+  const folder = vscode.workspace.getWorkspaceFolder(checkpoint) ?? vscode.workspace.workspaceFolders?.[0];
+  const path = isAbsolute(setting) ? setting : join(folder?.uri.fsPath ?? process.cwd(), setting);
+  if (!existsSync(path)) throw new IoError(`${path}: the calibration file does not exist`);
+  return path;
+}
+
+/**
+ * Runs the analyze job on `calibrationFile` for the explorer (a progress notification with Cancel; a
+ * new run replaces one still going) and sends the dataset with the activation data.
+ */
+async function runCalibration(deps: ExtensionDeps, explorer: Explorer, calibrationFile: string, view: ViewName | undefined): Promise<DatasetSummary | undefined> {
+  explorer.calibration?.abort();
+  const controller = new AbortController();
+  explorer.calibration = controller;
+  const { checkpoint } = explorer;
+  const tokens = readSettings(vscode.Uri.file(checkpoint)).calibrationTokens;
+  const started = performance.now();
+  try {
+    const report = await vscode.window.withProgress(
+      { location: vscode.ProgressLocation.Notification, title: `Calibration pass on ${basename(checkpoint)} (${tokens} tokens of ${basename(calibrationFile)})`, cancellable: true },
+      async (progress, token) => {
+        token.onCancellationRequested(() => controller.abort());
+        let reported = 0;
+        return deps.backend.analyzeActivations(
+          checkpoint,
+          calibrationFile,
+          tokens,
+          (event) => {
+            const fraction = event.total > 0 ? event.done / event.total : 0;
+            progress.report({ message: event.tensor, increment: Math.max(0, (fraction - reported) * 100) });
+            reported = Math.max(reported, fraction);
+          },
+          controller.signal,
+        );
+      },
+    );
+    await explorer.loaded;
+    if (controller.signal.aborted || explorer.dataset === undefined) return undefined;
+    deps.log.info(`outlier explorer: ${checkpoint}: calibration pass on ${calibrationFile}: ${report.tokens} tokens (${report.windows} x ${report.windowTokens}) in ${((performance.now() - started) / 1000).toFixed(2)} s`);
+    await send(deps, explorer, withActivations(explorer.dataset, report), view);
+    return summarizeDataset(explorer.dataset);
+  } catch (error) {
+    if (error instanceof CancelledError || controller.signal.aborted) {
+      deps.log.info(`outlier explorer: ${checkpoint}: calibration pass cancelled`);
+      throw new CancelledError();
+    }
+    deps.log.error(`outlier explorer: ${checkpoint}: calibration pass on ${calibrationFile}: ${describeError(error)}`);
+    throw error;
+  } finally {
+    if (explorer.calibration === controller) explorer.calibration = undefined;
+  }
+}
+
+/**
+ * "Run Calibration Pass": opens (or reveals) the explorer of `checkpoint`, runs the analyze job on
+ * `calibrationFile` and shows the emergent-feature view. Resolves with what the dataset now holds.
+ */
+export async function runCalibrationPass(deps: ExtensionDeps, checkpoint: vscode.Uri, calibrationFile: string): Promise<DatasetSummary | undefined> {
+  requireTrustedWorkspace('A calibration pass');
+  if (!reactBundleAvailable(deps.extensionUri)) throw new IoError(`${deps.extensionUri.fsPath}: the webview bundle is missing (run the build): the activation views need it`);
+  await showOutlierExplorer(deps, checkpoint);
+  const explorer = explorers.get(checkpoint.fsPath);
+  if (explorer === undefined) return undefined;
+  return runCalibration(deps, explorer, calibrationFile, 'emergent');
+}
+
+/** The checkpoint of the Outlier Explorer panel that has focus, if one has. */
+export function activeExplorerCheckpoint(): vscode.Uri | undefined {
+  for (const explorer of explorers.values()) if (explorer.panel.active) return vscode.Uri.file(explorer.checkpoint);
+  return undefined;
+}
+
+/** What the explorer of `checkpoint` was last sent (tests and the log). */
+export function explorerDatasetSummary(checkpoint: string): DatasetSummary | undefined {
+  const dataset = explorers.get(checkpoint)?.dataset;
+  return dataset === undefined ? undefined : summarizeDataset(dataset);
 }

@@ -5,7 +5,7 @@
  */
 import * as vscode from 'vscode';
 import { RpcEndpoint } from '../protocol/rpc';
-import { BlockMapRequest, DatasetNotification, ExportNotification, type ViewName, type WebviewDataset } from '../protocol/webview';
+import { BlockMapRequest, DatasetNotification, ErrorCellNotification, ExportNotification, type ErrorCellParams, type ViewName, type WebviewDataset } from '../protocol/webview';
 import { createNonce, escapeHtml, webviewRoot } from './webviewHtml';
 
 export function reactShell(webview: vscode.Webview, extensionUri: vscode.Uri, title: string, view: ViewName): string {
@@ -36,6 +36,8 @@ export function reactShell(webview: vscode.Webview, extensionUri: vscode.Uri, ti
 export interface ReactWebviewHost extends vscode.Disposable {
   /** Sends (or replaces) the dataset once the webview has said it is ready. */
   showDataset(dataset: WebviewDataset, view?: ViewName): Promise<void>;
+  /** One heatmap cell of a quantize run (the errors view fills in live), once the webview is ready. */
+  showErrorCell(params: ErrorCellParams): Promise<void>;
 }
 
 export function hostReactWebview(webview: vscode.Webview, extensionUri: vscode.Uri, title: string, view: ViewName, log: vscode.LogOutputChannel): ReactWebviewHost {
@@ -63,6 +65,10 @@ export function hostReactWebview(webview: vscode.Webview, extensionUri: vscode.U
     showDataset: async (dataset, firstView) => {
       await ready;
       endpoint.notify(DatasetNotification, firstView ? { view: firstView, dataset } : { dataset });
+    },
+    showErrorCell: async (params) => {
+      await ready;
+      endpoint.notify(ErrorCellNotification, params);
     },
     dispose: () => endpoint.dispose('the webview was closed'),
   };

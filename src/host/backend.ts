@@ -3,6 +3,7 @@
  * this, and `coreBackend.ts` implements it over openCheckpoint, the quantize pipeline and the job worker.
  * Tests in the extension host drive the real implementation through the commands.
  */
+import type { AnalysisReport } from '../protocol/analysis';
 import type { DevicePreference } from './settings';
 
 export interface DtypeTotal {
@@ -100,5 +101,10 @@ export interface QuantBackend {
   plan(request: QuantRequest): Promise<QuantPlan>;
   /** Writes the output atomically (temp file + rename); on cancel or error no file is left at `output`. */
   quantize(request: QuantRequest, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<QuantOutcome>;
+  /**
+   * The calibration pass and outlier analysis of `quantlens analyze` on `calibrationFile` (the first
+   * `tokens` tokens), in the job worker; progress per decoder layer.
+   */
+  analyzeActivations(path: string, calibrationFile: string, tokens: number, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<AnalysisReport>;
   dispose(): void;
 }

@@ -8,6 +8,7 @@ import type { Checkpoint, MetadataValue } from '../core/formats/checkpoint';
 import { openCheckpoint } from '../core/formats/openCheckpoint';
 import { JobRunner } from '../core/jobs/jobRunner';
 import { isGgufTarget, planQuantize, type QuantizeRequest, type QuantizeResult } from '../core/quant/pipeline';
+import type { AnalysisReport } from '../protocol/analysis';
 import type { DevicePreference } from './settings';
 import { findTarget, pipelineTarget } from './targets';
 import type { CheckpointSummary, DtypeTotal, OutlierSummary, QuantBackend, QuantOutcome, QuantPlan, QuantProgressEvent, QuantRequest, TensorOutlierRow } from './backend';
@@ -111,6 +112,16 @@ export class CoreBackend implements QuantBackend {
         topColumns: t.topOutlierColumns.map((c) => ({ index: c.index, count: c.count })),
       }));
     return { path, thresholdSigma, device: `${result.device.toUpperCase()} (${result.deviceDescription}), job worker`, seconds: result.seconds, tensors };
+  }
+
+  /** The analyze job in the worker (CPU: the forward pass has no GPU path). */
+  async analyzeActivations(path: string, calibrationFile: string, tokens: number, onProgress: (event: QuantProgressEvent) => void, signal: AbortSignal): Promise<AnalysisReport> {
+    const runner = await this.runner();
+    const result = await runner.run(
+      { kind: 'analyze', modelPath: path, calibrationFile, tokens },
+      { signal, onProgress: (p) => onProgress({ tensor: p.tensorName || p.phase, done: p.tensorIndex + (p.phase === 'compute' || p.phase === 'done' ? 1 : 0), total: p.tensorCount }) },
+    );
+    return result.report;
   }
 
   /** The dry-run plan: the pipeline's for research targets, the GGUF exporter's (exact file size) for GGUF ones. */

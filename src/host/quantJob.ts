@@ -11,6 +11,7 @@ import { CancelledError, InvalidArgumentError, IoError, describeError } from '..
 import type { QuantOutcome, QuantRequest } from './backend';
 import type { ExtensionDeps } from './deps';
 import { formatBytes } from './format';
+import { reportQuantRun } from './quantRuns';
 import { findTarget } from './targets';
 import { sweepStaleTempFiles } from './tempFiles';
 import { requireTrustedWorkspace } from './trust';
@@ -83,9 +84,12 @@ export async function runQuantJob(deps: ExtensionDeps, request: QuantRequest, op
     run: async (context) => {
       for (const stale of await sweepStaleTempFiles(dirname(request.output))) deps.log.info(`removed a temp file left by an interrupted job: ${stale}`);
       deps.log.info(`quantize started: ${request.input} -> ${request.output} (${request.target}${request.groupSize ? `, group ${request.groupSize}` : ''}, device ${request.device})`);
+      const run = { input: request.input, output: request.output, target: request.target };
+      reportQuantRun({ kind: 'started', ...run });
       return deps.backend.quantize(
         request,
         (event) => {
+          reportQuantRun({ kind: 'progress', ...run, tensor: event.tensor, done: event.done, total: event.total });
           context.report({ message: `${event.tensor} (${event.done}/${event.total})`, fraction: event.total > 0 ? event.done / event.total : undefined });
           deps.log.trace(`quantize ${request.output}: ${event.done}/${event.total} ${event.tensor}`);
         },
@@ -122,10 +126,12 @@ export async function runQuantJob(deps: ExtensionDeps, request: QuantRequest, op
     const ratio = outcome.inputBytes > 0 ? outcome.outputBytes / outcome.inputBytes : 0;
     const summary = `${shortName(request.input)} → ${shortName(outcome.output)}: ${formatBytes(outcome.inputBytes)} → ${formatBytes(outcome.outputBytes)} (${(ratio * 100).toFixed(0)} %, ${outcome.bitsPerWeight.toFixed(2)} bpw) in ${outcome.seconds.toFixed(1)} s${outcome.warnings.length > 0 ? `, ${outcome.warnings.length} warning(s)` : ', no errors'}`;
     deps.log.info(`quantize finished: ${summary}`);
+    reportQuantRun({ kind: 'finished', input: request.input, output: outcome.output, target: request.target });
     for (const warning of outcome.warnings) deps.log.warn(`quantize ${outcome.output}: ${warning}`);
     if (options.notify) void offerOutput(outcome.output, `Quantized ${summary}`);
     return outcome;
   } catch (error) {
+    reportQuantRun({ kind: 'failed', input: request.input, output: request.output, target: request.target });
     if (error instanceof CancelledError) {
       deps.log.info(`quantize cancelled: ${request.output} (no output written)`);
       if (options.notify) void vscode.window.showInformationMessage(`Quantizing ${shortName(request.input)} was cancelled; no output was written.`);

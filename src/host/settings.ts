@@ -10,6 +10,8 @@ export interface QuantLensSettings {
   device: DevicePreference;
   maxWorkerMemoryMB: number;
   calibrationFile: string;
+  /** Tokens of the calibration file the Outlier Explorer's activation pass reads. */
+  calibrationTokens: number;
   outputFolderPattern: string;
 }
 
@@ -20,6 +22,7 @@ export const SETTING_DEFAULTS: QuantLensSettings = {
   device: 'auto',
   maxWorkerMemoryMB: 4096,
   calibrationFile: '',
+  calibrationTokens: 4096,
   outputFolderPattern: '${inputDir}',
 };
 
@@ -44,6 +47,7 @@ export function readSettings(scope?: vscode.Uri): QuantLensSettings {
     device: device === 'gpu' || device === 'cpu' || device === 'auto' ? device : SETTING_DEFAULTS.device,
     maxWorkerMemoryMB: positiveNumberOr(config.get<unknown>('maxWorkerMemoryMB'), SETTING_DEFAULTS.maxWorkerMemoryMB),
     calibrationFile: stringOr(config.get<unknown>('calibrationFile'), SETTING_DEFAULTS.calibrationFile),
+    calibrationTokens: Math.floor(positiveNumberOr(config.get<unknown>('calibrationTokens'), SETTING_DEFAULTS.calibrationTokens)),
     outputFolderPattern: stringOr(config.get<unknown>('outputFolderPattern'), SETTING_DEFAULTS.outputFolderPattern),
   };
 }

@@ -5,7 +5,7 @@
  * "restricted" suite runs.
  */
 import assert from 'node:assert/strict';
-import { chmod, mkdir, readFile, readdir, stat } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import * as vscode from 'vscode';
 import type { QuantLensApi } from '../../../src/extension';
@@ -280,7 +280,52 @@ function trustedSuite(): void {
       assert.equal(title, 'Outliers: model.safetensors');
       await waitFor('the Outlier Explorer tab', () => (vscode.window.tabGroups.all.some((g) => g.tabs.some((t) => t.label === title)) ? true : undefined), 10_000);
     });
+
+    test('with quantlens.calibrationFile set, the explorer gets the activation data and the last quantize\'s error heatmap', async () => {
+      const root = workspaceRoot();
+      const checkpoint = join(root, 'model.safetensors');
+      const extension = vscode.extensions.getExtension(EXTENSION_ID);
+      assert.ok(extension);
+      await copyFile(join(extension.extensionPath, 'test', 'fixtures', 'calib-64k.txt'), join(root, 'calib.txt'));
+      // One panel per checkpoint: close the one the previous test opened so this one opens afresh.
+      for (const group of vscode.window.tabGroups.all) for (const tab of group.tabs) if (tab.label === 'Outliers: model.safetensors') await vscode.window.tabGroups.close(tab);
+      const config = vscode.workspace.getConfiguration('quantlens');
+      await config.update('calibrationFile', 'calib.txt', vscode.ConfigurationTarget.Workspace);
+      await config.update('calibrationTokens', 128, vscode.ConfigurationTarget.Workspace);
+      try {
+        const title = await vscode.commands.executeCommand<string>('quantlens.openOutlierExplorer', vscode.Uri.file(checkpoint));
+        assert.equal(title, 'Outliers: model.safetensors');
+        const summary = await waitFor(
+          'activation data in the explorer dataset',
+          async () => {
+            const s = await vscode.commands.executeCommand<{ activationHistograms: number } | undefined>('quantlens.outlierExplorerDataset', checkpoint);
+            return s !== undefined && s.activationHistograms > 0 ? (s as DatasetSummaryLike) : undefined;
+          },
+          60_000,
+        );
+        assert.ok(summary.weightHistograms > 0, JSON.stringify(summary));
+        // micro-llama: 2 layers x 5 capture sites (attention in/out, MLP in/activation, residual) + the final norm.
+        assert.deepEqual(summary.outlierMaps, ['attn_in@6', 'mlp_in@6', 'residual@6']);
+        assert.equal(summary.activationHistograms, 2 * 5 + 1, JSON.stringify(summary));
+        // Earlier tests quantized model.safetensors in this session: its quant card gives the heatmap.
+        assert.ok(summary.errorCells >= 14, JSON.stringify(summary));
+
+        const rerun = await vscode.commands.executeCommand<DatasetSummaryLike | undefined>('quantlens.runCalibration', vscode.Uri.file(checkpoint), join(root, 'calib.txt'));
+        assert.ok(rerun !== undefined && rerun.activationHistograms === summary.activationHistograms && rerun.weightHistograms === summary.weightHistograms, JSON.stringify(rerun));
+      } finally {
+        await config.update('calibrationFile', undefined, vscode.ConfigurationTarget.Workspace);
+        await config.update('calibrationTokens', undefined, vscode.ConfigurationTarget.Workspace);
+      }
+    });
   });
+}
+
+/** What quantlens.outlierExplorerDataset returns (src/host/analysisDataset.ts DatasetSummary). */
+interface DatasetSummaryLike {
+  weightHistograms: number;
+  activationHistograms: number;
+  outlierMaps: string[];
+  errorCells: number;
 }
 
 export function registerExtensionTests(): void {
