@@ -122,6 +122,22 @@ export const isQuantizeTensorsJobSpec: Guard<QuantizeTensorsJobSpec> = (v): v is
 export const isDiagnosticJobSpec: Guard<DiagnosticJobSpec> = (v): v is DiagnosticJobSpec =>
   isRecord(v) && v.kind === 'diagnostic' && isOneOf(['exit', 'uncaught', 'sleep', 'allocate'] as const)(v.action) && isNonNegativeInteger(v.ms);
 
+const isOptionalNumber = isOptional((x: unknown): x is number => typeof x === 'number' && Number.isFinite(x));
+
+/** The --method block of a quantize request (core/methods/methodQuantize.ts MethodQuantizeSpec). */
+const isMethodQuantizeSpec: Guard<NonNullable<QuantizeRequest['method']>> = (v): v is NonNullable<QuantizeRequest['method']> =>
+  isRecord(v) &&
+  isOneOf(['gptq', 'awq', 'smoothquant', 'llm-int8'] as const)(v.method) &&
+  isString(v.calib) &&
+  isOptionalNumber(v.calibWindows) &&
+  isOptionalNumber(v.ctx) &&
+  isOptionalNumber(v.bits) &&
+  isOptional(isBoolean)(v.actOrder) &&
+  isOptionalNumber(v.percDamp) &&
+  isOptionalNumber(v.alpha) &&
+  isOptionalNumber(v.threshold) &&
+  isOptionalNumber(v.keepFraction);
+
 export const isQuantizeRequest: Guard<QuantizeRequest> = (v): v is QuantizeRequest =>
   isRecord(v) &&
   isString(v.input) &&
@@ -131,7 +147,8 @@ export const isQuantizeRequest: Guard<QuantizeRequest> = (v): v is QuantizeReque
   isOptional(isBoolean)(v.symmetric) &&
   isOptional(isBoolean)(v.doubleQuant) &&
   isOptional(isOneOf(['tensor', 'channel'] as const))(v.scale) &&
-  isOptional(isBoolean)(v.includeEmbeddings);
+  isOptional(isBoolean)(v.includeEmbeddings) &&
+  isOptional(isMethodQuantizeSpec)(v.method);
 
 export const isQuantizeJobSpec: Guard<QuantizeJobSpec> = (v): v is QuantizeJobSpec => isRecord(v) && v.kind === 'quantize' && isQuantizeRequest(v.request);
 

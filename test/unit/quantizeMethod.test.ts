@@ -79,14 +79,15 @@ function outputError(inputs: Float32Array[], original: Float32Array, quantized: 
   return err;
 }
 
-test('gptq --to int4-g32: GPTQ layout with GPTQ codes (not RTN), lower layer-0 output error on the calibration text', async () => {
+test('gptq --to int4-g32 (through the job worker): GPTQ layout with GPTQ codes (not RTN), lower layer-0 output error on the calibration text', async () => {
   await withTempDir(async (dir) => {
     const gptqOut = join(dir, 'gptq');
     const rtnOut = join(dir, 'rtn');
     const c = captureIo();
     const code = await main(['quantize', microLlamaDir, '--method', 'gptq', '--calib', calibFile, '--calib-windows', String(CALIB_WINDOWS), '--to', 'int4-g32', '-o', gptqOut], c.io);
     assert.equal(code, 0, c.err.join('\n'));
-    assert.ok(c.out.some((l) => l.includes('GPTQ loss')), 'the per-site reports are printed');
+    assert.ok(c.out.some((l) => l.includes('GPTQ loss')), 'the per-site reports (from the job worker) are printed');
+    assert.ok(c.err.some((l) => l.includes('calibrating gptq: layer 2 of 2')), `calibration progress on stderr: ${c.err.join(' | ')}`);
     await runQuantize({ input: microLlamaDir, target: 'int4-g32', output: rtnOut });
     const files = await readdir(gptqOut);
     for (const f of ['model.safetensors', 'quantize_config.json', 'model.safetensors.quant.json', 'config.json']) assert.ok(files.includes(f), `${f} written`);

@@ -16,9 +16,7 @@ import { RESEARCH_SCHEMES } from '../../core/quant/researchSchemes';
 import type { CliCommand, CliIo } from '../cliTypes';
 import { runJobInWorker } from '../../core/jobs/jobRunner';
 import { createProgressRenderer } from '../progress';
-import { ProgressTracker } from '../../core/jobs/progressTracker';
-import { checkMethodRequest, EXPORT_METHODS, isExportMethod, runMethodQuantize, type MethodQuantizeSpec } from '../../core/methods/methodQuantize';
-import { formatSiteReports } from '../../core/methods/quantizeWithMethod';
+import { checkMethodRequest, EXPORT_METHODS, isExportMethod, type MethodQuantizeSpec } from '../../core/methods/methodQuantize';
 
 const HELP = `usage: quantlens quantize <input> --to <target> -o <output> [options]
 
@@ -41,7 +39,7 @@ options:
   --include-embeddings   also quantize the embedding and lm_head matrices
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or
                          smoothquant (any research target, e.g. int8); llm-int8 and GGUF targets are
-                         refused for now (measure them with quantlens compare). Runs in this process.
+                         refused for now (measure them with quantlens compare). Runs in the job worker.
   --calib <file>         calibration text (required with --method)
   --calib-windows <n>    windows of 256 tokens from the calibration text (default 16)
   --bits <n>             with --method: must agree with the target's bits
@@ -293,38 +291,6 @@ export function methodSpecFrom(parsed: ParsedQuantizeArgs): MethodQuantizeSpec |
   return spec;
 }
 
-/**
- * Calibrates and writes in this process (the job worker's quantize job does not take a method yet),
- * with the same progress renderer: calibration layer by layer, then the writer's tensors.
- */
-async function quantizeWithMethodInProcess(request: QuantizeRequest, spec: MethodQuantizeSpec, io: CliIo, signal: AbortSignal): Promise<{ result: QuantizeResult; reports: string[]; warnings: string[] }> {
-  const progress = createProgressRenderer(io);
-  let calibration: ProgressTracker | null = null;
-  let writing: ProgressTracker | null = null;
-  const warnings: string[] = [];
-  try {
-    const { result, run } = await runMethodQuantize(request, spec, {
-      signal,
-      onCalibration: (done, layers) => {
-        calibration ??= new ProgressTracker(0, layers, layers, (p) => progress.update(p));
-        calibration.update('compute', Math.min(done, layers - 1), `calibrating ${spec.method}: layer ${Math.min(done + 1, layers)} of ${layers}`, done);
-      },
-      onProgress: (p) => {
-        writing ??= new ProgressTracker(0, p.total, p.total, (q) => progress.update(q));
-        writing.setTensorCount(p.total);
-        writing.update(p.action === 'hash' ? 'read' : 'write', Math.max(0, Math.min(p.step - 1, p.total - 1)), p.tensor, p.step);
-      },
-      onWarning: (m) => {
-        warnings.push(m);
-        progress.notice(`warning: ${m}`);
-      },
-    });
-    return { result, reports: [...formatSiteReports(run), `${spec.method}: calibrated in ${run.seconds.toFixed(1)} s`], warnings };
-  } finally {
-    progress.finish();
-  }
-}
-
 export const command: CliCommand = {
   async run(args, io) {
     const parsed = parseQuantizeArgs(args);
@@ -353,20 +319,13 @@ export const command: CliCommand = {
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
     try {
-      let result: QuantizeResult;
-      let methodLines: string[] = [];
-      // Warnings already went to stderr as they came; --json also carries them.
-      let methodWarnings: string[] = [];
-      if (methodSpec === null) result = await quantizeInWorker(request, io, controller.signal);
-      else {
-        const outcome = await quantizeWithMethodInProcess(request, methodSpec, io, controller.signal);
-        result = outcome.result;
-        methodLines = outcome.reports;
-        methodWarnings = outcome.warnings;
-      }
+      const result = await quantizeInWorker(methodSpec === null ? request : { ...request, method: methodSpec }, io, controller.signal);
       const s = resultSummary(result);
+      // The method's warnings already went to stderr as notices; --json also carries them.
+      const report = result.methodReport;
+      const methodLines = report === undefined ? [] : [...report.lines, `${methodSpec?.method ?? 'method'}: calibrated in ${report.seconds.toFixed(1)} s`];
       if (parsed.json) {
-        io.out(JSON.stringify(methodSpec === null ? s : { ...s, method: methodSpec.method, reports: methodLines, warnings: methodWarnings }, null, 1));
+        io.out(JSON.stringify(methodSpec === null ? s : { ...s, method: methodSpec.method, reports: methodLines, warnings: report?.warnings ?? [] }, null, 1));
       } else {
         for (const l of methodLines) io.out(l);
         io.out(`wrote ${s.output} (${formatBytes(s.outputBytes)}, ${s.bitsPerWeight.toFixed(3)} bits per weight) in ${s.seconds.toFixed(1)} s`);

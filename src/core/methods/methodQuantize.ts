@@ -19,7 +19,7 @@ import type { RecipeValue } from '../quant/quantCard';
 import { findResearchScheme, resolveResearchRecipe, type ResearchRecipe } from '../quant/researchSchemes';
 import { loadTokenizer, readTextFile, textWindows } from './compare';
 import { checkpointWithMethodWeights } from './methodCheckpoint';
-import { gptqResultToIntN, quantizeWithMethod, type MethodRun, type MethodSettings } from './quantizeWithMethod';
+import { formatSiteReports, gptqResultToIntN, quantizeWithMethod, type MethodRun, type MethodSettings } from './quantizeWithMethod';
 
 export const EXPORT_METHODS = ['gptq', 'awq', 'smoothquant', 'llm-int8'] as const;
 export type ExportMethod = (typeof EXPORT_METHODS)[number];
@@ -129,6 +129,9 @@ function recipeExtra(spec: MethodQuantizeSpec, settings: MethodSettings, windows
 
 /** Calibrates, then writes the target. Nothing is left behind on error or cancel (the pipeline's atomic writes). */
 export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQuantizeSpec, options: MethodQuantizeOptions = {}): Promise<{ result: QuantizeResult; run: MethodRun }> {
+  // The writers get the plain request (runQuantize refuses one that still names a method).
+  const { method: _method, ...plain } = request;
+  request = plain;
   const recipe = checkMethodRequest(request, spec);
   const settings = methodSettings(spec, recipe);
   const windows = spec.calibWindows ?? 16;
@@ -151,6 +154,7 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
       spec.method === 'gptq'
         ? await runQuantize(request, { ...common, checkpoint, gptqCodes: gptqCodesByTensor(model, run, recipe) })
         : await runQuantize(request, { ...common, checkpoint: checkpointWithMethodWeights(checkpoint, model, run) });
+    result.methodReport = { lines: formatSiteReports(run), warnings: run.warnings, seconds: run.seconds };
     return { result, run };
   } finally {
     await checkpoint.close();

@@ -50,6 +50,7 @@ import {
   type RecipeValue,
 } from './quantCard';
 import { GGUF_PRESET_NAMES, GGUF_PURE_TYPE_NAMES } from './ggufPresets';
+import type { MethodQuantizeSpec } from '../methods/methodQuantize';
 import { findResearchScheme, researchTargetNames, resolveResearchRecipe, type ResearchOptions, type ResearchRecipe } from './researchSchemes';
 
 /** GGUF target names (llama-quantize presets and the --pure K types) the pipeline hands to the GGUF exporter. */
@@ -96,6 +97,8 @@ export interface QuantizeRequest extends ResearchOptions {
   /** A `.safetensors` / `.gguf` file path, or a folder (created) that gets `model.safetensors` + side files. */
   output: string;
   target: string;
+  /** Calibrate with a method first; such requests run through runMethodQuantize (core/methods/methodQuantize.ts). */
+  method?: MethodQuantizeSpec;
 }
 
 export interface QuantizeProgress {
@@ -164,6 +167,8 @@ export interface QuantizeResult {
   card: QuantCard;
   sideFiles: string[];
   seconds: number;
+  /** Requests with a method: what each calibration site reported, the method's warnings and its seconds. */
+  methodReport?: { lines: string[]; warnings: string[]; seconds: number };
 }
 
 const LINEAR_ROLES = new Set(['attn_q', 'attn_k', 'attn_v', 'attn_o', 'mlp_gate', 'mlp_up', 'mlp_down']);
@@ -945,6 +950,7 @@ export async function readResearchWeight(ckpt: Checkpoint, weightName: string, g
 /** The quantize job. Throws InvalidArgumentError for an unknown target (the message lists the valid ones). */
 export async function runQuantize(request: QuantizeRequest, options: QuantizeRunOptions = {}): Promise<QuantizeResult> {
   checkCancelled(options.signal, `quantizing ${request.input}`);
+  if (request.method !== undefined) throw new InvalidArgumentError(`--method ${request.method.method}: calibrated requests run through runMethodQuantize`);
   if (isGgufTarget(request.target)) return runGguf(request, options);
   if (findResearchScheme(request.target) === undefined) {
     throw new InvalidArgumentError(`unknown target '${request.target}'; valid targets: ${allTargetNames().join(', ')}`);
