@@ -5,6 +5,7 @@
  */
 import { cpus, loadavg, totalmem } from 'node:os';
 import { benchFormats } from './formats';
+import { benchQuantize } from './quantize';
 import { benchGpu } from './gpu';
 import { benchForward } from './forward';
 import { benchMethods } from './methods';
@@ -12,6 +13,7 @@ import { benchWebview } from './webview';
 
 const BENCHES: Record<string, () => Promise<void>> = {
   formats: benchFormats,
+  quantize: benchQuantize,
   gpu: benchGpu,
   forward: benchForward,
   methods: benchMethods,
