@@ -14,7 +14,7 @@ const nodeCommon = {
   format: 'cjs',
   sourcemap: production ? false : 'linked',
   minify: production,
-  external: ['vscode', 'webgpu', 'node-llama-cpp'],
+  external: ['vscode', 'webgpu', 'node-llama-cpp', 'esbuild', 'playwright-core'],
   loader: { '.wgsl': 'text' },
   logLevel: 'warning',
 };
