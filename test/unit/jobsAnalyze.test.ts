@@ -5,8 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { CancelledError } from '../../src/core/errors';
+import { CancelledError, FormatError } from '../../src/core/errors';
 import { runJobInWorker } from '../../src/core/jobs/jobRunner';
 import { runJob } from '../../src/core/jobs/runJob';
 import { analyzeModel } from '../../src/core/model/analyzeModel';
@@ -14,6 +16,8 @@ import { readTextFile } from '../../src/core/model/calibration';
 import { loadModel } from '../../src/core/model/loadModel';
 import { isJobSpec, type AnalyzeJobSpec, type JobProgress } from '../../src/protocol/jobs';
 import { activationHistogramsFromAnalysis, outlierMapFromAnalysis } from '../../src/protocol/viewModels';
+import { errorPartsForOutput, summarizeDataset, withActivations } from '../../src/host/analysisDataset';
+import { WEBVIEW_PROTOCOL_VERSION, type WebviewDataset } from '../../src/protocol/webview';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 
 const calibrationFile = join(fixturesDir, 'calib-64k.txt');
@@ -85,4 +89,35 @@ test('the analyze job is cancelled between layers', async () => {
 
 test('the analyze job names a missing calibration file', async () => {
   await assert.rejects(runJobInWorker({ ...spec, calibrationFile: join(fixturesDir, 'no-such-calib.txt') }), /no-such-calib\.txt/);
+});
+
+test('the explorer dataset: activations replace older ones, weights stay; the quant card gives the heatmap', async () => {
+  const result = await runJob(spec, { jobId: 2, signal: new AbortController().signal, progress: () => undefined, notice: () => undefined });
+  assert.equal(result.kind, 'analyze');
+  if (result.kind !== 'analyze') return;
+  const weight = { ...activationHistogramsFromAnalysis(result.report)[0]!, id: 'w:x', source: 'weights' as const };
+  const stale = { ...activationHistogramsFromAnalysis(result.report)[0]!, id: 'a:stale' };
+  const base: WebviewDataset = { version: WEBVIEW_PROTOCOL_VERSION, histograms: [weight, stale] };
+  const merged = withActivations(base, result.report);
+  const summary = summarizeDataset(merged);
+  assert.equal(summary.weightHistograms, 1);
+  assert.equal(summary.activationHistograms, result.report.sites.length);
+  assert.ok(!merged.histograms!.some((h) => h.id === 'a:stale'));
+  assert.deepEqual(summary.outlierMaps, ['attn_in@6', 'mlp_in@6', 'residual@6']);
+
+  const dir = await mkdtemp(join(tmpdir(), 'quantlens-analyze-job-'));
+  try {
+    const output = join(dir, 'out.safetensors');
+    assert.equal(await errorPartsForOutput(output, 2), undefined, 'no card yet');
+    const quantized = await runJob({ kind: 'quantize', request: { input: microLlamaDir, output, target: 'int8' } }, { jobId: 3, signal: new AbortController().signal, progress: () => undefined, notice: () => undefined });
+    assert.equal(quantized.kind, 'quantize');
+    const parts = await errorPartsForOutput(output, 2);
+    assert.ok(parts?.errors !== undefined);
+    assert.equal(parts.errors.cells.length, 14, '7 linears x 2 layers (embeddings and head stay)');
+    assert.ok(parts.errors.cells.every((c) => c.sqnrDb !== null && c.sqnrDb > 20), JSON.stringify(parts.errors.cells.map((c) => c.sqnrDb)));
+    await writeFile(`${output}.quant.json`, '{ not json');
+    await assert.rejects(errorPartsForOutput(output, 2), (e: unknown) => e instanceof FormatError && e.message.includes('out.safetensors.quant.json'));
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
 });

@@ -312,6 +312,18 @@ function trustedSuite(): void {
 
         const rerun = await vscode.commands.executeCommand<DatasetSummaryLike | undefined>('quantlens.runCalibration', vscode.Uri.file(checkpoint), join(root, 'calib.txt'));
         assert.ok(rerun !== undefined && rerun.activationHistograms === summary.activationHistograms && rerun.weightHistograms === summary.weightHistograms, JSON.stringify(rerun));
+
+        // A quantize of this checkpoint while the explorer is open: its card's cells replace the heatmap.
+        const output = join(root, 'explorer-fp8.safetensors');
+        await vscode.commands.executeCommand<Outcome>('quantlens.quantize', { input: checkpoint, target: 'fp8', output });
+        const card = JSON.parse(await readFile(`${output}.quant.json`, 'utf8')) as { recipe: { target?: string; scheme?: string }; tensors: { quantized: boolean }[] };
+        const expectedTarget = String(card.recipe.target ?? card.recipe.scheme);
+        const afterQuantize = await waitFor('the new heatmap in the explorer dataset', async () => {
+          const s = await vscode.commands.executeCommand<DatasetSummaryLike | undefined>('quantlens.outlierExplorerDataset', checkpoint);
+          return s?.errorTarget === expectedTarget ? s : undefined;
+        });
+        assert.equal(afterQuantize.errorCells, card.tensors.filter((t) => t.quantized).length);
+        assert.equal(afterQuantize.activationHistograms, summary.activationHistograms, 'the activation data stays');
       } finally {
         await config.update('calibrationFile', undefined, vscode.ConfigurationTarget.Workspace);
         await config.update('calibrationTokens', undefined, vscode.ConfigurationTarget.Workspace);
@@ -326,6 +338,7 @@ interface DatasetSummaryLike {
   activationHistograms: number;
   outlierMaps: string[];
   errorCells: number;
+  errorTarget: string | null;
 }
 
 export function registerExtensionTests(): void {
