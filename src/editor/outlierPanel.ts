@@ -6,12 +6,12 @@
  * quantize of the checkpoint, the error heatmap. One panel per checkpoint; asking again reveals it.
  */
 import { existsSync } from 'node:fs';
-import { basename, isAbsolute, join, resolve } from 'node:path';
+import { basename, dirname, isAbsolute, join, resolve } from 'node:path';
 import * as vscode from 'vscode';
 import { CancelledError, IoError, describeError } from '../core/errors';
 import type { OutlierSummary } from '../host/backend';
 import type { ExtensionDeps } from '../host/deps';
-import { describeDatasetSummary, errorPartsForOutput, summarizeDataset, withActivations, type DatasetSummary } from '../host/analysisDataset';
+import { describeDatasetSummary, errorPartsForOutput, findQuantCardOutput, summarizeDataset, withActivations, type DatasetSummary } from '../host/analysisDataset';
 import { lastQuantOutput, onQuantRun } from '../host/quantRuns';
 import { readSettings } from '../host/settings';
 import { requireTrustedWorkspace } from '../host/trust';
@@ -112,7 +112,8 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
       return panel;
     }
     markLoaded();
-    const lastOutput = lastQuantOutput(key);
+    // This session's last quantize of the checkpoint, else the newest card beside it (an earlier session's).
+    const lastOutput = lastQuantOutput(key) ?? (await findQuantCardOutput(key, [dirname(key), key]));
     if (lastOutput !== undefined) await showQuantCard(deps, explorer, lastOutput, false);
     const calibrationFile = readSettings(checkpoint).calibrationFile;
     if (calibrationFile !== '' && vscode.workspace.isTrusted) {

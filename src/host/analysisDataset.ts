@@ -3,7 +3,8 @@
  * from an analysis report (the analyze job), the error heatmap and block maps from a quant card, and a
  * one-line summary of what a dataset holds (logged, and returned to tests).
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, readdir, stat } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
 import { parseQuantCard, quantCardPath } from '../core/quant/quantCard';
 import type { AnalysisReport, ActivationSiteKind } from '../protocol/analysis';
 import { activationHistogramsFromAnalysis, errorsFromQuantCard, outlierMapFromAnalysis } from '../protocol/viewModels';
@@ -46,6 +47,42 @@ export async function errorPartsForOutput(output: string, layers: number): Promi
   const card = parseQuantCard(parsed, path);
   // Block maps relative to their mean: short numbers over postMessage.
   return errorsFromQuantCard(card, layers, { relative: true });
+}
+
+/** Cards larger than this are not read while looking for one (a card is a few hundred KiB at most). */
+const MAX_CARD_BYTES = 8 * 1024 * 1024;
+
+/**
+ * The output of the newest quant card in `folders` whose source is `checkpoint` and whose output still
+ * exists (for a checkpoint quantized in an earlier session). Unreadable or malformed cards are skipped.
+ */
+export async function findQuantCardOutput(checkpoint: string, folders: string[]): Promise<string | undefined> {
+  const source = resolve(checkpoint);
+  let best: { output: string; createdAt: string } | undefined;
+  for (const folder of new Set(folders.map((f) => resolve(f)))) {
+    let names: string[];
+    try {
+      names = await readdir(folder);
+    } catch {
+      continue;
+    }
+    for (const name of names.filter((n) => n.endsWith('.quant.json'))) {
+      const path = join(folder, name);
+      try {
+        if ((await stat(path)).size > MAX_CARD_BYTES) continue;
+        const card: unknown = JSON.parse(await readFile(path, 'utf8'));
+        if (typeof card !== 'object' || card === null) continue;
+        const { source: cardSource, createdAt } = card as { source?: { path?: unknown }; createdAt?: unknown };
+        if (typeof cardSource?.path !== 'string' || resolve(folder, cardSource.path) !== source || typeof createdAt !== 'string') continue;
+        const output = path.slice(0, -'.quant.json'.length);
+        await stat(output);
+        if (best === undefined || createdAt > best.createdAt) best = { output, createdAt };
+      } catch {
+        // not a card of ours, or its output is gone
+      }
+    }
+  }
+  return best?.output;
 }
 
 export interface DatasetSummary {

@@ -16,7 +16,7 @@ import { readTextFile } from '../../src/core/model/calibration';
 import { loadModel } from '../../src/core/model/loadModel';
 import { isJobSpec, type AnalyzeJobSpec, type JobProgress } from '../../src/protocol/jobs';
 import { activationHistogramsFromAnalysis, outlierMapFromAnalysis } from '../../src/protocol/viewModels';
-import { errorPartsForOutput, summarizeDataset, withActivations } from '../../src/host/analysisDataset';
+import { errorPartsForOutput, findQuantCardOutput, summarizeDataset, withActivations } from '../../src/host/analysisDataset';
 import { WEBVIEW_PROTOCOL_VERSION, type WebviewDataset } from '../../src/protocol/webview';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 
@@ -115,7 +115,11 @@ test('the explorer dataset: activations replace older ones, weights stay; the qu
     assert.ok(parts?.errors !== undefined);
     assert.equal(parts.errors.cells.length, 14, '7 linears x 2 layers (embeddings and head stay)');
     assert.ok(parts.errors.cells.every((c) => c.sqnrDb !== null && c.sqnrDb > 20), JSON.stringify(parts.errors.cells.map((c) => c.sqnrDb)));
+    // An earlier session's card is found beside the output, and only for its own source.
+    assert.equal(await findQuantCardOutput(microLlamaDir, [dir, join(dir, 'missing')]), output);
+    assert.equal(await findQuantCardOutput(join(fixturesDir, 'micro-llama-f32.gguf'), [dir]), undefined);
     await writeFile(`${output}.quant.json`, '{ not json');
+    assert.equal(await findQuantCardOutput(microLlamaDir, [dir]), undefined, 'a malformed card is skipped');
     await assert.rejects(errorPartsForOutput(output, 2), (e: unknown) => e instanceof FormatError && e.message.includes('out.safetensors.quant.json'));
   } finally {
     await rm(dir, { recursive: true, force: true });
