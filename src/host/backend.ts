@@ -44,6 +44,17 @@ export interface QuantRequest {
   groupSize: number | undefined;
   device: DevicePreference;
   maxWorkerMemoryMB: number;
+  /** A calibration pass first (GPTQ, AWQ, SmoothQuant), then `target` is written from its weights. */
+  method?: QuantMethodRequest;
+}
+
+export interface QuantMethodRequest {
+  /** A method id from targets.ts METHODS. */
+  method: string;
+  /** UTF-8 calibration text (absolute path). */
+  calibrationFile: string;
+  /** Windows of 256 tokens taken from the text (the core's default, 16, when absent). */
+  calibrationWindows?: number;
 }
 
 export interface QuantPlan {

@@ -7,10 +7,11 @@ import { InvalidArgumentError, UnsupportedError } from '../core/errors';
 import type { Checkpoint, MetadataValue } from '../core/formats/checkpoint';
 import { openCheckpoint } from '../core/formats/openCheckpoint';
 import { JobRunner } from '../core/jobs/jobRunner';
+import type { MethodQuantizeSpec } from '../core/methods/methodQuantize';
 import { isGgufTarget, planQuantize, type QuantizeRequest, type QuantizeResult } from '../core/quant/pipeline';
 import type { AnalysisReport } from '../protocol/analysis';
 import type { DevicePreference } from './settings';
-import { findTarget, pipelineTarget } from './targets';
+import { checkMethodTarget, findTarget, pipelineTarget } from './targets';
 import type { CheckpointSummary, DtypeTotal, OutlierSummary, QuantBackend, QuantOutcome, QuantPlan, QuantProgressEvent, QuantRequest, TensorOutlierRow } from './backend';
 
 const MAX_METADATA_CHARS = 160;
@@ -126,7 +127,8 @@ export class CoreBackend implements QuantBackend {
 
   /** The dry-run plan: the pipeline's for research targets, the GGUF exporter's (exact file size) for GGUF ones. */
   async plan(request: QuantRequest): Promise<QuantPlan> {
-    const pipelineRequest = toPipelineRequest(request);
+    // The plan is the target's: the calibration pass changes values, not sizes.
+    const { method: _method, ...pipelineRequest } = toPipelineRequest(request);
     if (isGgufTarget(pipelineRequest.target)) {
       const { planGgufExport } = await import('../core/convert/exportGguf');
       const checkpoint = await openCheckpoint(request.input);
@@ -198,5 +200,12 @@ function toPipelineRequest(request: QuantRequest): QuantizeRequest {
   if (!target) throw new InvalidArgumentError(`unknown quantization target "${request.target}"`);
   if (!target.available) throw new UnsupportedError(`${target.label}: ${target.unavailableReason ?? 'not available'}`);
   const mapped = pipelineTarget(target, request.groupSize);
-  return { input: request.input, output: request.output, target: mapped.target, ...(mapped.groupSize !== undefined ? { groupSize: mapped.groupSize } : {}) };
+  const pipelineRequest: QuantizeRequest = { input: request.input, output: request.output, target: mapped.target, ...(mapped.groupSize !== undefined ? { groupSize: mapped.groupSize } : {}) };
+  if (request.method !== undefined) {
+    const method = checkMethodTarget(request.method.method, target);
+    const spec: MethodQuantizeSpec = { method: method.id, calib: request.method.calibrationFile };
+    if (request.method.calibrationWindows !== undefined) spec.calibWindows = request.method.calibrationWindows;
+    pipelineRequest.method = spec;
+  }
+  return pipelineRequest;
 }

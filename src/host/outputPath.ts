@@ -10,7 +10,7 @@ export function checkpointStem(inputPath: string): string {
 }
 
 /**
- * Default output: `<folder from the pattern>/<stem>-<target>.<ext>`, next to the input by default.
+ * Default output: `<folder from the pattern>/<stem>-[<method>-]<target>.<ext>`, next to the input by default.
  * Pattern variables: ${inputDir}, ${workspaceFolder}, ${inputName}.
  */
 export function defaultOutputPath(
@@ -20,6 +20,8 @@ export function defaultOutputPath(
   groupSize: number | undefined,
   pattern: string,
   workspaceFolder: string | undefined,
+  /** A calibrated method goes in the name too: `<stem>-gptq-int4-g128`. */
+  methodId?: string,
 ): string {
   const inputDir = inputIsFolder ? dirname(resolve(inputPath)) : dirname(resolve(inputPath));
   const stem = inputIsFolder ? basename(resolve(inputPath)) : checkpointStem(inputPath);
@@ -27,5 +29,5 @@ export function defaultOutputPath(
     .replaceAll('${inputDir}', inputDir)
     .replaceAll('${workspaceFolder}', workspaceFolder ?? inputDir)
     .replaceAll('${inputName}', stem);
-  return join(resolve(inputDir, folder), `${stem}-${targetSuffix(target, groupSize)}${outputExtension(target)}`);
+  return join(resolve(inputDir, folder), `${stem}-${methodId === undefined ? '' : `${methodId}-`}${targetSuffix(target, groupSize)}${outputExtension(target)}`);
 }

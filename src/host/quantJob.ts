@@ -12,7 +12,7 @@ import type { QuantOutcome, QuantRequest } from './backend';
 import type { ExtensionDeps } from './deps';
 import { formatBytes } from './format';
 import { reportQuantRun } from './quantRuns';
-import { findTarget } from './targets';
+import { checkMethodTarget, findTarget } from './targets';
 import { sweepStaleTempFiles } from './tempFiles';
 import { requireTrustedWorkspace } from './trust';
 
@@ -56,6 +56,10 @@ export async function checkQuantRequest(request: QuantRequest, overwrite: QuantR
   const target = findTarget(request.target);
   if (!target) throw new InvalidArgumentError(`unknown quantization target "${request.target}"`);
   if (!target.available) throw new InvalidArgumentError(`${target.label}: ${target.unavailableReason ?? 'not available'}`);
+  if (request.method !== undefined) {
+    checkMethodTarget(request.method.method, target);
+    if (!(await fileExists(request.method.calibrationFile))) throw new IoError(`${request.method.calibrationFile}: the calibration file does not exist`);
+  }
   if (!(await fileExists(request.input))) throw new IoError(`${request.input}: no such file or folder`);
   await probeWritableFolder(dirname(request.output));
   if (await fileExists(request.output)) {
@@ -83,7 +87,7 @@ export async function runQuantJob(deps: ExtensionDeps, request: QuantRequest, op
     outputPath: request.output,
     run: async (context) => {
       for (const stale of await sweepStaleTempFiles(dirname(request.output))) deps.log.info(`removed a temp file left by an interrupted job: ${stale}`);
-      deps.log.info(`quantize started: ${request.input} -> ${request.output} (${request.target}${request.groupSize ? `, group ${request.groupSize}` : ''}, device ${request.device})`);
+      deps.log.info(`quantize started: ${request.input} -> ${request.output} (${request.method ? `${request.method.method} on ${request.method.calibrationFile}, ` : ''}${request.target}${request.groupSize ? `, group ${request.groupSize}` : ''}, device ${request.device})`);
       const run = { input: request.input, output: request.output, target: request.target };
       reportQuantRun({ kind: 'started', ...run });
       return deps.backend.quantize(

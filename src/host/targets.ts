@@ -2,6 +2,8 @@
  * The quantization targets the Quantize… flow offers. `id` is what the pipeline receives; the bits per
  * weight here are the storage cost including scales, used only until the pipeline's dry-run plan answers.
  */
+import { InvalidArgumentError, UnsupportedError } from '../core/errors';
+
 export type TargetFormat = 'gguf' | 'safetensors';
 
 export interface TargetInfo {
@@ -13,8 +15,6 @@ export interface TargetInfo {
   nominalBitsPerWeight: number;
   /** Group-wise schemes ask for a group size. */
   usesGroupSize: boolean;
-  /** Methods that need a calibration pass; offered disabled until they exist. */
-  needsCalibration: boolean;
   available: boolean;
   /** Why an unavailable target cannot be chosen (shown in the quick pick). */
   unavailableReason?: string;
@@ -33,7 +33,6 @@ const gguf = (type: string, bpw: number, detail: string): TargetInfo => ({
   detail,
   nominalBitsPerWeight: bpw,
   usesGroupSize: false,
-  needsCalibration: false,
   available: GGUF_EXPORT_AVAILABLE,
   ...(GGUF_EXPORT_AVAILABLE ? {} : { unavailableReason: 'GGUF export is not in this build yet' }),
 });
@@ -45,20 +44,7 @@ const safetensors = (id: string, label: string, bpw: number, detail: string, use
   detail,
   nominalBitsPerWeight: bpw,
   usesGroupSize,
-  needsCalibration: false,
   available: true,
-});
-
-const method = (id: string, label: string, detail: string): TargetInfo => ({
-  id,
-  label,
-  format: 'safetensors',
-  detail,
-  nominalBitsPerWeight: 4.25,
-  usesGroupSize: true,
-  needsCalibration: true,
-  available: false,
-  unavailableReason: 'needs calibration — not available yet',
 });
 
 export const TARGETS: readonly TargetInfo[] = [
@@ -72,10 +58,6 @@ export const TARGETS: readonly TargetInfo[] = [
   safetensors('int4', 'INT4 (safetensors, GPTQ layout)', 4.31, 'group-wise asymmetric, round to nearest, F16 scale per group', true),
   safetensors('nf4', 'NF4 (safetensors, bitsandbytes)', 4.5, 'NormalFloat4 code book, absmax per block of 64', false),
   safetensors('fp8', 'FP8 E4M3 (safetensors)', 8, 'per-tensor scale, round to nearest even', false),
-  method('awq', 'AWQ', 'activation-aware weight scaling'),
-  method('gptq', 'GPTQ', 'second-order error compensation'),
-  method('smoothquant', 'SmoothQuant', 'migrates activation outliers into weights'),
-  method('llm-int8', 'LLM.int8()', 'mixed-precision decomposition of outlier dims'),
 ];
 
 export function findTarget(id: string): TargetInfo | undefined {
@@ -101,4 +83,51 @@ export function outputExtension(target: TargetInfo): string {
 export function targetSuffix(target: TargetInfo, groupSize: number | undefined): string {
   const base = target.format === 'gguf' ? target.id.slice('gguf:'.length) : target.id;
   return target.usesGroupSize && groupSize !== undefined ? `${base}-g${groupSize}` : base;
+}
+
+export type CalibratedMethodId = 'gptq' | 'awq' | 'smoothquant' | 'llm-int8';
+
+/** A calibrated method of the Quantize… flow: a calibration pass, then one of `targetIds` is written. */
+export interface MethodInfo {
+  id: CalibratedMethodId;
+  label: string;
+  detail: string;
+  /** The targets the core writes for this method (see checkMethodRequest in core/methods/methodQuantize.ts). */
+  targetIds: readonly string[];
+  available: boolean;
+  unavailableReason?: string;
+}
+
+export const METHODS: readonly MethodInfo[] = [
+  // GPTQ and AWQ write group-wise integers: only the GPTQ layout holds them.
+  { id: 'gptq', label: 'GPTQ', detail: 'second-order error compensation, then INT4 in the GPTQ layout', targetIds: ['int4'], available: true },
+  { id: 'awq', label: 'AWQ', detail: 'activation-aware weight scaling, then INT4 in the GPTQ layout', targetIds: ['int4'], available: true },
+  // SmoothQuant only folds scales into the weights: any safetensors target's writer quantizes them.
+  { id: 'smoothquant', label: 'SmoothQuant', detail: 'migrates activation outliers into weights, then any safetensors target', targetIds: ['int8', 'int4', 'nf4', 'fp8'], available: true },
+  {
+    id: 'llm-int8',
+    label: 'LLM.int8()',
+    detail: 'mixed-precision decomposition of outlier dims',
+    targetIds: [],
+    available: false,
+    unavailableReason: 'output layout not available yet',
+  },
+];
+
+export function findMethod(id: string): MethodInfo | undefined {
+  return METHODS.find((m) => m.id === id.toLowerCase());
+}
+
+/**
+ * Refuses a method/target pair the core would refuse (one line naming what to change); returns the method.
+ * The core checks again in the worker (checkMethodRequest) with the exact recipe.
+ */
+export function checkMethodTarget(methodId: string, target: TargetInfo): MethodInfo {
+  const method = findMethod(methodId);
+  if (!method) throw new InvalidArgumentError(`unknown calibrated method "${methodId}"; give one of ${METHODS.filter((m) => m.available).map((m) => m.id).join(', ')}`);
+  if (!method.available) throw new UnsupportedError(`${method.label}: ${method.unavailableReason ?? 'not available'}`);
+  if (!method.targetIds.includes(target.id)) {
+    throw new InvalidArgumentError(`${method.label} cannot write ${target.label}; give one of ${method.targetIds.map((id) => findTarget(id)?.label ?? id).join(', ')}`);
+  }
+  return method;
 }

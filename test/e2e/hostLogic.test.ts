@@ -12,7 +12,7 @@ import { CancelledError } from '../../src/core/errors';
 import { temporaryPathFor } from '../../src/core/io/atomicWrite';
 import { JobQueue, OutputBusyError } from '../../src/host/jobQueue';
 import { checkpointStem, defaultOutputPath } from '../../src/host/outputPath';
-import { findTarget, pipelineTarget, TARGETS } from '../../src/host/targets';
+import { checkMethodTarget, findTarget, METHODS, pipelineTarget, TARGETS } from '../../src/host/targets';
 import { removeOwnTempFilesSync, sweepStaleTempFiles } from '../../src/host/tempFiles';
 
 const never = (signal: AbortSignal): Promise<never> =>
@@ -83,12 +83,22 @@ test('default outputs sit next to the input, named after the checkpoint and the 
   assert.equal(defaultOutputPath('/m/tiny-llama/model.safetensors', false, q8, undefined, '${inputDir}', undefined), '/m/tiny-llama/tiny-llama-Q8_0.gguf');
   assert.equal(defaultOutputPath('/m/tiny-llama', true, int4, 64, '${inputDir}', undefined), '/m/tiny-llama-int4-g64.safetensors');
   assert.equal(defaultOutputPath('/m/a.gguf', false, int4, 32, '${workspaceFolder}/out', '/ws'), '/ws/out/a-int4-g32.safetensors');
+  assert.equal(defaultOutputPath('/m/a.gguf', false, int4, 32, '${inputDir}', undefined, 'gptq'), '/m/a-gptq-int4-g32.safetensors');
 });
 
-test('every available target maps to a pipeline target; calibration methods are not available', () => {
-  for (const t of TARGETS) {
-    if (t.needsCalibration) assert.equal(t.available, false, t.id);
-    else assert.ok(pipelineTarget(t, 64).target.length > 0);
+test('every available target maps to a pipeline target; calibrated methods name the targets they write', () => {
+  for (const t of TARGETS) assert.ok(pipelineTarget(t, 64).target.length > 0, t.id);
+  // GPTQ and AWQ write only the GPTQ layout; SmoothQuant any safetensors target; LLM.int8() nothing yet.
+  assert.deepEqual(checkMethodTarget('gptq', findTarget('int4')!).id, 'gptq');
+  assert.deepEqual(checkMethodTarget('AWQ', findTarget('int4')!).id, 'awq');
+  assert.equal(checkMethodTarget('smoothquant', findTarget('int8')!).id, 'smoothquant');
+  assert.throws(() => checkMethodTarget('gptq', findTarget('int8')!), /GPTQ cannot write INT8/);
+  assert.throws(() => checkMethodTarget('awq', findTarget('gguf:Q4_K_M')!), /AWQ cannot write GGUF Q4_K_M/);
+  assert.throws(() => checkMethodTarget('llm-int8', findTarget('int8')!), /LLM\.int8\(\): output layout not available yet/);
+  assert.throws(() => checkMethodTarget('hqq', findTarget('int4')!), /unknown calibrated method "hqq"/);
+  for (const m of METHODS) {
+    assert.equal(m.available, m.id !== 'llm-int8', m.id);
+    for (const id of m.targetIds) assert.equal(findTarget(id)?.format, 'safetensors', `${m.id} -> ${id}`);
   }
   assert.deepEqual(pipelineTarget(findTarget('int4')!, 64), { target: 'int4-g128', groupSize: 64 });
   assert.deepEqual(pipelineTarget(findTarget('gguf:Q4_K_M')!, undefined), { target: 'Q4_K_M', groupSize: undefined });

@@ -54,6 +54,19 @@ async function leftovers(folder: string, stem: string): Promise<string[]> {
   return (await readdir(folder)).filter((n) => n.startsWith(stem) || n.includes('.tmp') || n.includes('.partial'));
 }
 
+/** The JSON header of a safetensors file: tensor name -> dtype and shape. */
+async function safetensorsHeader(path: string): Promise<Record<string, { dtype: string; shape: number[] } | undefined>> {
+  const bytes = await readFile(path);
+  const headerLength = Number(bytes.readBigUInt64LE(0));
+  return JSON.parse(bytes.subarray(8, 8 + headerLength).toString('utf8')) as Record<string, { dtype: string; shape: number[] } | undefined>;
+}
+
+function fixture(name: string): string {
+  const extension = vscode.extensions.getExtension(EXTENSION_ID);
+  assert.ok(extension, `${EXTENSION_ID} is installed`);
+  return join(extension.extensionPath, 'test', 'fixtures', name);
+}
+
 async function rejection(promise: Thenable<unknown>): Promise<Error> {
   try {
     await promise;
@@ -237,12 +250,41 @@ function trustedSuite(): void {
       assert.equal(await exists(target), false);
     });
 
-    test('an unknown target and a calibration method are refused', async () => {
+    test('an unknown target, LLM.int8() and a method with a target it cannot write are refused', async () => {
       const input = join(workspaceRoot(), 'model.safetensors');
       const unknown = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'Q9_9', output: join(workspaceRoot(), 'x.gguf') }));
       assert.match(unknown.message, /unknown quantization target/);
-      const awq = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'awq', output: join(workspaceRoot(), 'x.safetensors') }));
-      assert.match(awq.message, /calibration/);
+      const output = join(workspaceRoot(), 'x.safetensors');
+      const calibrationFile = fixture('calib-64k.txt');
+      const llmInt8 = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'int8', output, method: 'llm-int8', calibrationFile }));
+      assert.match(llmInt8.message, /LLM\.int8\(\): output layout not available yet/);
+      const gptqInt8 = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'int8', output, method: 'gptq', calibrationFile }));
+      assert.match(gptqInt8.message, /GPTQ cannot write INT8/);
+      assert.equal(await exists(output), false);
+    });
+
+    test('GPTQ with a calibration file writes INT4 g32 in the GPTQ layout and records the method in the card', async () => {
+      const root = workspaceRoot();
+      const input = join(root, 'model.safetensors');
+      const calibrationFile = join(root, 'calib-gptq.txt');
+      await copyFile(fixture('calib-64k.txt'), calibrationFile);
+      const output = join(root, 'gptq-int4-g32.safetensors');
+      const outcome = await vscode.commands.executeCommand<Outcome>('quantlens.quantize', {
+        input, target: 'int4', groupSize: 32, output, method: 'gptq', calibrationFile, calibrationWindows: 2,
+      });
+      assert.equal(outcome.output, output);
+      const header = await safetensorsHeader(output);
+      const qweights = Object.entries(header).filter(([name]) => name.endsWith('.qweight'));
+      assert.ok(qweights.length > 0, 'GPTQ layout tensors (qweight) are written');
+      // micro-llama's q_proj is 64 inputs wide: 64 / 8 codes per int32 row of qweight, 64 / 32 groups of scales.
+      const qProj = header['model.layers.0.self_attn.q_proj.qweight'];
+      assert.deepEqual(qProj?.dtype, 'I32');
+      const scales = header['model.layers.0.self_attn.q_proj.scales'];
+      assert.equal(scales?.shape[0], 64 / 32);
+      const card = JSON.parse(await readFile(`${output}.quant.json`, 'utf8')) as { recipe: Record<string, unknown> };
+      assert.equal(card.recipe.method, 'gptq');
+      assert.equal(card.recipe.calibration, calibrationFile);
+      assert.equal(card.recipe.calibrationWindows, 2);
     });
   });
 
