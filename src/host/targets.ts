@@ -102,7 +102,7 @@ export const METHODS: readonly MethodInfo[] = [
   // GPTQ and AWQ write group-wise integers: only the GPTQ layout holds them.
   { id: 'gptq', label: 'GPTQ', detail: 'second-order error compensation, then INT4 in the GPTQ layout', targetIds: ['int4'], available: true },
   { id: 'awq', label: 'AWQ', detail: 'activation-aware weight scaling, then INT4 in the GPTQ layout', targetIds: ['int4'], available: true },
-  // SmoothQuant only folds scales into the weights: any safetensors target's writer quantizes them.
+  // SmoothQuant only folds scales into the weights; every safetensors target's writer then quantizes them.
   { id: 'smoothquant', label: 'SmoothQuant', detail: 'migrates activation outliers into weights, then any safetensors target', targetIds: ['int8', 'int4', 'nf4', 'fp8'], available: true },
   {
     id: 'llm-int8',
