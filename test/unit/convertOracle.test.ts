@@ -8,16 +8,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir, tinyLlamaDir, tinyLlamaQ4KMGguf } from '../helpers/paths';
 import { exportGguf } from '../../src/core/convert/exportGguf';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
-import { GgufStreamWriter, layoutGguf } from '../../src/core/formats/gguf/writer';
 import { readGgufHeader } from '../../src/core/formats/gguf/reader';
 import { withFileSource } from '../../src/core/io/byteSource';
-import { syntheticKv, syntheticTensors, syntheticValues } from '../fixtures/oracles/syntheticLlama';
+import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
 
 interface OracleOutput {
   target: string;
@@ -33,33 +32,6 @@ interface Oracle {
 }
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-async function writeSyntheticInput(path: string): Promise<void> {
-  const tensors = syntheticTensors();
-  const layout = layoutGguf({ kv: syntheticKv(), tensors });
-  const handle = await open(path, 'w');
-  let position = 0;
-  try {
-    const writer = new GgufStreamWriter(
-      {
-        write: async (bytes) => {
-          await handle.write(bytes, 0, bytes.byteLength, position);
-          position += bytes.byteLength;
-        },
-      },
-      layout,
-    );
-    await writer.writeHeader();
-    for (const t of tensors) {
-      const count = t.shape.reduce((a, b) => a * b, 1);
-      const values = syntheticValues(t.name, count, t.shape[t.shape.length - 1]!);
-      await writer.writeTensorData(t.name, new Uint8Array(values.buffer));
-    }
-    await writer.finish();
-  } finally {
-    await handle.close();
-  }
-}
 
 /** Names the tensors whose bytes differ from the oracle's, for a useful failure message. */
 async function differingTensors(path: string, expected: OracleOutput): Promise<string[]> {

@@ -7,16 +7,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtemp, open, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir } from '../helpers/paths';
 import { exportGguf } from '../../src/core/convert/exportGguf';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
-import { GgufStreamWriter, layoutGguf } from '../../src/core/formats/gguf/writer';
 import { ggmlByteSize, quantizeGgml } from '../../src/core/quant/ggml/index';
 import { QuantizePool } from '../../src/core/quant/ggml/quantPool';
-import { syntheticKv, syntheticTensors, syntheticValues } from '../fixtures/oracles/syntheticLlama';
+import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 
@@ -25,32 +24,6 @@ interface OracleOutput {
   pure: boolean;
   fileBytes: number;
   fileSha256: string;
-}
-
-async function writeSyntheticInput(path: string): Promise<void> {
-  const tensors = syntheticTensors();
-  const layout = layoutGguf({ kv: syntheticKv(), tensors });
-  const handle = await open(path, 'w');
-  let position = 0;
-  try {
-    const writer = new GgufStreamWriter(
-      {
-        write: async (bytes) => {
-          await handle.write(bytes, 0, bytes.byteLength, position);
-          position += bytes.byteLength;
-        },
-      },
-      layout,
-    );
-    await writer.writeHeader();
-    for (const t of tensors) {
-      const count = t.shape.reduce((a, b) => a * b, 1);
-      await writer.writeTensorData(t.name, new Uint8Array(syntheticValues(t.name, count, t.shape[t.shape.length - 1]!).buffer));
-    }
-    await writer.finish();
-  } finally {
-    await handle.close();
-  }
 }
 
 test('exportGguf on worker threads, small windows: Q4_K_M, Q8_0, Q4_0, Q6_K, Q2_K byte-identical to llama-quantize', async () => {
