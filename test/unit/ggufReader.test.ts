@@ -9,6 +9,7 @@ import { readGgufHeader, ggufNumber, ggufNumberArray, ggufShape, ggufString, ggu
 import { encodeGgufHeader, encodeOptionsFromHeader, type EncodeGgufOptions, type EncodedTensorInfo } from '../../src/core/formats/gguf/encodeHeader';
 import { GGML_TYPES, ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
+import { hfNameOfGguf, unpermuteQkRows } from '../helpers/hfGgufNames';
 
 // The real file, read once (4.8 MB): tests build their bad files from its header.
 const realBytes = new Uint8Array(readFileSync(microLlamaF32Gguf));
@@ -66,48 +67,6 @@ test('micro-llama-f32.gguf: header as llama.cpp wrote it', async () => {
   assert.deepEqual(encoded.bytes, realBytes.subarray(0, h.dataStart));
 });
 
-function hfNameOf(ggufName: string): string {
-  const fixed: Record<string, string> = { 'token_embd.weight': 'model.embed_tokens.weight', 'output.weight': 'lm_head.weight', 'output_norm.weight': 'model.norm.weight' };
-  const direct = fixed[ggufName];
-  if (direct !== undefined) return direct;
-  const m = /^blk\.(\d+)\.(\w+)\.weight$/.exec(ggufName);
-  assert.ok(m, `unexpected GGUF tensor name ${ggufName}`);
-  const parts: Record<string, string> = {
-    attn_norm: 'input_layernorm',
-    ffn_norm: 'post_attention_layernorm',
-    attn_q: 'self_attn.q_proj',
-    attn_k: 'self_attn.k_proj',
-    attn_v: 'self_attn.v_proj',
-    attn_output: 'self_attn.o_proj',
-    ffn_gate: 'mlp.gate_proj',
-    ffn_up: 'mlp.up_proj',
-    ffn_down: 'mlp.down_proj',
-  };
-  const part = parts[m[2] ?? ''];
-  assert.ok(part !== undefined, `unmapped GGUF tensor ${ggufName}`);
-  return `model.layers.${m[1]}.${part}.weight`;
-}
-
-/**
- * Undoes convert_hf_to_gguf's permute(): GGUF row h*hd + 2i + j holds HF row h*hd + j*(hd/2) + i
- * (rows reshaped (n_head, 2, hd/2) and the last two axes swapped).
- */
-function unpermuteRows(values: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  const out = new Float32Array(values.length);
-  const headDim = rows / nHead;
-  const half = headDim / 2;
-  for (let h = 0; h < nHead; h++) {
-    for (let i = 0; i < half; i++) {
-      for (let j = 0; j < 2; j++) {
-        const ggufRow = h * headDim + 2 * i + j;
-        const hfRow = h * headDim + j * half + i;
-        out.set(values.subarray(ggufRow * cols, (ggufRow + 1) * cols), hfRow * cols);
-      }
-    }
-  }
-  return out;
-}
-
 function metaNumber(h: GgufHeader, key: string): number {
   const v = h.kv.get(key);
   assert.ok(v !== undefined && v.type !== 'ARRAY' && typeof v.value === 'number', `${key} missing`);
@@ -123,13 +82,13 @@ test('every micro-llama tensor from the F32 GGUF equals the BF16 safetensors val
     const nHeadKv = metaNumber(gguf.gguf, 'llama.attention.head_count_kv');
     assert.equal(gguf.tensors.length, hf.tensors.length);
     for (const t of gguf.tensors) {
-      const hfName = hfNameOf(t.name);
+      const hfName = hfNameOfGguf(t.name);
       const hfEntry = hf.tensors.find((e) => e.name === hfName);
       assert.ok(hfEntry, `${hfName} in safetensors`);
       assert.deepEqual(t.shape, hfEntry.shape, `${t.name} shape`);
       let fromGguf = await gguf.readRowsF32(t.name);
-      if (t.name.endsWith('attn_q.weight')) fromGguf = unpermuteRows(fromGguf, t.shape[0] ?? 0, t.shape[1] ?? 0, nHead);
-      if (t.name.endsWith('attn_k.weight')) fromGguf = unpermuteRows(fromGguf, t.shape[0] ?? 0, t.shape[1] ?? 0, nHeadKv);
+      if (t.name.endsWith('attn_q.weight')) fromGguf = unpermuteQkRows(fromGguf, t.shape[0] ?? 0, t.shape[1] ?? 0, nHead);
+      if (t.name.endsWith('attn_k.weight')) fromGguf = unpermuteQkRows(fromGguf, t.shape[0] ?? 0, t.shape[1] ?? 0, nHeadKv);
       const fromHf = await hf.readRowsF32(hfName);
       const a = new Uint32Array(fromGguf.buffer, fromGguf.byteOffset, fromGguf.length);
       const b = new Uint32Array(fromHf.buffer, fromHf.byteOffset, fromHf.length);

@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { tinyLlamaDir, tinyLlamaQ4KMGguf } from '../helpers/paths';
+import { hfNameOfGguf, unpermuteQkRows } from '../helpers/hfGgufNames';
 
 /**
  * Relative RMSE (rms(dequantized - original) / rms(original)) each ggml type may show on trained weights.
@@ -22,42 +23,6 @@ const MAX_RELATIVE_RMSE: Record<string, number> = {
   Q4_K: 0.12,
 };
 
-const GGUF_TO_HF: Record<string, string> = {
-  attn_norm: 'input_layernorm',
-  ffn_norm: 'post_attention_layernorm',
-  attn_q: 'self_attn.q_proj',
-  attn_k: 'self_attn.k_proj',
-  attn_v: 'self_attn.v_proj',
-  attn_output: 'self_attn.o_proj',
-  ffn_gate: 'mlp.gate_proj',
-  ffn_up: 'mlp.up_proj',
-  ffn_down: 'mlp.down_proj',
-};
-
-function hfName(name: string): string {
-  const fixed: Record<string, string> = { 'token_embd.weight': 'model.embed_tokens.weight', 'output.weight': 'lm_head.weight', 'output_norm.weight': 'model.norm.weight' };
-  const direct = fixed[name];
-  if (direct !== undefined) return direct;
-  const m = /^blk\.(\d+)\.(\w+)\.weight$/.exec(name);
-  const part = m ? GGUF_TO_HF[m[2] ?? ''] : undefined;
-  assert.ok(m && part, `unmapped GGUF tensor ${name}`);
-  return `model.layers.${m[1]}.${part}.weight`;
-}
-
-/** Undoes convert_hf_to_gguf's Q/K permute: GGUF row h*hd + 2i + j holds HF row h*hd + j*hd/2 + i. */
-function unpermuteRows(values: Float32Array, rows: number, cols: number, nHead: number): Float32Array {
-  const out = new Float32Array(values.length);
-  const headDim = rows / nHead;
-  const half = headDim / 2;
-  for (let h = 0; h < nHead; h++)
-    for (let i = 0; i < half; i++)
-      for (let j = 0; j < 2; j++) {
-        const from = h * headDim + 2 * i + j;
-        out.set(values.subarray(from * cols, (from + 1) * cols), (h * headDim + j * half + i) * cols);
-      }
-  return out;
-}
-
 test('every tensor dequantized from tiny-llama-Q4_K_M.gguf is close to the BF16 original', { skip: tinyLlamaQ4KMGguf.skip || tinyLlamaDir.skip }, async () => {
   const gguf = await openCheckpoint(tinyLlamaQ4KMGguf.path);
   const hf = await openCheckpoint(tinyLlamaDir.path);
@@ -68,10 +33,10 @@ test('every tensor dequantized from tiny-llama-Q4_K_M.gguf is close to the BF16 
     const failures: string[] = [];
     const seenTypes = new Set<string>();
     for (const t of gguf.tensors) {
-      const name = hfName(t.name);
+      const name = hfNameOfGguf(t.name);
       let got = await gguf.readRowsF32(t.name);
-      if (t.name.endsWith('attn_q.weight')) got = unpermuteRows(got, t.shape[0] ?? 0, t.shape[1] ?? 0, nHead);
-      if (t.name.endsWith('attn_k.weight')) got = unpermuteRows(got, t.shape[0] ?? 0, t.shape[1] ?? 0, nHeadKv);
+      if (t.name.endsWith('attn_q.weight')) got = unpermuteQkRows(got, t.shape[0] ?? 0, t.shape[1] ?? 0, nHead);
+      if (t.name.endsWith('attn_k.weight')) got = unpermuteQkRows(got, t.shape[0] ?? 0, t.shape[1] ?? 0, nHeadKv);
       const want = await hf.readRowsF32(name);
       assert.equal(got.length, want.length, `${t.name} element count`);
       let err = 0;
