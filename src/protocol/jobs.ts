@@ -5,6 +5,7 @@
  */
 import type { QuantizeRequest, QuantizeResult } from '../core/quant/pipeline';
 import type { AnalysisReport } from './analysis';
+import type { MomentSummary } from '../core/analysis/weightStats';
 import {
   defineNotification,
   defineRequest,
@@ -210,20 +211,11 @@ export interface ChannelCountSummary {
 }
 const isChannelCount: Guard<ChannelCountSummary> = isShape<ChannelCountSummary>({ index: isNonNegativeInteger, count: isNonNegativeInteger });
 
-/** One tensor's statistics, in plain JSON-able form. */
-export interface TensorStatsSummary {
+/** One tensor's statistics, in plain JSON-able form: its moments plus outliers and histograms. */
+export interface TensorStatsSummary extends MomentSummary {
   name: string;
   dtype: string;
   shape: number[];
-  count: number;
-  nanCount: number;
-  infCount: number;
-  min: number;
-  max: number;
-  absMax: number;
-  mean: number;
-  variance: number;
-  kurtosis: number;
   /** Outliers are values with |x - outlierCenter| > outlierThreshold (center = the tensor mean). */
   outlierThreshold: number;
   outlierCenter: number;
