@@ -221,7 +221,15 @@ export interface QuantCardLike {
     sqnrDb: number | null;
     maxAbsError: number | null;
     errorMap: { rowBands: number; colBands: number; values: number[] } | null;
+    /** Element-wise error histogram over [-range, range]; absent in older cards. */
+    errorHistogram?: { range: number; counts: number[]; zeros: number } | null;
   }[];
+}
+
+/** Bin edges of a card's error histogram (bins equal over [-range, range]; range 0 = all exact: drawn over [-1, 1]). */
+export function errorHistogramEdges(range: number, bins: number): number[] {
+  const r = range > 0 ? range : 1;
+  return Array.from({ length: bins + 1 }, (_, k) => -r + (2 * r * k) / bins);
 }
 
 /** Roles in heatmap column order: embeddings, the seven linears, the output head. */
@@ -272,6 +280,9 @@ export function errorsFromQuantCard(
       colsPerCell: Math.round(tensorCols / cols),
       values: scale === 1 ? averaged : averaged.map((v) => v / scale),
       ...(scale === 1 ? {} : { scale }),
+      ...(t.errorHistogram == null
+        ? {}
+        : { errorHistogram: { edges: errorHistogramEdges(t.errorHistogram.range, t.errorHistogram.counts.length), counts: t.errorHistogram.counts, zeros: t.errorHistogram.zeros } }),
     });
   }
   const roles = HEATMAP_ROLES.filter((role) => cells.some((c) => c.role === role));

@@ -198,8 +198,12 @@ export interface BlockErrorMap {
   /** Cell values in units of `scale` (the metric of a cell is values[i] * scale; absent = 1). */
   values: number[];
   scale?: number;
-  /** Histogram of the elementwise error (x - q) / std(x), when the host computed it. */
-  errorHistogram?: { edges: number[]; counts: number[] };
+  /**
+   * Histogram of the element-wise error q - x (dequantized minus original, in the tensor's units): edges.length =
+   * counts.length + 1; `zeros` = elements reconstructed exactly (also counted in the bin holding 0). Absent when the
+   * source (a quant card written before cards had it) has none.
+   */
+  errorHistogram?: { edges: number[]; counts: number[]; zeros?: number };
 }
 
 export interface ComparisonRow {
@@ -344,7 +348,12 @@ function isBlockErrorMap(x: unknown): x is BlockErrorMap {
     isNumberArray(x.values) &&
     x.values.length === x.rows * x.cols &&
     (x.scale === undefined || typeof x.scale === 'number') &&
-    (x.errorHistogram === undefined || (isRecord(x.errorHistogram) && isNumberArray(x.errorHistogram.edges) && isNumberArray(x.errorHistogram.counts)))
+    (x.errorHistogram === undefined ||
+      (isRecord(x.errorHistogram) &&
+        isNumberArray(x.errorHistogram.edges) &&
+        isNumberArray(x.errorHistogram.counts) &&
+        x.errorHistogram.edges.length === x.errorHistogram.counts.length + 1 &&
+        (x.errorHistogram.zeros === undefined || typeof x.errorHistogram.zeros === 'number')))
   );
 }
 

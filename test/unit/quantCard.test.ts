@@ -30,7 +30,13 @@ test('a card written by the pipeline parses back; sha256, version, recipe and to
     for (const t of card.tensors.filter((x) => x.quantized)) {
       assert.equal(t.type, 'gptq-int4-g64-sym');
       assert.ok(t.errorMap !== null && t.errorMap.rowBands <= 64 && t.errorMap.colBands <= 64);
+      // The element-wise error histogram: every element once, over a range that holds max |error|.
+      const h = t.errorHistogram;
+      assert.ok(h !== undefined && h !== null, t.name);
+      assert.equal(h.counts.reduce((a, b) => a + b, 0), t.shape[0]! * t.shape[1]!);
+      assert.ok(h.range >= t.maxAbsError! && h.range <= t.maxAbsError! * 1.125 + 1e-12, `${t.name}: range ${h.range}, max ${t.maxAbsError}`);
     }
+    for (const t of card.tensors.filter((x) => !x.quantized)) assert.equal(t.errorHistogram, null);
     assert.equal(await sha256File(source), card.source.files[0]!.sha256);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -63,4 +69,12 @@ test('parseQuantCard rejects malformed cards, naming the field', () => {
   broken((c) => void ((c.recipe as Record<string, unknown>).nested = { a: 1 }), /recipe\.nested/);
   broken(() => [good], /card: expected an object/);
   broken((c) => void (c.totals.parameters = -1), /totals\.parameters/);
+  // Cards written before the error histogram existed still parse (the key stays absent); a malformed one does not.
+  assert.equal('errorHistogram' in parseQuantCard(good).tensors[0]!, false);
+  const withHistogram = JSON.parse(JSON.stringify(good)) as typeof good;
+  withHistogram.tensors[0]!.errorHistogram = { range: 0.5, counts: Array.from({ length: 64 }, (_, i) => (i === 31 || i === 32 ? 2 : 0)), zeros: 1 };
+  assert.deepEqual(parseQuantCard(withHistogram).tensors[0]!.errorHistogram, withHistogram.tensors[0]!.errorHistogram);
+  broken((c) => void (c.tensors[0]!.errorHistogram = { range: 0.5, counts: [1, 2, 3], zeros: 0 }), /tensors\[0\]\.errorHistogram\.counts: expected 64 counts/);
+  broken((c) => void (c.tensors[0]!.errorHistogram = { range: -1, counts: new Array<number>(64).fill(0), zeros: 0 }), /tensors\[0\]\.errorHistogram\.range/);
+  broken((c) => void (c.tensors[0]!.errorHistogram = { range: 1, counts: new Array<number>(64).fill(0.5), zeros: 0 }), /tensors\[0\]\.errorHistogram\.counts\[0\]/);
 });

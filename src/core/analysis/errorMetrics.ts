@@ -11,6 +11,8 @@
  * - cosine similarity = sum x*y / sqrt(sum x^2 * sum y^2) (1 when both are all zeros)
  * - block-error map: rows split into min(64, rows) bands and columns into min(64, cols) bands,
  *   band b covering [floor(b * n / bands), floor((b + 1) * n / bands)); each cell is the MSE of its block.
+ * - error histogram: counts of the element-wise error e = y - x (dequantized minus original) in
+ *   ERROR_HISTOGRAM_BINS equal bins over [-range, range], range >= max |e| (see ErrorHistogramAccumulator).
  * Sums are f64.
  */
 import { InvalidArgumentError, NumericError } from '../errors';
@@ -24,6 +26,86 @@ export interface ErrorMap {
   values: number[];
 }
 
+/** Output bins of the element-wise error histogram (over a range symmetric around 0). */
+export const ERROR_HISTOGRAM_BINS = 64;
+/** Fine bins per side kept while streaming; the output merges whole groups of them. */
+const FINE_BINS_PER_SIDE = 512;
+
+export interface ErrorHistogram {
+  /** Bins cover [-range, range] in ERROR_HISTOGRAM_BINS equal steps; bin k is [-range + k w, -range + (k + 1) w), w = 2 range / bins. 0 when every error is 0. */
+  range: number;
+  /** ERROR_HISTOGRAM_BINS counts; they sum to the element count (an error of exactly 0 is in bin bins / 2). */
+  counts: number[];
+  /** Elements reconstructed exactly (error 0), also counted in bin bins / 2. */
+  zeros: number;
+}
+
+/**
+ * Histogram of e = y - x over a range that is not known before the last element, in one pass and fixed
+ * memory: fine bins over [-R, R] with R a power of two; when |e| > R, R doubles and pairs of fine bins
+ * merge (exact: each new bin is the union of two old ones). At the end the output range is the smallest
+ * multiple of 32 fine bins per side that holds every nonzero fine bin (so range <= max |e| + R / 16 and
+ * each output bin is a whole number of fine bins: the counts are exact, no interpolation).
+ * Binning rule: fine bin i (0 .. 2F-1) holds e in [-R + i R/F, -R + (i + 1) R/F), e = R goes into the last bin.
+ */
+export class ErrorHistogramAccumulator {
+  private readonly fine = new Float64Array(2 * FINE_BINS_PER_SIDE);
+  /** Half-width of the fine range; 0 until the first nonzero error. */
+  private halfRange = 0;
+  private zeros = 0;
+
+  /** Adds one error value (finite). */
+  add(e: number): void {
+    if (e === 0) {
+      this.zeros += 1;
+      this.fine[FINE_BINS_PER_SIDE]! += 1;
+      return;
+    }
+    const a = Math.abs(e);
+    if (a > this.halfRange) this.grow(a);
+    const index = Math.floor(((e + this.halfRange) * FINE_BINS_PER_SIDE) / this.halfRange);
+    this.fine[index >= 2 * FINE_BINS_PER_SIDE ? 2 * FINE_BINS_PER_SIDE - 1 : index < 0 ? 0 : index]! += 1;
+  }
+
+  private grow(a: number): void {
+    if (this.halfRange === 0) {
+      // First nonzero error: the smallest power of two >= |e| (zeros seen so far sit in the centre bin whatever R is).
+      this.halfRange = 2 ** Math.ceil(Math.log2(a));
+      while (this.halfRange < a) this.halfRange *= 2;
+      return;
+    }
+    while (this.halfRange < a) {
+      // Double R: new fine bin j = F/2 + floor(i / 2) for old bin i.
+      const merged = new Float64Array(this.fine.length);
+      for (let i = 0; i < this.fine.length; i++) merged[FINE_BINS_PER_SIDE / 2 + (i >> 1)]! += this.fine[i]!;
+      this.fine.set(merged);
+      this.halfRange *= 2;
+    }
+  }
+
+  result(): ErrorHistogram {
+    const counts = new Array<number>(ERROR_HISTOGRAM_BINS).fill(0);
+    const half = ERROR_HISTOGRAM_BINS / 2;
+    if (this.halfRange === 0) {
+      counts[half] = this.zeros;
+      return { range: 0, counts, zeros: this.zeros };
+    }
+    // Fine bins used on the wider side, counted from the centre.
+    let extent = 1;
+    for (let i = 0; i < this.fine.length; i++) {
+      if (this.fine[i] === 0) continue;
+      extent = Math.max(extent, i < FINE_BINS_PER_SIDE ? FINE_BINS_PER_SIDE - i : i - FINE_BINS_PER_SIDE + 1);
+    }
+    const finePerBin = Math.ceil(extent / half);
+    const first = FINE_BINS_PER_SIDE - half * finePerBin;
+    for (let i = 0; i < this.fine.length; i++) {
+      const count = this.fine[i]!;
+      if (count !== 0) counts[Math.floor((i - first) / finePerBin)]! += count;
+    }
+    return { range: (this.halfRange * half * finePerBin) / FINE_BINS_PER_SIDE, counts, zeros: this.zeros };
+  }
+}
+
 export interface ErrorMetrics {
   count: number;
   mse: number;
@@ -33,6 +115,7 @@ export interface ErrorMetrics {
   maxAbsError: number;
   cosine: number;
   errorMap: ErrorMap;
+  errorHistogram: ErrorHistogram;
 }
 
 export class ErrorAccumulator {
@@ -47,6 +130,7 @@ export class ErrorAccumulator {
   private readonly cellError: Float64Array;
   private readonly cellCount: Float64Array;
   private readonly colBandOf: Uint8Array;
+  private readonly histogram = new ErrorHistogramAccumulator();
 
   constructor(
     readonly rows: number,
@@ -90,6 +174,7 @@ export class ErrorAccumulator {
         const cell = cellBase + this.colBandOf[c]!;
         this.cellError[cell]! += d2;
         this.cellCount[cell]! += 1;
+        this.histogram.add(-d);
       }
     }
     this.rowsSeen += blockRows;
@@ -113,6 +198,7 @@ export class ErrorAccumulator {
       maxAbsError: this.maxAbs,
       cosine,
       errorMap: { rowBands: this.rowBands, colBands: this.colBands, values },
+      errorHistogram: this.histogram.result(),
     };
   }
 }

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { FormatError, IoError } from '../errors';
-import { MAX_ERROR_MAP_BANDS, type ErrorMap, type ErrorMetrics } from '../analysis/errorMetrics';
+import { ERROR_HISTOGRAM_BINS, MAX_ERROR_MAP_BANDS, type ErrorHistogram, type ErrorMap, type ErrorMetrics } from '../analysis/errorMetrics';
 
 export const QUANT_CARD_SCHEMA = 'quantlens.quant-card/1';
 
@@ -37,6 +37,11 @@ export interface QuantCardTensor {
   cosine: number | null;
   /** Block MSE map, values rounded to 4 significant digits. */
   errorMap: ErrorMap | null;
+  /**
+   * Histogram of the element-wise error (dequantized - original) over [-range, range] (errorMetrics.ts).
+   * null for copied tensors; absent in cards written before it existed.
+   */
+  errorHistogram?: ErrorHistogram | null;
 }
 
 export type RecipeValue = string | number | boolean | null;
@@ -80,12 +85,13 @@ export function quantizedTensorEntry(
     cosine: metrics.cosine,
     // 4 significant digits are plenty for a heatmap and keep the card small (up to 4096 cells per tensor).
     errorMap: { ...metrics.errorMap, values: metrics.errorMap.values.map((v) => Number(v.toPrecision(4))) },
+    errorHistogram: metrics.errorHistogram,
   };
 }
 
 /** A tensor written without loss (copied, or widened to F32): `type` defaults to the source type. */
 export function copiedTensorEntry(base: { name: string; shape: number[]; sourceType: string; bitsPerWeight: number; type?: string }): QuantCardTensor {
-  return { ...base, type: base.type ?? base.sourceType, quantized: false, mse: null, relRmse: null, sqnrDb: null, maxAbsError: null, cosine: null, errorMap: null };
+  return { ...base, type: base.type ?? base.sourceType, quantized: false, mse: null, relRmse: null, sqnrDb: null, maxAbsError: null, cosine: null, errorMap: null, errorHistogram: null };
 }
 
 export function meanSqnr(tensors: readonly QuantCardTensor[]): number | null {
@@ -173,6 +179,21 @@ class CardReader {
     }
     return { rowBands, colBands, values: out };
   }
+  errorHistogram(v: unknown, where: string): ErrorHistogram | null {
+    if (v === null) return null;
+    const o = this.obj(v, where);
+    const range = this.num(o, 'range', where);
+    if (range < 0) this.fail(`${where}.range`, 'expected a non-negative number');
+    const zeros = this.count(o, 'zeros', where);
+    const counts = this.arr(o, 'counts', where);
+    if (counts.length !== ERROR_HISTOGRAM_BINS) this.fail(`${where}.counts`, `expected ${ERROR_HISTOGRAM_BINS} counts, got ${counts.length}`);
+    const out: number[] = [];
+    for (const [i, x] of counts.entries()) {
+      if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) this.fail(`${where}.counts[${i}]`, 'expected a non-negative integer');
+      out.push(x);
+    }
+    return { range, counts: out, zeros };
+  }
 }
 
 /** Validates a parsed `.quant.json`. Throws FormatError naming the file and the first defect. */
@@ -219,6 +240,8 @@ export function parseQuantCard(value: unknown, file = '<quant card>'): QuantCard
       maxAbsError: r.numOrNull(o, 'maxAbsError', where),
       cosine: r.numOrNull(o, 'cosine', where),
       errorMap: r.errorMap(o.errorMap, `${where}.errorMap`),
+      // Older cards have no histogram: leave the key out rather than fail.
+      ...(o.errorHistogram === undefined ? {} : { errorHistogram: r.errorHistogram(o.errorHistogram, `${where}.errorHistogram`) }),
     };
   });
   return {
