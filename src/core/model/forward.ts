@@ -162,6 +162,11 @@ export class LlamaModel {
     return this.names.output;
   }
 
+  /** Name of the final norm's weight in this file (the GPU pass reads it too). */
+  get finalNormTensorName(): string {
+    return this.names.finalNorm;
+  }
+
   /** Name of a linear layer's weight tensor in this file. */
   linearTensorName(layer: number, role: LinearRole): string {
     return this.names.linear(layer, role);
