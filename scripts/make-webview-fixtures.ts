@@ -16,6 +16,7 @@
  * Usage: XDG_RUNTIME_DIR=/tmp node --import tsx scripts/make-webview-fixtures.ts [--only tiny-llama|micro-llama]
  *        [--compare-json <file>]   reuse a `quantlens compare ... --json` output for the (last) model instead of running it
  *        [--comparison-only]       with --compare-json: only replace the comparison of the existing fixture file
+ *        [--errors-only]           only redo the quantize and replace the error heatmap, block maps and error histograms
  * tiny-llama's committed comparison came from (the same settings as below):
  *   quantlens compare ../shared/models/tiny-llama --calib test/fixtures/calib-64k.txt --eval test/fixtures/eval.txt \
  *     --methods rtn,gptq,smoothquant,llm-int8 --bits 4,8 --ctx 128 --calib-windows 8 --eval-windows 2 --json
@@ -29,7 +30,7 @@ import { loadModel } from '../src/core/model/loadModel';
 import { analyzeModel } from '../src/core/model/analyzeModel';
 import { compareMethods, type CompareResult } from '../src/core/methods/compare';
 import { runQuantize } from '../src/core/quant/pipeline';
-import { WEBVIEW_PROTOCOL_VERSION, type HistogramSummary, type WebviewDataset } from '../src/protocol/webview';
+import { WEBVIEW_PROTOCOL_VERSION, type BlockErrorMap, type HistogramSummary, type WebviewDataset } from '../src/protocol/webview';
 import {
   activationHistogramsFromAnalysis,
   classifyTensorName,
@@ -114,15 +115,7 @@ async function buildDataset(job: ModelJob, compareJson: string | undefined): Pro
     );
     histograms.push(...activationHistogramsFromAnalysis(report).filter((h) => h.label !== 'final_norm'));
 
-    const scratch = await mkdtemp(join(tmpdir(), 'quantlens-fixture-'));
-    let errorsPart: ReturnType<typeof errorsFromQuantCard>;
-    try {
-      const result = await runQuantize({ input: job.dir, output: join(scratch, `${job.name}.safetensors`), target: job.quantTarget, includeEmbeddings: true });
-      errorsPart = errorsFromQuantCard(result.card, cfg.numLayers, { downsample: job.blockMapDownsample, relative: true });
-      log(`quant card ${job.quantTarget}: ${errorsPart.errors.cells.length} tensors, ${result.card.totals.bitsPerWeight.toFixed(3)} bits/weight`);
-    } finally {
-      await rm(scratch, { recursive: true, force: true });
-    }
+    const errorsPart = await buildErrors(job, cfg.numLayers, log);
 
     let compared: CompareResult | null = null;
     if (process.argv.includes('--skip-compare')) {
@@ -155,12 +148,30 @@ async function buildDataset(job: ModelJob, compareJson: string | undefined): Pro
     };
     // 3 significant digits keep the committed JSON small (the views print at most 4); block maps 2 (colour only).
     const rounded = roundForJson(dataset, 3);
-    if (rounded.blockMaps !== undefined) rounded.blockMaps = rounded.blockMaps.map((m) => ({ ...m, values: roundForJson(m.values, 2), scale: roundForJson(m.scale, 4) }));
+    if (rounded.blockMaps !== undefined) rounded.blockMaps = roundBlockMaps(rounded.blockMaps);
     if (compared !== null) rounded.comparison = roundForJson(comparisonFromCompareResult(compared, overview.parameterCount, { calibration: CALIB, evaluation: EVAL }), 5);
     return rounded;
   } finally {
     await loaded.close();
   }
+}
+
+/** The error heatmap and block maps (with the element-wise error histograms) of a fresh quantize's card. */
+async function buildErrors(job: ModelJob, layers: number, log: (m: string) => void): Promise<ReturnType<typeof errorsFromQuantCard>> {
+  const scratch = await mkdtemp(join(tmpdir(), 'quantlens-fixture-'));
+  try {
+    const result = await runQuantize({ input: job.dir, output: join(scratch, `${job.name}.safetensors`), target: job.quantTarget, includeEmbeddings: true });
+    const part = errorsFromQuantCard(result.card, layers, { downsample: job.blockMapDownsample, relative: true });
+    log(`quant card ${job.quantTarget}: ${part.errors.cells.length} tensors, ${result.card.totals.bitsPerWeight.toFixed(3)} bits/weight`);
+    return part;
+  } finally {
+    await rm(scratch, { recursive: true, force: true });
+  }
+}
+
+/** Block values to 2 significant digits (colour only), the scale to 4; histogram counts stay exact. */
+function roundBlockMaps(maps: BlockErrorMap[]): BlockErrorMap[] {
+  return maps.map((m) => ({ ...m, values: roundForJson(m.values, 2), scale: roundForJson(m.scale, 4) }));
 }
 
 async function main(): Promise<void> {
@@ -197,6 +208,16 @@ async function main(): Promise<void> {
       existing.comparison = roundForJson(comparisonFromCompareResult(compared, existing.overview?.parameterCount ?? 0, { calibration: CALIB, evaluation: EVAL }), 5);
       await writeFile(job.out, JSON.stringify(existing) + '\n');
       console.log(`replaced the comparison in ${job.out}`);
+      continue;
+    }
+    if (process.argv.includes('--errors-only')) {
+      // Only the quant-card part (heatmap, block maps, error histograms): the rest of the fixture stays as it is.
+      const existing = JSON.parse(await readFile(job.out, 'utf8')) as WebviewDataset;
+      const part = await buildErrors(job, existing.overview?.layers ?? 0, (m) => console.log(`[${job.name}] ${m}`));
+      existing.errors = roundForJson(part.errors, 3);
+      existing.blockMaps = roundBlockMaps(roundForJson(part.blockMaps, 3));
+      await writeFile(job.out, JSON.stringify(existing) + '\n');
+      console.log(`replaced the errors part of ${job.out}`);
       continue;
     }
     const dataset = await buildDataset(job, job === jobs[jobs.length - 1] ? compareJson : undefined);

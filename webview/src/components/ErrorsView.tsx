@@ -11,7 +11,7 @@ import { HistogramChart } from './HistogramChart';
 import { ColorLegend } from './ColorLegend';
 import { useTooltip } from './Tooltip';
 import { useHost } from '../host';
-import { fmtNum, fmtPct } from '../format';
+import { fmtCount, fmtNum, fmtPct } from '../format';
 
 interface ErrorsViewProps {
   heatmap: ErrorHeatmap;
@@ -193,7 +193,8 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
   const quantity = map.metric === 'mse' ? 'block MSE' : 'block relative error';
   /** `v` in stored units (x scale = the metric). */
   const fmtValue = (v: number): string => (map.metric === 'mse' ? fmtNum(v * scale) : fmtPct(v * scale));
-  const histogram: HistogramSummary = map.errorHistogram !== undefined ? elementwiseHistogram(map, cell) : blockValueHistogram(map, cell);
+  const elementwise = map.errorHistogram;
+  const histogram: HistogramSummary = elementwise !== undefined ? elementwiseHistogram(map, cell, elementwise) : blockValueHistogram(map, cell);
   return (
     <section className="panel block-map" data-block-map={map.tensor} aria-label={`Block-error map of ${map.tensor}`}>
       <ChartFrame
@@ -231,16 +232,33 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
           </g>
         </svg>
       </ChartFrame>
-      <ChartFrame
-        id={`error-histogram-${map.tensor}`}
-        title={map.errorHistogram !== undefined ? 'Error histogram' : `Distribution of the ${quantity}`}
-        subtitle={map.errorHistogram !== undefined ? '(x − q) / std(x), log-count' : `${map.rows * map.cols} blocks, log10 of the ${quantity}, log-count`}
-        rows={() => histogram.counts.map((count, i) => ({ lower: histogram.edges[i] ?? 0, upper: histogram.edges[i + 1] ?? 0, count }))}
-      >
-        <div data-role="error-histogram">
-          <HistogramChart summary={histogram} threshold={Infinity} width={360} height={180} xLabel={map.errorHistogram !== undefined ? '(x − q) / std(x)' : `log10 ${quantity}`} />
-        </div>
-      </ChartFrame>
+      {elementwise !== undefined ? (
+        <ChartFrame
+          id={`error-histogram-${map.tensor}`}
+          title={`Error histogram: ${map.tensor}`}
+          subtitle={`element-wise error q − x (dequantized − original) of ${fmtCount(histogram.count)} values, ${histogram.counts.length} bins, log-count${elementwise.zeros !== undefined ? `; ${fmtCount(elementwise.zeros)} exact (${fmtPct(elementwise.zeros / Math.max(1, histogram.count))})` : ''}`}
+          rows={() => histogram.counts.map((count, i) => ({ lower: histogram.edges[i] ?? 0, upper: histogram.edges[i + 1] ?? 0, count }))}
+          json={() => elementwise}
+        >
+          <div data-role="error-histogram" data-kind="elementwise">
+            <HistogramChart summary={histogram} threshold={Infinity} width={360} height={190} xLabel="q − x" title={`Histogram of the element-wise error of ${map.tensor}`} />
+          </div>
+        </ChartFrame>
+      ) : (
+        <ChartFrame
+          id={`block-mse-histogram-${map.tensor}`}
+          title={`Distribution of the ${quantity}`}
+          subtitle={`${map.rows * map.cols} blocks, log10 of the ${quantity}, log-count`}
+          rows={() => histogram.counts.map((count, i) => ({ lower: histogram.edges[i] ?? 0, upper: histogram.edges[i + 1] ?? 0, count }))}
+        >
+          <p className="note" data-role="no-error-histogram">
+            This quant card has no element-wise error histogram (it was written before cards carried one): shown instead, how the block errors spread.
+          </p>
+          <div data-role="error-histogram" data-kind="block">
+            <HistogramChart summary={histogram} threshold={Infinity} width={360} height={180} xLabel={`log10 ${quantity}`} />
+          </div>
+        </ChartFrame>
+      )}
       {tooltip}
     </section>
   );
@@ -263,9 +281,8 @@ function baseHistogram(map: BlockErrorMap, cell: ErrorCell): Omit<HistogramSumma
   };
 }
 
-function elementwiseHistogram(map: BlockErrorMap, cell: ErrorCell): HistogramSummary {
-  const h = map.errorHistogram ?? { edges: [0, 1], counts: [0] };
-  return { ...baseHistogram(map, cell), unit: 'std', edges: h.edges, counts: h.counts, count: h.counts.reduce((a, b) => a + b, 0) };
+function elementwiseHistogram(map: BlockErrorMap, cell: ErrorCell, h: NonNullable<BlockErrorMap['errorHistogram']>): HistogramSummary {
+  return { ...baseHistogram(map, cell), unit: 'value', edges: h.edges, counts: h.counts, count: h.counts.reduce((a, b) => a + b, 0) };
 }
 
 /** The distribution of the map's block values, binned by d3 on log10 (what a quant card alone allows). */
