@@ -10,23 +10,31 @@
  * Weights are row-major (rows = output features, cols = input features), as in nn.Linear.
  */
 import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
+import { matmul } from '../model/wasmMatmul';
 import { tryUpperCholeskyOfInverse } from './linalg';
 import { f16BitsToF32, f32ToF16Bits, intGridCode, intGridParams, roundHalfAwayFromZero } from './grids';
 
-/** Accumulates sum x x^T of a layer's inputs in float64 (only the upper triangle while accumulating). */
+/**
+ * Accumulates sum x x^T of a layer's inputs. Chunks of up to 256 token rows are multiplied with the
+ * runtime's SIMD matmul (f32 sums within a chunk, as the reference's f32 Hessian), and the chunks are
+ * summed in float64, so that 32k+ calibration tokens lose nothing to f32 accumulation across chunks.
+ */
 export class HessianAccumulator {
   readonly columns: number;
   /** Number of token rows added so far. */
   tokens = 0;
   private readonly sum: Float64Array;
-  private static readonly CHUNK = 32;
-  private readonly transposed: Float64Array;
+  private static readonly CHUNK = 256;
+  /** The chunk transposed (columns x CHUNK), zero-padded: X^T X = matmul(X^T, X^T). */
+  private readonly transposed: Float32Array;
+  private readonly product: Float32Array;
 
   constructor(columns: number) {
     if (!Number.isInteger(columns) || columns <= 0) throw new InvalidArgumentError(`Hessian: invalid column count ${columns}`);
     this.columns = columns;
     this.sum = new Float64Array(columns * columns);
-    this.transposed = new Float64Array(columns * HessianAccumulator.CHUNK);
+    this.transposed = new Float32Array(columns * HessianAccumulator.CHUNK);
+    this.product = new Float32Array(columns * columns);
   }
 
   /** Adds `rowCount` token rows of a row-major (rowCount x columns) activation matrix. */
@@ -35,24 +43,19 @@ export class HessianAccumulator {
     if (x.length < rowCount * n) throw new InvalidArgumentError(`Hessian: ${x.length} values do not hold ${rowCount} rows of ${n}`);
     const chunk = HessianAccumulator.CHUNK;
     const xt = this.transposed;
+    const p = this.product;
     const s = this.sum;
     for (let t0 = 0; t0 < rowCount; t0 += chunk) {
       const tCount = Math.min(chunk, rowCount - t0);
-      // Transpose the chunk so that each column's values are contiguous: the dot products below stream.
-      for (let t = 0; t < tCount; t++) {
-        const src = (t0 + t) * n;
-        for (let c = 0; c < n; c++) xt[c * chunk + t] = x[src + c]!;
+      // Inner length rounded up to 4 (the SIMD kernel's step); the padding rows are zeros.
+      const inner = (tCount + 3) & ~3;
+      for (let c = 0; c < n; c++) {
+        const dst = c * inner;
+        for (let t = 0; t < tCount; t++) xt[dst + t] = x[(t0 + t) * n + c]!;
+        for (let t = tCount; t < inner; t++) xt[dst + t] = 0;
       }
-      for (let i = 0; i < n; i++) {
-        const bi = i * chunk;
-        const rowI = i * n;
-        for (let j = i; j < n; j++) {
-          const bj = j * chunk;
-          let acc = 0;
-          for (let t = 0; t < tCount; t++) acc += xt[bi + t]! * xt[bj + t]!;
-          s[rowI + j]! += acc;
-        }
-      }
+      matmul(xt.subarray(0, n * inner), xt.subarray(0, n * inner), p, n, inner, n);
+      for (let i = 0; i < n * n; i++) s[i]! += p[i]!;
     }
     this.tokens += rowCount;
   }
@@ -63,6 +66,7 @@ export class HessianAccumulator {
     if (this.tokens === 0) throw new InvalidArgumentError('Hessian: no calibration tokens reached this layer');
     const h = new Float64Array(n * n);
     const f = 2 / this.tokens;
+    // Symmetrised from the upper triangle (the two f32 halves of a chunk can differ in the last bit).
     for (let i = 0; i < n; i++) {
       for (let j = i; j < n; j++) {
         const v = this.sum[i * n + j]! * f;
