@@ -44,9 +44,11 @@ import {
   QUANT_CARD_SCHEMA,
   quantCardPath,
   quantizedTensorEntry,
+  quantizedTensorResult,
   sha256File,
   type QuantCard,
   type QuantCardTensor,
+  type QuantizedTensorResult,
   type RecipeValue,
 } from './quantCard';
 import { GGUF_PRESET_NAMES, GGUF_PURE_TYPE_NAMES } from './ggufPresets';
@@ -106,6 +108,8 @@ export interface QuantizeProgress {
   total: number;
   tensor: string;
   action: 'quantize' | 'copy' | 'hash' | 'card';
+  /** Set on a second 'quantize' report of the same step once the tensor is done: its card metrics (live heatmaps). */
+  result?: QuantizedTensorResult;
 }
 
 export interface QuantizeRunOptions {
@@ -728,6 +732,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
         const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements, options.gptqCodes?.get(entry.name));
         for (const [k, chunk] of chunks.entries()) await writer.writeTensor(tensorPlan.outputs[k]!.name, chunk);
         cardTensors.push(card);
+        onProgress?.({ step: i + 1, total: plan.tensors.length, tensor: tensorPlan.name, action: 'quantize', result: quantizedTensorResult(card) });
       }
       writer.finish();
       const sourceFiles = await hashSources(ckpt, signal, onProgress);
@@ -823,6 +828,7 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
     const cardTensors: QuantCardTensor[] = [];
     let parameters = 0;
     let quantizedParameters = 0;
+    let lastStep = { step: 0, total: 0 };
     try {
       await exporter({
         input: request.input,
@@ -830,7 +836,10 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
         target: request.target.toUpperCase(),
         signal: options.signal,
         onWarning: options.onWarning,
-        onProgress: (step, total, tensor) => options.onProgress?.({ step, total, tensor, action: 'quantize' }),
+        onProgress: (step, total, tensor) => {
+          lastStep = { step, total };
+          options.onProgress?.({ step, total, tensor, action: 'quantize' });
+        },
         onTensor: (report) => {
           const count = elementCount(report.shape);
           parameters += count;
@@ -844,7 +853,9 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
           const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
           const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
           acc.addRows(report.original, report.reconstructed);
-          cardTensors.push(quantizedTensorEntry({ ...base, type: report.type }, acc.result()));
+          const entry = quantizedTensorEntry({ ...base, type: report.type }, acc.result());
+          cardTensors.push(entry);
+          options.onProgress?.({ ...lastStep, tensor: report.name, action: 'quantize', result: quantizedTensorResult(entry) });
         },
       });
     } catch (e) {

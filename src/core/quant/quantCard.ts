@@ -89,6 +89,13 @@ export function quantizedTensorEntry(
   };
 }
 
+/** What a run reports as soon as a quantized tensor is done (the heatmap fills in from these while it runs). */
+export type QuantizedTensorResult = Pick<QuantCardTensor, 'name' | 'type' | 'sqnrDb' | 'relRmse' | 'maxAbsError' | 'bitsPerWeight'>;
+
+export function quantizedTensorResult(t: QuantCardTensor): QuantizedTensorResult {
+  return { name: t.name, type: t.type, sqnrDb: t.sqnrDb, relRmse: t.relRmse, maxAbsError: t.maxAbsError, bitsPerWeight: t.bitsPerWeight };
+}
+
 /** A tensor written without loss (copied, or widened to F32): `type` defaults to the source type. */
 export function copiedTensorEntry(base: { name: string; shape: number[]; sourceType: string; bitsPerWeight: number; type?: string }): QuantCardTensor {
   return { ...base, type: base.type ?? base.sourceType, quantized: false, mse: null, relRmse: null, sqnrDb: null, maxAbsError: null, cosine: null, errorMap: null, errorHistogram: null };
