@@ -4,6 +4,7 @@
  * QuantLensError code: CANCELLED when cancelled); progress, notices and cancel are notifications.
  */
 import type { QuantizeRequest, QuantizeResult } from '../core/quant/pipeline';
+import type { QuantizedTensorResult } from '../core/quant/quantCard';
 import type { AnalysisReport } from './analysis';
 import type { MomentSummary } from '../core/analysis/weightStats';
 import {
@@ -79,6 +80,12 @@ export interface DiagnosticJobSpec {
 export interface QuantizeJobSpec {
   kind: 'quantize';
   request: QuantizeRequest;
+  /** Where GGUF targets are quantized (default 'auto': the GPU when an adapter exists). */
+  device?: DeviceChoice;
+  /** GGUF targets: quantizing threads of the CPU path (default: the exporter's, hardware concurrency for large models). */
+  threads?: number;
+  /** `loseGpuAtTensor` counts the GPU windows (a tensor is one window unless it holds more than 16 M values). */
+  testFaults?: JobTestFaults;
 }
 
 /** The calibration pass + outlier analysis of `quantlens analyze` (core/model/analyzeModel.ts) run in the worker. */
@@ -151,7 +158,13 @@ export const isQuantizeRequest: Guard<QuantizeRequest> = (v): v is QuantizeReque
   isOptional(isBoolean)(v.includeEmbeddings) &&
   isOptional(isMethodQuantizeSpec)(v.method);
 
-export const isQuantizeJobSpec: Guard<QuantizeJobSpec> = (v): v is QuantizeJobSpec => isRecord(v) && v.kind === 'quantize' && isQuantizeRequest(v.request);
+export const isQuantizeJobSpec: Guard<QuantizeJobSpec> = (v): v is QuantizeJobSpec =>
+  isRecord(v) &&
+  v.kind === 'quantize' &&
+  isQuantizeRequest(v.request) &&
+  isOptional(isDeviceChoice)(v.device) &&
+  isOptional((x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)(v.threads) &&
+  isJobTestFaults(v.testFaults);
 
 export const isAnalyzeJobSpec: Guard<AnalyzeJobSpec> = (v): v is AnalyzeJobSpec =>
   isRecord(v) &&
@@ -165,6 +178,16 @@ export const isAnalyzeJobSpec: Guard<AnalyzeJobSpec> = (v): v is AnalyzeJobSpec 
 export const isJobSpec: Guard<JobSpec> = (v): v is JobSpec => isStatsJobSpec(v) || isQuantizeTensorsJobSpec(v) || isQuantizeJobSpec(v) || isAnalyzeJobSpec(v) || isDiagnosticJobSpec(v);
 
 // ---- progress ----
+
+const isFiniteOrNull = (v: unknown): v is number | null => v === null || isFiniteNumber(v);
+export const isQuantizedTensorResult: Guard<QuantizedTensorResult> = isShape<QuantizedTensorResult>({
+  name: isString,
+  type: isString,
+  sqnrDb: isFiniteOrNull,
+  relRmse: isFiniteOrNull,
+  maxAbsError: isFiniteOrNull,
+  bitsPerWeight: isFiniteNumber,
+});
 
 export const JOB_PHASES = ['open', 'read', 'upload', 'compute', 'readback', 'write', 'done'] as const;
 export type JobPhase = (typeof JOB_PHASES)[number];
@@ -182,6 +205,8 @@ export interface JobProgress {
   bytesPerSecond: number;
   /** Seconds left at the current rate; null before a rate is known. */
   etaSeconds: number | null;
+  /** Quantize jobs: the card metrics of the tensor just finished (error heatmaps fill in from these). */
+  tensorResult?: QuantizedTensorResult;
 }
 
 export const isJobProgress: Guard<JobProgress> = isShape<JobProgress>({
@@ -194,6 +219,7 @@ export const isJobProgress: Guard<JobProgress> = isShape<JobProgress>({
   bytesTotal: isNonNegativeInteger,
   bytesPerSecond: isFiniteNumber,
   etaSeconds: (v): v is number | null => v === null || isFiniteNumber(v),
+  tensorResult: isOptional(isQuantizedTensorResult),
 });
 
 /** A one-line message for the user (e.g. "no GPU adapter: running on the CPU"), said once per job. */

@@ -19,6 +19,10 @@ A failure is reported for its item and the others still run; the exit code is 2 
 Options --group, --sym, --double-quant, --scale, --include-embeddings apply to every item where
 they make sense (see quantlens quantize --help); --json prints the summary as JSON.
 
+  --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a WebGPU adapter exists)
+  --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's threads
+                         for models above 16 M quantized values, else 1)
+
 targets: ${allTargetNames().join(', ')}`;
 
 export interface BatchRow {
@@ -68,7 +72,7 @@ export const command: CliCommand = {
           io.err(`== (${rows.length + 1}/${total}) ${input} -> ${target}: ${output}`);
           const started = Date.now();
           try {
-            const result = await quantizeInWorker(requestFrom(parsed, input, target, output), io, controller.signal);
+            const result = await quantizeInWorker(requestFrom(parsed, input, target, output), io, controller.signal, { device: parsed.device, threads: parsed.threads });
             const s = resultSummary(result);
             rows.push({ input, target, output: s.output, ok: true, sourceBytes: s.sourceBytes, outputBytes: s.outputBytes, bitsPerWeight: s.bitsPerWeight, meanSqnrDb: s.meanSqnrDb, seconds: s.seconds, error: null });
           } catch (e) {

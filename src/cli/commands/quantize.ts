@@ -15,6 +15,7 @@ import {
 import { RESEARCH_SCHEMES } from '../../core/quant/researchSchemes';
 import type { CliCommand, CliIo } from '../cliTypes';
 import { runJobInWorker } from '../../core/jobs/jobRunner';
+import { isDeviceChoice, type DeviceChoice, type QuantizeJobSpec } from '../../protocol/jobs';
 import { createProgressRenderer } from '../progress';
 import { checkMethodRequest, EXPORT_METHODS, isExportMethod, type MethodQuantizeSpec } from '../../core/methods/methodQuantize';
 
@@ -37,6 +38,11 @@ options:
   --double-quant         nf4: quantize the absmax values to 8 bits (bitsandbytes compress_statistics)
   --scale tensor|channel fp8 / int8: one scale per tensor or per output channel
   --include-embeddings   also quantize the embedding and lm_head matrices
+  --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a WebGPU adapter
+                         exists, else the CPU; a GPU that fails mid-job under auto hands over to the CPU
+                         and says so once). Same bytes everywhere; the card's recipe.device says which ran.
+  --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's
+                         threads for models above 16 M quantized values, else 1)
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or
                          smoothquant (any research target, e.g. int8); llm-int8 and GGUF targets are
                          refused for now (measure them with quantlens compare). Runs in the job worker.
@@ -70,6 +76,8 @@ export interface ParsedQuantizeArgs {
   alpha?: number;
   threshold?: number;
   keepFraction?: number;
+  device: DeviceChoice;
+  threads?: number;
   dryRun: boolean;
   json: boolean;
   help: boolean;
@@ -89,7 +97,7 @@ function positiveNumber(flag: string, text: string, zeroAllowed = false): number
 
 /** Hand-rolled so that `--group -1` is a value, not an option. */
 export function parseQuantizeArgs(args: readonly string[]): ParsedQuantizeArgs {
-  const parsed: ParsedQuantizeArgs = { positional: [], target: undefined, output: undefined, dryRun: false, json: false, help: false };
+  const parsed: ParsedQuantizeArgs = { positional: [], target: undefined, output: undefined, device: 'auto', dryRun: false, json: false, help: false };
   const value = (i: number, flag: string): string => {
     const v = args[i + 1];
     if (v === undefined) throw new InvalidArgumentError(`${flag} needs a value`);
@@ -160,6 +168,15 @@ export function parseQuantizeArgs(args: readonly string[]): ParsedQuantizeArgs {
       case '--double-quant':
         parsed.doubleQuant = true;
         break;
+      case '--device': {
+        const d = take();
+        if (!isDeviceChoice(d)) throw new InvalidArgumentError(`--device must be auto, gpu or cpu, got '${d}'`);
+        parsed.device = d;
+        break;
+      }
+      case '--threads':
+        parsed.threads = integerValue(flag, take());
+        break;
       case '--include-embeddings':
         parsed.includeEmbeddings = true;
         break;
@@ -191,10 +208,13 @@ export function formatTable(header: string[], rows: string[][], rightAligned: Re
  * Runs one quantize job in the job worker (the CLI's thread only draws progress): GGUF and research
  * targets alike. Progress goes to stderr, a bar on a terminal and plain lines otherwise.
  */
-export async function quantizeInWorker(request: QuantizeRequest, io: CliIo, signal: AbortSignal): Promise<QuantizeResult> {
+export async function quantizeInWorker(request: QuantizeRequest, io: CliIo, signal: AbortSignal, run: { device?: DeviceChoice; threads?: number } = {}): Promise<QuantizeResult> {
   const progress = createProgressRenderer(io);
   try {
-    const { result } = await runJobInWorker({ kind: 'quantize', request }, { signal, onProgress: (p) => progress.update(p), onNotice: (m) => progress.notice(`warning: ${m}`) });
+    const spec: QuantizeJobSpec = { kind: 'quantize', request };
+    if (run.device !== undefined) spec.device = run.device;
+    if (run.threads !== undefined) spec.threads = run.threads;
+    const { result } = await runJobInWorker(spec, { signal, onProgress: (p) => progress.update(p), onNotice: (m) => progress.notice(`warning: ${m}`) });
     return result;
   } finally {
     progress.finish();
@@ -319,7 +339,7 @@ export const command: CliCommand = {
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
     try {
-      const result = await quantizeInWorker(methodSpec === null ? request : { ...request, method: methodSpec }, io, controller.signal);
+      const result = await quantizeInWorker(methodSpec === null ? request : { ...request, method: methodSpec }, io, controller.signal, { device: parsed.device, threads: parsed.threads });
       const s = resultSummary(result);
       // The method's warnings already went to stderr as notices; --json also carries them.
       const report = result.methodReport;

@@ -70,6 +70,12 @@ export interface ExportGgufOptions {
    * 1 quantizes inline. The bytes are the same either way.
    */
   threads?: number;
+  /**
+   * Quantizes one window of whole rows (row-major `values`, `rows` x `cols`) to a non-float `type` in place
+   * of the thread pool / inline path: the quantize job passes the GPU here. Must resolve with exactly the
+   * bytes quantizeGgml gives (rows x rowBytes), or with null to let the usual CPU path do this window.
+   */
+  quantizeWindow?: (type: GgmlTypeName, values: Float32Array, rows: number, cols: number, label: string) => Promise<Uint8Array | null>;
 }
 
 export interface ExportGgufTensorResult extends TensorTypeChoice {
@@ -345,6 +351,19 @@ async function writeTensor(
       const view = permuted.subarray(0, values.length);
       permuteQkRows(values, view, n, cols, headRows);
       values = view;
+    }
+    if (options.quantizeWindow !== undefined && !FLOAT_TYPES.has(type)) {
+      const windowBytes = await options.quantizeWindow(type, values, n, cols, `${item.name} rows ${r}..${r + n - 1}`);
+      if (windowBytes !== null) {
+        if (windowBytes.byteLength !== n * rowBytes) throw new InvalidArgumentError(`${item.name}: a window quantizer gave ${windowBytes.byteLength} bytes for ${n} rows of ${rowBytes}`);
+        await flush();
+        await writer.writeTensorData(item.name, windowBytes);
+        if (original !== undefined && reconstructed !== undefined) {
+          original.set(values, r * cols);
+          dequantizeGgml(type, windowBytes, reconstructed.subarray(r * cols, (r + n) * cols));
+        }
+        continue;
+      }
     }
     if (usePool) {
       // quantizeRows copies `values` before it returns, so the read buffers may be reused at once

@@ -11,7 +11,7 @@ export const ggufExporter: GgufExporter = async (job) => {
   try {
     await exportGguf(
       checkpoint,
-      { target: job.target, outputPath: job.output, onWarning: job.onWarning, onTensor: job.onTensor },
+      { target: job.target, outputPath: job.output, onWarning: job.onWarning, onTensor: job.onTensor, threads: job.threads, quantizeWindow: job.quantizeWindow },
       job.onProgress,
       job.signal,
     );

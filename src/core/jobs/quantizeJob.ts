@@ -1,12 +1,20 @@
 /**
  * The `quantize` job: the quantize pipeline (core/quant/pipeline.ts, written atomically there) run in
  * the worker, its step progress turned into JobProgress with bytes from the checkpoint's headers.
+ *
+ * GGUF targets quantize on the GPU when the job holds one (`device` gpu, or auto with an adapter): each
+ * window of rows the exporter reads goes through quantizeOnGpu (same bytes as the CPU port), through
+ * ComputeDevice.run so that a GPU failure under auto hands the rest to the CPU path and says so once.
+ * Types without a GPU kernel, and F16/F32 outputs, stay on the CPU. The card's recipe.device says
+ * where the windows ran: gpu, cpu, or gpu+cpu.
  */
 import type { QuantizeJobResult, QuantizeJobSpec } from '../../protocol/jobs';
 import { ggufExporter as ggufExporterImpl } from '../convert/ggufExporter';
 import { openCheckpoint } from '../formats/openCheckpoint';
 import { runMethodQuantize } from '../methods/methodQuantize';
-import { isGgufTarget, runQuantize, type QuantizeProgress } from '../quant/pipeline';
+import { isGpuQuantType, quantizeOnGpu, quantizedSize, type GpuPhase } from '../gpu/quantize';
+import { isGgufTarget, runQuantize, type GgufWindowQuantizer, type QuantizeProgress } from '../quant/pipeline';
+import { ComputeDevice } from './computeDevice';
 import type { JobContext } from './jobContext';
 import { ProgressTracker } from './progressTracker';
 
@@ -19,39 +27,102 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
     await checkpoint.close();
   }
   const bytesTotal = [...sizes.values()].reduce((a, b) => a + b, 0);
-  const tracker = new ProgressTracker(ctx.jobId, sizes.size, bytesTotal, ctx.progress);
+  // A finished tensor's card metrics ride on the next progress message (live error heatmaps).
+  let pendingResult: QuantizeProgress['result'];
+  const tracker = new ProgressTracker(ctx.jobId, sizes.size, bytesTotal, (p) => {
+    const tensorResult = pendingResult;
+    pendingResult = undefined;
+    ctx.progress(tensorResult === undefined ? p : { ...p, tensorResult });
+  });
   const counted = new Set<string>();
   let bytesDone = 0;
   tracker.update('open', 0, '');
   // GGUF targets go through the llama.cpp-exact exporter (imported statically: a dynamic import of a
   // .ts module would not resolve in the worker when it runs from source under tsx).
   const ggufExporter = isGgufTarget(spec.request.target) ? ggufExporterImpl : undefined;
+  let stepIndex = 0;
+  let stepTensor = '';
   const onProgress = (p: QuantizeProgress): void => {
-    if ((p.action === 'quantize' || p.action === 'copy') && !counted.has(p.tensor)) {
+    pendingResult = p.result;
+    if ((p.action === 'quantize' || p.action === 'copy') && p.result === undefined && !counted.has(p.tensor)) {
       counted.add(p.tensor);
       // GGUF outputs report llama.cpp tensor names (blk.0.attn_q.weight), not the source's: those count an even share.
       bytesDone = Math.min(bytesTotal, bytesDone + (sizes.get(p.tensor) ?? bytesTotal / Math.max(1, p.total)));
     }
     tracker.setTensorCount(p.total);
     const phase = p.action === 'hash' ? 'read' : p.action === 'quantize' ? 'compute' : 'write';
-    tracker.update(phase, Math.max(0, Math.min(p.step - 1, Math.max(0, p.total - 1))), p.tensor, bytesDone);
+    stepIndex = Math.max(0, Math.min(p.step - 1, Math.max(0, p.total - 1)));
+    stepTensor = p.tensor;
+    tracker.update(phase, stepIndex, p.tensor, bytesDone);
   };
   const method = spec.request.method;
-  const result =
-    method === undefined
-      ? await runQuantize(spec.request, { ggufExporter, signal: ctx.signal, onWarning: ctx.notice, onProgress })
-      : (
-          await runMethodQuantize(spec.request, method, {
-            signal: ctx.signal,
-            onWarning: ctx.notice,
-            onProgress,
-            // Calibration first, one step per layer; bytes move only once tensors are written.
-            onCalibration: (done, layers) => {
-              tracker.setTensorCount(layers);
-              tracker.update('compute', Math.min(done, layers - 1), `calibrating ${method.method}: layer ${Math.min(done + 1, layers)} of ${layers}`, 0);
-            },
-          })
-        ).result;
-  tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
-  return { kind: 'quantize', result };
+  if (method !== undefined) {
+    const { result } = await runMethodQuantize(spec.request, method, {
+      signal: ctx.signal,
+      onWarning: ctx.notice,
+      onProgress,
+      // Calibration first, one step per layer; bytes move only once tensors are written.
+      onCalibration: (done, layers) => {
+        tracker.setTensorCount(layers);
+        tracker.update('compute', Math.min(done, layers - 1), `calibrating ${method.method}: layer ${Math.min(done + 1, layers)} of ${layers}`, 0);
+      },
+    });
+    tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
+    return { kind: 'quantize', result };
+  }
+  // Only GGUF targets have GPU kernels in the pipeline; research targets never start a device.
+  if (ggufExporter === undefined && spec.device === 'gpu') ctx.notice(`${spec.request.target} quantizes on the CPU: the GPU path covers the GGUF targets`);
+  const device = ggufExporter !== undefined ? await ComputeDevice.open(spec.device ?? 'auto', ctx.notice) : null;
+  try {
+    const windows = device === null ? null : gpuWindowQuantizer(device, spec, ctx, (phase) => tracker.update(phase, stepIndex, stepTensor, bytesDone));
+    const result = await runQuantize(spec.request, {
+      ggufExporter,
+      signal: ctx.signal,
+      onWarning: ctx.notice,
+      onProgress,
+      threads: spec.threads,
+      quantizeWindow: windows?.quantizeWindow,
+      deviceUsed: windows?.deviceUsed,
+    });
+    tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
+    return { kind: 'quantize', result };
+  } finally {
+    device?.dispose();
+  }
+}
+
+/**
+ * The exporter's window quantizer on `device`: ggml types with a GPU kernel go through quantizeOnGpu
+ * while a GPU is held; anything else (and everything after a GPU failure under auto) is left to the
+ * exporter's CPU path by resolving null. Counts where windows ran, for the card.
+ */
+function gpuWindowQuantizer(
+  device: ComputeDevice,
+  spec: QuantizeJobSpec,
+  ctx: JobContext,
+  onPhase: (phase: GpuPhase) => void,
+): { quantizeWindow: GgufWindowQuantizer; deviceUsed: () => string } {
+  const windows = { gpu: 0, cpu: 0 };
+  const onCpu = async (): Promise<null> => {
+    windows.cpu++;
+    return null;
+  };
+  const quantizeWindow: GgufWindowQuantizer = async (type, values, rows, cols, label) => {
+    if (!isGpuQuantType(type) || device.gpu === null) return onCpu();
+    const gpuWindow = windows.gpu;
+    return device.run(async (gpu) => {
+      const out = new Uint8Array(quantizedSize(type, rows * cols));
+      await quantizeOnGpu(gpu, type, values, out, {
+        signal: ctx.signal,
+        label,
+        onPhase: (phase) => {
+          if (phase === 'compute' && spec.testFaults?.loseGpuAtTensor === gpuWindow) gpu.destroy();
+          onPhase(phase);
+        },
+      });
+      windows.gpu++;
+      return out;
+    }, onCpu);
+  };
+  return { quantizeWindow, deviceUsed: () => (windows.gpu > 0 ? (windows.cpu > 0 ? 'gpu+cpu' : 'gpu') : 'cpu') };
 }

@@ -92,7 +92,18 @@ export type GgufExporter = (job: {
   onProgress?: (step: number, total: number, tensor: string) => void;
   onWarning?: (message: string) => void;
   onTensor: (report: GgufTensorReport) => void;
+  /** Quantizing threads of the exporter's CPU path (its default when absent). */
+  threads?: number;
+  /** Quantizes a window of rows in place of the CPU path (the GPU), or resolves null to leave it to the CPU. */
+  quantizeWindow?: GgufWindowQuantizer;
 }) => Promise<void>;
+
+/**
+ * Quantizes `rows` x `cols` values (row-major, whole blocks per row) to a ggml `type`; must give the bytes
+ * quantizeGgml gives, or null to leave the window to the exporter's CPU path (types it does not do, or a
+ * GPU that failed under `--device auto`).
+ */
+export type GgufWindowQuantizer = (type: string, values: Float32Array, rows: number, cols: number, label: string) => Promise<Uint8Array | null>;
 
 export interface QuantizeRequest extends ResearchOptions {
   input: string;
@@ -130,6 +141,15 @@ export interface QuantizeRunOptions {
   gptqCodes?: ReadonlyMap<string, IntNQuantized>;
   /** Extra entries for the card's recipe (e.g. the calibrated method and its settings). */
   recipeExtra?: Record<string, RecipeValue>;
+  /** GGUF targets: quantizing threads of the exporter's CPU path (its default when absent). */
+  threads?: number;
+  /** GGUF targets: a window quantizer that replaces the CPU path (the job passes the GPU here). */
+  quantizeWindow?: GgufWindowQuantizer;
+  /**
+   * Where the tensors were quantized, for the card's `recipe.device` ('gpu', 'cpu', or 'gpu+cpu' after a
+   * GPU failure under auto); read when the card is written. Absent: the card has no device entry.
+   */
+  deviceUsed?: () => string;
 }
 
 export interface TensorPlan {
@@ -840,6 +860,8 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
           lastStep = { step, total };
           options.onProgress?.({ step, total, tensor, action: 'quantize' });
         },
+        threads: options.threads,
+        quantizeWindow: options.quantizeWindow,
         onTensor: (report) => {
           const count = elementCount(report.shape);
           parameters += count;
@@ -872,7 +894,7 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
         createdAt: new Date().toISOString(),
         source: { path: request.input, format: ckpt.format, files: sourceFiles },
         output: { path: outputPath, format: 'gguf', bytes: outputBytes },
-        recipe: { target: request.target.toUpperCase() },
+        recipe: { target: request.target.toUpperCase(), ...(options.deviceUsed === undefined ? {} : { device: options.deviceUsed() }) },
         totals: { parameters, quantizedParameters, sourceBytes, outputBytes, bitsPerWeight: parameters === 0 ? 0 : (outputBytes * 8) / parameters, meanSqnrDb: meanSqnr(cardTensors) },
         tensors: cardTensors,
       };
