@@ -1,0 +1,139 @@
+// Included by the research quantizers (intn, fp8, nf4): a weight viewed as [rows, cols] and cut into
+// SPANS, the runs of values that share one scale: groups of `group` columns within a row (the last
+// group of a row may be shorter), a whole row (group = cols), or the whole tensor (rows = 1). Spans
+// are contiguous in the flattened tensor, so a chunk of it touches spans first_span ..
+// first_span + span_count - 1 (the first and last possibly in part).
+// One kernel per phase: researchQuant.ts prepends `const PHASE = ...;` to the text.
+//   PHASE 0 range:   one workgroup per span: lo = min(min, 0), hi = max(max, 0), absmax (exact, in integers).
+//   PHASE 1 params:  one thread per span: the kernel's span_params(lo, hi, absmax) -> 2 words.
+//   PHASE 2 encode:  one thread per u32 of codes: CODES_PER_WORD codes at code_shift(j).
+//   PHASE 3 decode:  one thread per value: decode_value(code, span) -> f32 bits.
+// Every phase that reads weights records the chunk-local index of the first NaN/Inf in first_bad.
+// The including kernel declares CODES_PER_WORD, CODE_MASK, code_shift, span_params, encode_value,
+// decode_value.
+// #include "exact_f32.wgsl"
+
+struct Params {
+  count: u32,          // values in this chunk
+  chunk_start: u32,    // flat index of the chunk's first value
+  cols: u32,
+  group: u32,
+  groups_per_row: u32,
+  first_span: u32,
+  span_count: u32,
+  bits: u32,           // intn: bits per level
+  symmetric: u32,      // intn: 1 = absmax (symmetric)
+  min_zero: u32,       // intn asymmetric: smallest zero point
+  signed_levels: u32,  // intn symmetric: 1 = store q as int8 (two's complement) instead of q + 2^(bits-1)
+  pad0: u32,
+}
+
+@group(0) @binding(0) var<storage, read> src: array<u32>;
+@group(0) @binding(1) var<storage, read_write> ranges: array<u32>;
+@group(0) @binding(2) var<storage, read_write> span_words: array<u32>;
+@group(0) @binding(3) var<storage, read_write> codes: array<u32>;
+@group(0) @binding(4) var<storage, read_write> first_bad: array<atomic<u32>>;
+@group(0) @binding(5) var<storage, read_write> decoded: array<u32>;
+@group(0) @binding(6) var<uniform> u: Params;
+
+const WG = 64u;
+var<workgroup> wg_min: array<u32, 64>;
+var<workgroup> wg_max: array<u32, 64>;
+var<workgroup> wg_abs: array<u32, 64>;
+
+// Bits of value i of the chunk; a NaN/Inf is recorded (the host then refuses the tensor, naming it).
+fn load_value(i: u32) -> u32 {
+  let b = src[i];
+  if ((b & 0x7f800000u) == 0x7f800000u) { atomicMin(&first_bad[0], i); }
+  return b;
+}
+
+// Chunk-local span index of chunk-local value i.
+fn span_of(i: u32) -> u32 {
+  let col0 = u.chunk_start % u.cols;
+  let c = col0 + i;
+  let row_offset = c / u.cols;
+  let col = c - row_offset * u.cols;
+  return row_offset * u.groups_per_row + col / u.group - col0 / u.group;
+}
+
+fn range_phase(k: u32, lid: u32) {
+  let span = u.first_span + k;
+  let row = span / u.groups_per_row;
+  let g = span - row * u.groups_per_row;
+  let start = row * u.cols + g * u.group;
+  let end = start + min(u.group, u.cols - g * u.group);
+  let chunk_end = u.chunk_start + u.count;
+  let first = max(start, u.chunk_start) - u.chunk_start;
+  let last = min(end, chunk_end) - u.chunk_start;
+  // Both bounds start at +0: the CPU's lo/hi start at 0 and absmax at 0. -0 counts as +0 (the CPU's
+  // `w < lo` never takes it).
+  var kmin = 0x80000000u;
+  var kmax = 0x80000000u;
+  var amax = 0u;
+  for (var i = first + lid; i < last; i = i + WG) {
+    var b = load_value(i);
+    if (b == 0x80000000u) { b = 0u; }
+    let key = order_key(b);
+    kmin = min(kmin, key);
+    kmax = max(kmax, key);
+    amax = max(amax, b & 0x7fffffffu);
+  }
+  wg_min[lid] = kmin;
+  wg_max[lid] = kmax;
+  wg_abs[lid] = amax;
+  workgroupBarrier();
+  for (var stride = WG / 2u; stride > 0u; stride = stride / 2u) {
+    if (lid < stride) {
+      wg_min[lid] = min(wg_min[lid], wg_min[lid + stride]);
+      wg_max[lid] = max(wg_max[lid], wg_max[lid + stride]);
+      wg_abs[lid] = max(wg_abs[lid], wg_abs[lid + stride]);
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u) {
+    ranges[3u * k] = key_to_bits(wg_min[0]);
+    ranges[3u * k + 1u] = key_to_bits(wg_max[0]);
+    ranges[3u * k + 2u] = wg_abs[0];
+  }
+}
+
+fn params_phase(k: u32) {
+  if (k >= u.span_count) { return; }
+  let p = span_params(ranges[3u * k], ranges[3u * k + 1u], ranges[3u * k + 2u]);
+  span_words[2u * k] = p.x;
+  span_words[2u * k + 1u] = p.y;
+}
+
+fn encode_phase(w: u32) {
+  let first = w * CODES_PER_WORD;
+  if (first >= u.count) { return; }
+  var word = 0u;
+  for (var j = 0u; j < CODES_PER_WORD; j = j + 1u) {
+    let i = first + j;
+    if (i >= u.count) { break; }
+    let k = span_of(i);
+    let code = encode_value(load_value(i), vec2<u32>(span_words[2u * k], span_words[2u * k + 1u]));
+    word = word | ((code & CODE_MASK) << code_shift(j));
+  }
+  codes[w] = word;
+}
+
+fn decode_phase(i: u32) {
+  if (i >= u.count) { return; }
+  let code = (codes[i / CODES_PER_WORD] >> code_shift(i % CODES_PER_WORD)) & CODE_MASK;
+  decoded[i] = decode_value(code, span_of(i));
+}
+
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let group_index = wid.x + wid.y * nwg.x;
+  if (PHASE == 0u) {
+    if (group_index < u.span_count) { range_phase(group_index, lid); }
+    return;
+  }
+  let t = group_index * WG + lid;
+  if (PHASE == 1u) { params_phase(t); }
+  if (PHASE == 2u) { encode_phase(t); }
+  if (PHASE == 3u) { decode_phase(t); }
+}
