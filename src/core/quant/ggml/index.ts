@@ -25,6 +25,7 @@ import { dequantizeQ2_K, quantizeQ2_K } from './q2k';
 import { dequantizeQ3_K, quantizeQ3_K } from './q3k';
 import { dequantizeQ4_K, dequantizeQ5_K, quantizeQ4_K, quantizeQ5_K } from './q4kq5k';
 import { dequantizeQ6_K, quantizeQ6_K } from './q6k';
+import { isWasmQuantType, localWasmQuantizer } from './wasm/ggmlWasm';
 
 export type QuantizeFn = (src: Float32Array, dst: Uint8Array) => void;
 export type DequantizeFn = (src: Uint8Array, dst: Float32Array) => void;
@@ -79,7 +80,9 @@ export function ggmlByteSize(type: GgmlTypeName, elements: number): number {
 export function quantizeGgml(type: GgmlTypeName, src: Float32Array, dst: Uint8Array): void {
   const codec = codecFor(type);
   checkSizes(type, src.length, dst.byteLength, 'quantize to');
-  codec.quantize(src, dst);
+  // the block types run in WebAssembly (wasm/ggmlQuants.as): native f32 steps, the same bytes as C
+  if (isWasmQuantType(type)) localWasmQuantizer().quantize(type, src, dst);
+  else codec.quantize(src, dst);
 }
 
 /** Decodes `dst.length` values from `src`, values identical to ggml's dequantize_row_*. */

@@ -1,0 +1,798 @@
+// AssemblyScript source of the ggml quantizers (compiled to WebAssembly by build.ts; the extension is
+// .as so that the TypeScript project does not type-check it: build.ts hands asc a .ts copy).
+//
+// Ports of ggml-quants.c's quantize_row_*_ref. WebAssembly f32 arithmetic is IEEE single precision
+// with no excess precision and no fused multiply-add, exactly what llama.cpp's C does on x86-64 (SSE,
+// no FMA contraction in ggml-base), so every step here is the C step and the bytes are llama-quantize's.
+// What differs from C and is written out by hand:
+//   - float -> int conversion: x86 cvttss2si gives INT32_MIN for NaN / Inf / out of range, wasm traps
+//     or saturates: truncToInt below.
+//   - roundf (ties AWAY from zero): wasm f32.nearest rounds ties to even: roundHalfAway below.
+//   - GGML_FP32_TO_FP16: ggml_compute_fp32_to_fp16 (the FP16 library's float trick, round to nearest
+//     even), ported operation for operation: f32ToF16Bits.
+// nearest_int (add 1.5 * 2^23 in f32, read the low mantissa bits: ties to even) and sqrtf (f32.sqrt is
+// correctly rounded), fabsf (f32.abs), division (f32.div) are the same operations as in C.
+//
+// Memory: the caller places the f32 input and the output bytes anywhere above heapBase(); every
+// function processes `nb` whole blocks and allocates nothing (scratch is static).
+
+const GROUP_MAX_EPS: f32 = 1e-15;
+const RDELTA: f32 = 0.1;
+
+// Static scratch (bytes): levels, weights, the K-quant group scales and mins.
+const L_PTR: usize = memory.data(256);
+const LAUX_PTR: usize = memory.data(256);
+const WEIGHTS_PTR: usize = memory.data(256 * 4);
+const SHIFTED_PTR: usize = memory.data(256 * 4);
+const SCALES_PTR: usize = memory.data(16 * 4);
+const MINS_PTR: usize = memory.data(16 * 4);
+const QX_W_PTR: usize = memory.data(16 * 4);
+const QX_WX_PTR: usize = memory.data(16 * 4);
+const QX_PREV_PTR: usize = memory.data(16 * 4);
+const QX_NEXT_PTR: usize = memory.data(16 * 4);
+
+/** First byte the caller may use. */
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scalar rules
+
+/** ggml's nearest_int: ties to even for |v| <= 4194303, C's deterministic bits beyond. */
+@inline function nearestInt(v: f32): i32 {
+  const t: f32 = v + <f32>12582912.0;
+  return (reinterpret<i32>(t) & 0x007fffff) - 0x00400000;
+}
+
+/** C (int)float on x86-64: truncation, INT32_MIN for NaN, +-Inf and anything outside int32. */
+@inline function truncToInt(v: f32): i32 {
+  if (v >= <f32>-2147483648.0 && v < <f32>2147483648.0) return <i32>v;
+  return i32.MIN_VALUE;
+}
+
+/** C roundf: to nearest, ties AWAY from zero (x - trunc(x) is exact in f32). */
+@inline function roundHalfAway(v: f32): f32 {
+  const t = Mathf.trunc(v);
+  if (Mathf.abs(v - t) >= <f32>0.5) return t + copysign<f32>(<f32>1.0, v);
+  return t;
+}
+
+/** ggml_compute_fp32_to_fp16: round to nearest even, NaN -> 0x7E00 (with the sign). */
+function f32ToF16Bits(f: f32): u32 {
+  const scaleToInf = reinterpret<f32>(<u32>0x77800000); // 0x1.0p+112f
+  const scaleToZero = reinterpret<f32>(<u32>0x08800000); // 0x1.0p-110f
+  let base: f32 = (Mathf.abs(f) * scaleToInf) * scaleToZero;
+  const w = reinterpret<u32>(f);
+  const shl1W: u32 = w + w;
+  const sign: u32 = w & 0x80000000;
+  let bias: u32 = shl1W & 0xff000000;
+  if (bias < 0x71000000) bias = 0x71000000;
+  base = reinterpret<f32>((bias >> 1) + 0x07800000) + base;
+  const bits = reinterpret<u32>(base);
+  const expBits: u32 = (bits >> 13) & 0x00007c00;
+  const mantissaBits: u32 = bits & 0x00000fff;
+  const nonsign: u32 = expBits + mantissaBits;
+  return ((sign >> 16) | (shl1W > 0xff000000 ? <u32>0x7e00 : nonsign)) & 0xffff;
+}
+
+/** GGML_FP16_TO_FP32: exact. */
+function f16BitsToF32(h: u32): f32 {
+  const sign: u32 = (h & 0x8000) << 16;
+  const exponent: u32 = (h >> 10) & 0x1f;
+  const mantissa: u32 = h & 0x3ff;
+  if (exponent == 0) {
+    const v: f32 = <f32>mantissa * reinterpret<f32>(<u32>0x33800000); // 2^-24, exact
+    return reinterpret<f32>(sign | reinterpret<u32>(v));
+  }
+  if (exponent == 31) return reinterpret<f32>(sign | 0x7f800000 | (mantissa << 13));
+  return reinterpret<f32>(sign | ((exponent + 112) << 23) | (mantissa << 13));
+}
+
+/** Stores f32ToF16Bits(v) little-endian at p and returns the f32 value the stored half stands for. */
+@inline function storeF16(p: usize, v: f32): f32 {
+  const h = f32ToF16Bits(v);
+  store<u16>(p, <u16>h);
+  return f16BitsToF32(h);
+}
+
+@inline function clampInt(v: i32, lo: i32, hi: i32): i32 {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+@inline function xAt(x: usize, i: i32): f32 {
+  return load<f32>(x + (<usize>i << 2));
+}
+
+// ---------------------------------------------------------------------------------------------
+// 32-element block types
+
+/**
+ * Q8_0 (34 bytes: f16 d, int8 qs[32]): d = amax / 127, q = roundf(x * (1/d)), roundf = ties AWAY
+ * from zero, then C's float -> int8 conversion (low byte of cvttss2si).
+ */
+export function quantizeQ8_0(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 128;
+    const o = dst + <usize>i * 34;
+    let amax: f32 = 0;
+    for (let j = 0; j < 32; j++) {
+      const a = Mathf.abs(xAt(x, j));
+      if (a > amax) amax = a;
+    }
+    const d: f32 = amax / <f32>127.0;
+    const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    storeF16(o, d);
+    for (let j = 0; j < 32; j++) {
+      store<u8>(o + 2 + <usize>j, <u8>truncToInt(roundHalfAway(xAt(x, j) * id)));
+    }
+  }
+}
+
+/**
+ * Q4_0 (18 bytes: f16 d, qs[16], element j in the low nibble, j + 16 in the high one): max = the signed
+ * value of largest magnitude (first wins), d = max / -8, q = MIN(15, (int8)(x * (1/d) + 8.5f)):
+ * TRUNCATION of x*id + 8.5, i.e. round half up, then clamp.
+ */
+export function quantizeQ4_0(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 128;
+    const o = dst + <usize>i * 18;
+    let amax: f32 = 0;
+    let max: f32 = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = xAt(x, j);
+      if (amax < Mathf.abs(v)) {
+        amax = Mathf.abs(v);
+        max = v;
+      }
+    }
+    const d: f32 = max / <f32>-8.0;
+    const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    storeF16(o, d);
+    for (let j = 0; j < 16; j++) {
+      const a: f32 = xAt(x, j) * id;
+      const b: f32 = xAt(x, j + 16) * id;
+      const qa = min<i32>(15, <i32><i8>truncToInt(a + <f32>8.5)) & 0xff;
+      const qb = min<i32>(15, <i32><i8>truncToInt(b + <f32>8.5)) & 0xff;
+      store<u8>(o + 2 + <usize>j, <u8>(qa | (qb << 4)));
+    }
+  }
+}
+
+/**
+ * Q4_1 (20 bytes: f16 d, f16 m, qs[16]): d = (max - min) / 15, m = min,
+ * q = MIN(15, (int8)((x - min) * (1/d) + 0.5f)): truncation, i.e. round half up.
+ */
+export function quantizeQ4_1(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 128;
+    const o = dst + <usize>i * 20;
+    let vmin: f32 = f32.MAX_VALUE;
+    let vmax: f32 = -f32.MAX_VALUE;
+    for (let j = 0; j < 32; j++) {
+      const v = xAt(x, j);
+      if (v < vmin) vmin = v;
+      if (v > vmax) vmax = v;
+    }
+    const d: f32 = (vmax - vmin) / <f32>15.0;
+    const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    storeF16(o, d);
+    storeF16(o + 2, vmin);
+    for (let j = 0; j < 16; j++) {
+      const a: f32 = (xAt(x, j) - vmin) * id;
+      const b: f32 = (xAt(x, j + 16) - vmin) * id;
+      const qa = min<i32>(15, <i32><i8>truncToInt(a + <f32>0.5)) & 0xff;
+      const qb = min<i32>(15, <i32><i8>truncToInt(b + <f32>0.5)) & 0xff;
+      store<u8>(o + 4 + <usize>j, <u8>(qa | (qb << 4)));
+    }
+  }
+}
+
+/**
+ * Q5_0 (22 bytes: f16 d, u32 qh, qs[16]): as Q4_0 with d = max / -16 and
+ * q = MIN(31, (int8)(x * (1/d) + 16.5f)): truncation.
+ */
+export function quantizeQ5_0(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 128;
+    const o = dst + <usize>i * 22;
+    let amax: f32 = 0;
+    let max: f32 = 0;
+    for (let j = 0; j < 32; j++) {
+      const v = xAt(x, j);
+      if (amax < Mathf.abs(v)) {
+        amax = Mathf.abs(v);
+        max = v;
+      }
+    }
+    const d: f32 = max / <f32>-16.0;
+    const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    storeF16(o, d);
+    let qh: u32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const a: f32 = xAt(x, j) * id;
+      const b: f32 = xAt(x, j + 16) * id;
+      const qa = <u32>(min<i32>(31, <i32><i8>truncToInt(a + <f32>16.5)) & 0xff);
+      const qb = <u32>(min<i32>(31, <i32><i8>truncToInt(b + <f32>16.5)) & 0xff);
+      store<u8>(o + 6 + <usize>j, <u8>((qa & 0x0f) | ((qb & 0x0f) << 4)));
+      qh |= ((qa & 0x10) >> 4) << (<u32>j);
+      qh |= ((qb & 0x10) >> 4) << (<u32>j + 16);
+    }
+    store<u32>(o + 2, qh);
+  }
+}
+
+/**
+ * Q5_1 (24 bytes: f16 d, f16 m, u32 qh, qs[16]): d = (max - min) / 31, m = min,
+ * q = (uint8)(int)((x - min) * (1/d) + 0.5f): truncation, no clamp (as in C).
+ */
+export function quantizeQ5_1(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 128;
+    const o = dst + <usize>i * 24;
+    let vmin: f32 = f32.MAX_VALUE;
+    let vmax: f32 = -f32.MAX_VALUE;
+    for (let j = 0; j < 32; j++) {
+      const v = xAt(x, j);
+      if (v < vmin) vmin = v;
+      if (v > vmax) vmax = v;
+    }
+    const d: f32 = (vmax - vmin) / <f32>31.0;
+    const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    storeF16(o, d);
+    storeF16(o + 2, vmin);
+    let qh: u32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const a: f32 = (xAt(x, j) - vmin) * id;
+      const b: f32 = (xAt(x, j + 16) - vmin) * id;
+      const qa = <u32>truncToInt(a + <f32>0.5) & 0xff;
+      const qb = <u32>truncToInt(b + <f32>0.5) & 0xff;
+      store<u8>(o + 8 + <usize>j, <u8>((qa & 0x0f) | ((qb & 0x0f) << 4)));
+      qh |= ((qa & 0x10) >> 4) << (<u32>j);
+      qh |= ((qb & 0x10) >> 4) << (<u32>j + 16);
+    }
+    store<u32>(o + 4, qh);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quant scale searches
+
+/** make_qkx2_quants' second result (C's *the_min). */
+let qkx2TheMin: f32 = 0;
+
+/**
+ * make_qkx2_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad): asymmetric
+ * scale + min search over x[0..n), weights at WEIGHTS_PTR; writes L at l (0..nmax), returns the scale.
+ * Levels by nearest_int (ties to even). Two shortcuts, both exact: a step whose levels equal the
+ * previous step's is skipped (same sums, same error, which cannot beat the best), and the error sum
+ * stops once it reaches the best error (all terms >= 0, f32 rounding is monotone).
+ */
+function makeQkx2Quants(n: i32, nmax: i32, x: usize, l: usize, rmin: f32, nstep: i32, useMad: bool): f32 {
+  const w = WEIGHTS_PTR;
+  const shifted = SHIFTED_PTR;
+  const laux = LAUX_PTR;
+  let vmin = xAt(x, 0);
+  let vmax = xAt(x, 0);
+  let sumW = load<f32>(w);
+  let sumX: f32 = sumW * xAt(x, 0);
+  for (let i = 1; i < n; i++) {
+    const xi = xAt(x, i);
+    if (xi < vmin) vmin = xi;
+    if (xi > vmax) vmax = xi;
+    const wi = load<f32>(w + (<usize>i << 2));
+    sumW += wi;
+    sumX += wi * xi;
+  }
+  if (vmin > 0) vmin = 0;
+  if (vmax == vmin) {
+    for (let i = 0; i < n; i++) store<u8>(l + <usize>i, 0);
+    qkx2TheMin = -vmin;
+    return 0;
+  }
+  const fnmax = <f32>nmax;
+  for (let i = 0; i < n; i++) store<f32>(shifted + (<usize>i << 2), xAt(x, i) - vmin);
+  let iscale: f32 = fnmax / (vmax - vmin);
+  let scale: f32 = <f32>1.0 / iscale;
+  let bestError: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const li = clampInt(nearestInt(iscale * load<f32>(shifted + (<usize>i << 2))), 0, nmax);
+    store<u8>(l + <usize>i, <u8>li);
+    let diff: f32 = scale * <f32>li + vmin - xAt(x, i);
+    diff = useMad ? Mathf.abs(diff) : diff * diff;
+    bestError += load<f32>(w + (<usize>i << 2)) * diff;
+  }
+  if (nstep < 1) {
+    qkx2TheMin = -vmin;
+    return scale;
+  }
+  for (let is = 0; is <= nstep; is++) {
+    iscale = (rmin + RDELTA * <f32>is + fnmax) / (vmax - vmin);
+    let changed: i32 = is == 0 ? 1 : 0;
+    for (let i = 0; i < n; i++) {
+      const li = clampInt(nearestInt(iscale * load<f32>(shifted + (<usize>i << 2))), 0, nmax);
+      changed |= li ^ <i32>load<u8>(laux + <usize>i);
+      store<u8>(laux + <usize>i, <u8>li);
+    }
+    if (changed == 0) continue;
+    let sumL: f32 = 0;
+    let sumL2: f32 = 0;
+    let sumXL: f32 = 0;
+    for (let i = 0; i < n; i++) {
+      const lf = <f32>load<u8>(laux + <usize>i);
+      const wl: f32 = load<f32>(w + (<usize>i << 2)) * lf;
+      sumL += wl;
+      sumL2 += wl * lf;
+      sumXL += wl * xAt(x, i);
+    }
+    const D: f32 = sumW * sumL2 - sumL * sumL;
+    if (D > 0) {
+      let thisScale: f32 = (sumW * sumXL - sumX * sumL) / D;
+      let thisMin: f32 = (sumL2 * sumX - sumL * sumXL) / D;
+      if (thisMin > 0) {
+        thisMin = 0;
+        thisScale = sumXL / sumL2;
+      }
+      let curError: f32 = 0;
+      for (let i = 0; i < n && curError < bestError; i++) {
+        let diff: f32 = thisScale * <f32>load<u8>(laux + <usize>i) + thisMin - xAt(x, i);
+        diff = useMad ? Mathf.abs(diff) : diff * diff;
+        curError += load<f32>(w + (<usize>i << 2)) * diff;
+      }
+      if (curError < bestError) {
+        memory.copy(l, laux, <usize>n);
+        bestError = curError;
+        scale = thisScale;
+        if (thisMin != vmin) {
+          vmin = thisMin;
+          for (let i = 0; i < n; i++) store<f32>(shifted + (<usize>i << 2), xAt(x, i) - vmin);
+        }
+      }
+    }
+  }
+  qkx2TheMin = -vmin;
+  return scale;
+}
+
+/**
+ * make_q3_quants(n, nmax, x, L, do_rmse = true): symmetric, up to 5 passes of coordinate descent on the
+ * x^2-weighted error; levels by nearest_int (ties to even). Writes L (int8) at l in 0..2*nmax-1.
+ */
+function makeQ3Quants(n: i32, nmax: i32, x: usize, l: usize): f32 {
+  let max: f32 = 0;
+  let amax: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Mathf.abs(xAt(x, i));
+    if (ax > amax) {
+      amax = ax;
+      max = xAt(x, i);
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < n; i++) store<i8>(l + <usize>i, 0);
+    return 0;
+  }
+  const iscale: f32 = <f32>(-nmax) / max;
+  let sumlx: f32 = 0;
+  let suml2: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = xAt(x, i);
+    const li = clampInt(nearestInt(iscale * xi), -nmax, nmax - 1);
+    store<i8>(l + <usize>i, <i8>li);
+    const w: f32 = xi * xi;
+    const lf = <f32>li;
+    sumlx += w * xi * lf;
+    suml2 += w * lf * lf;
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let nChanged = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = xAt(x, i);
+      const w: f32 = xi * xi;
+      const li = <i32>load<i8>(l + <usize>i);
+      const lf = <f32>li;
+      let slx: f32 = sumlx - w * xi * lf;
+      if (slx > 0) {
+        let sl2: f32 = suml2 - w * lf * lf;
+        const newL = clampInt(nearestInt(xi * sl2 / slx), -nmax, nmax - 1);
+        if (newL != li) {
+          const nf = <f32>newL;
+          slx += w * xi * nf;
+          sl2 += w * nf * nf;
+          if (sl2 > 0 && slx * slx * suml2 > sumlx * sumlx * sl2) {
+            store<i8>(l + <usize>i, <i8>newL);
+            sumlx = slx;
+            suml2 = sl2;
+            nChanged++;
+          }
+        }
+      }
+    }
+    if (nChanged == 0) break;
+  }
+  for (let i = 0; i < n; i++) store<i8>(l + <usize>i, <i8>(<i32>load<i8>(l + <usize>i) + nmax));
+  return suml2 > 0 ? sumlx / suml2 : 0;
+}
+
+/**
+ * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL): symmetric scale, weights w = x^2, tries
+ * iscale = -(nmax + 0.1f*is)/max for is = -9..9 (not 0); levels by nearest_int (ties to even). Writes L
+ * (int8) at l in 0..2*nmax-1. A candidate whose levels equal the previous candidate's gives the same
+ * sums, so its test fails again or re-selects the same L, scale and best: skipping it is exact.
+ */
+function makeQxQuantsRmse1(n: i32, nmax: i32, x: usize, l: usize): f32 {
+  let max: f32 = 0;
+  let amax: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Mathf.abs(xAt(x, i));
+    if (ax > amax) {
+      amax = ax;
+      max = xAt(x, i);
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    for (let i = 0; i < n; i++) store<i8>(l + <usize>i, 0);
+    return 0;
+  }
+  const qw = QX_W_PTR;
+  const qwx = QX_WX_PTR;
+  let prev = QX_PREV_PTR;
+  let next = QX_NEXT_PTR;
+  for (let i = 0; i < n; i++) {
+    const xi = xAt(x, i);
+    const w: f32 = xi * xi;
+    store<f32>(qw + (<usize>i << 2), w);
+    store<f32>(qwx + (<usize>i << 2), w * xi);
+  }
+  const fnmax = <f32>nmax;
+  let iscale: f32 = <f32>(-nmax) / max;
+  let sumlx: f32 = 0;
+  let suml2: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const li = clampInt(nearestInt(iscale * xAt(x, i)), -nmax, nmax - 1);
+    store<i8>(l + <usize>i, <i8>(li + nmax));
+    store<i32>(prev + (<usize>i << 2), li);
+    const lf = <f32>li;
+    sumlx += load<f32>(qwx + (<usize>i << 2)) * lf;
+    suml2 += load<f32>(qw + (<usize>i << 2)) * lf * lf;
+  }
+  let scale: f32 = suml2 != 0 ? sumlx / suml2 : <f32>0.0;
+  let best: f32 = scale * sumlx;
+  for (let is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    iscale = -(fnmax + <f32>0.1 * <f32>is) / max;
+    let changed: i32 = 0;
+    for (let i = 0; i < n; i++) {
+      const li = clampInt(nearestInt(iscale * xAt(x, i)), -nmax, nmax - 1);
+      changed |= li ^ load<i32>(prev + (<usize>i << 2));
+      store<i32>(next + (<usize>i << 2), li);
+    }
+    const t = prev;
+    prev = next;
+    next = t;
+    if (changed == 0) continue;
+    let lx: f32 = 0;
+    let l2: f32 = 0;
+    for (let i = 0; i < n; i++) {
+      const lf = <f32>load<i32>(prev + (<usize>i << 2));
+      lx += load<f32>(qwx + (<usize>i << 2)) * lf;
+      l2 += load<f32>(qw + (<usize>i << 2)) * lf * lf;
+    }
+    if (l2 > 0 && lx * lx > best * l2) {
+      for (let i = 0; i < n; i++) store<i8>(l + <usize>i, <i8>(nmax + load<i32>(prev + (<usize>i << 2))));
+      scale = lx / l2;
+      best = scale * lx;
+    }
+  }
+  return scale;
+}
+
+// ---------------------------------------------------------------------------------------------
+// K-quant super-blocks (256 values)
+
+/**
+ * Q2_K (84 bytes: scales[16], qs[64], f16 d, f16 dmin). Per group of 16: make_qkx2_quants(nmax 3,
+ * weights |x|, rmin -0.5, rdelta 0.1, 15 steps, mean ABSOLUTE error); 4-bit scales and mins by
+ * nearest_int (ties to even) against max/15; d, dmin f16 (RNE); values re-quantized as
+ * nearest_int((x + dm) / d) clamped to 0..3.
+ */
+export function quantizeQ2_K(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 1024;
+    const o = dst + <usize>i * 84;
+    let maxScale: f32 = 0;
+    let maxMin: f32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const g = x + <usize>j * 64;
+      for (let k = 0; k < 16; k++) store<f32>(WEIGHTS_PTR + (<usize>k << 2), Mathf.abs(xAt(g, k)));
+      const scale = makeQkx2Quants(16, 3, g, L_PTR + <usize>j * 16, <f32>-0.5, 15, true);
+      store<f32>(SCALES_PTR + (<usize>j << 2), scale);
+      store<f32>(MINS_PTR + (<usize>j << 2), qkx2TheMin);
+      if (scale > maxScale) maxScale = scale;
+      if (qkx2TheMin > maxMin) maxMin = qkx2TheMin;
+    }
+    let dStored: f32;
+    if (maxScale > 0) {
+      const iscale: f32 = <f32>15.0 / maxScale;
+      for (let j = 0; j < 16; j++) store<u8>(o + <usize>j, <u8>nearestInt(iscale * load<f32>(SCALES_PTR + (<usize>j << 2))));
+      dStored = storeF16(o + 80, maxScale / <f32>15.0);
+    } else {
+      for (let j = 0; j < 16; j++) store<u8>(o + <usize>j, 0);
+      dStored = storeF16(o + 80, 0);
+    }
+    let dminStored: f32;
+    if (maxMin > 0) {
+      const iscale: f32 = <f32>15.0 / maxMin;
+      for (let j = 0; j < 16; j++) {
+        const lm = nearestInt(iscale * load<f32>(MINS_PTR + (<usize>j << 2)));
+        store<u8>(o + <usize>j, <u8>(<i32>load<u8>(o + <usize>j) | (lm << 4)));
+      }
+      dminStored = storeF16(o + 82, maxMin / <f32>15.0);
+    } else {
+      dminStored = storeF16(o + 82, 0);
+    }
+    for (let j = 0; j < 16; j++) {
+      const sc = <i32>load<u8>(o + <usize>j);
+      const d: f32 = dStored * <f32>(sc & 0xf);
+      if (d == 0) continue;
+      const dm: f32 = dminStored * <f32>(sc >> 4);
+      const g = x + <usize>j * 64;
+      for (let ii = 0; ii < 16; ii++) {
+        store<u8>(L_PTR + <usize>(16 * j + ii), <u8>clampInt(nearestInt((xAt(g, ii) + dm) / d), 0, 3));
+      }
+    }
+    for (let j = 0; j < 256; j += 128) {
+      for (let k = 0; k < 32; k++) {
+        const p = L_PTR + <usize>(j + k);
+        const b = <i32>load<u8>(p) | (<i32>load<u8>(p + 32) << 2) | (<i32>load<u8>(p + 64) << 4) | (<i32>load<u8>(p + 96) << 6);
+        store<u8>(o + 16 + <usize>(j / 4 + k), <u8>b);
+      }
+    }
+  }
+}
+
+/**
+ * Q3_K (110 bytes: hmask[32], qs[64], scales[12], f16 d). Per group of 16: make_q3_quants(nmax 4); 6-bit
+ * signed scales by nearest_int(-32/max_scale * s) (ties to even) clamped to -32..31; d = f16(1/iscale)
+ * (RNE); values re-quantized as nearest_int(x / d) clamped to -4..3.
+ */
+export function quantizeQ3_K(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 1024;
+    const o = dst + <usize>i * 110;
+    const s = o + 96;
+    let maxScale: f32 = 0;
+    let amax: f32 = 0;
+    for (let j = 0; j < 16; j++) {
+      const scale = makeQ3Quants(16, 4, x + <usize>j * 64, L_PTR + <usize>j * 16);
+      store<f32>(SCALES_PTR + (<usize>j << 2), scale);
+      const a = Mathf.abs(scale);
+      if (a > amax) {
+        amax = a;
+        maxScale = scale;
+      }
+    }
+    memory.fill(s, 0, 12);
+    let dStored: f32;
+    if (maxScale != 0) {
+      const iscale: f32 = <f32>-32.0 / maxScale;
+      for (let j = 0; j < 16; j++) {
+        let lv = <i32><i8>nearestInt(iscale * load<f32>(SCALES_PTR + (<usize>j << 2)));
+        lv = clampInt(lv, -32, 31) + 32;
+        if (j < 8) {
+          store<u8>(s + <usize>j, <u8>(lv & 0xf));
+        } else {
+          store<u8>(s + <usize>(j - 8), <u8>(<i32>load<u8>(s + <usize>(j - 8)) | ((lv & 0xf) << 4)));
+        }
+        lv >>= 4;
+        const at = s + 8 + <usize>(j % 4);
+        store<u8>(at, <u8>(<i32>load<u8>(at) | (lv << (2 * (j / 4)))));
+      }
+      dStored = storeF16(o + 108, <f32>1.0 / iscale);
+    } else {
+      dStored = storeF16(o + 108, 0);
+    }
+    for (let j = 0; j < 16; j++) {
+      let sc = j < 8 ? <i32>load<u8>(s + <usize>j) & 0xf : <i32>load<u8>(s + <usize>(j - 8)) >> 4;
+      sc = (sc | (((<i32>load<u8>(s + 8 + <usize>(j % 4)) >> (2 * (j / 4))) & 3) << 4)) - 32;
+      const d: f32 = dStored * <f32>sc;
+      if (d == 0) continue;
+      const g = x + <usize>j * 64;
+      for (let ii = 0; ii < 16; ii++) {
+        store<i8>(L_PTR + <usize>(16 * j + ii), <i8>(clampInt(nearestInt(xAt(g, ii) / d), -4, 3) + 4));
+      }
+    }
+    memory.fill(o, 0, 32);
+    let m = 0;
+    let hm = 1;
+    for (let j = 0; j < 256; j++) {
+      const p = L_PTR + <usize>j;
+      const lv = <i32>load<i8>(p);
+      if (lv > 3) {
+        store<u8>(o + <usize>m, <u8>(<i32>load<u8>(o + <usize>m) | hm));
+        store<i8>(p, <i8>(lv - 4));
+      }
+      if (++m == 32) {
+        m = 0;
+        hm <<= 1;
+      }
+    }
+    for (let j = 0; j < 256; j += 128) {
+      for (let k = 0; k < 32; k++) {
+        const p = L_PTR + <usize>(j + k);
+        const b = <i32>load<u8>(p) | (<i32>load<u8>(p + 32) << 2) | (<i32>load<u8>(p + 64) << 4) | (<i32>load<u8>(p + 96) << 6);
+        store<u8>(o + 32 + <usize>(j / 4 + k), <u8>b);
+      }
+    }
+  }
+}
+
+/**
+ * Q4_K / Q5_K super-block: per group of 32 make_qkx2_quants with weights av_x + |x|,
+ * av_x = sqrtf(sum x^2 / 32) (Q4_K: nmax 15, rmin -1, 20 steps; Q5_K: nmax 31, rmin -0.5, 15 steps;
+ * rdelta 0.1, squared error); the 8 scales and mins to 6 bits by nearest_int (ties to even) against
+ * max/63, d and dmin f16 (RNE); every value re-quantized as nearest_int((x + dm) / d) against the
+ * stored scales. Writes d, dmin, scales[12] at o, the levels to L_PTR.
+ */
+function quantizeSuperBlockK(x: usize, o: usize, nmax: i32, rmin: f32, nstep: i32): void {
+  let maxScale: f32 = 0;
+  let maxMin: f32 = 0;
+  for (let j = 0; j < 8; j++) {
+    const g = x + <usize>j * 128;
+    let sumX2: f32 = 0;
+    for (let k = 0; k < 32; k++) {
+      const v = xAt(g, k);
+      sumX2 += v * v;
+    }
+    const avX: f32 = Mathf.sqrt(sumX2 / <f32>32.0);
+    for (let k = 0; k < 32; k++) store<f32>(WEIGHTS_PTR + (<usize>k << 2), avX + Mathf.abs(xAt(g, k)));
+    const scale = makeQkx2Quants(32, nmax, g, L_PTR + <usize>j * 32, rmin, nstep, false);
+    store<f32>(SCALES_PTR + (<usize>j << 2), scale);
+    store<f32>(MINS_PTR + (<usize>j << 2), qkx2TheMin);
+    if (scale > maxScale) maxScale = scale;
+    if (qkx2TheMin > maxMin) maxMin = qkx2TheMin;
+  }
+  const invScale: f32 = maxScale > 0 ? <f32>63.0 / maxScale : <f32>0.0;
+  const invMin: f32 = maxMin > 0 ? <f32>63.0 / maxMin : <f32>0.0;
+  const s = o + 4;
+  memory.fill(s, 0, 12);
+  for (let j = 0; j < 8; j++) {
+    const ls = min<i32>(63, nearestInt(invScale * load<f32>(SCALES_PTR + (<usize>j << 2))) & 0xff);
+    const lm = min<i32>(63, nearestInt(invMin * load<f32>(MINS_PTR + (<usize>j << 2))) & 0xff);
+    if (j < 4) {
+      store<u8>(s + <usize>j, <u8>ls);
+      store<u8>(s + <usize>(j + 4), <u8>lm);
+    } else {
+      store<u8>(s + <usize>(j + 4), <u8>((ls & 0xf) | ((lm & 0xf) << 4)));
+      store<u8>(s + <usize>(j - 4), <u8>(<i32>load<u8>(s + <usize>(j - 4)) | ((ls >> 4) << 6)));
+      store<u8>(s + <usize>j, <u8>(<i32>load<u8>(s + <usize>j) | ((lm >> 4) << 6)));
+    }
+  }
+  const dStored = storeF16(o, maxScale / <f32>63.0);
+  const dminStored = storeF16(o + 2, maxMin / <f32>63.0);
+  for (let j = 0; j < 8; j++) {
+    // get_scale_min_k4
+    let sc: i32;
+    let m: i32;
+    if (j < 4) {
+      sc = <i32>load<u8>(s + <usize>j) & 63;
+      m = <i32>load<u8>(s + <usize>(j + 4)) & 63;
+    } else {
+      sc = (<i32>load<u8>(s + <usize>(j + 4)) & 0xf) | ((<i32>load<u8>(s + <usize>(j - 4)) >> 6) << 4);
+      m = (<i32>load<u8>(s + <usize>(j + 4)) >> 4) | ((<i32>load<u8>(s + <usize>j) >> 6) << 4);
+    }
+    const d: f32 = dStored * <f32>sc;
+    if (d == 0) continue;
+    const dm: f32 = dminStored * <f32>m;
+    const g = x + <usize>j * 128;
+    for (let ii = 0; ii < 32; ii++) {
+      store<u8>(L_PTR + <usize>(32 * j + ii), <u8>clampInt(nearestInt((xAt(g, ii) + dm) / d), 0, nmax));
+    }
+  }
+}
+
+/** Q4_K (144 bytes: f16 d, f16 dmin, scales[12], qs[128]); rounding in quantizeSuperBlockK. */
+export function quantizeQ4_K(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const o = dst + <usize>i * 144;
+    quantizeSuperBlockK(src + <usize>i * 1024, o, 15, <f32>-1.0, 20);
+    let q = o + 16;
+    for (let j = 0; j < 256; j += 64) {
+      for (let k = 0; k < 32; k++) {
+        const p = L_PTR + <usize>(j + k);
+        store<u8>(q + <usize>k, <u8>(<i32>load<u8>(p) | (<i32>load<u8>(p + 32) << 4)));
+      }
+      q += 32;
+    }
+  }
+}
+
+/** Q5_K (176 bytes: f16 d, f16 dmin, scales[12], qh[32], qs[128]); rounding in quantizeSuperBlockK. */
+export function quantizeQ5_K(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const o = dst + <usize>i * 176;
+    quantizeSuperBlockK(src + <usize>i * 1024, o, 31, <f32>-0.5, 15);
+    const qh = o + 16;
+    memory.fill(qh, 0, 32);
+    let ql = o + 48;
+    let m1 = 1;
+    let m2 = 2;
+    for (let n = 0; n < 256; n += 64) {
+      for (let j = 0; j < 32; j++) {
+        let l1 = <i32>load<u8>(L_PTR + <usize>(n + j));
+        if (l1 > 15) {
+          l1 -= 16;
+          store<u8>(qh + <usize>j, <u8>(<i32>load<u8>(qh + <usize>j) | m1));
+        }
+        let l2 = <i32>load<u8>(L_PTR + <usize>(n + j + 32));
+        if (l2 > 15) {
+          l2 -= 16;
+          store<u8>(qh + <usize>j, <u8>(<i32>load<u8>(qh + <usize>j) | m2));
+        }
+        store<u8>(ql + <usize>j, <u8>(l1 | (l2 << 4)));
+      }
+      m1 <<= 2;
+      m2 <<= 2;
+      ql += 32;
+    }
+  }
+}
+
+/**
+ * Q6_K (210 bytes: ql[128], qh[64], int8 scales[16], f16 d). Per group of 16 make_qx_quants(nmax 32,
+ * rmse_type 1); 8-bit signed scales MIN(127, nearest_int(-128/max_scale * s)) (ties to even);
+ * d = f16(1/iscale) (RNE); values re-quantized as nearest_int(x / d) clamped to -32..31. A super-block
+ * whose scales are all below 1e-15 is all zero bytes.
+ */
+export function quantizeQ6_K(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const x = src + <usize>i * 1024;
+    const o = dst + <usize>i * 210;
+    let maxScale: f32 = 0;
+    let maxAbsScale: f32 = 0;
+    for (let ib = 0; ib < 16; ib++) {
+      const scale = makeQxQuantsRmse1(16, 32, x + <usize>ib * 64, L_PTR + <usize>ib * 16);
+      store<f32>(SCALES_PTR + (<usize>ib << 2), scale);
+      const a = Mathf.abs(scale);
+      if (a > maxAbsScale) {
+        maxAbsScale = a;
+        maxScale = scale;
+      }
+    }
+    if (maxAbsScale < GROUP_MAX_EPS) {
+      memory.fill(o, 0, 210);
+      continue;
+    }
+    const iscale: f32 = <f32>-128.0 / maxScale;
+    const dStored = storeF16(o + 208, <f32>1.0 / iscale);
+    const s = o + 192;
+    for (let ib = 0; ib < 16; ib++) {
+      store<u8>(s + <usize>ib, <u8>min<i32>(127, nearestInt(iscale * load<f32>(SCALES_PTR + (<usize>ib << 2)))));
+    }
+    for (let j = 0; j < 16; j++) {
+      const d: f32 = dStored * <f32>load<i8>(s + <usize>j);
+      if (d == 0) continue;
+      const g = x + <usize>j * 64;
+      for (let ii = 0; ii < 16; ii++) {
+        store<i8>(L_PTR + <usize>(16 * j + ii), <i8>(clampInt(nearestInt(xAt(g, ii) / d), -32, 31) + 32));
+      }
+    }
+    let ql = o;
+    let qh = o + 128;
+    for (let j = 0; j < 256; j += 128) {
+      for (let k = 0; k < 32; k++) {
+        const p = L_PTR + <usize>(j + k);
+        const l0 = <i32>load<u8>(p);
+        const l1 = <i32>load<u8>(p + 32);
+        const l2 = <i32>load<u8>(p + 64);
+        const l3 = <i32>load<u8>(p + 96);
+        store<u8>(ql + <usize>k, <u8>((l0 & 0xf) | ((l2 & 0xf) << 4)));
+        store<u8>(ql + <usize>(k + 32), <u8>((l1 & 0xf) | ((l3 & 0xf) << 4)));
+        store<u8>(qh + <usize>k, <u8>((l0 >> 4) | ((l1 >> 4) << 2) | ((l2 >> 4) << 4) | ((l3 >> 4) << 6)));
+      }
+      ql += 64;
+      qh += 32;
+    }
+  }
+}

@@ -1,0 +1,166 @@
+/**
+ * The ggml quantizers compiled to WebAssembly (ggmlQuants.as, built into ggmlQuantsWasm.ts). One
+ * `GgmlWasmQuantizer` is one instance over one shared WebAssembly memory laid out as
+ *   [static scratch | heapBase: input f32 values | output bytes]
+ * Whoever holds the memory (this thread, or the pool's main thread for a worker's instance) writes the
+ * input there, the instance quantizes in place, and the output is read from there: no per-block
+ * allocation, and for the pool no transfer buffers (see quantPool.ts).
+ */
+import { QuantLensError } from '../../../errors';
+import type { GgmlTypeName } from '../../../formats/gguf/ggmlTypes';
+import { WASM_MAXIMUM_PAGES } from './buildInfo';
+import { GGML_QUANTS_WASM_BASE64 } from './ggmlQuantsWasm';
+
+const PAGE_BYTES = 65536;
+
+/** A WebAssembly memory declared shared: postable to a worker thread, which instantiates over it. */
+export interface QuantMemory {
+  readonly buffer: ArrayBufferLike;
+  grow(pages: number): number;
+}
+
+/** The part of the WebAssembly API used here (the project's TypeScript libs do not declare it). */
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => QuantMemory;
+}
+
+function wasmApi(): WasmApi {
+  const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+  if (api === undefined) throw new QuantLensError('INTERNAL', 'this JavaScript runtime has no WebAssembly: the ggml quantizers need it');
+  return api;
+}
+
+/** The block types the WebAssembly module quantizes, and its export for each. */
+const EXPORTS = {
+  Q8_0: 'quantizeQ8_0',
+  Q4_0: 'quantizeQ4_0',
+  Q4_1: 'quantizeQ4_1',
+  Q5_0: 'quantizeQ5_0',
+  Q5_1: 'quantizeQ5_1',
+  Q2_K: 'quantizeQ2_K',
+  Q3_K: 'quantizeQ3_K',
+  Q4_K: 'quantizeQ4_K',
+  Q5_K: 'quantizeQ5_K',
+  Q6_K: 'quantizeQ6_K',
+} as const;
+export type WasmQuantType = keyof typeof EXPORTS;
+
+/** Values per block and bytes per block of each type. */
+const BLOCKS: Record<WasmQuantType, { values: number; bytes: number }> = {
+  Q8_0: { values: 32, bytes: 34 },
+  Q4_0: { values: 32, bytes: 18 },
+  Q4_1: { values: 32, bytes: 20 },
+  Q5_0: { values: 32, bytes: 22 },
+  Q5_1: { values: 32, bytes: 24 },
+  Q2_K: { values: 256, bytes: 84 },
+  Q3_K: { values: 256, bytes: 110 },
+  Q4_K: { values: 256, bytes: 144 },
+  Q5_K: { values: 256, bytes: 176 },
+  Q6_K: { values: 256, bytes: 210 },
+};
+
+export function isWasmQuantType(type: string): type is WasmQuantType {
+  return Object.hasOwn(EXPORTS, type);
+}
+
+type QuantizeExport = (src: number, dst: number, blocks: number) => void;
+
+let compiled: object | undefined;
+
+function ggmlQuantsModule(): object {
+  compiled ??= new (wasmApi().Module)(Buffer.from(GGML_QUANTS_WASM_BASE64, 'base64'));
+  return compiled;
+}
+
+/** A shared memory for one instance, `pages` pages to start with. */
+export function createQuantMemory(pages = 1): QuantMemory {
+  return new (wasmApi().Memory)({ initial: pages, maximum: WASM_MAXIMUM_PAGES, shared: true });
+}
+
+/** Where the input and output of `values` values in `type` go in an instance's memory. */
+export interface QuantLayout {
+  input: number;
+  output: number;
+  end: number;
+}
+
+export function quantLayout(heapBase: number, type: WasmQuantType, values: number): QuantLayout {
+  const input = (heapBase + 63) & ~63;
+  const output = input + values * 4;
+  return { input, output, end: output + (values / BLOCKS[type].values) * BLOCKS[type].bytes };
+}
+
+/** Grows `memory` (once, by what is missing) so that `bytes` bytes fit. */
+export function ensureMemory(memory: QuantMemory, bytes: number): void {
+  const have = memory.buffer.byteLength;
+  if (bytes <= have) return;
+  const pages = Math.ceil((bytes - have) / PAGE_BYTES);
+  if (have / PAGE_BYTES + pages > WASM_MAXIMUM_PAGES) {
+    throw new QuantLensError('INTERNAL', `ggml quantizer: ${bytes} bytes exceed the WebAssembly memory's ${WASM_MAXIMUM_PAGES * PAGE_BYTES} bytes`);
+  }
+  memory.grow(pages);
+}
+
+/** Values per call of `quantize` (block aligned for every type): bounds the memory an instance holds. */
+const CHUNK_VALUES = 1 << 20;
+
+export class GgmlWasmQuantizer {
+  private constructor(
+    readonly memory: QuantMemory,
+    readonly heapBase: number,
+    private readonly exports: Record<WasmQuantType, QuantizeExport>,
+  ) {}
+
+  /** An instance over `memory` (a new one when absent). */
+  static create(memory: QuantMemory = createQuantMemory()): GgmlWasmQuantizer {
+    const instance = new (wasmApi().Instance)(ggmlQuantsModule(), { env: { memory } });
+    const exported = instance.exports;
+    const fn = (name: string): QuantizeExport => {
+      const f = exported[name];
+      if (typeof f !== 'function') throw new QuantLensError('INTERNAL', `ggml quantizer WebAssembly module has no function ${name}`);
+      return f as QuantizeExport;
+    };
+    const heapBase = (fn('heapBase') as unknown as () => number)();
+    const exports = {} as Record<WasmQuantType, QuantizeExport>;
+    for (const type of Object.keys(EXPORTS) as WasmQuantType[]) exports[type] = fn(EXPORTS[type]);
+    return new GgmlWasmQuantizer(memory, heapBase, exports);
+  }
+
+  /** Quantizes `blocks` blocks at `input` to `output` (byte offsets in this instance's memory). */
+  run(type: WasmQuantType, input: number, output: number, blocks: number): void {
+    this.exports[type](input, output, blocks);
+  }
+
+  /** Quantizes all of `src` into `dst` (whole blocks), through this instance's memory in bounded chunks. */
+  quantize(type: WasmQuantType, src: Float32Array, dst: Uint8Array): void {
+    const block = BLOCKS[type];
+    const chunkValues = Math.min(CHUNK_VALUES, src.length);
+    const layout = quantLayout(this.heapBase, type, chunkValues);
+    ensureMemory(this.memory, layout.end);
+    const buffer = this.memory.buffer;
+    const input = new Float32Array(buffer, layout.input, chunkValues);
+    const output = new Uint8Array(buffer, layout.output, layout.end - layout.output);
+    for (let from = 0; from < src.length; from += chunkValues) {
+      const n = Math.min(chunkValues, src.length - from);
+      const blocks = n / block.values;
+      input.set(src.subarray(from, from + n));
+      this.exports[type](layout.input, layout.output, blocks);
+      dst.set(output.subarray(0, blocks * block.bytes), (from / block.values) * block.bytes);
+    }
+  }
+}
+
+let local: GgmlWasmQuantizer | undefined;
+
+/** This thread's instance (created on first use). */
+export function localWasmQuantizer(): GgmlWasmQuantizer {
+  local ??= GgmlWasmQuantizer.create();
+  return local;
+}
+
+/** Quantizes `src` into `dst` with this thread's instance; `type` must be a WasmQuantType. */
+export function quantizeWasm(type: GgmlTypeName & WasmQuantType, src: Float32Array, dst: Uint8Array): void {
+  localWasmQuantizer().quantize(type, src, dst);
+}
