@@ -1,226 +1,274 @@
 /**
- * The forward pass's matmul as a WebAssembly SIMD kernel (f32x4), assembled here from bytes so that
- * nothing needs a toolchain or a binary file: out[t, o] = sum_k x[t, k] * w[o, k], one row of x
- * against four rows of w at a time (four rows of x per block, one for the remainder), four f32x4
- * partial sums per output reduced at the end.
- * Accumulation is f32 (as PyTorch's CPU matmul), not f64 as the JS kernel. Falls back to the JS
- * kernel when SIMD is unavailable or the shape is not a multiple of 4.
+ * The forward pass's matmul as WebAssembly SIMD kernels (f32x4), generated at run time from bytes
+ * (wasm/assembler.ts) so that nothing needs a toolchain or a binary file:
+ * out[t, o] = sum_k x[t, k] * w[o, k]   (x: [rows, inner], w: [outs, inner] as nn.Linear stores it).
+ *
+ * Kernel: 2 rows of x by 4 rows of w per block (8 f32x4 accumulators + 2 x vectors + 1 w vector: 11
+ * live registers, so V8's x64 register allocator (15 usable xmm) never spills), one module per
+ * `inner` with the row stride baked into the load offsets, and a 1-row kernel for an odd last row.
+ * Cache tiling: x and w are cut into tiles of about TILE_BYTES each so that both stay in L2 while a
+ * tile of outputs is computed (the output head, 8192 x 384, otherwise streams w from memory once
+ * per pair of rows).
+ * Accumulation is f32 (as PyTorch's CPU matmul): each output is 4 partial sums over k = i mod 4,
+ * reduced ((s0 + s1) + (s2 + s3)) at the end. Falls back to the JS kernel when SIMD is unavailable,
+ * inner or outs is not a multiple of 4, or the operands do not fit the 32-bit wasm heap.
+ *
+ * Weights used many times (a layer's projections over every window) can be copied into the wasm
+ * heap once with `residentWeight` and multiplied with `matmulResident`.
  */
+import { InvalidArgumentError } from '../errors';
 import { matmulTransposed } from './kernels';
+import { buildModule, op, v, wasmApi, type FunctionSpec, type WasmMemory } from './wasm/assembler';
 
-// Opcodes (WebAssembly core + SIMD proposal).
-const I32 = 0x7f;
-const V128 = 0x7b;
-const LOCAL_GET = 0x20;
-const LOCAL_SET = 0x21;
-const I32_CONST = 0x41;
-const I32_ADD = 0x6a;
-const I32_MUL = 0x6c;
-const I32_SHL = 0x74;
-const I32_GE_U = 0x4f;
-const BLOCK = 0x02;
-const LOOP = 0x03;
-const BR = 0x0c;
-const BR_IF = 0x0d;
-const END = 0x0b;
-const VOID = 0x40;
-const F32_STORE = 0x38;
-const F32_ADD = 0x92;
-const SIMD = 0xfd;
-
-function uleb(n: number): number[] {
-  const out: number[] = [];
-  do {
-    let b = n & 0x7f;
-    n >>>= 7;
-    if (n !== 0) b |= 0x80;
-    out.push(b);
-  } while (n !== 0);
-  return out;
-}
-
-function section(id: number, body: number[]): number[] {
-  return [id, ...uleb(body.length), ...body];
-}
-
-function name(s: string): number[] {
-  const bytes = Array.from(new TextEncoder().encode(s));
-  return [...uleb(bytes.length), ...bytes];
-}
+/** Rows of x per block of the main kernel (the 1-row kernel takes the remainder). */
+const BLOCK_ROWS = 2;
+/** Rows of w per block (outs must be a multiple of it). */
+const BLOCK_OUTS = 4;
+/** Bytes of x (and of w) per cache tile: two tiles together stay well inside a 1 MiB L2. */
+const TILE_BYTES = 192 * 1024;
+/** Largest wasm heap used (bytes); past it the JS kernel runs (wasm32 addresses 4 GiB). */
+const MAX_WASM_BYTES = 3 * 2 ** 30;
+const PAGE = 65536;
 
 /**
- * One kernel function for blocks of `R` rows of x by 4 rows of w:
- * `(x, w, out, rows, inner, outs)` with byte pointers, rows a multiple of R, inner and outs of 4.
- * Row t of the block reads x + t*inner*4; each f32x4 accumulator holds four partial sums.
+ * Kernel `(x, w, out, rows, outs, outStride)` (byte pointers) for one `inner`: `rows` rows of x
+ * (a multiple of R) against `outs` rows of w (a multiple of 4); out row t starts at out + t*outStride*4.
  */
-function kernelBody(R: number): number[] {
-  // Params 0..5: x, w, out, rows, inner, outs. i32 locals: t, j, k, ib (inner bytes), addr,
-  // xrow[R], wrow[4]; v128 locals: acc[R*4], xv[R].
-  const X = 0, W = 1, O = 2, ROWS = 3, INNER = 4, OUTS = 5;
-  const T = 6, J = 7, K = 8, IB = 9, ADDR = 10;
-  const XROW = 11;
-  const WROW = XROW + R;
-  const I32_LOCALS = 5 + R + 4;
-  const ACC = WROW + 4;
-  const XV = ACC + 4 * R;
-  const V128_LOCALS = 5 * R;
-  const get = (i: number): number[] => [LOCAL_GET, ...uleb(i)];
-  const set = (i: number): number[] => [LOCAL_SET, ...uleb(i)];
-  const c = (n: number): number[] => [I32_CONST, ...sleb(n)];
-  const v128Load = (ptrLocal: number): number[] => [...get(ptrLocal), ...get(K), I32_ADD, SIMD, 0x00, 0x04, 0x00];
-  const f32x4Add = [SIMD, ...uleb(0xe4)];
-  const f32x4Mul = [SIMD, ...uleb(0xe6)];
-  const lane = (acc: number, l: number): number[] => [...get(acc), SIMD, 0x1f, l];
-  const rowsR = Array.from({ length: R }, (_, r) => r);
-  const four = [0, 1, 2, 3];
-  // acc[r*4+i] += x[r] * w[i]; each w vector is loaded once per step into the scratch local WV.
-  const WV = XV + R;
-  const inner: number[] = [
-    ...get(K), ...get(IB), I32_GE_U, BR_IF, 1,
-    ...rowsR.flatMap((r) => [...v128Load(XROW + r), ...set(XV + r)]),
-    ...four.flatMap((i) => [
-      ...v128Load(WROW + i), ...set(WV),
-      ...rowsR.flatMap((r) => [...get(ACC + r * 4 + i), ...get(XV + r), ...get(WV), ...f32x4Mul, ...f32x4Add, ...set(ACC + r * 4 + i)]),
+function matmulKernel(fname: string, R: number, inner: number): FunctionSpec {
+  const X = 0, W = 1, O = 2, ROWS = 3, OUTS = 4, STRIDE = 5;
+  let n = 6;
+  const T = n++, J = n++, K = n++, ADDR = n++, XB = n++, WB = n++;
+  const i32Count = n - 6;
+  const ACC = n;
+  n += R * BLOCK_OUTS;
+  const XV = n;
+  n += R;
+  const WV = n++;
+  const v128Count = n - 6 - i32Count;
+  const { get, set, i32 } = op;
+  const rowBytes = inner * 4;
+  const rs = Array.from({ length: R }, (_, r) => r);
+  const cs = Array.from({ length: BLOCK_OUTS }, (_, c) => c);
+  const acc = (r: number, c: number): number => ACC + r * BLOCK_OUTS + c;
+  // One k step (4 floats): load R x vectors, then per w row one load and R multiply-adds.
+  const step = [
+    ...rs.flatMap((r) => [...get(XB), ...get(K), ...op.i32Add, ...v.load(r * rowBytes), ...set(XV + r)]),
+    ...cs.flatMap((c) => [
+      ...get(WB), ...get(K), ...op.i32Add, ...v.load(c * rowBytes), ...set(WV),
+      ...rs.flatMap((r) => [...get(acc(r, c)), ...get(XV + r), ...get(WV), ...v.f32Mul, ...v.f32Add, ...set(acc(r, c))]),
     ]),
-    ...get(K), ...c(16), I32_ADD, ...set(K),
-    BR, 0,
   ];
-  const full: number[] = [
-    ...get(INNER), ...c(2), I32_SHL, ...set(IB),
-    ...c(0), ...set(T),
-    BLOCK, VOID, LOOP, VOID,
-    ...get(T), ...get(ROWS), I32_GE_U, BR_IF, 1,
-    ...get(X), ...get(T), ...get(IB), I32_MUL, I32_ADD, ...set(XROW),
-    ...rowsR.slice(1).flatMap((r) => [...get(XROW + r - 1), ...get(IB), I32_ADD, ...set(XROW + r)]),
-    ...c(0), ...set(J),
-    BLOCK, VOID, LOOP, VOID,
-    ...get(J), ...get(OUTS), I32_GE_U, BR_IF, 1,
-    ...get(W), ...get(J), ...get(IB), I32_MUL, I32_ADD, ...set(WROW),
-    ...[1, 2, 3].flatMap((i) => [...get(WROW + i - 1), ...get(IB), I32_ADD, ...set(WROW + i)]),
-    ...Array.from({ length: 4 * R }, (_, a) => [SIMD, 0x0c, ...new Array<number>(16).fill(0), ...set(ACC + a)]).flat(),
-    ...c(0), ...set(K),
-    BLOCK, VOID, LOOP, VOID,
-    ...inner,
-    END, END,
-    ...rowsR.flatMap((r) => [
-      // addr = out + ((t + r) * outs + j) * 4
-      ...get(O), ...get(T), ...c(r), I32_ADD, ...get(OUTS), I32_MUL, ...get(J), I32_ADD, ...c(2), I32_SHL, I32_ADD, ...set(ADDR),
-      ...four.flatMap((i) => [
+  const code = [
+    ...i32(0), ...set(T),
+    ...op.block, ...op.loop,
+    ...get(T), ...get(ROWS), ...op.i32GeU, ...op.brIf(1),
+    ...get(X), ...get(T), ...i32(rowBytes), ...op.i32Mul, ...op.i32Add, ...set(XB),
+    ...i32(0), ...set(J),
+    ...op.block, ...op.loop,
+    ...get(J), ...get(OUTS), ...op.i32GeU, ...op.brIf(1),
+    ...get(W), ...get(J), ...i32(rowBytes), ...op.i32Mul, ...op.i32Add, ...set(WB),
+    ...rs.flatMap((r) => cs.flatMap((c) => [...v.zero, ...set(acc(r, c))])),
+    ...i32(0), ...set(K),
+    ...op.block, ...op.loop,
+    ...step,
+    ...get(K), ...i32(16), ...op.i32Add, ...op.tee(K), ...i32(rowBytes), ...op.i32LtU, ...op.brIf(0),
+    ...op.end, ...op.end,
+    ...rs.flatMap((r) => [
+      // addr = out + ((t + r) * outStride + j) * 4
+      ...get(O), ...get(T), ...i32(r), ...op.i32Add, ...get(STRIDE), ...op.i32Mul, ...get(J), ...op.i32Add, ...i32(2), ...op.i32Shl, ...op.i32Add, ...set(ADDR),
+      ...cs.flatMap((c) => [
         ...get(ADDR),
-        ...lane(ACC + r * 4 + i, 0), ...lane(ACC + r * 4 + i, 1), F32_ADD, ...lane(ACC + r * 4 + i, 2), ...lane(ACC + r * 4 + i, 3), F32_ADD, F32_ADD,
-        F32_STORE, 0x02, ...uleb(4 * i),
+        ...get(acc(r, c)), ...v.f32Lane(0), ...get(acc(r, c)), ...v.f32Lane(1), ...op.f32Add,
+        ...get(acc(r, c)), ...v.f32Lane(2), ...get(acc(r, c)), ...v.f32Lane(3), ...op.f32Add,
+        ...op.f32Add,
+        ...op.f32Store(4 * c),
       ]),
     ]),
-    ...get(J), ...c(4), I32_ADD, ...set(J),
-    BR, 0,
-    END, END,
-    ...get(T), ...c(R), I32_ADD, ...set(T),
-    BR, 0,
-    END, END,
-    END,
+    ...get(J), ...i32(BLOCK_OUTS), ...op.i32Add, ...set(J),
+    ...op.br(0),
+    ...op.end, ...op.end,
+    ...get(T), ...i32(R), ...op.i32Add, ...set(T),
+    ...op.br(0),
+    ...op.end, ...op.end,
   ];
-  return [2, ...uleb(I32_LOCALS), I32, ...uleb(V128_LOCALS + 1), V128, ...full];
+  return { name: fname, params: 6, locals: { i32: i32Count, f32: 0, v128: v128Count }, code };
 }
 
-/** Builds the module: exports `mm1` (1-row blocks), `mm4` (4-row blocks) and memory `mem`. */
-function buildModule(): Uint8Array {
-  const bodies = [kernelBody(1), kernelBody(4)];
-  const bytes = [
-    0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00,
-    ...section(1, [1, 0x60, 6, I32, I32, I32, I32, I32, I32, 0]),
-    ...section(3, [2, 0, 0]),
-    ...section(5, [1, 0x00, 1]),
-    ...section(7, [3, ...name('mm1'), 0x00, 0, ...name('mm4'), 0x00, 1, ...name('mem'), 0x02, 0]),
-    ...section(10, [2, ...bodies.flatMap((b) => [...uleb(b.length), ...b])]),
-  ];
-  return Uint8Array.from(bytes);
+type KernelFn = (x: number, w: number, out: number, rows: number, outs: number, outStride: number) => void;
+
+interface InnerKernels {
+  block: KernelFn;
+  single: KernelFn;
 }
 
-function sleb(n: number): number[] {
-  const out: number[] = [];
-  for (;;) {
-    const b = n & 0x7f;
-    n >>= 7;
-    if ((n === 0 && (b & 0x40) === 0) || (n === -1 && (b & 0x40) !== 0)) {
-      out.push(b);
-      return out;
-    }
-    out.push(b | 0x80);
-  }
-}
-
-/** The slice of the WebAssembly JS API used here (the project's lib settings do not declare it). */
-interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-}
-
-function isWasmMemory(v: unknown): v is WasmMemory {
-  return typeof v === 'object' && v !== null && 'buffer' in v && v.buffer instanceof ArrayBuffer && 'grow' in v && typeof v.grow === 'function';
-}
-
-type KernelFn = (x: number, w: number, out: number, rows: number, inner: number, outs: number) => void;
-
-interface Kernel {
-  mm1: KernelFn;
-  mm4: KernelFn;
+interface WasmState {
   memory: WasmMemory;
+  /** Per `inner`: the compiled block and single-row kernels. */
+  kernels: Map<number, InnerKernels>;
+  /** End of the resident-weight region (bytes); scratch for each call starts here. */
+  residentEnd: number;
+  /** Resident weights not yet released. */
+  residentLive: number;
 }
 
-let kernel: Kernel | null | undefined;
+let state: WasmState | null | undefined;
 
-function loadKernel(): Kernel | null {
-  if (kernel !== undefined) return kernel;
+function loadState(): WasmState | null {
+  if (state !== undefined) return state;
   try {
-    const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-    const bytes = buildModule();
-    if (api === undefined || !api.validate(bytes)) {
-      kernel = null;
-      return kernel;
-    }
-    const instance = new api.Instance(new api.Module(bytes), {});
-    const { mm1, mm4, mem } = instance.exports;
-    if (typeof mm1 !== 'function' || typeof mm4 !== 'function' || !isWasmMemory(mem)) kernel = null;
-    else kernel = { mm1: mm1 as KernelFn, mm4: mm4 as KernelFn, memory: mem };
+    const api = wasmApi();
+    const probe = buildModule([matmulKernel('mm', BLOCK_ROWS, 4)], 1);
+    if (api === undefined || !api.validate(probe)) state = null;
+    else state = { memory: new api.Memory({ initial: 1 }), kernels: new Map(), residentEnd: 0, residentLive: 0 };
   } catch {
-    kernel = null;
+    state = null;
   }
-  return kernel;
+  return state;
+}
+
+/** Most `inner` sizes compiled at once (a model uses 3 or 4; the rest are rare callers). */
+const MAX_COMPILED = 32;
+
+function kernelsFor(s: WasmState, inner: number): InnerKernels {
+  const have = s.kernels.get(inner);
+  if (have !== undefined) return have;
+  const api = wasmApi();
+  if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
+  const bytes = buildModule([matmulKernel('block', BLOCK_ROWS, inner), matmulKernel('single', 1, inner)], 1);
+  const instance = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } });
+  const { block, single } = instance.exports;
+  if (typeof block !== 'function' || typeof single !== 'function') throw new InvalidArgumentError('matmul kernel module has no block/single export');
+  const made = { block: block as KernelFn, single: single as KernelFn };
+  if (s.kernels.size >= MAX_COMPILED) s.kernels.clear();
+  s.kernels.set(inner, made);
+  return made;
 }
 
 /** Whether the SIMD kernel loaded (false: every call uses the JS kernel). */
 export function wasmMatmulAvailable(): boolean {
-  return loadKernel() !== null;
+  return loadState() !== null;
 }
 
-/** Largest wasm memory used (bytes); past it the JS kernel runs (wasm32 addresses 4 GiB). */
-const MAX_WASM_BYTES = 3 * 2 ** 30;
+function ensureBytes(s: WasmState, bytes: number): void {
+  const have = s.memory.buffer.byteLength;
+  if (have < bytes) s.memory.grow(Math.ceil((bytes - have) / PAGE));
+}
+
+const align64 = (n: number): number => Math.ceil(n / 64) * 64;
+
+/** Runs the tiled kernels on operands already in the heap (byte offsets). */
+function runTiled(s: WasmState, xAt: number, wAt: number, outAt: number, rows: number, inner: number, outs: number): void {
+  const k = kernelsFor(s, inner);
+  const rowBytes = inner * 4;
+  // Tile sizes: whole blocks, at least one block, about TILE_BYTES of x and of w each.
+  const tileRows = Math.max(BLOCK_ROWS, Math.floor(TILE_BYTES / rowBytes / BLOCK_ROWS) * BLOCK_ROWS);
+  const tileOuts = Math.max(BLOCK_OUTS, Math.floor(TILE_BYTES / rowBytes / BLOCK_OUTS) * BLOCK_OUTS);
+  for (let t0 = 0; t0 < rows; t0 += tileRows) {
+    const tRows = Math.min(tileRows, rows - t0);
+    const blockRows = tRows - (tRows % BLOCK_ROWS);
+    for (let j0 = 0; j0 < outs; j0 += tileOuts) {
+      const jOuts = Math.min(tileOuts, outs - j0);
+      const xPtr = xAt + t0 * rowBytes;
+      const wPtr = wAt + j0 * rowBytes;
+      const oPtr = outAt + 4 * (t0 * outs + j0);
+      if (blockRows > 0) k.block(xPtr, wPtr, oPtr, blockRows, jOuts, outs);
+      if (blockRows < tRows) k.single(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outs, tRows - blockRows, jOuts, outs);
+    }
+  }
+}
+
+function fitsWasm(s: WasmState | null, inner: number, outs: number, extraBytes: number): s is WasmState {
+  return s !== null && inner % 4 === 0 && outs % BLOCK_OUTS === 0 && extraBytes <= MAX_WASM_BYTES;
+}
 
 /** Same contract as kernels.matmulTransposed. */
 export function matmul(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, inner: number, outs: number): void {
-  const k = loadKernel();
+  const s = loadState();
   const bytes = 4 * (rows * inner + outs * inner + rows * outs);
-  if (k === null || inner % 4 !== 0 || outs % 4 !== 0 || bytes > MAX_WASM_BYTES) {
+  if (!fitsWasm(s, inner, outs, (s?.residentEnd ?? 0) + bytes + 192)) {
     matmulTransposed(x, w, out, rows, inner, outs);
     return;
   }
-  const have = k.memory.buffer.byteLength;
-  if (have < bytes) k.memory.grow(Math.ceil((bytes - have) / 65536));
-  const heap = new Float32Array(k.memory.buffer);
-  const xAt = 0;
-  const wAt = rows * inner;
-  const outAt = wAt + outs * inner;
-  heap.set(x.subarray(0, rows * inner), xAt);
-  heap.set(w.subarray(0, outs * inner), wAt);
-  const rows4 = rows - (rows % 4);
-  if (rows4 > 0) k.mm4(4 * xAt, 4 * wAt, 4 * outAt, rows4, inner, outs);
-  if (rows4 < rows) k.mm1(4 * (xAt + rows4 * inner), 4 * wAt, 4 * (outAt + rows4 * outs), rows - rows4, inner, outs);
-  out.set(heap.subarray(outAt, outAt + rows * outs));
+  const xAt = align64(s.residentEnd);
+  const wAt = align64(xAt + 4 * rows * inner);
+  const outAt = align64(wAt + 4 * outs * inner);
+  ensureBytes(s, outAt + 4 * rows * outs);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * inner), xAt / 4);
+  heap.set(w.subarray(0, outs * inner), wAt / 4);
+  runTiled(s, xAt, wAt, outAt, rows, inner, outs);
+  out.set(heap.subarray(outAt / 4, outAt / 4 + rows * outs));
+}
+
+/**
+ * A weight [outs, inner] copied into the wasm heap for repeated `matmulResident` calls. Its values
+ * are those at the time of `residentWeight`; later changes to the source array are not seen.
+ * Release it (`release()`) when done: the heap region is reused once every resident weight is released.
+ */
+export interface ResidentWeight {
+  readonly outs: number;
+  readonly inner: number;
+  release(): void;
+}
+
+interface ResidentImpl extends ResidentWeight {
+  /** Byte offset in the heap, or null when the weight stays in JS (fallback path). */
+  readonly at: number | null;
+  readonly source: Float32Array;
+  released: boolean;
+}
+
+/** Copies `w` [outs, inner] into the heap (or keeps a reference for the JS fallback). */
+export function residentWeight(w: Float32Array, outs: number, inner: number): ResidentWeight {
+  if (w.length < outs * inner) throw new InvalidArgumentError(`weight has ${w.length} values, expected ${outs} x ${inner}`);
+  const s = loadState();
+  let at: number | null = null;
+  if (fitsWasm(s, inner, outs, s === null ? 0 : s.residentEnd + 4 * outs * inner + 64)) {
+    at = align64(s.residentEnd);
+    ensureBytes(s, at + 4 * outs * inner);
+    new Float32Array(s.memory.buffer).set(w.subarray(0, outs * inner), at / 4);
+    s.residentEnd = at + 4 * outs * inner;
+    s.residentLive++;
+  }
+  const handle: ResidentImpl = {
+    outs,
+    inner,
+    at,
+    source: w,
+    released: false,
+    release(): void {
+      if (handle.released) return;
+      handle.released = true;
+      if (handle.at !== null && s !== null) {
+        s.residentLive--;
+        if (s.residentLive === 0) s.residentEnd = 0;
+      }
+    },
+  };
+  return handle;
+}
+
+function isResidentImpl(w: ResidentWeight): w is ResidentImpl {
+  return 'at' in w && 'source' in w;
+}
+
+/** out[t, o] = sum_k x[t, k] * w[o, k] with a resident weight (same contract as `matmul`). */
+export function matmulResident(x: Float32Array, w: ResidentWeight, out: Float32Array, rows: number): void {
+  if (!isResidentImpl(w) || w.released) throw new InvalidArgumentError('matmulResident: the weight was released or does not come from residentWeight');
+  const { inner, outs } = w;
+  const s = loadState();
+  const bytes = 4 * (rows * inner + rows * outs) + 128;
+  if (w.at === null || s === null || s.residentEnd + bytes > MAX_WASM_BYTES) {
+    matmulTransposed(x, w.source, out, rows, inner, outs);
+    return;
+  }
+  const xAt = align64(s.residentEnd);
+  const outAt = align64(xAt + 4 * rows * inner);
+  ensureBytes(s, outAt + 4 * rows * outs);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * inner), xAt / 4);
+  runTiled(s, xAt, w.at, outAt, rows, inner, outs);
+  out.set(heap.subarray(outAt / 4, outAt / 4 + rows * outs));
 }
 
 /** Scratch buffers of attentionByMatmul for one window length and head size. */
