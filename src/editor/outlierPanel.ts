@@ -12,6 +12,7 @@ import { CancelledError, IoError, describeError } from '../core/errors';
 import type { OutlierSummary } from '../host/backend';
 import type { ExtensionDeps } from '../host/deps';
 import { describeDatasetSummary, errorPartsForOutput, findQuantCardOutput, summarizeDataset, withActivations, type DatasetSummary } from '../host/analysisDataset';
+import { LiveHeatmapFeed } from '../host/liveHeatmap';
 import { lastQuantOutput, onQuantRun } from '../host/quantRuns';
 import { readSettings } from '../host/settings';
 import { requireTrustedWorkspace } from '../host/trust';
@@ -89,9 +90,13 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
     let markLoaded = (): void => undefined;
     const explorer: Explorer = { checkpoint: key, panel, host, dataset: undefined, loaded: new Promise<void>((r) => (markLoaded = r)), calibration: undefined };
     explorers.set(key, explorer);
+    // While a quantize of this checkpoint runs, each finished tensor becomes a heatmap cell at once; at the
+    // end the run's quant card replaces the heatmap (block maps and error histograms come with it).
+    const liveHeatmap = new LiveHeatmapFeed(key, (params) => void explorer.host.showErrorCell(params));
     const quantRuns = onQuantRun((event) => {
+      liveHeatmap.handle(event);
       if (event.input !== resolve(key) || event.kind !== 'finished') return;
-      void showQuantCard(deps, explorer, event.output, true);
+      void showQuantCard(deps, explorer, event.output);
     });
     panel.onDidDispose(() => {
       explorers.delete(key);
@@ -114,7 +119,7 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
     markLoaded();
     // This session's last quantize of the checkpoint, else the newest card beside it (an earlier session's).
     const lastOutput = lastQuantOutput(key) ?? (await findQuantCardOutput(key, [dirname(key), key]));
-    if (lastOutput !== undefined) await showQuantCard(deps, explorer, lastOutput, false);
+    if (lastOutput !== undefined) await showQuantCard(deps, explorer, lastOutput);
     const calibrationFile = readSettings(checkpoint).calibrationFile;
     if (calibrationFile !== '' && vscode.workspace.isTrusted) {
       try {
@@ -162,12 +167,8 @@ async function send(deps: ExtensionDeps, explorer: Explorer, dataset: WebviewDat
   deps.log.info(`outlier explorer: ${explorer.checkpoint}: dataset sent: ${describeDatasetSummary(summarizeDataset(dataset))}`);
 }
 
-/**
- * The quant card of `output` as the error heatmap. After a run (`live`), each cell goes as an
- * ErrorCellNotification first: the pipeline's progress has no per-tensor metrics, so the cells come
- * from the card once the run has written it, not while it runs.
- */
-async function showQuantCard(deps: ExtensionDeps, explorer: Explorer, output: string, live: boolean): Promise<void> {
+/** The quant card of `output` as the error heatmap (the cells of a run in progress came live before it). */
+async function showQuantCard(deps: ExtensionDeps, explorer: Explorer, output: string): Promise<void> {
   try {
     await explorer.loaded;
     const base = explorer.dataset;
@@ -176,10 +177,6 @@ async function showQuantCard(deps: ExtensionDeps, explorer: Explorer, output: st
     if (parts === undefined || parts.errors === undefined) {
       deps.log.info(`outlier explorer: ${explorer.checkpoint}: no quant card beside ${output}`);
       return;
-    }
-    if (live) {
-      const cells = parts.errors.cells;
-      for (const [i, cell] of cells.entries()) await explorer.host.showErrorCell({ target: parts.errors.target, cell, done: i + 1, total: cells.length });
     }
     await send(deps, explorer, { ...(explorer.dataset ?? base), ...parts });
   } catch (error) {

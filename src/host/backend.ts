@@ -3,6 +3,7 @@
  * this, and `coreBackend.ts` implements it over openCheckpoint, the quantize pipeline and the job worker.
  * Tests in the extension host drive the real implementation through the commands.
  */
+import type { QuantizedTensorResult } from '../core/quant/quantCard';
 import type { AnalysisReport } from '../protocol/analysis';
 import type { DevicePreference } from './settings';
 
@@ -68,6 +69,8 @@ export interface QuantProgressEvent {
   tensor: string;
   done: number;
   total: number;
+  /** Quantize runs: a tensor just finished, with its card metrics (error heatmaps fill in from these). */
+  result?: QuantizedTensorResult;
 }
 
 export interface QuantOutcome {

@@ -157,7 +157,8 @@ export class CoreBackend implements QuantBackend {
       { kind: 'quantize', request: pipelineRequest },
       {
         signal,
-        onProgress: (p) => onProgress({ tensor: p.tensorName || p.phase, done: p.tensorIndex + (p.phase === 'done' ? 1 : 0), total: p.tensorCount }),
+        onProgress: (p) =>
+          onProgress({ tensor: p.tensorName || p.phase, done: p.tensorIndex + (p.phase === 'done' ? 1 : 0), total: p.tensorCount, ...(p.tensorResult === undefined ? {} : { result: p.tensorResult }) }),
         onNotice: (message) => warnings.push(message),
       },
     );

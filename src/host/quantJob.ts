@@ -93,7 +93,7 @@ export async function runQuantJob(deps: ExtensionDeps, request: QuantRequest, op
       return deps.backend.quantize(
         request,
         (event) => {
-          reportQuantRun({ kind: 'progress', ...run, tensor: event.tensor, done: event.done, total: event.total });
+          reportQuantRun({ kind: 'progress', ...run, tensor: event.tensor, done: event.done, total: event.total, ...(event.result === undefined ? {} : { result: event.result }) });
           context.report({ message: `${event.tensor} (${event.done}/${event.total})`, fraction: event.total > 0 ? event.done / event.total : undefined });
           deps.log.trace(`quantize ${request.output}: ${event.done}/${event.total} ${event.tensor}`);
         },

@@ -4,12 +4,9 @@
  */
 import { resolve } from 'node:path';
 import * as vscode from 'vscode';
+import type { QuantRunEvent } from './liveHeatmap';
 
-export type QuantRunEvent =
-  | { kind: 'started'; input: string; output: string; target: string }
-  | { kind: 'progress'; input: string; output: string; target: string; tensor: string; done: number; total: number }
-  | { kind: 'finished'; input: string; output: string; target: string }
-  | { kind: 'failed'; input: string; output: string; target: string };
+export type { QuantRunEvent };
 
 const emitter = new vscode.EventEmitter<QuantRunEvent>();
 const lastOutputByInput = new Map<string, string>();

@@ -261,6 +261,8 @@ export interface DatasetParams {
 
 export interface ErrorCellParams {
   target: string;
+  /** The run the cell belongs to: a cell of a new run starts a fresh heatmap (absent: added to the current one). */
+  run?: string;
   cell: ErrorCell;
   done: number;
   total: number;
@@ -282,7 +284,7 @@ const isDatasetParams: Guard<DatasetParams> = (x): x is DatasetParams =>
   isRecord(x) && (x.view === undefined || isViewName(x.view)) && checkDataset(x.dataset).ok;
 
 const isErrorCellParams: Guard<ErrorCellParams> = (x): x is ErrorCellParams =>
-  isRecord(x) && typeof x.target === 'string' && isErrorCell(x.cell) && typeof x.done === 'number' && typeof x.total === 'number';
+  isRecord(x) && typeof x.target === 'string' && (x.run === undefined || typeof x.run === 'string') && isErrorCell(x.cell) && typeof x.done === 'number' && typeof x.total === 'number';
 
 const isBlockMapParams: Guard<BlockMapParams> = (x): x is BlockMapParams => isRecord(x) && typeof x.tensor === 'string' && typeof x.target === 'string';
 

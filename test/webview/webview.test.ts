@@ -222,12 +222,22 @@ test('errors: the heatmap fills in live from progress messages; block maps come 
   assert.equal(pending, errors.cells.length);
   const total = errors.cells.length;
   for (const [i, cell] of errors.cells.slice(0, 20).entries()) {
-    await page.evaluate(([c, done, all, target]) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/errorCell', { target, cell: c, done, total: all }), [cell, i + 1, total, errors.target] as const);
+    await page.evaluate(([c, done, all, target]) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/errorCell', { target, run: 'run-1', cell: c, done, total: all }), [cell, i + 1, total, errors.target] as const);
+    // Each message adds its cell at once (counted after every message, not only at the end).
+    if (i === 0 || i === 9) await page.waitForFunction((n) => (globalThis as unknown as PageGlobals).document.querySelectorAll('.error-cell').length === n, i + 1);
   }
   await page.waitForFunction((n) => (globalThis as unknown as PageGlobals).document.querySelectorAll('.error-cell').length === n, 20);
   assert.equal(await page.locator('.cell.pending').count(), total - 20);
   assert.equal(await page.locator('.progress').getAttribute('data-progress'), `20/${total}`);
   await page.screenshot({ path: join(screenshotDir, 'dark-errors-live.png'), fullPage: true });
+  // A cell of a new run starts a fresh heatmap (the last run's cells would describe other weights).
+  const restart = { target: errors.target, run: 'run-2', cell: errors.cells[0], done: 1, total };
+  await page.evaluate((p) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/errorCell', p), restart);
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelectorAll('.error-cell').length === 1);
+  for (const [i, cell] of errors.cells.slice(1, 20).entries()) {
+    await page.evaluate((p) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/errorCell', p), { target: errors.target, run: 'run-2', cell, done: i + 2, total });
+  }
+  await page.waitForFunction(() => (globalThis as unknown as PageGlobals).document.querySelectorAll('.error-cell').length === 20);
   // The host replaces the dataset with one that carries no block maps: a click must ask the host for one.
   const filled = { ...dataset, errors: { ...errors, cells: errors.cells.slice(0, 20) }, blockMaps: undefined };
   await page.evaluate((d) => (globalThis as unknown as PageGlobals).__QUANTLENS_HOST__?.notify('webview/dataset', { dataset: d }), filled);

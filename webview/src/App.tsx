@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useMemo, useState, type KeyboardEvent } from 'react';
+import { useCallback, useEffect, useMemo, useRef, useState, type KeyboardEvent } from 'react';
 import { RpcEndpoint } from '../../src/protocol/rpc';
 import {
   BlockMapRequest,
@@ -64,6 +64,7 @@ export function App({ initialView }: { initialView: ViewName | null }) {
   const [dataset, setDataset] = useState<WebviewDataset | null>(null);
   const [progress, setProgress] = useState<{ done: number; total: number } | null>(null);
   const [endpoint] = useState(() => new RpcEndpoint(webviewChannel()));
+  const liveRun = useRef<string | undefined>(undefined);
 
   const update = useCallback((patch: Partial<WebviewState & { mapId: string | null }>) => setState((s) => ({ ...s, ...patch })), []);
 
@@ -74,18 +75,24 @@ export function App({ initialView }: { initialView: ViewName | null }) {
   useEffect(() => {
     endpoint.onNotification(DatasetNotification, ({ view, dataset: next }) => {
       setDataset(next);
+      // A dataset with a heatmap is a finished one (a run's card): the live progress is over.
+      if (next.errors !== undefined) setProgress(null);
       if (view !== undefined) update({ view });
     });
     endpoint.onNotification(ShowViewNotification, ({ view }) => update({ view }));
-    endpoint.onNotification(ErrorCellNotification, ({ target, cell, done, total }) => {
+    endpoint.onNotification(ErrorCellNotification, ({ target, run, cell, done, total }) => {
       setProgress({ done, total });
+      // The first cell of a new run clears the last run's cells (same target or not).
+      const newRun = run !== undefined && run !== liveRun.current;
+      if (run !== undefined) liveRun.current = run;
       setDataset((d) => {
         const base: WebviewDataset = d ?? { version: 1 };
         const previous: ErrorHeatmap =
-          base.errors !== undefined && base.errors.target === target ? base.errors : { target, layers: base.overview?.layers ?? 0, roles: HEATMAP_ROLES, cells: [] };
+          base.errors !== undefined && base.errors.target === target && !newRun ? base.errors : { target, layers: base.overview?.layers ?? 0, roles: HEATMAP_ROLES, cells: [] };
         const cells = [...previous.cells.filter((c) => c.tensor !== cell.tensor), cell];
         const layers = Math.max(previous.layers, ...cells.map((c) => (c.layer ?? -1) + 1));
-        return { ...base, errors: { ...previous, layers, cells } };
+        // A new run's block maps come with its final dataset; the last run's would describe other weights.
+        return { ...base, errors: { ...previous, layers, cells }, ...(newRun ? { blockMaps: undefined } : {}) };
       });
     });
     endpoint.ready();
