@@ -42,7 +42,7 @@ function phaseKernel(scheme: SchemeKernel, phase: Phase): Kernel {
     wgsl: `const PHASE = ${phase}u;\n${WGSL_SOURCES.common}\n${WGSL_SOURCES[scheme]}`,
     bindings: BINDINGS,
     workgroupSize: WG,
-    workgroupsFor: phase === 0 ? (spans: number) => spans : (items: number) => Math.ceil(items / WG),
+    workgroupsFor: (items: number) => Math.ceil(items / WG),
   };
 }
 
@@ -51,6 +51,14 @@ const KERNELS: Record<SchemeKernel, readonly [Kernel, Kernel, Kernel, Kernel]> =
   fp8: [phaseKernel('fp8', 0), phaseKernel('fp8', 1), phaseKernel('fp8', 2), phaseKernel('fp8', 3)],
   nf4: [phaseKernel('nf4', 0), phaseKernel('nf4', 1), phaseKernel('nf4', 2), phaseKernel('nf4', 3)],
 };
+
+/** Spans up to this long get one thread each in the range phase; longer ones a workgroup. */
+const RANGE_PER_THREAD_MAX_SPAN = 256;
+
+/** Workgroups of phase 0 for a chunk: one per span, or one per 64 short spans. */
+function rangeWorkgroups(layout: SpanLayout, spans: number): number {
+  return layout.longestSpan <= RANGE_PER_THREAD_MAX_SPAN ? Math.ceil(spans / WG) : spans;
+}
 
 /** The scheme constants of the uniform block (kernels/lib/research_span.wgsl `Params`). */
 interface SchemeConfig {
@@ -187,7 +195,7 @@ class RunBuffers {
       config.symmetric ? 1 : 0,
       config.minZero,
       config.signedLevels ? 1 : 0,
-      0,
+      layout.longestSpan <= RANGE_PER_THREAD_MAX_SPAN ? 1 : 0,
     ]);
     this.gpu.device.queue.writeBuffer(this.uniform, 0, words);
     this.gpu.device.queue.writeBuffer(this.firstBad, 0, new Uint32Array([NO_BAD_VALUE]));
@@ -204,14 +212,13 @@ interface Copy {
 }
 
 /** Dispatches `phases`, copies `copies` into the staging buffer, submits and maps it; `read` sees the mapped words. */
-async function runPhases(gpu: GpuContext, buffers: RunBuffers, scheme: SchemeKernel, phases: { phase: Phase; items: number }[], copies: Copy[], options: GpuRunOptions, chunkIndex: number, chunkCount: number, read: (mapped: ArrayBuffer) => void): Promise<void> {
+async function runPhases(gpu: GpuContext, buffers: RunBuffers, scheme: SchemeKernel, phases: { phase: Phase; workgroups: number }[], copies: Copy[], options: GpuRunOptions, chunkIndex: number, chunkCount: number, read: (mapped: ArrayBuffer) => void): Promise<void> {
   const { device } = gpu;
   options.onPhase?.('compute', chunkIndex, chunkCount);
   throwIfAborted(options.signal);
   const encoder = device.createCommandEncoder();
-  for (const { phase, items } of phases) {
-    const kernel = KERNELS[scheme][phase];
-    encodeKernel(gpu, encoder, kernel, buffers.all, gridFor(kernel.workgroupsFor(items), gpu.limits.maxComputeWorkgroupsPerDimension));
+  for (const { phase, workgroups } of phases) {
+    encodeKernel(gpu, encoder, KERNELS[scheme][phase], buffers.all, gridFor(workgroups, gpu.limits.maxComputeWorkgroupsPerDimension));
   }
   let end = 0;
   for (const c of copies) {
@@ -286,7 +293,7 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
             { from: buffers.ranges, to: offsets.ranges, bytes: chunk.spanCount * 12 },
             { from: buffers.firstBad, to: offsets.firstBad, bytes: 4 },
           ];
-          await runPhases(gpu, buffers, scheme, [{ phase: 0, items: chunk.spanCount }], copies, options, index, chunks.length, (mapped) => {
+          await runPhases(gpu, buffers, scheme, [{ phase: 0, workgroups: rangeWorkgroups(layout, chunk.spanCount) }], copies, options, index, chunks.length, (mapped) => {
             throwIfBad(mapped, offsets.firstBad, chunk, values, layout, label);
             const part = new Float32Array(mapped, offsets.ranges, chunk.spanCount * 3);
             const mergedValues = new Float32Array(merged.buffer);
@@ -314,10 +321,10 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
           if (givenSpanWords !== undefined) gpu.device.queue.writeBuffer(buffers.spanWords, 0, givenSpanWords);
           else if (!spanFitsChunk) gpu.device.queue.writeBuffer(buffers.ranges, 0, rangeBits, chunk.firstSpan * 3, chunk.spanCount * 3);
         });
-        const phases: { phase: Phase; items: number }[] = [];
-        if (spanFitsChunk) phases.push({ phase: 0, items: chunk.spanCount });
-        if (givenSpanWords === undefined) phases.push({ phase: 1, items: chunk.spanCount });
-        phases.push({ phase: 2, items: Math.ceil(chunk.count / codesPerWord(scheme)) });
+        const phases: { phase: Phase; workgroups: number }[] = [];
+        if (spanFitsChunk) phases.push({ phase: 0, workgroups: rangeWorkgroups(layout, chunk.spanCount) });
+        if (givenSpanWords === undefined) phases.push({ phase: 1, workgroups: Math.ceil(chunk.spanCount / WG) });
+        phases.push({ phase: 2, workgroups: Math.ceil(Math.ceil(chunk.count / codesPerWord(scheme)) / WG) });
         const chunkCodeBytes = codeBytes(scheme, chunk.count);
         const copies = [
           { from: buffers.codes, to: offsets.codes, bytes: chunkCodeBytes },
@@ -375,7 +382,7 @@ async function decodeOnGpu(gpu: GpuContext, codes: Uint8Array, layout: SpanLayou
           gpu.device.queue.writeBuffer(buffers.ranges, 0, ranges);
         }
         const copies = [{ from: buffers.decoded, to: offsets.decoded, bytes: chunk.count * 4 }];
-        await runPhases(gpu, buffers, scheme, [{ phase: 3, items: chunk.count }], copies, options, index, chunks.length, (mapped) => {
+        await runPhases(gpu, buffers, scheme, [{ phase: 3, workgroups: Math.ceil(chunk.count / WG) }], copies, options, index, chunks.length, (mapped) => {
           out.set(new Float32Array(mapped, offsets.decoded, chunk.count), chunk.start);
         });
       });

@@ -4,7 +4,8 @@
 // are contiguous in the flattened tensor, so a chunk of it touches spans first_span ..
 // first_span + span_count - 1 (the first and last possibly in part).
 // One kernel per phase: researchQuant.ts prepends `const PHASE = ...;` to the text.
-//   PHASE 0 range:   one workgroup per span: lo = min(min, 0), hi = max(max, 0), absmax (exact, in integers).
+//   PHASE 0 range:   one workgroup per span (or one thread per short span): lo = min(min, 0),
+//                    hi = max(max, 0), absmax (exact, in integers).
 //   PHASE 1 params:  one thread per span: the kernel's span_params(lo, hi, absmax) -> 2 words.
 //   PHASE 2 encode:  one thread per u32 of codes: CODES_PER_WORD codes at code_shift(j).
 //   PHASE 3 decode:  one thread per value: decode_value(code, span) -> f32 bits.
@@ -25,7 +26,7 @@ struct Params {
   symmetric: u32,      // intn: 1 = absmax (symmetric)
   min_zero: u32,       // intn asymmetric: smallest zero point
   signed_levels: u32,  // intn symmetric: 1 = store q as int8 (two's complement) instead of q + 2^(bits-1)
-  pad0: u32,
+  range_per_thread: u32, // 1: phase 0 runs one thread per span (short spans), else one workgroup per span
 }
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
@@ -57,21 +58,24 @@ fn span_of(i: u32) -> u32 {
   return row_offset * u.groups_per_row + col / u.group - col0 / u.group;
 }
 
-fn range_phase(k: u32, lid: u32) {
+// Chunk-local [first, last) of chunk-local span k (clipped to the chunk).
+fn span_bounds(k: u32) -> vec2<u32> {
   let span = u.first_span + k;
   let row = span / u.groups_per_row;
   let g = span - row * u.groups_per_row;
   let start = row * u.cols + g * u.group;
   let end = start + min(u.group, u.cols - g * u.group);
-  let chunk_end = u.chunk_start + u.count;
-  let first = max(start, u.chunk_start) - u.chunk_start;
-  let last = min(end, chunk_end) - u.chunk_start;
-  // Both bounds start at +0: the CPU's lo/hi start at 0 and absmax at 0. -0 counts as +0 (the CPU's
-  // `w < lo` never takes it).
+  return vec2<u32>(max(start, u.chunk_start) - u.chunk_start, min(end, u.chunk_start + u.count) - u.chunk_start);
+}
+
+// Order keys of [min, max] and the absmax bits over values first + offset, first + offset + stride, ... < last.
+// Both bounds start at +0: the CPU's lo/hi start at 0 and absmax at 0. -0 counts as +0 (the CPU's
+// `w < lo` never takes it).
+fn scan_range(bounds: vec2<u32>, offset: u32, stride: u32) -> vec3<u32> {
   var kmin = 0x80000000u;
   var kmax = 0x80000000u;
   var amax = 0u;
-  for (var i = first + lid; i < last; i = i + WG) {
+  for (var i = bounds.x + offset; i < bounds.y; i = i + stride) {
     var b = load_value(i);
     if (b == 0x80000000u) { b = 0u; }
     let key = order_key(b);
@@ -79,6 +83,20 @@ fn range_phase(k: u32, lid: u32) {
     kmax = max(kmax, key);
     amax = max(amax, b & 0x7fffffffu);
   }
+  return vec3<u32>(kmin, kmax, amax);
+}
+
+fn write_range(k: u32, r: vec3<u32>) {
+  ranges[3u * k] = key_to_bits(r.x);
+  ranges[3u * k + 1u] = key_to_bits(r.y);
+  ranges[3u * k + 2u] = r.z;
+}
+
+fn range_phase(k: u32, lid: u32) {
+  let r = scan_range(span_bounds(k), lid, WG);
+  let kmin = r.x;
+  let kmax = r.y;
+  let amax = r.z;
   wg_min[lid] = kmin;
   wg_max[lid] = kmax;
   wg_abs[lid] = amax;
@@ -91,11 +109,7 @@ fn range_phase(k: u32, lid: u32) {
     }
     workgroupBarrier();
   }
-  if (lid == 0u) {
-    ranges[3u * k] = key_to_bits(wg_min[0]);
-    ranges[3u * k + 1u] = key_to_bits(wg_max[0]);
-    ranges[3u * k + 2u] = wg_abs[0];
-  }
+  if (lid == 0u) { write_range(k, vec3<u32>(wg_min[0], wg_max[0], wg_abs[0])); }
 }
 
 fn params_phase(k: u32) {
@@ -128,11 +142,15 @@ fn decode_phase(i: u32) {
 @compute @workgroup_size(64)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let group_index = wid.x + wid.y * nwg.x;
+  let t = group_index * WG + lid;
   if (PHASE == 0u) {
-    if (group_index < u.span_count) { range_phase(group_index, lid); }
+    if (u.range_per_thread == 1u) {
+      if (t < u.span_count) { write_range(t, scan_range(span_bounds(t), 0u, 1u)); }
+    } else if (group_index < u.span_count) {
+      range_phase(group_index, lid);
+    }
     return;
   }
-  let t = group_index * WG + lid;
   if (PHASE == 1u) { params_phase(t); }
   if (PHASE == 2u) { encode_phase(t); }
   if (PHASE == 3u) { decode_phase(t); }
