@@ -78,3 +78,37 @@ test('QuantizePool.quantizeRows equals quantizeGgml, rows split unevenly, input 
   }
   assert.equal(QuantizePool.create(1), null, 'one thread quantizes inline');
 });
+
+test('QuantizePool: windows in flight together each get their own memory (lanes), bytes in order', async () => {
+  const pool = QuantizePool.create(2);
+  assert.ok(pool !== null);
+  try {
+    const cols = 256;
+    const make = (seed: number, rows: number): Float32Array => {
+      const v = new Float32Array(rows * cols);
+      let s = seed;
+      for (let i = 0; i < v.length; i++) {
+        s = (s * 1103515245 + 12345) >>> 0;
+        v[i] = (s / 2 ** 32 - 0.5) * 0.2;
+      }
+      return v;
+    };
+    const type = 'Q6_K';
+    const rowBytes = ggmlByteSize(type, cols);
+    const windows = [make(1, 9), make(2, 5), make(3, 12)];
+    const shared = new Float32Array(12 * cols);
+    // the same input buffer overwritten between calls, three windows outstanding at once
+    const pending = windows.map((w) => {
+      shared.set(w);
+      return pool.quantizeRows(type, shared, w.length / cols, cols, rowBytes);
+    });
+    const got = await Promise.all(pending);
+    windows.forEach((w, k) => {
+      const want = new Uint8Array((w.length / cols) * rowBytes);
+      quantizeGgml(type, w, want);
+      assert.equal(sha256(got[k]!), sha256(want), `window ${k}`);
+    });
+  } finally {
+    await pool.close();
+  }
+});

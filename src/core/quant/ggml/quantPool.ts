@@ -1,9 +1,15 @@
 /**
  * Quantizes windows of rows on worker threads, as llama-quantize splits rows over its threads. The bytes
  * are the same as quantizeGgml on the main thread: every block is quantized independently by the same
- * code, and each worker gets whole rows. The caller keeps I/O on the main thread and writes results in
- * order; `quantizeRows` copies the input before it returns (the caller may overwrite it at once) and
- * resolves with the window's bytes.
+ * WebAssembly code, and each worker gets whole rows. The caller keeps I/O on the main thread and writes
+ * results in order; `quantizeRows` copies the input before it returns (the caller may overwrite it at
+ * once) and resolves with the window's bytes.
+ *
+ * Zero-copy: each worker runs WebAssembly instances over shared memories ("lanes") that this thread
+ * created. This thread writes a slice's values straight into a lane's memory, the worker quantizes them
+ * there, and the bytes are read back from there: no transfer buffers, no per-block allocation. A lane is
+ * grown once to the largest slice it sees. A slot gets a second lane when a window is quantized while
+ * the previous one is still in flight (exportGguf reads window w + 1 while w is quantized).
  *
  * The worker script is `quantWorker.js` beside this module in the bundles (dist/), or quantWorker.ts run
  * through tsx from source (tests). `QuantizePool.create` returns null (quantize inline) for one thread or
@@ -13,7 +19,9 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import { QuantLensError } from '../../errors';
-import type { GgmlTypeName } from '../../formats/gguf/ggmlTypes';
+import { ggmlTypeByName, type GgmlTypeName } from '../../formats/gguf/ggmlTypes';
+import { quantizeGgml } from './index';
+import { createQuantMemory, ensureMemory, isWasmQuantType, localWasmQuantizer, quantLayout, type QuantMemory } from './wasm/ggmlWasm';
 
 /** Worker script beside this module: quantWorker.js in the bundles, quantWorker.ts from source. */
 export function quantWorkerScript(): string | null {
@@ -27,22 +35,29 @@ export function quantWorkerScript(): string | null {
 
 interface Reply {
   id: number;
-  values?: Float32Array;
-  out?: Uint8Array;
   error?: string;
+}
+
+interface Lane {
+  memory: QuantMemory;
+  busy: boolean;
 }
 
 interface Slot {
   worker: Worker;
-  /** Buffers the worker handed back, reused for the next task when large enough. */
-  values: Float32Array | null;
-  out: Uint8Array | null;
+  lanes: Lane[];
   waiting: Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>;
   dead: Error | null;
 }
 
+function isReply(m: unknown): m is Reply {
+  return typeof m === 'object' && m !== null && typeof (m as { id?: unknown }).id === 'number';
+}
+
 export class QuantizePool {
   private nextId = 0;
+  /** Where a lane's input starts (the WebAssembly module's heap base, the same for every instance). */
+  private readonly heapBase = localWasmQuantizer().heapBase;
 
   private constructor(private readonly slots: Slot[]) {}
 
@@ -54,13 +69,13 @@ export class QuantizePool {
     const slots: Slot[] = [];
     for (let i = 0; i < threads; i++) {
       const worker = script.endsWith('.ts') ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true }) : new Worker(script);
-      const slot: Slot = { worker, values: null, out: null, waiting: new Map(), dead: null };
+      const slot: Slot = { worker, lanes: [], waiting: new Map(), dead: null };
       worker.on('message', (m: unknown) => {
-        const r = m as Reply;
-        const w = slot.waiting.get(r.id);
+        if (!isReply(m)) return;
+        const w = slot.waiting.get(m.id);
         if (w === undefined) return;
-        slot.waiting.delete(r.id);
-        w.resolve(r);
+        slot.waiting.delete(m.id);
+        w.resolve(m);
       });
       const fail = (e: Error): void => {
         slot.dead = e;
@@ -85,39 +100,68 @@ export class QuantizePool {
    * The input is copied before this returns; the promise gives the window's bytes.
    */
   quantizeRows(type: GgmlTypeName, values: Float32Array, rows: number, cols: number, rowBytes: number): Promise<Uint8Array> {
-    const parts = Math.min(this.slots.length, rows);
     const result = new Uint8Array(rows * rowBytes);
+    if (!isWasmQuantType(type)) {
+      // the float types are cheaper than a round trip to a worker
+      try {
+        quantizeGgml(type, values.subarray(0, rows * cols), result);
+      } catch (e) {
+        return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+      return Promise.resolve(result);
+    }
+    const blockValues = ggmlTypeByName(type)?.blockSize ?? 0;
+    if (blockValues <= 0 || cols % blockValues !== 0) return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: rows of ${cols} values are not whole ${type} blocks`));
+    const parts = Math.min(this.slots.length, rows);
     const jobs: Array<Promise<void>> = [];
     let r0 = 0;
     for (let k = 0; k < parts; k++) {
       const n = Math.floor(rows / parts) + (k < rows % parts ? 1 : 0);
-      const slot = this.slots[k]!;
       const from = r0;
-      jobs.push(this.runOn(slot, type, values.subarray(from * cols, (from + n) * cols), n * rowBytes, (bytes) => result.set(bytes, from * rowBytes)));
+      const slot = this.slots[k]!;
+      if (slot.dead !== null) {
+        jobs.push(Promise.reject(slot.dead));
+        r0 += n;
+        continue;
+      }
+      // write the slice into a free lane of this slot now (so `values` may be reused when we return)
+      const laneIndex = this.freeLane(slot);
+      const lane = slot.lanes[laneIndex]!;
+      const count = n * cols;
+      const layout = quantLayout(this.heapBase, type, count);
+      ensureMemory(lane.memory, layout.end);
+      new Float32Array(lane.memory.buffer, layout.input, count).set(values.subarray(from * cols, from * cols + count));
+      lane.busy = true;
+      const id = this.nextId++;
+      const done = new Promise<Reply>((resolve, reject) => {
+        slot.waiting.set(id, { resolve, reject });
+        slot.worker.postMessage({ kind: 'task', id, lane: laneIndex, type, input: layout.input, output: layout.output, blocks: count / blockValues });
+      }).then(
+        (r) => {
+          lane.busy = false;
+          if (r.error !== undefined) throw new QuantLensError('INTERNAL', `quantize worker failed: ${r.error}`);
+          result.set(new Uint8Array(lane.memory.buffer, layout.output, n * rowBytes), from * rowBytes);
+        },
+        (e: unknown) => {
+          lane.busy = false;
+          throw e;
+        },
+      );
+      jobs.push(done);
       r0 += n;
     }
     return Promise.all(jobs).then(() => result);
   }
 
-  /** Runs one slice on `slot`; `deliver` copies the bytes out before the buffers go back to the slot. */
-  private runOn(slot: Slot, type: GgmlTypeName, input: Float32Array, outBytes: number, deliver: (bytes: Uint8Array) => void): Promise<void> {
-    if (slot.dead !== null) return Promise.reject(slot.dead);
-    // a buffer the worker returned is reused when it is big enough (it is ours again after the reply)
-    const valuesBuffer = slot.values !== null && slot.values.buffer.byteLength >= input.byteLength ? new Float32Array(slot.values.buffer, 0, input.length) : new Float32Array(input.length);
-    const outBuffer = slot.out !== null && slot.out.buffer.byteLength >= outBytes ? new Uint8Array(slot.out.buffer, 0, outBytes) : new Uint8Array(outBytes);
-    slot.values = null;
-    slot.out = null;
-    valuesBuffer.set(input);
-    const id = this.nextId++;
-    return new Promise<Reply>((resolve, reject) => {
-      slot.waiting.set(id, { resolve, reject });
-      slot.worker.postMessage({ id, type, values: valuesBuffer, out: outBuffer }, [valuesBuffer.buffer as ArrayBuffer, outBuffer.buffer as ArrayBuffer]);
-    }).then((r) => {
-      if (r.error !== undefined || r.values === undefined || r.out === undefined) throw new QuantLensError('INTERNAL', `quantize worker failed: ${r.error ?? 'no result'}`);
-      deliver(r.out);
-      slot.values = r.values;
-      slot.out = r.out;
-    });
+  /** Index of a lane of `slot` with no task in flight, adding one (and telling the worker) when all are busy. */
+  private freeLane(slot: Slot): number {
+    const free = slot.lanes.findIndex((l) => !l.busy);
+    if (free >= 0) return free;
+    const memory = createQuantMemory();
+    slot.lanes.push({ memory, busy: false });
+    const index = slot.lanes.length - 1;
+    slot.worker.postMessage({ kind: 'lane', lane: index, memory });
+    return index;
   }
 
   async close(): Promise<void> {

@@ -1,28 +1,51 @@
 /**
- * A quantize worker thread (see quantPool.ts): receives one slice of rows, runs the same quantizeGgml as
- * the main thread would, and transfers both buffers back so the pool can reuse them.
- * Messages in: { id, type, values: Float32Array, out: Uint8Array }; out: { id, values, out } or { id, error }.
+ * A quantize worker thread (see quantPool.ts): runs one WebAssembly instance per lane, each over a shared
+ * memory the main thread created and fills; a task quantizes in place and replies when the bytes are there.
+ * Messages in: { kind: 'lane', lane, memory } then { kind: 'task', id, lane, type, input, output, blocks }
+ * (byte offsets in the lane's memory); out: { id } or { id, error }.
  */
 import { parentPort } from 'node:worker_threads';
-import { isGgmlCodecType, quantizeGgml } from './index';
+import { GgmlWasmQuantizer, isWasmQuantType, type QuantMemory } from './wasm/ggmlWasm';
 
-function isTask(m: unknown): m is { id: number; type: string; values: Float32Array; out: Uint8Array } {
-  if (typeof m !== 'object' || m === null) return false;
-  const r = m as Record<string, unknown>;
-  return typeof r.id === 'number' && typeof r.type === 'string' && r.values instanceof Float32Array && r.out instanceof Uint8Array;
+interface Task {
+  kind: 'task';
+  id: number;
+  lane: number;
+  type: string;
+  input: number;
+  output: number;
+  blocks: number;
 }
 
+function isMemory(m: unknown): m is QuantMemory {
+  return typeof m === 'object' && m !== null && typeof (m as { grow?: unknown }).grow === 'function' && (m as { buffer?: unknown }).buffer instanceof SharedArrayBuffer;
+}
+
+function isTask(m: unknown): m is Task {
+  if (typeof m !== 'object' || m === null) return false;
+  const r = m as Record<string, unknown>;
+  return r.kind === 'task' && [r.id, r.lane, r.input, r.output, r.blocks].every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0) && typeof r.type === 'string';
+}
+
+const lanes = new Map<number, GgmlWasmQuantizer>();
 const port = parentPort;
 if (port !== null) {
   port.on('message', (m: unknown) => {
+    const r = typeof m === 'object' && m !== null ? (m as Record<string, unknown>) : {};
+    if (r.kind === 'lane' && typeof r.lane === 'number' && isMemory(r.memory)) {
+      lanes.set(r.lane, GgmlWasmQuantizer.create(r.memory));
+      return;
+    }
     if (!isTask(m)) {
-      port.postMessage({ id: -1, error: 'quantize worker: malformed task' });
+      port.postMessage({ id: typeof r.id === 'number' ? r.id : -1, error: 'quantize worker: malformed message' });
       return;
     }
     try {
-      if (!isGgmlCodecType(m.type)) throw new Error(`quantize worker: type ${m.type} has no codec`);
-      quantizeGgml(m.type, m.values, m.out);
-      port.postMessage({ id: m.id, values: m.values, out: m.out }, [m.values.buffer as ArrayBuffer, m.out.buffer as ArrayBuffer]);
+      const quantizer = lanes.get(m.lane);
+      if (quantizer === undefined) throw new Error(`quantize worker: no lane ${m.lane}`);
+      if (!isWasmQuantType(m.type)) throw new Error(`quantize worker: type ${m.type} is not a block type`);
+      quantizer.run(m.type, m.input, m.output, m.blocks);
+      port.postMessage({ id: m.id });
     } catch (e) {
       port.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
     }
