@@ -13,7 +13,7 @@ import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } f
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
 import { addInPlace, applyRope, rmsNorm, ropeTables, swiglu } from './kernels';
-import { attentionByMatmul, attentionScratch, matmul } from './wasmMatmul';
+import { attentionByMatmul, attentionScratch, matmulResident, residentWeight, type ResidentWeight } from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -316,40 +316,45 @@ export class LlamaModel {
       }
       hooks?.onLayerWeights?.(l, weights);
       const sites = layerSites(l);
-      const L = weights.linear;
-      for (let w = 0; w < windows.length; w++) {
-        throwIfAborted(signal);
-        const x = hidden.subarray(w * rows * H, (w + 1) * rows * H);
-        // Attention block.
-        rmsNorm(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
-        hooks?.onActivation?.(sites.attn_in, normed, rows, H, w);
-        quantizeInput(normed, H);
-        matmul(normed, L.q, q, rows, H, qWidth);
-        matmul(normed, L.k, k, rows, H, kvWidth);
-        matmul(normed, L.v, v, rows, H, kvWidth);
-        applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
-        applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
-        if (quant?.kvBits != null) {
-          fakeQuantizeKv(k, rows, c.numKvHeads, c.headDim, quant.kvBits);
-          fakeQuantizeKv(v, rows, c.numKvHeads, c.headDim, quant.kvBits);
+      // The layer's projections go into the wasm heap once and serve every window.
+      const L = residentLayer(weights.linear, H, qWidth, kvWidth, I);
+      try {
+        for (let w = 0; w < windows.length; w++) {
+          throwIfAborted(signal);
+          const x = hidden.subarray(w * rows * H, (w + 1) * rows * H);
+          // Attention block.
+          rmsNorm(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
+          hooks?.onActivation?.(sites.attn_in, normed, rows, H, w);
+          quantizeInput(normed, H);
+          matmulResident(normed, L.q, q, rows);
+          matmulResident(normed, L.k, k, rows);
+          matmulResident(normed, L.v, v, rows);
+          applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
+          applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
+          if (quant?.kvBits != null) {
+            fakeQuantizeKv(k, rows, c.numKvHeads, c.headDim, quant.kvBits);
+            fakeQuantizeKv(v, rows, c.numKvHeads, c.headDim, quant.kvBits);
+          }
+          attentionByMatmul(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, attention);
+          hooks?.onActivation?.(sites.attn_out, context, rows, qWidth, w);
+          quantizeInput(context, qWidth);
+          matmulResident(context, L.o, projected, rows);
+          addInPlace(x, projected, rows * H);
+          // MLP block.
+          rmsNorm(x, weights.ffnNorm, normed, rows, H, c.rmsNormEps);
+          hooks?.onActivation?.(sites.mlp_in, normed, rows, H, w);
+          quantizeInput(normed, H);
+          matmulResident(normed, L.gate, gate, rows);
+          matmulResident(normed, L.up, up, rows);
+          swiglu(gate, up, rows * I);
+          hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
+          quantizeInput(gate, I);
+          matmulResident(gate, L.down, projected, rows);
+          addInPlace(x, projected, rows * H);
+          hooks?.onActivation?.(sites.residual, x, rows, H, w);
         }
-        attentionByMatmul(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, attention);
-        hooks?.onActivation?.(sites.attn_out, context, rows, qWidth, w);
-        quantizeInput(context, qWidth);
-        matmul(context, L.o, projected, rows, qWidth, H);
-        addInPlace(x, projected, rows * H);
-        // MLP block.
-        rmsNorm(x, weights.ffnNorm, normed, rows, H, c.rmsNormEps);
-        hooks?.onActivation?.(sites.mlp_in, normed, rows, H, w);
-        quantizeInput(normed, H);
-        matmul(normed, L.gate, gate, rows, H, I);
-        matmul(normed, L.up, up, rows, H, I);
-        swiglu(gate, up, rows * I);
-        hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
-        quantizeInput(gate, I);
-        matmul(gate, L.down, projected, rows, I, H);
-        addInPlace(x, projected, rows * H);
-        hooks?.onActivation?.(sites.residual, x, rows, H, w);
+      } finally {
+        for (const role of LINEAR_ROLES) L[role].release();
       }
       options.onProgress?.(l + 1, steps);
     }
@@ -373,15 +378,36 @@ export class LlamaModel {
     const output = await this.checkpoint.readRowsF32(this.names.output);
     const logits = new Float32Array(rows * c.vocabSize);
     const site = finalSite(c.numLayers);
-    for (let w = 0; w < windows.length; w++) {
-      throwIfAborted(signal);
-      rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
-      hooks?.onActivation?.(site, normed, rows, H, w);
-      matmul(normed, output, logits, rows, H, c.vocabSize);
-      onLogits(w, logits, rows);
+    const head = residentWeight(output, c.vocabSize, H);
+    try {
+      for (let w = 0; w < windows.length; w++) {
+        throwIfAborted(signal);
+        rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
+        hooks?.onActivation?.(site, normed, rows, H, w);
+        matmulResident(normed, head, logits, rows);
+        onLogits(w, logits, rows);
+      }
+    } finally {
+      head.release();
     }
     options.onProgress?.(steps, steps);
   }
+}
+
+/** A layer's projections as resident weights (release each when the layer is done). */
+function residentLayer(linear: Record<LinearRole, Float32Array>, hidden: number, qWidth: number, kvWidth: number, intermediate: number): Record<LinearRole, ResidentWeight> {
+  const shapes: Record<LinearRole, [number, number]> = {
+    q: [qWidth, hidden],
+    k: [kvWidth, hidden],
+    v: [kvWidth, hidden],
+    o: [hidden, qWidth],
+    gate: [intermediate, hidden],
+    up: [intermediate, hidden],
+    down: [hidden, intermediate],
+  };
+  const out = {} as Record<LinearRole, ResidentWeight>;
+  for (const role of LINEAR_ROLES) out[role] = residentWeight(linear[role], shapes[role][0], shapes[role][1]);
+  return out;
 }
 
 export function layerSites(l: number): Record<LayerSiteKind, ActivationSite> {
