@@ -1,17 +1,18 @@
 /**
  * GPU dequantization vs the CPU port (value-exact) and the block-error map vs errors computed on the
  * host (sum of squares within 1e-5 relative, max |error| exactly), on llama.cpp's own bytes for the
- * oracle vectors and on tiny-llama weights.
+ * oracle vectors (all ten types, K types included), on the tensors of llama.cpp's tiny-llama Q4_K_M
+ * file and on tiny-llama weights.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { GPU_DEQUANT_TYPES, dequantizeOnGpu, summarizeBlockErrors, type GpuDequantType } from '../../src/core/gpu/dequantize';
+import { GPU_DEQUANT_TYPES, dequantizeOnGpu, isGpuDequantType, summarizeBlockErrors, type GpuDequantType } from '../../src/core/gpu/dequantize';
 import { dequantizeGgml, quantizeGgml } from '../../src/core/quant/ggml/index';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { CancelledError, InvalidArgumentError } from '../../src/core/errors';
-import { fixturesDir, tinyLlamaDir } from '../helpers/paths';
+import { fixturesDir, tinyLlamaDir, tinyLlamaQ4KMGguf } from '../helpers/paths';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
 
 after(releaseSharedGpu);
@@ -67,7 +68,7 @@ test('tiny-llama: SQNR from the GPU block map matches the host computation, and 
     const x = await checkpoint.readRowsF32('model.layers.2.mlp.gate_proj.weight');
     const sqnr: Record<string, number> = {};
     for (const type of types) {
-      const q = new Uint8Array((x.length / 32) * GPU_DEQUANT_TYPES[type].blockBytes);
+      const q = new Uint8Array((x.length / GPU_DEQUANT_TYPES[type].blockElements) * GPU_DEQUANT_TYPES[type].blockBytes);
       quantizeGgml(type, x, q);
       const cpu = new Float32Array(x.length);
       dequantizeGgml(type, q, cpu);
@@ -85,6 +86,33 @@ test('tiny-llama: SQNR from the GPU block map matches the host computation, and 
       sqnr[type] = summary.sqnrDb;
     }
     assert.ok(sqnr.Q8_0! > sqnr.Q5_1! && sqnr.Q5_1! > sqnr.Q4_1! && sqnr.Q5_0! > sqnr.Q4_0!, JSON.stringify(sqnr));
+    assert.ok(sqnr.Q6_K! > sqnr.Q5_K! && sqnr.Q5_K! > sqnr.Q4_K! && sqnr.Q4_K! > sqnr.Q3_K! && sqnr.Q3_K! > sqnr.Q2_K!, JSON.stringify(sqnr));
+  } finally {
+    await checkpoint.close();
+  }
+});
+
+test('llama.cpp\'s tiny-llama Q4_K_M: every quantized tensor decodes on the GPU to the CPU dequantizer\'s values bit for bit', { skip: tinyLlamaQ4KMGguf.skip }, async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const checkpoint = await openCheckpoint(tinyLlamaQ4KMGguf.path);
+  try {
+    const seen = new Map<string, number>();
+    for (const tensor of checkpoint.tensors) {
+      const type = tensor.dtype;
+      if (!isGpuDequantType(type)) continue;
+      const bytes = await checkpoint.readRawRows(tensor.name);
+      const count = tensor.shape.reduce((a, b) => a * b, 1);
+      const cpu = new Float32Array(count);
+      dequantizeGgml(type, bytes, cpu);
+      const got = new Float32Array(count);
+      await dequantizeOnGpu(gpu, type, bytes, got, { label: tensor.name });
+      // Bit for bit: compare the f32 words (signed zeros included).
+      assert.deepEqual(new Uint32Array(got.buffer), new Uint32Array(cpu.buffer), `${tensor.name} (${type})`);
+      seen.set(type, (seen.get(type) ?? 0) + 1);
+    }
+    // The file mixes K types and the 32-value fallbacks (hidden size 384).
+    for (const type of ['Q4_K', 'Q6_K']) assert.ok((seen.get(type) ?? 0) > 0, `no ${type} tensor in the file: ${JSON.stringify([...seen])}`);
   } finally {
     await checkpoint.close();
   }
@@ -96,6 +124,8 @@ test('dequantize: wrong sizes refused, empty input fine, cancellation honoured',
   await assert.rejects(dequantizeOnGpu(gpu, 'Q4_0', new Uint8Array(17), new Float32Array(32)), InvalidArgumentError);
   await assert.rejects(dequantizeOnGpu(gpu, 'Q4_0', new Uint8Array(18), new Float32Array(32), { reference: new Float32Array(31) }), InvalidArgumentError);
   assert.equal(await dequantizeOnGpu(gpu, 'Q8_0', new Uint8Array(0), new Float32Array(0)), null);
+  await assert.rejects(dequantizeOnGpu(gpu, 'Q4_K', new Uint8Array(144), new Float32Array(32)), InvalidArgumentError, 'K types decode whole super-blocks');
+  await assert.rejects(dequantizeOnGpu(gpu, 'Q6_K', new Uint8Array(209), new Float32Array(256)), InvalidArgumentError);
   const controller = new AbortController();
   const x = oracleInput();
   const bytes = new Uint8Array(readFileSync(join(oracleDir, 'vectors.Q8_0.bin')));

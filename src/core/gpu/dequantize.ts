@@ -1,21 +1,41 @@
 /**
- * ggml dequantization on the GPU (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1), value-exact with ggml's
- * dequantize_row_* (and so with the CPU port dequantizeGgml), plus the block-error map against the
- * original values: per 32-value block the sum of squared errors and the largest |error|, from which
- * the host derives MSE and SQNR. Streams chunks of whole blocks like quantize.ts.
+ * ggml dequantization on the GPU (Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 and the K types Q2_K..Q6_K), value-exact
+ * with ggml's dequantize_row_* (and so with the CPU port dequantizeGgml), plus the block-error map
+ * against the original values: per 32 values (a block, or a sub-block of a K-type super-block) the sum
+ * of squared errors and the largest |error|, from which the host derives MSE and SQNR. Streams chunks
+ * of whole blocks (whole super-blocks for the K types) like quantize.ts.
  */
 import { InvalidArgumentError } from '../errors';
 import { guarded, type GpuContext } from './device';
 import { KERNELS, align4, createStorageBuffer, encodeKernel, gridFor } from './kernels';
 import { DEFAULT_MAX_CHUNK_BYTES, throwIfAborted, type GpuRunOptions } from './quantize';
 
-export const GPU_DEQUANT_TYPES = { Q8_0: { mode: 0, blockBytes: 34 }, Q4_0: { mode: 1, blockBytes: 18 }, Q4_1: { mode: 2, blockBytes: 20 }, Q5_0: { mode: 3, blockBytes: 22 }, Q5_1: { mode: 4, blockBytes: 24 } } as const;
+/** Kernel mode, bytes per block and values per block (256: a K-type super-block) of each type. */
+export const GPU_DEQUANT_TYPES = {
+  Q8_0: { mode: 0, blockBytes: 34, blockElements: 32 },
+  Q4_0: { mode: 1, blockBytes: 18, blockElements: 32 },
+  Q4_1: { mode: 2, blockBytes: 20, blockElements: 32 },
+  Q5_0: { mode: 3, blockBytes: 22, blockElements: 32 },
+  Q5_1: { mode: 4, blockBytes: 24, blockElements: 32 },
+  Q2_K: { mode: 5, blockBytes: 84, blockElements: 256 },
+  Q3_K: { mode: 6, blockBytes: 110, blockElements: 256 },
+  Q4_K: { mode: 7, blockBytes: 144, blockElements: 256 },
+  Q5_K: { mode: 8, blockBytes: 176, blockElements: 256 },
+  Q6_K: { mode: 9, blockBytes: 210, blockElements: 256 },
+} as const;
 export type GpuDequantType = keyof typeof GPU_DEQUANT_TYPES;
 
+export function isGpuDequantType(t: string): t is GpuDequantType {
+  return Object.hasOwn(GPU_DEQUANT_TYPES, t);
+}
+
+/** Values per cell of the block-error map (every type: a 32-value block or a K-type sub-block). */
+export const ERROR_MAP_BLOCK = 32;
+
 export interface BlockErrorMap {
-  /** Per block: sum of (dequantized - original)^2 (f32, summed in block order). */
+  /** Per 32 values: sum of (dequantized - original)^2 (f32, summed in order). */
   blockSquaredError: Float32Array;
-  /** Per block: max |dequantized - original|. */
+  /** Per 32 values: max |dequantized - original|. */
   blockMaxAbsError: Float32Array;
 }
 
@@ -50,18 +70,20 @@ export async function dequantizeOnGpu(
   dst: Float32Array,
   options: GpuRunOptions & { reference?: Float32Array } = {},
 ): Promise<BlockErrorMap | null> {
-  const { mode, blockBytes } = GPU_DEQUANT_TYPES[type];
+  const { mode, blockBytes, blockElements } = GPU_DEQUANT_TYPES[type];
   const label = options.label ?? 'tensor';
-  if (dst.length % 32 !== 0 || src.byteLength !== (dst.length / 32) * blockBytes) throw new InvalidArgumentError(`${label}: ${src.byteLength} bytes of ${type} do not hold ${dst.length} values`);
+  if (dst.length % blockElements !== 0 || src.byteLength !== (dst.length / blockElements) * blockBytes) throw new InvalidArgumentError(`${label}: ${src.byteLength} bytes of ${type} do not hold ${dst.length} values`);
   if (options.reference !== undefined && options.reference.length !== dst.length) throw new InvalidArgumentError(`${label}: the reference has ${options.reference.length} values, not ${dst.length}`);
-  const totalBlocks = dst.length / 32;
+  // Work items are 32-value blocks (K types: 8 per super-block); chunks hold whole super-blocks.
+  const subBlocks = blockElements / ERROR_MAP_BLOCK;
+  const totalBlocks = dst.length / ERROR_MAP_BLOCK;
   const map: BlockErrorMap = { blockSquaredError: new Float32Array(totalBlocks), blockMaxAbsError: new Float32Array(totalBlocks) };
   if (totalBlocks === 0) return options.reference !== undefined ? map : null;
   const cap = Math.min(options.maxChunkBytes ?? DEFAULT_MAX_CHUNK_BYTES, gpu.limits.maxStorageBufferBindingSize);
-  const perChunk = Math.min(totalBlocks, Math.max(2, Math.floor(cap / 128 / 2) * 2));
+  const perChunk = Math.min(totalBlocks, Math.max(8, Math.floor(cap / 128 / 8) * 8));
   const chunkCount = Math.ceil(totalBlocks / perChunk);
   const { device } = gpu;
-  const input = createStorageBuffer(gpu, `${type} blocks`, perChunk * blockBytes);
+  const input = createStorageBuffer(gpu, `${type} blocks`, (perChunk / subBlocks) * blockBytes);
   const reference = createStorageBuffer(gpu, 'reference', perChunk * 128);
   const values = createStorageBuffer(gpu, 'dequantized', perChunk * 128);
   const errors = createStorageBuffer(gpu, 'block errors', perChunk * 8);
@@ -74,7 +96,7 @@ export async function dequantizeOnGpu(
       await guarded(gpu, `${label}: dequantize ${type} chunk ${chunk + 1}/${chunkCount}`, async () => {
         options.onPhase?.('upload', chunk, chunkCount);
         throwIfAborted(options.signal);
-        const bytes = src.subarray(first * blockBytes, (first + blocks) * blockBytes);
+        const bytes = src.subarray((first / subBlocks) * blockBytes, ((first + blocks) / subBlocks) * blockBytes);
         if (bytes.byteLength % 4 === 0 && bytes.byteOffset % 4 === 0) device.queue.writeBuffer(input, 0, bytes);
         else {
           const padded = new Uint8Array(align4(bytes.byteLength));
