@@ -286,6 +286,121 @@ test('export: CSV and SVG of a chart go to the host as webview/export', { skip }
   await page.close();
 });
 
+/** Width and height of a PNG from its IHDR chunk (bytes 16..23, big-endian). */
+function pngSize(dataUrl: string): { width: number; height: number } {
+  const bytes = Buffer.from(dataUrl.replace(/^data:image\/png;base64,/, ''), 'base64');
+  assert.equal(bytes.subarray(1, 4).toString('latin1'), 'PNG');
+  return { width: bytes.readUInt32BE(16), height: bytes.readUInt32BE(20) };
+}
+
+interface ExportedSvg {
+  ok: boolean;
+  width: number;
+  height: number;
+  title: string;
+  panels: number;
+  stops: number;
+  labels: string[];
+  bars: number;
+  cells: number;
+  themeVariables: boolean;
+}
+
+/** Parses an exported SVG in the page (DOMParser) and counts what it holds. */
+async function inspectSvg(page: Page, svg: string): Promise<ExportedSvg> {
+  return page.evaluate((text) => {
+    interface El {
+      getAttribute(n: string): string | null;
+      textContent: string | null;
+      querySelectorAll(s: string): ArrayLike<El>;
+      querySelector(s: string): El | null;
+    }
+    const doc = new (globalThis as unknown as { DOMParser: new () => { parseFromString(t: string, type: string): El } }).DOMParser().parseFromString(text, 'image/svg+xml');
+    // No helper functions in here: tsx would wrap them in a __name() the page does not have.
+    const root = doc.querySelector('svg');
+    return {
+      ok: root !== null && doc.querySelector('parsererror') === null,
+      width: Number(root?.getAttribute('width')),
+      height: Number(root?.getAttribute('height')),
+      title: doc.querySelector('[data-export="title"]')?.textContent ?? '',
+      panels: doc.querySelectorAll('svg[data-export="panel"]').length,
+      stops: doc.querySelectorAll('linearGradient stop').length,
+      labels: Array.from(doc.querySelectorAll('[data-export="label"]')).map((e) => e.textContent ?? ''),
+      bars: doc.querySelectorAll('rect[data-count]').length,
+      cells: doc.querySelectorAll('g[data-tensor]').length,
+      themeVariables: text.includes('var(--'),
+    };
+  }, svg);
+}
+
+/** Clicks SVG and PNG export of one chart frame and returns what was posted. */
+async function exportChart(page: Page, chart: string): Promise<{ svg: ExportedSvg; png: { width: number; height: number } }> {
+  const before = ((await posted(page)) as { method?: string }[]).filter((m) => m.method === 'webview/export').length;
+  await page.locator(`.chart[data-chart="${chart}"] [data-export="svg"]`).first().click();
+  await page.locator(`.chart[data-chart="${chart}"] [data-export="png"]`).first().click();
+  await page.waitForFunction((n) => (((globalThis as unknown as PageGlobals).__QUANTLENS_POSTED__ ?? []) as { method?: string }[]).filter((m) => m.method === 'webview/export').length === n, before + 2);
+  const exports = ((await posted(page)) as { method?: string; params?: ExportParamsLike }[]).filter((m) => m.method === 'webview/export').slice(before).map((m) => m.params);
+  const svg = exports.find((e) => e?.format === 'svg');
+  const png = exports.find((e) => e?.format === 'png');
+  assert.ok(svg !== undefined && png !== undefined, chart);
+  assert.equal(svg.fileName, `${chart}.svg`);
+  return { svg: await inspectSvg(page, svg.content), png: pngSize(png.content) };
+}
+
+interface ExportParamsLike {
+  format: string;
+  fileName: string;
+  content: string;
+}
+
+test('export: every view\'s charts export as one self-contained SVG (title, legend, all panels) and a 2x PNG', { skip }, async () => {
+  const check = (name: string, e: { svg: ExportedSvg; png: { width: number; height: number } }): void => {
+    assert.ok(e.svg.ok, `${name}: the SVG parses`);
+    assert.equal(e.svg.themeVariables, false, `${name}: theme variables are resolved`);
+    assert.deepEqual(e.png, { width: e.svg.width * 2, height: e.svg.height * 2 }, `${name}: PNG at 2x the SVG`);
+  };
+  // Errors: heatmap + its colour legend (11 stops), every cell; the block map and the error histogram.
+  let page = await h().open({ fixture: 'tiny-llama.json', theme: 'light', view: 'errors' });
+  const errors = tiny.errors;
+  assert.ok(errors !== undefined);
+  const heatmap = await exportChart(page, `errors-${errors.target}`);
+  check('heatmap', heatmap);
+  assert.match(heatmap.svg.title, /^Quantization error: /);
+  assert.equal(heatmap.svg.panels, 2, 'heatmap and legend');
+  assert.equal(heatmap.svg.stops, 11);
+  assert.equal(heatmap.svg.cells, errors.cells.length);
+  const tensor = 'model.layers.3.mlp.down_proj.weight';
+  await page.locator(`.error-cell[data-tensor="${tensor}"]`).click();
+  await page.locator(`[data-block-map="${tensor}"]`).waitFor();
+  const histogram = await exportChart(page, `error-histogram-${tensor}`);
+  check('error histogram', histogram);
+  assert.equal(histogram.svg.bars, 64);
+  check('block map', await exportChart(page, `block-errors-${tensor}`));
+  await page.close();
+  // Outliers: the small multiples export all 8 panels with their layer labels.
+  page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'outliers' });
+  const multiples = await exportChart(page, 'layers-weights-q');
+  check('small multiples', multiples);
+  assert.equal(multiples.svg.panels, 8);
+  assert.deepEqual(multiples.svg.labels.filter((l) => /^L\d+$/.test(l)), ['L0', 'L1', 'L2', 'L3', 'L4', 'L5', 'L6', 'L7']);
+  assert.equal(multiples.svg.bars, 8 * 64);
+  const main = await exportChart(page, 'histogram-model.layers.0.self_attn.q_proj.weight');
+  check('histogram', main);
+  assert.equal(main.svg.panels, 1);
+  await page.close();
+  // Emergent: the map with its legend.
+  page = await h().open({ fixture: 'tiny-llama.json', theme: 'high-contrast', view: 'emergent' });
+  const chartId = await page.locator('.chart[data-chart^="emergent-"]').first().getAttribute('data-chart');
+  const emergent = await exportChart(page, chartId ?? '');
+  check('emergent', emergent);
+  assert.ok(emergent.svg.panels >= 2 && emergent.svg.stops === 11, JSON.stringify(emergent.svg));
+  await page.close();
+  // Compare and overview: one chart each.
+  page = await h().open({ fixture: 'tiny-llama.json', theme: 'light', view: 'compare' });
+  check('compare', await exportChart(page, 'method-comparison'));
+  await page.close();
+});
+
 test('state: the view and threshold survive a reload through setState/getState', { skip }, async () => {
   const page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'outliers' });
   await page.locator('[data-control="threshold"] input').fill('4.5');

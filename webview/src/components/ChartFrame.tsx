@@ -1,6 +1,6 @@
 import { useRef, useState, type ReactNode } from 'react';
 import VscodeButton from '@vscode-elements/react-elements/dist/components/VscodeButton.js';
-import { rasterizeSvg, serializeSvg, toCsv } from '../exportChart';
+import { composeChartSvg, rasterizeChart, toCsv } from '../exportChart';
 import { useHost } from '../host';
 
 export type CsvRow = Record<string, string | number | boolean | null>;
@@ -17,21 +17,24 @@ interface ChartFrameProps {
   compact?: boolean;
 }
 
-/** A titled chart with export buttons (SVG, PNG of the first <svg> inside; CSV, JSON of its data). */
+/**
+ * A titled chart with export buttons: SVG / PNG of the whole frame (title, subtitle, every <svg> inside: chart,
+ * colour legend, all small-multiple panels; composeChartSvg), CSV / JSON of its data.
+ */
 export function ChartFrame({ id, title, subtitle, rows, json, children, compact }: ChartFrameProps) {
   const host = useHost();
   const body = useRef<HTMLDivElement>(null);
   const [status, setStatus] = useState('');
-  const svg = (): SVGSVGElement | null => body.current?.querySelector('svg') ?? null;
   const run = async (format: 'svg' | 'png' | 'csv' | 'json'): Promise<void> => {
     try {
       let content: string;
       if (format === 'csv') content = toCsv(rows());
       else if (format === 'json') content = JSON.stringify(json !== undefined ? json() : rows(), null, 1);
       else {
-        const el = svg();
-        if (el === null) throw new Error('nothing drawn yet');
-        content = format === 'svg' ? serializeSvg(el) : await rasterizeSvg(el);
+        const el = body.current;
+        if (el === null || el.querySelector('svg') === null) throw new Error('nothing drawn yet');
+        const chart = composeChartSvg(el, title, subtitle);
+        content = format === 'svg' ? chart.svg : await rasterizeChart(chart);
       }
       host.exportFile({ format, fileName: `${id}.${format}`, content });
       setStatus(`${format.toUpperCase()} sent`);

@@ -129,9 +129,11 @@ export function OutliersView({ histograms, selectedId, threshold, onSelect, onTh
                 data-histogram={h.id}
                 aria-label={`Layer ${h.layer ?? ''}: ${fmtPct(shareBeyond(h, threshold))} beyond threshold`}
               >
-                <span className="multiple-title">L{h.layer}</span>
+                <span className="multiple-title" data-export-text>
+                  L{h.layer}
+                </span>
                 <HistogramChart summary={h} threshold={threshold} width={150} height={70} small title={h.label} />
-                <span className="multiple-stats">
+                <span className="multiple-stats" data-export-text>
                   {fmtPct(shareBeyond(h, threshold))} · max {fmtNum(h.absmax)}
                   {unit}
                 </span>
