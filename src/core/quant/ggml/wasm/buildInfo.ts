@@ -19,6 +19,8 @@ export const ASC_FLAGS = [
   '32768',
   '--enable',
   'threads',
+  '--enable',
+  'simd',
 ] as const;
 
 /** The memory's maximum in 64 KiB pages (2 GiB), as declared by --maximumMemory. */

@@ -30,6 +30,13 @@ const QX_W_PTR: usize = memory.data(16 * 4);
 const QX_WX_PTR: usize = memory.data(16 * 4);
 const QX_PREV_PTR: usize = memory.data(16 * 4);
 const QX_NEXT_PTR: usize = memory.data(16 * 4);
+// Four groups side by side for the SIMD searches: element i of group k at [16 * i + 4 * k] (v128 i).
+const XT_PTR: usize = memory.data(32 * 16, 16);
+const WT_PTR: usize = memory.data(32 * 16, 16);
+const LT_PTR: usize = memory.data(32 * 16, 16);
+const BEST_LT_PTR: usize = memory.data(32 * 16, 16);
+const PREV_LT_PTR: usize = memory.data(32 * 16, 16);
+const MASK_PTR: usize = memory.data(16, 16);
 
 /** First byte the caller may use. */
 export function heapBase(): usize {
@@ -488,6 +495,110 @@ function makeQxQuantsRmse1(n: i32, nmax: i32, x: usize, l: usize): f32 {
   return scale;
 }
 
+/** ggml's nearest_int on four lanes (the same f32 add and bit operations as nearestInt). */
+@inline function nearestInt4(v: v128): v128 {
+  const t = f32x4.add(v, f32x4.splat(<f32>12582912.0));
+  return i32x4.sub(v128.and(t, i32x4.splat(0x007fffff)), i32x4.splat(0x00400000));
+}
+
+@inline function clamp4(v: v128, lo: i32, hi: i32): v128 {
+  return i32x4.max_s(i32x4.min_s(v, i32x4.splat(hi)), i32x4.splat(lo));
+}
+
+/** Copies four groups of n values (group k at x + k * groupStride bytes) side by side into XT_PTR. */
+function transpose4(x: usize, n: i32, groupStride: usize): void {
+  for (let k = 0; k < 4; k++) {
+    const g = x + <usize>k * groupStride;
+    for (let i = 0; i < n; i++) store<f32>(XT_PTR + (<usize>i << 4) + (<usize>k << 2), xAt(g, i));
+  }
+}
+
+/**
+ * makeQxQuantsRmse1 for four groups of 16 at once, one group per SIMD lane (groups at x, x + 64, ...,
+ * already side by side in XT_PTR). Every lane performs exactly the scalar function's f32 operations in
+ * the same order (sums stay sequential over i within a lane); branches become per-lane selects. Writes the
+ * four groups' L (int8, 0..2*nmax-1) at l, l + 16, ... and their scales at scales[0..3].
+ */
+function makeQxQuantsRmse1x4(nmax: i32, l: usize, scales: usize): void {
+  const n = 16;
+  let max = f32x4.splat(0);
+  let amax = f32x4.splat(0);
+  for (let i = 0; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    const ax = f32x4.abs(xi);
+    const bigger = f32x4.gt(ax, amax);
+    amax = v128.bitselect(ax, amax, bigger);
+    max = v128.bitselect(xi, max, bigger);
+  }
+  const negNmax = f32x4.splat(<f32>(-nmax));
+  const lo = -nmax;
+  const hi = nmax - 1;
+  let iscale = f32x4.div(negNmax, max);
+  let sumlx = f32x4.splat(0);
+  let suml2 = f32x4.splat(0);
+  for (let i = 0; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    const w = f32x4.mul(xi, xi);
+    v128.store(WT_PTR + (<usize>i << 4), w);
+    const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
+    v128.store(BEST_LT_PTR + (<usize>i << 4), li);
+    v128.store(PREV_LT_PTR + (<usize>i << 4), li);
+    const lf = f32x4.convert_i32x4_s(li);
+    sumlx = f32x4.add(sumlx, f32x4.mul(f32x4.mul(w, xi), lf));
+    suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(w, lf), lf));
+  }
+  // scale = suml2 != 0 ? sumlx / suml2 : 0
+  let scale = v128.and(f32x4.div(sumlx, suml2), f32x4.ne(suml2, f32x4.splat(0)));
+  let best = f32x4.mul(scale, sumlx);
+  const fnmax = <f32>nmax;
+  for (let is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    iscale = f32x4.div(f32x4.splat(-(fnmax + <f32>0.1 * <f32>is)), max);
+    let changed = i32x4.splat(0);
+    for (let i = 0; i < n; i++) {
+      const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
+      const p = PREV_LT_PTR + (<usize>i << 4);
+      changed = v128.or(changed, v128.xor(li, v128.load(p)));
+      v128.store(LT_PTR + (<usize>i << 4), li);
+      v128.store(p, li);
+    }
+    // same levels as the previous candidate in every lane: same sums, nothing changes (exact skip)
+    if (!v128.any_true(changed)) continue;
+    let lx = f32x4.splat(0);
+    let l2 = f32x4.splat(0);
+    for (let i = 0; i < n; i++) {
+      const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const w = v128.load(WT_PTR + (<usize>i << 4));
+      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
+      lx = f32x4.add(lx, f32x4.mul(f32x4.mul(w, xi), lf));
+      l2 = f32x4.add(l2, f32x4.mul(f32x4.mul(w, lf), lf));
+    }
+    const take = v128.and(f32x4.gt(l2, f32x4.splat(0)), f32x4.gt(f32x4.mul(lx, lx), f32x4.mul(best, l2)));
+    if (!v128.any_true(take)) continue;
+    for (let i = 0; i < n; i++) {
+      const p = BEST_LT_PTR + (<usize>i << 4);
+      v128.store(p, v128.bitselect(v128.load(LT_PTR + (<usize>i << 4)), v128.load(p), take));
+    }
+    const newScale = f32x4.div(lx, l2);
+    scale = v128.bitselect(newScale, scale, take);
+    best = v128.bitselect(f32x4.mul(newScale, lx), best, take);
+  }
+  // lanes whose group is all (near) zero: L = 0, scale 0, as the scalar early return
+  const zero = f32x4.lt(amax, f32x4.splat(GROUP_MAX_EPS));
+  scale = v128.bitselect(f32x4.splat(0), scale, zero);
+  v128.store(scales, scale);
+  v128.store(MASK_PTR, zero);
+  for (let k = 0; k < 4; k++) {
+    const laneZero = load<i32>(MASK_PTR + (<usize>k << 2)) != 0;
+    const g = l + <usize>k * 16;
+    for (let i = 0; i < n; i++) {
+      const li = load<i32>(BEST_LT_PTR + (<usize>i << 4) + (<usize>k << 2));
+      store<i8>(g + <usize>i, laneZero ? 0 : <i8>(li + nmax));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // K-quant super-blocks (256 values)
 
@@ -751,9 +862,12 @@ export function quantizeQ6_K(src: usize, dst: usize, nb: i32): void {
     const o = dst + <usize>i * 210;
     let maxScale: f32 = 0;
     let maxAbsScale: f32 = 0;
+    for (let q = 0; q < 4; q++) {
+      transpose4(x + <usize>q * 256, 16, 64);
+      makeQxQuantsRmse1x4(32, L_PTR + <usize>q * 64, SCALES_PTR + <usize>q * 16);
+    }
     for (let ib = 0; ib < 16; ib++) {
-      const scale = makeQxQuantsRmse1(16, 32, x + <usize>ib * 64, L_PTR + <usize>ib * 16);
-      store<f32>(SCALES_PTR + (<usize>ib << 2), scale);
+      const scale = load<f32>(SCALES_PTR + (<usize>ib << 2));
       const a = Mathf.abs(scale);
       if (a > maxAbsScale) {
         maxAbsScale = a;
