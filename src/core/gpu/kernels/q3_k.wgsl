@@ -3,7 +3,9 @@
 // Rounding: per group make_q3_quants(nmax 4, weights x^2, up to 5 rounds of coordinate descent) with
 // nearest_int = ties to even; scales by nearest_int(-32/max_scale * s) clamped to -32..31;
 // d = f16(1/iscale) (RNE); values re-quantized as nearest_int(x / d) clamped to -4..3.
-// Divisions use div_rn; products feeding an addition or subtraction go through opaque() (no FMA contraction).
+// Divisions use div_rn; products feeding an addition, subtraction or comparison go through op() (no FMA
+// contraction), and so does each step of a product chain: NVIDIA's Vulkan compiler reassociates unguarded
+// chains like (w * x) * l (seen on an H100).
 // Output: OUT_STRIDE u32 words per block: the 110 block bytes (112 with padding), then 1 for NaN/Inf.
 const OUT_STRIDE = 29u;
 
@@ -29,8 +31,8 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     (*L)[lo + i] = l;
     let w = xi * xi;
     let lf = f32(l);
-    sumlx = sumlx + op((w * xi) * lf);
-    suml2 = suml2 + op((w * lf) * lf);
+    sumlx = sumlx + op(op(w * xi) * lf);
+    suml2 = suml2 + op(op(w * lf) * lf);
   }
   for (var itry = 0; itry < 5; itry = itry + 1) {
     var n_changed = 0;
@@ -38,15 +40,15 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
       let xi = src[xo + i];
       let w = xi * xi;
       let li = f32((*L)[lo + i]);
-      var slx = sumlx - op((w * xi) * li);
+      var slx = sumlx - op(op(w * xi) * li);
       if (slx > 0.0) {
-        var sl2 = suml2 - op((w * li) * li);
+        var sl2 = suml2 - op(op(w * li) * li);
         let new_l = clamp_l(nint(div_rn(xi * sl2, slx)));
         if (new_l != (*L)[lo + i]) {
           let nf = f32(new_l);
-          slx = slx + op((w * xi) * nf);
-          sl2 = sl2 + op((w * nf) * nf);
-          if (sl2 > 0.0 && (slx * slx) * suml2 > (sumlx * sumlx) * sl2) {
+          slx = slx + op(op(w * xi) * nf);
+          sl2 = sl2 + op(op(w * nf) * nf);
+          if (sl2 > 0.0 && op(op(slx * slx) * suml2) > op(op(sumlx * sumlx) * sl2)) {
             (*L)[lo + i] = new_l;
             sumlx = slx;
             suml2 = sl2;
