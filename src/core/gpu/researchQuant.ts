@@ -238,12 +238,14 @@ async function runPhases(gpu: GpuContext, buffers: RunBuffers, scheme: SchemeKer
   }
 }
 
-function throwIfBad(mapped: ArrayBuffer, offset: number, chunk: Chunk, values: Float32Array, layout: SpanLayout, label: string): void {
+/** Throws NumericError naming the first NaN/Inf of the chunk (flat index, and row/column of a 2-D weight). */
+function throwIfBad(mapped: ArrayBuffer, offset: number, chunk: Chunk, values: Float32Array, weightCols: number | undefined, label: string): void {
   const local = new Uint32Array(mapped, offset, 1)[0]!;
   if (local === NO_BAD_VALUE) return;
   const index = chunk.start + local;
-  const row = Math.floor(index / layout.cols);
-  throw new NumericError(`${label}: value ${index} (row ${row}, column ${index - row * layout.cols}) is ${String(values[index])}, which cannot be quantized`);
+  const row = weightCols === undefined ? -1 : Math.floor(index / weightCols);
+  const where = weightCols === undefined ? '' : ` (row ${row}, column ${index - row * weightCols})`;
+  throw new NumericError(`${label}: value ${index}${where} is ${String(values[index])}, which cannot be quantized`);
 }
 
 interface EncodeResult {
@@ -258,7 +260,7 @@ interface EncodeResult {
  * Quantizes `values` ([layout.rows, layout.cols]) with one of the kernels. With `givenSpanWords`
  * (one span: the whole tensor) the range and params phases are skipped and those words are used.
  */
-async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLayout, config: SchemeConfig, options: GpuRunOptions, givenSpanWords?: Uint32Array): Promise<EncodeResult> {
+async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLayout, config: SchemeConfig, options: GpuRunOptions & { weightCols?: number }, givenSpanWords?: Uint32Array): Promise<EncodeResult> {
   const label = options.label ?? 'tensor';
   const scheme = config.kernel;
   const capacity = chunkCapacity(gpu, options);
@@ -294,7 +296,7 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
             { from: buffers.firstBad, to: offsets.firstBad, bytes: 4 },
           ];
           await runPhases(gpu, buffers, scheme, [{ phase: 0, workgroups: rangeWorkgroups(layout, chunk.spanCount) }], copies, options, index, chunks.length, (mapped) => {
-            throwIfBad(mapped, offsets.firstBad, chunk, values, layout, label);
+            throwIfBad(mapped, offsets.firstBad, chunk, values, options.weightCols, label);
             const part = new Float32Array(mapped, offsets.ranges, chunk.spanCount * 3);
             const mergedValues = new Float32Array(merged.buffer);
             for (let k = 0; k < chunk.spanCount; k++) {
@@ -333,7 +335,7 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
           { from: buffers.firstBad, to: offsets.firstBad, bytes: 4 },
         ];
         await runPhases(gpu, buffers, scheme, phases, copies, options, index, chunks.length, (mapped) => {
-          throwIfBad(mapped, offsets.firstBad, chunk, values, layout, label);
+          throwIfBad(mapped, offsets.firstBad, chunk, values, options.weightCols, label);
           codes.set(new Uint8Array(mapped, offsets.codes, chunkCodeBytes), codeBytes(scheme, chunk.start));
           if (givenSpanWords === undefined) spanWords.set(new Uint32Array(mapped, offsets.spanWords, chunk.spanCount * 2), chunk.firstSpan * 2);
           if (spanFitsChunk) rangeBits.set(new Uint32Array(mapped, offsets.ranges, chunk.spanCount * 3), chunk.firstSpan * 3);
@@ -440,7 +442,7 @@ export async function quantizeInt8AbsmaxOnGpu(gpu: GpuContext, weights: Float32A
   checkSize(weights, rows, cols);
   if (weights.length === 0) return quantizeInt8Absmax(weights, rows, cols, granularity);
   const layout = granularityLayout(rows, cols, granularity);
-  const r = await encodeOnGpu(gpu, weights, layout, INT8_ABSMAX, options);
+  const r = await encodeOnGpu(gpu, weights, layout, INT8_ABSMAX, { ...options, weightCols: cols });
   return { rows, cols, granularity, values: new Int8Array(r.codes.buffer, r.codes.byteOffset, r.codes.length), scales: scalesOf(r.spanWords, layout.spans) };
 }
 
@@ -449,7 +451,7 @@ export async function quantizeInt8ZeroPointOnGpu(gpu: GpuContext, weights: Float
   checkSize(weights, rows, cols);
   if (weights.length === 0) return quantizeInt8ZeroPoint(weights, rows, cols, granularity);
   const layout = granularityLayout(rows, cols, granularity);
-  const r = await encodeOnGpu(gpu, weights, layout, INT8_ZERO_POINT, options);
+  const r = await encodeOnGpu(gpu, weights, layout, INT8_ZERO_POINT, { ...options, weightCols: cols });
   return { rows, cols, granularity, values: r.codes, scales: scalesOf(r.spanWords, layout.spans), zeros: zerosOf(r.spanWords, layout.spans) };
 }
 
@@ -462,7 +464,7 @@ export async function quantizeRowsIntNOnGpu(gpu: GpuContext, weights: Float32Arr
     return;
   }
   const layout = new SpanLayout(rows, cols, groupSize);
-  const r = await encodeOnGpu(gpu, weights, layout, { kernel: 'intn', bits, symmetric, minZero, signedLevels: false }, options);
+  const r = await encodeOnGpu(gpu, weights, layout, { kernel: 'intn', bits, symmetric, minZero, signedLevels: false }, { ...options, weightCols: cols });
   out.levels.set(r.codes);
   out.scales.set(scalesOf(r.spanWords, layout.spans));
   out.zeros.set(zerosOf(r.spanWords, layout.spans));
@@ -473,7 +475,7 @@ export async function quantizeFp8E4M3OnGpu(gpu: GpuContext, weights: Float32Arra
   checkSize(weights, rows, cols);
   if (weights.length === 0) return quantizeFp8E4M3(weights, rows, cols, granularity);
   const layout = granularityLayout(rows, cols, granularity);
-  const r = await encodeOnGpu(gpu, weights, layout, FP8, options);
+  const r = await encodeOnGpu(gpu, weights, layout, FP8, { ...options, weightCols: cols });
   return { rows, cols, granularity, codes: r.codes, scales: scalesOf(r.spanWords, layout.spans) };
 }
 
