@@ -599,6 +599,103 @@ function makeQxQuantsRmse1x4(nmax: i32, l: usize, scales: usize): void {
   }
 }
 
+/**
+ * makeQkx2Quants for four groups of n at once, one group per SIMD lane (values side by side in XT_PTR,
+ * weights in WT_PTR). Every lane performs the scalar function's f32 operations in the same order (the
+ * sums stay sequential over i within a lane; a lane's min changes only when its own step wins); branches
+ * become per-lane selects, and only the exact shortcut "no lane's levels changed since the previous step"
+ * is kept. Writes the groups' L (0..nmax) at l, l + n, ..., their scales at scales[0..3] and their
+ * C `the_min` (= -min) at mins[0..3].
+ */
+function makeQkx2Quantsx4(n: i32, nmax: i32, l: usize, rmin: f32, nstep: i32, useMad: bool, scales: usize, mins: usize): void {
+  const x0 = v128.load(XT_PTR);
+  let vmin = x0;
+  let vmax = x0;
+  let sumW = v128.load(WT_PTR);
+  let sumX = f32x4.mul(sumW, x0);
+  for (let i = 1; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    vmin = v128.bitselect(xi, vmin, f32x4.lt(xi, vmin));
+    vmax = v128.bitselect(xi, vmax, f32x4.gt(xi, vmax));
+    const wi = v128.load(WT_PTR + (<usize>i << 4));
+    sumW = f32x4.add(sumW, wi);
+    sumX = f32x4.add(sumX, f32x4.mul(wi, xi));
+  }
+  const zero = f32x4.splat(0);
+  vmin = v128.bitselect(zero, vmin, f32x4.gt(vmin, zero));
+  // lanes with max == min return at once in C (L = 0, scale 0): they are frozen below
+  const flat = f32x4.eq(vmax, vmin);
+  const live = v128.not(flat);
+  const fnmax = f32x4.splat(<f32>nmax);
+  let iscale = f32x4.div(fnmax, f32x4.sub(vmax, vmin));
+  let scale = f32x4.div(f32x4.splat(1), iscale);
+  let bestError = zero;
+  for (let i = 0; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    const li = clamp4(nearestInt4(f32x4.mul(iscale, f32x4.sub(xi, vmin))), 0, nmax);
+    v128.store(BEST_LT_PTR + (<usize>i << 4), li);
+    let diff = f32x4.sub(f32x4.add(f32x4.mul(scale, f32x4.convert_i32x4_s(li)), vmin), xi);
+    diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
+    bestError = f32x4.add(bestError, f32x4.mul(v128.load(WT_PTR + (<usize>i << 4)), diff));
+  }
+  for (let is = 0; is <= nstep; is++) {
+    iscale = f32x4.div(f32x4.splat(rmin + RDELTA * <f32>is + <f32>nmax), f32x4.sub(vmax, vmin));
+    let changed = is == 0 ? i32x4.splat(-1) : i32x4.splat(0);
+    for (let i = 0; i < n; i++) {
+      const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const li = clamp4(nearestInt4(f32x4.mul(iscale, f32x4.sub(xi, vmin))), 0, nmax);
+      const p = LT_PTR + (<usize>i << 4);
+      changed = v128.or(changed, v128.xor(li, v128.load(p)));
+      v128.store(p, li);
+    }
+    if (!v128.any_true(v128.and(changed, live))) continue;
+    let sumL = zero;
+    let sumL2 = zero;
+    let sumXL = zero;
+    for (let i = 0; i < n; i++) {
+      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
+      const wl = f32x4.mul(v128.load(WT_PTR + (<usize>i << 4)), lf);
+      sumL = f32x4.add(sumL, wl);
+      sumL2 = f32x4.add(sumL2, f32x4.mul(wl, lf));
+      sumXL = f32x4.add(sumXL, f32x4.mul(wl, v128.load(XT_PTR + (<usize>i << 4))));
+    }
+    const D = f32x4.sub(f32x4.mul(sumW, sumL2), f32x4.mul(sumL, sumL));
+    const positive = v128.and(f32x4.gt(D, zero), live);
+    if (!v128.any_true(positive)) continue;
+    let thisScale = f32x4.div(f32x4.sub(f32x4.mul(sumW, sumXL), f32x4.mul(sumX, sumL)), D);
+    let thisMin = f32x4.div(f32x4.sub(f32x4.mul(sumL2, sumX), f32x4.mul(sumL, sumXL)), D);
+    const minAbove = f32x4.gt(thisMin, zero);
+    thisMin = v128.bitselect(zero, thisMin, minAbove);
+    thisScale = v128.bitselect(f32x4.div(sumXL, sumL2), thisScale, minAbove);
+    let curError = zero;
+    for (let i = 0; i < n; i++) {
+      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
+      let diff = f32x4.sub(f32x4.add(f32x4.mul(thisScale, lf), thisMin), v128.load(XT_PTR + (<usize>i << 4)));
+      diff = useMad ? f32x4.abs(diff) : f32x4.mul(diff, diff);
+      curError = f32x4.add(curError, f32x4.mul(v128.load(WT_PTR + (<usize>i << 4)), diff));
+    }
+    const take = v128.and(positive, f32x4.lt(curError, bestError));
+    if (!v128.any_true(take)) continue;
+    for (let i = 0; i < n; i++) {
+      const p = BEST_LT_PTR + (<usize>i << 4);
+      v128.store(p, v128.bitselect(v128.load(LT_PTR + (<usize>i << 4)), v128.load(p), take));
+    }
+    bestError = v128.bitselect(curError, bestError, take);
+    scale = v128.bitselect(thisScale, scale, take);
+    vmin = v128.bitselect(thisMin, vmin, take);
+  }
+  v128.store(scales, v128.bitselect(zero, scale, flat));
+  v128.store(mins, f32x4.neg(vmin));
+  v128.store(MASK_PTR, flat);
+  for (let k = 0; k < 4; k++) {
+    const laneFlat = load<i32>(MASK_PTR + (<usize>k << 2)) != 0;
+    const g = l + <usize>(k * n);
+    for (let i = 0; i < n; i++) {
+      store<u8>(g + <usize>i, laneFlat ? 0 : <u8>load<i32>(BEST_LT_PTR + (<usize>i << 4) + (<usize>k << 2)));
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // K-quant super-blocks (256 values)
 
@@ -614,14 +711,16 @@ export function quantizeQ2_K(src: usize, dst: usize, nb: i32): void {
     const o = dst + <usize>i * 84;
     let maxScale: f32 = 0;
     let maxMin: f32 = 0;
+    for (let q = 0; q < 4; q++) {
+      transpose4(x + <usize>q * 256, 16, 64);
+      for (let i = 0; i < 16; i++) v128.store(WT_PTR + (<usize>i << 4), f32x4.abs(v128.load(XT_PTR + (<usize>i << 4))));
+      makeQkx2Quantsx4(16, 3, L_PTR + <usize>q * 64, <f32>-0.5, 15, true, SCALES_PTR + <usize>q * 16, MINS_PTR + <usize>q * 16);
+    }
     for (let j = 0; j < 16; j++) {
-      const g = x + <usize>j * 64;
-      for (let k = 0; k < 16; k++) store<f32>(WEIGHTS_PTR + (<usize>k << 2), Mathf.abs(xAt(g, k)));
-      const scale = makeQkx2Quants(16, 3, g, L_PTR + <usize>j * 16, <f32>-0.5, 15, true);
-      store<f32>(SCALES_PTR + (<usize>j << 2), scale);
-      store<f32>(MINS_PTR + (<usize>j << 2), qkx2TheMin);
+      const scale = load<f32>(SCALES_PTR + (<usize>j << 2));
+      const theMin = load<f32>(MINS_PTR + (<usize>j << 2));
       if (scale > maxScale) maxScale = scale;
-      if (qkx2TheMin > maxMin) maxMin = qkx2TheMin;
+      if (theMin > maxMin) maxMin = theMin;
     }
     let dStored: f32;
     if (maxScale > 0) {
@@ -749,20 +848,23 @@ export function quantizeQ3_K(src: usize, dst: usize, nb: i32): void {
 function quantizeSuperBlockK(x: usize, o: usize, nmax: i32, rmin: f32, nstep: i32): void {
   let maxScale: f32 = 0;
   let maxMin: f32 = 0;
-  for (let j = 0; j < 8; j++) {
-    const g = x + <usize>j * 128;
-    let sumX2: f32 = 0;
-    for (let k = 0; k < 32; k++) {
-      const v = xAt(g, k);
-      sumX2 += v * v;
+  for (let q = 0; q < 2; q++) {
+    transpose4(x + <usize>q * 512, 32, 128);
+    // weights av_x + |x|, av_x = sqrtf(sum x^2 / 32) summed in order within each lane
+    let sumX2 = f32x4.splat(0);
+    for (let i = 0; i < 32; i++) {
+      const v = v128.load(XT_PTR + (<usize>i << 4));
+      sumX2 = f32x4.add(sumX2, f32x4.mul(v, v));
     }
-    const avX: f32 = Mathf.sqrt(sumX2 / <f32>32.0);
-    for (let k = 0; k < 32; k++) store<f32>(WEIGHTS_PTR + (<usize>k << 2), avX + Mathf.abs(xAt(g, k)));
-    const scale = makeQkx2Quants(32, nmax, g, L_PTR + <usize>j * 32, rmin, nstep, false);
-    store<f32>(SCALES_PTR + (<usize>j << 2), scale);
-    store<f32>(MINS_PTR + (<usize>j << 2), qkx2TheMin);
+    const avX = f32x4.sqrt(f32x4.div(sumX2, f32x4.splat(32)));
+    for (let i = 0; i < 32; i++) v128.store(WT_PTR + (<usize>i << 4), f32x4.add(avX, f32x4.abs(v128.load(XT_PTR + (<usize>i << 4)))));
+    makeQkx2Quantsx4(32, nmax, L_PTR + <usize>q * 128, rmin, nstep, false, SCALES_PTR + <usize>q * 16, MINS_PTR + <usize>q * 16);
+  }
+  for (let j = 0; j < 8; j++) {
+    const scale = load<f32>(SCALES_PTR + (<usize>j << 2));
+    const theMin = load<f32>(MINS_PTR + (<usize>j << 2));
     if (scale > maxScale) maxScale = scale;
-    if (qkx2TheMin > maxMin) maxMin = qkx2TheMin;
+    if (theMin > maxMin) maxMin = theMin;
   }
   const invScale: f32 = maxScale > 0 ? <f32>63.0 / maxScale : <f32>0.0;
   const invMin: f32 = maxMin > 0 ? <f32>63.0 / maxMin : <f32>0.0;
