@@ -1,13 +1,28 @@
 /**
- * Calibrated-method benchmarks (run by `npm run bench`, never as timed tests), CPU only: GPTQ's
- * Hessian accumulation and its column updates (GFLOP/s counted from the algorithm's multiply-adds),
- * GPTQ time per layer for tiny-llama's linear shapes, and AWQ's scale search on the same shapes.
- * Inputs are synthetic (seeded) so that the figures do not depend on ../shared. There is no WebGPU
- * GPTQ yet: every figure here is the CPU path. Wall and CPU time are both printed (the machine may be shared).
+ * Calibrated-method benchmarks (run by `npm run bench`, never as timed tests), CPU only.
+ *
+ * Speed (always): GPTQ's Hessian accumulation and its column updates (GFLOP/s counted from the
+ * algorithm's multiply-adds), GPTQ time per layer for tiny-llama's linear shapes, and AWQ's scale
+ * search on the same shapes. Inputs are synthetic (seeded) so that these figures do not depend on
+ * ../shared. There is no WebGPU GPTQ yet: every figure is the CPU path. Wall and CPU time are both
+ * printed (the machine may be shared).
+ *
+ * Quality (`npm run bench -- methods --quality`): the method table of src/core/methods/README.md on
+ * ../shared/models/tiny-llama: perplexity on ../shared/data/eval.txt (reference protocol: windows of
+ * 256 tokens from token 0, no BOS) of FP, RTN / GPTQ / GPTQ act-order / AWQ at W4 and W3 g128, and
+ * plain W8A8 / SmoothQuant / LLM.int8(), every method calibrated on the first windows of
+ * ../shared/data/calib.txt. Options (argv or env): --calib-windows=N (QUANTLENS_BENCH_CALIB_WINDOWS,
+ * default 128 = 32768 tokens), --eval-windows=N (QUANTLENS_BENCH_EVAL_WINDOWS, default 64, capped by
+ * what eval.txt holds), --only=<comma list of row labels>. It takes tens of minutes on 2 cores.
  */
+import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
+import { join } from 'node:path';
 import { HessianAccumulator, gptqQuantizeLayer } from '../src/core/methods/gptq';
 import { awqSearchScales } from '../src/core/methods/awq';
+import { evaluationOptions, quantizeWithMethod, type MethodName, type MethodSettings } from '../src/core/methods/quantizeWithMethod';
+import { loadModel } from '../src/core/model/loadModel';
+import { makeWindows, perplexity } from '../src/core/model/perplexity';
 
 function machineTag(): string {
   const cpu = cpus();
@@ -46,6 +61,10 @@ const TINY_LLAMA_LAYERS: [string, number, number][] = [
 ];
 
 export async function benchMethods(): Promise<void> {
+  if (process.argv.includes('--quality')) {
+    await benchMethodQuality();
+    return;
+  }
   console.log(`methods bench on ${machineTag()}`);
   const tokens = 2048;
   const next = seeded(1);
@@ -75,4 +94,82 @@ export async function benchMethods(): Promise<void> {
   const linears = [384, 128, 128].map((rows, i) => ({ name: `qkv${i}`, weight: Float32Array.from({ length: rows * 384 }, () => next() * 0.05), rows }));
   const awq = timed(() => awqSearchScales(linears, 384, meanAbs, gram, { bits: 4, groupSize: 128 }));
   console.log(`AWQ scale search q/k/v (640x384, 20 ratios): ${awq.wall.toFixed(2)} s wall, ${awq.cpu.toFixed(2)} s CPU; chosen ratio ${awq.value.ratio}`);
+}
+
+function option(name: string, env: string): string | undefined {
+  const prefix = `--${name}=`;
+  return process.argv.find((a) => a.startsWith(prefix))?.slice(prefix.length) ?? process.env[env];
+}
+
+function positiveOption(name: string, env: string, fallback: number): number {
+  const text = option(name, env);
+  if (text === undefined) return fallback;
+  const n = Number(text);
+  if (!Number.isSafeInteger(n) || n <= 0) throw new Error(`--${name} must be a positive integer, got ${text}`);
+  return n;
+}
+
+/** One row of the quality table: a label, the method, its settings. */
+interface QualityRow {
+  label: string;
+  method: MethodName;
+  settings: MethodSettings;
+}
+
+const QUALITY_ROWS: QualityRow[] = [
+  { label: 'W4g128 rtn', method: 'rtn', settings: { bits: 4, groupSize: 128 } },
+  { label: 'W4g128 gptq', method: 'gptq', settings: { bits: 4, groupSize: 128 } },
+  { label: 'W4g128 gptq act-order', method: 'gptq', settings: { bits: 4, groupSize: 128, actOrder: true } },
+  { label: 'W4g128 awq', method: 'awq', settings: { bits: 4, groupSize: 128 } },
+  { label: 'W3g128 rtn', method: 'rtn', settings: { bits: 3, groupSize: 128 } },
+  { label: 'W3g128 gptq', method: 'gptq', settings: { bits: 3, groupSize: 128 } },
+  { label: 'W3g128 gptq act-order', method: 'gptq', settings: { bits: 3, groupSize: 128, actOrder: true } },
+  { label: 'W3g128 awq', method: 'awq', settings: { bits: 3, groupSize: 128 } },
+  { label: 'W8A8 plain', method: 'rtn-a8', settings: { bits: 8, groupSize: -1 } },
+  { label: 'W8A8 smoothquant a0.5', method: 'smoothquant', settings: { bits: 8, groupSize: -1, alpha: 0.5 } },
+  { label: 'W8 llm-int8 t6', method: 'llm-int8', settings: { bits: 8, groupSize: -1, threshold: 6 } },
+];
+
+async function benchMethodQuality(): Promise<void> {
+  const shared = join('..', 'shared');
+  const modelDir = join(shared, 'models', 'tiny-llama');
+  const calibFile = join(shared, 'data', 'calib.txt');
+  const evalFile = join(shared, 'data', 'eval.txt');
+  for (const p of [modelDir, calibFile, evalFile]) {
+    if (!existsSync(p)) {
+      console.log(`method quality: ${p} is not present (run from the repo root with ../shared beside it); skipped`);
+      return;
+    }
+  }
+  const ctx = 256;
+  const calibWindows = positiveOption('calib-windows', 'QUANTLENS_BENCH_CALIB_WINDOWS', 128);
+  const wantEval = positiveOption('eval-windows', 'QUANTLENS_BENCH_EVAL_WINDOWS', 64);
+  const only = option('only', 'QUANTLENS_BENCH_ONLY')?.split(',').map((s) => s.trim());
+  const loaded = await loadModel(modelDir);
+  try {
+    // Tokenizer reads small text files; the model's weights stay lazy (one layer at a time).
+    const calibIds = loaded.tokenizer.encode(readFileSync(calibFile, 'utf8'));
+    const evalIds = loaded.tokenizer.encode(readFileSync(evalFile, 'utf8'));
+    const evalWindows = Math.min(wantEval, Math.floor(evalIds.length / ctx));
+    const calibration = makeWindows(calibIds, ctx, calibWindows);
+    const evaluation = makeWindows(evalIds, ctx, evalWindows);
+    console.log(`method quality on ${machineTag()}`);
+    console.log(`tiny-llama; calibration ${calibWindows} x ${ctx} = ${calibWindows * ctx} tokens of calib.txt (${calibIds.length} there); evaluation ${evalWindows} x ${ctx} tokens of eval.txt (${evalIds.length} there)`);
+    const results: { label: string; ppl: number; calibSeconds: number }[] = [];
+    const fp = await perplexity(loaded.model, evaluation);
+    console.log(`FP: ppl ${fp.perplexity.toFixed(3)} (${fp.seconds.toFixed(0)} s)`);
+    results.push({ label: 'FP', ppl: fp.perplexity, calibSeconds: 0 });
+    for (const row of QUALITY_ROWS) {
+      if (only !== undefined && !only.includes(row.label)) continue;
+      const run = await quantizeWithMethod(loaded.model, calibration, row.method, row.settings);
+      for (const w of run.warnings) console.log(`  warning: ${w}`);
+      const p = await perplexity(loaded.model, evaluation, evaluationOptions(run));
+      console.log(`${row.label}: ppl ${p.perplexity.toFixed(3)} (calibration ${run.seconds.toFixed(0)} s, evaluation ${p.seconds.toFixed(0)} s)`);
+      results.push({ label: row.label, ppl: p.perplexity, calibSeconds: run.seconds });
+    }
+    console.log('\n| setting | ppl | vs FP | calibration s |\n| --- | --- | --- | --- |');
+    for (const r of results) console.log(`| ${r.label} | ${r.ppl.toFixed(3)} | ${r.label === 'FP' ? '' : `${(((r.ppl - fp.perplexity) / fp.perplexity) * 100).toFixed(2)}%`} | ${r.calibSeconds.toFixed(0)} |`);
+  } finally {
+    await loaded.close();
+  }
 }

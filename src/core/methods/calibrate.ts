@@ -8,12 +8,14 @@
  *
  * Memory: one layer's weights, the hidden states of the calibration windows, one site's
  * statistics (its Hessian/Gram when the method needs one) and the site's inputs of all windows.
- * The math is the model runtime's kernels; only the order of the steps is ours.
+ * The math is the forward pass's own kernels (the SIMD matmul and attention), so that the calibration
+ * inputs are bit for bit what the evaluation computes; only the order of the steps is ours.
  */
 import { CancelledError, InvalidArgumentError } from '../errors';
 import type { LlamaModel, LayerWeights, LinearRole } from '../model/forward';
 import { linearModuleName } from '../model/forward';
-import { addInPlace, applyRope, causalAttention, matmulTransposed, rmsNorm, ropeTables, swiglu } from '../model/kernels';
+import { addInPlace, applyRope, rmsNorm, ropeTables, swiglu } from '../model/kernels';
+import { attentionByMatmul, attentionScratch, matmul } from '../model/wasmMatmul';
 import type { LlamaConfig } from '../model/llamaConfig';
 import { InputStatsAccumulator, type InputStatsOptions } from './inputStats';
 
@@ -101,7 +103,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
   const v = new Float32Array(rows * kvWidth);
   const projected = new Float32Array(rows * H);
   const up = new Float32Array(rows * I);
-  const scores = new Float64Array(rows);
+  const attention = attentionScratch(rows, c.headDim);
   // Site inputs of every window, kept between gathering the statistics and using the rewritten weights.
   const contexts = new Float32Array(n * rows * qWidth);
   const acts = new Float32Array(n * rows * I);
@@ -146,20 +148,20 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
     // o input: attention with the rewritten q/k/v (and norm).
     const attnOut = (w: number): Float32Array => {
       rmsNorm(hiddenOf(w), weights.attnNorm, normed, rows, H, c.rmsNormEps);
-      matmulTransposed(normed, L.q, q, rows, H, qWidth);
-      matmulTransposed(normed, L.k, k, rows, H, kvWidth);
-      matmulTransposed(normed, L.v, v, rows, H, kvWidth);
+      matmul(normed, L.q, q, rows, H, qWidth);
+      matmul(normed, L.k, k, rows, H, kvWidth);
+      matmul(normed, L.v, v, rows, H, kvWidth);
       applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
       applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
       const context = contexts.subarray(w * rows * qWidth, (w + 1) * rows * qWidth);
-      causalAttention(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, scores);
+      attentionByMatmul(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, attention);
       return context;
     };
     process('attn_out', gather(l, 'attn_out', qWidth, attnOut), attnOut);
     // Residual with the rewritten o.
     for (let w = 0; w < n; w++) {
       throwIfAborted(signal);
-      matmulTransposed(contexts.subarray(w * rows * qWidth, (w + 1) * rows * qWidth), L.o, projected, rows, qWidth, H);
+      matmul(contexts.subarray(w * rows * qWidth, (w + 1) * rows * qWidth), L.o, projected, rows, qWidth, H);
       addInPlace(hiddenOf(w), projected, rows * H);
     }
     // gate/up input: the MLP norm.
@@ -172,15 +174,15 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
     const mlpAct = (w: number): Float32Array => {
       rmsNorm(hiddenOf(w), weights.ffnNorm, normed, rows, H, c.rmsNormEps);
       const act = acts.subarray(w * rows * I, (w + 1) * rows * I);
-      matmulTransposed(normed, L.gate, act, rows, H, I);
-      matmulTransposed(normed, L.up, up, rows, H, I);
+      matmul(normed, L.gate, act, rows, H, I);
+      matmul(normed, L.up, up, rows, H, I);
       swiglu(act, up, rows * I);
       return act;
     };
     process('mlp_act', gather(l, 'mlp_act', I, mlpAct), mlpAct);
     for (let w = 0; w < n; w++) {
       throwIfAborted(signal);
-      matmulTransposed(acts.subarray(w * rows * I, (w + 1) * rows * I), L.down, projected, rows, I, H);
+      matmul(acts.subarray(w * rows * I, (w + 1) * rows * I), L.down, projected, rows, I, H);
       addInPlace(hiddenOf(w), projected, rows * H);
     }
     result.push(weights);
