@@ -2,6 +2,7 @@
  * GPU weight statistics against the CPU reference (analysis/weightStats.ts). Stated tolerance:
  * histogram, log histogram and outlier counts exactly equal; min/max/absmax exactly; mean and
  * variance within 1e-5 relative; kurtosis (tensor and per row) within 1e-3 relative (f32 per-segment sums).
+ * Subnormal inputs count as signed zero on the GPU (see rowMoments.wgsl): the reference gets them flushed.
  */
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -41,9 +42,18 @@ function assertAgree(gpu: TensorStats, cpu: TensorStats): void {
   }
 }
 
+/** The GPU kernels read subnormal values as signed zero (GPUs may flush them): the CPU reference gets the same input. */
+function flushSubnormals(values: Float32Array): Float32Array {
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const out = new Float32Array(values);
+  const outBits = new Uint32Array(out.buffer);
+  for (let i = 0; i < bits.length; i++) if ((bits[i]! & 0x7f800000) === 0) outBits[i] = bits[i]! & 0x80000000;
+  return out;
+}
+
 /** GPU vs CPU; outlier counts must be identical given the same threshold and center (rerun with the CPU's when the f32/f64 values differ by an ulp). */
 async function check(gpu: GpuContext, name: string, shape: number[], source: RowSource, values: Float32Array, run: GpuRunOptions = {}): Promise<TensorStats> {
-  const cpu = computeTensorStats(name, shape, values);
+  const cpu = computeTensorStats(name, shape, flushSubnormals(values));
   const g = await tensorStatsOnGpu(gpu, name, shape, source, DEFAULT_WEIGHT_STATS_OPTIONS, run);
   assertAgree(g, cpu);
   near(g.outlierCenter, cpu.outlierCenter, 1e-5, `${name} outlier center`);

@@ -33,7 +33,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var k = 0u; k < PER_THREAD; k = k + 1u) {
     let e = tile_start + k * WG + lid;
     if (e < params.element_count) {
-      let v = src[e];
+      // Subnormals read as signed zero, as in rowMoments.wgsl (GPUs may flush them).
+      let raw = src[e];
+      let v = select(raw, bitcast<f32>(bitcast<u32>(raw) & 0x80000000u), (bitcast<u32>(raw) & 0x7f800000u) == 0u);
       let bits = bitcast<u32>(v) & 0x7fffffffu;
       if ((bits & 0x7f800000u) != 0x7f800000u) {
         let t = floor((v - params.lo) * params.scale);

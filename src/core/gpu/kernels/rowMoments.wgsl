@@ -19,6 +19,15 @@ var<workgroup> red_c: array<f32, 64>;
 var<workgroup> red_d: array<f32, 64>;
 var<workgroup> red_e: array<f32, 64>;
 
+// Subnormal values are read as signed zero: GPUs may flush subnormal operands to zero (WGSL allows
+// it; NVIDIA's driver does, lavapipe does not), so flushing them at the load makes every device give
+// the same statistics. The CPU reference is compared on flushed input (test/gpu/stats.test.ts).
+fn load(i: u32) -> f32 {
+  let v = src[i];
+  let bits = bitcast<u32>(v);
+  return select(v, bitcast<f32>(bits & 0x80000000u), (bits & 0x7f800000u) == 0u);
+}
+
 fn is_non_finite(v: f32) -> bool {
   return (bitcast<u32>(v) & 0x7f800000u) == 0x7f800000u;
 }
@@ -57,7 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var hi = -3.40282346638528859812e+38;
   var absmax = 0.0;
   for (var i = start + lid; i < end; i = i + WG) {
-    let v = src[i];
+    let v = load(i);
     if (is_non_finite(v)) {
       if ((bitcast<u32>(v) & 0x7fffffu) != 0u) { nan_count = nan_count + 1.0; } else { inf_count = inf_count + 1.0; }
     } else {
@@ -93,7 +102,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   // B: the scaled sum, then the mean.
   var sum = 0.0;
   for (var i = start + lid; i < end; i = i + WG) {
-    let v = src[i];
+    let v = load(i);
     if (!is_non_finite(v)) { sum = sum + ldexp(v, shift); }
   }
   red_a[lid] = sum;
@@ -107,7 +116,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var m3 = 0.0;
   var m4 = 0.0;
   for (var i = start + lid; i < end; i = i + WG) {
-    let v = src[i];
+    let v = load(i);
     if (!is_non_finite(v)) {
       let d = ldexp(v, shift) - mean;
       let d2 = d * d;
