@@ -12,8 +12,8 @@ import { totalmem } from 'node:os';
 import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
-import { addInPlace, applyRope, rmsNorm, ropeTables, swiglu } from './kernels';
-import { attentionByMatmul, attentionScratch, matmulResident, residentWeight, type ResidentWeight } from './wasmMatmul';
+import { addInPlace, applyRope, rmsNorm, ropeTables } from './kernels';
+import { attentionByMatmul, attentionScratch, matmulResident, residentWeight, swigluF32, type ResidentWeight } from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -346,7 +346,7 @@ export class LlamaModel {
           quantizeInput(normed, H);
           matmulResident(normed, L.gate, gate, rows);
           matmulResident(normed, L.up, up, rows);
-          swiglu(gate, up, rows * I);
+          swigluF32(gate, up, rows * I);
           hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
           quantizeInput(gate, I);
           matmulResident(gate, L.down, projected, rows);

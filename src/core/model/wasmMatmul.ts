@@ -17,8 +17,9 @@
  * heap once with `residentWeight` and multiplied with `matmulResident`.
  */
 import { InvalidArgumentError } from '../errors';
-import { matmulTransposed } from './kernels';
+import { matmulTransposed, swiglu } from './kernels';
 import { buildModule, op, v, wasmApi, type FunctionSpec, type WasmMemory } from './wasm/assembler';
+import { expKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
 
 /** Rows of x per block of the main kernel (the 1-row kernel takes the remainder). */
 const BLOCK_ROWS = 2;
@@ -31,20 +32,22 @@ const MAX_WASM_BYTES = 3 * 2 ** 30;
 const PAGE = 65536;
 
 /**
- * Kernel `(x, w, out, rows, outs, outStride)` (byte pointers) for one `inner`: `rows` rows of x
- * (a multiple of R) against `outs` rows of w (a multiple of 4); out row t starts at out + t*outStride*4.
+ * Kernel `(x, w, out, rows, outs, outStride, kBytes)` (byte pointers) for one `inner` (the row
+ * stride of x and w): `rows` rows of x (a multiple of R) against `outs` rows of w (a multiple of 4),
+ * summing over the first kBytes / 4 columns (a multiple of 4; inner for a full product); out row t
+ * starts at out + t*outStride*4.
  */
 function matmulKernel(fname: string, R: number, inner: number): FunctionSpec {
-  const X = 0, W = 1, O = 2, ROWS = 3, OUTS = 4, STRIDE = 5;
-  let n = 6;
+  const X = 0, W = 1, O = 2, ROWS = 3, OUTS = 4, STRIDE = 5, KBYTES = 6;
+  let n = 7;
   const T = n++, J = n++, K = n++, ADDR = n++, XB = n++, WB = n++;
-  const i32Count = n - 6;
+  const i32Count = n - 7;
   const ACC = n;
   n += R * BLOCK_OUTS;
   const XV = n;
   n += R;
   const WV = n++;
-  const v128Count = n - 6 - i32Count;
+  const v128Count = n - 7 - i32Count;
   const { get, set, i32 } = op;
   const rowBytes = inner * 4;
   const rs = Array.from({ length: R }, (_, r) => r);
@@ -71,7 +74,7 @@ function matmulKernel(fname: string, R: number, inner: number): FunctionSpec {
     ...i32(0), ...set(K),
     ...op.block, ...op.loop,
     ...step,
-    ...get(K), ...i32(16), ...op.i32Add, ...op.tee(K), ...i32(rowBytes), ...op.i32LtU, ...op.brIf(0),
+    ...get(K), ...i32(16), ...op.i32Add, ...op.tee(K), ...get(KBYTES), ...op.i32LtU, ...op.brIf(0),
     ...op.end, ...op.end,
     ...rs.flatMap((r) => [
       // addr = out + ((t + r) * outStride + j) * 4
@@ -91,18 +94,29 @@ function matmulKernel(fname: string, R: number, inner: number): FunctionSpec {
     ...op.br(0),
     ...op.end, ...op.end,
   ];
-  return { name: fname, params: 6, locals: { i32: i32Count, f32: 0, v128: v128Count }, code };
+  return { name: fname, params: 7, locals: { i32: i32Count, f32: 0, v128: v128Count }, code };
 }
 
-type KernelFn = (x: number, w: number, out: number, rows: number, outs: number, outStride: number) => void;
+type KernelFn = (x: number, w: number, out: number, rows: number, outs: number, outStride: number, kBytes: number) => void;
 
 interface InnerKernels {
   block: KernelFn;
   single: KernelFn;
 }
 
+type SwigluFn = (gate: number, up: number, n: number) => void;
+type SoftmaxCausalFn = (scores: number, rows: number, stride: number, scaleBits: number) => void;
+type ExpFn = (src: number, dst: number, n: number) => void;
+
+interface ElementwiseKernels {
+  swiglu: SwigluFn;
+  softmaxCausal: SoftmaxCausalFn;
+  expv: ExpFn;
+}
+
 interface WasmState {
   memory: WasmMemory;
+  elementwise: ElementwiseKernels | null;
   /** Per `inner`: the compiled block and single-row kernels. */
   kernels: Map<number, InnerKernels>;
   /** End of the resident-weight region (bytes); scratch for each call starts here. */
@@ -119,7 +133,7 @@ function loadState(): WasmState | null {
     const api = wasmApi();
     const probe = buildModule([matmulKernel('mm', BLOCK_ROWS, 4)], 1);
     if (api === undefined || !api.validate(probe)) state = null;
-    else state = { memory: new api.Memory({ initial: 1 }), kernels: new Map(), residentEnd: 0, residentLive: 0 };
+    else state = { memory: new api.Memory({ initial: 1 }), elementwise: null, kernels: new Map(), residentEnd: 0, residentLive: 0 };
   } catch {
     state = null;
   }
@@ -142,6 +156,19 @@ function kernelsFor(s: WasmState, inner: number): InnerKernels {
   if (s.kernels.size >= MAX_COMPILED) s.kernels.clear();
   s.kernels.set(inner, made);
   return made;
+}
+
+function elementwiseFor(s: WasmState): ElementwiseKernels {
+  if (s.elementwise !== null) return s.elementwise;
+  const api = wasmApi();
+  if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
+  const bytes = buildModule([swigluKernel(), softmaxCausalKernel(), expKernel()], 1);
+  const { swiglu, softmaxCausal, expv } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } }).exports;
+  if (typeof swiglu !== 'function' || typeof softmaxCausal !== 'function' || typeof expv !== 'function') {
+    throw new InvalidArgumentError('element-wise kernel module lacks an export');
+  }
+  s.elementwise = { swiglu: swiglu as SwigluFn, softmaxCausal: softmaxCausal as SoftmaxCausalFn, expv: expv as ExpFn };
+  return s.elementwise;
 }
 
 /** Whether the SIMD kernel loaded (false: every call uses the JS kernel). */
@@ -171,8 +198,8 @@ function runTiled(s: WasmState, xAt: number, wAt: number, outAt: number, rows: n
       const xPtr = xAt + t0 * rowBytes;
       const wPtr = wAt + j0 * rowBytes;
       const oPtr = outAt + 4 * (t0 * outs + j0);
-      if (blockRows > 0) k.block(xPtr, wPtr, oPtr, blockRows, jOuts, outs);
-      if (blockRows < tRows) k.single(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outs, tRows - blockRows, jOuts, outs);
+      if (blockRows > 0) k.block(xPtr, wPtr, oPtr, blockRows, jOuts, outs, rowBytes);
+      if (blockRows < tRows) k.single(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outs, tRows - blockRows, jOuts, outs, rowBytes);
     }
   }
 }
@@ -310,6 +337,7 @@ export function attentionByMatmul(
   headDim: number,
   scratch: AttentionScratch,
 ): void {
+  if (attentionInWasm(q, k, v, out, rows, heads, kvHeads, headDim)) return;
   const { qh, kh, vT, scores, oh } = scratch;
   const group = heads / kvHeads;
   const qWidth = heads * headDim;
@@ -348,4 +376,101 @@ export function attentionByMatmul(
       for (let t = 0; t < rows; t++) out.set(oh.subarray(t * headDim, (t + 1) * headDim), t * qWidth + h * headDim);
     }
   }
+}
+
+/** Rows of a query tile in attentionInWasm: the causal products skip the tiles above the diagonal. */
+const ATTENTION_TILE_ROWS = 16;
+
+/**
+ * attentionByMatmul entirely in the wasm heap (rows and headDim multiples of 4): per head
+ * S = Q_h K_h^T over the tiles on or below the diagonal only, the causal softmax kernel (scale, max,
+ * exp, 1/sum, zeros above the diagonal), and O_h = P V_h summing each tile only over s < its last row
+ * (rounded up to 4), written straight into the context rows. Returns false when it cannot run.
+ */
+function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number, heads: number, kvHeads: number, headDim: number): boolean {
+  const s = loadState();
+  if (s === null || rows % 4 !== 0 || headDim % 4 !== 0) return false;
+  const d = headDim;
+  const qWidth = heads * d;
+  const kvWidth = kvHeads * d;
+  const qhAt = align64(s.residentEnd);
+  const khAt = align64(qhAt + 4 * rows * d);
+  const vTAt = align64(khAt + 4 * rows * d);
+  const scoresAt = align64(vTAt + 4 * rows * d);
+  const contextAt = align64(scoresAt + 4 * rows * rows);
+  const end = contextAt + 4 * rows * qWidth;
+  if (end > MAX_WASM_BYTES) return false;
+  ensureBytes(s, end);
+  const byHead = kernelsFor(s, d);
+  const byRows = kernelsFor(s, rows);
+  const ew = elementwiseFor(s);
+  const heap = new Float32Array(s.memory.buffer);
+  const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(d)).buffer)[0]!;
+  const group = heads / kvHeads;
+  const qh = qhAt / 4, kh = khAt / 4, vT = vTAt / 4;
+  for (let kvh = 0; kvh < kvHeads; kvh++) {
+    for (let t = 0; t < rows; t++) {
+      const src = t * kvWidth + kvh * d;
+      heap.set(k.subarray(src, src + d), kh + t * d);
+      for (let i = 0; i < d; i++) heap[vT + i * rows + t] = v[src + i]!;
+    }
+    for (let h = kvh * group; h < (kvh + 1) * group; h++) {
+      for (let t = 0; t < rows; t++) heap.set(q.subarray(t * qWidth + h * d, t * qWidth + (h + 1) * d), qh + t * d);
+      for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
+        const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
+        const cols = Math.min(rows, Math.ceil((t0 + tileRows) / 4) * 4);
+        const blockRows = tileRows - (tileRows % BLOCK_ROWS);
+        const xPtr = qhAt + 4 * t0 * d;
+        const oPtr = scoresAt + 4 * t0 * rows;
+        if (blockRows > 0) byHead.block(xPtr, khAt, oPtr, blockRows, cols, rows, 4 * d);
+        if (blockRows < tileRows) byHead.single(xPtr + 4 * blockRows * d, khAt, oPtr + 4 * blockRows * rows, tileRows - blockRows, cols, rows, 4 * d);
+      }
+      ew.softmaxCausal(scoresAt, rows, rows, scaleBits);
+      for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
+        const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
+        const kBytes = 4 * Math.min(rows, Math.ceil((t0 + tileRows) / 4) * 4);
+        const blockRows = tileRows - (tileRows % BLOCK_ROWS);
+        const xPtr = scoresAt + 4 * t0 * rows;
+        const oPtr = contextAt + 4 * (t0 * qWidth + h * d);
+        if (blockRows > 0) byRows.block(xPtr, vTAt, oPtr, blockRows, d, qWidth, kBytes);
+        if (blockRows < tileRows) byRows.single(xPtr + 4 * blockRows * rows, vTAt, oPtr + 4 * blockRows * qWidth, tileRows - blockRows, d, qWidth, kBytes);
+      }
+    }
+  }
+  out.set(heap.subarray(contextAt / 4, contextAt / 4 + rows * qWidth));
+  return true;
+}
+
+/** Same contract as kernels.swiglu (gate[i] = silu(gate[i]) * up[i]), in f32 with the vector exp. */
+export function swigluF32(gate: Float32Array, up: Float32Array, count: number): void {
+  const s = loadState();
+  const vecCount = count - (count % 4);
+  if (s === null || 8 * vecCount + 64 > MAX_WASM_BYTES - s.residentEnd) {
+    swiglu(gate, up, count);
+    return;
+  }
+  const gateAt = align64(s.residentEnd);
+  const upAt = align64(gateAt + 4 * vecCount);
+  ensureBytes(s, upAt + 4 * vecCount);
+  const ew = elementwiseFor(s);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(gate.subarray(0, vecCount), gateAt / 4);
+  heap.set(up.subarray(0, vecCount), upAt / 4);
+  ew.swiglu(gateAt, upAt, vecCount);
+  gate.set(heap.subarray(gateAt / 4, gateAt / 4 + vecCount));
+  if (vecCount < count) swiglu(gate.subarray(vecCount), up.subarray(vecCount), count - vecCount);
+}
+
+/** dst[i] = exp(src[i]) by the kernels' f32 vector exp (inputs clamped to [-87, 88]); for tests. */
+export function vectorExp(src: Float32Array, dst: Float32Array): void {
+  const s = loadState();
+  if (s === null) throw new InvalidArgumentError('WebAssembly SIMD is not available');
+  const n = Math.ceil(src.length / 4) * 4;
+  const srcAt = align64(s.residentEnd);
+  const dstAt = align64(srcAt + 4 * n);
+  ensureBytes(s, dstAt + 4 * n);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(src, srcAt / 4);
+  elementwiseFor(s).expv(srcAt, dstAt, n);
+  dst.set(heap.subarray(dstAt / 4, dstAt / 4 + src.length));
 }
