@@ -375,7 +375,9 @@ test('export: every view\'s charts export as one self-contained SVG (title, lege
   const histogram = await exportChart(page, `error-histogram-${tensor}`);
   check('error histogram', histogram);
   assert.equal(histogram.svg.bars, 64);
-  check('block map', await exportChart(page, `block-errors-${tensor}`));
+  const blocks = await exportChart(page, `block-errors-${tensor}`);
+  check('block map', blocks);
+  assert.deepEqual([blocks.svg.panels, blocks.svg.stops], [2, 11], 'block map and its colour legend');
   await page.close();
   // Outliers: the small multiples export all 8 panels with their layer labels.
   page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'outliers' });
@@ -440,6 +442,15 @@ for (const theme of ['light', 'dark'] as const) {
 test('screenshots in the high-contrast theme (errors, emergent)', { skip }, async () => {
   for (const view of ['errors', 'emergent'] as const) {
     const page = await h().open({ fixture: 'tiny-llama.json', theme: 'high-contrast', view });
+    if (view === 'errors') {
+      await page.locator('.error-cell[data-tensor="model.layers.7.self_attn.q_proj.weight"]').click();
+      await page.locator('[data-block-map]').waitFor();
+    }
+    // Primary and secondary buttons look alike here: the pressed toggle must carry the theme's active border.
+    const outlines = await page.locator('.controls vscode-button[aria-pressed]').evaluateAll((els) =>
+      els.map((e) => `${e.getAttribute('aria-pressed')}:${(globalThis as unknown as { getComputedStyle(el: unknown): { outlineStyle: string } }).getComputedStyle(e).outlineStyle}`),
+    );
+    assert.ok(outlines.includes('true:solid') && outlines.every((o) => o === 'true:solid' || o === 'false:none'), outlines.join(' '));
     await page.screenshot({ path: join(screenshotDir, `high-contrast-${view}.png`), fullPage: true });
     assert.deepEqual(pageErrors(page), [], `high-contrast ${view}`);
     await page.close();

@@ -70,16 +70,16 @@ export function EmergentView({ maps, mapId, selectedDim, onMap, onSelectDim }: E
       <div className="controls">
         <span className="segmented" role="group" aria-label="Capture site and threshold">
           {maps.map((m) => (
-            <VscodeButton key={m.id} secondary={m.id !== map.id} onClick={() => onMap(m.id)} data-map={m.id}>
+            <VscodeButton key={m.id} secondary={m.id !== map.id} aria-pressed={m.id === map.id ? 'true' : 'false'} onClick={() => onMap(m.id)} data-map={m.id}>
               {m.site} ({m.systematic.length + m.standouts.length})
             </VscodeButton>
           ))}
         </span>
         <span className="segmented" role="group" aria-label="Colour by">
-          <VscodeButton secondary={metric !== 'magnitude'} onClick={() => setMetric('magnitude')}>
+          <VscodeButton secondary={metric !== 'magnitude'} aria-pressed={metric === 'magnitude' ? 'true' : 'false'} onClick={() => setMetric('magnitude')}>
             max |x|
           </VscodeButton>
-          <VscodeButton secondary={metric !== 'share'} onClick={() => setMetric('share')} data-metric="share">
+          <VscodeButton secondary={metric !== 'share'} aria-pressed={metric === 'share' ? 'true' : 'false'} onClick={() => setMetric('share')} data-metric="share">
             share ≥ {map.criterion.threshold}
           </VscodeButton>
         </span>

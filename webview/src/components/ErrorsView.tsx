@@ -56,10 +56,10 @@ export function ErrorsView({ heatmap, progress, metric, selectedTensor, onMetric
     <div className="view errors-view">
       <div className="controls">
         <span className="segmented" role="group" aria-label="Colour by">
-          <VscodeButton secondary={metric !== 'sqnr'} onClick={() => onMetric('sqnr')} data-metric="sqnr">
+          <VscodeButton secondary={metric !== 'sqnr'} aria-pressed={metric === 'sqnr' ? 'true' : 'false'} onClick={() => onMetric('sqnr')} data-metric="sqnr">
             SQNR (dB)
           </VscodeButton>
-          <VscodeButton secondary={metric !== 'rel'} onClick={() => onMetric('rel')} data-metric="rel">
+          <VscodeButton secondary={metric !== 'rel'} aria-pressed={metric === 'rel' ? 'true' : 'false'} onClick={() => onMetric('rel')} data-metric="rel">
             relative error
           </VscodeButton>
         </span>
@@ -231,6 +231,12 @@ function BlockMapPanel({ cell, target }: { cell: ErrorCell; target: string; unit
             </text>
           </g>
         </svg>
+        <ColorLegend
+          colour={(t) => (hi > lo && lo > 0 ? colour(lo * (hi / lo) ** t) : colour(t * (hi || 1)))}
+          low={fmtValue(hi > lo && lo > 0 ? lo : 0)}
+          high={fmtValue(hi)}
+          label={hi > lo && lo > 0 ? `${quantity} (log scale)` : quantity}
+        />
       </ChartFrame>
       {elementwise !== undefined ? (
         <ChartFrame
