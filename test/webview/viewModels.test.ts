@@ -78,7 +78,18 @@ test('errorsFromQuantCard: heatmap cells and downsampled block maps from a quant
     recipe: { target: 'int4-g128' },
     tensors: [
       { name: 'model.embed_tokens.weight', shape: [8, 4], type: 'gptq-int4-g128', quantized: true, bitsPerWeight: 4.25, relRmse: 0.1, sqnrDb: 20, maxAbsError: 0.02, errorMap: map(8, 4, (r) => r) },
-      { name: 'model.layers.1.mlp.down_proj.weight', shape: [4, 4], type: 'gptq-int4-g128', quantized: true, bitsPerWeight: 4.25, relRmse: 0, sqnrDb: null, maxAbsError: 0, errorMap: map(4, 4, () => 0) },
+      {
+        name: 'model.layers.1.mlp.down_proj.weight',
+        shape: [4, 4],
+        type: 'gptq-int4-g128',
+        quantized: true,
+        bitsPerWeight: 4.25,
+        relRmse: 0,
+        sqnrDb: null,
+        maxAbsError: 0,
+        errorMap: map(4, 4, () => 0),
+        errorHistogram: { range: 0.5, counts: Array.from({ length: 64 }, (_, i) => (i === 32 ? 16 : 0)), zeros: 16 },
+      },
       { name: 'model.layers.1.input_layernorm.weight', shape: [4], type: 'BF16', quantized: false, bitsPerWeight: 16, relRmse: null, sqnrDb: null, maxAbsError: null, errorMap: null },
     ],
   };
@@ -92,7 +103,14 @@ test('errorsFromQuantCard: heatmap cells and downsampled block maps from a quant
       ['model.layers.1.mlp.down_proj.weight', 1, 'down', null],
     ],
   );
+  // The card's element-wise error histogram goes with the block map: 65 edges over [-range, range]; a card without one gives none.
+  const down = blockMaps.find((m) => m.tensor === 'model.layers.1.mlp.down_proj.weight');
+  assert.equal(down?.errorHistogram?.edges.length, 65);
+  assert.deepEqual([down?.errorHistogram?.edges[0], down?.errorHistogram?.edges[32], down?.errorHistogram?.edges[64]], [-0.5, 0, 0.5]);
+  assert.equal(down?.errorHistogram?.counts[32], 16);
+  assert.equal(down?.errorHistogram?.zeros, 16);
   const embed = blockMaps.find((m) => m.tensor === 'model.embed_tokens.weight');
+  assert.equal(embed?.errorHistogram, undefined);
   assert.ok(embed !== undefined);
   assert.equal(embed.rows, 4);
   assert.equal(embed.cols, 2);
