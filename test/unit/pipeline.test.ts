@@ -77,7 +77,12 @@ test('int4-g32 to a folder: GPTQ tensors read back through openCheckpoint equal 
   await withTempDir(async (dir) => {
     const out = join(dir, 'q4');
     const progress: string[] = [];
-    const result = await runQuantize({ input: microLlamaDir, output: out, target: 'int4-g32' }, { onProgress: (p) => progress.push(`${p.step}/${p.total} ${p.tensor}`) });
+    const finished: string[] = [];
+    const result = await runQuantize(
+      { input: microLlamaDir, output: out, target: 'int4-g32' },
+      // A tensor's second report (with `result`) says it is done: its card metrics, for live heatmaps.
+      { onProgress: (p) => (p.result === undefined ? progress.push(`${p.step}/${p.total} ${p.tensor}`) : finished.push(`${p.step} ${p.result.name} ${p.result.sqnrDb}`)) },
+    );
     assert.ok(progress.some((p) => p === `${progress.indexOf(p) + 1}/21 ${Q_PROJ}`), progress.join('\n'));
     assert.deepEqual((await readdir(out)).sort(), ['config.json', 'generation_config.json', 'model.safetensors', 'model.safetensors.quant.json', 'quantize_config.json', 'tokenizer.json', 'tokenizer_config.json']);
     const qc = JSON.parse(await readFile(join(out, 'quantize_config.json'), 'utf8')) as Record<string, unknown>;
@@ -85,6 +90,10 @@ test('int4-g32 to a folder: GPTQ tensors read back through openCheckpoint equal 
     const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as { quantization_config: Record<string, unknown> };
     assert.equal(config.quantization_config.quant_method, 'gptq');
     const card = parseQuantCard(JSON.parse(await readFile(result.cardPath, 'utf8')), result.cardPath);
+    assert.deepEqual(
+      finished,
+      card.tensors.flatMap((t, i) => (t.quantized ? [`${i + 1} ${t.name} ${t.sqnrDb}`] : [])),
+    );
     assert.equal(card.source.files[0]!.sha256.length, 64);
     assert.equal(card.output.bytes, (await readFile(result.outputPath)).byteLength);
 
