@@ -62,6 +62,20 @@ function randomVectors(superBlocks: number, seed: number): Float32Array {
   return x;
 }
 
+/** Blocks C has no contract for but still gives deterministic bytes: NaN, +-Inf, +-FLT_MAX, 1/d overflowing. */
+function extremeVectors(): Float32Array {
+  const rand = mulberry32(5);
+  const specials = [NaN, Infinity, -Infinity, 3.4028234663852886e38, -3.4028234663852886e38, 1e-41, -1e-44, 0, -0];
+  const x = new Float32Array(32 * 256);
+  for (let b = 0; b < 32; b++) {
+    for (let i = 0; i < 256; i++) {
+      const special = specials[(b + i) % specials.length]!;
+      x[b * 256 + i] = b % 4 === 0 ? (i % 37 === 0 ? special : gaussian(rand)) : b % 4 === 1 ? gaussian(rand) * 1e-41 : b % 4 === 2 ? special : gaussian(rand) * 1e38;
+    }
+  }
+  return x;
+}
+
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   const n = Math.min(a.length, b.length);
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return i;
@@ -79,6 +93,7 @@ const wasm = GgmlWasmQuantizer.create();
 const inputs: Array<[string, Float32Array]> = [
   ['random (10 distributions, 640 super-blocks)', randomVectors(640, 7)],
   ['edge cases of the llama.cpp oracle', makeEdgeCaseVectors()],
+  ['NaN, Inf, FLT_MAX and subnormal blocks', extremeVectors()],
 ];
 
 for (const type of TYPES) {

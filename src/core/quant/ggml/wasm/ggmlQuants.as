@@ -12,6 +12,10 @@
 //     even), ported operation for operation: f32ToF16Bits.
 // nearest_int (add 1.5 * 2^23 in f32, read the low mantissa bits: ties to even) and sqrtf (f32.sqrt is
 // correctly rounded), fabsf (f32.abs), division (f32.div) are the same operations as in C.
+// SIMD: an f32x4 operation is the f32 operation in each lane (no relaxed-simd, so no FMA either). The
+// K-quant scale searches run four groups in the four lanes, each lane doing the scalar C steps in C's
+// order (sums stay sequential within a group); Q8_0 / Q4_0 vectorize over the values of a block only
+// where the lanes provably give C's result, and fall back to the scalar block code elsewhere.
 //
 // Memory: the caller places the f32 input and the output bytes anywhere above heapBase(); every
 // function processes `nb` whole blocks and allocates nothing (scratch is static).
@@ -19,17 +23,10 @@
 const GROUP_MAX_EPS: f32 = 1e-15;
 const RDELTA: f32 = 0.1;
 
-// Static scratch (bytes): levels, weights, the K-quant group scales and mins.
+// Static scratch (bytes): levels, the K-quant group scales and mins.
 const L_PTR: usize = memory.data(256);
-const LAUX_PTR: usize = memory.data(256);
-const WEIGHTS_PTR: usize = memory.data(256 * 4);
-const SHIFTED_PTR: usize = memory.data(256 * 4);
 const SCALES_PTR: usize = memory.data(16 * 4);
 const MINS_PTR: usize = memory.data(16 * 4);
-const QX_W_PTR: usize = memory.data(16 * 4);
-const QX_WX_PTR: usize = memory.data(16 * 4);
-const QX_PREV_PTR: usize = memory.data(16 * 4);
-const QX_NEXT_PTR: usize = memory.data(16 * 4);
 // Four groups side by side for the SIMD searches: element i of group k at [16 * i + 4 * k] (v128 i).
 const XT_PTR: usize = memory.data(32 * 16, 16);
 const WT_PTR: usize = memory.data(32 * 16, 16);
@@ -114,24 +111,71 @@ function f16BitsToF32(h: u32): f32 {
 // ---------------------------------------------------------------------------------------------
 // 32-element block types
 
+/** Largest |x| of the 32 values at x (f32x4.max: order does not matter for finite values). */
+@inline function absMax32(x: usize): f32 {
+  let m = f32x4.abs(v128.load(x));
+  for (let k: usize = 16; k < 128; k += 16) m = f32x4.max(m, f32x4.abs(v128.load(x + k)));
+  return max<f32>(max<f32>(f32x4.extract_lane(m, 0), f32x4.extract_lane(m, 1)), max<f32>(f32x4.extract_lane(m, 2), f32x4.extract_lane(m, 3)));
+}
+
+/** 16 i32 lanes (four v128, values in -128..127) to 16 bytes. */
+@inline function narrow16(a: v128, b: v128, c: v128, d: v128): v128 {
+  return i8x16.narrow_i16x8_s(i16x8.narrow_i32x4_s(a, b), i16x8.narrow_i32x4_s(c, d));
+}
+
+/** C roundf on four lanes, then to int: ties AWAY from zero (x - trunc(x) is exact in f32). */
+@inline function roundHalfAway4(v: v128): v128 {
+  const t = f32x4.trunc(v);
+  const away = f32x4.ge(f32x4.abs(f32x4.sub(v, t)), f32x4.splat(0.5));
+  const one = v128.or(v128.and(v, i32x4.splat(0x80000000)), f32x4.splat(1)); // copysign(1, v)
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(t, v128.and(one, away)));
+}
+
 /**
  * Q8_0 (34 bytes: f16 d, int8 qs[32]): d = amax / 127, q = roundf(x * (1/d)), roundf = ties AWAY
  * from zero, then C's float -> int8 conversion (low byte of cvttss2si).
+ */
+function quantizeQ8_0Block(x: usize, o: usize): void {
+  let amax: f32 = 0;
+  for (let j = 0; j < 32; j++) {
+    const a = Mathf.abs(xAt(x, j));
+    if (a > amax) amax = a;
+  }
+  const d: f32 = amax / <f32>127.0;
+  const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+  storeF16(o, d);
+  for (let j = 0; j < 32; j++) {
+    store<u8>(o + 2 + <usize>j, <u8>truncToInt(roundHalfAway(xAt(x, j) * id)));
+  }
+}
+
+/**
+ * Q8_0 with SIMD where that is the same computation: for a block of finite values with a finite 1/d,
+ * every |x * id| is at most 127 plus a few ulp, so the lanes' roundf and conversion (trunc_sat, narrow)
+ * give C's bytes; any other block (NaN, Inf, 1/d overflowing) takes the scalar path.
  */
 export function quantizeQ8_0(src: usize, dst: usize, nb: i32): void {
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 34;
-    let amax: f32 = 0;
-    for (let j = 0; j < 32; j++) {
-      const a = Mathf.abs(xAt(x, j));
-      if (a > amax) amax = a;
-    }
+    const amax = absMax32(x);
     const d: f32 = amax / <f32>127.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    if (!(amax <= f32.MAX_VALUE) || !(id <= f32.MAX_VALUE)) {
+      quantizeQ8_0Block(x, o);
+      continue;
+    }
     storeF16(o, d);
-    for (let j = 0; j < 32; j++) {
-      store<u8>(o + 2 + <usize>j, <u8>truncToInt(roundHalfAway(xAt(x, j) * id)));
+    const idv = f32x4.splat(id);
+    for (let h: usize = 0; h < 2; h++) {
+      const p = x + h * 64;
+      const q = narrow16(
+        roundHalfAway4(f32x4.mul(v128.load(p), idv)),
+        roundHalfAway4(f32x4.mul(v128.load(p + 16), idv)),
+        roundHalfAway4(f32x4.mul(v128.load(p + 32), idv)),
+        roundHalfAway4(f32x4.mul(v128.load(p + 48), idv)),
+      );
+      v128.store(o + 2 + h * 16, q);
     }
   }
 }
@@ -141,29 +185,66 @@ export function quantizeQ8_0(src: usize, dst: usize, nb: i32): void {
  * value of largest magnitude (first wins), d = max / -8, q = MIN(15, (int8)(x * (1/d) + 8.5f)):
  * TRUNCATION of x*id + 8.5, i.e. round half up, then clamp.
  */
+function quantizeQ4_0Block(x: usize, o: usize): void {
+  let amax: f32 = 0;
+  let max: f32 = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = xAt(x, j);
+    if (amax < Mathf.abs(v)) {
+      amax = Mathf.abs(v);
+      max = v;
+    }
+  }
+  const d: f32 = max / <f32>-8.0;
+  const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+  storeF16(o, d);
+  for (let j = 0; j < 16; j++) {
+    const a: f32 = xAt(x, j) * id;
+    const b: f32 = xAt(x, j + 16) * id;
+    const qa = min<i32>(15, <i32><i8>truncToInt(a + <f32>8.5)) & 0xff;
+    const qb = min<i32>(15, <i32><i8>truncToInt(b + <f32>8.5)) & 0xff;
+    store<u8>(o + 2 + <usize>j, <u8>(qa | (qb << 4)));
+  }
+}
+
+/** MIN(15, trunc(x * id + 8.5f)) on four lanes (values in 0..16 before the clamp, see quantizeQ4_0). */
+@inline function q4_0Lanes(p: usize, idv: v128): v128 {
+  const t = f32x4.add(f32x4.mul(v128.load(p), idv), f32x4.splat(8.5));
+  return i32x4.min_s(i32x4.trunc_sat_f32x4_s(t), i32x4.splat(15));
+}
+
+/**
+ * Q4_0 with SIMD where that is the same computation: the signed max is the first value whose |x| equals
+ * the block's largest (as C's strict `amax < fabsf(v)` keeps the first); for finite values and a finite
+ * 1/d, x * id lies in [-8, 8] up to a few ulp, so + 8.5 and truncation stay in 0..16 and the lanes give
+ * C's nibbles. Other blocks take the scalar path.
+ */
 export function quantizeQ4_0(src: usize, dst: usize, nb: i32): void {
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 18;
-    let amax: f32 = 0;
+    const amax = absMax32(x);
     let max: f32 = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = xAt(x, j);
-      if (amax < Mathf.abs(v)) {
-        amax = Mathf.abs(v);
-        max = v;
+    if (amax > 0) {
+      for (let j = 0; j < 32; j++) {
+        const v = xAt(x, j);
+        if (Mathf.abs(v) == amax) {
+          max = v;
+          break;
+        }
       }
     }
     const d: f32 = max / <f32>-8.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
-    storeF16(o, d);
-    for (let j = 0; j < 16; j++) {
-      const a: f32 = xAt(x, j) * id;
-      const b: f32 = xAt(x, j + 16) * id;
-      const qa = min<i32>(15, <i32><i8>truncToInt(a + <f32>8.5)) & 0xff;
-      const qb = min<i32>(15, <i32><i8>truncToInt(b + <f32>8.5)) & 0xff;
-      store<u8>(o + 2 + <usize>j, <u8>(qa | (qb << 4)));
+    if (!(amax <= f32.MAX_VALUE) || !(Mathf.abs(id) <= f32.MAX_VALUE)) {
+      quantizeQ4_0Block(x, o);
+      continue;
     }
+    storeF16(o, d);
+    const idv = f32x4.splat(id);
+    const lo = narrow16(q4_0Lanes(x, idv), q4_0Lanes(x + 16, idv), q4_0Lanes(x + 32, idv), q4_0Lanes(x + 48, idv));
+    const hi = narrow16(q4_0Lanes(x + 64, idv), q4_0Lanes(x + 80, idv), q4_0Lanes(x + 96, idv), q4_0Lanes(x + 112, idv));
+    v128.store(o + 2, v128.or(lo, i8x16.shl(hi, 4)));
   }
 }
 
@@ -266,102 +347,6 @@ export function quantizeQ5_1(src: usize, dst: usize, nb: i32): void {
 // ---------------------------------------------------------------------------------------------
 // K-quant scale searches
 
-/** make_qkx2_quants' second result (C's *the_min). */
-let qkx2TheMin: f32 = 0;
-
-/**
- * make_qkx2_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad): asymmetric
- * scale + min search over x[0..n), weights at WEIGHTS_PTR; writes L at l (0..nmax), returns the scale.
- * Levels by nearest_int (ties to even). Two shortcuts, both exact: a step whose levels equal the
- * previous step's is skipped (same sums, same error, which cannot beat the best), and the error sum
- * stops once it reaches the best error (all terms >= 0, f32 rounding is monotone).
- */
-function makeQkx2Quants(n: i32, nmax: i32, x: usize, l: usize, rmin: f32, nstep: i32, useMad: bool): f32 {
-  const w = WEIGHTS_PTR;
-  const shifted = SHIFTED_PTR;
-  const laux = LAUX_PTR;
-  let vmin = xAt(x, 0);
-  let vmax = xAt(x, 0);
-  let sumW = load<f32>(w);
-  let sumX: f32 = sumW * xAt(x, 0);
-  for (let i = 1; i < n; i++) {
-    const xi = xAt(x, i);
-    if (xi < vmin) vmin = xi;
-    if (xi > vmax) vmax = xi;
-    const wi = load<f32>(w + (<usize>i << 2));
-    sumW += wi;
-    sumX += wi * xi;
-  }
-  if (vmin > 0) vmin = 0;
-  if (vmax == vmin) {
-    for (let i = 0; i < n; i++) store<u8>(l + <usize>i, 0);
-    qkx2TheMin = -vmin;
-    return 0;
-  }
-  const fnmax = <f32>nmax;
-  for (let i = 0; i < n; i++) store<f32>(shifted + (<usize>i << 2), xAt(x, i) - vmin);
-  let iscale: f32 = fnmax / (vmax - vmin);
-  let scale: f32 = <f32>1.0 / iscale;
-  let bestError: f32 = 0;
-  for (let i = 0; i < n; i++) {
-    const li = clampInt(nearestInt(iscale * load<f32>(shifted + (<usize>i << 2))), 0, nmax);
-    store<u8>(l + <usize>i, <u8>li);
-    let diff: f32 = scale * <f32>li + vmin - xAt(x, i);
-    diff = useMad ? Mathf.abs(diff) : diff * diff;
-    bestError += load<f32>(w + (<usize>i << 2)) * diff;
-  }
-  if (nstep < 1) {
-    qkx2TheMin = -vmin;
-    return scale;
-  }
-  for (let is = 0; is <= nstep; is++) {
-    iscale = (rmin + RDELTA * <f32>is + fnmax) / (vmax - vmin);
-    let changed: i32 = is == 0 ? 1 : 0;
-    for (let i = 0; i < n; i++) {
-      const li = clampInt(nearestInt(iscale * load<f32>(shifted + (<usize>i << 2))), 0, nmax);
-      changed |= li ^ <i32>load<u8>(laux + <usize>i);
-      store<u8>(laux + <usize>i, <u8>li);
-    }
-    if (changed == 0) continue;
-    let sumL: f32 = 0;
-    let sumL2: f32 = 0;
-    let sumXL: f32 = 0;
-    for (let i = 0; i < n; i++) {
-      const lf = <f32>load<u8>(laux + <usize>i);
-      const wl: f32 = load<f32>(w + (<usize>i << 2)) * lf;
-      sumL += wl;
-      sumL2 += wl * lf;
-      sumXL += wl * xAt(x, i);
-    }
-    const D: f32 = sumW * sumL2 - sumL * sumL;
-    if (D > 0) {
-      let thisScale: f32 = (sumW * sumXL - sumX * sumL) / D;
-      let thisMin: f32 = (sumL2 * sumX - sumL * sumXL) / D;
-      if (thisMin > 0) {
-        thisMin = 0;
-        thisScale = sumXL / sumL2;
-      }
-      let curError: f32 = 0;
-      for (let i = 0; i < n && curError < bestError; i++) {
-        let diff: f32 = thisScale * <f32>load<u8>(laux + <usize>i) + thisMin - xAt(x, i);
-        diff = useMad ? Mathf.abs(diff) : diff * diff;
-        curError += load<f32>(w + (<usize>i << 2)) * diff;
-      }
-      if (curError < bestError) {
-        memory.copy(l, laux, <usize>n);
-        bestError = curError;
-        scale = thisScale;
-        if (thisMin != vmin) {
-          vmin = thisMin;
-          for (let i = 0; i < n; i++) store<f32>(shifted + (<usize>i << 2), xAt(x, i) - vmin);
-        }
-      }
-    }
-  }
-  qkx2TheMin = -vmin;
-  return scale;
-}
-
 /**
  * make_q3_quants(n, nmax, x, L, do_rmse = true): symmetric, up to 5 passes of coordinate descent on the
  * x^2-weighted error; levels by nearest_int (ties to even). Writes L (int8) at l in 0..2*nmax-1.
@@ -420,79 +405,6 @@ function makeQ3Quants(n: i32, nmax: i32, x: usize, l: usize): f32 {
   }
   for (let i = 0; i < n; i++) store<i8>(l + <usize>i, <i8>(<i32>load<i8>(l + <usize>i) + nmax));
   return suml2 > 0 ? sumlx / suml2 : 0;
-}
-
-/**
- * make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = NULL): symmetric scale, weights w = x^2, tries
- * iscale = -(nmax + 0.1f*is)/max for is = -9..9 (not 0); levels by nearest_int (ties to even). Writes L
- * (int8) at l in 0..2*nmax-1. A candidate whose levels equal the previous candidate's gives the same
- * sums, so its test fails again or re-selects the same L, scale and best: skipping it is exact.
- */
-function makeQxQuantsRmse1(n: i32, nmax: i32, x: usize, l: usize): f32 {
-  let max: f32 = 0;
-  let amax: f32 = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Mathf.abs(xAt(x, i));
-    if (ax > amax) {
-      amax = ax;
-      max = xAt(x, i);
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
-    for (let i = 0; i < n; i++) store<i8>(l + <usize>i, 0);
-    return 0;
-  }
-  const qw = QX_W_PTR;
-  const qwx = QX_WX_PTR;
-  let prev = QX_PREV_PTR;
-  let next = QX_NEXT_PTR;
-  for (let i = 0; i < n; i++) {
-    const xi = xAt(x, i);
-    const w: f32 = xi * xi;
-    store<f32>(qw + (<usize>i << 2), w);
-    store<f32>(qwx + (<usize>i << 2), w * xi);
-  }
-  const fnmax = <f32>nmax;
-  let iscale: f32 = <f32>(-nmax) / max;
-  let sumlx: f32 = 0;
-  let suml2: f32 = 0;
-  for (let i = 0; i < n; i++) {
-    const li = clampInt(nearestInt(iscale * xAt(x, i)), -nmax, nmax - 1);
-    store<i8>(l + <usize>i, <i8>(li + nmax));
-    store<i32>(prev + (<usize>i << 2), li);
-    const lf = <f32>li;
-    sumlx += load<f32>(qwx + (<usize>i << 2)) * lf;
-    suml2 += load<f32>(qw + (<usize>i << 2)) * lf * lf;
-  }
-  let scale: f32 = suml2 != 0 ? sumlx / suml2 : <f32>0.0;
-  let best: f32 = scale * sumlx;
-  for (let is = -9; is <= 9; is++) {
-    if (is == 0) continue;
-    iscale = -(fnmax + <f32>0.1 * <f32>is) / max;
-    let changed: i32 = 0;
-    for (let i = 0; i < n; i++) {
-      const li = clampInt(nearestInt(iscale * xAt(x, i)), -nmax, nmax - 1);
-      changed |= li ^ load<i32>(prev + (<usize>i << 2));
-      store<i32>(next + (<usize>i << 2), li);
-    }
-    const t = prev;
-    prev = next;
-    next = t;
-    if (changed == 0) continue;
-    let lx: f32 = 0;
-    let l2: f32 = 0;
-    for (let i = 0; i < n; i++) {
-      const lf = <f32>load<i32>(prev + (<usize>i << 2));
-      lx += load<f32>(qwx + (<usize>i << 2)) * lf;
-      l2 += load<f32>(qw + (<usize>i << 2)) * lf * lf;
-    }
-    if (l2 > 0 && lx * lx > best * l2) {
-      for (let i = 0; i < n; i++) store<i8>(l + <usize>i, <i8>(nmax + load<i32>(prev + (<usize>i << 2))));
-      scale = lx / l2;
-      best = scale * lx;
-    }
-  }
-  return scale;
 }
 
 /** ggml's nearest_int on four lanes (the same f32 add and bit operations as nearestInt). */
