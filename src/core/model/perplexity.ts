@@ -61,18 +61,22 @@ export async function perplexity(model: LlamaModel, windows: readonly Int32Array
     },
     options,
   );
-  const ctx = windows[0]!.length;
+  return perplexityFromLosses(windowLosses, windows[0]!.length, started);
+}
+
+/** The result from each window's mean loss (windows of `ctx` tokens), timed from `started` (performance.now()). */
+export function perplexityFromLosses(windowLosses: number[], ctx: number, started: number): PerplexityResult {
   const meanLoss = windowLosses.reduce((a, b) => a + b, 0) / windowLosses.length;
   if (!Number.isFinite(meanLoss)) throw new NumericError(`perplexity is not finite (mean loss ${meanLoss}): the model produced NaN or Inf logits`);
   const seconds = (performance.now() - started) / 1000;
   return {
     perplexity: Math.exp(meanLoss),
     meanLoss,
-    windows: windows.length,
+    windows: windowLosses.length,
     ctx,
-    predictions: windows.length * (ctx - 1),
+    predictions: windowLosses.length * (ctx - 1),
     windowLosses,
     seconds,
-    tokensPerSecond: (windows.length * ctx) / seconds,
+    tokensPerSecond: (windowLosses.length * ctx) / seconds,
   };
 }

@@ -1,0 +1,52 @@
+/**
+ * Perplexity where a ComputeDevice says: on the GPU when one is held, else on the CPU. Under `auto`,
+ * a setting the GPU pass does not implement (activation or KV fake-quantization, hooks) runs on the
+ * CPU with a notice, and a GPU that fails mid-pass (GpuUnavailableError: device lost or destroyed,
+ * out of memory) hands the pass to the CPU (ComputeDevice.run). Under `gpu` both are errors.
+ */
+import type { DeviceChoice } from '../../../protocol/jobs';
+import { UnsupportedError } from '../../errors';
+import type { ComputeDevice } from '../../jobs/computeDevice';
+import type { ForwardOptions, LlamaModel } from '../../model/forward';
+import { perplexity, type PerplexityResult } from '../../model/perplexity';
+import { assertGpuForwardModel, assertGpuForwardSupports, GpuLlama } from './gpuLlama';
+import { perplexityOnGpu } from './gpuPerplexity';
+
+export interface DevicePerplexityResult extends PerplexityResult {
+  /** Where the pass ran in the end. */
+  device: 'gpu' | 'cpu';
+}
+
+export interface DevicePerplexityOptions extends ForwardOptions {
+  /** f32 weight bytes the GPU pass may keep resident (see GpuLlama). */
+  residentWeightBytes?: number;
+  /** Told once per call when this pass leaves the GPU for the CPU. */
+  notice?(message: string): void;
+}
+
+export async function perplexityOnDevice(
+  device: ComputeDevice,
+  choice: DeviceChoice,
+  model: LlamaModel,
+  windows: readonly Int32Array[],
+  options: DevicePerplexityOptions = {},
+): Promise<DevicePerplexityResult> {
+  const onCpu = async (): Promise<DevicePerplexityResult> => ({ ...(await perplexity(model, windows, options)), device: 'cpu' });
+  if (device.gpu === null) return onCpu();
+  try {
+    assertGpuForwardModel(model);
+    assertGpuForwardSupports(options);
+  } catch (e) {
+    if (!(e instanceof UnsupportedError) || choice === 'gpu') throw e;
+    options.notice?.(`${e.message.replace(/; run it on the CPU$/, '')}: running this pass on the CPU`);
+    return onCpu();
+  }
+  return device.run(async (gpu) => {
+    const gpuModel = new GpuLlama(gpu, model, { residentWeightBytes: options.residentWeightBytes });
+    try {
+      return { ...(await perplexityOnGpu(gpuModel, windows, options)), device: 'gpu' };
+    } finally {
+      gpuModel.dispose();
+    }
+  }, onCpu);
+}

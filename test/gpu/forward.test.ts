@@ -1,0 +1,272 @@
+/**
+ * The WebGPU forward pass (src/core/gpu/forward) against the CPU pass and the PyTorch reference.
+ * Stated tolerances (f32 accumulation in another order than the CPU pass):
+ *  - logits: max |GPU - CPU| <= 1e-3 absolute and <= 1e-4 of the largest |logit|;
+ *  - perplexity: within 1e-4 relative of the CPU pass and of micro-llama-reference.json's ppl_fp32;
+ *  - weight fake-quant (W4g64): within 1e-3 relative of the reference (as the CPU test).
+ */
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { acquireGpu } from '../../src/core/gpu/device';
+import { CancelledError, GpuUnavailableError, UnsupportedError } from '../../src/core/errors';
+import { GpuLlama, isSoftwareAdapter, type GpuLlamaOptions } from '../../src/core/gpu/forward/gpuLlama';
+import { perplexityOnGpu } from '../../src/core/gpu/forward/gpuPerplexity';
+import { perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity';
+import { ComputeDevice } from '../../src/core/jobs/computeDevice';
+import { parseQuantSetting } from '../../src/core/model/fakeQuant';
+import { loadModel, type LoadedModel } from '../../src/core/model/loadModel';
+import { makeWindows, perplexity } from '../../src/core/model/perplexity';
+import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
+import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
+
+after(releaseSharedGpu);
+
+interface Reference {
+  ppl_fp32: number;
+  fake_quant_ppl: Record<string, number>;
+  probe: { ids: number[]; logits_row0_first8: number[]; logits_last_top5: number[] };
+}
+const reference = JSON.parse(readFileSync(join(fixturesDir, 'micro-llama-reference.json'), 'utf8')) as Reference;
+const evalText = readFileSync(join(fixturesDir, 'eval.txt'), 'utf8');
+
+async function withModel<T>(path: string, fn: (lm: LoadedModel) => Promise<T>): Promise<T> {
+  const lm = await loadModel(path);
+  try {
+    return await fn(lm);
+  } finally {
+    await lm.close();
+  }
+}
+
+async function cpuLogits(lm: LoadedModel, windows: Int32Array[]): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  await lm.model.run(windows, (w, logits) => {
+    out[w] = logits.slice();
+  });
+  return out;
+}
+
+/** Max |a - b| and max |b| over every window. */
+function compareLogits(gpu: Float32Array[], cpu: Float32Array[]): { maxDiff: number; maxAbs: number } {
+  let maxDiff = 0;
+  let maxAbs = 0;
+  assert.equal(gpu.length, cpu.length);
+  cpu.forEach((c, w) => {
+    const g = gpu[w]!;
+    assert.equal(g.length, c.length);
+    for (let i = 0; i < c.length; i++) {
+      const d = Math.abs(g[i]! - c[i]!);
+      if (!(d <= maxDiff)) maxDiff = d; // NaN sticks
+      maxAbs = Math.max(maxAbs, Math.abs(c[i]!));
+    }
+  });
+  return { maxDiff, maxAbs };
+}
+
+async function gpuLogits(model: GpuLlama, windows: Int32Array[], options = {}): Promise<Float32Array[]> {
+  const out: Float32Array[] = [];
+  await model.run(
+    windows,
+    (w, logits, rows) => {
+      assert.equal(rows, windows[w]!.length);
+      out[w] = logits.slice();
+    },
+    options,
+  );
+  return out;
+}
+
+test('GPU logits equal the CPU pass on micro-llama (safetensors, 3 windows of 256): tiled and direct matmul, weights resident and streamed', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const windows = makeWindows(lm.tokenizer.encode(evalText), 256, 3);
+    const cpu = await cpuLogits(lm, windows);
+    const variants: GpuLlamaOptions[] = [{ matmul: 'tiled' }, { matmul: 'direct', residentWeightBytes: 0 }];
+    for (const options of variants) {
+      const model: GpuLlama = new GpuLlama(gpu, lm.model, options);
+      try {
+        assert.equal(model.keepsWeightsResident(), options.residentWeightBytes === undefined);
+        const { maxDiff, maxAbs } = compareLogits(await gpuLogits(model, windows), cpu);
+        assert.ok(maxDiff <= 1e-3 && maxDiff <= 1e-4 * maxAbs, `${JSON.stringify(options)}: max |GPU - CPU| ${maxDiff} (largest logit ${maxAbs})`);
+        // A second pass on the same instance (resident weights reused) gives the same logits.
+        const again = compareLogits(await gpuLogits(model, windows), cpu);
+        assert.equal(again.maxDiff, maxDiff);
+      } finally {
+        model.dispose();
+      }
+    }
+  });
+});
+
+test('GPU probe logits match the PyTorch reference (row 0 first 8, last-row top 5)', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const model = new GpuLlama(gpu, lm.model);
+    try {
+      const [logits] = await gpuLogits(model, [Int32Array.from(reference.probe.ids)]);
+      const vocab = lm.model.config.vocabSize;
+      reference.probe.logits_row0_first8.forEach((v, i) => assert.ok(Math.abs(logits![i]! - v) < 1e-3, `row 0 logit ${i}: ${logits![i]} vs ${v}`));
+      const last = logits!.subarray((reference.probe.ids.length - 1) * vocab);
+      const top = Array.from(last.keys())
+        .sort((a, b) => last[b]! - last[a]!)
+        .slice(0, 5);
+      assert.deepEqual(top, reference.probe.logits_last_top5);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+test('GPU perplexity of micro-llama (64 x 256) equals the PyTorch reference within 1e-4 relative; W4g64 equals the CPU pass', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const model = new GpuLlama(gpu, lm.model);
+    try {
+      assert.equal(model.matmulVariant, isSoftwareAdapter(gpu.description) ? 'direct' : 'tiled', gpu.description);
+      const windows = makeWindows(lm.tokenizer.encode(evalText), 256, 64);
+      const r = await perplexityOnGpu(model, windows);
+      assert.equal(r.predictions, 64 * 255);
+      assert.ok(Math.abs(r.perplexity / reference.ppl_fp32 - 1) < 1e-4, `GPU ppl ${r.perplexity} vs reference ${reference.ppl_fp32}`);
+      // Weight fake-quant (applied on the host before the upload); the CPU pass's W4g64 matches the
+      // reference's 64-window figure (test/unit/perplexity.test.ts), 4 windows keep this test short.
+      const quant = parseQuantSetting('W4g64', 64);
+      const few = windows.slice(0, 4);
+      const w4 = await perplexityOnGpu(model, few, { quant });
+      const cpu = await perplexity(lm.model, few, { quant });
+      assert.ok(Math.abs(w4.perplexity / cpu.perplexity - 1) < 1e-4, `GPU W4g64 ppl ${w4.perplexity} vs CPU ${cpu.perplexity}`);
+      assert.ok(w4.perplexity > r.perplexity * 1.001, 'W4 changes the result');
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+test('GGUF input (interleaved RoPE layout): GPU logits equal the CPU pass on the same file, perplexity equals safetensors', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const ppl: number[] = [];
+  for (const path of [microLlamaDir, microLlamaF32Gguf]) {
+    await withModel(path, async (lm) => {
+      const windows = makeWindows(lm.tokenizer.encode(evalText), 256, 8);
+      const model = new GpuLlama(gpu, lm.model);
+      try {
+        if (path === microLlamaF32Gguf) {
+          assert.equal(lm.model.config.ropeLayout, 'interleaved');
+          const two = windows.slice(0, 2);
+          const { maxDiff, maxAbs } = compareLogits(await gpuLogits(model, two), await cpuLogits(lm, two));
+          assert.ok(maxDiff <= 1e-3 && maxDiff <= 1e-4 * maxAbs, `GGUF: max |GPU - CPU| ${maxDiff} (largest logit ${maxAbs})`);
+        }
+        ppl.push((await perplexityOnGpu(model, windows)).perplexity);
+      } finally {
+        model.dispose();
+      }
+    });
+  }
+  assert.ok(Math.abs(ppl[1]! / ppl[0]! - 1) < 1e-4, `GPU ppl safetensors ${ppl[0]} vs GGUF ${ppl[1]}`);
+});
+
+test('what the GPU pass does not implement is refused by name (A8, KV4, hooks)', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const model = new GpuLlama(gpu, lm.model);
+    try {
+      const windows = makeWindows(lm.tokenizer.encode(evalText), 64, 1);
+      await assert.rejects(model.windowLosses(windows, { quant: parseQuantSetting('W8A8', 64) }), (e: unknown) => e instanceof UnsupportedError && /W8A8.*A8/.test(e.message));
+      await assert.rejects(model.windowLosses(windows, { quant: parseQuantSetting('KV4', 64) }), (e: unknown) => e instanceof UnsupportedError && /KV4/.test(e.message));
+      await assert.rejects(model.windowLosses(windows, { hooks: { onActivation: () => undefined } }), (e: unknown) => e instanceof UnsupportedError && /hooks/.test(e.message));
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+test('cancel mid-pass (after layer 1) stops with CancelledError, and the device still works', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const model = new GpuLlama(gpu, lm.model, { residentWeightBytes: 0 });
+    try {
+      const windows = makeWindows(lm.tokenizer.encode(evalText), 256, 2);
+      const controller = new AbortController();
+      const seen: number[] = [];
+      await assert.rejects(
+        model.windowLosses(windows, {
+          signal: controller.signal,
+          onProgress: (done) => {
+            seen.push(done);
+            if (done === 1) controller.abort();
+          },
+        }),
+        CancelledError,
+      );
+      assert.deepEqual(seen, [1]);
+      const ok = await perplexityOnGpu(model, windows);
+      assert.ok(Number.isFinite(ok.perplexity));
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+test('device destroyed mid-pass: GpuUnavailableError; under --device auto the pass finishes on the CPU with the same perplexity', async (t) => {
+  if ((await gpuOrSkip(t)) === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const windows = makeWindows(lm.tokenizer.encode(evalText), 256, 2);
+    const own = await acquireGpu();
+    const model = new GpuLlama(own, lm.model);
+    try {
+      await assert.rejects(model.windowLosses(windows, { onProgress: (done) => done === 1 && own.destroy() }), GpuUnavailableError);
+    } finally {
+      model.dispose();
+      own.destroy();
+    }
+    const notices: string[] = [];
+    const device = await ComputeDevice.open('auto', (m) => notices.push(m));
+    try {
+      assert.equal(device.kind, 'gpu');
+      const cpu = await perplexity(lm.model, windows);
+      let destroyed = false;
+      const r = await perplexityOnDevice(device, 'auto', lm.model, windows, {
+        onProgress: (done) => {
+          if (done === 1 && !destroyed && device.gpu !== null) {
+            destroyed = true;
+            device.gpu.destroy();
+          }
+        },
+      });
+      assert.equal(r.device, 'cpu');
+      assert.equal(r.perplexity, cpu.perplexity);
+      assert.equal(notices.length, 1);
+      assert.match(notices[0]!, /continuing on the CPU/);
+    } finally {
+      device.dispose();
+    }
+  });
+});
+
+test('--device auto runs A8 on the CPU with a notice; --device gpu refuses it', async (t) => {
+  if ((await gpuOrSkip(t)) === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const windows = makeWindows(lm.tokenizer.encode(evalText), 128, 1);
+    const quant = parseQuantSetting('W8A8', 64);
+    const device = await ComputeDevice.open('auto', () => undefined);
+    try {
+      const notices: string[] = [];
+      const r = await perplexityOnDevice(device, 'auto', lm.model, windows, { quant, notice: (m) => notices.push(m) });
+      assert.equal(r.device, 'cpu');
+      assert.equal(r.perplexity, (await perplexity(lm.model, windows, { quant })).perplexity);
+      assert.match(notices.join('\n'), /A8.*on the CPU/);
+      await assert.rejects(perplexityOnDevice(device, 'gpu', lm.model, windows, { quant }), UnsupportedError);
+      const onGpu = await perplexityOnDevice(device, 'auto', lm.model, windows);
+      assert.equal(onGpu.device, 'gpu');
+    } finally {
+      device.dispose();
+    }
+  });
+});
