@@ -15,6 +15,9 @@ import { join, resolve } from 'node:path';
 import { loadModel } from '../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../src/core/model/perplexity';
 import { readTextFile } from '../src/core/model/calibration';
+import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
+import { GpuLlama } from '../src/core/gpu/forward/gpuLlama';
+import { perplexityOnGpu } from '../src/core/gpu/forward/gpuPerplexity';
 
 const CTX = 256;
 
@@ -41,6 +44,39 @@ async function benchOurs(modelPath: string, textPath: string, windows: number): 
       `ours (CPU, 1 thread) ${modelPath.split(/[\\/]/).slice(-1)[0]}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(1)} s wall / ${cpu.toFixed(1)} s CPU = ${r.tokensPerSecond.toFixed(0)} tok/s wall, ${(tokens / cpu).toFixed(0)} tok/s per CPU-second; peak RSS so far ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
     );
   } finally {
+    await lm.close();
+  }
+}
+
+/**
+ * Our WebGPU path (src/core/gpu/forward): the same windows, losses computed on the device. Two
+ * passes: the first includes reading the weights from the file and uploading them, the second runs
+ * on the weights already resident (what a multi-setting eval or a second run on the same device sees).
+ */
+async function benchOursGpu(modelPath: string, textPath: string, windows: number): Promise<void> {
+  const name = modelPath.split(/[\\/]/).slice(-1)[0];
+  let gpu: GpuContext;
+  try {
+    gpu = await acquireGpu();
+  } catch (e) {
+    console.log(`ours (WebGPU) ${name}: not run (${e instanceof Error ? e.message : String(e)})`);
+    return;
+  }
+  const lm = await loadModel(modelPath);
+  try {
+    const batches = makeWindows(lm.tokenizer.encode(await readTextFile(textPath)), CTX, windows);
+    const model = new GpuLlama(gpu, lm.model);
+    try {
+      const tokens = windows * CTX;
+      for (const pass of ['first pass (read + upload weights)', 'second pass (weights resident)']) {
+        const r = await perplexityOnGpu(model, batches);
+        console.log(`ours (WebGPU on ${gpu.description}) ${name}, ${pass}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(2)} s wall = ${r.tokensPerSecond.toFixed(0)} tok/s`);
+      }
+    } finally {
+      model.dispose();
+    }
+  } finally {
+    gpu.destroy();
     await lm.close();
   }
 }
@@ -101,18 +137,27 @@ export async function benchForward(): Promise<void> {
   const tiny = join(shared, 'models', 'tiny-llama');
   const q4 = join(shared, 'models', 'gguf', 'tiny-llama-Q4_K_M.gguf');
   const text = join(shared, 'data', 'eval.txt');
-  if (!existsSync(tiny) || !existsSync(text)) {
-    console.log(`forward bench skipped: ${tiny} or ${text} is missing (set QUANTLENS_SHARED_DIR)`);
+  if (!existsSync(text) || (!existsSync(tiny) && !existsSync(q4))) {
+    console.log(`forward bench skipped: ${text}, or both ${tiny} and ${q4}, missing (set QUANTLENS_SHARED_DIR)`);
     return;
   }
   const windows = Number(process.env.QL_BENCH_WINDOWS ?? 64);
   const threads = Number(process.env.QL_BENCH_THREADS ?? 1);
-  console.log(`tiny-llama eval: ${windows} windows x ${CTX} tokens of ${text}; llama.cpp threads ${threads} (QL_BENCH_THREADS), ours single-threaded`);
-  await benchOurs(tiny, text, windows);
+  // Which runtimes to run (QL_BENCH_FORWARD=cpu,gpu,llama; default all): the CPU path alone takes
+  // minutes for 64 windows, which a GPU machine's run may skip.
+  const paths = new Set((process.env.QL_BENCH_FORWARD ?? 'cpu,gpu,llama').split(','));
+  console.log(`tiny-llama eval: ${windows} windows x ${CTX} tokens of ${text}; llama.cpp threads ${threads} (QL_BENCH_THREADS), ours single-threaded; runs ${[...paths].join(', ')} (QL_BENCH_FORWARD)`);
+  if (existsSync(tiny)) {
+    if (paths.has('cpu')) await benchOurs(tiny, text, windows);
+    if (paths.has('gpu')) await benchOursGpu(tiny, text, windows);
+  }
   if (existsSync(q4)) {
-    await benchOurs(q4, text, windows);
-    await benchNodeLlamaCpp(q4, text, windows, threads);
-    benchLlamaPerplexity(q4, text, windows, threads);
+    if (paths.has('cpu')) await benchOurs(q4, text, windows);
+    if (paths.has('gpu')) await benchOursGpu(q4, text, windows);
+    if (paths.has('llama')) {
+      await benchNodeLlamaCpp(q4, text, windows, threads).catch((e: unknown) => console.log(`node-llama-cpp: not run (${e instanceof Error ? e.message : String(e)})`));
+      benchLlamaPerplexity(q4, text, windows, threads);
+    }
   } else {
     console.log(`${q4} is missing: llama.cpp comparison skipped`);
   }
