@@ -159,4 +159,15 @@ test('argument checks: block multiples, buffer sizes, unsupported types; NaN/Inf
   assert.equal(findNonFinite(Float32Array.from([0, 1, -2])), -1);
   assert.equal(findNonFinite(Float32Array.from([0, 1, NaN])), 2);
   assert.equal(findNonFinite(Float32Array.from([-Infinity, 1])), 0);
+  // long inputs (eight values per step, then the tail), views at an offset, the first of several
+  const long = new Float32Array(1003).fill(0.5);
+  assert.equal(findNonFinite(long), -1);
+  for (const at of [0, 7, 8, 13, 999, 1002]) {
+    const x = long.slice();
+    x[at] = at % 2 === 0 ? NaN : -Infinity;
+    x[1002] = Infinity;
+    assert.equal(findNonFinite(x), at, `non-finite at ${at}`);
+    assert.equal(findNonFinite(x.subarray(3)), at - 3 >= 0 ? at - 3 : 999, `view from 3, non-finite at ${at}`);
+  }
+  assert.equal(findNonFinite(Float32Array.from([3.4028234663852886e38, -1e-45, 0])), -1, 'FLT_MAX and subnormals are finite');
 });

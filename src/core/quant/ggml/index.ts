@@ -94,9 +94,25 @@ export function dequantizeGgml(type: GgmlTypeName, src: Uint8Array, dst: Float32
 
 /** Index of the first NaN or +-Inf in `values`, or -1. */
 export function findNonFinite(values: Float32Array): number {
-  for (let i = 0; i < values.length; i++) {
-    const v = values[i]!;
-    if (v - v !== 0) return i;
+  // exponent bits all ones = NaN or +-Inf; integer tests on the bits, eight per step, are about twice
+  // as fast as `v - v !== 0` on floats (this scans every value of every tensor an export writes)
+  const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+  const EXP = 0x7f800000;
+  const whole = bits.length - (bits.length % 8);
+  for (let i = 0; i < whole; i += 8) {
+    if (
+      (bits[i]! & EXP) === EXP ||
+      (bits[i + 1]! & EXP) === EXP ||
+      (bits[i + 2]! & EXP) === EXP ||
+      (bits[i + 3]! & EXP) === EXP ||
+      (bits[i + 4]! & EXP) === EXP ||
+      (bits[i + 5]! & EXP) === EXP ||
+      (bits[i + 6]! & EXP) === EXP ||
+      (bits[i + 7]! & EXP) === EXP
+    ) {
+      for (let j = i; ; j++) if ((bits[j]! & EXP) === EXP) return j;
+    }
   }
+  for (let i = whole; i < bits.length; i++) if ((bits[i]! & EXP) === EXP) return i;
   return -1;
 }
