@@ -31,6 +31,8 @@ type SchemeKernel = 'intn' | 'fp8' | 'nf4';
 type Phase = 0 | 1 | 2 | 3;
 const PHASE_NAMES = ['range', 'params', 'encode', 'decode'] as const;
 const WG = 64;
+/** Values per thread of the encode and decode phases (VALUES_PER_THREAD in research_span.wgsl). */
+const VALUES_PER_THREAD = 32;
 const NO_BAD_VALUE = 0xffffffff;
 
 const BINDINGS: readonly BindingKind[] = ['read-only-storage', 'storage', 'storage', 'storage', 'storage', 'storage', 'uniform'];
@@ -70,7 +72,6 @@ interface SchemeConfig {
   signedLevels: boolean;
 }
 
-const codesPerWord = (kernel: SchemeKernel): number => (kernel === 'nf4' ? 8 : 4);
 /** Bytes of codes for `count` values (one byte each, or two NF4 codes per byte). */
 const codeBytes = (kernel: SchemeKernel, count: number): number => (kernel === 'nf4' ? Math.ceil(count / 2) : count);
 
@@ -326,7 +327,7 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
         const phases: { phase: Phase; workgroups: number }[] = [];
         if (spanFitsChunk) phases.push({ phase: 0, workgroups: rangeWorkgroups(layout, chunk.spanCount) });
         if (givenSpanWords === undefined) phases.push({ phase: 1, workgroups: Math.ceil(chunk.spanCount / WG) });
-        phases.push({ phase: 2, workgroups: Math.ceil(Math.ceil(chunk.count / codesPerWord(scheme)) / WG) });
+        phases.push({ phase: 2, workgroups: Math.ceil(chunk.count / VALUES_PER_THREAD / WG) });
         const chunkCodeBytes = codeBytes(scheme, chunk.count);
         const copies = [
           { from: buffers.codes, to: offsets.codes, bytes: chunkCodeBytes },
@@ -384,7 +385,7 @@ async function decodeOnGpu(gpu: GpuContext, codes: Uint8Array, layout: SpanLayou
           gpu.device.queue.writeBuffer(buffers.ranges, 0, ranges);
         }
         const copies = [{ from: buffers.decoded, to: offsets.decoded, bytes: chunk.count * 4 }];
-        await runPhases(gpu, buffers, scheme, [{ phase: 3, workgroups: Math.ceil(chunk.count / WG) }], copies, options, index, chunks.length, (mapped) => {
+        await runPhases(gpu, buffers, scheme, [{ phase: 3, workgroups: Math.ceil(chunk.count / VALUES_PER_THREAD / WG) }], copies, options, index, chunks.length, (mapped) => {
           out.set(new Float32Array(mapped, offsets.decoded, chunk.count), chunk.start);
         });
       });

@@ -63,7 +63,15 @@ fn e4m3_bits(code: u32) -> u32 {
   return sign | ((e + 120u) << 23u) | (m << 20u);
 }
 
+// E4M3 of f32(w / scale): the float unit's quotient when the code is the same over its whole error
+// window (bits +- DIV_SLACK_ULPS, same sign and normal; the code's magnitude is monotonic), else the
+// exact division.
 fn encode_value(w: u32, p: vec2<u32>) -> u32 {
+  let c = f32_div_estimate(w, p.x);
+  if (c != F32_NAN) {
+    let code = e4m3_of(c - DIV_SLACK_ULPS);
+    if (code == e4m3_of(c + DIV_SLACK_ULPS)) { return code; }
+  }
   return e4m3_of(f32_div(w, p.x));
 }
 

@@ -38,8 +38,19 @@ fn span_params(lo: u32, hi: u32, absmax: u32) -> vec2<u32> {
   return vec2<u32>(scale, u32(zero));
 }
 
+// roundEven(f32(w / scale)): the float unit's quotient when roundEven is the same over its whole
+// error window (bits +- DIV_SLACK_ULPS, same sign and normal), else the exact division.
+fn rounded_quotient(w: u32, scale: u32) -> i32 {
+  let c = f32_div_estimate(w, scale);
+  if (c != F32_NAN) {
+    let r = round_even_i32(c - DIV_SLACK_ULPS);
+    if (r == round_even_i32(c + DIV_SLACK_ULPS)) { return r; }
+  }
+  return round_even_i32(f32_div(w, scale));
+}
+
 fn encode_value(w: u32, p: vec2<u32>) -> u32 {
-  let r = round_even_i32(f32_div(w, p.x));
+  let r = rounded_quotient(w, p.x);
   if (u.symmetric == 1u) {
     let qmax = (1 << (u.bits - 1u)) - 1;
     let q = clamp(r, -qmax, qmax);

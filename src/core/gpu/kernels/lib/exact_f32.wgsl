@@ -79,6 +79,13 @@ fn f32_mul(a: u32, b: u32) -> u32 {
   if (ax > F32_INF || bx > F32_INF) { return F32_NAN; }
   if (ax == F32_INF || bx == F32_INF) { return select(sign | F32_INF, F32_NAN, ax == 0u || bx == 0u); }
   if (ax == 0u || bx == 0u) { return sign; }
+  // Normal operands whose product is normal with room to spare: the float unit's product is
+  // correctly rounded (WGSL requires it for *); only subnormals and overflow need the integers.
+  let ea = i32(ax >> 23u);
+  let eb = i32(bx >> 23u);
+  if (ea != 0 && eb != 0 && ea + eb - 127 >= 2 && ea + eb - 127 <= 252) {
+    return bitcast<u32>(bitcast<f32>(a) * bitcast<f32>(b));
+  }
   let ua = unpack_f32(ax);
   let ub = unpack_f32(bx);
   let p = mul_wide(ua.m, ub.m); // in [2^46, 2^48): (lo, hi)
@@ -139,4 +146,20 @@ fn order_key(b: u32) -> u32 {
 
 fn key_to_bits(k: u32) -> u32 {
   return select(~k, k & 0x7fffffffu, (k & 0x80000000u) != 0u);
+}
+
+// The float unit's a / b (bits), or F32_NAN where its error bound does not hold: WGSL guarantees
+// 2.5 ULP for normal operands with |b| in [2^-126, 2^126]; callers allow DIV_SLACK_ULPS either side
+// and take the exact f32_div whenever the result could differ inside that window, so the estimate
+// only ever decides cases that every quotient in the window decides the same way.
+const DIV_SLACK_ULPS = 32u;
+
+fn f32_div_estimate(a: u32, b: u32) -> u32 {
+  let ea = (a >> 23u) & 0xffu;
+  let eb = (b >> 23u) & 0xffu;
+  if (ea == 0u || ea == 255u || eb < 2u || eb > 252u) { return F32_NAN; }
+  let c = bitcast<u32>(bitcast<f32>(a) / bitcast<f32>(b));
+  let ec = (c >> 23u) & 0xffu;
+  if (ec < 2u || ec > 252u) { return F32_NAN; }
+  return c;
 }

@@ -7,8 +7,8 @@
 //   PHASE 0 range:   one workgroup per span (or one thread per short span): lo = min(min, 0),
 //                    hi = max(max, 0), absmax (exact, in integers).
 //   PHASE 1 params:  one thread per span: the kernel's span_params(lo, hi, absmax) -> 2 words.
-//   PHASE 2 encode:  one thread per u32 of codes: CODES_PER_WORD codes at code_shift(j).
-//   PHASE 3 decode:  one thread per value: decode_value(code, span) -> f32 bits.
+//   PHASE 2 encode:  one thread per VALUES_PER_THREAD values: CODES_PER_WORD codes per u32 at code_shift(j).
+//   PHASE 3 decode:  one thread per VALUES_PER_THREAD values: decode_value(code, span) -> f32 bits.
 // Every phase that reads weights records the chunk-local index of the first NaN/Inf in first_bad.
 // The including kernel declares CODES_PER_WORD, CODE_MASK, code_shift, span_params, encode_value,
 // decode_value.
@@ -47,15 +47,6 @@ fn load_value(i: u32) -> u32 {
   let b = src[i];
   if ((b & 0x7f800000u) == 0x7f800000u) { atomicMin(&first_bad[0], i); }
   return b;
-}
-
-// Chunk-local span index of chunk-local value i.
-fn span_of(i: u32) -> u32 {
-  let col0 = u.chunk_start % u.cols;
-  let c = col0 + i;
-  let row_offset = c / u.cols;
-  let col = c - row_offset * u.cols;
-  return row_offset * u.groups_per_row + col / u.group - col0 / u.group;
 }
 
 // Chunk-local [first, last) of chunk-local span k (clipped to the chunk).
@@ -119,24 +110,69 @@ fn params_phase(k: u32) {
   span_words[2u * k + 1u] = p.y;
 }
 
-fn encode_phase(w: u32) {
-  let first = w * CODES_PER_WORD;
-  if (first >= u.count) { return; }
-  var word = 0u;
-  for (var j = 0u; j < CODES_PER_WORD; j = j + 1u) {
-    let i = first + j;
-    if (i >= u.count) { break; }
-    let k = span_of(i);
-    let code = encode_value(load_value(i), vec2<u32>(span_words[2u * k], span_words[2u * k + 1u]));
-    word = word | ((code & CODE_MASK) << code_shift(j));
-  }
-  codes[w] = word;
+// Values per thread in the encode and decode phases (a multiple of CODES_PER_WORD): the span of the
+// first value takes divisions, the rest is followed by counting.
+const VALUES_PER_THREAD = 32u;
+
+// Walks values first..last of the chunk with their chunk-local span index.
+struct SpanCursor { col: u32, in_group: u32, k: u32 }
+
+fn cursor_at(i: u32) -> SpanCursor {
+  let col0 = u.chunk_start % u.cols;
+  let c = col0 + i;
+  let row_offset = c / u.cols;
+  let col = c - row_offset * u.cols;
+  return SpanCursor(col, col % u.group, row_offset * u.groups_per_row + col / u.group - col0 / u.group);
 }
 
-fn decode_phase(i: u32) {
-  if (i >= u.count) { return; }
-  let code = (codes[i / CODES_PER_WORD] >> code_shift(i % CODES_PER_WORD)) & CODE_MASK;
-  decoded[i] = decode_value(code, span_of(i));
+fn advance(cursor: ptr<function, SpanCursor>) {
+  (*cursor).col = (*cursor).col + 1u;
+  (*cursor).in_group = (*cursor).in_group + 1u;
+  if ((*cursor).col == u.cols) {
+    (*cursor).col = 0u;
+    (*cursor).in_group = 0u;
+    (*cursor).k = (*cursor).k + 1u;
+  } else if ((*cursor).in_group == u.group) {
+    (*cursor).in_group = 0u;
+    (*cursor).k = (*cursor).k + 1u;
+  }
+}
+
+fn encode_phase(t: u32) {
+  let first = t * VALUES_PER_THREAD;
+  if (first >= u.count) { return; }
+  let last = min(first + VALUES_PER_THREAD, u.count);
+  var cursor = cursor_at(first);
+  var k = cursor.k;
+  var p = vec2<u32>(span_words[2u * k], span_words[2u * k + 1u]);
+  var word = 0u;
+  for (var i = first; i < last; i = i + 1u) {
+    if (cursor.k != k) {
+      k = cursor.k;
+      p = vec2<u32>(span_words[2u * k], span_words[2u * k + 1u]);
+    }
+    let code = encode_value(load_value(i), p);
+    word = word | ((code & CODE_MASK) << code_shift(i % CODES_PER_WORD));
+    if ((i + 1u) % CODES_PER_WORD == 0u) {
+      codes[i / CODES_PER_WORD] = word;
+      word = 0u;
+    }
+    advance(&cursor);
+  }
+  if (last % CODES_PER_WORD != 0u) { codes[last / CODES_PER_WORD] = word; }
+}
+
+fn decode_phase(t: u32) {
+  let first = t * VALUES_PER_THREAD;
+  if (first >= u.count) { return; }
+  let last = min(first + VALUES_PER_THREAD, u.count);
+  var cursor = cursor_at(first);
+  var word = 0u;
+  for (var i = first; i < last; i = i + 1u) {
+    if (i % CODES_PER_WORD == 0u || i == first) { word = codes[i / CODES_PER_WORD]; }
+    decoded[i] = decode_value((word >> code_shift(i % CODES_PER_WORD)) & CODE_MASK, cursor.k);
+    advance(&cursor);
+  }
 }
 
 @compute @workgroup_size(64)
