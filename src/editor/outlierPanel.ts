@@ -32,6 +32,7 @@ interface Explorer {
   /** Settles when the weight dataset has been sent (or failed). */
   loaded: Promise<void>;
   calibration: AbortController | undefined;
+  liveHeatmap: LiveHeatmapFeed | undefined;
 }
 
 const panels = new Map<string, vscode.WebviewPanel>();
@@ -88,14 +89,16 @@ export async function showOutlierExplorer(deps: ExtensionDeps, checkpoint: vscod
   if (reactBundleAvailable(deps.extensionUri)) {
     const host = hostReactWebview(panel.webview, deps.extensionUri, title, 'outliers', deps.log);
     let markLoaded = (): void => undefined;
-    const explorer: Explorer = { checkpoint: key, panel, host, dataset: undefined, loaded: new Promise<void>((r) => (markLoaded = r)), calibration: undefined };
+    const explorer: Explorer = { checkpoint: key, panel, host, dataset: undefined, loaded: new Promise<void>((r) => (markLoaded = r)), calibration: undefined, liveHeatmap: undefined };
     explorers.set(key, explorer);
     // While a quantize of this checkpoint runs, each finished tensor becomes a heatmap cell at once; at the
     // end the run's quant card replaces the heatmap (block maps and error histograms come with it).
     const liveHeatmap = new LiveHeatmapFeed(key, (params) => void explorer.host.showErrorCell(params));
+    explorer.liveHeatmap = liveHeatmap;
     const quantRuns = onQuantRun((event) => {
       liveHeatmap.handle(event);
       if (event.input !== resolve(key) || event.kind !== 'finished') return;
+      deps.log.info(`outlier explorer: ${key}: ${liveHeatmap.cellsOfLastRun} heatmap cells sent while the quantize ran`);
       void showQuantCard(deps, explorer, event.output);
     });
     panel.onDidDispose(() => {
@@ -260,6 +263,7 @@ export function activeExplorerCheckpoint(): vscode.Uri | undefined {
 
 /** What the explorer of `checkpoint` was last sent (tests and the log). */
 export function explorerDatasetSummary(checkpoint: string): DatasetSummary | undefined {
-  const dataset = explorers.get(checkpoint)?.dataset;
-  return dataset === undefined ? undefined : summarizeDataset(dataset);
+  const explorer = explorers.get(checkpoint);
+  if (explorer?.dataset === undefined) return undefined;
+  return { ...summarizeDataset(explorer.dataset), liveErrorCells: explorer.liveHeatmap?.cellsOfLastRun ?? 0 };
 }

@@ -94,6 +94,8 @@ export interface DatasetSummary {
   errorCells: number;
   errorTarget: string | null;
   blockMaps: number;
+  /** Heatmap cells posted live during the last quantize of the checkpoint (the Outlier Explorer adds it). */
+  liveErrorCells?: number;
 }
 
 export function summarizeDataset(dataset: WebviewDataset): DatasetSummary {

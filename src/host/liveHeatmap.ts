@@ -28,6 +28,7 @@ export class LiveHeatmapFeed {
   private readonly input: string;
   private runs = 0;
   private current: { output: string; run: string } | undefined;
+  private postedInRun = 0;
 
   constructor(
     input: string,
@@ -43,14 +44,22 @@ export class LiveHeatmapFeed {
     if (event.kind === 'started') {
       this.runs += 1;
       this.current = { output, run: `${output}#${this.runs}` };
+      this.postedInRun = 0;
       return;
     }
     if (this.current === undefined || this.current.output !== output) return;
     if (event.kind === 'progress') {
-      if (event.result !== undefined) this.post({ target: event.target, run: this.current.run, cell: errorCellFromResult(event.result), done: event.done, total: event.total });
+      if (event.result === undefined) return;
+      this.postedInRun += 1;
+      this.post({ target: event.target, run: this.current.run, cell: errorCellFromResult(event.result), done: event.done, total: event.total });
       return;
     }
     this.current = undefined;
+  }
+
+  /** Cells posted while the last run of this checkpoint was going on (the host reports it to tests and the log). */
+  get cellsOfLastRun(): number {
+    return this.postedInRun;
   }
 
   /** Whether a run of this checkpoint is being followed. */

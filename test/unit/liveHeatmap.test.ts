@@ -49,6 +49,7 @@ test('the feed posts one cell per finished tensor of its checkpoint, with a run 
   assert.equal(posted[0]!.run, posted[1]!.run);
   assert.notEqual(posted[2]!.run, posted[0]!.run, 'a second run gets its own id');
   assert.equal(feed.live, true);
+  assert.equal(feed.cellsOfLastRun, 1, 'counted since the last start');
 });
 
 test('a real quantize in the job worker: cells reach the feed tensor by tensor, before the run ends, equal to the card', { timeout: 120_000 }, async () => {

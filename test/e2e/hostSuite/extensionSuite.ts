@@ -365,6 +365,8 @@ function trustedSuite(): void {
           return s?.errorTarget === expectedTarget ? s : undefined;
         });
         assert.equal(afterQuantize.errorCells, card.tensors.filter((t) => t.quantized).length);
+        // Those cells also reached the webview one by one while the quantize ran (not replayed from the card).
+        assert.equal(afterQuantize.liveErrorCells, card.tensors.filter((t) => t.quantized).length);
         assert.equal(afterQuantize.activationHistograms, summary.activationHistograms, 'the activation data stays');
       } finally {
         await config.update('calibrationFile', undefined, vscode.ConfigurationTarget.Workspace);
@@ -381,6 +383,7 @@ interface DatasetSummaryLike {
   outlierMaps: string[];
   errorCells: number;
   errorTarget: string | null;
+  liveErrorCells?: number;
 }
 
 export function registerExtensionTests(): void {
