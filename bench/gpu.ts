@@ -9,13 +9,21 @@
  *  - end to end on a generated F32 checkpoint (QUANTLENS_BENCH_GPU_MB, default 1024 MiB): reading the
  *    file, the CPU path vs the GPU path of the quantizeTensors job (Q8_0, Q4_0) in the worker, and
  *    the stats job over all weights on both paths,
+ *  - the real quantize job (`quantlens quantize`, in the worker) on a generated LLaMA of that BF16 size
+ *    (bench/generateLlama.ts, its F32 GGUF, shared with the quantize bench in .cache/bench-quantize):
+ *    Q8_0 and Q4_K_M on the CPU path vs the GPU path vs llama-quantize (found as bench/llamaCpp.ts says,
+ *    its default threads; ours the exporter's default), the same input file, the three outputs compared,
  *  - llama-quantize on the same data when QUANTLENS_LLAMA_QUANTIZE and QUANTLENS_BENCH_GGUF_F32 name a
  *    binary and an F32 GGUF (it cannot read safetensors), next to our two paths on that GGUF.
+ * QUANTLENS_BENCH_GPU_PARTS (default all: device,types,tensors,job) picks parts for trials.
  */
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
-import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join } from 'node:path';
+import { createHash } from 'node:crypto';
+import { closeSync, createReadStream, existsSync, mkdirSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { generateLlama, llamaShapeForSize } from './generateLlama';
+import { findLlamaCppTool } from './llamaCpp';
 import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
 import { KERNELS, createStorageBuffer, encodeKernel, gridFor } from '../src/core/gpu/kernels';
 import { GPU_QUANT_TYPES, quantizeOnGpu, quantizedSize } from '../src/core/gpu/quantize';
@@ -201,8 +209,72 @@ async function endToEnd(runner: JobRunner, model: string, dataBytes: number, dir
   }
 }
 
+function repoRoot(): string {
+  for (const candidate of [resolve(__dirname, '..'), process.cwd()]) if (existsSync(join(candidate, 'package.json'))) return candidate;
+  return process.cwd();
+}
+
+async function sha256File(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 8 * MiB })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/**
+ * The quantize job end to end (read the F32 GGUF, quantize, write the GGUF, measure the card) on the CPU
+ * path and the GPU path, beside llama-quantize on the same file; the outputs' hashes compared.
+ */
+async function quantizeJobFigures(runner: JobRunner, sizeMiB: number, dir: string): Promise<void> {
+  const root = repoRoot();
+  const shape = llamaShapeForSize(sizeMiB * MiB);
+  const work = join(root, '.cache', 'bench-quantize');
+  mkdirSync(work, { recursive: true });
+  const folder = join(work, `llama-h${shape.hidden}-f${shape.ffn}-l${shape.layers}-v${shape.vocab}-s${shape.seed}`);
+  const model = await generateLlama(folder, shape, join(root, 'test', 'fixtures', 'micro-llama'), (l) => console.log(`gpu: ${l}`));
+  const input = model.f32Gguf;
+  const inputBytes = statSync(input).size;
+  const label = `LLaMA ${(model.parameters / 1e6).toFixed(0)} M params (${(model.bf16Bytes / MiB).toFixed(0)} MiB BF16), F32 GGUF`;
+  const readMs = await readFileMs(input);
+  line(`${label}: read the file (page cache)`, rate(inputBytes, readMs));
+  const llama = findLlamaCppTool('llama-quantize');
+  if (!llama.found) line('quantize job vs llama-quantize', `llama-quantize not found (${llama.reason}): ours only`);
+  for (const target of ['Q8_0', 'Q4_K_M']) {
+    const ms: Record<string, number> = {};
+    const hashes: Record<string, string> = {};
+    for (const device of ['cpu', 'gpu'] as const satisfies readonly DeviceChoice[]) {
+      const out = join(dir, `job.${target}.${device}.gguf`);
+      const t0 = performance.now();
+      const r = await runner.run({ kind: 'quantize', request: { input, output: out, target }, device });
+      ms[device] = performance.now() - t0;
+      hashes[device] = await sha256File(out);
+      line(`quantize job ${target}, ${device.toUpperCase()} path`, `${rate(inputBytes, ms[device])} of F32 in, ${(ms[device] / readMs).toFixed(1)}x the read time, card device ${String(r.result.card.recipe.device)}`);
+      rmSync(out, { force: true });
+      rmSync(`${out}.quant.json`, { force: true });
+    }
+    if (llama.found) {
+      const out = join(dir, `llama.${target}.gguf`);
+      const t0 = performance.now();
+      const r = spawnSync(llama.path, [input, out, target], { stdio: 'ignore' });
+      ms.llama = performance.now() - t0;
+      if (r.status === 0) {
+        hashes.llama = await sha256File(out);
+        line(`llama-quantize ${target} (${availableParallelism()} threads, its default)`, rate(inputBytes, ms.llama));
+      } else line(`llama-quantize ${target}`, `failed (exit ${r.status})`);
+      rmSync(out, { force: true });
+    }
+    const sameCpuGpu = hashes.cpu === hashes.gpu;
+    const sameLlama = hashes.llama === undefined ? 'not compared' : hashes.llama === hashes.gpu && hashes.llama === hashes.cpu ? 'identical' : 'DIFFERENT';
+    const vsLlama = ms.llama === undefined || hashes.llama === undefined ? '' : `; CPU ÷ llama-quantize ${(ms.cpu! / ms.llama).toFixed(2)}, GPU ÷ llama-quantize ${(ms.gpu! / ms.llama).toFixed(2)}`;
+    line(
+      `quantize job ${target}: side by side`,
+      `GPU ÷ CPU time ${(ms.gpu! / ms.cpu!).toFixed(2)} (lavapipe target <= 2)${vsLlama}; bytes CPU vs GPU ${sameCpuGpu ? 'identical' : 'DIFFERENT'}, vs llama-quantize ${sameLlama}`,
+    );
+  }
+}
+
 export async function benchGpu(): Promise<void> {
   const sizeMiB = Number(process.env.QUANTLENS_BENCH_GPU_MB ?? '1024');
+  const parts = new Set((process.env.QUANTLENS_BENCH_GPU_PARTS ?? 'device,types,tensors,job').split(',').map((p) => p.trim()));
   let gpu: GpuContext | null = null;
   try {
     gpu = await acquireGpu();
@@ -216,8 +288,8 @@ export async function benchGpu(): Promise<void> {
   line('host memcpy (Buffer.copy, read + write)', rate(2 * probeBytes, memcpy));
   if (gpu !== null) {
     try {
-      await deviceFigures(gpu, Math.min(probeBytes, Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * MiB)) * 4 * MiB), memcpy);
-      await perTypeFigures(gpu, Math.min(probeBytes, 64 * MiB));
+      if (parts.has('device')) await deviceFigures(gpu, Math.min(probeBytes, Math.floor(gpu.limits.maxStorageBufferBindingSize / (4 * MiB)) * 4 * MiB), memcpy);
+      if (parts.has('types')) await perTypeFigures(gpu, Math.min(probeBytes, 64 * MiB));
     } finally {
       gpu.destroy();
     }
@@ -225,12 +297,17 @@ export async function benchGpu(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'quantlens-bench-gpu-'));
   const runner = await JobRunner.start();
   try {
-    const model = join(dir, 'model.safetensors');
-    const dataBytes = writeCheckpoint(model, sizeMiB * MiB);
-    await endToEnd(runner, model, dataBytes, dir, `generated ${(dataBytes / MiB).toFixed(0)} MiB F32`);
+    if (parts.has('tensors')) {
+      const model = join(dir, 'model.safetensors');
+      const dataBytes = writeCheckpoint(model, sizeMiB * MiB);
+      await endToEnd(runner, model, dataBytes, dir, `generated ${(dataBytes / MiB).toFixed(0)} MiB F32`);
+      rmSync(model, { force: true });
+    }
     const llamaQuantize = process.env.QUANTLENS_LLAMA_QUANTIZE;
     const gguf = process.env.QUANTLENS_BENCH_GGUF_F32;
-    if (llamaQuantize !== undefined && gguf !== undefined && existsSync(llamaQuantize) && existsSync(gguf)) {
+    if (!parts.has('tensors')) {
+      // the llama-quantize comparison on a given GGUF belongs to the quantizeTensors part
+    } else if (llamaQuantize !== undefined && gguf !== undefined && existsSync(llamaQuantize) && existsSync(gguf)) {
       const ggufBytes = statSync(gguf).size;
       for (const type of ['Q8_0', 'Q4_0', 'Q4_K_M']) {
         const out = join(dir, `llama.${type}.gguf`);
@@ -241,10 +318,10 @@ export async function benchGpu(): Promise<void> {
         rmSync(out, { force: true });
       }
       await endToEnd(runner, gguf, ggufBytes, dir, 'the same F32 GGUF');
-      line('Q4_K_M on the GPU', 'not available: the K-quant kernels (Q4_K, Q5_K, Q6_K, Q2_K, Q3_K) are not written yet; the CPU pipeline does Q4_K_M');
     } else {
       line('llama-quantize', 'skipped: set QUANTLENS_LLAMA_QUANTIZE=<llama-quantize> and QUANTLENS_BENCH_GGUF_F32=<an F32 .gguf> to compare on the same file');
     }
+    if (parts.has('job')) await quantizeJobFigures(runner, sizeMiB, dir);
   } finally {
     await runner.dispose();
     rmSync(dir, { recursive: true, force: true });
