@@ -10,7 +10,9 @@
  * tile of outputs is computed (the output head, 8192 x 384, otherwise streams w from memory once
  * per pair of rows).
  * Accumulation is f32 (as PyTorch's CPU matmul): each output is 4 partial sums over k = i mod 4,
- * reduced ((s0 + s1) + (s2 + s3)) at the end. Falls back to the JS kernel when SIMD is unavailable,
+ * reduced ((s0 + s1) + (s2 + s3)) at the end. Where the engine has relaxed SIMD, each step is one
+ * f32x4.relaxed_madd (fused on x86 with FMA: one rounding instead of two, and about 1.3x faster);
+ * elsewhere f32x4.mul then f32x4.add. Falls back to the JS kernel when SIMD is unavailable,
  * inner or outs is not a multiple of 4, or the operands do not fit the 32-bit wasm heap.
  *
  * Weights used many times (a layer's projections over every window) can be copied into the wasm
@@ -37,7 +39,7 @@ const PAGE = 65536;
  * summing over the first kBytes / 4 columns (a multiple of 4; inner for a full product); out row t
  * starts at out + t*outStride*4.
  */
-function matmulKernel(fname: string, R: number, inner: number): FunctionSpec {
+function matmulKernel(fname: string, R: number, inner: number, fused = false): FunctionSpec {
   const X = 0, W = 1, O = 2, ROWS = 3, OUTS = 4, STRIDE = 5, KBYTES = 6;
   let n = 7;
   const T = n++, J = n++, K = n++, ADDR = n++, XB = n++, WB = n++;
@@ -58,7 +60,11 @@ function matmulKernel(fname: string, R: number, inner: number): FunctionSpec {
     ...rs.flatMap((r) => [...get(XB), ...get(K), ...op.i32Add, ...v.load(r * rowBytes), ...set(XV + r)]),
     ...cs.flatMap((c) => [
       ...get(WB), ...get(K), ...op.i32Add, ...v.load(c * rowBytes), ...set(WV),
-      ...rs.flatMap((r) => [...get(acc(r, c)), ...get(XV + r), ...get(WV), ...v.f32Mul, ...v.f32Add, ...set(acc(r, c))]),
+      ...rs.flatMap((r) =>
+        fused
+          ? [...get(XV + r), ...get(WV), ...get(acc(r, c)), ...v.f32RelaxedMadd, ...set(acc(r, c))]
+          : [...get(acc(r, c)), ...get(XV + r), ...get(WV), ...v.f32Mul, ...v.f32Add, ...set(acc(r, c))],
+      ),
     ]),
   ];
   const code = [
@@ -123,6 +129,8 @@ interface WasmState {
   residentEnd: number;
   /** Resident weights not yet released. */
   residentLive: number;
+  /** Whether the engine runs relaxed SIMD (f32x4.relaxed_madd): Node >= 21, Electron >= 25; Node 20 only with --experimental-wasm-relaxed-simd. */
+  fused: boolean;
 }
 
 let state: WasmState | null | undefined;
@@ -133,7 +141,10 @@ function loadState(): WasmState | null {
     const api = wasmApi();
     const probe = buildModule([matmulKernel('mm', BLOCK_ROWS, 4)], 1);
     if (api === undefined || !api.validate(probe)) state = null;
-    else state = { memory: new api.Memory({ initial: 1 }), elementwise: null, kernels: new Map(), residentEnd: 0, residentLive: 0 };
+    else {
+      const fused = api.validate(buildModule([matmulKernel('mm', BLOCK_ROWS, 4, true)], 1));
+      state = { memory: new api.Memory({ initial: 1 }), elementwise: null, kernels: new Map(), residentEnd: 0, residentLive: 0, fused };
+    }
   } catch {
     state = null;
   }
@@ -148,7 +159,7 @@ function kernelsFor(s: WasmState, inner: number): InnerKernels {
   if (have !== undefined) return have;
   const api = wasmApi();
   if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
-  const bytes = buildModule([matmulKernel('block', BLOCK_ROWS, inner), matmulKernel('single', 1, inner)], 1);
+  const bytes = buildModule([matmulKernel('block', BLOCK_ROWS, inner, s.fused), matmulKernel('single', 1, inner, s.fused)], 1);
   const instance = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } });
   const { block, single } = instance.exports;
   if (typeof block !== 'function' || typeof single !== 'function') throw new InvalidArgumentError('matmul kernel module has no block/single export');
@@ -174,6 +185,12 @@ function elementwiseFor(s: WasmState): ElementwiseKernels {
 /** Whether the SIMD kernel loaded (false: every call uses the JS kernel). */
 export function wasmMatmulAvailable(): boolean {
   return loadState() !== null;
+}
+
+/** Which matmul kernel runs: 'relaxed-madd' (f32x4.relaxed_madd), 'mul-add' (f32x4.mul + add) or 'js'. */
+export function matmulKernelKind(): 'relaxed-madd' | 'mul-add' | 'js' {
+  const s = loadState();
+  return s === null ? 'js' : s.fused ? 'relaxed-madd' : 'mul-add';
 }
 
 function ensureBytes(s: WasmState, bytes: number): void {

@@ -99,6 +99,8 @@ export const v = {
   /** Pseudo-min (b < a ? b : a), x86 minps. */
   f32Pmin: simd(0xea),
   i32Add: simd(0xae),
+  /** Relaxed SIMD: a * b + c, fused or not (the engine's choice). */
+  f32RelaxedMadd: simd(0x105),
   i32Shl: simd(0xab),
   and: simd(0x4e),
   bitselect: simd(0x52),
