@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { computeErrorMetrics, ERROR_HISTOGRAM_BINS, ErrorAccumulator } from '../../src/core/analysis/errorMetrics';
+import { computeErrorMetrics, ERROR_HISTOGRAM_BINS, ErrorAccumulator, ErrorHistogramAccumulator } from '../../src/core/analysis/errorMetrics';
 import { NumericError } from '../../src/core/errors';
 
 test('metrics on a hand-worked example', () => {
@@ -126,4 +126,25 @@ test('error histogram of an exact reconstruction: range 0, every element a zero 
   assert.equal(h.zeros, 4);
   assert.equal(h.counts[ERROR_HISTOGRAM_BINS / 2], 4);
   assert.equal(h.counts.reduce((a, b) => a + b, 0), 4);
+});
+
+test('error histogram: the loop inlined in ErrorAccumulator bins exactly like ErrorHistogramAccumulator.add', () => {
+  const rows = 50;
+  const cols = 40;
+  const x = new Float32Array(rows * cols);
+  const y = new Float32Array(rows * cols);
+  const alone = new ErrorHistogramAccumulator();
+  for (let i = 0; i < x.length; i++) {
+    x[i] = Math.cos(i * 0.7) * (1 + (i % 7));
+    y[i] = i % 5 === 0 ? x[i]! : Math.round(x[i]! * 16) / 16;
+    alone.add(y[i]! - x[i]!);
+  }
+  const acc = new ErrorAccumulator(rows, cols);
+  for (let r = 0; r < rows; r += 3) {
+    const end = Math.min(rows, r + 3) * cols;
+    acc.addRows(x.subarray(r * cols, end), y.subarray(r * cols, end));
+  }
+  const h = acc.result().errorHistogram;
+  assert.deepEqual(h, alone.result());
+  assert.ok(h.zeros >= rows * cols / 5);
 });

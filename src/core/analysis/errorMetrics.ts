@@ -49,25 +49,27 @@ export interface ErrorHistogram {
  * Binning rule: fine bin i (0 .. 2F-1) holds e in [-R + i R/F, -R + (i + 1) R/F), e = R goes into the last bin.
  */
 export class ErrorHistogramAccumulator {
-  private readonly fine = new Float64Array(2 * FINE_BINS_PER_SIDE);
-  /** Half-width of the fine range; 0 until the first nonzero error. */
-  private halfRange = 0;
-  private zeros = 0;
+  /** Fine bin counts (ErrorAccumulator.addRows updates them inline: the hot loop cannot afford a call per value). */
+  readonly fine = new Float64Array(2 * FINE_BINS_PER_SIDE);
+  /** Half-width R of the fine range, a power of two; 0 until the first nonzero error. */
+  halfRange = 0;
+  zeros = 0;
 
-  /** Adds one error value (finite). */
+  /** Adds one error value (finite); the same rule as the inlined loop in ErrorAccumulator.addRows. */
   add(e: number): void {
     if (e === 0) {
       this.zeros += 1;
       this.fine[FINE_BINS_PER_SIDE]! += 1;
       return;
     }
-    const a = Math.abs(e);
-    if (a > this.halfRange) this.grow(a);
-    const index = Math.floor(((e + this.halfRange) * FINE_BINS_PER_SIDE) / this.halfRange);
-    this.fine[index >= 2 * FINE_BINS_PER_SIDE ? 2 * FINE_BINS_PER_SIDE - 1 : index < 0 ? 0 : index]! += 1;
+    if (Math.abs(e) > this.halfRange) this.grow(Math.abs(e));
+    // (e + R) F / R = F + e (F / R); F / R is a power of two, so e (F / R) is exact.
+    const index = Math.floor(FINE_BINS_PER_SIDE + e * (FINE_BINS_PER_SIDE / this.halfRange));
+    this.fine[index >= 2 * FINE_BINS_PER_SIDE ? 2 * FINE_BINS_PER_SIDE - 1 : index]! += 1;
   }
 
-  private grow(a: number): void {
+  /** Widens the range until it holds |e| = a (a > 0). */
+  grow(a: number): void {
     if (this.halfRange === 0) {
       // First nonzero error: the smallest power of two >= |e| (zeros seen so far sit in the centre bin whatever R is).
       this.halfRange = 2 ** Math.ceil(Math.log2(a));
@@ -155,6 +157,14 @@ export class ErrorAccumulator {
     }
     const blockRows = original.length / this.cols;
     if (this.rowsSeen + blockRows > this.rows) throw new InvalidArgumentError(`${this.tensorName}: more rows than the ${this.rows} announced`);
+    // The error histogram, inlined (ErrorHistogramAccumulator.add's rule): e = y - x = -d goes to fine bin
+    // floor(F + e F / R) = floor(F - d F / R), clamped to the last bin at e = R.
+    const histogram = this.histogram;
+    const fine = histogram.fine;
+    const lastFine = fine.length - 1;
+    let halfRange = histogram.halfRange;
+    let scale = halfRange > 0 ? FINE_BINS_PER_SIDE / halfRange : 0;
+    let zeros = 0;
     for (let r = 0; r < blockRows; r++) {
       const row = this.rowsSeen + r;
       const cellBase = Math.floor((row * this.rowBands) / this.rows) * this.colBands;
@@ -174,9 +184,22 @@ export class ErrorAccumulator {
         const cell = cellBase + this.colBandOf[c]!;
         this.cellError[cell]! += d2;
         this.cellCount[cell]! += 1;
-        this.histogram.add(-d);
+        if (d === 0) {
+          zeros += 1;
+          fine[FINE_BINS_PER_SIDE]! += 1;
+        } else {
+          if (a > halfRange) {
+            histogram.grow(a);
+            halfRange = histogram.halfRange;
+            scale = FINE_BINS_PER_SIDE / halfRange;
+          }
+          // 0 <= F - d F / R <= 2F, so truncation (| 0) is the floor.
+          const index = (FINE_BINS_PER_SIDE - d * scale) | 0;
+          fine[index > lastFine ? lastFine : index]! += 1;
+        }
       }
     }
+    histogram.zeros += zeros;
     this.rowsSeen += blockRows;
   }
 
