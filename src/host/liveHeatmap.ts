@@ -51,7 +51,8 @@ export class LiveHeatmapFeed {
     if (event.kind === 'progress') {
       if (event.result === undefined) return;
       this.postedInRun += 1;
-      this.post({ target: event.target, run: this.current.run, cell: errorCellFromResult(event.result), done: event.done, total: event.total });
+      // A result comes once its tensor is done: `done` of the run's progress counts the tensors started before it.
+      this.post({ target: event.target, run: this.current.run, cell: errorCellFromResult(event.result), done: Math.min(event.total, event.done + 1), total: event.total });
       return;
     }
     this.current = undefined;

@@ -41,9 +41,9 @@ test('the feed posts one cell per finished tensor of its checkpoint, with a run 
   assert.deepEqual(
     posted.map((p) => [p.cell.tensor, p.cell.layer, p.cell.role, p.cell.sqnrDb, p.done, p.total, p.target]),
     [
-      ['model.layers.0.self_attn.q_proj.weight', 0, 'q', 41.5, 0, 3, 'int8'],
-      ['lm_head.weight', null, 'output', 38, 2, 3, 'int8'],
-      ['model.layers.1.mlp.down_proj.weight', 1, 'down', 30, 1, 3, 'int8'],
+      ['model.layers.0.self_attn.q_proj.weight', 0, 'q', 41.5, 1, 3, 'int8'],
+      ['lm_head.weight', null, 'output', 38, 3, 3, 'int8'],
+      ['model.layers.1.mlp.down_proj.weight', 1, 'down', 30, 2, 3, 'int8'],
     ],
   );
   assert.equal(posted[0]!.run, posted[1]!.run);
@@ -85,6 +85,11 @@ test('a real quantize in the job worker: cells reach the feed tensor by tensor, 
       errors.cells,
     );
     assert.deepEqual(posted.map((p) => p.cell), card.tensors.filter((t) => t.quantized).map((t) => errorCellFromResult(t)));
+    // `done` counts the card's tensors up to and including the finished one.
+    assert.deepEqual(
+      posted.map((p) => `${p.done}/${p.total}`),
+      card.tensors.flatMap((t, i) => (t.quantized ? [`${i + 1}/${card.tensors.length}`] : [])),
+    );
     // Live, not replayed at the end: the first cell arrives before the pipeline has started on later tensors.
     const firstCell = log.findIndex((l) => l.startsWith('cell '));
     const lastQuantized = log.lastIndexOf(`progress ${posted.at(-1)!.cell.tensor}`);
