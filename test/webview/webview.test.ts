@@ -396,10 +396,21 @@ test('export: every view\'s charts export as one self-contained SVG (title, lege
   const emergent = await exportChart(page, chartId ?? '');
   check('emergent', emergent);
   assert.ok(emergent.svg.panels >= 2 && emergent.svg.stops === 11, JSON.stringify(emergent.svg));
+  // The per-dimension chart of a clicked standout.
+  await page.locator('[data-standout-dim]').first().click();
+  const dimChart = await page.locator('.chart[data-chart^="dim-"]').first().getAttribute('data-chart');
+  const dim = await exportChart(page, dimChart ?? '');
+  check('dimension detail', dim);
+  assert.equal(dim.svg.panels, 1);
   await page.close();
   // Compare and overview: one chart each.
   page = await h().open({ fixture: 'tiny-llama.json', theme: 'light', view: 'compare' });
-  check('compare', await exportChart(page, 'method-comparison'));
+  const compare = await exportChart(page, 'method-comparison');
+  check('compare', compare);
+  assert.equal(compare.svg.title, 'Method comparison: perplexity per method and bit width');
+  await page.close();
+  page = await h().open({ fixture: 'tiny-llama.json', theme: 'dark', view: 'overview' });
+  check('overview', await exportChart(page, 'size-by-target'));
   await page.close();
 });
 
