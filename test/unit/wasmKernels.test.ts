@@ -1,0 +1,138 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { InvalidArgumentError } from '../../src/core/errors';
+import { causalAttention, swiglu } from '../../src/core/model/kernels';
+import {
+  attentionByMatmul,
+  attentionScratch,
+  matmul,
+  matmulKernelKind,
+  matmulResident,
+  residentWeight,
+  swigluF32,
+  vectorExp,
+} from '../../src/core/model/wasmMatmul';
+
+/** Deterministic values in [-1, 1). */
+function values(n: number, seed: number): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return s / 2 ** 31 - 1;
+  });
+}
+
+/** |got - f64 product| against the f32 accumulation bound: ~ sqrt(inner) ulps of sum |x||w|. */
+function assertProductClose(got: Float32Array, x: Float32Array, w: Float32Array, rows: number, inner: number, outs: number, label: string): void {
+  for (let t = 0; t < rows; t++) {
+    for (let o = 0; o < outs; o++) {
+      let exact = 0;
+      let magnitude = 0;
+      for (let k = 0; k < inner; k++) {
+        exact += x[t * inner + k]! * w[o * inner + k]!;
+        magnitude += Math.abs(x[t * inner + k]! * w[o * inner + k]!);
+      }
+      const bound = 4 * Math.sqrt(inner) * 2 ** -24 * magnitude + 1e-30;
+      const diff = Math.abs(got[t * outs + o]! - exact);
+      if (!(diff <= bound)) assert.fail(`${label} [${t}, ${o}]: ${got[t * outs + o]} vs ${exact} (|diff| ${diff} > ${bound})`);
+    }
+  }
+}
+
+test('the matmul kernel is SIMD here (relaxed-madd or mul-add), not the JS fallback', () => {
+  assert.ok(['relaxed-madd', 'mul-add'].includes(matmulKernelKind()), matmulKernelKind());
+});
+
+test('tiled matmul: odd rows, tiles with remainders in rows and outs, inner above the tile width', () => {
+  // inner 1028 -> 4112-byte rows: x tiles of 46 rows, w tiles of 44 rows; 101 rows and 100 outs leave remainders in both.
+  for (const [rows, inner, outs] of [
+    [101, 1028, 100],
+    [1, 384, 8],
+    [7, 4, 4],
+  ] as const) {
+    const x = values(rows * inner, rows + inner);
+    const w = values(outs * inner, outs * 7 + 1);
+    const got = new Float32Array(rows * outs).fill(NaN);
+    matmul(x, w, got, rows, inner, outs);
+    assertProductClose(got, x, w, rows, inner, outs, `matmul ${rows}x${inner}x${outs}`);
+  }
+});
+
+test('resident weights: same products as matmul, a snapshot of the source, refused after release', () => {
+  const rows = 33;
+  const inner = 384;
+  const outs = 128;
+  const x = values(rows * inner, 3);
+  const w1 = values(outs * inner, 4);
+  const w2 = values(inner * inner, 5);
+  const r1 = residentWeight(w1, outs, inner);
+  const r2 = residentWeight(w2, inner, inner);
+  try {
+    const expected = new Float32Array(rows * outs);
+    matmul(x, w1, expected, rows, inner, outs);
+    // A plain matmul between uses must not overwrite the resident region.
+    const scratch = new Float32Array(rows * inner);
+    matmul(x, w2, scratch, rows, inner, inner);
+    const got = new Float32Array(rows * outs).fill(NaN);
+    matmulResident(x, r1, got, rows);
+    assert.deepEqual(got, expected);
+    const got2 = new Float32Array(rows * inner).fill(NaN);
+    matmulResident(x, r2, got2, rows);
+    assert.deepEqual(got2, scratch);
+    // Values are copied at residentWeight time.
+    w1.fill(0);
+    matmulResident(x, r1, got, rows);
+    assert.deepEqual(got, expected);
+  } finally {
+    r1.release();
+    r2.release();
+  }
+  assert.throws(() => matmulResident(x, r1, new Float32Array(rows * outs), rows), InvalidArgumentError);
+  assert.throws(() => residentWeight(new Float32Array(10), 4, 4), InvalidArgumentError);
+});
+
+test('vector exp is within 1 ulp of the f32-rounded Math.exp over [-87, 88]; exp(0) = 1', () => {
+  const n = 40_000;
+  const x = Float32Array.from({ length: n }, (_, i) => -87 + (175 * i) / (n - 1));
+  x[0] = 0;
+  const got = new Float32Array(n);
+  vectorExp(x, got);
+  assert.equal(got[0], 1);
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    const want = Math.fround(Math.exp(x[i]!));
+    const ulp = 2 ** (Math.floor(Math.log2(want)) - 23);
+    worst = Math.max(worst, Math.abs(got[i]! - want) / ulp);
+  }
+  assert.ok(worst <= 1, `worst error ${worst} ulp`);
+});
+
+test('SwiGLU kernel equals the f64 JS SwiGLU within f32 rounding (and the remainder past a multiple of 4)', () => {
+  const count = 4099;
+  const gate = Float32Array.from(values(count, 9), (g) => g * 30);
+  const up = values(count, 10);
+  const expected = gate.slice();
+  swiglu(expected, up, count);
+  const got = gate.slice();
+  swigluF32(got, up, count);
+  for (let i = 0; i < count; i++) {
+    assert.ok(Math.abs(got[i]! - expected[i]!) <= 3e-7 * Math.abs(expected[i]!) + 1e-37, `[${i}] gate ${gate[i]}: ${got[i]} vs ${expected[i]}`);
+  }
+});
+
+test('attention in the wasm heap (causal tiles, softmax kernel) equals the triangular reference loop', () => {
+  for (const [rows, heads, kvHeads, d] of [
+    [256, 6, 2, 64], // tiny-llama's shape
+    [36, 4, 4, 8], // last query tile of 4 rows
+    [20, 2, 1, 4],
+  ] as const) {
+    const q = Float32Array.from(values(rows * heads * d, rows), (z) => z * 3);
+    const k = Float32Array.from(values(rows * kvHeads * d, rows + 1), (z) => z * 3);
+    const v = values(rows * kvHeads * d, rows + 2);
+    const expected = new Float32Array(rows * heads * d);
+    causalAttention(q, k, v, expected, rows, heads, kvHeads, d, new Float64Array(rows));
+    const got = new Float32Array(rows * heads * d).fill(NaN);
+    attentionByMatmul(q, k, v, got, rows, heads, kvHeads, d, attentionScratch(rows, d));
+    for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - expected[i]!) < 2e-6, `(${rows},${heads},${kvHeads},${d}) [${i}] ${got[i]} vs ${expected[i]}`);
+  }
+});
