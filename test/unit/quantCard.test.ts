@@ -77,4 +77,6 @@ test('parseQuantCard rejects malformed cards, naming the field', () => {
   broken((c) => void (c.tensors[0]!.errorHistogram = { range: 0.5, counts: [1, 2, 3], zeros: 0 }), /tensors\[0\]\.errorHistogram\.counts: expected 64 counts/);
   broken((c) => void (c.tensors[0]!.errorHistogram = { range: -1, counts: new Array<number>(64).fill(0), zeros: 0 }), /tensors\[0\]\.errorHistogram\.range/);
   broken((c) => void (c.tensors[0]!.errorHistogram = { range: 1, counts: new Array<number>(64).fill(0.5), zeros: 0 }), /tensors\[0\]\.errorHistogram\.counts\[0\]/);
+  broken((c) => void (c.tensors[0]!.errorHistogram = { range: 1, counts: new Array<number>(64).fill(1), zeros: 0 }), /errorHistogram\.counts: expected counts adding up to the 4 elements of the tensor, got 64/);
+  broken((c) => void (c.tensors[0]!.errorHistogram = { range: 0.5, counts: Array.from({ length: 64 }, (_, i) => (i === 31 || i === 32 ? 2 : 0)), zeros: 3 }), /errorHistogram\.zeros/);
 });

@@ -186,7 +186,8 @@ class CardReader {
     }
     return { rowBands, colBands, values: out };
   }
-  errorHistogram(v: unknown, where: string): ErrorHistogram | null {
+  /** `elements`: the tensor's element count; the counts must add up to it. */
+  errorHistogram(v: unknown, where: string, elements: number): ErrorHistogram | null {
     if (v === null) return null;
     const o = this.obj(v, where);
     const range = this.num(o, 'range', where);
@@ -199,6 +200,9 @@ class CardReader {
       if (typeof x !== 'number' || !Number.isSafeInteger(x) || x < 0) this.fail(`${where}.counts[${i}]`, 'expected a non-negative integer');
       out.push(x);
     }
+    const total = out.reduce((a, b) => a + b, 0);
+    if (total !== elements) this.fail(`${where}.counts`, `expected counts adding up to the ${elements} elements of the tensor, got ${total}`);
+    if (zeros > (out[ERROR_HISTOGRAM_BINS / 2] ?? 0)) this.fail(`${where}.zeros`, 'expected at most the count of the bin that holds 0');
     return { range, counts: out, zeros };
   }
 }
@@ -248,7 +252,7 @@ export function parseQuantCard(value: unknown, file = '<quant card>'): QuantCard
       cosine: r.numOrNull(o, 'cosine', where),
       errorMap: r.errorMap(o.errorMap, `${where}.errorMap`),
       // Older cards have no histogram: leave the key out rather than fail.
-      ...(o.errorHistogram === undefined ? {} : { errorHistogram: r.errorHistogram(o.errorHistogram, `${where}.errorHistogram`) }),
+      ...(o.errorHistogram === undefined ? {} : { errorHistogram: r.errorHistogram(o.errorHistogram, `${where}.errorHistogram`, shape.reduce((a, b) => a * b, 1)) }),
     };
   });
   return {
