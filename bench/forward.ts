@@ -1,20 +1,26 @@
 /**
  * Forward-pass benchmark (`npm run bench -- forward`): tokens per second of the perplexity eval of
  * tiny-llama (64 windows x 256 tokens of eval.txt) on our CPU path, side by side with llama.cpp on
- * the same machine and text:
- *  - node-llama-cpp (the CPU prebuilt in node_modules) evaluating the same windows, always;
- *  - `llama-perplexity` from LLAMA_CPP_BIN_DIR when that variable names a folder holding it.
- * Models come from ../shared (or QUANTLENS_SHARED_DIR): tiny-llama (BF16 safetensors) and
- * tiny-llama-Q4_K_M.gguf, which both runtimes read (ours dequantizes it layer by layer).
- * Wall and CPU time are both printed: the machine may be shared.
+ * the same machine and text, at the same thread count (QL_BENCH_THREADS, default 1; ours is 1 thread):
+ *  - node-llama-cpp (the CPU prebuilt in node_modules) evaluating the same windows;
+ *  - `llama-perplexity` (bench/llamaCpp.ts finds it), CPU seconds of the child from GNU time.
+ * Same weights on both sides: tiny-llama (BF16 safetensors; ours computes in f32) against llama.cpp
+ * on the F32 and BF16 GGUFs of the same tensors (written by our quantize into .cache/bench-forward/),
+ * and tiny-llama-Q4_K_M.gguf on both (ours dequantizes it layer by layer to f32).
+ * Work per token is not identical: ours computes the output head for all 256 positions (all are
+ * scored), llama-perplexity for the 128 it scores, node-llama-cpp (evaluate without generating) for
+ * none but the last; the output head is about 20% of tiny-llama's multiply-adds.
+ * Wall and CPU time are both printed: the machine may be shared; compare tokens per CPU-second.
+ * QL_BENCH_WINDOWS runs fewer windows for trials.
  */
-import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadModel } from '../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../src/core/model/perplexity';
 import { readTextFile } from '../src/core/model/calibration';
+import { matmulKernelKind } from '../src/core/model/wasmMatmul';
+import { benchLlamaPerplexityCpu, tinyLlamaGguf, type PeerFigures } from './forwardPeers';
 import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
 import { GpuLlama } from '../src/core/gpu/forward/gpuLlama';
 import { perplexityOnGpu } from '../src/core/gpu/forward/gpuPerplexity';
@@ -30,7 +36,7 @@ function sharedDir(): string {
   return process.env.QUANTLENS_SHARED_DIR ?? resolve(process.cwd(), '..', 'shared');
 }
 
-async function benchOurs(modelPath: string, textPath: string, windows: number): Promise<void> {
+async function benchOurs(modelPath: string, textPath: string, windows: number): Promise<PeerFigures> {
   const lm = await loadModel(modelPath);
   try {
     const ids = lm.tokenizer.encode(await readTextFile(textPath));
@@ -41,8 +47,9 @@ async function benchOurs(modelPath: string, textPath: string, windows: number): 
     const cpu = (c.user + c.system) / 1e6;
     const tokens = windows * CTX;
     console.log(
-      `ours (CPU, 1 thread) ${modelPath.split(/[\\/]/).slice(-1)[0]}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(1)} s wall / ${cpu.toFixed(1)} s CPU = ${r.tokensPerSecond.toFixed(0)} tok/s wall, ${(tokens / cpu).toFixed(0)} tok/s per CPU-second; peak RSS so far ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
+      `ours (CPU, 1 thread, wasm ${matmulKernelKind()} matmul) ${modelPath.split(/[\\/]/).slice(-1)[0]}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(1)} s wall / ${cpu.toFixed(1)} s CPU = ${r.tokensPerSecond.toFixed(0)} tok/s wall, ${(tokens / cpu).toFixed(0)} tok/s per CPU-second; peak RSS so far ${(process.resourceUsage().maxRSS / 1024).toFixed(0)} MiB`,
     );
+    return { tokens, wallSeconds: r.seconds, cpuSeconds: cpu };
   } finally {
     await lm.close();
   }
@@ -81,7 +88,7 @@ async function benchOursGpu(modelPath: string, textPath: string, windows: number
   }
 }
 
-async function benchNodeLlamaCpp(ggufPath: string, textPath: string, windows: number, threads: number): Promise<void> {
+async function benchNodeLlamaCpp(ggufPath: string, textPath: string, windows: number, threads: number): Promise<PeerFigures> {
   const { getLlama } = await import('node-llama-cpp');
   const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
   const model = await llama.loadModel({ modelPath: ggufPath });
@@ -101,6 +108,7 @@ async function benchNodeLlamaCpp(ggufPath: string, textPath: string, windows: nu
       const cpu = (c.user + c.system) / 1e6;
       const tokens = windows * CTX;
       console.log(`node-llama-cpp (${threads} thread(s)) ${ggufPath.split(/[\\/]/).slice(-1)[0]}: ${tokens} tokens in ${wall.toFixed(1)} s wall / ${cpu.toFixed(1)} s CPU = ${(tokens / wall).toFixed(0)} tok/s wall, ${(tokens / cpu).toFixed(0)} tok/s per CPU-second`);
+      return { tokens, wallSeconds: wall, cpuSeconds: cpu };
     } finally {
       await context.dispose();
     }
@@ -108,27 +116,6 @@ async function benchNodeLlamaCpp(ggufPath: string, textPath: string, windows: nu
     await model.dispose();
     await llama.dispose();
   }
-}
-
-function benchLlamaPerplexity(ggufPath: string, textPath: string, windows: number, threads: number): void {
-  const dir = process.env.LLAMA_CPP_BIN_DIR;
-  const exe = dir === undefined ? undefined : join(dir, process.platform === 'win32' ? 'llama-perplexity.exe' : 'llama-perplexity');
-  if (exe === undefined || !existsSync(exe)) {
-    console.log(`llama-perplexity: not run (${dir === undefined ? 'LLAMA_CPP_BIN_DIR is not set' : `no llama-perplexity in ${dir}`}); set LLAMA_CPP_BIN_DIR to a llama.cpp build's bin folder to compare`);
-    return;
-  }
-  const t0 = performance.now();
-  const r = spawnSync(exe, ['-m', ggufPath, '-f', textPath, '-c', String(CTX), '--chunks', String(windows), '-t', String(threads), '-b', String(CTX)], { encoding: 'utf8' });
-  const wall = (performance.now() - t0) / 1000;
-  const log = `${r.stdout}\n${r.stderr}`;
-  if (r.status !== 0) {
-    console.log(`llama-perplexity failed (exit ${r.status}): ${log.split('\n').slice(-5).join(' | ')}`);
-    return;
-  }
-  const final = /Final estimate: PPL = ([\d.]+)/.exec(log)?.[1] ?? '?';
-  const prompt = /prompt eval time =\s*([\d.]+) ms \/\s*(\d+) tokens/.exec(log);
-  const rate = prompt === null ? '' : `, prompt eval ${(Number(prompt[2]) / (Number(prompt[1]) / 1000)).toFixed(0)} tok/s`;
-  console.log(`llama-perplexity (${threads} thread(s)): ppl ${final} (its own method: BOS, second half of each chunk scored), ${windows * CTX} tokens in ${wall.toFixed(1)} s wall including load${rate}`);
 }
 
 export async function benchForward(): Promise<void> {
@@ -147,18 +134,41 @@ export async function benchForward(): Promise<void> {
   // minutes for 64 windows, which a GPU machine's run may skip.
   const paths = new Set((process.env.QL_BENCH_FORWARD ?? 'cpu,gpu,llama').split(','));
   console.log(`tiny-llama eval: ${windows} windows x ${CTX} tokens of ${text}; llama.cpp threads ${threads} (QL_BENCH_THREADS), ours single-threaded; runs ${[...paths].join(', ')} (QL_BENCH_FORWARD)`);
+  let oursF32: PeerFigures | null = null;
+  let oursQ4: PeerFigures | null = null;
   if (existsSync(tiny)) {
-    if (paths.has('cpu')) await benchOurs(tiny, text, windows);
+    if (paths.has('cpu')) oursF32 = await benchOurs(tiny, text, windows);
     if (paths.has('gpu')) await benchOursGpu(tiny, text, windows);
   }
   if (existsSync(q4)) {
-    if (paths.has('cpu')) await benchOurs(q4, text, windows);
+    if (paths.has('cpu')) oursQ4 = await benchOurs(q4, text, windows);
     if (paths.has('gpu')) await benchOursGpu(q4, text, windows);
-    if (paths.has('llama')) {
-      await benchNodeLlamaCpp(q4, text, windows, threads).catch((e: unknown) => console.log(`node-llama-cpp: not run (${e instanceof Error ? e.message : String(e)})`));
-      benchLlamaPerplexity(q4, text, windows, threads);
-    }
   } else {
-    console.log(`${q4} is missing: llama.cpp comparison skipped`);
+    console.log(`${q4} is missing: the Q4_K_M comparison is skipped`);
+  }
+  if (!paths.has('llama')) return;
+  // llama.cpp on the same weights: F32 (the arithmetic ours does), BF16, and the Q4_K_M file.
+  const peers: { gguf: string; ours: PeerFigures | null }[] = [];
+  if (existsSync(tiny)) {
+    for (const type of ['F32', 'BF16'] as const) {
+      const gguf = tinyLlamaGguf(tiny, type);
+      if (gguf !== null) peers.push({ gguf, ours: oursF32 });
+    }
+  }
+  if (existsSync(q4)) peers.push({ gguf: q4, ours: oursQ4 });
+  let first = true;
+  for (const { gguf, ours } of peers) {
+    const name = gguf.split(/[\\/]/).slice(-1)[0];
+    const node = await benchNodeLlamaCpp(gguf, text, windows, threads).catch((e: unknown) => {
+      console.log(`node-llama-cpp ${name}: not run (${e instanceof Error ? e.message : String(e)})`);
+      return null;
+    });
+    const cli = benchLlamaPerplexityCpu(gguf, text, windows, CTX, threads, first);
+    first = false;
+    if (ours?.cpuSeconds == null || ours.cpuSeconds <= 0) continue;
+    const rate = (f: PeerFigures): number => f.tokens / (f.cpuSeconds ?? f.wallSeconds);
+    const oursRate = rate(ours);
+    const parts = [node === null ? null : `node-llama-cpp ${(rate(node) / oursRate).toFixed(2)}x`, cli === null ? null : `llama-perplexity ${(rate(cli) / oursRate).toFixed(2)}x`].filter((p) => p !== null);
+    if (parts.length > 0) console.log(`  ${name}: llama.cpp tokens per CPU-second / ours = ${parts.join(', ')} (target <= 3x)`);
   }
 }
