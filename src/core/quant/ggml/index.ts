@@ -1,31 +1,20 @@
 /**
  * llama.cpp-exact ggml (de)quantizers. `quantizeGgml` gives the bytes that llama-quantize writes without
  * an importance matrix (the `quantize_row_*_ref` paths of ggml-quants.c); `dequantizeGgml` the f32 values
- * that ggml's `dequantize_row_*` gives. Both are pure and allocation-free (module-level scratch), run
- * synchronously over whole blocks: `src.length` (quantize) / `dst.length` (dequantize) must be a multiple
- * of the type's block size, and the byte buffer must hold exactly that many blocks or more.
+ * that ggml's `dequantize_row_*` gives. Both allocate nothing per call (module-level scratch; the block types
+ * quantize in this thread's WebAssembly instance, wasm/ggmlWasm.ts) and run synchronously over whole blocks:
+ * `src.length` (quantize) / `dst.length` (dequantize) must be a multiple of the type's block size, and the byte buffer must hold exactly that many blocks or more.
  * NaN / Inf inputs are the caller's job to refuse (see `findNonFinite`): ggml has no defined output for them.
  */
 import { InvalidArgumentError, UnsupportedError } from '../../errors';
 import { ggmlTypeByName, type GgmlTypeName } from '../../formats/gguf/ggmlTypes';
 import { dequantizeBF16, dequantizeF16, dequantizeF32, quantizeBF16, quantizeF16, quantizeF32 } from './float';
-import {
-  dequantizeQ4_0,
-  dequantizeQ4_1,
-  dequantizeQ5_0,
-  dequantizeQ5_1,
-  dequantizeQ8_0,
-  quantizeQ4_0,
-  quantizeQ4_1,
-  quantizeQ5_0,
-  quantizeQ5_1,
-  quantizeQ8_0,
-} from './legacy';
-import { dequantizeQ2_K, quantizeQ2_K } from './q2k';
-import { dequantizeQ3_K, quantizeQ3_K } from './q3k';
-import { dequantizeQ4_K, dequantizeQ5_K, quantizeQ4_K, quantizeQ5_K } from './q4kq5k';
-import { dequantizeQ6_K, quantizeQ6_K } from './q6k';
-import { isWasmQuantType, localWasmQuantizer } from './wasm/ggmlWasm';
+import { dequantizeQ4_0, dequantizeQ4_1, dequantizeQ5_0, dequantizeQ5_1, dequantizeQ8_0 } from './legacy';
+import { dequantizeQ2_K } from './q2k';
+import { dequantizeQ3_K } from './q3k';
+import { dequantizeQ4_K, dequantizeQ5_K } from './q4kq5k';
+import { dequantizeQ6_K } from './q6k';
+import { localWasmQuantizer, type WasmQuantType } from './wasm/ggmlWasm';
 
 export type QuantizeFn = (src: Float32Array, dst: Uint8Array) => void;
 export type DequantizeFn = (src: Uint8Array, dst: Float32Array) => void;
@@ -34,20 +23,25 @@ export type DequantizeFn = (src: Uint8Array, dst: Float32Array) => void;
 export const GGML_CODEC_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type GgmlCodecType = (typeof GGML_CODEC_TYPES)[number];
 
+/** The block types quantize in WebAssembly (wasm/ggmlQuants.as): native f32 steps, the same bytes as C. */
+function wasmQuantize(type: WasmQuantType): QuantizeFn {
+  return (src, dst) => localWasmQuantizer().quantize(type, src, dst);
+}
+
 const CODECS: Record<GgmlCodecType, { quantize: QuantizeFn; dequantize: DequantizeFn }> = {
   F32: { quantize: quantizeF32, dequantize: dequantizeF32 },
   F16: { quantize: quantizeF16, dequantize: dequantizeF16 },
   BF16: { quantize: quantizeBF16, dequantize: dequantizeBF16 },
-  Q8_0: { quantize: quantizeQ8_0, dequantize: dequantizeQ8_0 },
-  Q4_0: { quantize: quantizeQ4_0, dequantize: dequantizeQ4_0 },
-  Q4_1: { quantize: quantizeQ4_1, dequantize: dequantizeQ4_1 },
-  Q5_0: { quantize: quantizeQ5_0, dequantize: dequantizeQ5_0 },
-  Q5_1: { quantize: quantizeQ5_1, dequantize: dequantizeQ5_1 },
-  Q2_K: { quantize: quantizeQ2_K, dequantize: dequantizeQ2_K },
-  Q3_K: { quantize: quantizeQ3_K, dequantize: dequantizeQ3_K },
-  Q4_K: { quantize: quantizeQ4_K, dequantize: dequantizeQ4_K },
-  Q5_K: { quantize: quantizeQ5_K, dequantize: dequantizeQ5_K },
-  Q6_K: { quantize: quantizeQ6_K, dequantize: dequantizeQ6_K },
+  Q8_0: { quantize: wasmQuantize('Q8_0'), dequantize: dequantizeQ8_0 },
+  Q4_0: { quantize: wasmQuantize('Q4_0'), dequantize: dequantizeQ4_0 },
+  Q4_1: { quantize: wasmQuantize('Q4_1'), dequantize: dequantizeQ4_1 },
+  Q5_0: { quantize: wasmQuantize('Q5_0'), dequantize: dequantizeQ5_0 },
+  Q5_1: { quantize: wasmQuantize('Q5_1'), dequantize: dequantizeQ5_1 },
+  Q2_K: { quantize: wasmQuantize('Q2_K'), dequantize: dequantizeQ2_K },
+  Q3_K: { quantize: wasmQuantize('Q3_K'), dequantize: dequantizeQ3_K },
+  Q4_K: { quantize: wasmQuantize('Q4_K'), dequantize: dequantizeQ4_K },
+  Q5_K: { quantize: wasmQuantize('Q5_K'), dequantize: dequantizeQ5_K },
+  Q6_K: { quantize: wasmQuantize('Q6_K'), dequantize: dequantizeQ6_K },
 };
 
 export function isGgmlCodecType(name: string): name is GgmlCodecType {
@@ -80,9 +74,7 @@ export function ggmlByteSize(type: GgmlTypeName, elements: number): number {
 export function quantizeGgml(type: GgmlTypeName, src: Float32Array, dst: Uint8Array): void {
   const codec = codecFor(type);
   checkSizes(type, src.length, dst.byteLength, 'quantize to');
-  // the block types run in WebAssembly (wasm/ggmlQuants.as): native f32 steps, the same bytes as C
-  if (isWasmQuantType(type)) localWasmQuantizer().quantize(type, src, dst);
-  else codec.quantize(src, dst);
+  codec.quantize(src, dst);
 }
 
 /** Decodes `dst.length` values from `src`, values identical to ggml's dequantize_row_*. */

@@ -36,8 +36,3 @@ export function truncToInt(v: number): number {
   if (v > -2147483649 && v < 2147483648) return Math.trunc(v);
   return -2147483648;
 }
-
-/** (int8_t) of a C int: the low byte as a signed value. */
-export function toInt8(v: number): number {
-  return (v << 24) >> 24;
-}
