@@ -54,12 +54,30 @@ const KERNELS: Record<SchemeKernel, readonly [Kernel, Kernel, Kernel, Kernel]> =
   nf4: [phaseKernel('nf4', 0), phaseKernel('nf4', 1), phaseKernel('nf4', 2), phaseKernel('nf4', 3)],
 };
 
-/** Spans up to this long get one thread each in the range phase; longer ones a workgroup. */
+/** Spans up to this long get one thread each in the range phase; longer ones workgroups of SEGMENT values. */
 const RANGE_PER_THREAD_MAX_SPAN = 256;
+/** Values per workgroup of a long span in the range phase (SEGMENT in research_span.wgsl). */
+const SEGMENT = 4096;
 
-/** Workgroups of phase 0 for a chunk: one per span, or one per 64 short spans. */
-function rangeWorkgroups(layout: SpanLayout, spans: number): number {
-  return layout.longestSpan <= RANGE_PER_THREAD_MAX_SPAN ? Math.ceil(spans / WG) : spans;
+/** Range-phase workgroups per span of this chunk: 0 = one thread per span. */
+function segmentsPerSpan(layout: SpanLayout, chunk: Chunk): number {
+  return layout.longestSpan <= RANGE_PER_THREAD_MAX_SPAN ? 0 : Math.ceil(Math.min(layout.longestSpan, chunk.count) / SEGMENT);
+}
+
+/** Workgroups of phase 0 for a chunk. */
+function rangeWorkgroups(layout: SpanLayout, chunk: Chunk): number {
+  const segments = segmentsPerSpan(layout, chunk);
+  return segments === 0 ? Math.ceil(chunk.spanCount / WG) : chunk.spanCount * segments;
+}
+
+/** Initial range keys of a span whose segments meet through atomics: lo = hi = +0 (key 0x80000000), absmax 0. */
+function initialRangeKeys(spans: number): Uint32Array {
+  const keys = new Uint32Array(spans * 3);
+  for (let k = 0; k < spans; k++) {
+    keys[3 * k] = 0x80000000;
+    keys[3 * k + 1] = 0x80000000;
+  }
+  return keys;
 }
 
 /** The scheme constants of the uniform block (kernels/lib/research_span.wgsl `Params`). */
@@ -196,7 +214,7 @@ class RunBuffers {
       config.symmetric ? 1 : 0,
       config.minZero,
       config.signedLevels ? 1 : 0,
-      layout.longestSpan <= RANGE_PER_THREAD_MAX_SPAN ? 1 : 0,
+      segmentsPerSpan(layout, chunk),
     ]);
     this.gpu.device.queue.writeBuffer(this.uniform, 0, words);
     this.gpu.device.queue.writeBuffer(this.firstBad, 0, new Uint32Array([NO_BAD_VALUE]));
@@ -283,38 +301,37 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
     buffers.writeUniform(layout, chunk, config);
     extra?.();
   };
+  const initRanges = (chunk: Chunk): void => {
+    if (segmentsPerSpan(layout, chunk) > 0) gpu.device.queue.writeBuffer(buffers.ranges, 0, initialRangeKeys(chunk.spanCount));
+  };
+  // Pass 1's merged range keys when spans straddle chunks (the second pass uploads them).
+  let mergedKeys: Uint32Array | null = null;
   try {
     if (!spanFitsChunk && givenSpanWords === undefined) {
-      // Pass 1: ranges of every chunk, merged per span on the host (min / max are exact in any order).
-      const merged = new Uint32Array(layout.spans * 3);
-      const touched = new Uint8Array(layout.spans);
+      // Pass 1: range keys of every chunk, merged per span on the host (min / max are exact in any order).
+      const merged = initialRangeKeys(layout.spans);
+      mergedKeys = merged;
       for (let index = 0; index < chunks.length; index++) {
         const chunk = chunks[index]!;
         await guarded(gpu, `${label}: ${scheme} ranges, chunk ${index + 1}/${chunks.length}`, async () => {
-          upload(chunk, index);
+          upload(chunk, index, () => initRanges(chunk));
           const copies = [
             { from: buffers.ranges, to: offsets.ranges, bytes: chunk.spanCount * 12 },
             { from: buffers.firstBad, to: offsets.firstBad, bytes: 4 },
           ];
-          await runPhases(gpu, buffers, scheme, [{ phase: 0, workgroups: rangeWorkgroups(layout, chunk.spanCount) }], copies, options, index, chunks.length, (mapped) => {
+          await runPhases(gpu, buffers, scheme, [{ phase: 0, workgroups: rangeWorkgroups(layout, chunk) }], copies, options, index, chunks.length, (mapped) => {
             throwIfBad(mapped, offsets.firstBad, chunk, values, options.weightCols, label);
-            const part = new Float32Array(mapped, offsets.ranges, chunk.spanCount * 3);
-            const mergedValues = new Float32Array(merged.buffer);
+            // [min key, max key, absmax bits] per span: u32 order = value order.
+            const part = new Uint32Array(mapped, offsets.ranges, chunk.spanCount * 3);
             for (let k = 0; k < chunk.spanCount; k++) {
-              const s = chunk.firstSpan + k;
-              if (touched[s] === 0) {
-                mergedValues.set(part.subarray(3 * k, 3 * k + 3), 3 * s);
-                touched[s] = 1;
-                continue;
-              }
-              if (part[3 * k]! < mergedValues[3 * s]!) mergedValues[3 * s] = part[3 * k]!;
-              if (part[3 * k + 1]! > mergedValues[3 * s + 1]!) mergedValues[3 * s + 1] = part[3 * k + 1]!;
-              if (part[3 * k + 2]! > mergedValues[3 * s + 2]!) mergedValues[3 * s + 2] = part[3 * k + 2]!;
+              const s = 3 * (chunk.firstSpan + k);
+              merged[s] = Math.min(merged[s]!, part[3 * k]!);
+              merged[s + 1] = Math.max(merged[s + 1]!, part[3 * k + 1]!);
+              merged[s + 2] = Math.max(merged[s + 2]!, part[3 * k + 2]!);
             }
           });
         });
       }
-      rangeBits.set(merged);
     }
     // Pass 2 (or the only pass): ranges (unless merged above or params given), params, codes.
     for (let index = 0; index < chunks.length; index++) {
@@ -322,24 +339,25 @@ async function encodeOnGpu(gpu: GpuContext, values: Float32Array, layout: SpanLa
       await guarded(gpu, `${label}: ${scheme} chunk ${index + 1}/${chunks.length}`, async () => {
         upload(chunk, index, () => {
           if (givenSpanWords !== undefined) gpu.device.queue.writeBuffer(buffers.spanWords, 0, givenSpanWords);
-          else if (!spanFitsChunk) gpu.device.queue.writeBuffer(buffers.ranges, 0, rangeBits, chunk.firstSpan * 3, chunk.spanCount * 3);
+          else if (mergedKeys !== null) gpu.device.queue.writeBuffer(buffers.ranges, 0, mergedKeys, chunk.firstSpan * 3, chunk.spanCount * 3);
+          else initRanges(chunk);
         });
         const phases: { phase: Phase; workgroups: number }[] = [];
-        if (spanFitsChunk) phases.push({ phase: 0, workgroups: rangeWorkgroups(layout, chunk.spanCount) });
+        if (spanFitsChunk) phases.push({ phase: 0, workgroups: rangeWorkgroups(layout, chunk) });
         if (givenSpanWords === undefined) phases.push({ phase: 1, workgroups: Math.ceil(chunk.spanCount / WG) });
         phases.push({ phase: 2, workgroups: Math.ceil(chunk.count / VALUES_PER_THREAD / WG) });
         const chunkCodeBytes = codeBytes(scheme, chunk.count);
         const copies = [
           { from: buffers.codes, to: offsets.codes, bytes: chunkCodeBytes },
           { from: buffers.spanWords, to: offsets.spanWords, bytes: givenSpanWords === undefined ? chunk.spanCount * 8 : 0 },
-          { from: buffers.ranges, to: offsets.ranges, bytes: spanFitsChunk ? chunk.spanCount * 12 : 0 },
+          { from: buffers.ranges, to: offsets.ranges, bytes: givenSpanWords === undefined ? chunk.spanCount * 12 : 0 },
           { from: buffers.firstBad, to: offsets.firstBad, bytes: 4 },
         ];
         await runPhases(gpu, buffers, scheme, phases, copies, options, index, chunks.length, (mapped) => {
           throwIfBad(mapped, offsets.firstBad, chunk, values, options.weightCols, label);
           codes.set(new Uint8Array(mapped, offsets.codes, chunkCodeBytes), codeBytes(scheme, chunk.start));
           if (givenSpanWords === undefined) spanWords.set(new Uint32Array(mapped, offsets.spanWords, chunk.spanCount * 2), chunk.firstSpan * 2);
-          if (spanFitsChunk) rangeBits.set(new Uint32Array(mapped, offsets.ranges, chunk.spanCount * 3), chunk.firstSpan * 3);
+          if (givenSpanWords === undefined) rangeBits.set(new Uint32Array(mapped, offsets.ranges, chunk.spanCount * 3), chunk.firstSpan * 3);
         });
       });
     }

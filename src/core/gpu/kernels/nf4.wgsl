@@ -43,5 +43,5 @@ fn encode_value(w: u32, p: vec2<u32>) -> u32 {
 }
 
 fn decode_value(code: u32, k: u32) -> u32 {
-  return f32_mul(NF4_VALUE_BITS[code], ranges[3u * k + 2u]);
+  return f32_mul(NF4_VALUE_BITS[code], atomicLoad(&ranges[3u * k + 2u]));
 }

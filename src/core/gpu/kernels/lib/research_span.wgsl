@@ -4,9 +4,11 @@
 // are contiguous in the flattened tensor, so a chunk of it touches spans first_span ..
 // first_span + span_count - 1 (the first and last possibly in part).
 // One kernel per phase: researchQuant.ts prepends `const PHASE = ...;` to the text.
-//   PHASE 0 range:   one workgroup per span (or one thread per short span): lo = min(min, 0),
-//                    hi = max(max, 0), absmax (exact, in integers).
-//   PHASE 1 params:  one thread per span: the kernel's span_params(lo, hi, absmax) -> 2 words.
+//   PHASE 0 range:   one thread per short span, or workgroups of SEGMENT values of a long span that
+//                    meet through atomicMin/atomicMax: lo = min(min, 0), hi = max(max, 0) as order
+//                    keys, absmax bits (exact in any order).
+//   PHASE 1 params:  one thread per span: keys back to f32 bits (left in ranges for the host), then
+//                    the kernel's span_params(lo, hi, absmax) -> 2 words.
 //   PHASE 2 encode:  one thread per VALUES_PER_THREAD values: CODES_PER_WORD codes per u32 at code_shift(j).
 //   PHASE 3 decode:  one thread per VALUES_PER_THREAD values: decode_value(code, span) -> f32 bits.
 // Every phase that reads weights records the chunk-local index of the first NaN/Inf in first_bad.
@@ -26,11 +28,11 @@ struct Params {
   symmetric: u32,      // intn: 1 = absmax (symmetric)
   min_zero: u32,       // intn asymmetric: smallest zero point
   signed_levels: u32,  // intn symmetric: 1 = store q as int8 (two's complement) instead of q + 2^(bits-1)
-  range_per_thread: u32, // 1: phase 0 runs one thread per span (short spans), else one workgroup per span
+  segments_per_span: u32, // phase 0: 0 = one thread per span, else workgroups per span (SEGMENT values each)
 }
 
 @group(0) @binding(0) var<storage, read> src: array<u32>;
-@group(0) @binding(1) var<storage, read_write> ranges: array<u32>;
+@group(0) @binding(1) var<storage, read_write> ranges: array<atomic<u32>>;
 @group(0) @binding(2) var<storage, read_write> span_words: array<u32>;
 @group(0) @binding(3) var<storage, read_write> codes: array<u32>;
 @group(0) @binding(4) var<storage, read_write> first_bad: array<atomic<u32>>;
@@ -38,6 +40,7 @@ struct Params {
 @group(0) @binding(6) var<uniform> u: Params;
 
 const WG = 64u;
+const SEGMENT = 4096u;
 var<workgroup> wg_min: array<u32, 64>;
 var<workgroup> wg_max: array<u32, 64>;
 var<workgroup> wg_abs: array<u32, 64>;
@@ -77,14 +80,21 @@ fn scan_range(bounds: vec2<u32>, offset: u32, stride: u32) -> vec3<u32> {
   return vec3<u32>(kmin, kmax, amax);
 }
 
-fn write_range(k: u32, r: vec3<u32>) {
-  ranges[3u * k] = key_to_bits(r.x);
-  ranges[3u * k + 1u] = key_to_bits(r.y);
-  ranges[3u * k + 2u] = r.z;
+// One thread per span: the keys as they are (params converts them).
+fn range_thread(k: u32) {
+  let r = scan_range(span_bounds(k), 0u, 1u);
+  atomicStore(&ranges[3u * k], r.x);
+  atomicStore(&ranges[3u * k + 1u], r.y);
+  atomicStore(&ranges[3u * k + 2u], r.z);
 }
 
-fn range_phase(k: u32, lid: u32) {
-  let r = scan_range(span_bounds(k), lid, WG);
+// Workgroup g: segment g % segments_per_span of span g / segments_per_span, folded into the span's
+// keys (initialised by the host to +0, +0, 0) with atomics.
+fn range_segment(g: u32, lid: u32) {
+  let k = g / u.segments_per_span;
+  let b = span_bounds(k);
+  let seg_first = min(b.x + (g - k * u.segments_per_span) * SEGMENT, b.y);
+  let r = scan_range(vec2<u32>(seg_first, min(seg_first + SEGMENT, b.y)), lid, WG);
   let kmin = r.x;
   let kmax = r.y;
   let amax = r.z;
@@ -100,12 +110,20 @@ fn range_phase(k: u32, lid: u32) {
     }
     workgroupBarrier();
   }
-  if (lid == 0u) { write_range(k, vec3<u32>(wg_min[0], wg_max[0], wg_abs[0])); }
+  if (lid == 0u) {
+    atomicMin(&ranges[3u * k], wg_min[0]);
+    atomicMax(&ranges[3u * k + 1u], wg_max[0]);
+    atomicMax(&ranges[3u * k + 2u], wg_abs[0]);
+  }
 }
 
 fn params_phase(k: u32) {
   if (k >= u.span_count) { return; }
-  let p = span_params(ranges[3u * k], ranges[3u * k + 1u], ranges[3u * k + 2u]);
+  let lo = key_to_bits(atomicLoad(&ranges[3u * k]));
+  let hi = key_to_bits(atomicLoad(&ranges[3u * k + 1u]));
+  atomicStore(&ranges[3u * k], lo);
+  atomicStore(&ranges[3u * k + 1u], hi);
+  let p = span_params(lo, hi, atomicLoad(&ranges[3u * k + 2u]));
   span_words[2u * k] = p.x;
   span_words[2u * k + 1u] = p.y;
 }
@@ -180,10 +198,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let group_index = wid.x + wid.y * nwg.x;
   let t = group_index * WG + lid;
   if (PHASE == 0u) {
-    if (u.range_per_thread == 1u) {
-      if (t < u.span_count) { write_range(t, scan_range(span_bounds(t), 0u, 1u)); }
-    } else if (group_index < u.span_count) {
-      range_phase(group_index, lid);
+    if (u.segments_per_span == 0u) {
+      if (t < u.span_count) { range_thread(t); }
+    } else if (group_index < u.span_count * u.segments_per_span) {
+      range_segment(group_index, lid);
     }
     return;
   }
