@@ -72,12 +72,14 @@ async function benchOursGpu(modelPath: string, textPath: string, windows: number
   const lm = await loadModel(modelPath);
   try {
     const batches = makeWindows(lm.tokenizer.encode(await readTextFile(textPath)), CTX, windows);
-    const model = new GpuLlama(gpu, lm.model);
+    // QL_GPU_MATMUL=tiled|direct overrides the matmul kernel chosen for the adapter.
+    const variant = process.env.QL_GPU_MATMUL;
+    const model = new GpuLlama(gpu, lm.model, { matmul: variant === 'tiled' || variant === 'direct' ? variant : undefined });
     try {
       const tokens = windows * CTX;
       for (const pass of ['first pass (read + upload weights)', 'second pass (weights resident)']) {
         const r = await perplexityOnGpu(model, batches);
-        console.log(`ours (WebGPU on ${gpu.description}) ${name}, ${pass}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(2)} s wall = ${r.tokensPerSecond.toFixed(0)} tok/s`);
+        console.log(`ours (WebGPU on ${gpu.description}, ${model.matmulVariant} matmul) ${name}, ${pass}: ppl ${r.perplexity.toFixed(4)}, ${tokens} tokens in ${r.seconds.toFixed(2)} s wall = ${r.tokensPerSecond.toFixed(0)} tok/s`);
       }
     } finally {
       model.dispose();

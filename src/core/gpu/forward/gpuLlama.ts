@@ -251,12 +251,15 @@ export class GpuLlama {
         const act = buffer('fwd swiglu', maxRows * I);
         const hidden = chunks.map((ch, i) => buffer(`fwd hidden ${i}`, ch.count * T * H));
 
-        // Embeddings, gathered on the host one chunk at a time.
+        // Embeddings, gathered on the host one chunk at a time: one gather for all the chunk's
+        // tokens, so each block of the table is read (and dequantized) once per chunk, not per window.
         for (let i = 0; i < chunks.length; i++) {
           throwIfAborted(signal);
           const ch = chunks[i]!;
+          const ids = new Int32Array(ch.count * T);
+          for (let w = 0; w < ch.count; w++) ids.set(windows[ch.first + w]!, w * T);
           const rows = new Float32Array(ch.count * T * H);
-          for (let w = 0; w < ch.count; w++) await this.model.embed(windows[ch.first + w]!, rows.subarray(w * T * H, (w + 1) * T * H));
+          await this.model.embed(ids, rows);
           device.queue.writeBuffer(hidden[i]!, 0, rows);
         }
 
