@@ -50,10 +50,13 @@ export interface StatsJobSpec {
 export interface JobTestFaults {
   loseGpuAtTensor?: number;
   delayMsPerTensor?: number;
+  /** Quantize job under auto: keep a software adapter (lavapipe) instead of preferring the CPU, so tests on such machines reach the GPU path. */
+  useSoftwareAdapter?: boolean;
 }
 
 const isJobTestFaults: Guard<JobTestFaults | undefined> = (v): v is JobTestFaults | undefined =>
-  v === undefined || (isRecord(v) && isOptional(isNonNegativeInteger)(v.loseGpuAtTensor) && isOptional(isNonNegativeInteger)(v.delayMsPerTensor));
+  v === undefined ||
+  (isRecord(v) && isOptional(isNonNegativeInteger)(v.loseGpuAtTensor) && isOptional(isNonNegativeInteger)(v.delayMsPerTensor) && isOptional(isBoolean)(v.useSoftwareAdapter));
 
 /** Quantizes the 2-D tensors of a checkpoint to one ggml type and writes them, concatenated, to outputPath. */
 export interface QuantizeTensorsJobSpec {

@@ -2,7 +2,8 @@
  * The real quantize job (what `quantlens quantize` / `batch` and the extension run) on the GPU path:
  * GGUF outputs byte-identical to the CPU path and to llama-quantize (synthetic LLaMA hashes, and
  * ../shared's tiny-llama Q4_K_M when present), the card saying which device ran, an adapter lost
- * mid-job falling back to the CPU once under auto (same bytes) and failing cleanly under gpu.
+ * mid-job falling back to the CPU once under auto (same bytes) and failing cleanly under gpu, and auto
+ * leaving a software renderer for the (faster) CPU path.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -11,6 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JobRunner } from '../../src/core/jobs/jobRunner';
+import { isSoftwareAdapter } from '../../src/core/jobs/computeDevice';
 import { QuantLensError } from '../../src/core/errors';
 import type { QuantizeJobSpec } from '../../src/protocol/jobs';
 import { fixturesDir, microLlamaDir, tinyLlamaDir, tinyLlamaQ4KMGguf } from '../helpers/paths';
@@ -75,10 +77,21 @@ test('quantize job, auto: the GPU lost at the second window hands over to the CP
   const autoOut = join(dir, 'lost-auto.gguf');
   await runner!.run(job(microLlamaDir, 'Q4_K_M', cpuOut, 'cpu'));
   const notices: string[] = [];
-  const r = await runner!.run(job(microLlamaDir, 'Q4_K_M', autoOut, 'auto', { testFaults: { loseGpuAtTensor: 1 } }), { onNotice: (m) => notices.push(m) });
+  const r = await runner!.run(job(microLlamaDir, 'Q4_K_M', autoOut, 'auto', { testFaults: { loseGpuAtTensor: 1, useSoftwareAdapter: true } }), { onNotice: (m) => notices.push(m) });
   assert.equal(notices.filter((m) => /continuing on the CPU/.test(m)).length, 1, `one fallback notice: ${JSON.stringify(notices)}`);
   assert.equal(r.result.card.recipe.device, 'gpu+cpu');
   assert.ok(readFileSync(autoOut).equals(readFileSync(cpuOut)));
+});
+
+test('quantize job, auto: a software renderer (lavapipe) is left for the CPU path, said once; a hardware adapter is used', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const out = join(dir, 'auto-default.gguf');
+  const notices: string[] = [];
+  const r = await runner!.run(job(microLlamaDir, 'Q8_0', out, undefined), { onNotice: (m) => notices.push(m) });
+  const software = isSoftwareAdapter(gpu.description);
+  assert.equal(r.result.card.recipe.device, software ? 'cpu' : 'gpu', gpu.description);
+  assert.equal(notices.filter((m) => /software renderer/.test(m)).length, software ? 1 : 0, JSON.stringify(notices));
 });
 
 test('quantize job, gpu: the GPU lost mid-job fails with GpuUnavailableError and leaves no output', async (t) => {

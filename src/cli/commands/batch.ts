@@ -19,7 +19,7 @@ A failure is reported for its item and the others still run; the exit code is 2 
 Options --group, --sym, --double-quant, --scale, --include-embeddings apply to every item where
 they make sense (see quantlens quantize --help); --json prints the summary as JSON.
 
-  --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a WebGPU adapter exists)
+  --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a hardware WebGPU adapter exists)
   --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's threads
                          for models above 16 M quantized values, else 1)
 

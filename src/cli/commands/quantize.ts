@@ -38,9 +38,11 @@ options:
   --double-quant         nf4: quantize the absmax values to 8 bits (bitsandbytes compress_statistics)
   --scale tensor|channel fp8 / int8: one scale per tensor or per output channel
   --include-embeddings   also quantize the embedding and lm_head matrices
-  --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a WebGPU adapter
-                         exists, else the CPU; a GPU that fails mid-job under auto hands over to the CPU
-                         and says so once). Same bytes everywhere; the card's recipe.device says which ran.
+  --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a hardware WebGPU
+                         adapter exists, else the CPU; a software renderer such as lavapipe is slower than
+                         the CPU path and is used only with gpu; a GPU that fails mid-job under auto hands
+                         over to the CPU and says so once). Same bytes everywhere; the card's
+                         recipe.device says which ran.
   --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's
                          threads for models above 16 M quantized values, else 1)
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or

@@ -2,7 +2,7 @@
  * The `quantize` job: the quantize pipeline (core/quant/pipeline.ts, written atomically there) run in
  * the worker, its step progress turned into JobProgress with bytes from the checkpoint's headers.
  *
- * GGUF targets quantize on the GPU when the job holds one (`device` gpu, or auto with an adapter): each
+ * GGUF targets quantize on the GPU when the job holds one (`device` gpu, or auto with a hardware adapter): each
  * window of rows the exporter reads goes through quantizeOnGpu (same bytes as the CPU port), through
  * ComputeDevice.run so that a GPU failure under auto hands the rest to the CPU path and says so once.
  * Types without a GPU kernel, and F16/F32 outputs, stay on the CPU. The card's recipe.device says
@@ -72,7 +72,9 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
   }
   // Only GGUF targets have GPU kernels in the pipeline; research targets never start a device.
   if (ggufExporter === undefined && spec.device === 'gpu') ctx.notice(`${spec.request.target} quantizes on the CPU: the GPU path covers the GGUF targets`);
-  const device = ggufExporter !== undefined ? await ComputeDevice.open(spec.device ?? 'auto', ctx.notice) : null;
+  // On a software renderer (lavapipe) the CPU path is faster (measured: bench/gpu.ts), so auto prefers the CPU there.
+  const softwareAdapter = spec.testFaults?.useSoftwareAdapter === true ? 'use' : 'avoid';
+  const device = ggufExporter !== undefined ? await ComputeDevice.open(spec.device ?? 'auto', ctx.notice, { softwareAdapter }) : null;
   try {
     const windows = device === null ? null : gpuWindowQuantizer(device, spec, ctx, (phase) => tracker.update(phase, stepIndex, stepTensor, bytesDone));
     const result = await runQuantize(spec.request, {
