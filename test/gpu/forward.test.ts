@@ -10,7 +10,9 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireGpu } from '../../src/core/gpu/device';
-import { CancelledError, GpuUnavailableError, UnsupportedError } from '../../src/core/errors';
+import { CancelledError, GpuUnavailableError, InvalidArgumentError, UnsupportedError } from '../../src/core/errors';
+import { runEval, type EvalReport } from '../../src/cli/commands/eval';
+import type { CliIo } from '../../src/cli/cliTypes';
 import { GpuLlama, isSoftwareAdapter, type GpuLlamaOptions } from '../../src/core/gpu/forward/gpuLlama';
 import { perplexityOnGpu } from '../../src/core/gpu/forward/gpuPerplexity';
 import { perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity';
@@ -269,4 +271,45 @@ test('--device auto runs A8 on the CPU with a notice; --device gpu refuses it', 
       device.dispose();
     }
   });
+});
+
+test('quantlens eval --device gpu: rows computed on the GPU equal --device cpu; A8 refused under gpu, run on the CPU under auto', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const textFile = join(fixturesDir, 'eval.txt');
+  const evalJson = async (device: string, quant: string): Promise<{ report: EvalReport; errors: string[] }> => {
+    const lines: string[] = [];
+    const errors: string[] = [];
+    const io: CliIo = { out: (s) => lines.push(s), err: (s) => errors.push(s), isTTY: false };
+    assert.equal(await runEval([microLlamaDir, '--text', textFile, '--ctx', '128', '--windows', '2', '--quant', quant, '--device', device, '--json'], io), 0);
+    return { report: JSON.parse(lines.join('\n')) as EvalReport, errors };
+  };
+  const onGpu = await evalJson('gpu', 'W4g32');
+  const onCpu = await evalJson('cpu', 'W4g32');
+  assert.deepEqual(
+    onGpu.report.rows.map((r) => [r.setting, r.device]),
+    [
+      ['FP16', 'gpu'],
+      ['W4g32', 'gpu'],
+    ],
+  );
+  assert.equal(onGpu.report.deviceDescription, gpu.description);
+  assert.deepEqual(
+    onCpu.report.rows.map((r) => r.device),
+    ['cpu', 'cpu'],
+  );
+  onGpu.report.rows.forEach((r, i) => {
+    const c = onCpu.report.rows[i]!;
+    assert.ok(Math.abs(r.perplexity / c.perplexity - 1) < 1e-4, `${r.setting}: GPU ${r.perplexity} vs CPU ${c.perplexity}`);
+  });
+  await assert.rejects(runEval([microLlamaDir, '--text', textFile, '--ctx', '128', '--windows', '1', '--quant', 'W8A8', '--device', 'gpu', '--json'], { out: () => undefined, err: () => undefined, isTTY: false }), (e: unknown) => e instanceof UnsupportedError && /A8/.test(e.message));
+  await assert.rejects(runEval([microLlamaDir, '--text', textFile, '--device', 'tpu'], { out: () => undefined, err: () => undefined, isTTY: false }), (e: unknown) => e instanceof InvalidArgumentError && /--device must be auto, gpu or cpu/.test(e.message));
+  const auto = await evalJson('auto', 'KV4');
+  const kv = auto.report.rows[1]!;
+  assert.equal(kv.device, 'cpu');
+  if (isSoftwareAdapter(gpu.description)) assert.match(auto.errors.join('\n'), /software one/);
+  else {
+    assert.equal(auto.report.rows[0]!.device, 'gpu');
+    assert.match(auto.errors.join('\n'), /KV4.*on the CPU/);
+  }
 });

@@ -5,14 +5,18 @@
  */
 import { basename } from 'node:path';
 import { InvalidArgumentError } from '../../core/errors';
+import { perplexityOnDevice } from '../../core/gpu/forward/devicePerplexity';
+import { isSoftwareAdapter } from '../../core/gpu/forward/gpuLlama';
+import { ComputeDevice } from '../../core/jobs/computeDevice';
 import { readTextFile } from '../../core/model/calibration';
 import { BASELINE_SETTING, isBaseline, parseQuantSetting, type QuantSetting } from '../../core/model/fakeQuant';
 import { loadModel } from '../../core/model/loadModel';
-import { makeWindows, perplexity } from '../../core/model/perplexity';
+import { makeWindows } from '../../core/model/perplexity';
+import { isDeviceChoice, type DeviceChoice } from '../../protocol/jobs';
 import type { CliCommand, CliIo } from '../cliTypes';
 import { cancellableCommand, parseModelTextArgs } from '../modelCommand';
 
-const HELP = `usage: quantlens eval <model> --text <file> [--ctx 256] [--windows 64] [--quant W4,W8A8,...] [--group 64] [--json]
+const HELP = `usage: quantlens eval <model> --text <file> [--ctx 256] [--windows 64] [--quant W4,W8A8,...] [--group 64] [--device auto|gpu|cpu] [--json]
 
 Perplexity on <file>: the text is tokenized without BOS, cut into --windows consecutive windows of
 --ctx tokens from token 0, and every next-token prediction is scored (ppl = exp(mean loss)).
@@ -31,6 +35,9 @@ options:
   --windows <n>      number of windows (default 64)
   --quant <list>     settings to evaluate besides the baseline
   --group <n>        default weight group size for W<8 (default 64)
+  --device <d>       auto (default: the GPU when a hardware WebGPU adapter exists, else the CPU;
+                     settings the GPU pass does not implement, A<b> and KV<b>, run on the CPU; a GPU
+                     failing mid-pass hands the pass to the CPU), gpu (required; A/KV refused), cpu
   --json             print one JSON object instead of the table
   --help             this text`;
 
@@ -41,6 +48,8 @@ export interface EvalRow {
   relativeDelta: number;
   seconds: number;
   tokensPerSecond: number;
+  /** Where this setting's pass ran. */
+  device: 'gpu' | 'cpu';
 }
 
 export interface EvalReport {
@@ -49,6 +58,8 @@ export interface EvalReport {
   ctx: number;
   windows: number;
   tokens: number;
+  /** The GPU adapter when one was used, else 'CPU'. */
+  deviceDescription: string;
   rows: EvalRow[];
 }
 
@@ -68,6 +79,7 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
       windows: { type: 'string' },
       quant: { type: 'string' },
       group: { type: 'string' },
+      device: { type: 'string' },
       json: { type: 'boolean' },
       help: { type: 'boolean' },
     },
@@ -80,6 +92,7 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
   const ctx = positiveInt(values.ctx, '--ctx', 256);
   const windowCount = positiveInt(values.windows, '--windows', 64);
   const group = values.group === undefined ? 64 : Number(values.group);
+  const choice: DeviceChoice = parseDeviceChoice(values.device);
   const settings: QuantSetting[] = [BASELINE_SETTING];
   for (const s of (values.quant ?? '').split(',').map((x) => x.trim()).filter((x) => x.length > 0)) {
     const setting = parseQuantSetting(s, group);
@@ -87,17 +100,26 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
   }
   const text = await readTextFile(textPath);
   const loaded = await loadModel(modelPath);
+  let device: ComputeDevice | null = null;
   try {
     const { model, tokenizer } = loaded;
     if (ctx > model.config.maxPositionEmbeddings) {
       throw new InvalidArgumentError(`--ctx ${ctx} is longer than the model's max_position_embeddings (${model.config.maxPositionEmbeddings})`);
     }
     const windows = makeWindows(tokenizer.encode(text), ctx, windowCount);
+    device = await ComputeDevice.open(choice, (m) => io.err(m));
+    if (choice === 'auto' && device.gpu !== null && isSoftwareAdapter(device.gpu.description)) {
+      // A CPU implementation of Vulkan (lavapipe) runs this pass several times slower than the CPU path.
+      io.err(`the WebGPU adapter is a software one (${device.gpu.description}): running on the CPU, which is faster here (--device gpu uses it anyway)`);
+      device.dispose();
+      device = await ComputeDevice.open('cpu', (m) => io.err(m));
+    }
+    const deviceDescription = device.description;
     const rows: EvalRow[] = [];
     let baseline = NaN;
     for (const setting of settings) {
-      if (values.json !== true) io.err(`evaluating ${setting.label} (${windowCount} x ${ctx} tokens) ...`);
-      const r = await perplexity(model, windows, { quant: isBaseline(setting) ? undefined : setting, signal });
+      if (values.json !== true) io.err(`evaluating ${setting.label} (${windowCount} x ${ctx} tokens) on ${device.kind === 'gpu' ? `the GPU (${device.description})` : 'the CPU'} ...`);
+      const r = await perplexityOnDevice(device, choice, model, windows, { quant: isBaseline(setting) ? undefined : setting, signal, notice: (m) => io.err(m) });
       if (isBaseline(setting)) baseline = r.perplexity;
       rows.push({
         setting: setting.label,
@@ -106,24 +128,33 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
         relativeDelta: (r.perplexity - baseline) / baseline,
         seconds: r.seconds,
         tokensPerSecond: r.tokensPerSecond,
+        device: r.device,
       });
     }
-    const report: EvalReport = { model: modelPath, text: textPath, ctx, windows: windowCount, tokens: windowCount * ctx, rows };
+    const report: EvalReport = { model: modelPath, text: textPath, ctx, windows: windowCount, tokens: windowCount * ctx, deviceDescription, rows };
     if (values.json === true) {
       io.out(JSON.stringify(report, null, 2));
       return 0;
     }
     const baselineLabel = loaded.checkpoint.format === 'gguf' ? `as stored (${basename(modelPath)})` : 'FP16 (f32 compute)';
     io.out(`perplexity of ${modelPath} on ${textPath}: ${windowCount} windows x ${ctx} tokens, no BOS`);
-    io.out(`${'setting'.padEnd(22)} ${'ppl'.padStart(10)} ${'delta'.padStart(9)} ${'delta %'.padStart(8)} ${'tok/s'.padStart(8)}`);
+    io.out(`${'setting'.padEnd(22)} ${'ppl'.padStart(10)} ${'delta'.padStart(9)} ${'delta %'.padStart(8)} ${'tok/s'.padStart(8)} device`);
     for (const r of rows) {
       const label = r.setting === BASELINE_SETTING.label ? baselineLabel : r.setting;
-      io.out(`${label.padEnd(22)} ${r.perplexity.toFixed(4).padStart(10)} ${r.deltaVsBaseline.toFixed(4).padStart(9)} ${(100 * r.relativeDelta).toFixed(2).padStart(8)} ${r.tokensPerSecond.toFixed(0).padStart(8)}`);
+      io.out(`${label.padEnd(22)} ${r.perplexity.toFixed(4).padStart(10)} ${r.deltaVsBaseline.toFixed(4).padStart(9)} ${(100 * r.relativeDelta).toFixed(2).padStart(8)} ${r.tokensPerSecond.toFixed(0).padStart(8)} ${r.device}`);
     }
+    if (rows.some((r) => r.device === 'gpu')) io.out(`GPU: ${deviceDescription}`);
     return 0;
   } finally {
+    device?.dispose();
     await loaded.close();
   }
+}
+
+function parseDeviceChoice(value: string | undefined): DeviceChoice {
+  if (value === undefined) return 'auto';
+  if (!isDeviceChoice(value)) throw new InvalidArgumentError(`--device must be auto, gpu or cpu, got '${value}'`);
+  return value;
 }
 
 export const command: CliCommand = cancellableCommand(runEval);
