@@ -35,7 +35,8 @@ import { allocateIntN, dequantizeRowsIntN, quantizeAsymmetricWithParams, quantiz
 import { dequantizeNf4Packed, NF4_CODE, quantizeNf4 } from '../../src/core/quant/nf4';
 import { dequantizeFp8E4M3, encodeFp8WithScale, quantizeFp8E4M3 } from '../../src/core/quant/fp8';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
-import { CancelledError, InvalidArgumentError, NumericError } from '../../src/core/errors';
+import { CancelledError, GpuUnavailableError, InvalidArgumentError, NumericError } from '../../src/core/errors';
+import { acquireGpu } from '../../src/core/gpu/device';
 import { microLlamaDir, repoRoot, tinyLlamaDir } from '../helpers/paths';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
 
@@ -496,3 +497,22 @@ for (const phase of ['upload', 'compute', 'readback'] as const satisfies readonl
     assertSameBits(again.values, quantizeInt8Absmax(values, rows, cols, 'tensor').values, 'after a cancel');
   });
 }
+
+test('a device that vanishes mid-job (device.destroy() during compute) ends in GpuUnavailableError, never a hang', async (t) => {
+  if ((await gpuOrSkip(t)) === null) return;
+  const own = await acquireGpu();
+  try {
+    const { values, rows, cols } = edgeMatrix();
+    await assert.rejects(
+      quantizeFp8E4M3OnGpu(own, values, rows, cols, 'channel', {
+        maxChunkBytes: 1024,
+        onPhase: (p, chunk) => {
+          if (p === 'compute' && chunk === 1) own.destroy();
+        },
+      }),
+      GpuUnavailableError,
+    );
+  } finally {
+    own.destroy();
+  }
+});
