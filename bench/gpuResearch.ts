@@ -5,6 +5,7 @@
  * with its device and line printer: `await benchResearchQuant(gpu, line);`.
  */
 import type { GpuContext } from '../src/core/gpu/device';
+import type { GpuRunOptions } from '../src/core/gpu/quantize';
 import {
   quantizeFp8E4M3OnGpu,
   quantizeInt8AbsmaxOnGpu,
@@ -25,7 +26,7 @@ type Output = Uint8Array | Int8Array | Float32Array;
 interface ResearchScheme {
   name: string;
   cpu(values: Float32Array, rows: number, cols: number): Output[];
-  gpu(gpu: GpuContext, values: Float32Array, rows: number, cols: number): Promise<Output[]>;
+  gpu(gpu: GpuContext, values: Float32Array, rows: number, cols: number, options?: GpuRunOptions): Promise<Output[]>;
 }
 
 function intN(scheme: IntNScheme, minZero: number): Pick<ResearchScheme, 'cpu' | 'gpu'> {
@@ -35,9 +36,9 @@ function intN(scheme: IntNScheme, minZero: number): Pick<ResearchScheme, 'cpu' |
       quantizeRowsIntN(values, q, minZero);
       return [q.levels, q.scales, q.zeros];
     },
-    gpu: async (gpu, values, rows, cols) => {
+    gpu: async (gpu, values, rows, cols, options) => {
       const q = allocateIntN(rows, cols, scheme);
-      await quantizeRowsIntNOnGpu(gpu, values, q, minZero);
+      await quantizeRowsIntNOnGpu(gpu, values, q, minZero, options);
       return [q.levels, q.scales, q.zeros];
     },
   };
@@ -47,17 +48,17 @@ const SCHEMES: ResearchScheme[] = [
   {
     name: 'INT8 absmax per channel',
     cpu: (v, r, c) => Object.values(quantizeInt8Absmax(v, r, c, 'channel')).filter(isOutput),
-    gpu: async (g, v, r, c) => Object.values(await quantizeInt8AbsmaxOnGpu(g, v, r, c, 'channel')).filter(isOutput),
+    gpu: async (g, v, r, c, o) => Object.values(await quantizeInt8AbsmaxOnGpu(g, v, r, c, 'channel', o)).filter(isOutput),
   },
   {
     name: 'INT8 absmax per tensor',
     cpu: (v, r, c) => Object.values(quantizeInt8Absmax(v, r, c, 'tensor')).filter(isOutput),
-    gpu: async (g, v, r, c) => Object.values(await quantizeInt8AbsmaxOnGpu(g, v, r, c, 'tensor')).filter(isOutput),
+    gpu: async (g, v, r, c, o) => Object.values(await quantizeInt8AbsmaxOnGpu(g, v, r, c, 'tensor', o)).filter(isOutput),
   },
   {
     name: 'INT8 zero-point per channel',
     cpu: (v, r, c) => Object.values(quantizeInt8ZeroPoint(v, r, c, 'channel')).filter(isOutput),
-    gpu: async (g, v, r, c) => Object.values(await quantizeInt8ZeroPointOnGpu(g, v, r, c, 'channel')).filter(isOutput),
+    gpu: async (g, v, r, c, o) => Object.values(await quantizeInt8ZeroPointOnGpu(g, v, r, c, 'channel', o)).filter(isOutput),
   },
   { name: 'INT4 asym g128 (GPTQ zeros >= 1)', ...intN({ bits: 4, groupSize: 128, symmetric: false }, 1) },
   { name: 'INT4 sym g32', ...intN({ bits: 4, groupSize: 32, symmetric: true }, 0) },
@@ -68,15 +69,15 @@ const SCHEMES: ResearchScheme[] = [
       const q = quantizeNf4(v);
       return [q.packed, q.absmax];
     },
-    gpu: async (g, v) => {
-      const q = await quantizeNf4OnGpu(g, v);
+    gpu: async (g, v, _r, _c, o) => {
+      const q = await quantizeNf4OnGpu(g, v, o);
       return [q.packed, q.absmax];
     },
   },
   {
     name: 'FP8 E4M3 per channel',
     cpu: (v, r, c) => Object.values(quantizeFp8E4M3(v, r, c, 'channel')).filter(isOutput),
-    gpu: async (g, v, r, c) => Object.values(await quantizeFp8E4M3OnGpu(g, v, r, c, 'channel')).filter(isOutput),
+    gpu: async (g, v, r, c, o) => Object.values(await quantizeFp8E4M3OnGpu(g, v, r, c, 'channel', o)).filter(isOutput),
   },
 ];
 
@@ -112,10 +113,25 @@ export async function benchResearchQuant(gpu: GpuContext, log: (label: string, v
     const t0 = performance.now();
     const cpuOut = scheme.cpu(values, rows, cols);
     const cpuMs = performance.now() - t0;
+    // Time spent in the upload phases (queue.writeBuffer copies the data when called): the rest is
+    // kernels, readback and laying out the results.
+    let uploadMs = 0;
+    let uploadStarted = 0;
+    const onPhase = (phase: string): void => {
+      const now = performance.now();
+      if (phase === 'upload') uploadStarted = now;
+      else if (phase === 'compute' && uploadStarted > 0) {
+        uploadMs += now - uploadStarted;
+        uploadStarted = 0;
+      }
+    };
     const t1 = performance.now();
-    const gpuOut = await scheme.gpu(gpu, values, rows, cols);
+    const gpuOut = await scheme.gpu(gpu, values, rows, cols, { onPhase });
     const gpuMs = performance.now() - t1;
     const same = sameBytes(cpuOut, gpuOut);
-    log(`in memory ${scheme.name}: CPU vs GPU`, `CPU ${rate(inputBytes, cpuMs)} | GPU ${rate(inputBytes, gpuMs)} | GPU/CPU time ${(gpuMs / cpuMs).toFixed(2)} | outputs ${same ? 'bit-identical' : 'DIFFER'} (${(inputBytes / MiB).toFixed(0)} MiB f32)`);
+    log(
+      `in memory ${scheme.name}: CPU vs GPU`,
+      `CPU ${rate(inputBytes, cpuMs)} | GPU ${rate(inputBytes, gpuMs)}, of which upload ${uploadMs.toFixed(0)} ms, the rest ${rate(inputBytes, gpuMs - uploadMs)} | GPU/CPU time ${(gpuMs / cpuMs).toFixed(2)} | outputs ${same ? 'bit-identical' : 'DIFFER'} (${(inputBytes / MiB).toFixed(0)} MiB f32)`,
+    );
   }
 }
