@@ -2,8 +2,9 @@
 // nearest, ties to even, with subnormal inputs and results and overflow to Inf, as the CPU
 // references compute it (JS doubles rounded once by Math.fround, which equals f32 arithmetic).
 // Why integers: WGSL lets `/` be 2.5 ULP off and lets an implementation flush subnormals or assume
-// there is no Inf/NaN; a bit pattern never passes through the float unit here.
-// Needs mul_wide from common.wgsl.
+// there is no Inf/NaN. The float unit is used only where its result is provably the same: a product of
+// normal operands with a normal result (f32_mul), and a quotient estimate whose callers fall back to
+// f32_div whenever the answer could differ (f32_div_estimate). Needs mul_wide from common.wgsl.
 
 // value = m * 2^e with 2^23 <= m < 2^24, for a finite non-zero |x| (subnormals normalised).
 struct Unpacked { m: u32, e: i32 }
