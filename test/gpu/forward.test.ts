@@ -9,7 +9,11 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { acquireGpu } from '../../src/core/gpu/device';
+import { acquireGpu, type GpuContext } from '../../src/core/gpu/device';
+import { createStorageBuffer, readBack } from '../../src/core/gpu/kernels';
+import { encodeAttention, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from '../../src/core/gpu/forward/encode';
+import { FORWARD_KERNELS } from '../../src/core/gpu/forward/forwardKernels';
+import { applyRope, causalAttention, rmsNorm, ropeTables, swiglu } from '../../src/core/model/kernels';
 import { CancelledError, GpuUnavailableError, InvalidArgumentError, UnsupportedError } from '../../src/core/errors';
 import { runEval, type EvalReport } from '../../src/cli/commands/eval';
 import type { CliIo } from '../../src/cli/cliTypes';
@@ -19,7 +23,7 @@ import { perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity'
 import { ComputeDevice } from '../../src/core/jobs/computeDevice';
 import { parseQuantSetting } from '../../src/core/model/fakeQuant';
 import { loadModel, type LoadedModel } from '../../src/core/model/loadModel';
-import { makeWindows, perplexity } from '../../src/core/model/perplexity';
+import { makeWindows, perplexity, windowNll } from '../../src/core/model/perplexity';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
 
@@ -311,5 +315,163 @@ test('quantlens eval --device gpu: rows computed on the GPU equal --device cpu; 
   else {
     assert.equal(auto.report.rows[0]!.device, 'gpu');
     assert.match(auto.errors.join('\n'), /KV4.*on the CPU/);
+  }
+});
+
+// ---- Kernels one by one against the CPU kernels (model/kernels.ts), on shapes that are not
+// multiples of the tiles (the models above only have multiples of 64). ----
+
+function seeded(n: number, seed: number, scale = 1): Float32Array {
+  let s = seed >>> 0;
+  return Float32Array.from({ length: n }, () => {
+    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
+    return ((s / 2 ** 32) * 2 - 1) * scale;
+  });
+}
+
+function upload(gpu: GpuContext, data: Float32Array | Int32Array): GPUBuffer {
+  const b = createStorageBuffer(gpu, 'test', data.byteLength);
+  gpu.device.queue.writeBuffer(b, 0, data);
+  return b;
+}
+
+async function run(gpu: GpuContext, record: (encoder: GPUCommandEncoder, uniforms: UniformPool) => void, out: GPUBuffer, floats: number): Promise<Float32Array> {
+  const uniforms = new UniformPool(gpu);
+  try {
+    const encoder = gpu.device.createCommandEncoder();
+    record(encoder, uniforms);
+    gpu.device.queue.submit([encoder.finish()]);
+    return new Float32Array(await readBack(gpu, out, 4 * floats));
+  } finally {
+    uniforms.destroy();
+  }
+}
+
+test('matmul kernels (tiled, direct) on 70 x 45 x 133 with row offset, column offset, bias and accumulate equal the f64 product', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const [rows, inner, outs, xRow0, outCol, outStride] = [70, 45, 133, 3, 5, 140];
+  const x = seeded((xRow0 + rows) * inner, 1);
+  const w = seeded(outs * inner, 2);
+  const bias = seeded(outs, 3);
+  const initial = seeded(rows * outStride, 4);
+  for (const kernel of [FORWARD_KERNELS.matmul, FORWARD_KERNELS.matmulDirect]) {
+    const buffers = [upload(gpu, x), upload(gpu, w), upload(gpu, bias), upload(gpu, initial), upload(gpu, new Float32Array(1))];
+    const [xb, wb, bb, ob, unused] = buffers as [GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer, GPUBuffer];
+    try {
+      const got = await run(gpu, (enc, u) => encodeMatmul(gpu, enc, u, kernel, { x: xb, xRow0, rows, w: wb, outs, inner, bias: bb, unused, out: ob, outStride, outCol: outCol, accumulate: true }), ob, rows * outStride);
+      for (let m = 0; m < rows; m++) {
+        for (let c = 0; c < outStride; c++) {
+          const n = c - outCol;
+          let expected = initial[m * outStride + c]!;
+          let magnitude = Math.abs(expected);
+          if (n >= 0 && n < outs) {
+            for (let k = 0; k < inner; k++) {
+              expected += x[(xRow0 + m) * inner + k]! * w[n * inner + k]!;
+              magnitude += Math.abs(x[(xRow0 + m) * inner + k]! * w[n * inner + k]!);
+            }
+            expected += bias[n]!;
+            magnitude += Math.abs(bias[n]!);
+          }
+          const g = got[m * outStride + c]!;
+          assert.ok(Math.abs(g - expected) <= 1e-6 * magnitude + 1e-7, `${kernel.name} [${m}, ${c}]: ${g} vs ${expected}`);
+        }
+      }
+    } finally {
+      for (const b of buffers) b.destroy();
+    }
+  }
+});
+
+test('RMSNorm, RoPE (both pairings), causal GQA attention, SwiGLU and the loss kernel equal the CPU kernels (2 windows of 37, 6/2 heads of 20)', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const [window, qHeads, kvHeads, headDim, width] = [37, 6, 2, 20, 45];
+  const rows = 2 * window;
+  const close = (a: Float32Array, b: Float32Array, tol: number, what: string): void => {
+    assert.equal(a.length, b.length, what);
+    for (let i = 0; i < a.length; i++) assert.ok(Math.abs(a[i]! - b[i]!) <= tol * Math.max(1, Math.abs(b[i]!)), `${what} [${i}]: GPU ${a[i]} vs CPU ${b[i]}`);
+  };
+  const owned: GPUBuffer[] = [];
+  const buf = (d: Float32Array | Int32Array): GPUBuffer => {
+    const b = upload(gpu, d);
+    owned.push(b);
+    return b;
+  };
+  try {
+    // RMSNorm
+    const xs = seeded(rows * width, 5, 3);
+    const weight = seeded(width, 6);
+    const expectedNorm = new Float32Array(rows * width);
+    rmsNorm(xs, weight, expectedNorm, rows, width, 1e-5);
+    const normOut = buf(new Float32Array(rows * width));
+    close(await run(gpu, (e, u) => encodeRmsNorm(gpu, e, u, buf(xs), buf(weight), normOut, rows, width, 1e-5), normOut, rows * width), expectedNorm, 1e-5, 'rmsnorm');
+
+    // RoPE + attention on a fused qkv [rows, q | k | v]
+    const qWidth = qHeads * headDim;
+    const kvWidth = kvHeads * headDim;
+    const stride = qWidth + 2 * kvWidth;
+    const layout: QkvLayout = { rows, rowStride: stride, qHeads, kvHeads, headDim, kCol: qWidth, vCol: qWidth + kvWidth, window };
+    const tables = ropeTables(window, headDim, 10000);
+    for (const pairing of ['half', 'interleaved'] as const) {
+      const qkv = seeded(rows * stride, 7);
+      const qkvBuffer = buf(qkv);
+      const attnOut = buf(new Float32Array(rows * qWidth));
+      const got = await run(
+        gpu,
+        (e, u) => {
+          encodeRope(gpu, e, u, qkvBuffer, buf(tables.cos), buf(tables.sin), layout, pairing === 'interleaved');
+          encodeAttention(gpu, e, u, qkvBuffer, attnOut, layout, qWidth);
+        },
+        attnOut,
+        rows * qWidth,
+      );
+      const roped = new Float32Array(await readBack(gpu, qkvBuffer, 4 * rows * stride));
+      for (let wi = 0; wi < 2; wi++) {
+        const part = (col: number, n: number): Float32Array => {
+          const o = new Float32Array(window * n);
+          for (let r = 0; r < window; r++) o.set(qkv.subarray((wi * window + r) * stride + col, (wi * window + r) * stride + col + n), r * n);
+          return o;
+        };
+        const [q, k, v] = [part(0, qWidth), part(qWidth, kvWidth), part(qWidth + kvWidth, kvWidth)];
+        applyRope(q, window, qHeads, headDim, tables, pairing);
+        applyRope(k, window, kvHeads, headDim, tables, pairing);
+        for (let r = 0; r < window; r++) {
+          const row = (wi * window + r) * stride;
+          close(roped.subarray(row, row + qWidth), q.subarray(r * qWidth, (r + 1) * qWidth), 1e-6, `${pairing} rope q window ${wi} row ${r}`);
+          close(roped.subarray(row + qWidth, row + qWidth + kvWidth), k.subarray(r * kvWidth, (r + 1) * kvWidth), 1e-6, `${pairing} rope k window ${wi} row ${r}`);
+        }
+        const expected = new Float32Array(window * qWidth);
+        causalAttention(q, k, v, expected, window, qHeads, kvHeads, headDim, new Float64Array(window));
+        close(got.subarray(wi * window * qWidth, (wi + 1) * window * qWidth), expected, 1e-5, `${pairing} attention window ${wi}`);
+      }
+    }
+
+    // SwiGLU
+    const inter = 33;
+    const gateUp = seeded(rows * 2 * inter, 8, 4);
+    const gate = new Float32Array(rows * inter);
+    const up = new Float32Array(rows * inter);
+    for (let r = 0; r < rows; r++) {
+      gate.set(gateUp.subarray(r * 2 * inter, r * 2 * inter + inter), r * inter);
+      up.set(gateUp.subarray(r * 2 * inter + inter, (r + 1) * 2 * inter), r * inter);
+    }
+    swiglu(gate, up, rows * inter);
+    const act = buf(new Float32Array(rows * inter));
+    close(await run(gpu, (e, u) => encodeSwiglu(gpu, e, u, buf(gateUp), act, rows, inter), act, rows * inter), gate, 1e-5, 'swiglu');
+
+    // Loss per row (targets of a window of 5: the last row is not scored)
+    const vocab = 1001;
+    const logits = seeded(5 * vocab, 9, 8);
+    const ids = Int32Array.of(3, 999, 0, 500, 1000);
+    const targets = Int32Array.of(999, 0, 500, 1000, -1);
+    const nll = buf(new Float32Array(5));
+    const losses = await run(gpu, (e, u) => encodeNll(gpu, e, u, buf(logits), buf(targets), nll, 5, vocab, 0), nll, 5);
+    const sum = losses.reduce((a, b) => a + b, 0);
+    assert.equal(losses[4], 0);
+    const expected = windowNll(logits, 5, vocab, ids);
+    assert.ok(Math.abs(sum - expected) <= 1e-5 * expected, `loss ${sum} vs ${expected}`);
+  } finally {
+    for (const b of owned) b.destroy();
   }
 });

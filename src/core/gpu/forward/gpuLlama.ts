@@ -25,8 +25,9 @@ import type { ForwardOptions, LayerWeights, LinearRole, LlamaModel } from '../..
 import { fakeQuantizeWeight, type QuantSetting } from '../../model/fakeQuant';
 import { ropeTables } from '../../model/kernels';
 import { guarded, type GpuContext } from '../device';
-import { createStorageBuffer, createUniformBuffer, encodeKernel, gridFor, readBack, type Kernel } from '../kernels';
-import { FORWARD_KERNELS, GPU_MAX_HEAD_DIM, GPU_MAX_WINDOW, MATMUL_TILE } from './forwardKernels';
+import { createStorageBuffer, readBack, type Kernel } from '../kernels';
+import { encodeAttention, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from './encode';
+import { GPU_MAX_HEAD_DIM, GPU_MAX_WINDOW, FORWARD_KERNELS } from './forwardKernels';
 
 /** Default budget of f32 weight bytes kept on the device across layers and passes. */
 export const DEFAULT_RESIDENT_WEIGHT_BYTES = 2 ** 30;
@@ -102,31 +103,6 @@ function throwIfAborted(signal: AbortSignal | undefined): void {
 
 function weightKey(quant: QuantSetting | undefined): string {
   return quant?.weightBits == null ? 'as-stored' : `W${quant.weightBits}g${quant.weightGroup}`;
-}
-
-/** One pass's uniform buffers, made once per distinct content and destroyed with the pass. */
-class UniformPool {
-  private readonly buffers = new Map<string, GPUBuffer>();
-  constructor(private readonly gpu: GpuContext) {}
-
-  get(name: string, words: Uint32Array): GPUBuffer {
-    const key = `${name}:${words.join(',')}`;
-    let b = this.buffers.get(key);
-    if (b === undefined) {
-      b = createUniformBuffer(this.gpu, name, words);
-      this.buffers.set(key, b);
-    }
-    return b;
-  }
-
-  destroy(): void {
-    for (const b of this.buffers.values()) b.destroy();
-    this.buffers.clear();
-  }
-}
-
-function f32Bits(v: number): number {
-  return new Uint32Array(Float32Array.of(v).buffer)[0]!;
 }
 
 export class GpuLlama {
@@ -263,7 +239,7 @@ export class GpuLlama {
           device.queue.writeBuffer(hidden[i]!, 0, rows);
         }
 
-        const ropeLayout = c.ropeLayout === 'interleaved' ? 1 : 0;
+        const interleaved = c.ropeLayout === 'interleaved';
         for (let l = 0; l < c.numLayers; l++) {
           throwIfAborted(signal);
           let layer: DeviceLayer;
@@ -279,21 +255,13 @@ export class GpuLlama {
             const x = hidden[i]!;
             this.rmsNorm(encoder, uniforms, x, layer.attnNorm, normed, rows, H);
             this.matmul(encoder, uniforms, normed, 0, rows, layer.qkv, qkv, qkvWidth, false);
-            const ropeThreads = rows * (c.numHeads + c.numKvHeads) * (c.headDim / 2);
-            const ropeGrid = gridFor(FORWARD_KERNELS.rope.workgroupsFor(ropeThreads), gpu.limits.maxComputeWorkgroupsPerDimension);
-            const ropeParams = uniforms.get('fwd rope', Uint32Array.of(rows, qkvWidth, c.numHeads, c.numKvHeads, c.headDim, qWidth, T, ropeLayout, ropeGrid.x, 0, 0, 0));
-            encodeKernel(gpu, encoder, FORWARD_KERNELS.rope, [qkv, cosBuffer, sinBuffer, ropeParams], ropeGrid);
-            const attnGrid = gridFor(rows * c.numHeads, gpu.limits.maxComputeWorkgroupsPerDimension);
-            const attnParams = uniforms.get(
-              'fwd attention',
-              Uint32Array.of(rows, qkvWidth, c.numHeads, c.numKvHeads, c.headDim, qWidth, qWidth + kvWidth, T, f32Bits(1 / Math.sqrt(c.headDim)), attnGrid.x, qWidth, 0),
-            );
-            encodeKernel(gpu, encoder, FORWARD_KERNELS.attention, [qkv, context, attnParams], attnGrid);
+            const layout: QkvLayout = { rows, rowStride: qkvWidth, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, kCol: qWidth, vCol: qWidth + kvWidth, window: T };
+            encodeRope(gpu, encoder, uniforms, qkv, cosBuffer, sinBuffer, layout, interleaved);
+            encodeAttention(gpu, encoder, uniforms, qkv, context, layout, qWidth);
             this.matmul(encoder, uniforms, context, 0, rows, layer.o, x, H, true);
             this.rmsNorm(encoder, uniforms, x, layer.ffnNorm, normed, rows, H);
             this.matmul(encoder, uniforms, normed, 0, rows, layer.gateUp, gateUp, 2 * I, false);
-            const swigluGrid = gridFor(FORWARD_KERNELS.swiglu.workgroupsFor(rows * I), gpu.limits.maxComputeWorkgroupsPerDimension);
-            encodeKernel(gpu, encoder, FORWARD_KERNELS.swiglu, [gateUp, act, uniforms.get('fwd swiglu', Uint32Array.of(rows, I, swigluGrid.x, 0))], swigluGrid);
+            encodeSwiglu(gpu, encoder, uniforms, gateUp, act, rows, I);
             this.matmul(encoder, uniforms, act, 0, rows, layer.down, x, H, true);
           }
           device.queue.submit([encoder.finish()]);
@@ -372,9 +340,7 @@ export class GpuLlama {
         for (let r0 = 0; r0 < rows; r0 += headRows) {
           const n = Math.min(headRows, rows - r0);
           this.matmul(encoder, uniforms, normed, r0, n, outHead.output, logits, V, false);
-          const grid = gridFor(n, gpu.limits.maxComputeWorkgroupsPerDimension);
-          const params = uniforms.get('fwd nll', Uint32Array.of(n, V, ch.first * T + r0, grid.x));
-          encodeKernel(gpu, encoder, FORWARD_KERNELS.nll, [logits, targets!, nll!, params], grid);
+          encodeNll(gpu, encoder, uniforms, logits, targets!, nll!, n, V, ch.first * T + r0);
         }
         device.queue.submit([encoder.finish()]);
         continue;
@@ -409,21 +375,26 @@ export class GpuLlama {
   }
 
   private rmsNorm(encoder: GPUCommandEncoder, uniforms: UniformPool, x: GPUBuffer, weight: GPUBuffer, out: GPUBuffer, rows: number, width: number): void {
-    const grid = gridFor(rows, this.gpu.limits.maxComputeWorkgroupsPerDimension);
-    const params = uniforms.get('fwd rmsnorm', Uint32Array.of(rows, width, f32Bits(this.model.config.rmsNormEps), grid.x));
-    encodeKernel(this.gpu, encoder, FORWARD_KERNELS.rmsNorm, [x, weight, out, params], grid);
+    encodeRmsNorm(this.gpu, encoder, uniforms, x, weight, out, rows, width, this.model.config.rmsNormEps);
   }
 
   /** out[m, n] (+)= x[xRow0 + m, :] . w[n, :] for m < rows, over every part of w. */
   private matmul(encoder: GPUCommandEncoder, uniforms: UniformPool, x: GPUBuffer, xRow0: number, rows: number, w: DeviceMatrix, out: GPUBuffer, outStride: number, accumulate: boolean): void {
-    const tilesDown = Math.ceil(rows / MATMUL_TILE);
-    const maxGrid = this.gpu.limits.maxComputeWorkgroupsPerDimension;
     for (const part of w.parts) {
-      const tilesAcross = FORWARD_KERNELS.matmul.workgroupsFor(part.rows);
-      if (tilesAcross > maxGrid || tilesDown > maxGrid) throw new UnsupportedError(`a ${rows} x ${part.rows} matmul needs more than ${maxGrid} workgroups in one dimension`);
-      const flags = (accumulate ? 1 : 0) | (part.bias !== null ? 2 : 0);
-      const params = uniforms.get('fwd matmul', Uint32Array.of(rows, part.rows, w.cols, flags, outStride, part.firstRow, xRow0, 0));
-      encodeKernel(this.gpu, encoder, this.matmulKernel, [x, part.buffer, part.bias ?? this.dummy, out, params], { x: tilesAcross, y: tilesDown });
+      encodeMatmul(this.gpu, encoder, uniforms, this.matmulKernel, {
+        x,
+        xRow0,
+        rows,
+        w: part.buffer,
+        outs: part.rows,
+        inner: w.cols,
+        bias: part.bias,
+        unused: this.dummy,
+        out,
+        outStride,
+        outCol: part.firstRow,
+        accumulate,
+      });
     }
   }
 
