@@ -5,6 +5,7 @@ import { causalAttention, swiglu } from '../../src/core/model/kernels';
 import {
   attentionByMatmul,
   attentionScratch,
+  logSumExpRows,
   matmul,
   matmulKernelKind,
   matmulResident,
@@ -134,5 +135,25 @@ test('attention in the wasm heap (causal tiles, softmax kernel) equals the trian
     const got = new Float32Array(rows * heads * d).fill(NaN);
     attentionByMatmul(q, k, v, got, rows, heads, kvHeads, d, attentionScratch(rows, d));
     for (let i = 0; i < got.length; i++) assert.ok(Math.abs(got[i]! - expected[i]!) < 2e-6, `(${rows},${heads},${kvHeads},${d}) [${i}] ${got[i]} vs ${expected[i]}`);
+  }
+});
+
+test('logSumExpRows equals the f64 log-sum-exp within 1e-6 (vocab rows, and the JS path for cols not a multiple of 4)', () => {
+  for (const [rows, cols] of [
+    [9, 8192],
+    [3, 10],
+  ] as const) {
+    const x = Float32Array.from(values(rows * cols, cols), (z) => z * 12);
+    x[5] = 40; // one dominant logit
+    const got = new Float64Array(rows).fill(NaN);
+    logSumExpRows(x, rows, cols, got);
+    for (let t = 0; t < rows; t++) {
+      let max = -Infinity;
+      for (let j = 0; j < cols; j++) max = Math.max(max, x[t * cols + j]!);
+      let sum = 0;
+      for (let j = 0; j < cols; j++) sum += Math.exp(x[t * cols + j]! - max);
+      const want = Math.log(sum) + max;
+      assert.ok(Math.abs(got[t]! - want) < 1e-6, `${rows}x${cols} row ${t}: ${got[t]} vs ${want}`);
+    }
   }
 });

@@ -21,7 +21,7 @@
 import { InvalidArgumentError } from '../errors';
 import { matmulTransposed, swiglu } from './kernels';
 import { buildModule, op, v, wasmApi, type FunctionSpec, type WasmMemory } from './wasm/assembler';
-import { expKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
+import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
 
 /** Rows of x per block of the main kernel (the 1-row kernel takes the remainder). */
 const BLOCK_ROWS = 2;
@@ -113,11 +113,13 @@ interface InnerKernels {
 type SwigluFn = (gate: number, up: number, n: number) => void;
 type SoftmaxCausalFn = (scores: number, rows: number, stride: number, scaleBits: number) => void;
 type ExpFn = (src: number, dst: number, n: number) => void;
+type LogSumExpFn = (x: number, rows: number, cols: number, out: number) => void;
 
 interface ElementwiseKernels {
   swiglu: SwigluFn;
   softmaxCausal: SoftmaxCausalFn;
   expv: ExpFn;
+  logSumExpRows: LogSumExpFn;
 }
 
 interface WasmState {
@@ -173,12 +175,12 @@ function elementwiseFor(s: WasmState): ElementwiseKernels {
   if (s.elementwise !== null) return s.elementwise;
   const api = wasmApi();
   if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
-  const bytes = buildModule([swigluKernel(), softmaxCausalKernel(), expKernel()], 1);
-  const { swiglu, softmaxCausal, expv } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } }).exports;
-  if (typeof swiglu !== 'function' || typeof softmaxCausal !== 'function' || typeof expv !== 'function') {
+  const bytes = buildModule([swigluKernel(), softmaxCausalKernel(), expKernel(), logSumExpRowsKernel()], 1);
+  const { swiglu, softmaxCausal, expv, logSumExpRows } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } }).exports;
+  if (typeof swiglu !== 'function' || typeof softmaxCausal !== 'function' || typeof expv !== 'function' || typeof logSumExpRows !== 'function') {
     throw new InvalidArgumentError('element-wise kernel module lacks an export');
   }
-  s.elementwise = { swiglu: swiglu as SwigluFn, softmaxCausal: softmaxCausal as SoftmaxCausalFn, expv: expv as ExpFn };
+  s.elementwise = { swiglu: swiglu as SwigluFn, softmaxCausal: softmaxCausal as SoftmaxCausalFn, expv: expv as ExpFn, logSumExpRows: logSumExpRows as LogSumExpFn };
   return s.elementwise;
 }
 
@@ -490,4 +492,39 @@ export function vectorExp(src: Float32Array, dst: Float32Array): void {
   heap.set(src, srcAt / 4);
   elementwiseFor(s).expv(srcAt, dstAt, n);
   dst.set(heap.subarray(dstAt / 4, dstAt / 4 + src.length));
+}
+
+/** Rows of logits per logSumExpRows kernel call (bounds the heap it needs). */
+const LSE_CHUNK_BYTES = 8 * 2 ** 20;
+
+/**
+ * out[t] = log(sum_s exp(x[t, s])) for each of `rows` rows of x [rows, cols], as max + log(sum of
+ * exp(x - max)): the exps in f32 by the vector exp (1 ulp), their sum in f64. The JS loop with
+ * Math.exp (f64) when cols is not a multiple of 4 or SIMD is unavailable.
+ */
+export function logSumExpRows(x: Float32Array, rows: number, cols: number, out: Float64Array): void {
+  const s = loadState();
+  if (s === null || cols % 4 !== 0 || 4 * cols + 64 > MAX_WASM_BYTES - s.residentEnd) {
+    for (let t = 0; t < rows; t++) {
+      const base = t * cols;
+      let max = -Infinity;
+      for (let j = 0; j < cols; j++) max = Math.max(max, x[base + j]!);
+      let sum = 0;
+      for (let j = 0; j < cols; j++) sum += Math.exp(x[base + j]! - max);
+      out[t] = Math.log(sum) + max;
+    }
+    return;
+  }
+  const chunkRows = Math.max(1, Math.floor(LSE_CHUNK_BYTES / (4 * cols)));
+  const xAt = align64(s.residentEnd);
+  const outAt = align64(xAt + 4 * chunkRows * cols);
+  ensureBytes(s, outAt + 16 * chunkRows);
+  const ew = elementwiseFor(s);
+  for (let t0 = 0; t0 < rows; t0 += chunkRows) {
+    const n = Math.min(chunkRows, rows - t0);
+    new Float32Array(s.memory.buffer).set(x.subarray(t0 * cols, (t0 + n) * cols), xAt / 4);
+    ew.logSumExpRows(xAt, n, cols, outAt);
+    const stats = new Float64Array(s.memory.buffer, outAt, 2 * n);
+    for (let t = 0; t < n; t++) out[t0 + t] = Math.log(stats[2 * t + 1]!) + stats[2 * t]!;
+  }
 }

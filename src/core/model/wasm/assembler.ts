@@ -60,6 +60,9 @@ export const op = {
   i32LtS: [0x48],
   f32Add: [0x92],
   f32Div: [0x95],
+  f64Add: [0xa0],
+  f64PromoteF32: [0xbb],
+  f64Store: (offset = 0): number[] => [0x39, 0x03, ...uleb(offset)],
   f32Mul: [0x94],
   f32Load: (offset = 0): number[] => [0x2a, 0x02, ...uleb(offset)],
   f32Store: (offset = 0): number[] => [0x38, 0x02, ...uleb(offset)],
@@ -99,6 +102,12 @@ export const v = {
   /** Pseudo-min (b < a ? b : a), x86 minps. */
   f32Pmin: simd(0xea),
   i32Add: simd(0xae),
+  /** i8x16.shuffle of two vectors by 16 byte-lane indices. */
+  shuffle: (lanes: number[]): number[] => simd(0x0d, ...lanes),
+  f64PromoteLow: simd(0x5f),
+  f64Add: simd(0xf0),
+  f64Lane: (lane: number): number[] => simd(0x21, lane),
+  f64Zero: simd(0x0c, ...new Array<number>(16).fill(0)),
   /** Relaxed SIMD: a * b + c, fused or not (the engine's choice). */
   f32RelaxedMadd: simd(0x105),
   i32Shl: simd(0xab),

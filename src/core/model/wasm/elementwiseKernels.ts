@@ -181,3 +181,59 @@ export function softmaxCausalKernel(): FunctionSpec {
   ];
   return { name: 'softmaxCausal', params: 4, locals: { i32: i32Count, f32: f32Count, v128: v128Count }, code };
 }
+
+/**
+ * `logSumExpRows(x, rows, cols, out)`: per row t of x [rows, cols] (cols a multiple of 4; byte
+ * pointers) writes two f64 at out + 16t: m = max_s x[t, s] and S = sum_s exp(x[t, s] - m), the
+ * exps in f32 and their sum in f64 (two f64x2 accumulators), so log-sum-exp = log(S) + m.
+ */
+export function logSumExpRowsKernel(): FunctionSpec {
+  const XP = 0, ROWS = 1, COLS = 2, OUT = 3;
+  let n = 4;
+  const T = n++, K = n++, ROW = n++, RB = n++;
+  const i32Count = n - 4;
+  const F_MAX = n++;
+  const MAXV = n++, ACC0 = n++, ACC1 = n++, X = n++, NV = n++, R = n++, E = n++;
+  const { get, set, tee, i32 } = op;
+  const code = [
+    ...get(COLS), ...i32(2), ...op.i32Shl, ...set(RB),
+    ...i32(0), ...set(T),
+    ...op.block, ...op.loop,
+    ...get(T), ...get(ROWS), ...op.i32GeU, ...op.brIf(1),
+    ...get(XP), ...get(T), ...get(RB), ...op.i32Mul, ...op.i32Add, ...set(ROW),
+    ...v.f32Const(-Infinity), ...set(MAXV),
+    ...i32(0), ...set(K),
+    ...op.block, ...op.loop,
+    ...get(K), ...get(RB), ...op.i32GeU, ...op.brIf(1),
+    ...get(MAXV), ...get(ROW), ...get(K), ...op.i32Add, ...v.load(), ...v.f32Pmax, ...set(MAXV),
+    ...get(K), ...i32(16), ...op.i32Add, ...set(K),
+    ...op.br(0),
+    ...op.end, ...op.end,
+    ...get(MAXV), ...v.f32Lane(0), ...get(MAXV), ...v.f32Lane(1), 0x97,
+    ...get(MAXV), ...v.f32Lane(2), ...get(MAXV), ...v.f32Lane(3), 0x97,
+    0x97, ...set(F_MAX),
+    ...v.f64Zero, ...set(ACC0),
+    ...v.f64Zero, ...set(ACC1),
+    ...i32(0), ...set(K),
+    ...op.block, ...op.loop,
+    ...get(K), ...get(RB), ...op.i32GeU, ...op.brIf(1),
+    ...get(ROW), ...get(K), ...op.i32Add, ...v.load(), ...get(F_MAX), ...v.f32Splat, ...v.f32Sub, ...set(X),
+    ...expInto(X, NV, R), ...tee(E),
+    ...v.f64PromoteLow, ...get(ACC0), ...v.f64Add, ...set(ACC0),
+    ...get(E), ...get(E), ...v.shuffle([8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7]),
+    ...v.f64PromoteLow, ...get(ACC1), ...v.f64Add, ...set(ACC1),
+    ...get(K), ...i32(16), ...op.i32Add, ...set(K),
+    ...op.br(0),
+    ...op.end, ...op.end,
+    ...get(OUT), ...get(T), ...i32(4), ...op.i32Shl, ...op.i32Add, ...get(F_MAX), ...op.f64PromoteF32, ...op.f64Store(0),
+    ...get(OUT), ...get(T), ...i32(4), ...op.i32Shl, ...op.i32Add,
+    ...get(ACC0), ...v.f64Lane(0), ...get(ACC0), ...v.f64Lane(1), ...op.f64Add,
+    ...get(ACC1), ...v.f64Lane(0), ...get(ACC1), ...v.f64Lane(1), ...op.f64Add,
+    ...op.f64Add,
+    ...op.f64Store(8),
+    ...get(T), ...i32(1), ...op.i32Add, ...set(T),
+    ...op.br(0),
+    ...op.end, ...op.end,
+  ];
+  return { name: 'logSumExpRows', params: 4, locals: { i32: i32Count, f32: 1, v128: 8 }, code };
+}
