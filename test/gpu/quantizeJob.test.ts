@@ -71,6 +71,31 @@ test('quantize job on the GPU: synthetic LLaMA to Q4_K_M, Q8_0, Q5_1, Q2_K and Q
   }
 });
 
+test('quantize job, research targets: INT8 and INT8 zero-point (channel, tensor), GPTQ int4 g32, NF4 (double quant), FP8 from the GPU equal the CPU files; the card names the device', async (t) => {
+  if ((await gpuOrSkip(t)) === null) return;
+  const cases: Array<[string, Partial<QuantizeJobSpec['request']>]> = [
+    ['int8', {}],
+    ['int8', { scale: 'tensor' }],
+    ['int8-zp', {}],
+    ['int8-zp', { scale: 'tensor' }],
+    ['int4-g32', {}],
+    ['nf4', { doubleQuant: true }],
+    ['fp8', {}],
+    ['fp8', { scale: 'channel' }],
+  ];
+  for (const [target, options] of cases) {
+    const name = `${target}${options.scale ?? ''}${options.doubleQuant === true ? '-dq' : ''}`;
+    const files: Buffer[] = [];
+    for (const device of ['gpu', 'cpu'] as const) {
+      const out = join(dir, `research-${name}-${device}.safetensors`);
+      const r = await runner!.run({ kind: 'quantize', request: { input: microLlamaDir, output: out, target, ...options }, device });
+      assert.equal(r.result.card.recipe.device, device, name);
+      files.push(readFileSync(out));
+    }
+    assert.ok(files[0]!.equals(files[1]!), `${name}: GPU and CPU files differ`);
+  }
+});
+
 test('quantize job, auto: the GPU lost at the second window hands over to the CPU once, same bytes, card says gpu+cpu', async (t) => {
   if ((await gpuOrSkip(t)) === null) return;
   const cpuOut = join(dir, 'lost-cpu.gguf');

@@ -5,15 +5,27 @@
  * GGUF targets quantize on the GPU when the job holds one (`device` gpu, or auto with a hardware adapter): each
  * window of rows the exporter reads goes through quantizeOnGpu (same bytes as the CPU port), through
  * ComputeDevice.run so that a GPU failure under auto hands the rest to the CPU path and says so once.
- * Types without a GPU kernel, and F16/F32 outputs, stay on the CPU. The card's recipe.device says
- * where the windows ran: gpu, cpu, or gpu+cpu.
+ * Types without a GPU kernel, and F16/F32 outputs, stay on the CPU. Research targets (INT8, INTn/GPTQ
+ * layout, NF4, FP8) call the GPU counterparts of their quantizers the same way. The card's
+ * recipe.device says where the work ran: gpu, cpu, or gpu+cpu.
  */
 import type { QuantizeJobResult, QuantizeJobSpec } from '../../protocol/jobs';
 import { ggufExporter as ggufExporterImpl } from '../convert/ggufExporter';
 import { openCheckpoint } from '../formats/openCheckpoint';
 import { runMethodQuantize } from '../methods/methodQuantize';
 import { isGpuQuantType, quantizeOnGpu, quantizedSize, type GpuPhase } from '../gpu/quantize';
-import { isGgufTarget, runQuantize, type GgufWindowQuantizer, type QuantizeProgress } from '../quant/pipeline';
+import type { GpuContext } from '../gpu/device';
+import {
+  encodeFp8WithScaleOnGpu,
+  quantizeAsymmetricWithParamsOnGpu,
+  quantizeFp8E4M3OnGpu,
+  quantizeInt8AbsmaxOnGpu,
+  quantizeInt8WithScaleOnGpu,
+  quantizeInt8ZeroPointOnGpu,
+  quantizeNf4OnGpu,
+  quantizeRowsIntNOnGpu,
+} from '../gpu/researchQuant';
+import { CPU_RESEARCH_CODEC, isGgufTarget, runQuantize, type GgufWindowQuantizer, type QuantizeProgress, type ResearchCodec } from '../quant/pipeline';
 import { ComputeDevice } from './computeDevice';
 import type { JobContext } from './jobContext';
 import { ProgressTracker } from './progressTracker';
@@ -70,27 +82,68 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
     tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
     return { kind: 'quantize', result };
   }
-  // Only GGUF targets have GPU kernels in the pipeline; research targets never start a device.
-  if (ggufExporter === undefined && spec.device === 'gpu') ctx.notice(`${spec.request.target} quantizes on the CPU: the GPU path covers the GGUF targets`);
   // On a software renderer (lavapipe) the CPU path is faster (measured: bench/gpu.ts), so auto prefers the CPU there.
   const softwareAdapter = spec.testFaults?.useSoftwareAdapter === true ? 'use' : 'avoid';
-  const device = ggufExporter !== undefined ? await ComputeDevice.open(spec.device ?? 'auto', ctx.notice, { softwareAdapter }) : null;
+  const device = await ComputeDevice.open(spec.device ?? 'auto', ctx.notice, { softwareAdapter });
   try {
-    const windows = device === null ? null : gpuWindowQuantizer(device, spec, ctx, (phase) => tracker.update(phase, stepIndex, stepTensor, bytesDone));
+    const onPhase = (phase: GpuPhase): void => tracker.update(phase, stepIndex, stepTensor, bytesDone);
+    const windows = gpuWindowQuantizer(device, spec, ctx, onPhase);
+    const research = gpuResearchCodec(device, ctx, onPhase);
     const result = await runQuantize(spec.request, {
       ggufExporter,
       signal: ctx.signal,
       onWarning: ctx.notice,
       onProgress,
       threads: spec.threads,
-      quantizeWindow: windows?.quantizeWindow,
-      deviceUsed: windows?.deviceUsed,
+      quantizeWindow: windows.quantizeWindow,
+      researchCodec: research.codec,
+      deviceUsed: ggufExporter !== undefined ? windows.deviceUsed : research.deviceUsed,
     });
     tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
     return { kind: 'quantize', result };
   } finally {
-    device?.dispose();
+    device.dispose();
   }
+}
+
+/**
+ * The research quantizers on `device`: each call runs its GPU counterpart (core/gpu/researchQuant.ts,
+ * bit for bit the CPU's) through ComputeDevice.run, or the CPU one when no GPU is held or after a GPU
+ * failure under auto. A call writes whole outputs, so a call redone on the CPU leaves the same result.
+ */
+function gpuResearchCodec(device: ComputeDevice, ctx: JobContext, onPhase: (phase: GpuPhase) => void): { codec: ResearchCodec; deviceUsed: () => string } {
+  const calls = { gpu: 0, cpu: 0 };
+  const options = { signal: ctx.signal, onPhase };
+  const run = <T>(onGpu: (gpu: GpuContext) => Promise<T>, onCpu: () => Promise<T>): Promise<T> => {
+    if (device.gpu === null) {
+      calls.cpu++;
+      return onCpu();
+    }
+    return device.run(
+      async (gpu) => {
+        const r = await onGpu(gpu);
+        calls.gpu++;
+        return r;
+      },
+      () => {
+        calls.cpu++;
+        return onCpu();
+      },
+    );
+  };
+  const cpu = CPU_RESEARCH_CODEC;
+  const codec: ResearchCodec = {
+    quantizeInt8Absmax: (w, rows, cols, g) => run((gpu) => quantizeInt8AbsmaxOnGpu(gpu, w, rows, cols, g, options), () => cpu.quantizeInt8Absmax(w, rows, cols, g)),
+    quantizeInt8WithScale: (w, scale, out, at) => run((gpu) => quantizeInt8WithScaleOnGpu(gpu, w, scale, out, at, options), () => cpu.quantizeInt8WithScale(w, scale, out, at)),
+    quantizeInt8ZeroPoint: (w, rows, cols, g) => run((gpu) => quantizeInt8ZeroPointOnGpu(gpu, w, rows, cols, g, options), () => cpu.quantizeInt8ZeroPoint(w, rows, cols, g)),
+    quantizeAsymmetricWithParams: (w, start, length, scale, zero, bits, levels, at) =>
+      run((gpu) => quantizeAsymmetricWithParamsOnGpu(gpu, w, start, length, scale, zero, bits, levels, at, options), () => cpu.quantizeAsymmetricWithParams(w, start, length, scale, zero, bits, levels, at)),
+    quantizeRowsIntN: (w, out, minZero) => run((gpu) => quantizeRowsIntNOnGpu(gpu, w, out, minZero, options), () => cpu.quantizeRowsIntN(w, out, minZero)),
+    quantizeFp8E4M3: (w, rows, cols, g) => run((gpu) => quantizeFp8E4M3OnGpu(gpu, w, rows, cols, g, options), () => cpu.quantizeFp8E4M3(w, rows, cols, g)),
+    encodeFp8WithScale: (w, scale, codes, at) => run((gpu) => encodeFp8WithScaleOnGpu(gpu, w, scale, codes, at, options), () => cpu.encodeFp8WithScale(w, scale, codes, at)),
+    quantizeNf4: (values) => run((gpu) => quantizeNf4OnGpu(gpu, values, options), () => cpu.quantizeNf4(values)),
+  };
+  return { codec, deviceUsed: () => (calls.gpu > 0 ? (calls.cpu > 0 ? 'gpu+cpu' : 'gpu') : 'cpu') };
 }
 
 /**

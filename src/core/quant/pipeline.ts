@@ -105,6 +105,34 @@ export type GgufExporter = (job: {
  */
 export type GgufWindowQuantizer = (type: string, values: Float32Array, rows: number, cols: number, label: string) => Promise<Uint8Array | null>;
 
+type Async<F extends (...args: never[]) => unknown> = (...args: Parameters<F>) => Promise<ReturnType<F>>;
+
+/**
+ * The research quantizers the pipeline calls, as async functions: CPU_RESEARCH_CODEC by default; the
+ * quantize job passes their GPU counterparts (core/gpu/researchQuant.ts, the same results bit for bit).
+ */
+export interface ResearchCodec {
+  quantizeInt8Absmax: Async<typeof quantizeInt8Absmax>;
+  quantizeInt8WithScale: Async<typeof quantizeInt8WithScale>;
+  quantizeInt8ZeroPoint: Async<typeof quantizeInt8ZeroPoint>;
+  quantizeAsymmetricWithParams: Async<typeof quantizeAsymmetricWithParams>;
+  quantizeRowsIntN: Async<typeof quantizeRowsIntN>;
+  quantizeFp8E4M3: Async<typeof quantizeFp8E4M3>;
+  encodeFp8WithScale: Async<typeof encodeFp8WithScale>;
+  quantizeNf4: (values: Float32Array) => Promise<ReturnType<typeof quantizeNf4>>;
+}
+
+export const CPU_RESEARCH_CODEC: ResearchCodec = {
+  quantizeInt8Absmax: async (...a) => quantizeInt8Absmax(...a),
+  quantizeInt8WithScale: async (...a) => quantizeInt8WithScale(...a),
+  quantizeInt8ZeroPoint: async (...a) => quantizeInt8ZeroPoint(...a),
+  quantizeAsymmetricWithParams: async (...a) => quantizeAsymmetricWithParams(...a),
+  quantizeRowsIntN: async (...a) => quantizeRowsIntN(...a),
+  quantizeFp8E4M3: async (...a) => quantizeFp8E4M3(...a),
+  encodeFp8WithScale: async (...a) => encodeFp8WithScale(...a),
+  quantizeNf4: async (values) => quantizeNf4(values),
+};
+
 export interface QuantizeRequest extends ResearchOptions {
   input: string;
   /** A `.safetensors` / `.gguf` file path, or a folder (created) that gets `model.safetensors` + side files. */
@@ -145,9 +173,12 @@ export interface QuantizeRunOptions {
   threads?: number;
   /** GGUF targets: a window quantizer that replaces the CPU path (the job passes the GPU here). */
   quantizeWindow?: GgufWindowQuantizer;
+  /** Research targets: the quantizers to call (default CPU_RESEARCH_CODEC; the job passes the GPU's). */
+  researchCodec?: ResearchCodec;
   /**
    * Where the tensors were quantized, for the card's `recipe.device` ('gpu', 'cpu', or 'gpu+cpu' after a
-   * GPU failure under auto); read when the card is written. Absent: the card has no device entry.
+   * GPU failure under auto); read when the card is written (GGUF and research targets). Absent: the card
+   * has no device entry.
    */
   deviceUsed?: () => string;
 }
@@ -401,7 +432,7 @@ interface TensorQuantizer {
   readonly needsStatsPass: boolean;
   observe(window: Float32Array): void;
   /** Quantizes rows [rowStart, rowStart + rowCount); returns what a loader reconstructs, or null when that is known only after finish(). */
-  quantize(window: Float32Array, rowStart: number, rowCount: number): Float32Array | null;
+  quantize(window: Float32Array, rowStart: number, rowCount: number): Promise<Float32Array | null>;
   /** The bytes of each output spec, in spec order. */
   finish(): Uint8Array[];
   /** Reconstruction of rows after finish() (when quantize returned null). */
@@ -429,9 +460,9 @@ function notDeferred(): Float32Array {
 /** How one absmax-scaled format (INT8 absmax, FP8 E4M3) quantizes; absmaxQuantizer does the streaming. */
 interface AbsmaxScheme<Codes extends Int8Array | Uint8Array> {
   scaleFor(absmax: number): number;
-  encodeWithScale(window: Float32Array, scale: number, codes: Codes, outStart: number): void;
+  encodeWithScale(window: Float32Array, scale: number, codes: Codes, outStart: number): Promise<void>;
   dequantizeTensorRows(codes: Codes, scales: Float32Array, rowCount: number): Float32Array;
-  quantizeChannelRows(window: Float32Array, rowCount: number): { codes: Codes; scales: Float32Array; dequantize(): Float32Array };
+  quantizeChannelRows(window: Float32Array, rowCount: number): Promise<{ codes: Codes; scales: Float32Array; dequantize(): Float32Array }>;
 }
 
 /**
@@ -447,12 +478,12 @@ function absmaxQuantizer<Codes extends Int8Array | Uint8Array>(rows: number, col
       for (let i = 0; i < window.length; i++) absmax = Math.max(absmax, Math.abs(window[i]!));
       scales[0] = scheme.scaleFor(absmax);
     },
-    quantize: (window, rowStart, rowCount) => {
+    quantize: async (window, rowStart, rowCount) => {
       if (perTensor) {
-        scheme.encodeWithScale(window, scales[0]!, codes, rowStart * cols);
+        await scheme.encodeWithScale(window, scales[0]!, codes, rowStart * cols);
         return scheme.dequantizeTensorRows(codes.subarray(rowStart * cols, (rowStart + rowCount) * cols) as Codes, scales, rowCount);
       }
-      const q = scheme.quantizeChannelRows(window, rowCount);
+      const q = await scheme.quantizeChannelRows(window, rowCount);
       codes.set(q.codes, rowStart * cols);
       scales.set(q.scales, rowStart);
       return q.dequantize();
@@ -474,7 +505,7 @@ function intNRows(q: IntNQuantized, rowStart: number, rowCount: number): IntNQua
   };
 }
 
-function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, precomputed?: IntNQuantized): TensorQuantizer {
+function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, codec: ResearchCodec, precomputed?: IntNQuantized): TensorQuantizer {
   const [rows, cols] = entry.shape as [number, number];
   const perTensor = recipe.granularity === 'tensor';
   switch (recipe.kind) {
@@ -486,14 +517,14 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, preco
       return {
         needsStatsPass: false,
         observe: () => undefined,
-        quantize: (window, rowStart, rowCount) => {
+        quantize: async (window, rowStart, rowCount) => {
           if (precomputed !== undefined) {
             const given = intNRows(precomputed, rowStart, rowCount);
             packGptqRows(given, rowStart, target, entry.name);
             return dequantizeRowsWithF16Scales(given);
           }
           const q = allocateIntN(rowCount, cols, { bits: recipe.bits, groupSize: target.groupSize, symmetric: recipe.symmetric });
-          quantizeRowsIntN(window, q, GPTQ_MIN_ZERO);
+          await codec.quantizeRowsIntN(window, q, GPTQ_MIN_ZERO);
           packGptqRows(q, rowStart, target, entry.name);
           return dequantizeRowsWithF16Scales(q);
         },
@@ -504,10 +535,10 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, preco
     case 'int8-absmax':
       return absmaxQuantizer(rows, cols, perTensor, new Int8Array(rows * cols), {
         scaleFor: int8AbsmaxScale,
-        encodeWithScale: quantizeInt8WithScale,
+        encodeWithScale: codec.quantizeInt8WithScale,
         dequantizeTensorRows: (values, scales, rowCount) => dequantizeInt8Absmax({ rows: rowCount, cols, granularity: 'tensor', values, scales }),
-        quantizeChannelRows: (window, rowCount) => {
-          const q = quantizeInt8Absmax(window, rowCount, cols, 'channel');
+        quantizeChannelRows: async (window, rowCount) => {
+          const q = await codec.quantizeInt8Absmax(window, rowCount, cols, 'channel');
           return { codes: q.values, scales: q.scales, dequantize: () => dequantizeInt8Absmax(q) };
         },
       });
@@ -529,12 +560,12 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, preco
           scales[0] = params[0]!;
           zeros[0] = params[1]!;
         },
-        quantize: (window, rowStart, rowCount) => {
+        quantize: async (window, rowStart, rowCount) => {
           if (perTensor) {
-            quantizeAsymmetricWithParams(window, 0, window.length, scales[0]!, zeros[0]!, 8, values, rowStart * cols);
+            await codec.quantizeAsymmetricWithParams(window, 0, window.length, scales[0]!, zeros[0]!, 8, values, rowStart * cols);
             return dequantizeInt8ZeroPoint({ rows: rowCount, cols, granularity: 'tensor', values: values.subarray(rowStart * cols, (rowStart + rowCount) * cols), scales, zeros });
           }
-          const q = quantizeInt8ZeroPoint(window, rowCount, cols, 'channel');
+          const q = await codec.quantizeInt8ZeroPoint(window, rowCount, cols, 'channel');
           values.set(q.values, rowStart * cols);
           scales.set(q.scales, rowStart);
           zeros.set(q.zeros, rowStart);
@@ -547,10 +578,10 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, preco
     case 'fp8':
       return absmaxQuantizer(rows, cols, perTensor, new Uint8Array(rows * cols), {
         scaleFor: fp8Scale,
-        encodeWithScale: encodeFp8WithScale,
+        encodeWithScale: codec.encodeFp8WithScale,
         dequantizeTensorRows: (codes, scales, rowCount) => dequantizeFp8E4M3({ rows: rowCount, cols, granularity: 'tensor', codes, scales }),
-        quantizeChannelRows: (window, rowCount) => {
-          const q = quantizeFp8E4M3(window, rowCount, cols, 'channel');
+        quantizeChannelRows: async (window, rowCount) => {
+          const q = await codec.quantizeFp8E4M3(window, rowCount, cols, 'channel');
           return { codes: q.codes, scales: q.scales, dequantize: () => dequantizeFp8E4M3(q) };
         },
       });
@@ -571,9 +602,9 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, preco
       return {
         needsStatsPass: false,
         observe: () => undefined,
-        quantize: (window, rowStart) => {
+        quantize: async (window, rowStart) => {
           // Windows start on a block boundary (windowRows), so bytes and blocks line up.
-          const q = quantizeNf4(window);
+          const q = await codec.quantizeNf4(window);
           packed.set(q.packed, (rowStart * cols) / 2);
           absmax.set(q.absmax, (rowStart * cols) / NF4_BLOCK_SIZE);
           return recipe.doubleQuant ? null : dequantizeNf4(q);
@@ -608,11 +639,12 @@ async function quantizeTensorStreaming(
   recipe: ResearchRecipe,
   signal: AbortSignal | undefined,
   windowElements: number,
+  codec: ResearchCodec,
   precomputed?: IntNQuantized,
 ): Promise<{ chunks: Uint8Array[]; card: QuantCardTensor }> {
   const [rows, cols] = entry.shape as [number, number];
   const step = windowRows(rows, cols, recipe, windowElements);
-  const quantizer = createTensorQuantizer(entry, recipe, precomputed);
+  const quantizer = createTensorQuantizer(entry, recipe, codec, precomputed);
   const read = async (start: number): Promise<Float32Array> => {
     checkCancelled(signal, `quantizing ${input}`);
     return ckpt.readRowsF32(entry.name, start, Math.min(step, rows - start));
@@ -629,7 +661,7 @@ async function quantizeTensorStreaming(
   for (let start = 0; start < rows; start += step) {
     const window = await read(start);
     if (!quantizer.needsStatsPass) checkFinite(window, input, entry, start);
-    const reconstructed = quantizer.quantize(window, start, window.length / cols);
+    const reconstructed = await quantizer.quantize(window, start, window.length / cols);
     if (reconstructed === null) deferred = true;
     else acc.addRows(window, reconstructed);
   }
@@ -749,7 +781,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
           cardTensors.push(copiedTensorEntry({ name: entry.name, shape: entry.shape, sourceType: entry.dtype, bitsPerWeight: tensorPlan.bitsPerWeight }));
           continue;
         }
-        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements, options.gptqCodes?.get(entry.name));
+        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements, options.researchCodec ?? CPU_RESEARCH_CODEC, options.gptqCodes?.get(entry.name));
         for (const [k, chunk] of chunks.entries()) await writer.writeTensor(tensorPlan.outputs[k]!.name, chunk);
         cardTensors.push(card);
         onProgress?.({ step: i + 1, total: plan.tensors.length, tensor: tensorPlan.name, action: 'quantize', result: quantizedTensorResult(card) });
@@ -767,7 +799,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
         createdAt: new Date().toISOString(),
         source: { path: request.input, format: ckpt.format, files: sourceFiles },
         output: { path: outputPath, format: 'safetensors', bytes: plan.totals.outputBytes },
-        recipe: { ...recipeRecord(recipe), ...options.recipeExtra },
+        recipe: { ...recipeRecord(recipe), ...options.recipeExtra, ...(options.deviceUsed === undefined ? {} : { device: options.deviceUsed() }) },
         totals: { ...plan.totals, meanSqnrDb: meanSqnr(cardTensors) },
         tensors: cardTensors,
       };
