@@ -18,6 +18,8 @@ import { readShardIndex, SHARD_INDEX_NAME } from './safetensors/sharded';
 
 /** Most f32 values one readRowsF32 call returns (1 GiB of f32); larger tensors are read by row ranges. */
 export const MAX_DECODE_ELEMENTS = 256 * 1024 * 1024;
+const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /** Most stored bytes one readRawRows call returns. */
 export const MAX_RAW_READ_BYTES = 1024 * 1024 * 1024;
 
@@ -93,6 +95,10 @@ class OpenedCheckpoint implements Checkpoint {
     // Refuse undecodable types before reading any bytes.
     layout.decode(new Uint8Array(0), new Float32Array(0));
     const raw = await this.readRawRows(name, rowStart, rowCount);
+    // F32 stored little-endian is already what we return: view the fresh read buffer, no copy.
+    if (layout.entry.dtype === 'F32' && LITTLE_ENDIAN_HOST && raw.byteOffset % 4 === 0 && raw.byteLength === n * 4) {
+      return new Float32Array(raw.buffer, raw.byteOffset, n);
+    }
     const out = new Float32Array(n);
     layout.decode(raw, out);
     return out;
