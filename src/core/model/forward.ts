@@ -13,7 +13,7 @@ import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } f
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
 import { addInPlace, applyRope, rmsNorm, ropeTables } from './kernels';
-import { attentionByMatmul, attentionScratch, matmulResident, residentWeight, swigluF32, type ResidentWeight } from './wasmMatmul';
+import { attentionByMatmul, attentionScratch, matmulResident, residentWeight, swigluF32, trimWasmHeap, type ResidentWeight } from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -58,10 +58,33 @@ export const SITE_OF_ROLE: Record<LinearRole, LayerSiteKind> = {
   down: 'mlp_act',
 };
 
+/** Projections that may carry a bias (Qwen2's q/k/v; a bias on o or the MLP is refused). */
+export type BiasedRole = 'q' | 'k' | 'v';
+export const BIASED_ROLES: readonly BiasedRole[] = ['q', 'k', 'v'];
+
 export interface LayerWeights {
   attnNorm: Float32Array;
   ffnNorm: Float32Array;
   linear: Record<LinearRole, Float32Array>;
+  /** q/k/v biases [outs] when the model has them (config.attentionBias), else absent. */
+  bias?: Record<BiasedRole, Float32Array>;
+}
+
+/** out[t, :] += bias for every row t: the bias of an nn.Linear, added after the matmul as PyTorch does (f32). */
+export function addRowBias(out: Float32Array, bias: Float32Array, rows: number): void {
+  const width = bias.length;
+  for (let t = 0; t < rows; t++) {
+    const base = t * width;
+    for (let i = 0; i < width; i++) out[base + i] = out[base + i]! + bias[i]!;
+  }
+}
+
+/** Adds the layer's q/k/v biases (if any) to freshly projected q, k, v [rows, width]. */
+export function addQkvBiases(weights: LayerWeights, q: Float32Array, k: Float32Array, v: Float32Array, rows: number): void {
+  if (weights.bias === undefined) return;
+  addRowBias(q, weights.bias.q, rows);
+  addRowBias(k, weights.bias.k, rows);
+  addRowBias(v, weights.bias.v, rows);
 }
 
 /** One activation capture point (see protocol/analysis.ts for what each kind is). */
@@ -102,6 +125,7 @@ interface TensorNames {
   attnNorm(layer: number): string;
   ffnNorm(layer: number): string;
   linear(layer: number, role: LinearRole): string;
+  linearBias(layer: number, role: LinearRole): string;
 }
 
 function hfNames(tensors: Map<string, TensorEntry>): TensorNames {
@@ -112,6 +136,7 @@ function hfNames(tensors: Map<string, TensorEntry>): TensorNames {
     attnNorm: (l) => `model.layers.${l}.input_layernorm.weight`,
     ffnNorm: (l) => `model.layers.${l}.post_attention_layernorm.weight`,
     linear: (l, r) => `model.layers.${l}.${HF_LINEAR[r]}.weight`,
+    linearBias: (l, r) => `model.layers.${l}.${HF_LINEAR[r]}.bias`,
   };
 }
 
@@ -123,6 +148,7 @@ function ggufNames(tensors: Map<string, TensorEntry>): TensorNames {
     attnNorm: (l) => `blk.${l}.attn_norm.weight`,
     ffnNorm: (l) => `blk.${l}.ffn_norm.weight`,
     linear: (l, r) => `blk.${l}.${GGUF_LINEAR[r]}.weight`,
+    linearBias: (l, r) => `blk.${l}.${GGUF_LINEAR[r]}.bias`,
   };
 }
 
@@ -200,6 +226,19 @@ export class LlamaModel {
       this.expectShape(this.names.attnNorm(l), [c.hiddenSize]);
       this.expectShape(this.names.ffnNorm(l), [c.hiddenSize]);
       for (const role of LINEAR_ROLES) this.expectShape(this.names.linear(l, role), linearShapes[role]);
+      this.checkBiases(l, linearShapes);
+    }
+  }
+
+  /** q/k/v biases are required when the config says so and refused when it does not (or on o / the MLP). */
+  private checkBiases(l: number, linearShapes: Record<LinearRole, number[]>): void {
+    for (const role of LINEAR_ROLES) {
+      const name = this.names.linearBias(l, role);
+      const biased = (BIASED_ROLES as readonly LinearRole[]).includes(role) && this.config.attentionBias;
+      if (biased) this.expectShape(name, [linearShapes[role][0]!]);
+      else if (this.tensorsByName.has(name)) {
+        throw new UnsupportedError(`${this.checkpoint.path}: tensor '${name}' is a bias this model's config does not declare; the forward pass does not apply it`);
+      }
     }
   }
 
@@ -212,13 +251,16 @@ export class LlamaModel {
     return 4 * Math.max(layer, c.vocabSize * c.hiddenSize);
   }
 
-  /** Peak bytes of a pass over `windows` windows of `rows` tokens: one layer + activations + logits. */
+  /**
+   * Peak bytes of a pass over `windows` windows of `rows` tokens: one layer twice (as read, and its
+   * copy in the wasm heap that the matmul kernels read) + activations + logits.
+   */
   estimatePeakBytes(windows: number, rows: number): number {
     const c = this.config;
     const qWidth = c.numHeads * c.headDim;
     const hiddenStates = 4 * windows * rows * c.hiddenSize;
     const scratch = 4 * rows * (3 * c.hiddenSize + 2 * qWidth + 2 * c.numKvHeads * c.headDim + 2 * c.intermediateSize + c.vocabSize);
-    return this.largestLayerBytes() + hiddenStates + scratch;
+    return 2 * this.largestLayerBytes() + hiddenStates + scratch;
   }
 
   /** Reads layer `l`'s weights as f32 (the only layer in memory during its step). */
@@ -226,7 +268,11 @@ export class LlamaModel {
     const read = (name: string): Promise<Float32Array> => this.checkpoint.readRowsF32(name);
     const linear = {} as Record<LinearRole, Float32Array>;
     for (const role of LINEAR_ROLES) linear[role] = await read(this.names.linear(l, role));
-    return { attnNorm: await read(this.names.attnNorm(l)), ffnNorm: await read(this.names.ffnNorm(l)), linear };
+    const weights: LayerWeights = { attnNorm: await read(this.names.attnNorm(l)), ffnNorm: await read(this.names.ffnNorm(l)), linear };
+    if (this.config.attentionBias) {
+      weights.bias = { q: await read(this.names.linearBias(l, 'q')), k: await read(this.names.linearBias(l, 'k')), v: await read(this.names.linearBias(l, 'v')) };
+    }
+    return weights;
   }
 
   /** Gathers the embedding rows of `ids` into out [ids.length, hidden], reading the table in chunks. */
@@ -272,7 +318,7 @@ export class LlamaModel {
     if (peak > limit) {
       const gib = (n: number): string => (n / 2 ** 30).toFixed(3);
       throw new UnsupportedError(
-        `this pass needs about ${gib(peak)} GiB (largest layer ${gib(this.largestLayerBytes())} GiB as f32 + activations of ${windows.length} x ${rows} tokens); the limit is ${gib(limit)} GiB: use fewer windows or a machine with more memory`,
+        `this pass needs about ${gib(peak)} GiB (largest layer ${gib(this.largestLayerBytes())} GiB as f32, twice: as read and in the kernels' heap, + activations of ${windows.length} x ${rows} tokens); the limit is ${gib(limit)} GiB: use fewer windows or a machine with more memory`,
       );
     }
     const signal = options.signal;
@@ -329,6 +375,7 @@ export class LlamaModel {
           matmulResident(normed, L.q, q, rows);
           matmulResident(normed, L.k, k, rows);
           matmulResident(normed, L.v, v, rows);
+          addQkvBiases(weights, q, k, v, rows);
           applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
           applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
           if (quant?.kvBits != null) {
@@ -370,6 +417,7 @@ export class LlamaModel {
           hooks.onActivation(site, normed, rows, H, w);
         }
       }
+      trimWasmHeap();
       options.onProgress?.(steps, steps);
       return;
     }
@@ -390,6 +438,7 @@ export class LlamaModel {
     } finally {
       head.release();
     }
+    trimWasmHeap();
     options.onProgress?.(steps, steps);
   }
 }

@@ -1,7 +1,10 @@
 /**
- * LLaMA-family hyper-parameters, from a Hugging Face config.json or from a GGUF's `llama.*` keys.
+ * LLaMA-family hyper-parameters, from a Hugging Face config.json or from a GGUF's `llama.*` / `qwen2.*` keys.
  * Anything that would change the math and that the forward pass does not implement is refused with
  * an UnsupportedError naming the field, rather than silently computing something else.
+ *
+ * Architectures: `llama` (LlamaForCausalLM) and `qwen2` (Qwen2ForCausalLM: the LLaMA block with biases on
+ * the q/k/v projections, not on o; its sliding-window attention is refused when switched on).
  */
 import { FormatError, UnsupportedError } from '../errors';
 import type { MetadataValue } from '../formats/checkpoint';
@@ -21,11 +24,15 @@ export interface LlamaConfig {
   tieWordEmbeddings: boolean;
   /** How Q/K dims pair for RoPE in this file's layout (GGUF rows were permuted by the converter). */
   ropeLayout: RopeLayout;
+  /** The q/k/v projections carry biases (Qwen2): the weight loader requires `*.bias` for each. */
+  attentionBias: boolean;
   bosTokenId: number | null;
   eosTokenId: number | null;
 }
 
-const SUPPORTED_MODEL_TYPES = new Set(['llama']);
+const SUPPORTED_MODEL_TYPES = new Set(['llama', 'qwen2']);
+/** GGUF `general.architecture` values the forward pass runs (the keys are `<arch>.*`). */
+const SUPPORTED_GGUF_ARCHITECTURES = new Set(['llama', 'qwen2']);
 
 function isRecord(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -76,7 +83,10 @@ export function llamaConfigFromHf(raw: unknown, file: string): LlamaConfig {
   }
   const act = raw.hidden_act ?? 'silu';
   if (act !== 'silu') throw new UnsupportedError(`${file}: field 'hidden_act' is ${JSON.stringify(act)}; only 'silu' (SwiGLU) is supported`);
-  checkFlagFalse(file, raw, 'attention_bias', 'a bias on the attention projections');
+  // Qwen2 always has q/k/v biases (and none on o_proj); LLaMA's `attention_bias` would add one on o_proj too.
+  const attentionBias = modelType === 'qwen2';
+  if (modelType === 'llama') checkFlagFalse(file, raw, 'attention_bias', 'a bias on the attention projections (q/k/v and o_proj)');
+  if (modelType === 'qwen2') checkFlagFalse(file, raw, 'use_sliding_window', 'sliding-window attention');
   checkFlagFalse(file, raw, 'mlp_bias', 'a bias on the MLP projections');
   checkRopeScaling(file, 'rope_scaling', raw.rope_scaling);
   let ropeTheta = 10000;
@@ -112,6 +122,7 @@ export function llamaConfigFromHf(raw: unknown, file: string): LlamaConfig {
     maxPositionEmbeddings: positiveInt(file, raw, 'max_position_embeddings', 2048),
     tieWordEmbeddings: tie === true,
     ropeLayout: 'half',
+    attentionBias,
     bosTokenId: optionalTokenId(raw.bos_token_id),
     eosTokenId: optionalTokenId(raw.eos_token_id),
   };
@@ -127,7 +138,9 @@ export function metadataInt(v: MetadataValue | undefined): number | undefined {
 /** Parses a GGUF's metadata. `file` names it in errors. */
 export function llamaConfigFromGguf(metadata: Record<string, MetadataValue>, file: string): LlamaConfig {
   const arch = metadata['general.architecture'];
-  if (arch !== 'llama') throw new UnsupportedError(`${file}: key 'general.architecture' is ${JSON.stringify(String(arch))}; only 'llama' is supported`);
+  if (typeof arch !== 'string' || !SUPPORTED_GGUF_ARCHITECTURES.has(arch)) {
+    throw new UnsupportedError(`${file}: key 'general.architecture' is ${JSON.stringify(String(arch))}; supported: ${[...SUPPORTED_GGUF_ARCHITECTURES].join(', ')}`);
+  }
   const int = (key: string, fallback?: number): number => {
     const v = metadataInt(metadata[key]);
     if (v !== undefined && v > 0) return v;
@@ -140,31 +153,34 @@ export function llamaConfigFromGguf(metadata: Record<string, MetadataValue>, fil
     if (typeof v !== 'number' || !Number.isFinite(v) || v <= 0) throw new FormatError(file, `key '${key}' must be a positive number`);
     return v;
   };
-  const scaling = metadata['llama.rope.scaling.type'];
-  if (scaling !== undefined && scaling !== 'none') throw new UnsupportedError(`${file}: key 'llama.rope.scaling.type' is '${String(scaling)}'; only unscaled rotary embeddings are supported`);
-  const hiddenSize = int('llama.embedding_length');
-  const numHeads = int('llama.attention.head_count');
-  const numKvHeads = int('llama.attention.head_count_kv', numHeads);
+  const scaling = metadata[`${arch}.rope.scaling.type`];
+  if (scaling !== undefined && scaling !== 'none') throw new UnsupportedError(`${file}: key '${arch}.rope.scaling.type' is '${String(scaling)}'; only unscaled rotary embeddings are supported`);
+  const hiddenSize = int(`${arch}.embedding_length`);
+  const numHeads = int(`${arch}.attention.head_count`);
+  const numKvHeads = int(`${arch}.attention.head_count_kv`, numHeads);
   if (numHeads % numKvHeads !== 0) throw new FormatError(file, `head_count ${numHeads} is not a multiple of head_count_kv ${numKvHeads}`);
-  const headDim = int('llama.attention.key_length', hiddenSize / numHeads);
-  const ropeDims = int('llama.rope.dimension_count', headDim);
-  if (ropeDims !== headDim) throw new UnsupportedError(`${file}: key 'llama.rope.dimension_count' is ${ropeDims} but the head size is ${headDim}; partial rotary embeddings are not supported`);
+  const headDim = int(`${arch}.attention.key_length`, hiddenSize / numHeads);
+  const ropeDims = int(`${arch}.rope.dimension_count`, headDim);
+  if (ropeDims !== headDim) throw new UnsupportedError(`${file}: key '${arch}.rope.dimension_count' is ${ropeDims} but the head size is ${headDim}; partial rotary embeddings are not supported`);
   const tokens = metadata['tokenizer.ggml.tokens'];
   const vocabFromTokens = Array.isArray(tokens) ? tokens.length : undefined;
   return {
     hiddenSize,
-    intermediateSize: int('llama.feed_forward_length'),
-    numLayers: int('llama.block_count'),
+    intermediateSize: int(`${arch}.feed_forward_length`),
+    numLayers: int(`${arch}.block_count`),
     numHeads,
     numKvHeads,
     headDim,
-    vocabSize: int('llama.vocab_size', vocabFromTokens),
-    rmsNormEps: num('llama.attention.layer_norm_rms_epsilon', 1e-5),
-    ropeTheta: num('llama.rope.freq_base', 10000),
-    maxPositionEmbeddings: int('llama.context_length', 2048),
+    vocabSize: int(`${arch}.vocab_size`, vocabFromTokens),
+    rmsNormEps: num(`${arch}.attention.layer_norm_rms_epsilon`, 1e-5),
+    ropeTheta: num(`${arch}.rope.freq_base`, 10000),
+    maxPositionEmbeddings: int(`${arch}.context_length`, 2048),
     // Decided from the tensors (a missing `output.weight` means tied) by the weight loader.
     tieWordEmbeddings: false,
-    ropeLayout: 'interleaved',
+    // llama.cpp's converter permutes LLaMA's Q/K rows to interleaved pairs; Qwen2 keeps HF's rotate-half
+    // layout, which llama.cpp rotates with NEOX-style RoPE.
+    ropeLayout: arch === 'qwen2' ? 'half' : 'interleaved',
+    attentionBias: arch === 'qwen2',
     bosTokenId: metadataInt(metadata['tokenizer.ggml.bos_token_id']) ?? null,
     eosTokenId: metadataInt(metadata['tokenizer.ggml.eos_token_id']) ?? null,
   };
