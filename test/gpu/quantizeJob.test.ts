@@ -8,7 +8,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { JobRunner } from '../../src/core/jobs/jobRunner';
@@ -117,6 +117,30 @@ test('quantize job, auto: a software renderer (lavapipe) is left for the CPU pat
   const software = isSoftwareAdapter(gpu.description);
   assert.equal(r.result.card.recipe.device, software ? 'cpu' : 'gpu', gpu.description);
   assert.equal(notices.filter((m) => /software renderer/.test(m)).length, software ? 1 : 0, JSON.stringify(notices));
+});
+
+test('quantize job on the GPU: a cancel during the upload of a window ends in CancelledError, nothing at the output, no temp file', async (t) => {
+  if ((await gpuOrSkip(t)) === null) return;
+  const input = join(dir, 'cancel-input.gguf');
+  await writeSyntheticInput(input);
+  const out = join(dir, 'cancelled-gpu.gguf');
+  const controller = new AbortController();
+  let uploads = 0;
+  await assert.rejects(
+    runner!.run(job(input, 'Q4_K_M', out, 'gpu'), {
+      signal: controller.signal,
+      onProgress: (p) => {
+        if (p.phase === 'upload' && ++uploads === 3) controller.abort();
+      },
+    }),
+    (e: unknown) => e instanceof QuantLensError && e.code === 'CANCELLED',
+  );
+  assert.ok(uploads >= 3, 'the GPU path reported its upload phase');
+  assert.equal(existsSync(out), false);
+  assert.deepEqual(readdirSync(dir).filter((f) => f.includes('cancelled-gpu')), []);
+  // The next job gets a fresh device.
+  const again = await runner!.run(job(microLlamaDir, 'Q8_0', join(dir, 'after-cancel.gguf'), 'gpu'));
+  assert.equal(again.result.card.recipe.device, 'gpu');
 });
 
 test('quantize job, gpu: the GPU lost mid-job fails with GpuUnavailableError and leaves no output', async (t) => {
