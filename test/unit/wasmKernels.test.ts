@@ -11,6 +11,7 @@ import {
   matmulResident,
   residentWeight,
   swigluF32,
+  trimWasmHeap,
   vectorExp,
 } from '../../src/core/model/wasmMatmul';
 
@@ -156,4 +157,28 @@ test('logSumExpRows equals the f64 log-sum-exp within 1e-6 (vocab rows, and the 
       assert.ok(Math.abs(got[t]! - want) < 1e-6, `${rows}x${cols} row ${t}: ${got[t]} vs ${want}`);
     }
   }
+});
+
+test('trimWasmHeap keeps a heap that holds live resident weights, and after a drop the kernels rebuild', () => {
+  const rows = 6;
+  const inner = 64;
+  const outs = 16;
+  const x = values(rows * inner, 21);
+  const w = values(outs * inner, 22);
+  const expected = new Float32Array(rows * outs);
+  matmul(x, w, expected, rows, inner, outs);
+  const resident = residentWeight(w, outs, inner);
+  try {
+    trimWasmHeap(0); // refused: a resident weight is live
+    const got = new Float32Array(rows * outs).fill(NaN);
+    matmulResident(x, resident, got, rows);
+    assert.deepEqual(got, expected);
+  } finally {
+    resident.release();
+  }
+  trimWasmHeap(0); // dropped
+  const again = new Float32Array(rows * outs).fill(NaN);
+  matmul(x, w, again, rows, inner, outs);
+  assert.deepEqual(again, expected);
+  assert.throws(() => matmulResident(x, resident, again, rows), InvalidArgumentError);
 });

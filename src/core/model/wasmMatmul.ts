@@ -184,6 +184,17 @@ function elementwiseFor(s: WasmState): ElementwiseKernels {
   return s.elementwise;
 }
 
+/**
+ * Drops the wasm heap when it holds more than `keepBytes` and no resident weight is live: a wasm
+ * memory never shrinks, so after a large model's pass the extension host would otherwise keep its
+ * largest layer's worth of heap for good. The next call builds a fresh heap (kernels compile again
+ * in a few milliseconds).
+ */
+export function trimWasmHeap(keepBytes = 64 * 2 ** 20): void {
+  if (state === undefined || state === null || state.residentLive > 0) return;
+  if (state.memory.buffer.byteLength > keepBytes) state = undefined;
+}
+
 /** Whether the SIMD kernel loaded (false: every call uses the JS kernel). */
 export function wasmMatmulAvailable(): boolean {
   return loadState() !== null;
