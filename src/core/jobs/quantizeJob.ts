@@ -69,6 +69,7 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
   };
   const method = spec.request.method;
   if (method !== undefined) {
+    if (spec.device === 'gpu') ctx.notice(`--method ${method.method} calibrates and quantizes on the CPU: the GPU path covers plain quantization`);
     const { result } = await runMethodQuantize(spec.request, method, {
       signal: ctx.signal,
       onWarning: ctx.notice,
