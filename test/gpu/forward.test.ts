@@ -11,7 +11,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireGpu, type GpuContext } from '../../src/core/gpu/device';
 import { createStorageBuffer, readBack } from '../../src/core/gpu/kernels';
-import { encodeAttention, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from '../../src/core/gpu/forward/encode';
+import { encodeAttention, encodeFakeQuant, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from '../../src/core/gpu/forward/encode';
 import { FORWARD_KERNELS } from '../../src/core/gpu/forward/forwardKernels';
 import { applyRope, causalAttention, rmsNorm, ropeTables, swiglu } from '../../src/core/model/kernels';
 import { CancelledError, GpuUnavailableError, InvalidArgumentError, UnsupportedError } from '../../src/core/errors';
@@ -21,7 +21,7 @@ import { GpuLlama, isSoftwareAdapter, type GpuLlamaOptions } from '../../src/cor
 import { perplexityOnGpu } from '../../src/core/gpu/forward/gpuPerplexity';
 import { perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity';
 import { ComputeDevice } from '../../src/core/jobs/computeDevice';
-import { parseQuantSetting } from '../../src/core/model/fakeQuant';
+import { fakeQuantizeActivations, fakeQuantizeKv, parseQuantSetting } from '../../src/core/model/fakeQuant';
 import { loadModel, type LoadedModel } from '../../src/core/model/loadModel';
 import { makeWindows, perplexity, windowNll } from '../../src/core/model/perplexity';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -176,15 +176,23 @@ test('GGUF input (interleaved RoPE layout): GPU logits equal the CPU pass on the
   assert.ok(Math.abs(ppl[1]! / ppl[0]! - 1) < 1e-4, `GPU ppl safetensors ${ppl[0]} vs GGUF ${ppl[1]}`);
 });
 
-test('what the GPU pass does not implement is refused by name (A8, KV4, hooks)', async (t) => {
+test('activation and KV fake-quant on the GPU (W4A8, KV4, W8A8KV2) give the perplexity of the CPU pass within 1e-3; hooks are refused by name', async (t) => {
   const gpu = await gpuOrSkip(t);
   if (gpu === null) return;
   await withModel(microLlamaDir, async (lm) => {
     const model = new GpuLlama(gpu, lm.model);
     try {
-      const windows = makeWindows(lm.tokenizer.encode(evalText), 64, 1);
-      await assert.rejects(model.windowLosses(windows, { quant: parseQuantSetting('W8A8', 64) }), (e: unknown) => e instanceof UnsupportedError && /W8A8.*A8/.test(e.message));
-      await assert.rejects(model.windowLosses(windows, { quant: parseQuantSetting('KV4', 64) }), (e: unknown) => e instanceof UnsupportedError && /KV4/.test(e.message));
+      const windows = makeWindows(lm.tokenizer.encode(evalText), 256, 2);
+      const base = (await perplexityOnGpu(model, windows)).perplexity;
+      for (const label of ['W4A8', 'KV4', 'W8A8KV2']) {
+        const quant = parseQuantSetting(label, 64);
+        const g = (await perplexityOnGpu(model, windows, { quant })).perplexity;
+        const c = (await perplexity(lm.model, windows, { quant })).perplexity;
+        // Values sitting on a rounding boundary may round the other way after a matmul summed in
+        // another order: equal within 1e-3, and the setting must change the result.
+        assert.ok(Math.abs(g / c - 1) < 1e-3, `${label}: GPU ${g} vs CPU ${c}`);
+        assert.ok(Math.abs(g / base - 1) > 1e-4, `${label} changes the perplexity (${g} vs ${base})`);
+      }
       await assert.rejects(model.windowLosses(windows, { hooks: { onActivation: () => undefined } }), (e: unknown) => e instanceof UnsupportedError && /hooks/.test(e.message));
     } finally {
       model.dispose();
@@ -256,20 +264,22 @@ test('device destroyed mid-pass: GpuUnavailableError; under --device auto the pa
   });
 });
 
-test('--device auto runs A8 on the CPU with a notice; --device gpu refuses it', async (t) => {
+test('--device auto runs a pass with hooks on the CPU with a notice; --device gpu refuses it', async (t) => {
   if ((await gpuOrSkip(t)) === null) return;
   await withModel(microLlamaDir, async (lm) => {
     const windows = makeWindows(lm.tokenizer.encode(evalText), 128, 1);
-    const quant = parseQuantSetting('W8A8', 64);
+    let seen = 0;
+    const hooks = { onActivation: (): void => void seen++ };
     const device = await ComputeDevice.open('auto', () => undefined);
     try {
       const notices: string[] = [];
-      const r = await perplexityOnDevice(device, 'auto', lm.model, windows, { quant, notice: (m) => notices.push(m) });
+      const r = await perplexityOnDevice(device, 'auto', lm.model, windows, { hooks, notice: (m) => notices.push(m) });
       assert.equal(r.device, 'cpu');
-      assert.equal(r.perplexity, (await perplexity(lm.model, windows, { quant })).perplexity);
-      assert.match(notices.join('\n'), /A8.*on the CPU/);
-      await assert.rejects(perplexityOnDevice(device, 'gpu', lm.model, windows, { quant }), UnsupportedError);
-      const onGpu = await perplexityOnDevice(device, 'auto', lm.model, windows);
+      assert.ok(seen > 0, 'the hooks ran');
+      assert.equal(r.perplexity, (await perplexity(lm.model, windows)).perplexity);
+      assert.match(notices.join('\n'), /hooks.*on the CPU/);
+      await assert.rejects(perplexityOnDevice(device, 'gpu', lm.model, windows, { hooks }), UnsupportedError);
+      const onGpu = await perplexityOnDevice(device, 'auto', lm.model, windows, { quant: parseQuantSetting('W8A8', 64) });
       assert.equal(onGpu.device, 'gpu');
     } finally {
       device.dispose();
@@ -277,7 +287,7 @@ test('--device auto runs A8 on the CPU with a notice; --device gpu refuses it', 
   });
 });
 
-test('quantlens eval --device gpu: rows computed on the GPU equal --device cpu; A8 refused under gpu, run on the CPU under auto', async (t) => {
+test('quantlens eval --device gpu: rows computed on the GPU equal --device cpu; auto passes a software adapter over', async (t) => {
   const gpu = await gpuOrSkip(t);
   if (gpu === null) return;
   const textFile = join(fixturesDir, 'eval.txt');
@@ -288,34 +298,33 @@ test('quantlens eval --device gpu: rows computed on the GPU equal --device cpu; 
     assert.equal(await runEval([microLlamaDir, '--text', textFile, '--ctx', '128', '--windows', '2', '--quant', quant, '--device', device, '--json'], io), 0);
     return { report: JSON.parse(lines.join('\n')) as EvalReport, errors };
   };
-  const onGpu = await evalJson('gpu', 'W4g32');
-  const onCpu = await evalJson('cpu', 'W4g32');
+  const onGpu = await evalJson('gpu', 'W4g32,W8A8KV4');
+  const onCpu = await evalJson('cpu', 'W4g32,W8A8KV4');
   assert.deepEqual(
     onGpu.report.rows.map((r) => [r.setting, r.device]),
     [
       ['FP16', 'gpu'],
       ['W4g32', 'gpu'],
+      ['W8A8KV4', 'gpu'],
     ],
   );
   assert.equal(onGpu.report.deviceDescription, gpu.description);
   assert.deepEqual(
     onCpu.report.rows.map((r) => r.device),
-    ['cpu', 'cpu'],
+    ['cpu', 'cpu', 'cpu'],
   );
   onGpu.report.rows.forEach((r, i) => {
     const c = onCpu.report.rows[i]!;
-    assert.ok(Math.abs(r.perplexity / c.perplexity - 1) < 1e-4, `${r.setting}: GPU ${r.perplexity} vs CPU ${c.perplexity}`);
+    assert.ok(Math.abs(r.perplexity / c.perplexity - 1) < 1e-3, `${r.setting}: GPU ${r.perplexity} vs CPU ${c.perplexity}`);
   });
-  await assert.rejects(runEval([microLlamaDir, '--text', textFile, '--ctx', '128', '--windows', '1', '--quant', 'W8A8', '--device', 'gpu', '--json'], { out: () => undefined, err: () => undefined, isTTY: false }), (e: unknown) => e instanceof UnsupportedError && /A8/.test(e.message));
   await assert.rejects(runEval([microLlamaDir, '--text', textFile, '--device', 'tpu'], { out: () => undefined, err: () => undefined, isTTY: false }), (e: unknown) => e instanceof InvalidArgumentError && /--device must be auto, gpu or cpu/.test(e.message));
   const auto = await evalJson('auto', 'KV4');
-  const kv = auto.report.rows[1]!;
-  assert.equal(kv.device, 'cpu');
-  if (isSoftwareAdapter(gpu.description)) assert.match(auto.errors.join('\n'), /software one/);
-  else {
-    assert.equal(auto.report.rows[0]!.device, 'gpu');
-    assert.match(auto.errors.join('\n'), /KV4.*on the CPU/);
-  }
+  const software = isSoftwareAdapter(gpu.description);
+  assert.deepEqual(
+    auto.report.rows.map((r) => r.device),
+    software ? ['cpu', 'cpu'] : ['gpu', 'gpu'],
+  );
+  if (software) assert.match(auto.errors.join('\n'), /software one/);
 });
 
 // ---- Kernels one by one against the CPU kernels (model/kernels.ts), on shapes that are not
@@ -471,6 +480,53 @@ test('RMSNorm, RoPE (both pairings), causal GQA attention, SwiGLU and the loss k
     assert.equal(losses[4], 0);
     const expected = windowNll(logits, 5, vocab, ids);
     assert.ok(Math.abs(sum - expected) <= 1e-5 * expected, `loss ${sum} vs ${expected}`);
+  } finally {
+    for (const b of owned) b.destroy();
+  }
+});
+
+test('fake-quant kernel equals model/fakeQuant.ts value for value (A8/A4 per token, KV4/KV2 per token and head inside a fused qkv row)', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  // Equal values; the sign of a zero may differ (WGSL round(-0.3) is -0, the CPU's roundHalfEven gives +0).
+  const values = (a: Float32Array): number[] => Array.from(a, (v) => (v === 0 ? 0 : v));
+  const owned: GPUBuffer[] = [];
+  try {
+    const [rows, width] = [7, 45];
+    for (const bits of [8, 4]) {
+      const x = seeded(rows * width, 10 + bits, 5);
+      x.fill(0, 2 * width, 3 * width); // an all-zero row stays zero
+      const b = upload(gpu, x);
+      owned.push(b);
+      const got = await run(gpu, (e, u) => encodeFakeQuant(gpu, e, u, b, { rows, rowStride: width, col0: 0, segLen: width, segs: 1, symmetric: true, levels: 2 ** (bits - 1) - 1 }), b, rows * width);
+      const expected = x.slice();
+      fakeQuantizeActivations(expected, rows, width, bits);
+      assert.deepEqual(values(got), values(expected), `A${bits}`);
+      assert.notDeepEqual(got, x);
+    }
+    const [qWidth, kvHeads, headDim] = [30, 2, 20];
+    const kvWidth = kvHeads * headDim;
+    const stride = qWidth + 2 * kvWidth;
+    for (const bits of [4, 2]) {
+      const qkv = seeded(rows * stride, 20 + bits, 3);
+      qkv.fill(0.25, qWidth, qWidth + headDim); // a constant head stays as it is
+      const b = upload(gpu, qkv);
+      owned.push(b);
+      const got = await run(gpu, (e, u) => encodeFakeQuant(gpu, e, u, b, { rows, rowStride: stride, col0: qWidth, segLen: headDim, segs: 2 * kvHeads, symmetric: false, levels: 2 ** bits - 1 }), b, rows * stride);
+      const k = new Float32Array(rows * kvWidth);
+      const v = new Float32Array(rows * kvWidth);
+      for (let r = 0; r < rows; r++) {
+        k.set(qkv.subarray(r * stride + qWidth, r * stride + qWidth + kvWidth), r * kvWidth);
+        v.set(qkv.subarray(r * stride + qWidth + kvWidth, (r + 1) * stride), r * kvWidth);
+      }
+      fakeQuantizeKv(k, rows, kvHeads, headDim, bits);
+      fakeQuantizeKv(v, rows, kvHeads, headDim, bits);
+      for (let r = 0; r < rows; r++) {
+        assert.deepEqual(got.subarray(r * stride, r * stride + qWidth), qkv.subarray(r * stride, r * stride + qWidth), `KV${bits} row ${r}: Q untouched`);
+        assert.deepEqual(values(got.subarray(r * stride + qWidth, r * stride + qWidth + kvWidth)), values(k.subarray(r * kvWidth, (r + 1) * kvWidth)), `KV${bits} row ${r}: K`);
+        assert.deepEqual(values(got.subarray(r * stride + qWidth + kvWidth, (r + 1) * stride)), values(v.subarray(r * kvWidth, (r + 1) * kvWidth)), `KV${bits} row ${r}: V`);
+      }
+    }
   } finally {
     for (const b of owned) b.destroy();
   }

@@ -35,9 +35,8 @@ options:
   --windows <n>      number of windows (default 64)
   --quant <list>     settings to evaluate besides the baseline
   --group <n>        default weight group size for W<8 (default 64)
-  --device <d>       auto (default: the GPU when a hardware WebGPU adapter exists, else the CPU;
-                     settings the GPU pass does not implement, A<b> and KV<b>, run on the CPU; a GPU
-                     failing mid-pass hands the pass to the CPU), gpu (required; A/KV refused), cpu
+  --device <d>       auto (default: the GPU when a hardware WebGPU adapter exists, else the CPU; a
+                     GPU failing mid-pass hands the pass to the CPU), gpu (required), or cpu
   --json             print one JSON object instead of the table
   --help             this text`;
 

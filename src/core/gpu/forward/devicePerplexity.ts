@@ -1,6 +1,6 @@
 /**
  * Perplexity where a ComputeDevice says: on the GPU when one is held, else on the CPU. Under `auto`,
- * a setting the GPU pass does not implement (activation or KV fake-quantization, hooks) runs on the
+ * what the GPU pass does not do (activation hooks, a head size over its kernel's limit) runs on the
  * CPU with a notice, and a GPU that fails mid-pass (GpuUnavailableError: device lost or destroyed,
  * out of memory) hands the pass to the CPU (ComputeDevice.run). Under `gpu` both are errors.
  */

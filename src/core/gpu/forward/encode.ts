@@ -115,3 +115,20 @@ export function encodeNll(gpu: GpuContext, encoder: GPUCommandEncoder, uniforms:
   const params = uniforms.get('fwd nll', Uint32Array.of(rows, vocab, targetRow0, grid.x));
   encodeKernel(gpu, encoder, FORWARD_KERNELS.nll, [logits, targets, nll, params], grid);
 }
+
+/**
+ * Fake-quantizes in place `segs` segments of `segLen` values per row (from column col0 of rows of
+ * rowStride): `symmetric` with levels = qmax (activations per token), else asymmetric with
+ * levels = maxq (K/V per token and head). The rules of model/fakeQuant.ts.
+ */
+export function encodeFakeQuant(
+  gpu: GpuContext,
+  encoder: GPUCommandEncoder,
+  uniforms: UniformPool,
+  x: GPUBuffer,
+  a: { rows: number; rowStride: number; col0: number; segLen: number; segs: number; symmetric: boolean; levels: number },
+): void {
+  const grid = gridFor(a.rows * a.segs, gpu.limits.maxComputeWorkgroupsPerDimension);
+  const params = uniforms.get('fwd fakequant', Uint32Array.of(a.rows, a.rowStride, a.col0, a.segLen, a.segs, a.symmetric ? 0 : 1, a.levels, grid.x));
+  encodeKernel(gpu, encoder, FORWARD_KERNELS.fakeQuant, [x, params], grid);
+}

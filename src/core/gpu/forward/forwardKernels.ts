@@ -40,6 +40,8 @@ export const FORWARD_KERNELS = {
   attention: { name: 'fwd_attention', wgsl: WGSL_SOURCES.fwd_attention, bindings: ['read-only-storage', 'storage', 'uniform'], workgroupSize: 64, workgroupsFor: perItem },
   /** One thread per output value. */
   swiglu: { name: 'fwd_swiglu', wgsl: WGSL_SOURCES.fwd_swiglu, bindings: ['read-only-storage', 'storage', 'uniform'], workgroupSize: 256, workgroupsFor: perThread(256) },
+  /** One workgroup per (row, segment): activation (per token) and KV (per token and head) fake-quant. */
+  fakeQuant: { name: 'fwd_fakequant', wgsl: WGSL_SOURCES.common + '\n' + WGSL_SOURCES.fwd_fakequant, bindings: ['storage', 'uniform'], workgroupSize: 64, workgroupsFor: perItem },
   /** One workgroup per row of logits. */
   nll: { name: 'fwd_nll', wgsl: WGSL_SOURCES.fwd_nll, bindings: ['read-only-storage', 'read-only-storage', 'storage', 'uniform'], workgroupSize: 256, workgroupsFor: perItem },
 } as const satisfies Record<string, Kernel>;

@@ -13,9 +13,10 @@
  * - The embedding gather runs on the host (the CPU model's `embed`), then one upload per chunk.
  * - Perplexity (`windowLosses`) computes each token's loss next to the logits, so only one f32 per
  *   token comes back; `run` reads the logits back per window like the CPU pass's callback.
- * Not on the GPU: activation hooks, activation and KV fake-quantization (UnsupportedError naming the
- * option; `--device auto` runs those on the CPU). Weight fake-quantization is applied on the host
- * before the upload, as on the CPU.
+ * Fake quantization (model/fakeQuant.ts rules): weights on the host before the upload, as on the CPU;
+ * activations (A<b>, per token) and the KV cache (KV<b>, per token and head) by kernels/fwd_fakequant.
+ * Not on the GPU: activation hooks (UnsupportedError naming the option; `--device auto` runs those
+ * passes on the CPU).
  * Agreement with the CPU pass (test/gpu/forward.test.ts): f32 accumulation in a different order, so
  * logits within 1e-3 absolute / 1e-4 of the logit range, perplexity within 1e-4 relative.
  * Any WebGPU failure (device lost or destroyed, out of memory, validation) is a GpuUnavailableError.
@@ -26,7 +27,7 @@ import { fakeQuantizeWeight, type QuantSetting } from '../../model/fakeQuant';
 import { ropeTables } from '../../model/kernels';
 import { guarded, type GpuContext } from '../device';
 import { createStorageBuffer, readBack, type Kernel } from '../kernels';
-import { encodeAttention, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from './encode';
+import { encodeAttention, encodeFakeQuant, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from './encode';
 import { GPU_MAX_HEAD_DIM, GPU_MAX_WINDOW, FORWARD_KERNELS } from './forwardKernels';
 
 /** Default budget of f32 weight bytes kept on the device across layers and passes. */
@@ -81,13 +82,6 @@ export function assertGpuForwardSupports(options: ForwardOptions): void {
   const hooks = options.hooks;
   if (hooks?.onActivation !== undefined || hooks?.onLayerWeights !== undefined) {
     throw new UnsupportedError('the GPU forward pass does not capture activations or layer weights (option hooks); run it on the CPU');
-  }
-  const quant = options.quant;
-  if (quant?.activationBits != null) {
-    throw new UnsupportedError(`setting ${quant.label}: activation fake-quantization (A${quant.activationBits}) is not implemented on the GPU; run it on the CPU`);
-  }
-  if (quant?.kvBits != null) {
-    throw new UnsupportedError(`setting ${quant.label}: KV-cache fake-quantization (KV${quant.kvBits}) is not implemented on the GPU; run it on the CPU`);
   }
 }
 
@@ -240,6 +234,8 @@ export class GpuLlama {
         }
 
         const interleaved = c.ropeLayout === 'interleaved';
+        const actBits = options.quant?.activationBits ?? null;
+        const kvBits = options.quant?.kvBits ?? null;
         for (let l = 0; l < c.numLayers; l++) {
           throwIfAborted(signal);
           let layer: DeviceLayer;
@@ -253,15 +249,25 @@ export class GpuLlama {
           for (let i = 0; i < chunks.length; i++) {
             const rows = chunks[i]!.count * T;
             const x = hidden[i]!;
+            // Inputs of the linear layers fake-quantized per token when the setting has A<b>.
+            const quantizeInput = (buffer: GPUBuffer, width: number): void => {
+              if (actBits !== null) encodeFakeQuant(gpu, encoder, uniforms, buffer, { rows, rowStride: width, col0: 0, segLen: width, segs: 1, symmetric: true, levels: 2 ** (actBits - 1) - 1 });
+            };
             this.rmsNorm(encoder, uniforms, x, layer.attnNorm, normed, rows, H);
+            quantizeInput(normed, H);
             this.matmul(encoder, uniforms, normed, 0, rows, layer.qkv, qkv, qkvWidth, false);
             const layout: QkvLayout = { rows, rowStride: qkvWidth, qHeads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, kCol: qWidth, vCol: qWidth + kvWidth, window: T };
             encodeRope(gpu, encoder, uniforms, qkv, cosBuffer, sinBuffer, layout, interleaved);
+            // KV<b>: keys (after RoPE) and values per token and per KV head; K and V heads are adjacent in qkv.
+            if (kvBits !== null) encodeFakeQuant(gpu, encoder, uniforms, qkv, { rows, rowStride: qkvWidth, col0: qWidth, segLen: c.headDim, segs: 2 * c.numKvHeads, symmetric: false, levels: 2 ** kvBits - 1 });
             encodeAttention(gpu, encoder, uniforms, qkv, context, layout, qWidth);
+            quantizeInput(context, qWidth);
             this.matmul(encoder, uniforms, context, 0, rows, layer.o, x, H, true);
             this.rmsNorm(encoder, uniforms, x, layer.ffnNorm, normed, rows, H);
+            quantizeInput(normed, H);
             this.matmul(encoder, uniforms, normed, 0, rows, layer.gateUp, gateUp, 2 * I, false);
             encodeSwiglu(gpu, encoder, uniforms, gateUp, act, rows, I);
+            quantizeInput(act, I);
             this.matmul(encoder, uniforms, act, 0, rows, layer.down, x, H, true);
           }
           device.queue.submit([encoder.finish()]);
