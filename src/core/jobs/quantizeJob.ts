@@ -95,7 +95,8 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
       signal: ctx.signal,
       onWarning: ctx.notice,
       onProgress,
-      threads: spec.threads,
+      // --device gpu never falls back and every quantized ggml type has a kernel: no idle CPU workers.
+      threads: spec.threads ?? (spec.device === 'gpu' ? 1 : undefined),
       quantizeWindow: windows.quantizeWindow,
       researchCodec: research.codec,
       deviceUsed: ggufExporter !== undefined ? windows.deviceUsed : research.deviceUsed,
