@@ -3,7 +3,9 @@
  * (`LlamaModel`): tensor names, the Q/K row permutation, every metadata key llama.cpp reads, and the
  * tokenizer from tokenizer.json.
  *
- * Supported architectures: LlamaForCausalLM and MistralForCausalLM (both written as `llama`), with
+ * Supported architectures: LlamaForCausalLM and MistralForCausalLM (both written as `llama`), and
+ * Qwen2ForCausalLM (written as `qwen2`, as convert_hf_to_gguf's Qwen2Model: q/k/v biases as `blk.N.attn_q.bias`
+ * etc., no Q/K row permutation since llama.cpp rotates qwen2 NEOX-style, which is HF's rotate-half layout), with
  * byte-level BPE tokenizers (tokenizer.json, model.type BPE with a ByteLevel pre-tokenizer: GPT-2 style,
  * or the Llama-3 / Qwen2 split regexes). Others are refused with UnsupportedError naming what is missing.
  */
@@ -11,10 +13,15 @@ import { FormatError, UnsupportedError } from '../errors';
 import type { GgufValue } from '../formats/gguf/reader';
 import { gguf } from '../formats/gguf/writer';
 
-export const SUPPORTED_HF_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM'] as const;
+export const SUPPORTED_HF_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'] as const;
+
+/** The llama.cpp architecture (`general.architecture`, the prefix of the model keys) of an HF architecture. */
+export type GgufArchitecture = 'llama' | 'qwen2';
 
 export interface LlamaHparams {
   architecture: string;
+  /** What llama.cpp calls it: decides key prefix, bias tensors and the Q/K permutation. */
+  ggufArch: GgufArchitecture;
   blockCount: number;
   contextLength: number;
   embeddingLength: number;
@@ -51,7 +58,13 @@ export function readLlamaHparams(config: Record<string, unknown> | null, file: s
       `${file}: architecture ${architecture ?? '(none given)'} cannot be exported to GGUF by this version; supported: ${SUPPORTED_HF_ARCHITECTURES.join(', ')}`,
     );
   }
-  if (config.attention_bias === true || config.mlp_bias === true) throw new UnsupportedError(`${file}: LLaMA with attention or MLP biases is not supported for GGUF export`);
+  const ggufArch: GgufArchitecture = architecture === 'Qwen2ForCausalLM' ? 'qwen2' : 'llama';
+  if (ggufArch === 'llama' && (config.attention_bias === true || config.mlp_bias === true)) {
+    throw new UnsupportedError(`${file}: LLaMA with attention or MLP biases is not supported for GGUF export`);
+  }
+  if (ggufArch === 'qwen2' && config.use_sliding_window === true) {
+    throw new UnsupportedError(`${file}: field 'use_sliding_window' is true; Qwen2 sliding-window attention is not supported for GGUF export`);
+  }
   const ropeParameters = typeof config.rope_parameters === 'object' && config.rope_parameters !== null ? (config.rope_parameters as Record<string, unknown>) : undefined;
   const ropeScaling = typeof config.rope_scaling === 'object' && config.rope_scaling !== null ? (config.rope_scaling as Record<string, unknown>) : undefined;
   const ropeType = ropeParameters?.rope_type ?? ropeScaling?.rope_type ?? ropeScaling?.type;
@@ -64,6 +77,7 @@ export function readLlamaHparams(config: Record<string, unknown> | null, file: s
   const ropeTheta = optionalNum(ropeParameters ?? {}, 'rope_theta') ?? optionalNum(config, 'rope_theta') ?? 10000;
   const hp: LlamaHparams = {
     architecture,
+    ggufArch,
     blockCount: num(config, 'num_hidden_layers', file),
     contextLength: num(config, 'max_position_embeddings', file),
     embeddingLength,
@@ -106,6 +120,12 @@ const LAYER_MAP: Record<string, string> = {
   'mlp.up_proj.weight': 'ffn_up.weight',
   'mlp.down_proj.weight': 'ffn_down.weight',
 };
+/** Qwen2's q/k/v biases (llama.cpp's qwen2 loads `attn_q.bias` etc.; there is none on o_proj). */
+const QWEN2_BIAS_MAP: Record<string, string> = {
+  'self_attn.q_proj.bias': 'attn_q.bias',
+  'self_attn.k_proj.bias': 'attn_k.bias',
+  'self_attn.v_proj.bias': 'attn_v.bias',
+};
 
 /** HF tensor name -> GGUF tensor (null for tensors convert_hf_to_gguf drops, e.g. rotary inv_freq). */
 export function mapLlamaTensorName(hfName: string, hp: LlamaHparams, file: string): MappedTensor | null {
@@ -117,9 +137,11 @@ export function mapLlamaTensorName(hfName: string, hp: LlamaHparams, file: strin
   if (m !== null) {
     const layer = Number(m[1]);
     const rest = m[2]!;
-    const mapped = LAYER_MAP[rest];
+    const mapped = LAYER_MAP[rest] ?? (hp.ggufArch === 'qwen2' ? QWEN2_BIAS_MAP[rest] : undefined);
     if (mapped !== undefined && layer < hp.blockCount) {
       const name = `blk.${layer}.${mapped}`;
+      // Only `llama` is permuted to interleaved pairs; qwen2 keeps HF's layout (NEOX rope in llama.cpp).
+      if (hp.ggufArch !== 'llama') return { name, source: hfName };
       if (rest === 'self_attn.q_proj.weight') return { name, source: hfName, permuteHeads: hp.headCount };
       if (rest === 'self_attn.k_proj.weight') return { name, source: hfName, permuteHeads: hp.headCountKv };
       return { name, source: hfName };
@@ -168,29 +190,35 @@ export function titleFromFolderName(folder: string): string {
     .join(' ');
 }
 
-/** The model KVs convert_hf_to_gguf writes for `llama`, in its order, up to the tokenizer. */
+/**
+ * The model KVs convert_hf_to_gguf writes for `llama` or `qwen2`, in its order, up to the tokenizer. Both
+ * share TextModel.set_gguf_parameters; LlamaModel adds vocab_size and rope.dimension_count, Qwen2Model nothing.
+ */
 export function llamaModelKvs(hp: LlamaHparams, name: string, parameters: number, fileType: number, quantizationVersion: number): Array<[string, GgufValue]> {
+  const a = hp.ggufArch;
   const kv: Array<[string, GgufValue]> = [
-    ['general.architecture', gguf.str('llama')],
+    ['general.architecture', gguf.str(a)],
     ['general.type', gguf.str('model')],
     ['general.name', gguf.str(name)],
     ['general.size_label', gguf.str(sizeLabel(parameters))],
-    ['llama.block_count', gguf.u32(hp.blockCount)],
-    ['llama.context_length', gguf.u32(hp.contextLength)],
-    ['llama.embedding_length', gguf.u32(hp.embeddingLength)],
-    ['llama.feed_forward_length', gguf.u32(hp.feedForwardLength)],
-    ['llama.attention.head_count', gguf.u32(hp.headCount)],
-    ['llama.attention.head_count_kv', gguf.u32(hp.headCountKv)],
-    ['llama.rope.freq_base', gguf.f32(hp.ropeTheta)],
-    ['llama.attention.layer_norm_rms_epsilon', gguf.f32(hp.rmsNormEps)],
+    [`${a}.block_count`, gguf.u32(hp.blockCount)],
+    [`${a}.context_length`, gguf.u32(hp.contextLength)],
+    [`${a}.embedding_length`, gguf.u32(hp.embeddingLength)],
+    [`${a}.feed_forward_length`, gguf.u32(hp.feedForwardLength)],
+    [`${a}.attention.head_count`, gguf.u32(hp.headCount)],
+    [`${a}.attention.head_count_kv`, gguf.u32(hp.headCountKv)],
+    [`${a}.rope.freq_base`, gguf.f32(hp.ropeTheta)],
+    [`${a}.attention.layer_norm_rms_epsilon`, gguf.f32(hp.rmsNormEps)],
   ];
   if (hp.headDimExplicit) {
-    kv.push(['llama.attention.key_length', gguf.u32(hp.headDim)]);
-    kv.push(['llama.attention.value_length', gguf.u32(hp.headDim)]);
+    kv.push([`${a}.attention.key_length`, gguf.u32(hp.headDim)]);
+    kv.push([`${a}.attention.value_length`, gguf.u32(hp.headDim)]);
   }
   kv.push(['general.file_type', gguf.u32(fileType)]);
-  kv.push(['llama.vocab_size', gguf.u32(hp.vocabSize)]);
-  kv.push(['llama.rope.dimension_count', gguf.u32(hp.headDim)]);
+  if (a === 'llama') {
+    kv.push(['llama.vocab_size', gguf.u32(hp.vocabSize)]);
+    kv.push(['llama.rope.dimension_count', gguf.u32(hp.headDim)]);
+  }
   kv.push(['general.quantization_version', gguf.u32(quantizationVersion)]);
   return kv;
 }
