@@ -10,6 +10,22 @@
  */
 import { FormatError, UnsupportedError } from '../errors';
 import type { MetadataValue } from '../formats/checkpoint';
+import { sentencePieceTokenizerFromGguf } from './sentencepiece';
+
+/** What the model code needs from a tokenizer (byte-level BPE here, SentencePiece in sentencepiece.ts). */
+export interface Tokenizer {
+  /** Where it came from, for messages. */
+  readonly source: string;
+  readonly vocabSize: number;
+  readonly bosTokenId: number | null;
+  readonly eosTokenId: number | null;
+  /** Token ids of `text`. Never adds BOS/EOS; callers that want them prepend `bosTokenId`. */
+  encode(text: string): number[];
+  decode(ids: readonly number[]): string;
+}
+
+/** The name callers have used for "a tokenizer" since byte-level BPE was the only kind. */
+export type BpeTokenizer = Tokenizer;
 
 /** GPT-2's pre-tokenizer pattern (HF ByteLevel use_regex, llama.cpp pre `gpt-2`). */
 const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -63,7 +79,7 @@ export interface BpeTokenizerSpec {
   eosTokenId: number | null;
 }
 
-export class BpeTokenizer {
+export class ByteLevelBpeTokenizer implements Tokenizer {
   readonly source: string;
   readonly vocabSize: number;
   readonly bosTokenId: number | null;
@@ -221,7 +237,7 @@ function patternFromHfPreTokenizer(pre: unknown, file: string): string {
 }
 
 /** Builds a tokenizer from a parsed tokenizer.json (still unknown) and its config's special tokens. */
-export function tokenizerFromHfJson(raw: unknown, file: string, special?: { bosTokenId: number | null; eosTokenId: number | null }): BpeTokenizer {
+export function tokenizerFromHfJson(raw: unknown, file: string, special?: { bosTokenId: number | null; eosTokenId: number | null }): Tokenizer {
   if (!isRecord(raw)) throw new FormatError(file, 'tokenizer.json is not a JSON object');
   const model = raw.model;
   if (!isRecord(model) || model.type !== 'BPE') throw new UnsupportedError(`${file}: field 'model.type' is ${JSON.stringify(isRecord(model) ? model.type : undefined)}; only BPE is supported`);
@@ -252,7 +268,7 @@ export function tokenizerFromHfJson(raw: unknown, file: string, special?: { bosT
       if (isRecord(a) && typeof a.id === 'number' && typeof a.content === 'string') addedTokens.push({ id: a.id, content: a.content, special: a.special === true });
     }
   }
-  return new BpeTokenizer({
+  return new ByteLevelBpeTokenizer({
     source: file,
     vocab,
     merges,
@@ -268,9 +284,10 @@ const GGUF_TOKEN_CONTROL = 3;
 const GGUF_TOKEN_USER_DEFINED = 4;
 
 /** Builds a tokenizer from a GGUF's `tokenizer.ggml.*` metadata. */
-export function tokenizerFromGgufMetadata(metadata: Record<string, MetadataValue>, file: string): BpeTokenizer {
+export function tokenizerFromGgufMetadata(metadata: Record<string, MetadataValue>, file: string): Tokenizer {
   const model = metadata['tokenizer.ggml.model'];
-  if (model !== 'gpt2') throw new UnsupportedError(`${file}: key 'tokenizer.ggml.model' is ${JSON.stringify(String(model))}; only 'gpt2' (byte-level BPE) is supported`);
+  if (model === 'llama') return sentencePieceTokenizerFromGguf(metadata, file);
+  if (model !== 'gpt2') throw new UnsupportedError(`${file}: key 'tokenizer.ggml.model' is ${JSON.stringify(String(model))}; supported: 'gpt2' (byte-level BPE), 'llama' (SentencePiece BPE)`);
   const pre = metadata['tokenizer.ggml.pre'] ?? 'default';
   const pattern = typeof pre === 'string' ? GGUF_PRE_PATTERNS[pre] : undefined;
   if (pattern === undefined) throw new UnsupportedError(`${file}: key 'tokenizer.ggml.pre' is ${JSON.stringify(String(pre))}; supported: ${Object.keys(GGUF_PRE_PATTERNS).join(', ')}`);
@@ -298,7 +315,7 @@ export function tokenizerFromGgufMetadata(metadata: Record<string, MetadataValue
     if (typeof v === 'bigint') return Number(v);
     return null;
   };
-  return new BpeTokenizer({
+  return new ByteLevelBpeTokenizer({
     source: file,
     vocab,
     merges,
