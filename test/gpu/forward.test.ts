@@ -531,3 +531,53 @@ test('fake-quant kernel equals model/fakeQuant.ts value for value (A8/A4 per tok
     for (const b of owned) b.destroy();
   }
 });
+
+test('qwen2-tiny (q/k/v biases, rope_theta 1e6) on the GPU: probe logits within 1e-3 of PyTorch fp32, argmax equal, perplexity within 1e-4; dropping the biases is far off', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  interface Qwen2Oracle {
+    ppl_fp32: number;
+    ctx: number;
+    windows: number;
+    probe_ids: number[];
+    probe_last_logits: number[];
+    probe_argmax: number[];
+  }
+  const oracle = JSON.parse(readFileSync(join(fixturesDir, 'qwen2-tiny-oracle.json'), 'utf8')) as Qwen2Oracle;
+  await withModel(join(fixturesDir, 'qwen2-tiny'), async (lm) => {
+    const vocab = lm.model.config.vocabSize;
+    const rows = oracle.probe_ids.length;
+    const lastRowError = (logits: Float32Array): number => oracle.probe_last_logits.reduce((m, v, j) => Math.max(m, Math.abs(logits[(rows - 1) * vocab + j]! - v)), 0);
+    const model = new GpuLlama(gpu, lm.model);
+    try {
+      assert.ok((await lm.model.readLayer(0)).bias !== undefined, 'the fixture has biases');
+      const [logits] = await gpuLogits(model, [Int32Array.from(oracle.probe_ids)]);
+      assert.ok(lastRowError(logits!) < 1e-3, `last-row max |GPU - PyTorch| ${lastRowError(logits!)}`);
+      const argmax = Array.from({ length: rows }, (_, r) => {
+        let best = 0;
+        for (let j = 1; j < vocab; j++) if (logits![r * vocab + j]! > logits![r * vocab + best]!) best = j;
+        return best;
+      });
+      assert.deepEqual(argmax, oracle.probe_argmax);
+      const windows = makeWindows(lm.tokenizer.encode(evalText), oracle.ctx, oracle.windows);
+      const r = await perplexityOnGpu(model, windows);
+      assert.ok(Math.abs(r.perplexity / oracle.ppl_fp32 - 1) < 1e-4, `GPU ppl ${r.perplexity} vs PyTorch ${oracle.ppl_fp32}`);
+    } finally {
+      model.dispose();
+    }
+    // Without the biases (the same reader minus them) the GPU logits are far from PyTorch's.
+    const readLayer = lm.model.readLayer.bind(lm.model);
+    lm.model.readLayer = async (l) => {
+      const w = await readLayer(l);
+      delete w.bias;
+      return w;
+    };
+    const unbiased = new GpuLlama(gpu, lm.model);
+    try {
+      const [logits] = await gpuLogits(unbiased, [Int32Array.from(oracle.probe_ids)]);
+      assert.ok(lastRowError(logits!) > 0.1, `dropping the biases moved the GPU logits by only ${lastRowError(logits!)}`);
+    } finally {
+      unbiased.dispose();
+    }
+  });
+});

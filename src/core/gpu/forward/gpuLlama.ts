@@ -490,16 +490,10 @@ export class GpuLlama {
   }
 }
 
-/** q/k/v biases when the layer has them (Qwen2-style attention), else null. */
+/** q/k/v biases when the layer has them (Qwen2 attention), stacked as the qkv rows are; else null. */
 function layerBiases(weights: LayerWeights): (Float32Array | null)[] | null {
-  const b: unknown = (weights as unknown as Record<string, unknown>).bias;
-  if (typeof b !== 'object' || b === null) return null;
-  const pick = (role: string): Float32Array | null => {
-    const v: unknown = (b as Record<string, unknown>)[role];
-    return v instanceof Float32Array ? v : null;
-  };
-  const list = [pick('q'), pick('k'), pick('v')];
-  return list.every((v) => v === null) ? null : list;
+  const b = weights.bias;
+  return b === undefined ? null : [b.q, b.k, b.v];
 }
 
 function destroyMatrix(m: DeviceMatrix): void {
