@@ -154,7 +154,7 @@ export class CoreBackend implements QuantBackend {
     const pipelineRequest = toPipelineRequest(request);
     const runner = await this.runner(request.maxWorkerMemoryMB);
     const reply = await runner.run(
-      { kind: 'quantize', request: pipelineRequest },
+      { kind: 'quantize', request: pipelineRequest, device: this.device() },
       {
         signal,
         onProgress: (p) =>
