@@ -33,7 +33,8 @@ import { availableParallelism } from 'node:os';
 import { dequantizeGgml, findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
 import { QuantizePool } from '../quant/ggml/quantPool';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
-import { gpt2TokenizerKvs, llamaModelKvs, mapLlamaTensorName, permuteQkRows, readLlamaHparams, titleFromFolderName, type LlamaHparams } from './hfLlama';
+import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
+import { gpt2TokenizerKvs, sentencePieceTokenizerKvs, type GgufTokenizer, llamaModelKvs, mapLlamaTensorName, permuteQkRows, readLlamaHparams, titleFromFolderName, type LlamaHparams } from './hfLlama';
 
 export interface GgufExportTensorReport {
   name: string;
@@ -139,6 +140,36 @@ async function readOptionalJson(path: string): Promise<Record<string, unknown> |
   return withFileSource(path, (s) => readJsonObject(s, MAX_TOKENIZER_BYTES));
 }
 
+/**
+ * The tokenizer KVs for an HF folder, chosen as convert_hf_to_gguf's set_vocab does: tokenizer.model
+ * (SentencePiece) first, else tokenizer.json (byte-level BPE).
+ */
+async function tokenizerKvsFromFolder(folder: string, config: Record<string, unknown> | null, hp: LlamaHparams): Promise<GgufTokenizer> {
+  const tokenizerConfig = await readOptionalJson(join(folder, 'tokenizer_config.json'));
+  const tokenizerPath = join(folder, 'tokenizer.json');
+  const tokenizerJson = await readOptionalJson(tokenizerPath);
+  const spmPath = join(folder, 'tokenizer.model');
+  if (await fileExists(spmPath)) {
+    const spm = await readSentencePieceModel(spmPath);
+    // Refuses (UnsupportedError) a model whose ids our own reader of the export could not reproduce.
+    new SentencePieceTokenizer(spm);
+    const addedTokens = await readOptionalJson(join(folder, 'added_tokens.json'));
+    return sentencePieceTokenizerKvs(spm, { tokenizerConfig, tokenizerJson, addedTokens, config }, hp, spmPath);
+  }
+  if (tokenizerJson === null) {
+    throw new UnsupportedError(`${folder}: no tokenizer.model or tokenizer.json; GGUF export needs the tokenizer`);
+  }
+  return gpt2TokenizerKvs(tokenizerJson, tokenizerConfig, hp, tokenizerPath);
+}
+
+async function fileExists(path: string): Promise<boolean> {
+  try {
+    return (await stat(path)).isFile();
+  } catch {
+    return false;
+  }
+}
+
 async function planFromHf(checkpoint: Checkpoint, options: ExportGgufOptions): Promise<ExportPlan> {
   const folder = folderOf(checkpoint);
   const hp: LlamaHparams = readLlamaHparams(checkpoint.config, checkpoint.path);
@@ -149,13 +180,7 @@ async function planFromHf(checkpoint: Checkpoint, options: ExportGgufOptions): P
     items.push({ name: mapped.name, source: t, shape: [...t.shape], sourceType: 'F32', permuteHeads: mapped.permuteHeads });
   }
   items.sort((a, b) => compareLlamaTensorNames(a.name, b.name));
-  const tokenizerPath = join(folder, 'tokenizer.json');
-  const tokenizerJson = await readOptionalJson(tokenizerPath);
-  if (tokenizerJson === null) {
-    throw new UnsupportedError(`${folder}: no tokenizer.json; GGUF export needs the tokenizer (byte-level BPE tokenizer.json; tokenizer.model alone is not supported yet)`);
-  }
-  const tokenizerConfig = await readOptionalJson(join(folder, 'tokenizer_config.json'));
-  const tokenizer = gpt2TokenizerKvs(tokenizerJson, tokenizerConfig, hp, tokenizerPath);
+  const tokenizer = await tokenizerKvsFromFolder(folder, checkpoint.config, hp);
   const model: PresetModel = { blockCount: hp.blockCount, headCount: hp.headCount, headCountKv: hp.headCountKv };
   const plan = planGgufTypes(options.target, items.map((i) => ({ name: i.name, shape: i.shape, sourceType: i.sourceType })), model, { pure: options.pure });
   const parameters = items.reduce((s, i) => s + elementCount(i.shape), 0);

@@ -12,6 +12,7 @@
 import { FormatError, UnsupportedError } from '../errors';
 import type { GgufValue } from '../formats/gguf/reader';
 import { gguf } from '../formats/gguf/writer';
+import type { SentencePieceModel } from '../model/sentencepiece';
 
 export const SUPPORTED_HF_ARCHITECTURES = ['LlamaForCausalLM', 'MistralForCausalLM', 'Qwen2ForCausalLM'] as const;
 
@@ -354,5 +355,120 @@ export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknow
     const v = config[key];
     if (typeof v === 'boolean') kv.push([ggufKey, gguf.bool(v)]);
   }
+  return { kv, tokens };
+}
+
+/** Where convert_hf_to_gguf's SpecialVocab finds special tokens for a SentencePiece vocabulary. */
+export interface SentencePieceSideFiles {
+  /** tokenizer_config.json, tokenizer.json, added_tokens.json and config.json, each parsed (unknown) or null. */
+  tokenizerConfig: unknown;
+  tokenizerJson: unknown;
+  addedTokens: unknown;
+  config: unknown;
+}
+
+/** SpecialVocab's token kinds, in its order, with the GGUF key each is written under (GGUFWriter has no cls handler). */
+const SPECIAL_TOKEN_KEYS = [
+  ['bos', 'tokenizer.ggml.bos_token_id'],
+  ['eos', 'tokenizer.ggml.eos_token_id'],
+  ['unk', 'tokenizer.ggml.unknown_token_id'],
+  ['sep', 'tokenizer.ggml.seperator_token_id'],
+  ['pad', 'tokenizer.ggml.padding_token_id'],
+  ['cls', null],
+  ['mask', 'tokenizer.ggml.mask_token_id'],
+] as const;
+/** The add_<kind>_token flags GGUFWriter has a key for. */
+const ADD_TOKEN_FLAGS = new Set(['bos', 'eos', 'sep']);
+
+/**
+ * A SentencePiece tokenizer.model -> the tokenizer.ggml.* KVs that convert_hf_to_gguf writes for it
+ * (`_set_vocab_sentencepiece`): add_space_prefix from tokenizer_config's add_prefix_space when set,
+ * model "llama", pre "default", pieces / scores / types by id (ids up to config vocab_size that the
+ * model lacks become [PAD<id>] UNUSED with score -10000; added_tokens.json entries USER_DEFINED and
+ * tokenizer_config added_tokens_decoder entries CONTROL or USER_DEFINED, both score -1000), then
+ * SpecialVocab: special ids from tokenizer_config names matched against tokenizer.json's added tokens,
+ * then config.json's <kind>_token_id, and add_<kind>_token flags from tokenizer_config.
+ */
+export function sentencePieceTokenizerKvs(spm: SentencePieceModel, side: SentencePieceSideFiles, hp: LlamaHparams, file: string): GgufTokenizer {
+  const vocabSize = hp.vocabSize > 0 ? hp.vocabSize : spm.pieces.length;
+  const tokens: string[] = [];
+  const scores: number[] = [];
+  const types: number[] = [];
+  for (let i = 0; i < vocabSize; i++) {
+    tokens.push(`[PAD${i}]`);
+    scores.push(-10000);
+    types.push(TOKEN_TYPE.UNUSED);
+  }
+  spm.pieces.forEach((p, id) => {
+    if (id >= vocabSize) return;
+    tokens[id] = p.piece;
+    scores[id] = p.score;
+    // IsUnknown / IsControl / IsUnused / IsByte, else NORMAL (user-defined pieces are written NORMAL too).
+    types[id] = p.type === TOKEN_TYPE.UNKNOWN || p.type === TOKEN_TYPE.CONTROL || p.type === TOKEN_TYPE.UNUSED || p.type === TOKEN_TYPE.BYTE ? p.type : TOKEN_TYPE.NORMAL;
+  });
+  if (isObject(side.addedTokens)) {
+    for (const [content, id] of Object.entries(side.addedTokens)) {
+      if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new FormatError(file, `added_tokens.json entry ${JSON.stringify(content)} has a bad id`);
+      if (id >= vocabSize) continue;
+      tokens[id] = content;
+      scores[id] = -1000;
+      types[id] = TOKEN_TYPE.USER_DEFINED;
+    }
+  }
+  const tokenizerConfig = isObject(side.tokenizerConfig) ? side.tokenizerConfig : {};
+  const decoder = tokenizerConfig.added_tokens_decoder;
+  if (isObject(decoder)) {
+    for (const [key, data] of Object.entries(decoder)) {
+      const id = Number(key);
+      if (!Number.isSafeInteger(id) || id < 0 || !isObject(data) || typeof data.content !== 'string') {
+        throw new FormatError(file, `tokenizer_config.json added_tokens_decoder entry ${JSON.stringify(key)} is not {content: string}`);
+      }
+      if (id >= vocabSize) continue;
+      let content = data.content;
+      if (data.special === true || doesTokenLookSpecial(content)) types[id] = TOKEN_TYPE.CONTROL;
+      else {
+        content = content.replace(/\u2581/g, ' ');
+        types[id] = TOKEN_TYPE.USER_DEFINED;
+      }
+      scores[id] = -1000;
+      tokens[id] = content;
+    }
+  }
+  const kv: Array<[string, GgufValue]> = [];
+  if (typeof tokenizerConfig.add_prefix_space === 'boolean') kv.push(['tokenizer.ggml.add_space_prefix', gguf.bool(tokenizerConfig.add_prefix_space)]);
+  kv.push(
+    ['tokenizer.ggml.model', gguf.str('llama')],
+    ['tokenizer.ggml.pre', gguf.str('default')],
+    ['tokenizer.ggml.tokens', gguf.strings(tokens)],
+    ['tokenizer.ggml.scores', gguf.f32s(scores)],
+    ['tokenizer.ggml.token_type', gguf.i32s(types)],
+  );
+  // SpecialVocab: the first id found for a kind wins; ids outside the vocabulary are skipped.
+  const special = new Map<string, number>();
+  const setSpecial = (kind: string, id: unknown): void => {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0 || id >= vocabSize || special.has(kind)) return;
+    special.set(kind, id);
+  };
+  const addFlags: Array<[string, boolean]> = [];
+  const addedInJson = isObject(side.tokenizerJson) && Array.isArray(side.tokenizerJson.added_tokens) ? side.tokenizerJson.added_tokens.filter(isObject) : [];
+  if (isObject(side.tokenizerConfig)) {
+    for (const [kind] of SPECIAL_TOKEN_KEYS) {
+      const add = tokenizerConfig[`add_${kind}_token`];
+      if (typeof add === 'boolean' && ADD_TOKEN_FLAGS.has(kind)) addFlags.push([kind, add]);
+      const entry = tokenizerConfig[`${kind}_token`];
+      const content = typeof entry === 'string' ? entry : isObject(entry) && typeof entry.content === 'string' ? entry.content : undefined;
+      if (content === undefined) continue;
+      setSpecial(kind, addedInJson.find((a) => a.content === content)?.id);
+    }
+  }
+  if (isObject(side.config)) {
+    const textConfig = isObject(side.config.text_config) ? side.config.text_config : {};
+    for (const [kind] of SPECIAL_TOKEN_KEYS) setSpecial(kind, side.config[`${kind}_token_id`] ?? textConfig[`${kind}_token_id`]);
+  }
+  for (const [kind, id] of special) {
+    const key = SPECIAL_TOKEN_KEYS.find(([k]) => k === kind)?.[1];
+    if (key !== undefined && key !== null) kv.push([key, gguf.u32(id)]);
+  }
+  for (const [kind, add] of addFlags) kv.push([`tokenizer.ggml.add_${kind}_token`, gguf.bool(add)]);
   return { kv, tokens };
 }
