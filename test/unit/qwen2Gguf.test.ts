@@ -7,6 +7,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
@@ -254,4 +255,27 @@ test('tied qwen2 (tie_word_embeddings, no lm_head): exported without output.weig
   assert.ok(maxAbsDiff(oursGguf, oursSafetensors) < 1e-5, 'tied: our GGUF and safetensors passes agree');
   // Really tied: the untied model's logits differ (its lm_head is not the embedding).
   assert.ok(maxAbsDiff(oursSafetensors, await ourProbeLogits(qwen2TinyDir)) > 0.1);
+});
+
+interface QuantizeOracle {
+  inputSha256: string;
+  inputBytes: number;
+  outputs: Record<string, { fileBytes: number; fileSha256: string }>;
+}
+
+test('qwen2-tiny presets: the export from the HF folder has the bytes llama-quantize writes from our F32 export', async (t) => {
+  const oracleFile = JSON.parse(readFileSync(join(fixturesDir, 'oracles', 'qwen2-tiny-llama-quantize.json'), 'utf8')) as QuantizeOracle;
+  const sha = (p: string): string => createHash('sha256').update(readFileSync(p)).digest('hex');
+  const dir = mkdtempSync(join(tmpdir(), 'ql-qwen2-presets-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  // The oracle's input must be what we export today (else regenerate the oracle, see its `how`).
+  assert.equal(sha(await exportTo(dir, qwen2TinyDir, 'F32')), oracleFile.inputSha256, 'our F32 export changed since the oracle was made');
+  const differing: string[] = [];
+  for (const [target, expected] of Object.entries(oracleFile.outputs)) {
+    const path = await exportTo(dir, qwen2TinyDir, target);
+    if (sha(path) !== expected.fileSha256) differing.push(target);
+    rmSync(path);
+  }
+  assert.deepEqual(differing, [], `presets whose bytes differ from llama-quantize's: ${differing.join(', ')}`);
+  assert.equal(Object.keys(oracleFile.outputs).length, 16);
 });
