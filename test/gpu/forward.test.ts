@@ -19,7 +19,7 @@ import { runEval, type EvalReport } from '../../src/cli/commands/eval';
 import type { CliIo } from '../../src/cli/cliTypes';
 import { GpuLlama, isSoftwareAdapter, type GpuLlamaOptions } from '../../src/core/gpu/forward/gpuLlama';
 import { perplexityOnGpu } from '../../src/core/gpu/forward/gpuPerplexity';
-import { perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity';
+import { GpuModelCache, perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity';
 import { ComputeDevice } from '../../src/core/jobs/computeDevice';
 import { fakeQuantizeActivations, fakeQuantizeKv, parseQuantSetting } from '../../src/core/model/fakeQuant';
 import { loadModel, type LoadedModel } from '../../src/core/model/loadModel';
@@ -578,6 +578,33 @@ test('qwen2-tiny (q/k/v biases, rope_theta 1e6) on the GPU: probe logits within 
       assert.ok(lastRowError(logits!) > 0.1, `dropping the biases moved the GPU logits by only ${lastRowError(logits!)}`);
     } finally {
       unbiased.dispose();
+    }
+  });
+});
+
+test('GpuModelCache: FP16 then KV4 on the same device read the weights once (resident), a new weight setting reads them again', async (t) => {
+  if ((await gpuOrSkip(t)) === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const windows = makeWindows(lm.tokenizer.encode(evalText), 64, 1);
+    let layerReads = 0;
+    const readLayer = lm.model.readLayer.bind(lm.model);
+    lm.model.readLayer = (l) => {
+      layerReads++;
+      return readLayer(l);
+    };
+    const device = await ComputeDevice.open('gpu', () => undefined);
+    const cache = new GpuModelCache();
+    try {
+      const layers = lm.model.config.numLayers;
+      const fp = await perplexityOnDevice(device, 'gpu', lm.model, windows, { cache });
+      const kv = await perplexityOnDevice(device, 'gpu', lm.model, windows, { cache, quant: parseQuantSetting('KV4', 64) });
+      assert.equal(layerReads, layers, 'KV4 reused the resident weights');
+      assert.notEqual(kv.perplexity, fp.perplexity);
+      await perplexityOnDevice(device, 'gpu', lm.model, windows, { cache, quant: parseQuantSetting('W8', 64) });
+      assert.equal(layerReads, 2 * layers, 'W8 read and quantized the weights again');
+    } finally {
+      cache.dispose();
+      device.dispose();
     }
   });
 });

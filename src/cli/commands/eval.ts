@@ -5,7 +5,7 @@
  */
 import { basename } from 'node:path';
 import { InvalidArgumentError } from '../../core/errors';
-import { perplexityOnDevice } from '../../core/gpu/forward/devicePerplexity';
+import { GpuModelCache, perplexityOnDevice } from '../../core/gpu/forward/devicePerplexity';
 import { isSoftwareAdapter } from '../../core/gpu/forward/gpuLlama';
 import { ComputeDevice } from '../../core/jobs/computeDevice';
 import { readTextFile } from '../../core/model/calibration';
@@ -100,6 +100,8 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
   const text = await readTextFile(textPath);
   const loaded = await loadModel(modelPath);
   let device: ComputeDevice | null = null;
+  // One GPU model for every row: the weights are read and uploaded once per weight setting.
+  const gpuModels = new GpuModelCache();
   try {
     const { model, tokenizer } = loaded;
     if (ctx > model.config.maxPositionEmbeddings) {
@@ -118,7 +120,7 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
     let baseline = NaN;
     for (const setting of settings) {
       if (values.json !== true) io.err(`evaluating ${setting.label} (${windowCount} x ${ctx} tokens) on ${device.kind === 'gpu' ? `the GPU (${device.description})` : 'the CPU'} ...`);
-      const r = await perplexityOnDevice(device, choice, model, windows, { quant: isBaseline(setting) ? undefined : setting, signal, notice: (m) => io.err(m) });
+      const r = await perplexityOnDevice(device, choice, model, windows, { quant: isBaseline(setting) ? undefined : setting, signal, notice: (m) => io.err(m), cache: gpuModels });
       if (isBaseline(setting)) baseline = r.perplexity;
       rows.push({
         setting: setting.label,
@@ -145,6 +147,7 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
     if (rows.some((r) => r.device === 'gpu')) io.out(`GPU: ${deviceDescription}`);
     return 0;
   } finally {
+    gpuModels.dispose();
     device?.dispose();
     await loaded.close();
   }

@@ -7,6 +7,7 @@
 import type { DeviceChoice } from '../../../protocol/jobs';
 import { UnsupportedError } from '../../errors';
 import type { ComputeDevice } from '../../jobs/computeDevice';
+import type { GpuContext } from '../device';
 import type { ForwardOptions, LlamaModel } from '../../model/forward';
 import { perplexity, type PerplexityResult } from '../../model/perplexity';
 import { assertGpuForwardModel, assertGpuForwardSupports, GpuLlama } from './gpuLlama';
@@ -17,7 +18,30 @@ export interface DevicePerplexityResult extends PerplexityResult {
   device: 'gpu' | 'cpu';
 }
 
+/**
+ * Keeps one GpuLlama (and so its resident weights) across calls on the same device: an eval of
+ * several settings reads and uploads the weights once per weight setting, not once per row.
+ */
+export class GpuModelCache {
+  private entry: { gpu: GpuContext; model: LlamaModel; gpuModel: GpuLlama } | null = null;
+
+  get(gpu: GpuContext, model: LlamaModel, residentWeightBytes: number | undefined): GpuLlama {
+    if (this.entry !== null && this.entry.gpu === gpu && this.entry.model === model) return this.entry.gpuModel;
+    this.dispose();
+    const gpuModel = new GpuLlama(gpu, model, { residentWeightBytes });
+    this.entry = { gpu, model, gpuModel };
+    return gpuModel;
+  }
+
+  dispose(): void {
+    this.entry?.gpuModel.dispose();
+    this.entry = null;
+  }
+}
+
 export interface DevicePerplexityOptions extends ForwardOptions {
+  /** Reuse the GPU model (resident weights) across calls; without it each call uploads and frees them. */
+  cache?: GpuModelCache;
   /** f32 weight bytes the GPU pass may keep resident (see GpuLlama). */
   residentWeightBytes?: number;
   /** Told once per call when this pass leaves the GPU for the CPU. */
@@ -42,11 +66,15 @@ export async function perplexityOnDevice(
     return onCpu();
   }
   return device.run(async (gpu) => {
-    const gpuModel = new GpuLlama(gpu, model, { residentWeightBytes: options.residentWeightBytes });
+    const cache = options.cache;
+    const gpuModel = cache?.get(gpu, model, options.residentWeightBytes) ?? new GpuLlama(gpu, model, { residentWeightBytes: options.residentWeightBytes });
     try {
       return { ...(await perplexityOnGpu(gpuModel, windows, options)), device: 'gpu' };
+    } catch (e) {
+      cache?.dispose();
+      throw e;
     } finally {
-      gpuModel.dispose();
+      if (cache === undefined) gpuModel.dispose();
     }
   }, onCpu);
 }
