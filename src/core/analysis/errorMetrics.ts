@@ -13,9 +13,11 @@
  *   band b covering [floor(b * n / bands), floor((b + 1) * n / bands)); each cell is the MSE of its block.
  * - error histogram: counts of the element-wise error e = y - x (dequantized minus original) in
  *   ERROR_HISTOGRAM_BINS equal bins over [-range, range], range >= max |e| (see ErrorHistogramAccumulator).
- * Sums are f64.
+ * Sums are f64, in element order. The per-value work runs in WebAssembly (quant/ggml/wasm/ggmlQuants.as
+ * accumulateError), the same f64 operations in the same order as the JS loop it replaced: the same bits.
  */
 import { InvalidArgumentError, NumericError } from '../errors';
+import { localWasmQuantizer, type ErrorAccumulationState } from '../quant/ggml/wasm/ggmlWasm';
 
 export const MAX_ERROR_MAP_BANDS = 64;
 
@@ -49,7 +51,7 @@ export interface ErrorHistogram {
  * Binning rule: fine bin i (0 .. 2F-1) holds e in [-R + i R/F, -R + (i + 1) R/F), e = R goes into the last bin.
  */
 export class ErrorHistogramAccumulator {
-  /** Fine bin counts (ErrorAccumulator.addRows updates them inline: the hot loop cannot afford a call per value). */
+  /** Fine bin counts (ErrorAccumulator.addRows updates them in WebAssembly with add's rule: no call per value). */
   readonly fine = new Float64Array(2 * FINE_BINS_PER_SIDE);
   /** Half-width R of the fine range, a power of two; 0 until the first nonzero error. */
   halfRange = 0;
@@ -108,6 +110,16 @@ export class ErrorHistogramAccumulator {
   }
 }
 
+// Slots of ErrorAccumulationState.state (the f64 layout wasm/ggmlQuants.as accumulateError reads and writes).
+const STATE_SSE = 0;
+const STATE_SSX = 1;
+const STATE_SSY = 2;
+const STATE_SXY = 3;
+const STATE_MAX_ABS = 4;
+const STATE_HALF_RANGE = 5;
+const STATE_ZEROS = 6;
+const ACCUMULATION_STATE_SLOTS = 7;
+
 export interface ErrorMetrics {
   count: number;
   mse: number;
@@ -121,18 +133,12 @@ export interface ErrorMetrics {
 }
 
 export class ErrorAccumulator {
-  private sumSquaredError = 0;
-  private sumSquaredOriginal = 0;
-  private sumSquaredReconstructed = 0;
-  private sumProduct = 0;
-  private maxAbs = 0;
   private rowsSeen = 0;
   readonly rowBands: number;
   readonly colBands: number;
-  private readonly cellError: Float64Array;
-  private readonly cellCount: Float64Array;
-  private readonly colBandOf: Uint8Array;
   private readonly histogram = new ErrorHistogramAccumulator();
+  /** What the WebAssembly accumulation updates in place (its `state` holds the running f64 sums). */
+  private readonly running: ErrorAccumulationState;
 
   constructor(
     readonly rows: number,
@@ -144,81 +150,65 @@ export class ErrorAccumulator {
     }
     this.rowBands = Math.min(MAX_ERROR_MAP_BANDS, rows);
     this.colBands = Math.min(MAX_ERROR_MAP_BANDS, cols);
-    this.cellError = new Float64Array(this.rowBands * this.colBands);
-    this.cellCount = new Float64Array(this.rowBands * this.colBands);
-    this.colBandOf = new Uint8Array(cols);
-    for (let c = 0; c < cols; c++) this.colBandOf[c] = Math.floor((c * this.colBands) / cols);
+    const colBandOf = new Uint8Array(cols);
+    for (let c = 0; c < cols; c++) colBandOf[c] = Math.floor((c * this.colBands) / cols);
+    this.running = {
+      rows,
+      cols,
+      rowBands: this.rowBands,
+      colBands: this.colBands,
+      colBandOf,
+      cellError: new Float64Array(this.rowBands * this.colBands),
+      cellCount: new Float64Array(this.rowBands * this.colBands),
+      fine: this.histogram.fine,
+      state: new Float64Array(ACCUMULATION_STATE_SLOTS),
+    };
   }
 
-  /** Rows [rowsSeen, rowsSeen + original.length / cols) of both tensors. */
+  /**
+   * Rows [rowsSeen, rowsSeen + original.length / cols) of both tensors. Per value, in f64 and in order
+   * (wasm/ggmlQuants.as accumulateError, the f64 steps of a JS loop): d = x - y; sums of d^2, x^2, y^2,
+   * x y; max |d|; d^2 into its block cell; e = -d into the histogram (ErrorHistogramAccumulator.add's rule).
+   */
   addRows(original: Float32Array, reconstructed: Float32Array): void {
     if (original.length !== reconstructed.length || original.length % this.cols !== 0) {
       throw new InvalidArgumentError(`${this.tensorName}: row block sizes differ or are not whole rows (${original.length}, ${reconstructed.length}, ${this.cols} columns)`);
     }
     const blockRows = original.length / this.cols;
     if (this.rowsSeen + blockRows > this.rows) throw new InvalidArgumentError(`${this.tensorName}: more rows than the ${this.rows} announced`);
-    // The error histogram, inlined (ErrorHistogramAccumulator.add's rule): e = y - x = -d goes to fine bin
-    // floor(F + e F / R) = floor(F - d F / R), clamped to the last bin at e = R.
-    const histogram = this.histogram;
-    const fine = histogram.fine;
-    const lastFine = fine.length - 1;
-    let halfRange = histogram.halfRange;
-    let scale = halfRange > 0 ? FINE_BINS_PER_SIDE / halfRange : 0;
-    let zeros = 0;
-    for (let r = 0; r < blockRows; r++) {
-      const row = this.rowsSeen + r;
-      const cellBase = Math.floor((row * this.rowBands) / this.rows) * this.colBands;
-      const base = r * this.cols;
-      for (let c = 0; c < this.cols; c++) {
-        const x = original[base + c]!;
-        const y = reconstructed[base + c]!;
-        const d = x - y;
-        if (!Number.isFinite(d)) throw new NumericError(`${this.tensorName}: non-finite value at flat index ${row * this.cols + c} (source ${x}, quantized ${y})`);
-        const d2 = d * d;
-        this.sumSquaredError += d2;
-        this.sumSquaredOriginal += x * x;
-        this.sumSquaredReconstructed += y * y;
-        this.sumProduct += x * y;
-        const a = Math.abs(d);
-        if (a > this.maxAbs) this.maxAbs = a;
-        const cell = cellBase + this.colBandOf[c]!;
-        this.cellError[cell]! += d2;
-        this.cellCount[cell]! += 1;
-        if (d === 0) {
-          zeros += 1;
-          fine[FINE_BINS_PER_SIDE]! += 1;
-        } else {
-          if (a > halfRange) {
-            histogram.grow(a);
-            halfRange = histogram.halfRange;
-            scale = FINE_BINS_PER_SIDE / halfRange;
-          }
-          // 0 <= F - d F / R <= 2F, so truncation (| 0) is the floor.
-          const index = (FINE_BINS_PER_SIDE - d * scale) | 0;
-          fine[index > lastFine ? lastFine : index]! += 1;
-        }
-      }
+    if (blockRows === 0) return;
+    const state = this.running.state;
+    state[STATE_HALF_RANGE] = this.histogram.halfRange;
+    state[STATE_ZEROS] = this.histogram.zeros;
+    const bad = localWasmQuantizer().accumulateError(this.running, this.rowsSeen, original, reconstructed);
+    this.histogram.halfRange = state[STATE_HALF_RANGE]!;
+    this.histogram.zeros = state[STATE_ZEROS]!;
+    if (bad >= 0) {
+      throw new NumericError(`${this.tensorName}: non-finite value at flat index ${this.rowsSeen * this.cols + bad} (source ${original[bad]}, quantized ${reconstructed[bad]})`);
     }
-    histogram.zeros += zeros;
     this.rowsSeen += blockRows;
   }
 
   result(): ErrorMetrics {
     if (this.rowsSeen !== this.rows) throw new InvalidArgumentError(`${this.tensorName}: saw ${this.rowsSeen} of ${this.rows} rows`);
     const count = this.rows * this.cols;
-    const sse = this.sumSquaredError;
-    const denominator = Math.sqrt(this.sumSquaredOriginal * this.sumSquaredReconstructed);
+    const state = this.running.state;
+    const sse = state[STATE_SSE]!;
+    const sumSquaredOriginal = state[STATE_SSX]!;
+    const sumSquaredReconstructed = state[STATE_SSY]!;
+    const denominator = Math.sqrt(sumSquaredOriginal * sumSquaredReconstructed);
     let cosine: number;
-    if (denominator > 0) cosine = this.sumProduct / denominator;
-    else cosine = this.sumSquaredOriginal === 0 && this.sumSquaredReconstructed === 0 ? 1 : 0;
-    const values: number[] = new Array<number>(this.cellError.length);
-    for (let i = 0; i < values.length; i++) values[i] = this.cellCount[i]! > 0 ? this.cellError[i]! / this.cellCount[i]! : 0;
+    if (denominator > 0) cosine = state[STATE_SXY]! / denominator;
+    else cosine = sumSquaredOriginal === 0 && sumSquaredReconstructed === 0 ? 1 : 0;
+    const { cellError, cellCount } = this.running;
+    const values: number[] = new Array<number>(cellError.length);
+    for (let i = 0; i < values.length; i++) values[i] = cellCount[i]! > 0 ? cellError[i]! / cellCount[i]! : 0;
     return {
       count,
       mse: sse / count,
-      relRmse: this.sumSquaredOriginal > 0 ? Math.sqrt(sse / this.sumSquaredOriginal) : sse === 0 ? 0 : null,
-      sqnrDb: sse === 0 || this.sumSquaredOriginal === 0 ? null : 10 * Math.log10(this.sumSquaredOriginal / sse),
-      maxAbsError: this.maxAbs,
+      relRmse: sumSquaredOriginal > 0 ? Math.sqrt(sse / sumSquaredOriginal) : sse === 0 ? 0 : null,
+      sqnrDb: sse === 0 || sumSquaredOriginal === 0 ? null : 10 * Math.log10(sumSquaredOriginal / sse),
+      maxAbsError: state[STATE_MAX_ABS]!,
       cosine,
       errorMap: { rowBands: this.rowBands, colBands: this.colBands, values },
       errorHistogram: this.histogram.result(),

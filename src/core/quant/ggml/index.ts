@@ -9,11 +9,6 @@
 import { InvalidArgumentError, UnsupportedError } from '../../errors';
 import { ggmlTypeByName, type GgmlTypeName } from '../../formats/gguf/ggmlTypes';
 import { dequantizeBF16, dequantizeF16, dequantizeF32, quantizeBF16, quantizeF16, quantizeF32 } from './float';
-import { dequantizeQ4_0, dequantizeQ4_1, dequantizeQ5_0, dequantizeQ5_1, dequantizeQ8_0 } from './legacy';
-import { dequantizeQ2_K } from './q2k';
-import { dequantizeQ3_K } from './q3k';
-import { dequantizeQ4_K, dequantizeQ5_K } from './q4kq5k';
-import { dequantizeQ6_K } from './q6k';
 import { localWasmQuantizer, type WasmQuantType } from './wasm/ggmlWasm';
 
 export type QuantizeFn = (src: Float32Array, dst: Uint8Array) => void;
@@ -23,25 +18,29 @@ export type DequantizeFn = (src: Uint8Array, dst: Float32Array) => void;
 export const GGML_CODEC_TYPES = ['F32', 'F16', 'BF16', 'Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type GgmlCodecType = (typeof GGML_CODEC_TYPES)[number];
 
-/** The block types quantize in WebAssembly (wasm/ggmlQuants.as): native f32 steps, the same bytes as C. */
+/** The block types (de)quantize in WebAssembly (wasm/ggmlQuants.as): native f32 steps, the same bytes and values as C. */
 function wasmQuantize(type: WasmQuantType): QuantizeFn {
   return (src, dst) => localWasmQuantizer().quantize(type, src, dst);
+}
+
+function wasmDequantize(type: WasmQuantType): DequantizeFn {
+  return (src, dst) => localWasmQuantizer().dequantize(type, src, dst);
 }
 
 const CODECS: Record<GgmlCodecType, { quantize: QuantizeFn; dequantize: DequantizeFn }> = {
   F32: { quantize: quantizeF32, dequantize: dequantizeF32 },
   F16: { quantize: quantizeF16, dequantize: dequantizeF16 },
   BF16: { quantize: quantizeBF16, dequantize: dequantizeBF16 },
-  Q8_0: { quantize: wasmQuantize('Q8_0'), dequantize: dequantizeQ8_0 },
-  Q4_0: { quantize: wasmQuantize('Q4_0'), dequantize: dequantizeQ4_0 },
-  Q4_1: { quantize: wasmQuantize('Q4_1'), dequantize: dequantizeQ4_1 },
-  Q5_0: { quantize: wasmQuantize('Q5_0'), dequantize: dequantizeQ5_0 },
-  Q5_1: { quantize: wasmQuantize('Q5_1'), dequantize: dequantizeQ5_1 },
-  Q2_K: { quantize: wasmQuantize('Q2_K'), dequantize: dequantizeQ2_K },
-  Q3_K: { quantize: wasmQuantize('Q3_K'), dequantize: dequantizeQ3_K },
-  Q4_K: { quantize: wasmQuantize('Q4_K'), dequantize: dequantizeQ4_K },
-  Q5_K: { quantize: wasmQuantize('Q5_K'), dequantize: dequantizeQ5_K },
-  Q6_K: { quantize: wasmQuantize('Q6_K'), dequantize: dequantizeQ6_K },
+  Q8_0: { quantize: wasmQuantize('Q8_0'), dequantize: wasmDequantize('Q8_0') },
+  Q4_0: { quantize: wasmQuantize('Q4_0'), dequantize: wasmDequantize('Q4_0') },
+  Q4_1: { quantize: wasmQuantize('Q4_1'), dequantize: wasmDequantize('Q4_1') },
+  Q5_0: { quantize: wasmQuantize('Q5_0'), dequantize: wasmDequantize('Q5_0') },
+  Q5_1: { quantize: wasmQuantize('Q5_1'), dequantize: wasmDequantize('Q5_1') },
+  Q2_K: { quantize: wasmQuantize('Q2_K'), dequantize: wasmDequantize('Q2_K') },
+  Q3_K: { quantize: wasmQuantize('Q3_K'), dequantize: wasmDequantize('Q3_K') },
+  Q4_K: { quantize: wasmQuantize('Q4_K'), dequantize: wasmDequantize('Q4_K') },
+  Q5_K: { quantize: wasmQuantize('Q5_K'), dequantize: wasmDequantize('Q5_K') },
+  Q6_K: { quantize: wasmQuantize('Q6_K'), dequantize: wasmDequantize('Q6_K') },
 };
 
 export function isGgmlCodecType(name: string): name is GgmlCodecType {

@@ -924,3 +924,368 @@ export function quantizeQ6_K(src: usize, dst: usize, nb: i32): void {
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Dequantizers: ports of ggml-quants.c's dequantize_row_* (every product and add an f32 step in C's
+// order, so the values are ggml's). `nb` whole blocks from the bytes at src to the f32 values at dst.
+
+@inline function halfAt(p: usize): f32 {
+  return f16BitsToF32(<u32>load<u16>(p));
+}
+
+/** Q8_0: y = d * q. */
+export function dequantizeQ8_0(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const b = src + <usize>i * 34;
+    const y = dst + (<usize>i << 7);
+    const d = halfAt(b);
+    for (let j = 0; j < 32; j++) store<f32>(y + (<usize>j << 2), <f32>load<i8>(b + 2 + j) * d);
+  }
+}
+
+/** Q4_0: y = d * (q - 8). */
+export function dequantizeQ4_0(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const b = src + <usize>i * 18;
+    const y = dst + (<usize>i << 7);
+    const d = halfAt(b);
+    for (let j = 0; j < 16; j++) {
+      const q = <i32>load<u8>(b + 2 + j);
+      store<f32>(y + (<usize>j << 2), <f32>((q & 0x0f) - 8) * d);
+      store<f32>(y + (<usize>(j + 16) << 2), <f32>((q >> 4) - 8) * d);
+    }
+  }
+}
+
+/** Q4_1: y = f32(d * q) + m. */
+export function dequantizeQ4_1(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const b = src + <usize>i * 20;
+    const y = dst + (<usize>i << 7);
+    const d = halfAt(b);
+    const m = halfAt(b + 2);
+    for (let j = 0; j < 16; j++) {
+      const q = <i32>load<u8>(b + 4 + j);
+      store<f32>(y + (<usize>j << 2), <f32>(q & 0x0f) * d + m);
+      store<f32>(y + (<usize>(j + 16) << 2), <f32>(q >> 4) * d + m);
+    }
+  }
+}
+
+/** Q5_0: y = d * (q - 16), q with its fifth bit from qh. */
+export function dequantizeQ5_0(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const b = src + <usize>i * 22;
+    const y = dst + (<usize>i << 7);
+    const d = halfAt(b);
+    const qh = load<u32>(b + 2);
+    for (let j = 0; j < 16; j++) {
+      const q = <i32>load<u8>(b + 6 + j);
+      const h0 = <i32>(((qh >> <u32>j) << 4) & 0x10);
+      const h1 = <i32>((qh >> <u32>(j + 12)) & 0x10);
+      store<f32>(y + (<usize>j << 2), <f32>(((q & 0x0f) | h0) - 16) * d);
+      store<f32>(y + (<usize>(j + 16) << 2), <f32>(((q >> 4) | h1) - 16) * d);
+    }
+  }
+}
+
+/** Q5_1: y = f32(d * q) + m. */
+export function dequantizeQ5_1(src: usize, dst: usize, nb: i32): void {
+  for (let i = 0; i < nb; i++) {
+    const b = src + <usize>i * 24;
+    const y = dst + (<usize>i << 7);
+    const d = halfAt(b);
+    const m = halfAt(b + 2);
+    const qh = load<u32>(b + 4);
+    for (let j = 0; j < 16; j++) {
+      const q = <i32>load<u8>(b + 8 + j);
+      const h0 = <i32>(((qh >> <u32>j) << 4) & 0x10);
+      const h1 = <i32>((qh >> <u32>(j + 12)) & 0x10);
+      store<f32>(y + (<usize>j << 2), <f32>((q & 0x0f) | h0) * d + m);
+      store<f32>(y + (<usize>(j + 16) << 2), <f32>((q >> 4) | h1) * d + m);
+    }
+  }
+}
+
+/** Q2_K: y = f32(dl * q) - ml, dl = d * (sc & 15), ml = dmin * (sc >> 4). */
+export function dequantizeQ2_K(src: usize, dst: usize, nb: i32): void {
+  let y = dst;
+  for (let i = 0; i < nb; i++) {
+    const o = src + <usize>i * 84;
+    const d = halfAt(o + 80);
+    const min = halfAt(o + 82);
+    let q = o + 16;
+    let is: usize = 0;
+    for (let n = 0; n < 256; n += 128) {
+      let shift: u32 = 0;
+      for (let j = 0; j < 4; j++) {
+        let sc = <u32>load<u8>(o + is++);
+        let dl = d * <f32>(sc & 0xf);
+        let ml = min * <f32>(sc >> 4);
+        for (let l: usize = 0; l < 16; l++) {
+          store<f32>(y, dl * <f32>((<u32>load<u8>(q + l) >> shift) & 3) - ml);
+          y += 4;
+        }
+        sc = <u32>load<u8>(o + is++);
+        dl = d * <f32>(sc & 0xf);
+        ml = min * <f32>(sc >> 4);
+        for (let l: usize = 0; l < 16; l++) {
+          store<f32>(y, dl * <f32>((<u32>load<u8>(q + l + 16) >> shift) & 3) - ml);
+          y += 4;
+        }
+        shift += 2;
+      }
+      q += 32;
+    }
+  }
+}
+
+/** Q3_K scale j (0..15) of the 12 packed bytes at s, 0..63 (subtract 32). */
+@inline function q3Scale(s: usize, j: i32): i32 {
+  const low = j < 8 ? <i32>load<u8>(s + j) & 0xf : <i32>load<u8>(s + j - 8) >> 4;
+  const high = (<i32>load<u8>(s + 8 + (j & 3)) >> (2 * (j >> 2))) & 3;
+  return low | (high << 4);
+}
+
+/** Q3_K: y = dl * (q - (hmask bit ? 0 : 4)), dl = d * (scale - 32). */
+export function dequantizeQ3_K(src: usize, dst: usize, nb: i32): void {
+  let y = dst;
+  for (let i = 0; i < nb; i++) {
+    const o = src + <usize>i * 110;
+    const dAll = halfAt(o + 108);
+    let q = o + 32;
+    const hm = o;
+    let m: u32 = 1;
+    let is = 0;
+    for (let n = 0; n < 256; n += 128) {
+      let shift: u32 = 0;
+      for (let j = 0; j < 4; j++) {
+        let dl = dAll * <f32>(q3Scale(o + 96, is++) - 32);
+        for (let l: usize = 0; l < 16; l++) {
+          const v = <i32>((<u32>load<u8>(q + l) >> shift) & 3) - ((<u32>load<u8>(hm + l) & m) != 0 ? 0 : 4);
+          store<f32>(y, dl * <f32>v);
+          y += 4;
+        }
+        dl = dAll * <f32>(q3Scale(o + 96, is++) - 32);
+        for (let l: usize = 0; l < 16; l++) {
+          const v = <i32>((<u32>load<u8>(q + l + 16) >> shift) & 3) - ((<u32>load<u8>(hm + l + 16) & m) != 0 ? 0 : 4);
+          store<f32>(y, dl * <f32>v);
+          y += 4;
+        }
+        shift += 2;
+        m <<= 1;
+      }
+      q += 32;
+    }
+  }
+}
+
+/** ggml's get_scale_min_k4: 6-bit scale (low 8 bits) and min (next 8) j of the 12 packed bytes at s. */
+@inline function scaleMinK4(j: i32, s: usize): u32 {
+  if (j < 4) return (<u32>load<u8>(s + j) & 63) | ((<u32>load<u8>(s + j + 4) & 63) << 8);
+  const sc = (<u32>load<u8>(s + j + 4) & 0xf) | ((<u32>load<u8>(s + j - 4) >> 6) << 4);
+  const mn = (<u32>load<u8>(s + j + 4) >> 4) | ((<u32>load<u8>(s + j) >> 6) << 4);
+  return sc | (mn << 8);
+}
+
+/** Q4_K / Q5_K: y = f32(d1 * q) - m1, d1 = d * sc, m1 = dmin * m; Q5_K adds 16 when its qh bit is set. */
+function dequantizeQ45K(src: usize, dst: usize, nb: i32, five: bool): void {
+  const blockBytes: usize = five ? 176 : 144;
+  let y = dst;
+  for (let i = 0; i < nb; i++) {
+    const o = src + <usize>i * blockBytes;
+    const d = halfAt(o);
+    const min = halfAt(o + 2);
+    const qh = o + 16;
+    let ql = o + (five ? 48 : 16);
+    let is = 0;
+    let u1: u32 = 1;
+    let u2: u32 = 2;
+    for (let j = 0; j < 256; j += 64) {
+      const sm1 = scaleMinK4(is, o + 4);
+      const d1 = d * <f32>(sm1 & 0xff);
+      const m1 = min * <f32>(sm1 >> 8);
+      const sm2 = scaleMinK4(is + 1, o + 4);
+      const d2 = d * <f32>(sm2 & 0xff);
+      const m2 = min * <f32>(sm2 >> 8);
+      for (let l: usize = 0; l < 32; l++) {
+        const h: u32 = five && (<u32>load<u8>(qh + l) & u1) != 0 ? 16 : 0;
+        store<f32>(y, d1 * <f32>((<u32>load<u8>(ql + l) & 0xf) + h) - m1);
+        y += 4;
+      }
+      for (let l: usize = 0; l < 32; l++) {
+        const h: u32 = five && (<u32>load<u8>(qh + l) & u2) != 0 ? 16 : 0;
+        store<f32>(y, d2 * <f32>((<u32>load<u8>(ql + l) >> 4) + h) - m2);
+        y += 4;
+      }
+      ql += 32;
+      is += 2;
+      u1 <<= 2;
+      u2 <<= 2;
+    }
+  }
+}
+
+export function dequantizeQ4_K(src: usize, dst: usize, nb: i32): void {
+  dequantizeQ45K(src, dst, nb, false);
+}
+
+export function dequantizeQ5_K(src: usize, dst: usize, nb: i32): void {
+  dequantizeQ45K(src, dst, nb, true);
+}
+
+/** Q6_K: y = f32(d * sc) * (q - 32), sc int8. */
+export function dequantizeQ6_K(src: usize, dst: usize, nb: i32): void {
+  let y = dst;
+  for (let i = 0; i < nb; i++) {
+    const o = src + <usize>i * 210;
+    const d = halfAt(o + 208);
+    let ql = o;
+    let qh = o + 128;
+    let sc = o + 192;
+    for (let n = 0; n < 256; n += 128) {
+      for (let l: usize = 0; l < 32; l++) {
+        const is = l >> 4;
+        const h = <i32>load<u8>(qh + l);
+        const a = <i32>load<u8>(ql + l);
+        const b = <i32>load<u8>(ql + l + 32);
+        const q1 = ((a & 0xf) | ((h & 3) << 4)) - 32;
+        const q2 = ((b & 0xf) | (((h >> 2) & 3) << 4)) - 32;
+        const q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32;
+        const q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32;
+        store<f32>(y + (l << 2), (d * <f32>load<i8>(sc + is)) * <f32>q1);
+        store<f32>(y + ((l + 32) << 2), (d * <f32>load<i8>(sc + is + 2)) * <f32>q2);
+        store<f32>(y + ((l + 64) << 2), (d * <f32>load<i8>(sc + is + 4)) * <f32>q3);
+        store<f32>(y + ((l + 96) << 2), (d * <f32>load<i8>(sc + is + 6)) * <f32>q4);
+      }
+      y += 512;
+      ql += 64;
+      qh += 32;
+      sc += 8;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Error accumulation: analysis/errorMetrics.ts ErrorAccumulator.addRows, step for step in f64 (the JS
+// numbers): d = x - y, the four sums in element order, max |d|, the block-error cells and the error
+// histogram's fine bins. Cell sums are carried in a local within a run of columns of one cell: the same
+// f64 adds in the same order as adding to the cell each time. The histogram's first range uses the
+// host's Math.log2 / Math.pow (imported), so it is the JS value to the bit.
+
+@external("env", "log2") declare function hostLog2(x: f64): f64;
+@external("env", "pow") declare function hostPow(x: f64, y: f64): f64;
+
+const FINE_PER_SIDE: i32 = 512;
+const FINE_BINS: i32 = 1024;
+const MERGED_PTR: usize = memory.data(1024 * 8, 16);
+
+// Accumulator state (f64 slots at `state`): the running sums and the histogram's half range.
+const S_SSE: usize = 0;
+const S_SSX: usize = 8;
+const S_SSY: usize = 16;
+const S_SXY: usize = 24;
+const S_MAX: usize = 32;
+const S_HALF: usize = 40;
+const S_ZEROS: usize = 48;
+
+/** ErrorHistogramAccumulator.grow: widens the half range at `state` until it holds a (> 0). */
+function growHistogram(fine: usize, state: usize, a: f64): void {
+  let halfRange = load<f64>(state + S_HALF);
+  if (halfRange == 0) {
+    halfRange = hostPow(2, Math.ceil(hostLog2(a)));
+    while (halfRange < a) halfRange *= 2;
+    store<f64>(state + S_HALF, halfRange);
+    return;
+  }
+  while (halfRange < a) {
+    // Double R: new fine bin F/2 + (i >> 1) for old bin i (integer counts: exact).
+    memory.fill(MERGED_PTR, 0, <usize>FINE_BINS * 8);
+    for (let i = 0; i < FINE_BINS; i++) {
+      const to = MERGED_PTR + (<usize>(FINE_PER_SIDE / 2 + (i >> 1)) << 3);
+      store<f64>(to, load<f64>(to) + load<f64>(fine + (<usize>i << 3)));
+    }
+    memory.copy(fine, MERGED_PTR, <usize>FINE_BINS * 8);
+    halfRange *= 2;
+  }
+  store<f64>(state + S_HALF, halfRange);
+}
+
+/**
+ * Adds `blockRows` rows of `cols` (original f32 at x, reconstructed f32 at y), the first of them row
+ * `firstRow` of `rows`. colBandOf: u8 per column; cellError / cellCount: f64 [rowBands * colBands];
+ * fine: f64 [1024]; state: f64 slots above. Returns -1, or the index (from x) of the first value whose
+ * error is not finite (the state is then partly updated: the caller throws).
+ */
+export function accumulateError(
+  x: usize, y: usize, blockRows: i32, cols: i32, firstRow: f64, rows: f64, rowBands: f64, colBands: i32,
+  colBandOf: usize, cellError: usize, cellCount: usize, fine: usize, state: usize,
+): i32 {
+  let sse = load<f64>(state + S_SSE);
+  let ssx = load<f64>(state + S_SSX);
+  let ssy = load<f64>(state + S_SSY);
+  let sxy = load<f64>(state + S_SXY);
+  let maxAbs = load<f64>(state + S_MAX);
+  let halfRange = load<f64>(state + S_HALF);
+  let scale: f64 = halfRange > 0 ? <f64>FINE_PER_SIDE / halfRange : 0;
+  let zeros: f64 = 0;
+  const centre = fine + (<usize>FINE_PER_SIDE << 3);
+  let bad: i32 = -1;
+  for (let r = 0; r < blockRows && bad < 0; r++) {
+    const cellBase = <i32>Math.floor(((firstRow + <f64>r) * rowBands) / rows) * colBands;
+    const rowX = x + ((<usize>r * <usize>cols) << 2);
+    const rowY = y + ((<usize>r * <usize>cols) << 2);
+    let c = 0;
+    while (c < cols) {
+      const band = <i32>load<u8>(colBandOf + c);
+      let end = c + 1;
+      while (end < cols && <i32>load<u8>(colBandOf + end) == band) end++;
+      const cellAt = cellError + (<usize>(cellBase + band) << 3);
+      let cell = load<f64>(cellAt);
+      for (let k = c; k < end; k++) {
+        const xv = <f64>load<f32>(rowX + (<usize>k << 2));
+        const yv = <f64>load<f32>(rowY + (<usize>k << 2));
+        const d = xv - yv;
+        if (!isFinite<f64>(d)) {
+          bad = r * cols + k;
+          break;
+        }
+        const d2 = d * d;
+        sse += d2;
+        ssx += xv * xv;
+        ssy += yv * yv;
+        sxy += xv * yv;
+        const a = Math.abs(d);
+        if (a > maxAbs) maxAbs = a;
+        cell += d2;
+        if (d == 0) {
+          zeros += 1;
+          store<f64>(centre, load<f64>(centre) + 1);
+        } else {
+          if (a > halfRange) {
+            growHistogram(fine, state, a);
+            halfRange = load<f64>(state + S_HALF);
+            scale = <f64>FINE_PER_SIDE / halfRange;
+          }
+          // 0 <= F - d F / R <= 2F: truncation is the floor.
+          let index = <i32>(<f64>FINE_PER_SIDE - d * scale);
+          if (index > FINE_BINS - 1) index = FINE_BINS - 1;
+          const at = fine + (<usize>index << 3);
+          store<f64>(at, load<f64>(at) + 1);
+        }
+      }
+      store<f64>(cellAt, cell);
+      const countAt = cellCount + (<usize>(cellBase + band) << 3);
+      store<f64>(countAt, load<f64>(countAt) + <f64>(end - c));
+      if (bad >= 0) break;
+      c = end;
+    }
+  }
+  store<f64>(state + S_SSE, sse);
+  store<f64>(state + S_SSX, ssx);
+  store<f64>(state + S_SSY, ssy);
+  store<f64>(state + S_SXY, sxy);
+  store<f64>(state + S_MAX, maxAbs);
+  store<f64>(state + S_ZEROS, load<f64>(state + S_ZEROS) + zeros);
+  return bad;
+}

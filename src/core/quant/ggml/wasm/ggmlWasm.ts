@@ -61,11 +61,58 @@ const BLOCKS: Record<WasmQuantType, { values: number; bytes: number }> = {
   Q6_K: { values: 256, bytes: 210 },
 };
 
+const DEQUANTIZE_EXPORTS: Record<WasmQuantType, string> = {
+  Q8_0: 'dequantizeQ8_0',
+  Q4_0: 'dequantizeQ4_0',
+  Q4_1: 'dequantizeQ4_1',
+  Q5_0: 'dequantizeQ5_0',
+  Q5_1: 'dequantizeQ5_1',
+  Q2_K: 'dequantizeQ2_K',
+  Q3_K: 'dequantizeQ3_K',
+  Q4_K: 'dequantizeQ4_K',
+  Q5_K: 'dequantizeQ5_K',
+  Q6_K: 'dequantizeQ6_K',
+};
+
 export function isWasmQuantType(type: string): type is WasmQuantType {
   return Object.hasOwn(EXPORTS, type);
 }
 
 type QuantizeExport = (src: number, dst: number, blocks: number) => void;
+type AccumulateErrorExport = (
+  x: number,
+  y: number,
+  blockRows: number,
+  cols: number,
+  firstRow: number,
+  rows: number,
+  rowBands: number,
+  colBands: number,
+  colBandOf: number,
+  cellError: number,
+  cellCount: number,
+  fine: number,
+  state: number,
+) => number;
+
+/**
+ * The running state of one tensor's error accumulation (analysis/errorMetrics.ts owns it; the module
+ * updates it in place). state: [sum d^2, sum x^2, sum y^2, sum x y, max |d|, histogram half range, zeros].
+ */
+export interface ErrorAccumulationState {
+  readonly rows: number;
+  readonly cols: number;
+  readonly rowBands: number;
+  readonly colBands: number;
+  readonly colBandOf: Uint8Array;
+  readonly cellError: Float64Array;
+  readonly cellCount: Float64Array;
+  readonly fine: Float64Array;
+  readonly state: Float64Array;
+}
+
+/** Imports of the module besides the memory: the JS functions the error histogram's first range uses. */
+const HOST_IMPORTS = { log2: Math.log2, pow: Math.pow };
 
 let compiled: object | undefined;
 
@@ -111,11 +158,13 @@ export class GgmlWasmQuantizer {
     readonly memory: QuantMemory,
     readonly heapBase: number,
     private readonly exports: Record<WasmQuantType, QuantizeExport>,
+    private readonly dequantizeExports: Record<WasmQuantType, QuantizeExport>,
+    private readonly accumulateErrorExport: AccumulateErrorExport,
   ) {}
 
   /** An instance over `memory` (a new one when absent). */
   static create(memory: QuantMemory = createQuantMemory()): GgmlWasmQuantizer {
-    const instance = new (wasmApi().Instance)(ggmlQuantsModule(), { env: { memory } });
+    const instance = new (wasmApi().Instance)(ggmlQuantsModule(), { env: { memory, ...HOST_IMPORTS } });
     const exported = instance.exports;
     const fn = (name: string): QuantizeExport => {
       const f = exported[name];
@@ -124,8 +173,12 @@ export class GgmlWasmQuantizer {
     };
     const heapBase = (fn('heapBase') as unknown as () => number)();
     const exports = {} as Record<WasmQuantType, QuantizeExport>;
-    for (const type of Object.keys(EXPORTS) as WasmQuantType[]) exports[type] = fn(EXPORTS[type]);
-    return new GgmlWasmQuantizer(memory, heapBase, exports);
+    const dequantizeExports = {} as Record<WasmQuantType, QuantizeExport>;
+    for (const type of Object.keys(EXPORTS) as WasmQuantType[]) {
+      exports[type] = fn(EXPORTS[type]);
+      dequantizeExports[type] = fn(DEQUANTIZE_EXPORTS[type]);
+    }
+    return new GgmlWasmQuantizer(memory, heapBase, exports, dequantizeExports, fn('accumulateError') as unknown as AccumulateErrorExport);
   }
 
   /** Quantizes `blocks` blocks at `input` to `output` (byte offsets in this instance's memory). */
@@ -149,6 +202,69 @@ export class GgmlWasmQuantizer {
       this.exports[type](layout.input, layout.output, blocks);
       dst.set(output.subarray(0, blocks * block.bytes), (from / block.values) * block.bytes);
     }
+  }
+
+  /** Decodes `dst.length` values (whole blocks) from `src`, as ggml's dequantize_row_*, in bounded chunks. */
+  dequantize(type: WasmQuantType, src: Uint8Array, dst: Float32Array): void {
+    const block = BLOCKS[type];
+    const chunkValues = Math.min(CHUNK_VALUES, dst.length);
+    const layout = quantLayout(this.heapBase, type, chunkValues);
+    ensureMemory(this.memory, layout.end);
+    const buffer = this.memory.buffer;
+    const values = new Float32Array(buffer, layout.input, chunkValues);
+    const bytes = new Uint8Array(buffer, layout.output, layout.end - layout.output);
+    for (let from = 0; from < dst.length; from += chunkValues) {
+      const n = Math.min(chunkValues, dst.length - from);
+      const blocks = n / block.values;
+      const at = (from / block.values) * block.bytes;
+      bytes.set(src.subarray(at, at + blocks * block.bytes));
+      this.dequantizeExports[type](layout.output, layout.input, blocks);
+      dst.set(values.subarray(0, n), from);
+    }
+  }
+
+  /**
+   * Adds rows [firstRow, firstRow + original.length / cols) of (original, reconstructed) to `acc`, in row
+   * chunks through this instance's memory. Returns -1, or the flat index (from original[0]) of the first
+   * value whose error is not finite.
+   */
+  accumulateError(acc: ErrorAccumulationState, firstRow: number, original: Float32Array, reconstructed: Float32Array): number {
+    const cols = acc.cols;
+    const blockRows = original.length / cols;
+    const chunkRows = Math.max(1, Math.min(blockRows, Math.floor(CHUNK_VALUES / cols)));
+    const state = (this.heapBase + 63) & ~63;
+    const fine = state + 64;
+    const cellError = fine + acc.fine.byteLength;
+    const cellCount = cellError + acc.cellError.byteLength;
+    const colBandOf = cellCount + acc.cellCount.byteLength;
+    const x = (colBandOf + cols + 63) & ~63;
+    const y = x + chunkRows * cols * 4;
+    ensureMemory(this.memory, y + chunkRows * cols * 4);
+    const buffer = this.memory.buffer;
+    const stateView = new Float64Array(buffer, state, acc.state.length);
+    const fineView = new Float64Array(buffer, fine, acc.fine.length);
+    const cellErrorView = new Float64Array(buffer, cellError, acc.cellError.length);
+    const cellCountView = new Float64Array(buffer, cellCount, acc.cellCount.length);
+    stateView.set(acc.state);
+    fineView.set(acc.fine);
+    cellErrorView.set(acc.cellError);
+    cellCountView.set(acc.cellCount);
+    new Uint8Array(buffer, colBandOf, cols).set(acc.colBandOf);
+    const xView = new Float32Array(buffer, x, chunkRows * cols);
+    const yView = new Float32Array(buffer, y, chunkRows * cols);
+    let bad = -1;
+    for (let r = 0; r < blockRows && bad < 0; r += chunkRows) {
+      const n = Math.min(chunkRows, blockRows - r);
+      xView.set(original.subarray(r * cols, (r + n) * cols));
+      yView.set(reconstructed.subarray(r * cols, (r + n) * cols));
+      const b = this.accumulateErrorExport(x, y, n, cols, firstRow + r, acc.rows, acc.rowBands, acc.colBands, colBandOf, cellError, cellCount, fine, state);
+      if (b >= 0) bad = r * cols + b;
+    }
+    acc.state.set(stateView);
+    acc.fine.set(fineView);
+    acc.cellError.set(cellErrorView);
+    acc.cellCount.set(cellCountView);
+    return bad;
   }
 }
 

@@ -1,0 +1,220 @@
+/**
+ * The quant card's error pass runs in WebAssembly (wasm/ggmlQuants.as: the dequantizers and
+ * accumulateError). These tests hold it to the JS it replaced, bit for bit: the TS ports of
+ * dequantize_row_* (legacy.ts, q2k.ts .. q6k.ts) and the JS accumulation loop below (the previous
+ * ErrorAccumulator.addRows, kept here verbatim as the reference), on real tensors of micro-llama and
+ * tiny-llama, every field of the card's metrics compared with Object.is (assert/strict deepEqual).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { ErrorAccumulator, ErrorHistogramAccumulator, MAX_ERROR_MAP_BANDS, type ErrorMetrics } from '../../src/core/analysis/errorMetrics';
+import { NumericError } from '../../src/core/errors';
+import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { dequantizeGgml, ggmlByteSize, quantizeGgml } from '../../src/core/quant/ggml';
+import { dequantizeQ4_0, dequantizeQ4_1, dequantizeQ5_0, dequantizeQ5_1, dequantizeQ8_0 } from '../../src/core/quant/ggml/legacy';
+import { dequantizeQ2_K } from '../../src/core/quant/ggml/q2k';
+import { dequantizeQ3_K } from '../../src/core/quant/ggml/q3k';
+import { dequantizeQ4_K, dequantizeQ5_K } from '../../src/core/quant/ggml/q4kq5k';
+import { dequantizeQ6_K } from '../../src/core/quant/ggml/q6k';
+import type { WasmQuantType } from '../../src/core/quant/ggml/wasm/ggmlWasm';
+import { microLlamaDir, tinyLlamaDir } from '../helpers/paths';
+
+const FINE_BINS_PER_SIDE = 512;
+
+/** The JS accumulator the WebAssembly one replaced (errorMetrics.ts before the port), unchanged. */
+class ReferenceErrorAccumulator {
+  private sumSquaredError = 0;
+  private sumSquaredOriginal = 0;
+  private sumSquaredReconstructed = 0;
+  private sumProduct = 0;
+  private maxAbs = 0;
+  private rowsSeen = 0;
+  readonly rowBands: number;
+  readonly colBands: number;
+  private readonly cellError: Float64Array;
+  private readonly cellCount: Float64Array;
+  private readonly colBandOf: Uint8Array;
+  private readonly histogram = new ErrorHistogramAccumulator();
+
+  constructor(
+    readonly rows: number,
+    readonly cols: number,
+  ) {
+    this.rowBands = Math.min(MAX_ERROR_MAP_BANDS, rows);
+    this.colBands = Math.min(MAX_ERROR_MAP_BANDS, cols);
+    this.cellError = new Float64Array(this.rowBands * this.colBands);
+    this.cellCount = new Float64Array(this.rowBands * this.colBands);
+    this.colBandOf = new Uint8Array(cols);
+    for (let c = 0; c < cols; c++) this.colBandOf[c] = Math.floor((c * this.colBands) / cols);
+  }
+
+  addRows(original: Float32Array, reconstructed: Float32Array): void {
+    const blockRows = original.length / this.cols;
+    const histogram = this.histogram;
+    const fine = histogram.fine;
+    const lastFine = fine.length - 1;
+    let halfRange = histogram.halfRange;
+    let scale = halfRange > 0 ? FINE_BINS_PER_SIDE / halfRange : 0;
+    let zeros = 0;
+    for (let r = 0; r < blockRows; r++) {
+      const row = this.rowsSeen + r;
+      const cellBase = Math.floor((row * this.rowBands) / this.rows) * this.colBands;
+      const base = r * this.cols;
+      for (let c = 0; c < this.cols; c++) {
+        const x = original[base + c]!;
+        const y = reconstructed[base + c]!;
+        const d = x - y;
+        if (!Number.isFinite(d)) throw new NumericError(`non-finite value at flat index ${row * this.cols + c}`);
+        const d2 = d * d;
+        this.sumSquaredError += d2;
+        this.sumSquaredOriginal += x * x;
+        this.sumSquaredReconstructed += y * y;
+        this.sumProduct += x * y;
+        const a = Math.abs(d);
+        if (a > this.maxAbs) this.maxAbs = a;
+        const cell = cellBase + this.colBandOf[c]!;
+        this.cellError[cell]! += d2;
+        this.cellCount[cell]! += 1;
+        if (d === 0) {
+          zeros += 1;
+          fine[FINE_BINS_PER_SIDE]! += 1;
+        } else {
+          if (a > halfRange) {
+            histogram.grow(a);
+            halfRange = histogram.halfRange;
+            scale = FINE_BINS_PER_SIDE / halfRange;
+          }
+          const index = (FINE_BINS_PER_SIDE - d * scale) | 0;
+          fine[index > lastFine ? lastFine : index]! += 1;
+        }
+      }
+    }
+    histogram.zeros += zeros;
+    this.rowsSeen += blockRows;
+  }
+
+  result(): ErrorMetrics {
+    const count = this.rows * this.cols;
+    const sse = this.sumSquaredError;
+    const denominator = Math.sqrt(this.sumSquaredOriginal * this.sumSquaredReconstructed);
+    let cosine: number;
+    if (denominator > 0) cosine = this.sumProduct / denominator;
+    else cosine = this.sumSquaredOriginal === 0 && this.sumSquaredReconstructed === 0 ? 1 : 0;
+    const values: number[] = new Array<number>(this.cellError.length);
+    for (let i = 0; i < values.length; i++) values[i] = this.cellCount[i]! > 0 ? this.cellError[i]! / this.cellCount[i]! : 0;
+    return {
+      count,
+      mse: sse / count,
+      relRmse: this.sumSquaredOriginal > 0 ? Math.sqrt(sse / this.sumSquaredOriginal) : sse === 0 ? 0 : null,
+      sqnrDb: sse === 0 || this.sumSquaredOriginal === 0 ? null : 10 * Math.log10(this.sumSquaredOriginal / sse),
+      maxAbsError: this.maxAbs,
+      cosine,
+      errorMap: { rowBands: this.rowBands, colBands: this.colBands, values },
+      errorHistogram: this.histogram.result(),
+    };
+  }
+}
+
+const TS_DEQUANTIZERS: Record<WasmQuantType, (src: Uint8Array, dst: Float32Array) => void> = {
+  Q8_0: dequantizeQ8_0,
+  Q4_0: dequantizeQ4_0,
+  Q4_1: dequantizeQ4_1,
+  Q5_0: dequantizeQ5_0,
+  Q5_1: dequantizeQ5_1,
+  Q2_K: dequantizeQ2_K,
+  Q3_K: dequantizeQ3_K,
+  Q4_K: dequantizeQ4_K,
+  Q5_K: dequantizeQ5_K,
+  Q6_K: dequantizeQ6_K,
+};
+
+function bitsOf(values: Float32Array): Uint32Array {
+  return new Uint32Array(values.buffer, values.byteOffset, values.length);
+}
+
+/** Feeds both accumulators the same row blocks (sizes cycling through blockRows) and returns both results. */
+function bothMetrics(original: Float32Array, reconstructed: Float32Array, rows: number, cols: number, blockRows: number[]): { reference: ErrorMetrics; wasm: ErrorMetrics } {
+  const reference = new ReferenceErrorAccumulator(rows, cols);
+  const wasm = new ErrorAccumulator(rows, cols, 'test');
+  for (let r = 0, k = 0; r < rows; k++) {
+    const n = Math.min(blockRows[k % blockRows.length]!, rows - r);
+    reference.addRows(original.subarray(r * cols, (r + n) * cols), reconstructed.subarray(r * cols, (r + n) * cols));
+    wasm.addRows(original.subarray(r * cols, (r + n) * cols), reconstructed.subarray(r * cols, (r + n) * cols));
+    r += n;
+  }
+  return { reference: reference.result(), wasm: wasm.result() };
+}
+
+async function checkCheckpoint(path: string, types: readonly WasmQuantType[], pick: (name: string) => boolean): Promise<number> {
+  const ckpt = await openCheckpoint(path);
+  let checked = 0;
+  try {
+    for (const entry of ckpt.tensors) {
+      if (entry.shape.length !== 2 || !pick(entry.name)) continue;
+      const [rows, cols] = entry.shape as [number, number];
+      const original = await ckpt.readRowsF32(entry.name);
+      for (const type of types) {
+        const blockValues = type.endsWith('_K') ? 256 : 32;
+        if (original.length % blockValues !== 0) continue;
+        const bytes = new Uint8Array(ggmlByteSize(type, original.length));
+        quantizeGgml(type, original, bytes);
+        const viaTs = new Float32Array(original.length);
+        TS_DEQUANTIZERS[type](bytes, viaTs);
+        const viaWasm = new Float32Array(original.length);
+        dequantizeGgml(type, bytes, viaWasm);
+        assert.deepEqual(bitsOf(viaWasm), bitsOf(viaTs), `${entry.name} ${type}: WebAssembly dequantize differs from the TS port`);
+        const { reference, wasm } = bothMetrics(original, viaWasm, rows, cols, [Math.max(1, Math.floor(rows / 3)), 1, 7]);
+        assert.deepEqual(wasm, reference, `${entry.name} ${type}: card metrics differ`);
+        checked++;
+      }
+    }
+  } finally {
+    await ckpt.close();
+  }
+  return checked;
+}
+
+const ALL_TYPES: readonly WasmQuantType[] = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
+
+test('micro-llama: every 2-D tensor in every block type, WebAssembly dequantize + metrics = the JS ones, bit for bit', async () => {
+  const checked = await checkCheckpoint(microLlamaDir, ALL_TYPES, () => true);
+  assert.ok(checked >= 100, `only ${checked} (tensor, type) pairs checked`);
+});
+
+test('tiny-llama: layer 0, lm_head (3 M values: several WebAssembly chunks), Q8_0 / Q4_K / Q6_K / Q3_K / Q5_1 equal bit for bit', { skip: tinyLlamaDir.skip }, async () => {
+  const checked = await checkCheckpoint(tinyLlamaDir.path, ['Q8_0', 'Q4_K', 'Q6_K', 'Q3_K', 'Q5_1'], (name) => name.startsWith('model.layers.0.') || name === 'lm_head.weight');
+  assert.equal(checked, 8 * 5);
+});
+
+test('synthetic: a row longer than a WebAssembly chunk, errors that grow the histogram range, exact zeros, -0', () => {
+  const cols = (1 << 20) + 96;
+  const rows = 3;
+  const original = new Float32Array(rows * cols);
+  const reconstructed = new Float32Array(rows * cols);
+  let seed = 12345;
+  const next = (): number => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed / 2 ** 32;
+  };
+  for (let i = 0; i < original.length; i++) {
+    const x = Math.fround((next() - 0.5) * 4);
+    original[i] = x;
+    // errors of growing size along the tensor (the histogram doubles its range many times), some exact
+    const scale = 2 ** (-30 + Math.floor((40 * i) / original.length));
+    reconstructed[i] = i % 5 === 0 ? x : i % 17 === 0 ? -0 : Math.fround(x + (next() - 0.5) * scale);
+  }
+  const { reference, wasm } = bothMetrics(original, reconstructed, rows, cols, [1, 2]);
+  assert.deepEqual(wasm, reference);
+  assert.ok(wasm.errorHistogram.zeros > 0 && wasm.errorHistogram.range > 1);
+});
+
+test('a non-finite value is reported at its flat index, also past the first WebAssembly chunk', () => {
+  const cols = 1000;
+  const rows = 2000;
+  const original = new Float32Array(rows * cols).fill(1);
+  const reconstructed = new Float32Array(rows * cols).fill(0.5);
+  reconstructed[1_500_123] = Number.NaN;
+  const acc = new ErrorAccumulator(rows, cols, 'w');
+  acc.addRows(original.subarray(0, 10 * cols), reconstructed.subarray(0, 10 * cols));
+  assert.throws(() => acc.addRows(original.subarray(10 * cols), reconstructed.subarray(10 * cols)), (e: unknown) => e instanceof NumericError && /w: non-finite value at flat index 1500123 \(source 1, quantized NaN\)/.test(e.message));
+});
