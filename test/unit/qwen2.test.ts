@@ -5,9 +5,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { UnsupportedError } from '../../src/core/errors';
+import { FormatError, UnsupportedError } from '../../src/core/errors';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { LlamaModel, addRowBias } from '../../src/core/model/forward';
 import { llamaConfigFromHf } from '../../src/core/model/llamaConfig';
@@ -136,4 +137,32 @@ test('qwen2-tiny perplexity over eval.txt matches PyTorch fp32', async () => {
   } finally {
     await lm.close();
   }
+});
+
+test('biases are required where the config implies them and refused where it does not', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'ql-qwen2-bias-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const variant = async (name: string, weightsFrom: string, config: Record<string, unknown>): Promise<unknown> => {
+    const folder = join(dir, name);
+    mkdirSync(folder);
+    symlinkSync(join(weightsFrom, 'model.safetensors'), join(folder, 'model.safetensors'));
+    writeFileSync(join(folder, 'config.json'), JSON.stringify(config));
+    const ck = await openCheckpoint(folder);
+    try {
+      LlamaModel.fromCheckpoint(ck);
+      return null;
+    } catch (e) {
+      return e;
+    } finally {
+      await ck.close();
+    }
+  };
+  // micro-llama's weights (no biases) under a qwen2 config: the missing q bias is named.
+  const microConfig = JSON.parse(readFileSync(join(fixturesDir, 'micro-llama', 'config.json'), 'utf8')) as Record<string, unknown>;
+  const missing = await variant('no-bias', join(fixturesDir, 'micro-llama'), { ...microConfig, model_type: 'qwen2', architectures: ['Qwen2ForCausalLM'] });
+  assert.ok(missing instanceof FormatError && /model\.layers\.0\.self_attn\.q_proj\.bias' is missing/.test(missing.message), String(missing));
+  // qwen2-tiny's weights (with biases) under a llama config: the undeclared bias is refused, not ignored.
+  const undeclared = await variant('undeclared', qwen2TinyDir, { ...qwen2Config, model_type: 'llama', architectures: ['LlamaForCausalLM'] });
+  assert.ok(undeclared instanceof UnsupportedError && /q_proj\.bias' is a bias this model's config does not declare/.test(undeclared.message), String(undeclared));
+  assert.equal(await variant('ok', qwen2TinyDir, qwen2Config), null);
 });

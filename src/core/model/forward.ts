@@ -228,6 +228,9 @@ export class LlamaModel {
       for (const role of LINEAR_ROLES) this.expectShape(this.names.linear(l, role), linearShapes[role]);
       this.checkBiases(l, linearShapes);
     }
+    for (const name of ['lm_head.bias', 'output.bias']) {
+      if (this.tensorsByName.has(name)) throw new UnsupportedError(`${this.checkpoint.path}: tensor '${name}' (a bias on the output head) is not applied by the forward pass`);
+    }
   }
 
   /** q/k/v biases are required when the config says so and refused when it does not (or on o / the MLP). */
