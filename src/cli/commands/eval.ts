@@ -6,7 +6,6 @@
 import { basename } from 'node:path';
 import { InvalidArgumentError } from '../../core/errors';
 import { GpuModelCache, perplexityOnDevice } from '../../core/gpu/forward/devicePerplexity';
-import { isSoftwareAdapter } from '../../core/gpu/forward/gpuLlama';
 import { ComputeDevice } from '../../core/jobs/computeDevice';
 import { readTextFile } from '../../core/model/calibration';
 import { BASELINE_SETTING, isBaseline, parseQuantSetting, type QuantSetting } from '../../core/model/fakeQuant';
@@ -108,13 +107,8 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
       throw new InvalidArgumentError(`--ctx ${ctx} is longer than the model's max_position_embeddings (${model.config.maxPositionEmbeddings})`);
     }
     const windows = makeWindows(tokenizer.encode(text), ctx, windowCount);
-    device = await ComputeDevice.open(choice, (m) => io.err(m));
-    if (choice === 'auto' && device.gpu !== null && isSoftwareAdapter(device.gpu.description)) {
-      // A CPU implementation of Vulkan (lavapipe) runs this pass several times slower than the CPU path.
-      io.err(`the WebGPU adapter is a software one (${device.gpu.description}): running on the CPU, which is faster here (--device gpu uses it anyway)`);
-      device.dispose();
-      device = await ComputeDevice.open('cpu', (m) => io.err(m));
-    }
+    // Under auto a software renderer (lavapipe) is passed over: it runs this pass far slower than the CPU path.
+    device = await ComputeDevice.open(choice, (m) => io.err(m), { softwareAdapter: 'avoid' });
     const deviceDescription = device.description;
     const rows: EvalRow[] = [];
     let baseline = NaN;

@@ -25,6 +25,7 @@ import { CancelledError, InvalidArgumentError, UnsupportedError } from '../../er
 import type { ForwardOptions, LayerWeights, LinearRole, LlamaModel } from '../../model/forward';
 import { fakeQuantizeWeight, type QuantSetting } from '../../model/fakeQuant';
 import { ropeTables } from '../../model/kernels';
+import { isSoftwareAdapter } from '../../jobs/computeDevice';
 import { guarded, type GpuContext } from '../device';
 import { createStorageBuffer, readBack, type Kernel } from '../kernels';
 import { encodeAttention, encodeFakeQuant, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from './encode';
@@ -49,10 +50,6 @@ export interface GpuLlamaOptions {
   matmul?: GpuMatmulVariant;
 }
 
-/** Whether an adapter description names a CPU implementation of Vulkan/WebGPU. */
-export function isSoftwareAdapter(description: string): boolean {
-  return /\b(software|cpu|llvmpipe|lavapipe|swiftshader)\b/i.test(description);
-}
 
 /** Rows of a matrix [rows, cols] split into parts that each fit one storage binding. */
 interface DeviceMatrix {
