@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fixturesDir } from '../helpers/paths';
 import { parseSentencePieceModel, PIECE_TYPE, readSentencePieceModel, SentencePieceTokenizer, type SentencePieceModel } from '../../src/core/model/sentencepiece';
-import { tokenizerFromGgufMetadata } from '../../src/core/model/tokenizer';
+import { tokenizerFromGgufMetadata, tokenizerFromHfJson } from '../../src/core/model/tokenizer';
 import { loadModel } from '../../src/core/model/loadModel';
 import { sentencePieceTokenizerKvs, readLlamaHparams } from '../../src/core/convert/hfLlama';
 import { FormatError, UnsupportedError } from '../../src/core/errors';
@@ -186,4 +186,70 @@ test('what the encoder does not implement is refused with UnsupportedError namin
   refuse(parseSentencePieceModel(modelBytes(BPE_TRAINER, [...field(1, 2, str('nmt_nfkc')), ...field(2, 2, [1, 2, 3, 4]), ...field(4, 0, [0])]), 'hand.model'), 'precompiled_charsmap');
   refuse(parseSentencePieceModel(modelBytes(BPE_TRAINER, field(1, 2, str('identity'))), 'hand.model'), 'remove_extra_whitespaces');
   refuse(parseSentencePieceModel(modelBytes([...BPE_TRAINER, ...field(24, 0, [1])], IDENTITY), 'hand.model'), 'treat_whitespace_as_suffix');
+});
+
+/**
+ * A Llama tokenizer.json written from tokenizer.model the way transformers' LlamaConverter does (vocab =
+ * pieces in id order, merges from SentencePieceExtractor: every split of a piece into two pieces, ordered
+ * by the merged piece's score, then longer left part). DERIVED, not an oracle: no HF tokenizers output
+ * is stored for this model (transformers 5.17 wrote an empty tokenizer.json), so the expectation is
+ * sentencepiece's ids plus what the HF pipeline is documented to do around added tokens and Metaspace.
+ */
+function llamaTokenizerJson(model: SentencePieceModel, legacy: boolean): Record<string, unknown> {
+  const vocab: Record<string, number> = {};
+  model.pieces.forEach((p, id) => (vocab[p.piece] = id));
+  const local: Array<{ l: string; r: string; score: number }> = [];
+  for (const p of model.pieces) {
+    const chars = Array.from(p.piece);
+    const splits: Array<{ l: string; r: string; score: number }> = [];
+    for (let i = 1; i < chars.length; i++) {
+      const l = chars.slice(0, i).join('');
+      const r = chars.slice(i).join('');
+      if (l in vocab && r in vocab) splits.push({ l, r, score: p.score });
+    }
+    splits.sort((a, b) => vocab[a.l]! - vocab[b.l]! || vocab[a.r]! - vocab[b.r]!);
+    local.push(...splits);
+  }
+  // Python's sorted(..., key=(score, len(l), len(r)), reverse=True) is stable: ties keep their order.
+  const merges = local
+    .map((m, i) => ({ ...m, i }))
+    .sort((a, b) => b.score - a.score || Array.from(b.l).length - Array.from(a.l).length || Array.from(b.r).length - Array.from(a.r).length || a.i - b.i)
+    .map((m) => [m.l, m.r]);
+  const special = [0, 1, 2].map((id) => ({ id, content: model.pieces[id]!.piece, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true }));
+  return {
+    version: '1.0',
+    added_tokens: special,
+    normalizer: legacy ? { type: 'Sequence', normalizers: [{ type: 'Prepend', prepend: '\u2581' }, { type: 'Replace', pattern: { String: ' ' }, content: '\u2581' }] } : null,
+    pre_tokenizer: legacy ? null : { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: false },
+    model: { type: 'BPE', dropout: null, unk_token: '<unk>', continuing_subword_prefix: null, end_of_word_suffix: null, fuse_unk: true, byte_fallback: true, ignore_merges: false, vocab, merges },
+  };
+}
+
+test('Llama-style tokenizer.json (legacy Prepend/Replace normalizer, and Metaspace prepend_scheme first) built from tokenizer.model [derived]', async () => {
+  const model = await readSentencePieceModel(modelPath);
+  const spm = new SentencePieceTokenizer(model);
+  const special = { bosTokenId: 1, eosTokenId: 2 };
+  const legacy = tokenizerFromHfJson(llamaTokenizerJson(model, true), 'legacy/tokenizer.json', special);
+  const metaspace = tokenizerFromHfJson(llamaTokenizerJson(model, false), 'metaspace/tokenizer.json', special);
+  assert.ok(legacy instanceof SentencePieceTokenizer && metaspace instanceof SentencePieceTokenizer);
+  const specialProbe = '<s> not a special token </s>';
+  for (const probe of oracle.probes) {
+    const label = JSON.stringify(probe.text.slice(0, 30));
+    if (probe.text === specialProbe) {
+      // HF matches added tokens in the text; the legacy Prepend normalizer runs on each segment between them,
+      // Metaspace "first" prepends only at offset 0.
+      assert.deepEqual(legacy.encode(probe.text), [1, ...spm.encode(' not a special token '), 2]);
+      assert.deepEqual(metaspace.encode(probe.text), [1, ...spm.encode('not a special token '), 2]);
+      continue;
+    }
+    assert.deepEqual(legacy.encode(probe.text), probe.sentencepiece, `legacy ${label}`);
+    // Metaspace does not prepend "▁" to text that already starts with one (a space or a literal "▁").
+    const startsWithSpace = probe.text.startsWith(' ') || probe.text.startsWith('\u2581');
+    const expected = !startsWithSpace ? probe.sentencepiece : probe.text.length > 1 ? spm.encode(probe.text.slice(1)) : [model.pieces.findIndex((p) => p.piece === '\u2581')];
+    assert.deepEqual(metaspace.encode(probe.text), expected, `metaspace ${label}`);
+  }
+  // Shapes not implemented are refused, naming the field.
+  const bad = llamaTokenizerJson(model, false);
+  assert.throws(() => tokenizerFromHfJson({ ...bad, pre_tokenizer: { type: 'Metaspace', replacement: '\u2581', prepend_scheme: 'first', split: true } }, 'x/tokenizer.json'), (e: unknown) => e instanceof UnsupportedError && /pre_tokenizer\.split/.test(e.message));
+  assert.throws(() => tokenizerFromHfJson({ ...bad, normalizer: { type: 'NFKC' } }, 'x/tokenizer.json'), (e: unknown) => e instanceof UnsupportedError && /'normalizer'/.test(e.message));
 });

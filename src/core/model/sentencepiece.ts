@@ -332,7 +332,23 @@ class PairQueue {
 export interface SentencePieceTokenizerOptions {
   bosTokenId?: number | null;
   eosTokenId?: number | null;
+  /**
+   * Hugging Face BPE merges (tokenizer.json) in rank order: when given, a pair merges only if it is one of
+   * these, lowest rank first (leftmost among equal ranks), instead of by the merged piece's score.
+   */
+  merges?: Array<[string, string]>;
+  /** Tokens matched literally in the text before normalization (tokenizer.json added_tokens). */
+  addedTokens?: Array<{ id: number; content: string }>;
+  /**
+   * Where "▁" is prepended: 'every-segment' (sentencepiece's dummy prefix, HF's Prepend normalizer: each
+   * text segment between added tokens), 'first-unless-space' (HF Metaspace prepend_scheme first: the
+   * segment at offset 0 only, and not when it already starts with "▁"), 'every-unless-space' (Metaspace
+   * always), 'none'. Default from the model.
+   */
+  spacePrefix?: SpacePrefix;
 }
+
+export type SpacePrefix = 'every-segment' | 'every-unless-space' | 'first-unless-space' | 'none';
 
 export class SentencePieceTokenizer implements Tokenizer {
   readonly source: string;
@@ -341,7 +357,11 @@ export class SentencePieceTokenizer implements Tokenizer {
   readonly eosTokenId: number | null;
   readonly unkTokenId: number;
   readonly addDummyPrefix: boolean;
+  readonly spacePrefix: SpacePrefix;
   readonly byteFallback: boolean;
+  /** Merge ranks keyed `left \u0001 right` (HF tokenizer.json), or null for sentencepiece's score order. */
+  private readonly mergeRank: Map<string, number> | null;
+  private readonly added: Array<{ id: number; content: string }>;
   private readonly pieces: SentencePiece[];
   /** Pieces that merges may produce (sentencepiece's pieces_: normal, user-defined, unused). */
   private readonly mergeable = new Map<string, number>();
@@ -354,11 +374,21 @@ export class SentencePieceTokenizer implements Tokenizer {
     this.pieces = model.pieces;
     this.vocabSize = model.pieces.length;
     this.addDummyPrefix = model.addDummyPrefix;
+    this.spacePrefix = options.spacePrefix ?? (model.addDummyPrefix ? 'every-segment' : 'none');
+    this.mergeRank = null;
+    if (options.merges !== undefined) {
+      const ranks = new Map<string, number>();
+      options.merges.forEach(([l, r], rank) => {
+        const key = `${l}\u0001${r}`;
+        if (!ranks.has(key)) ranks.set(key, rank);
+      });
+      this.mergeRank = ranks;
+    }
+    // Longest first, so that an added token that is a prefix of another does not win.
+    this.added = [...(options.addedTokens ?? [])].filter((a) => a.content.length > 0).sort((a, b) => b.content.length - a.content.length);
     this.byteFallback = model.byteFallback;
     this.unkTokenId = model.unkId;
-    if (model.unkId < 0 || model.pieces[model.unkId]?.type !== PIECE_TYPE.UNKNOWN) {
-      throw new FormatError(model.source, `unk_id ${model.unkId} does not name an UNKNOWN piece`);
-    }
+    if (model.unkId < 0 || model.unkId >= model.pieces.length) throw new FormatError(model.source, `unk_id ${model.unkId} is outside the ${model.pieces.length} pieces`);
     const orNull = (id: number): number | null => (id >= 0 ? id : null);
     this.bosTokenId = options.bosTokenId !== undefined ? options.bosTokenId : orNull(model.bosId);
     this.eosTokenId = options.eosTokenId !== undefined ? options.eosTokenId : orNull(model.eosId);
@@ -381,9 +411,32 @@ export class SentencePieceTokenizer implements Tokenizer {
 
   /** Token ids of `text` as sentencepiece's encode gives them (no BOS/EOS). */
   encode(text: string): number[] {
-    if (text.length === 0) return [];
-    // Identity normalizer: dummy prefix, then every ' ' becomes "▁".
-    const normalized = (this.addDummyPrefix ? SPACE_SYMBOL : '') + text.replaceAll(' ', SPACE_SYMBOL);
+    const ids: number[] = [];
+    let start = 0;
+    // Added tokens (tokenizer.json only) match literally anywhere; the text between them is encoded apart.
+    while (start < text.length) {
+      let best: { at: number; id: number; length: number } | null = null;
+      for (const a of this.added) {
+        const at = text.indexOf(a.content, start);
+        if (at >= 0 && (best === null || at < best.at)) best = { at, id: a.id, length: a.content.length };
+      }
+      const end = best === null ? text.length : best.at;
+      if (end > start) this.encodeSegment(text.slice(start, end), start === 0, ids);
+      if (best === null) break;
+      ids.push(best.id);
+      start = best.at + best.length;
+    }
+    return ids;
+  }
+
+  private encodeSegment(text: string, atStart: boolean, ids: number[]): void {
+    // Identity normalizer: every ' ' becomes "▁", then the dummy prefix.
+    const escaped = text.replaceAll(' ', SPACE_SYMBOL);
+    const prefix =
+      this.spacePrefix === 'every-segment' ||
+      (this.spacePrefix === 'every-unless-space' && !escaped.startsWith(SPACE_SYMBOL)) ||
+      (this.spacePrefix === 'first-unless-space' && atStart && !escaped.startsWith(SPACE_SYMBOL));
+    const normalized = (prefix ? SPACE_SYMBOL : '') + escaped;
     const symbols = this.splitCharacters(normalized);
     const queue = new PairQueue();
     /** Pieces of type UNUSED that merges produced: split back into their two halves at the end. */
@@ -398,6 +451,12 @@ export class SentencePieceTokenizer implements Tokenizer {
       const id = this.mergeable.get(piece);
       if (id === undefined) return;
       const p = this.pieces[id]!;
+      if (this.mergeRank !== null) {
+        // HF BPE: only listed merges, lowest rank first (a higher score pops first).
+        const rank = this.mergeRank.get(`${slice(l)}\u0001${slice(r)}`);
+        if (rank !== undefined) queue.push({ left, right, score: -rank, length: r.end - l.start });
+        return;
+      }
       queue.push({ left, right, score: p.score, length: r.end - l.start });
       if (p.type === PIECE_TYPE.UNUSED) reverseMerge.set(piece, [slice(l), slice(r)]);
     };
@@ -415,7 +474,6 @@ export class SentencePieceTokenizer implements Tokenizer {
       consider(l.prev, top.left);
       consider(top.left, l.next);
     }
-    const ids: number[] = [];
     const emit = (piece: string): void => {
       const id = this.mergeable.get(piece);
       if (id !== undefined && this.pieces[id]!.type !== PIECE_TYPE.UNUSED) {
@@ -435,7 +493,6 @@ export class SentencePieceTokenizer implements Tokenizer {
       for (const b of new TextEncoder().encode(piece)) ids.push(this.byteIds[b] ?? this.unkTokenId);
     };
     for (let i = 0; i >= 0 && i < symbols.length; i = symbols[i]!.next) emit(slice(symbols[i]!));
-    return ids;
   }
 
   /** Characters (code points), except that user-defined pieces are matched whole. */
@@ -487,12 +544,13 @@ export class SentencePieceTokenizer implements Tokenizer {
 export function sentencePieceTokenizerFromGguf(metadata: Record<string, MetadataValue>, file: string): SentencePieceTokenizer {
   const tokens = metadata['tokenizer.ggml.tokens'];
   if (!Array.isArray(tokens) || !tokens.every((t): t is string => typeof t === 'string')) throw new FormatError(file, "key 'tokenizer.ggml.tokens' must be an array of strings");
+  // llama.cpp reads scores and token types only when present (score 0, NORMAL otherwise).
   const scores = metadata['tokenizer.ggml.scores'];
-  if (!Array.isArray(scores) || scores.length !== tokens.length || !scores.every((s): s is number => typeof s === 'number')) {
+  if (scores !== undefined && (!Array.isArray(scores) || scores.length !== tokens.length || !scores.every((s): s is number => typeof s === 'number'))) {
     throw new FormatError(file, "key 'tokenizer.ggml.scores' must be an array of numbers, one per token");
   }
   const types = metadata['tokenizer.ggml.token_type'];
-  if (!Array.isArray(types) || types.length !== tokens.length || !types.every((t): t is number => typeof t === 'number')) {
+  if (types !== undefined && (!Array.isArray(types) || types.length !== tokens.length || !types.every((t): t is number => typeof t === 'number'))) {
     throw new FormatError(file, "key 'tokenizer.ggml.token_type' must be an array of integers, one per token");
   }
   const id = (key: string, fallback: number | null): number | null => {
@@ -504,9 +562,9 @@ export function sentencePieceTokenizerFromGguf(metadata: Record<string, Metadata
   const unk = id('tokenizer.ggml.unknown_token_id', 0) ?? 0;
   const addSpacePrefix = metadata['tokenizer.ggml.add_space_prefix'];
   const pieces = tokens.map((piece, i): SentencePiece => {
-    const type = types[i]!;
+    const type = types === undefined ? PIECE_TYPE.NORMAL : types[i]!;
     if (!Number.isInteger(type) || type < 1 || type > 6) throw new FormatError(file, `tokenizer.ggml.token_type[${i}] is ${type} (1..6 expected)`);
-    return { piece, score: scores[i]!, type };
+    return { piece, score: scores === undefined ? 0 : scores[i]!, type };
   });
   // llama.cpp defaults for the SPM vocabulary: unk 0, bos 1, eos 2, add_space_prefix true.
   const model: SentencePieceModel = {
@@ -526,4 +584,108 @@ export function sentencePieceTokenizerFromGguf(metadata: Record<string, Metadata
     padId: -1,
   };
   return new SentencePieceTokenizer(model, { bosTokenId: id('tokenizer.ggml.bos_token_id', 1), eosTokenId: id('tokenizer.ggml.eos_token_id', 2) });
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Whether a tokenizer.json is a SentencePiece-style (Llama) BPE: Metaspace pre-tokenizer or Prepend/Replace "▁" normalizer. */
+export function isSentencePieceStyleHfJson(raw: Record<string, unknown>): boolean {
+  const pre = raw.pre_tokenizer;
+  if (isRecord(pre) && pre.type === 'Metaspace') return true;
+  const normalizer = raw.normalizer;
+  const parts = isRecord(normalizer) ? (normalizer.type === 'Sequence' && Array.isArray(normalizer.normalizers) ? (normalizer.normalizers as unknown[]) : [normalizer]) : [];
+  return parts.some((n) => isRecord(n) && (n.type === 'Prepend' || (n.type === 'Replace' && n.content === SPACE_SYMBOL)));
+}
+
+/**
+ * A Llama-style tokenizer.json (model BPE with merges, usually byte_fallback; spaces to "▁" by a Replace
+ * normalizer or the Metaspace pre-tokenizer; "▁" prefix by a Prepend normalizer or Metaspace's
+ * prepend_scheme) as the SentencePiece encoder with HF's merge-rank order. Refuses other shapes naming the field.
+ */
+export function sentencePieceTokenizerFromHfJson(raw: Record<string, unknown>, file: string, special?: { bosTokenId: number | null; eosTokenId: number | null }): SentencePieceTokenizer {
+  const model = raw.model;
+  if (!isRecord(model) || model.type !== 'BPE') throw new UnsupportedError(`${file}: field 'model.type' is ${JSON.stringify(isRecord(model) ? model.type : undefined)}; only BPE is supported`);
+  if (model.ignore_merges === true) throw new UnsupportedError(`${file}: field 'model.ignore_merges' is true; not supported for SentencePiece-style BPE`);
+  if (model.dropout !== null && model.dropout !== undefined) throw new UnsupportedError(`${file}: field 'model.dropout' is set; BPE dropout is not supported`);
+  for (const f of ['continuing_subword_prefix', 'end_of_word_suffix'] as const) {
+    if (model[f] !== null && model[f] !== undefined && model[f] !== '') throw new UnsupportedError(`${file}: field 'model.${f}' is not supported`);
+  }
+  // Normalizer: null, or Prepend("▁") and/or Replace(" " -> "▁"), alone or in a Sequence.
+  let prepend = false;
+  let replacesSpaces = false;
+  const normalizer = raw.normalizer;
+  if (normalizer !== null && normalizer !== undefined) {
+    const parts = isRecord(normalizer) && normalizer.type === 'Sequence' && Array.isArray(normalizer.normalizers) ? (normalizer.normalizers as unknown[]) : [normalizer];
+    for (const n of parts) {
+      if (isRecord(n) && n.type === 'Prepend' && n.prepend === SPACE_SYMBOL) prepend = true;
+      else if (isRecord(n) && n.type === 'Replace' && isRecord(n.pattern) && n.pattern.String === ' ' && n.content === SPACE_SYMBOL) replacesSpaces = true;
+      else throw new UnsupportedError(`${file}: field 'normalizer' has a ${JSON.stringify(isRecord(n) ? n.type : n)} step; SentencePiece-style tokenizers support only Prepend("▁") and Replace(" ", "▁")`);
+    }
+  }
+  let spacePrefix: SpacePrefix = prepend ? 'every-segment' : 'none';
+  const pre = raw.pre_tokenizer;
+  if (pre !== null && pre !== undefined) {
+    if (!isRecord(pre) || pre.type !== 'Metaspace') throw new UnsupportedError(`${file}: field 'pre_tokenizer' of type ${JSON.stringify(isRecord(pre) ? pre.type : pre)} is not supported with a SentencePiece-style BPE (Metaspace or none)`);
+    if (pre.replacement !== undefined && pre.replacement !== SPACE_SYMBOL) throw new UnsupportedError(`${file}: field 'pre_tokenizer.replacement' is ${JSON.stringify(pre.replacement)}; only "▁" is supported`);
+    if (pre.split === true) throw new UnsupportedError(`${file}: field 'pre_tokenizer.split' is true; only Metaspace without splitting (as Llama's converter writes it) is supported`);
+    replacesSpaces = true;
+    const scheme = pre.prepend_scheme ?? (pre.add_prefix_space === false ? 'never' : 'always');
+    if (scheme === 'first') spacePrefix = prepend ? 'every-segment' : 'first-unless-space';
+    else if (scheme === 'always') spacePrefix = prepend ? 'every-segment' : 'every-unless-space';
+    else if (scheme !== 'never') throw new UnsupportedError(`${file}: field 'pre_tokenizer.prepend_scheme' is ${JSON.stringify(scheme)}; supported: first, always, never`);
+  }
+  if (!replacesSpaces) throw new UnsupportedError(`${file}: neither the normalizer nor the pre-tokenizer turns spaces into "▁"; not a SentencePiece-style tokenizer this version supports`);
+  if (!isRecord(model.vocab)) throw new FormatError(file, "field 'model.vocab' must be an object");
+  const byteFallback = model.byte_fallback === true;
+  const pieces: SentencePiece[] = [];
+  for (const [piece, id] of Object.entries(model.vocab)) {
+    if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new FormatError(file, `vocab entry ${JSON.stringify(piece)} has id ${JSON.stringify(id)}`);
+    const type = byteFallback && /^<0x[0-9A-F]{2}>$/.test(piece) ? PIECE_TYPE.BYTE : PIECE_TYPE.NORMAL;
+    pieces[id] = { piece, score: 0, type };
+  }
+  const addedTokens: Array<{ id: number; content: string }> = [];
+  if (Array.isArray(raw.added_tokens)) {
+    for (const a of raw.added_tokens as unknown[]) {
+      if (!isRecord(a) || typeof a.id !== 'number' || !Number.isSafeInteger(a.id) || a.id < 0 || typeof a.content !== 'string') throw new FormatError(file, "an entry of 'added_tokens' is not {id, content}");
+      addedTokens.push({ id: a.id, content: a.content });
+      pieces[a.id] = { piece: a.content, score: 0, type: a.special === true ? PIECE_TYPE.CONTROL : PIECE_TYPE.USER_DEFINED };
+    }
+  }
+  for (let i = 0; i < pieces.length; i++) if (pieces[i] === undefined) throw new FormatError(file, `no vocab entry or added token has id ${i}`);
+  let unkId = 0;
+  if (typeof model.unk_token === 'string') {
+    const id = pieces.findIndex((p) => p.piece === model.unk_token);
+    if (id < 0) throw new FormatError(file, `model.unk_token ${JSON.stringify(model.unk_token)} is not in the vocabulary`);
+    pieces[id] = { ...pieces[id]!, type: PIECE_TYPE.UNKNOWN };
+    unkId = id;
+  }
+  if (!Array.isArray(model.merges)) throw new FormatError(file, "field 'model.merges' must be an array");
+  const merges = (model.merges as unknown[]).map((m, i): [string, string] => {
+    if (typeof m === 'string') {
+      const at = m.indexOf(' ', 1);
+      if (at < 0) throw new FormatError(file, `merge ${i} ${JSON.stringify(m)} has no separator`);
+      return [m.slice(0, at), m.slice(at + 1)];
+    }
+    if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return [m[0], m[1]];
+    throw new FormatError(file, `merge ${i} is neither "a b" nor ["a", "b"]`);
+  });
+  const spm: SentencePieceModel = {
+    source: file,
+    pieces,
+    modelType: MODEL_TYPE_BPE,
+    byteFallback,
+    addDummyPrefix: spacePrefix !== 'none',
+    removeExtraWhitespaces: false,
+    escapeWhitespaces: true,
+    treatWhitespaceAsSuffix: false,
+    normalizerName: 'identity',
+    charsmapBytes: 0,
+    unkId,
+    bosId: -1,
+    eosId: -1,
+    padId: -1,
+  };
+  return new SentencePieceTokenizer(spm, { bosTokenId: special?.bosTokenId ?? null, eosTokenId: special?.eosTokenId ?? null, merges, addedTokens, spacePrefix });
 }

@@ -10,7 +10,7 @@
  */
 import { FormatError, UnsupportedError } from '../errors';
 import type { MetadataValue } from '../formats/checkpoint';
-import { sentencePieceTokenizerFromGguf } from './sentencepiece';
+import { isSentencePieceStyleHfJson, sentencePieceTokenizerFromGguf, sentencePieceTokenizerFromHfJson } from './sentencepiece';
 
 /** What the model code needs from a tokenizer (byte-level BPE here, SentencePiece in sentencepiece.ts). */
 export interface Tokenizer {
@@ -239,6 +239,7 @@ function patternFromHfPreTokenizer(pre: unknown, file: string): string {
 /** Builds a tokenizer from a parsed tokenizer.json (still unknown) and its config's special tokens. */
 export function tokenizerFromHfJson(raw: unknown, file: string, special?: { bosTokenId: number | null; eosTokenId: number | null }): Tokenizer {
   if (!isRecord(raw)) throw new FormatError(file, 'tokenizer.json is not a JSON object');
+  if (isSentencePieceStyleHfJson(raw)) return sentencePieceTokenizerFromHfJson(raw, file, special);
   const model = raw.model;
   if (!isRecord(model) || model.type !== 'BPE') throw new UnsupportedError(`${file}: field 'model.type' is ${JSON.stringify(isRecord(model) ? model.type : undefined)}; only BPE is supported`);
   if (raw.normalizer !== null && raw.normalizer !== undefined) throw new UnsupportedError(`${file}: field 'normalizer' is set; byte-level BPE without a normalizer is supported (SentencePiece-style tokenizers are not yet)`);
