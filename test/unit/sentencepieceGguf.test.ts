@@ -66,6 +66,9 @@ test("llama.cpp's tokenizer on our GGUF export (F32 and Q8_0) gives sentencepiec
           assert.deepEqual(llamaIds, probe.sentencepiece, `llama.cpp ${label}`);
           assert.deepEqual(ours.tokenizer.encode(probe.text), probe.sentencepiece, `ours ${label}`);
         }
+        // All of eval.txt (the oracle holds its first 4,000 characters): llama.cpp's ids = ours.
+        const whole = ours.tokenizer.encode(evalText);
+        assert.deepEqual(Array.from(theirs.tokenize(evalText, false), Number), whole, `${target}: eval.txt (${whole.length} tokens)`);
         // With special tokens parsed, llama.cpp reads "<s>" and "</s>" in the text as the control tokens;
         // our encode never does (it tokenizes text as sentencepiece does).
         const special = Array.from(theirs.tokenize('<s> not a special token </s>', true), Number);
