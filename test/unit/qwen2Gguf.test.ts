@@ -164,6 +164,10 @@ test('qwen2 export: metadata and tensors as convert_hf_to_gguf Qwen2Model writes
   assert.equal(str('qwen2.rope.freq_base'), 1e6);
   assert.equal(Math.fround(1e-6), str('qwen2.attention.layer_norm_rms_epsilon'));
   assert.equal(str('tokenizer.ggml.model'), 'gpt2');
+  // No tokenizer_config.json in qwen2-tiny: SpecialVocab takes bos / eos from config.json's *_token_id.
+  assert.equal(str('tokenizer.ggml.bos_token_id'), 0);
+  assert.equal(str('tokenizer.ggml.eos_token_id'), 1);
+  assert.equal(header.kv.has('tokenizer.ggml.padding_token_id'), false, 'pad_token_id is null');
   for (const k of header.kv.keys()) assert.ok(!k.startsWith('llama.'), `llama key ${k} in a qwen2 file`);
   assert.equal(header.kv.has('qwen2.vocab_size'), false, 'Qwen2Model writes no vocab_size');
   const names = header.tensors.map((x) => x.name);

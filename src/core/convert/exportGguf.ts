@@ -159,7 +159,7 @@ async function tokenizerKvsFromFolder(folder: string, config: Record<string, unk
   if (tokenizerJson === null) {
     throw new UnsupportedError(`${folder}: no tokenizer.model or tokenizer.json; GGUF export needs the tokenizer`);
   }
-  return gpt2TokenizerKvs(tokenizerJson, tokenizerConfig, hp, tokenizerPath);
+  return gpt2TokenizerKvs(tokenizerJson, tokenizerConfig, hp, tokenizerPath, config);
 }
 
 async function fileExists(path: string): Promise<boolean> {

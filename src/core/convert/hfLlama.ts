@@ -266,9 +266,10 @@ export interface GgufTokenizer {
  * tokenizer.json (already parsed, unknown-typed) -> the tokenizer.ggml.* KVs that convert_hf_to_gguf
  * writes for a byte-level BPE (`_set_vocab_gpt2`): tokens by id (missing ids become [PAD<id>]), token types
  * (added special tokens CONTROL, other added tokens USER_DEFINED, the rest NORMAL), merges "a b",
- * pre-tokenizer name, bos / eos / unk / pad ids from tokenizer_config.json names.
+ * pre-tokenizer name, bos / eos / unk / pad ids from tokenizer_config.json names, then config.json's
+ * <kind>_token_id for the kinds still unset (`modelConfig`).
  */
-export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknown, hp: LlamaHparams, file: string): GgufTokenizer {
+export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknown, hp: LlamaHparams, file: string, modelConfig: unknown = null): GgufTokenizer {
   if (!isObject(tokenizerJson) || !isObject(tokenizerJson.model)) throw new FormatError(file, 'tokenizer.json has no "model" object');
   const model = tokenizerJson.model;
   if (model.type !== 'BPE') throw new UnsupportedError(`${file}: tokenizer model ${String(model.type)} is not supported for GGUF export (byte-level BPE only; SentencePiece models are not yet)`);
@@ -337,6 +338,7 @@ export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknow
     if (isObject(v) && typeof v.content === 'string') return v.content;
     return undefined;
   };
+  const written = new Set<string>();
   for (const [key, ggufKey] of [
     ['bos_token', 'tokenizer.ggml.bos_token_id'],
     ['eos_token', 'tokenizer.ggml.eos_token_id'],
@@ -346,7 +348,20 @@ export function gpt2TokenizerKvs(tokenizerJson: unknown, tokenizerConfig: unknow
   ] as const) {
     const tokenName = specialName(key);
     const id = tokenName === undefined ? undefined : idOf.get(tokenName);
-    if (id !== undefined) kv.push([ggufKey, gguf.u32(id)]);
+    if (id !== undefined) {
+      kv.push([ggufKey, gguf.u32(id)]);
+      written.add(ggufKey);
+    }
+  }
+  // SpecialVocab then fills the kinds still unset from config.json's <kind>_token_id (no vocabulary bound for
+  // _set_vocab_gpt2): a folder without tokenizer_config.json still gets bos / eos.
+  if (isObject(modelConfig)) {
+    for (const [kind, ggufKey] of SPECIAL_TOKEN_KEYS) {
+      const id = modelConfig[`${kind}_token_id`];
+      if (ggufKey === null || written.has(ggufKey) || typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) continue;
+      kv.push([ggufKey, gguf.u32(id)]);
+      written.add(ggufKey);
+    }
   }
   for (const [key, ggufKey] of [
     ['add_bos_token', 'tokenizer.ggml.add_bos_token'],
