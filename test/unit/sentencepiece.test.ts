@@ -152,6 +152,30 @@ test('a hand-built model: pad_id -1 as a 10-byte varint, merges by score, unknow
   assert.deepEqual(tokenizer.encode('ac'), [3, 0]);
 });
 
+test('a hand-built model: user-defined pieces are matched whole and never merged; an UNUSED merge result is split back (bpe_model.cc rev_merge)', () => {
+  const pieces = [
+    ...piece('<unk>', 2),
+    ...piece('<s>', 3),
+    ...piece('</s>', 3),
+    ...piece('a', 1, -1),
+    ...piece('b', 1, -2),
+    ...piece('ab', 5, -0.1),
+    ...piece('abb', 1, -0.2),
+    ...piece('<x>', 4),
+    ...piece('<', 1, -3),
+    ...piece('x', 1, -4),
+    ...piece('<x', 1, -0.3),
+  ];
+  const model = parseSentencePieceModel(new Uint8Array([...pieces, ...field(2, 2, BPE_TRAINER), ...field(3, 2, [...IDENTITY, ...field(3, 0, [0])])]), 'hand.model');
+  const tokenizer = new SentencePieceTokenizer(model);
+  // "ab" (UNUSED, best score) merges first; "abb" then merges on top of it; a lone "ab" is split into a, b.
+  assert.deepEqual(tokenizer.encode('abb'), [6]);
+  assert.deepEqual(tokenizer.encode('ab'), [3, 4]);
+  // "<x>" is user-defined: one symbol, so "<x" (a better-scored piece) cannot form across it.
+  assert.deepEqual(tokenizer.encode('a<x>b'), [3, 7, 4]);
+  assert.deepEqual(tokenizer.encode('<xa'), [10, 3]);
+});
+
 test('bad tokenizer.model bytes are a FormatError naming the file', async () => {
   const good = readFileSync(modelPath);
   const cases: Array<[string, Uint8Array]> = [
