@@ -1189,6 +1189,24 @@ const S_MAX: usize = 32;
 const S_HALF: usize = 40;
 const S_ZEROS: usize = 48;
 
+// Fine-bin counts of the current call in u32, four interleaved copies (value k counts in copy k & 3) so
+// that neighbouring values landing in the same bin do not wait on each other's store; folded into the
+// f64 counts (exact integers) before the range grows and at the end of the call.
+const HIST_PTR: usize = memory.data(4 * 1024 * 4, 16);
+const BAND_END_PTR: usize = memory.data(64 * 4, 16);
+
+function foldHistogram(fine: usize): void {
+  for (let i = 0; i < FINE_BINS; i++) {
+    const h = HIST_PTR + (<usize>i << 2);
+    const total = load<u32>(h) + load<u32>(h + 4096) + load<u32>(h + 8192) + load<u32>(h + 12288);
+    if (total != 0) {
+      const at = fine + (<usize>i << 3);
+      store<f64>(at, load<f64>(at) + <f64>total);
+    }
+  }
+  memory.fill(HIST_PTR, 0, 4 * 1024 * 4);
+}
+
 /** ErrorHistogramAccumulator.grow: widens the half range at `state` until it holds a (> 0). */
 function growHistogram(fine: usize, state: usize, a: f64): void {
   let halfRange = load<f64>(state + S_HALF);
@@ -1228,9 +1246,12 @@ export function accumulateError(
   let maxAbs = load<f64>(state + S_MAX);
   let halfRange = load<f64>(state + S_HALF);
   let scale: f64 = halfRange > 0 ? <f64>FINE_PER_SIDE / halfRange : 0;
-  let zeros: f64 = 0;
-  const centre = fine + (<usize>FINE_PER_SIDE << 3);
+  let zeros: i32 = 0;
+  let maxPair = f64x2.splat(0);
   let bad: i32 = -1;
+  memory.fill(HIST_PTR, 0, 4 * 1024 * 4);
+  // End column of each band (colBandOf is non-decreasing: band b is one run of columns).
+  for (let c = 0; c < cols; c++) store<i32>(BAND_END_PTR + (<usize>load<u8>(colBandOf + c) << 2), c + 1);
   for (let r = 0; r < blockRows && bad < 0; r++) {
     const cellBase = <i32>Math.floor(((firstRow + <f64>r) * rowBands) / rows) * colBands;
     const rowX = x + ((<usize>r * <usize>cols) << 2);
@@ -1238,11 +1259,110 @@ export function accumulateError(
     let c = 0;
     while (c < cols) {
       const band = <i32>load<u8>(colBandOf + c);
-      let end = c + 1;
-      while (end < cols && <i32>load<u8>(colBandOf + end) == band) end++;
+      const end = load<i32>(BAND_END_PTR + (<usize>band << 2));
       const cellAt = cellError + (<usize>(cellBase + band) << 3);
       let cell = load<f64>(cellAt);
-      for (let k = c; k < end; k++) {
+      let k = c;
+      while (k < end) {
+        if (k + 3 < end) {
+          // Four values per step in two f64x2 pairs (each lane the scalar f64 operation), the sums then
+          // taken from the lanes in element order; the steps below take values that are not finite or grow R.
+          const xa = f64x2.promote_low_f32x4(v128.load64_zero(rowX + (<usize>k << 2)));
+          const ya = f64x2.promote_low_f32x4(v128.load64_zero(rowY + (<usize>k << 2)));
+          const xb = f64x2.promote_low_f32x4(v128.load64_zero(rowX + (<usize>k << 2) + 8));
+          const yb = f64x2.promote_low_f32x4(v128.load64_zero(rowY + (<usize>k << 2) + 8));
+          const da = f64x2.sub(xa, ya);
+          const db = f64x2.sub(xb, yb);
+          const aa = f64x2.abs(da);
+          const ab = f64x2.abs(db);
+          const zero = f64x2.splat(0);
+          const finite = v128.all_true<i64>(v128.and(f64x2.eq(f64x2.sub(da, da), zero), f64x2.eq(f64x2.sub(db, db), zero)));
+          const range = f64x2.splat(halfRange);
+          if (finite && !v128.any_true(v128.or(f64x2.gt(aa, range), f64x2.gt(ab, range)))) {
+            const d2a = f64x2.mul(da, da);
+            const d2b = f64x2.mul(db, db);
+            const xxa = f64x2.mul(xa, xa);
+            const xxb = f64x2.mul(xb, xb);
+            const yya = f64x2.mul(ya, ya);
+            const yyb = f64x2.mul(yb, yb);
+            const xya = f64x2.mul(xa, ya);
+            const xyb = f64x2.mul(xb, yb);
+            sse += f64x2.extract_lane(d2a, 0);
+            sse += f64x2.extract_lane(d2a, 1);
+            sse += f64x2.extract_lane(d2b, 0);
+            sse += f64x2.extract_lane(d2b, 1);
+            ssx += f64x2.extract_lane(xxa, 0);
+            ssx += f64x2.extract_lane(xxa, 1);
+            ssx += f64x2.extract_lane(xxb, 0);
+            ssx += f64x2.extract_lane(xxb, 1);
+            ssy += f64x2.extract_lane(yya, 0);
+            ssy += f64x2.extract_lane(yya, 1);
+            ssy += f64x2.extract_lane(yyb, 0);
+            ssy += f64x2.extract_lane(yyb, 1);
+            sxy += f64x2.extract_lane(xya, 0);
+            sxy += f64x2.extract_lane(xya, 1);
+            sxy += f64x2.extract_lane(xyb, 0);
+            sxy += f64x2.extract_lane(xyb, 1);
+            cell += f64x2.extract_lane(d2a, 0);
+            cell += f64x2.extract_lane(d2a, 1);
+            cell += f64x2.extract_lane(d2b, 0);
+            cell += f64x2.extract_lane(d2b, 1);
+            // max of finite non-negative values: any order gives the same value
+            maxPair = f64x2.max(maxPair, f64x2.max(aa, ab));
+            zeros += <i32>popcnt<i32>(i64x2.bitmask(f64x2.eq(da, zero)) | (i64x2.bitmask(f64x2.eq(db, zero)) << 2));
+            const f = f64x2.splat(<f64>FINE_PER_SIDE);
+            const sc = f64x2.splat(scale);
+            const ia = i32x4.trunc_sat_f64x2_s_zero(f64x2.sub(f, f64x2.mul(da, sc)));
+            const ib = i32x4.trunc_sat_f64x2_s_zero(f64x2.sub(f, f64x2.mul(db, sc)));
+            // lanes 0, 1 of ia then of ib; the four values go to the four interleaved copies
+            const index = i32x4.min_s(i8x16.shuffle(ia, ib, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), i32x4.splat(FINE_BINS - 1));
+            const at0 = HIST_PTR + (<usize>i32x4.extract_lane(index, 0) << 2);
+            store<u32>(at0, load<u32>(at0) + 1);
+            const at1 = HIST_PTR + 4096 + (<usize>i32x4.extract_lane(index, 1) << 2);
+            store<u32>(at1, load<u32>(at1) + 1);
+            const at2 = HIST_PTR + 8192 + (<usize>i32x4.extract_lane(index, 2) << 2);
+            store<u32>(at2, load<u32>(at2) + 1);
+            const at3 = HIST_PTR + 12288 + (<usize>i32x4.extract_lane(index, 3) << 2);
+            store<u32>(at3, load<u32>(at3) + 1);
+            k += 4;
+            continue;
+          }
+        }
+        if (k + 1 < end) {
+          // Two values per step in f64x2 lanes (each lane the scalar f64 operation), then the sums in
+          // element order from the lanes; the scalar step below takes pairs that are not finite or grow R.
+          const xv2 = f64x2.promote_low_f32x4(v128.load64_zero(rowX + (<usize>k << 2)));
+          const yv2 = f64x2.promote_low_f32x4(v128.load64_zero(rowY + (<usize>k << 2)));
+          const d = f64x2.sub(xv2, yv2);
+          const a = f64x2.abs(d);
+          const finite = v128.all_true<i64>(f64x2.eq(f64x2.sub(d, d), f64x2.splat(0)));
+          if (finite && !v128.any_true(f64x2.gt(a, f64x2.splat(halfRange)))) {
+            const d2 = f64x2.mul(d, d);
+            const xx = f64x2.mul(xv2, xv2);
+            const yy = f64x2.mul(yv2, yv2);
+            const xy = f64x2.mul(xv2, yv2);
+            sse += f64x2.extract_lane(d2, 0);
+            sse += f64x2.extract_lane(d2, 1);
+            ssx += f64x2.extract_lane(xx, 0);
+            ssx += f64x2.extract_lane(xx, 1);
+            ssy += f64x2.extract_lane(yy, 0);
+            ssy += f64x2.extract_lane(yy, 1);
+            sxy += f64x2.extract_lane(xy, 0);
+            sxy += f64x2.extract_lane(xy, 1);
+            cell += f64x2.extract_lane(d2, 0);
+            cell += f64x2.extract_lane(d2, 1);
+            // max of finite non-negative values: any order gives the same value
+            maxPair = f64x2.max(maxPair, a);
+            zeros += <i32>popcnt<i32>(i64x2.bitmask(f64x2.eq(d, f64x2.splat(0))));
+            const index = i32x4.min_s(i32x4.trunc_sat_f64x2_s_zero(f64x2.sub(f64x2.splat(<f64>FINE_PER_SIDE), f64x2.mul(d, f64x2.splat(scale)))), i32x4.splat(FINE_BINS - 1));
+            const at0 = HIST_PTR + (<usize>(k & 3) << 12) + (<usize>i32x4.extract_lane(index, 0) << 2);
+            store<u32>(at0, load<u32>(at0) + 1);
+            const at1 = HIST_PTR + (<usize>((k + 1) & 3) << 12) + (<usize>i32x4.extract_lane(index, 1) << 2);
+            store<u32>(at1, load<u32>(at1) + 1);
+            k += 2;
+            continue;
+          }
+        }
         const xv = <f64>load<f32>(rowX + (<usize>k << 2));
         const yv = <f64>load<f32>(rowY + (<usize>k << 2));
         const d = xv - yv;
@@ -1256,23 +1376,22 @@ export function accumulateError(
         ssy += yv * yv;
         sxy += xv * yv;
         const a = Math.abs(d);
-        if (a > maxAbs) maxAbs = a;
+        maxAbs = a > maxAbs ? a : maxAbs;
         cell += d2;
-        if (d == 0) {
-          zeros += 1;
-          store<f64>(centre, load<f64>(centre) + 1);
-        } else {
-          if (a > halfRange) {
-            growHistogram(fine, state, a);
-            halfRange = load<f64>(state + S_HALF);
-            scale = <f64>FINE_PER_SIDE / halfRange;
-          }
-          // 0 <= F - d F / R <= 2F: truncation is the floor.
-          let index = <i32>(<f64>FINE_PER_SIDE - d * scale);
-          if (index > FINE_BINS - 1) index = FINE_BINS - 1;
-          const at = fine + (<usize>index << 3);
-          store<f64>(at, load<f64>(at) + 1);
+        zeros += <i32>(d == 0);
+        if (a > halfRange) {
+          foldHistogram(fine);
+          growHistogram(fine, state, a);
+          halfRange = load<f64>(state + S_HALF);
+          scale = <f64>FINE_PER_SIDE / halfRange;
         }
+        // e = y - x = -d goes to fine bin floor(F - d F / R); 0 <= F - d F / R <= 2F, so truncation is the
+        // floor, and d = 0 lands in bin F (the centre) whatever R is. e = R is clamped into the last bin.
+        let index = <i32>(<f64>FINE_PER_SIDE - d * scale);
+        index = index > FINE_BINS - 1 ? FINE_BINS - 1 : index;
+        const at = HIST_PTR + (<usize>(k & 3) << 12) + (<usize>index << 2);
+        store<u32>(at, load<u32>(at) + 1);
+        k += 1;
       }
       store<f64>(cellAt, cell);
       const countAt = cellCount + (<usize>(cellBase + band) << 3);
@@ -1281,11 +1400,13 @@ export function accumulateError(
       c = end;
     }
   }
+  foldHistogram(fine);
+  maxAbs = max<f64>(maxAbs, max<f64>(f64x2.extract_lane(maxPair, 0), f64x2.extract_lane(maxPair, 1)));
   store<f64>(state + S_SSE, sse);
   store<f64>(state + S_SSX, ssx);
   store<f64>(state + S_SSY, ssy);
   store<f64>(state + S_SXY, sxy);
   store<f64>(state + S_MAX, maxAbs);
-  store<f64>(state + S_ZEROS, load<f64>(state + S_ZEROS) + zeros);
+  store<f64>(state + S_ZEROS, load<f64>(state + S_ZEROS) + <f64>zeros);
   return bad;
 }
