@@ -67,8 +67,8 @@ test('unsupported tokenizers are refused, naming the field', async () => {
   assert.throws(() => tokenizerFromHfJson({ ...tokenizerJson, model: { ...model, byte_fallback: true } }, 'x/tokenizer.json'), (e: unknown) => e instanceof UnsupportedError && /byte_fallback/.test(e.message));
   const ck = await openCheckpoint(microLlamaF32Gguf);
   try {
-    assert.throws(() => tokenizerFromGgufMetadata({ ...ck.metadata, 'tokenizer.ggml.pre': 'qwen2' }, ck.path), (e: unknown) => e instanceof UnsupportedError && /tokenizer\.ggml\.pre/.test(e.message));
-    assert.throws(() => tokenizerFromGgufMetadata({ ...ck.metadata, 'tokenizer.ggml.model': 'llama' }, ck.path), (e: unknown) => e instanceof UnsupportedError && /tokenizer\.ggml\.model/.test(e.message));
+    assert.throws(() => tokenizerFromGgufMetadata({ ...ck.metadata, 'tokenizer.ggml.pre': 'deepseek-llm' }, ck.path), (e: unknown) => e instanceof UnsupportedError && /tokenizer\.ggml\.pre/.test(e.message));
+    assert.throws(() => tokenizerFromGgufMetadata({ ...ck.metadata, 'tokenizer.ggml.model': 't5' }, ck.path), (e: unknown) => e instanceof UnsupportedError && /tokenizer\.ggml\.model/.test(e.message));
   } finally {
     await ck.close();
   }

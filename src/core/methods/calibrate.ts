@@ -13,7 +13,7 @@
  */
 import { CancelledError, InvalidArgumentError } from '../errors';
 import type { LlamaModel, LayerWeights, LinearRole } from '../model/forward';
-import { linearModuleName } from '../model/forward';
+import { addQkvBiases, linearModuleName } from '../model/forward';
 import { addInPlace, applyRope, rmsNorm, ropeTables, swiglu } from '../model/kernels';
 import { attentionByMatmul, attentionScratch, matmul } from '../model/wasmMatmul';
 import type { LlamaConfig } from '../model/llamaConfig';
@@ -151,6 +151,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
       matmul(normed, L.q, q, rows, H, qWidth);
       matmul(normed, L.k, k, rows, H, kvWidth);
       matmul(normed, L.v, v, rows, H, kvWidth);
+      addQkvBiases(weights, q, k, v, rows);
       applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
       applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
       const context = contexts.subarray(w * rows * qWidth, (w + 1) * rows * qWidth);

@@ -4,13 +4,14 @@
  * checkpoint's own weights). `seconds` is the calibration + quantization time of a row (not its evaluation).
  */
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { CancelledError, FormatError, InvalidArgumentError, IoError } from '../errors';
+import { CancelledError, InvalidArgumentError, IoError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
 import type { LlamaModel } from '../model/forward';
+import { loadFolderTokenizer } from '../model/loadModel';
 import { makeWindows, perplexity } from '../model/perplexity';
-import { tokenizerFromGgufMetadata, tokenizerFromHfJson, type BpeTokenizer } from '../model/tokenizer';
+import { tokenizerFromGgufMetadata, type BpeTokenizer } from '../model/tokenizer';
 import { evaluationOptions, methodBytes, quantizeWithMethod, type MethodName, type MethodSettings } from './quantizeWithMethod';
 
 export interface CompareRow {
@@ -55,22 +56,11 @@ export async function loadTokenizer(checkpoint: Checkpoint): Promise<BpeTokenize
   } catch (e) {
     throw new IoError(`${checkpoint.path}: cannot stat`, e);
   }
-  const file = join(folder, 'tokenizer.json');
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new IoError(`${file}: cannot read the tokenizer (needed to tokenize the calibration and evaluation text)`, e);
-  }
-  let raw: unknown;
-  try {
-    raw = JSON.parse(text);
-  } catch {
-    throw new FormatError(file, 'not valid JSON');
-  }
   const cfg = checkpoint.config;
   const id = (v: unknown): number | null => (typeof v === 'number' && Number.isInteger(v) ? v : null);
-  return tokenizerFromHfJson(raw, file, { bosTokenId: id(cfg?.bos_token_id), eosTokenId: id(cfg?.eos_token_id) });
+  const tokenizer = await loadFolderTokenizer(folder, { bosTokenId: id(cfg?.bos_token_id), eosTokenId: id(cfg?.eos_token_id) });
+  if (tokenizer === null) throw new IoError(`${folder}: no tokenizer.model or tokenizer.json (needed to tokenize the calibration and evaluation text)`);
+  return tokenizer;
 }
 
 export async function readTextFile(path: string, what: string): Promise<string> {

@@ -33,6 +33,9 @@ const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\
 const LLAMA3_PATTERN =
   "'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD]|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 const LLAMA3_HF_REGEX = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+/** Qwen2's pattern (llama.cpp pre `qwen2`): LLaMA-3's with single digits. */
+const QWEN2_PATTERN = LLAMA3_PATTERN.replace('\\p{N}{1,3}', '\\p{N}');
+const QWEN2_HF_REGEX = LLAMA3_HF_REGEX.replace('\\p{N}{1,3}', '\\p{N}');
 
 /** GGUF `tokenizer.ggml.pre` values whose split pattern we implement. */
 const GGUF_PRE_PATTERNS: Record<string, string> = {
@@ -40,6 +43,7 @@ const GGUF_PRE_PATTERNS: Record<string, string> = {
   default: GPT2_PATTERN,
   'llama3': LLAMA3_PATTERN,
   'llama-bpe': LLAMA3_PATTERN,
+  qwen2: QWEN2_PATTERN,
 };
 
 /** GPT-2's reversible byte -> printable character table. */
@@ -230,7 +234,7 @@ function patternFromHfPreTokenizer(pre: unknown, file: string): string {
     if (parts.length === 2 && isRecord(split) && isRecord(byteLevel) && byteLevel.use_regex === false && isRecord(split.pattern) && typeof split.pattern.Regex === 'string') {
       const regex = split.pattern.Regex;
       if (split.behavior !== 'Isolated') throw new UnsupportedError(`${file}: pre_tokenizer Split behavior '${String(split.behavior)}' is not supported`);
-      return regex === LLAMA3_HF_REGEX ? LLAMA3_PATTERN : regex;
+      return regex === LLAMA3_HF_REGEX ? LLAMA3_PATTERN : regex === QWEN2_HF_REGEX ? QWEN2_PATTERN : regex;
     }
   }
   throw new UnsupportedError(`${file}: field 'pre_tokenizer' of type '${String(pre.type)}' is not supported (byte-level BPE only)`);
