@@ -218,3 +218,20 @@ test('a non-finite value is reported at its flat index, also past the first WebA
   acc.addRows(original.subarray(0, 10 * cols), reconstructed.subarray(0, 10 * cols));
   assert.throws(() => acc.addRows(original.subarray(10 * cols), reconstructed.subarray(10 * cols)), (e: unknown) => e instanceof NumericError && /w: non-finite value at flat index 1500123 \(source 1, quantized NaN\)/.test(e.message));
 });
+
+test('synthetic: full-precision values and errors (the f64 sums round at every add, so their order shows)', () => {
+  for (const [rows, cols] of [
+    [64, 4096],
+    [100, 384],
+    [7, 61],
+  ] as const) {
+    const original = new Float32Array(rows * cols);
+    const reconstructed = new Float32Array(rows * cols);
+    for (let i = 0; i < original.length; i++) {
+      original[i] = Math.sin(i * 0.37);
+      reconstructed[i] = Math.fround(original[i]! + Math.cos(i * 1.7) * 0.01);
+    }
+    const { reference, wasm } = bothMetrics(original, reconstructed, rows, cols, [5, 1, 3]);
+    assert.deepEqual(wasm, reference, `${rows} x ${cols}`);
+  }
+});
