@@ -14,8 +14,8 @@
 import { CancelledError, InvalidArgumentError } from '../errors';
 import type { LlamaModel, LayerWeights, LinearRole } from '../model/forward';
 import { addQkvBiases, linearModuleName } from '../model/forward';
-import { addInPlace, applyRope, rmsNorm, ropeTables, swiglu } from '../model/kernels';
-import { attentionByMatmul, attentionScratch, matmul } from '../model/wasmMatmul';
+import { addInPlace, applyRope, rmsNorm, ropeTables } from '../model/kernels';
+import { attentionByMatmul, attentionScratch, matmul, swigluF32 } from '../model/wasmMatmul';
 import type { LlamaConfig } from '../model/llamaConfig';
 import { InputStatsAccumulator, type InputStatsOptions } from './inputStats';
 
@@ -177,7 +177,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
       const act = acts.subarray(w * rows * I, (w + 1) * rows * I);
       matmul(normed, L.gate, act, rows, H, I);
       matmul(normed, L.up, up, rows, H, I);
-      swiglu(act, up, rows * I);
+      swigluF32(act, up, rows * I);
       return act;
     };
     process('mlp_act', gather(l, 'mlp_act', I, mlpAct), mlpAct);
