@@ -165,6 +165,22 @@ async function checkCheckpoint(path: string, types: readonly WasmQuantType[], pi
         assert.deepEqual(bitsOf(viaWasm), bitsOf(viaTs), `${entry.name} ${type}: WebAssembly dequantize differs from the TS port`);
         const { reference, wasm } = bothMetrics(original, viaWasm, rows, cols, [Math.max(1, Math.floor(rows / 3)), 1, 7]);
         assert.deepEqual(wasm, reference, `${entry.name} ${type}: card metrics differ`);
+        // From the bytes (dequantized in WebAssembly memory chunk by chunk): rows must be whole blocks, so K
+        // types of narrow tensors are viewed as rows of 1024 values.
+        const fusedCols = cols % blockValues === 0 ? cols : 1024;
+        if (original.length % fusedCols === 0) {
+          const fusedRows = original.length / fusedCols;
+          const expected = new ReferenceErrorAccumulator(fusedRows, fusedCols);
+          expected.addRows(original, viaTs);
+          const fused = new ErrorAccumulator(fusedRows, fusedCols, entry.name);
+          const rowBytes = ggmlByteSize(type, fusedCols);
+          for (let r = 0, k = 0; r < fusedRows; k++) {
+            const n = Math.min([5, 1, Math.max(1, Math.floor(fusedRows / 2))][k % 3]!, fusedRows - r);
+            fused.addQuantizedRows(type, original.subarray(r * fusedCols, (r + n) * fusedCols), bytes.subarray(r * rowBytes, (r + n) * rowBytes));
+            r += n;
+          }
+          assert.deepEqual(fused.result(), expected.result(), `${entry.name} ${type}: metrics from the bytes differ`);
+        }
         checked++;
       }
     }
@@ -206,6 +222,29 @@ test('synthetic: a row longer than a WebAssembly chunk, errors that grow the his
   const { reference, wasm } = bothMetrics(original, reconstructed, rows, cols, [1, 2]);
   assert.deepEqual(wasm, reference);
   assert.ok(wasm.errorHistogram.zeros > 0 && wasm.errorHistogram.range > 1);
+});
+
+test('addQuantizedRows: F16 / BF16 rows (dequantized in JS) and a Q8_0 block with a NaN scale', () => {
+  const cols = 64;
+  const rows = 3;
+  const original = Float32Array.from({ length: rows * cols }, (_, i) => Math.sin(i) * 3);
+  for (const type of ['F16', 'BF16'] as const) {
+    const bytes = new Uint8Array(ggmlByteSize(type, original.length));
+    quantizeGgml(type, original, bytes);
+    const reconstructed = new Float32Array(original.length);
+    dequantizeGgml(type, bytes, reconstructed);
+    const expected = new ReferenceErrorAccumulator(rows, cols);
+    expected.addRows(original, reconstructed);
+    const acc = new ErrorAccumulator(rows, cols);
+    acc.addQuantizedRows(type, original, bytes);
+    assert.deepEqual(acc.result(), expected.result(), type);
+  }
+  const bytes = new Uint8Array(ggmlByteSize('Q8_0', original.length));
+  quantizeGgml('Q8_0', original, bytes);
+  bytes[34 * 3] = 0x00;
+  bytes[34 * 3 + 1] = 0x7e; // f16 NaN scale of block 3 (values 96..127, row 1)
+  const acc = new ErrorAccumulator(rows, cols, 'q');
+  assert.throws(() => acc.addQuantizedRows('Q8_0', original, bytes), (e: unknown) => e instanceof NumericError && e.message === `q: non-finite value at flat index 96 (source ${original[96]}, quantized NaN)`);
 });
 
 test('a non-finite value is reported at its flat index, also past the first WebAssembly chunk', () => {

@@ -17,7 +17,9 @@
  * accumulateError), the same f64 operations in the same order as the JS loop it replaced: the same bits.
  */
 import { InvalidArgumentError, NumericError } from '../errors';
-import { localWasmQuantizer, type ErrorAccumulationState } from '../quant/ggml/wasm/ggmlWasm';
+import type { GgmlTypeName } from '../formats/gguf/ggmlTypes';
+import { dequantizeGgml, ggmlByteSize } from '../quant/ggml';
+import { isWasmQuantType, localWasmQuantizer, type ErrorAccumulationState, type WasmQuantType } from '../quant/ggml/wasm/ggmlWasm';
 
 export const MAX_ERROR_MAP_BANDS = 64;
 
@@ -174,17 +176,52 @@ export class ErrorAccumulator {
     if (original.length !== reconstructed.length || original.length % this.cols !== 0) {
       throw new InvalidArgumentError(`${this.tensorName}: row block sizes differ or are not whole rows (${original.length}, ${reconstructed.length}, ${this.cols} columns)`);
     }
+    this.accumulate(original, reconstructed);
+  }
+
+  /**
+   * addRows with the reconstruction given as ggml `type` bytes of the same rows (what a GGUF export wrote):
+   * the block types are dequantized in WebAssembly memory beside the original values, chunk by chunk (no f32
+   * reconstruction is materialized); the numbers are those of dequantizeGgml then addRows.
+   */
+  addQuantizedRows(type: GgmlTypeName, original: Float32Array, bytes: Uint8Array): void {
+    if (original.length % this.cols !== 0) throw new InvalidArgumentError(`${this.tensorName}: a row block of ${original.length} values is not whole rows of ${this.cols}`);
+    if (!isWasmQuantType(type)) {
+      const reconstructed = new Float32Array(original.length);
+      dequantizeGgml(type, bytes, reconstructed);
+      this.accumulate(original, reconstructed);
+      return;
+    }
+    if (bytes.byteLength !== ggmlByteSize(type, original.length)) {
+      throw new InvalidArgumentError(`${this.tensorName}: ${original.length} values in ${type} are ${ggmlByteSize(type, original.length)} bytes, got ${bytes.byteLength}`);
+    }
+    this.accumulate(original, { type, bytes });
+  }
+
+  /** Per value, in f64 and in order: the steps documented on addRows. */
+  private accumulate(original: Float32Array, reconstructed: Float32Array | { type: WasmQuantType; bytes: Uint8Array }): void {
     const blockRows = original.length / this.cols;
     if (this.rowsSeen + blockRows > this.rows) throw new InvalidArgumentError(`${this.tensorName}: more rows than the ${this.rows} announced`);
     if (blockRows === 0) return;
     const state = this.running.state;
     state[STATE_HALF_RANGE] = this.histogram.halfRange;
     state[STATE_ZEROS] = this.histogram.zeros;
-    const bad = localWasmQuantizer().accumulateError(this.running, this.rowsSeen, original, reconstructed);
+    const wasm = localWasmQuantizer();
+    const bad =
+      reconstructed instanceof Float32Array
+        ? wasm.accumulateError(this.running, this.rowsSeen, original, reconstructed)
+        : wasm.accumulateQuantizedError(this.running, this.rowsSeen, original, reconstructed.type, reconstructed.bytes);
     this.histogram.halfRange = state[STATE_HALF_RANGE]!;
     this.histogram.zeros = state[STATE_ZEROS]!;
     if (bad >= 0) {
-      throw new NumericError(`${this.tensorName}: non-finite value at flat index ${this.rowsSeen * this.cols + bad} (source ${original[bad]}, quantized ${reconstructed[bad]})`);
+      let value: number;
+      if (reconstructed instanceof Float32Array) value = reconstructed[bad]!;
+      else {
+        const decoded = new Float32Array(original.length);
+        dequantizeGgml(reconstructed.type, reconstructed.bytes, decoded);
+        value = decoded[bad]!;
+      }
+      throw new NumericError(`${this.tensorName}: non-finite value at flat index ${this.rowsSeen * this.cols + bad} (source ${original[bad]}, quantized ${value})`);
     }
     this.rowsSeen += blockRows;
   }

@@ -229,9 +229,33 @@ export class GgmlWasmQuantizer {
    * value whose error is not finite.
    */
   accumulateError(acc: ErrorAccumulationState, firstRow: number, original: Float32Array, reconstructed: Float32Array): number {
+    return this.accumulate(acc, firstRow, original, { values: reconstructed });
+  }
+
+  /**
+   * As accumulateError, with the reconstruction given as `type` blocks (whole rows: cols a multiple of the
+   * block size): each chunk is dequantized in this instance's memory, next to the original values, so no
+   * f32 reconstruction is copied in or out. The same numbers as dequantize then accumulateError.
+   */
+  accumulateQuantizedError(acc: ErrorAccumulationState, firstRow: number, original: Float32Array, type: WasmQuantType, bytes: Uint8Array): number {
+    const block = BLOCKS[type];
+    if (acc.cols % block.values !== 0) throw new QuantLensError('INTERNAL', `${type} rows of ${acc.cols} values are not whole blocks of ${block.values}`);
+    const need = (original.length / block.values) * block.bytes;
+    if (bytes.byteLength < need) throw new QuantLensError('INTERNAL', `${type}: ${original.length} values need ${need} bytes, got ${bytes.byteLength}`);
+    return this.accumulate(acc, firstRow, original, { type, bytes });
+  }
+
+  private accumulate(
+    acc: ErrorAccumulationState,
+    firstRow: number,
+    original: Float32Array,
+    reconstructed: { values: Float32Array } | { type: WasmQuantType; bytes: Uint8Array },
+  ): number {
     const cols = acc.cols;
     const blockRows = original.length / cols;
     const chunkRows = Math.max(1, Math.min(blockRows, Math.floor(CHUNK_VALUES / cols)));
+    const block = 'type' in reconstructed ? BLOCKS[reconstructed.type] : { values: 1, bytes: 0 };
+    const rowBytes = (cols / block.values) * block.bytes;
     const state = (this.heapBase + 63) & ~63;
     const fine = state + 64;
     const cellError = fine + acc.fine.byteLength;
@@ -239,7 +263,8 @@ export class GgmlWasmQuantizer {
     const colBandOf = cellCount + acc.cellCount.byteLength;
     const x = (colBandOf + cols + 63) & ~63;
     const y = x + chunkRows * cols * 4;
-    ensureMemory(this.memory, y + chunkRows * cols * 4);
+    const packed = y + chunkRows * cols * 4;
+    ensureMemory(this.memory, packed + chunkRows * rowBytes);
     const buffer = this.memory.buffer;
     const stateView = new Float64Array(buffer, state, acc.state.length);
     const fineView = new Float64Array(buffer, fine, acc.fine.length);
@@ -252,11 +277,17 @@ export class GgmlWasmQuantizer {
     new Uint8Array(buffer, colBandOf, cols).set(acc.colBandOf);
     const xView = new Float32Array(buffer, x, chunkRows * cols);
     const yView = new Float32Array(buffer, y, chunkRows * cols);
+    const packedView = new Uint8Array(buffer, packed, chunkRows * rowBytes);
     let bad = -1;
     for (let r = 0; r < blockRows && bad < 0; r += chunkRows) {
       const n = Math.min(chunkRows, blockRows - r);
       xView.set(original.subarray(r * cols, (r + n) * cols));
-      yView.set(reconstructed.subarray(r * cols, (r + n) * cols));
+      if ('type' in reconstructed) {
+        packedView.set(reconstructed.bytes.subarray(r * rowBytes, (r + n) * rowBytes));
+        this.dequantizeExports[reconstructed.type](packed, y, (n * cols) / block.values);
+      } else {
+        yView.set(reconstructed.values.subarray(r * cols, (r + n) * cols));
+      }
       const b = this.accumulateErrorExport(x, y, n, cols, firstRow + r, acc.rows, acc.rowBands, acc.colBands, colBandOf, cellError, cellCount, fine, state);
       if (b >= 0) bad = r * cols + b;
     }
