@@ -26,6 +26,7 @@ import { loadModel, type LoadedModel } from '../../src/core/model/loadModel';
 import { makeWindows, perplexity, windowNll } from '../../src/core/model/perplexity';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
+import { qwen2Oracle, qwen2TinyDir } from '../helpers/qwen2Oracle';
 
 after(releaseSharedGpu);
 
@@ -535,16 +536,8 @@ test('fake-quant kernel equals model/fakeQuant.ts value for value (A8/A4 per tok
 test('qwen2-tiny (q/k/v biases, rope_theta 1e6) on the GPU: probe logits within 1e-3 of PyTorch fp32, argmax equal, perplexity within 1e-4; dropping the biases is far off', async (t) => {
   const gpu = await gpuOrSkip(t);
   if (gpu === null) return;
-  interface Qwen2Oracle {
-    ppl_fp32: number;
-    ctx: number;
-    windows: number;
-    probe_ids: number[];
-    probe_last_logits: number[];
-    probe_argmax: number[];
-  }
-  const oracle = JSON.parse(readFileSync(join(fixturesDir, 'qwen2-tiny-oracle.json'), 'utf8')) as Qwen2Oracle;
-  await withModel(join(fixturesDir, 'qwen2-tiny'), async (lm) => {
+  const oracle = qwen2Oracle;
+  await withModel(qwen2TinyDir, async (lm) => {
     const vocab = lm.model.config.vocabSize;
     const rows = oracle.probe_ids.length;
     const lastRowError = (logits: Float32Array): number => oracle.probe_last_logits.reduce((m, v, j) => Math.max(m, Math.abs(logits[(rows - 1) * vocab + j]! - v)), 0);

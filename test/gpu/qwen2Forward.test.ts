@@ -13,20 +13,10 @@ import { GpuLlama } from '../../src/core/gpu/forward/gpuLlama';
 import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows, windowNll } from '../../src/core/model/perplexity';
 import { fixturesDir } from '../helpers/paths';
+import { qwen2Oracle as oracle, qwen2TinyDir } from '../helpers/qwen2Oracle';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
 
 after(releaseSharedGpu);
-
-interface Qwen2Oracle {
-  ppl_fp32: number;
-  ctx: number;
-  windows: number;
-  probe_ids: number[];
-  probe_last_logits: number[];
-  probe_first8_logits: number[][];
-}
-const oracle = JSON.parse(readFileSync(join(fixturesDir, 'qwen2-tiny-oracle.json'), 'utf8')) as Qwen2Oracle;
-const qwen2TinyDir = join(fixturesDir, 'qwen2-tiny');
 
 test('qwen2-tiny on the GPU: probe logits and perplexity match the CPU pass and PyTorch', async (t) => {
   const gpu = await gpuOrSkip(t);

@@ -15,19 +15,8 @@ import { llamaConfigFromHf } from '../../src/core/model/llamaConfig';
 import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../../src/core/model/perplexity';
 import { fixturesDir } from '../helpers/paths';
+import { qwen2Oracle, qwen2TinyDir } from '../helpers/qwen2Oracle';
 
-const qwen2TinyDir = join(fixturesDir, 'qwen2-tiny');
-
-interface Qwen2Oracle {
-  ppl_fp32: number;
-  ctx: number;
-  windows: number;
-  probe_ids: number[];
-  probe_last_logits: number[];
-  probe_first8_logits: number[][];
-  probe_argmax: number[];
-}
-const qwen2Oracle = JSON.parse(readFileSync(join(fixturesDir, 'qwen2-tiny-oracle.json'), 'utf8')) as Qwen2Oracle;
 const qwen2Config = JSON.parse(readFileSync(join(qwen2TinyDir, 'config.json'), 'utf8')) as Record<string, unknown>;
 
 /** Logits [rows, vocab] of the probe through `model`. */

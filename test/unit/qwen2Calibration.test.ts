@@ -5,18 +5,14 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { LlamaModel } from '../../src/core/model/forward';
 import { runLayerwiseCalibration } from '../../src/core/methods/calibrate';
-import { fixturesDir } from '../helpers/paths';
+import { qwen2Oracle, qwen2TinyDir } from '../helpers/qwen2Oracle';
 
 test('qwen2-tiny: the calibration pass sees the forward pass\'s attention output (q/k/v biases applied), value for value', async () => {
-  const dir = join(fixturesDir, 'qwen2-tiny');
-  const oracle = JSON.parse(readFileSync(join(fixturesDir, 'qwen2-tiny-oracle.json'), 'utf8')) as { probe_ids: number[] };
-  const windows = [Int32Array.from(oracle.probe_ids)];
-  const checkpoint = await openCheckpoint(dir);
+  const windows = [Int32Array.from(qwen2Oracle.probe_ids)];
+  const checkpoint = await openCheckpoint(qwen2TinyDir);
   try {
     const model = LlamaModel.fromCheckpoint(checkpoint);
     const forwardMax: Float32Array[] = [];

@@ -21,18 +21,8 @@ import { withFileSource } from '../../src/core/io/byteSource';
 import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../../src/core/model/perplexity';
 import { fixturesDir } from '../helpers/paths';
+import { qwen2Oracle as oracle, qwen2TinyDir } from '../helpers/qwen2Oracle';
 
-const qwen2TinyDir = join(fixturesDir, 'qwen2-tiny');
-interface Qwen2Oracle {
-  ppl_fp32: number;
-  ctx: number;
-  windows: number;
-  probe_ids: number[];
-  probe_last_logits: number[];
-  probe_first8_logits: number[][];
-  probe_argmax: number[];
-}
-const oracle = JSON.parse(readFileSync(join(fixturesDir, 'qwen2-tiny-oracle.json'), 'utf8')) as Qwen2Oracle;
 const evalText = readFileSync(join(fixturesDir, 'eval.txt'), 'utf8');
 const VOCAB = 8192;
 const ROWS = oracle.probe_ids.length;
