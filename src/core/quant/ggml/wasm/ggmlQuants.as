@@ -1276,9 +1276,9 @@ export function accumulateError(
           const aa = f64x2.abs(da);
           const ab = f64x2.abs(db);
           const zero = f64x2.splat(0);
-          const finite = v128.all_true<i64>(v128.and(f64x2.eq(f64x2.sub(da, da), zero), f64x2.eq(f64x2.sub(db, db), zero)));
           const range = f64x2.splat(halfRange);
-          if (finite && !v128.any_true(v128.or(f64x2.gt(aa, range), f64x2.gt(ab, range)))) {
+          // |d| <= R: finite (NaN compares false, Inf > R) and within the histogram's range
+          if (v128.all_true<i64>(v128.and(f64x2.le(aa, range), f64x2.le(ab, range)))) {
             const d2a = f64x2.mul(da, da);
             const d2b = f64x2.mul(db, db);
             const xxa = f64x2.mul(xa, xa);
