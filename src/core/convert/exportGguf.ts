@@ -77,6 +77,20 @@ export interface ExportGgufOptions {
    * bytes quantizeGgml gives (rows x rowBytes), or with null to let the usual CPU path do this window.
    */
   quantizeWindow?: (type: GgmlTypeName, values: Float32Array, rows: number, cols: number, label: string) => Promise<Uint8Array | null>;
+  /**
+   * Blocks computed elsewhere (GPTQ error compensation into ggml blocks), keyed by the SOURCE tensor name,
+   * rows in the source's row order: written instead of quantizing that tensor. Q/K rows are permuted like
+   * the values would be (whole rows of blocks: exact, since a block never spans rows). The tensor's planned
+   * type must be `type` (refused otherwise, before anything is written). The card's `original` stays the
+   * source values.
+   */
+  precomputed?: ReadonlyMap<string, PrecomputedGgmlTensor>;
+}
+
+/** One tensor's ggml blocks, rows one after another. */
+export interface PrecomputedGgmlTensor {
+  type: string;
+  bytes: Uint8Array;
 }
 
 export interface ExportGgufTensorResult extends TensorTypeChoice {
@@ -246,8 +260,8 @@ export interface GgufExportPlan {
   fileType: number;
   /** Size of the GGUF that exportGguf would write, header included. */
   fileBytes: number;
-  /** Per tensor, in the order it would be written. */
-  tensors: Array<TensorTypeChoice & { shape: number[]; sourceType: string; bytes: number }>;
+  /** Per tensor, in the order it would be written; `sourceName` is the checkpoint's name for it. */
+  tensors: Array<TensorTypeChoice & { sourceName: string; shape: number[]; sourceType: string; bytes: number }>;
 }
 
 /**
@@ -263,7 +277,7 @@ export async function planGgufExport(checkpoint: Checkpoint, options: Pick<Expor
     target: plan.target,
     fileType: plan.fileType,
     fileBytes: layout.fileSize,
-    tensors: plan.items.map((item, i) => ({ ...plan.choices.get(item.name)!, shape: item.shape, sourceType: item.source.dtype, bytes: layout.tensors[i]!.nbytes })),
+    tensors: plan.items.map((item, i) => ({ ...plan.choices.get(item.name)!, sourceName: item.source.name, shape: item.shape, sourceType: item.source.dtype, bytes: layout.tensors[i]!.nbytes })),
   };
 }
 
@@ -282,6 +296,7 @@ export async function exportGguf(
   for (const t of toWrite) {
     if (!isGgmlCodecType(t.type)) throw new UnsupportedError(`${t.name}: type ${t.type} cannot be written by this version`);
   }
+  checkPrecomputed(plan, options.precomputed, checkpoint.path);
   const layout = layoutGguf({ kv: plan.kv, tensors: toWrite }, options.outputPath);
   const maxWindow = Math.max(1, options.maxWindowElements ?? DEFAULT_WINDOW_ELEMENTS);
   const file = await openAtomicFile(options.outputPath, { signal, onBeforeWrite: options.onBeforeWrite });
@@ -315,6 +330,69 @@ export async function exportGguf(
   return { outputPath: options.outputPath, target: plan.target, fileType: plan.fileType, tensors: results, bytes: layout.fileSize };
 }
 
+/** Every precomputed tensor exists, gets the type its bytes are in, and has exactly one tensor's worth of bytes. */
+function checkPrecomputed(plan: ExportPlan, precomputed: ReadonlyMap<string, PrecomputedGgmlTensor> | undefined, path: string): void {
+  if (precomputed === undefined) return;
+  for (const [sourceName, blocks] of precomputed) {
+    const item = plan.items.find((i) => i.source.name === sourceName);
+    if (item === undefined) throw new InvalidArgumentError(`${path}: precomputed blocks for '${sourceName}', a tensor the GGUF export does not write`);
+    const chosen = plan.choices.get(item.name)!.type;
+    if (chosen !== blocks.type) {
+      throw new UnsupportedError(`${item.name}: target ${plan.target} puts it in ${chosen}, but its precomputed blocks are ${blocks.type}`);
+    }
+    const info = ggmlTypeByName(chosen)!;
+    const { rows, cols } = rowsAndCols(item.shape);
+    const expected = rows * (cols / info.blockSize) * info.typeSize;
+    if (cols % info.blockSize !== 0 || blocks.bytes.byteLength !== expected) {
+      throw new InvalidArgumentError(`${item.name}: ${blocks.bytes.byteLength} precomputed bytes, ${chosen} [${item.shape.join(', ')}] needs ${expected}`);
+    }
+  }
+}
+
+/** permuteQkRows over rows of bytes (rows of ggml blocks): the same row mapping. */
+function permuteQkByteRows(src: Uint8Array, rows: number, rowBytes: number, headRows: number): Uint8Array {
+  const dst = new Uint8Array(src.length);
+  const half = headRows / 2;
+  for (let r = 0; r < rows; r++) {
+    const head = Math.floor(r / headRows);
+    const within = r - head * headRows;
+    const from = head * headRows + (within & 1) * half + (within >> 1);
+    dst.set(src.subarray(from * rowBytes, (from + 1) * rowBytes), r * rowBytes);
+  }
+  return dst;
+}
+
+/** Writes a tensor's precomputed blocks (Q/K rows permuted); reads the source values only for the card. */
+async function writePrecomputed(
+  checkpoint: Checkpoint,
+  item: ExportItem,
+  type: GgmlTypeName,
+  blocks: Uint8Array,
+  writer: GgufStreamWriter,
+  options: ExportGgufOptions,
+): Promise<number> {
+  const { rows, cols } = rowsAndCols(item.shape);
+  const headRows = item.permuteHeads !== undefined ? rows / item.permuteHeads : 1;
+  if (item.permuteHeads !== undefined && (!Number.isInteger(headRows) || headRows % 2 !== 0)) {
+    throw new UnsupportedError(`${item.source.name}: ${rows} rows do not split into ${item.permuteHeads} heads of an even size`);
+  }
+  const rowBytes = blocks.byteLength / rows;
+  const bytes = item.permuteHeads !== undefined ? permuteQkByteRows(blocks, rows, rowBytes, headRows) : blocks;
+  await writer.writeTensorData(item.name, bytes);
+  if (options.onTensor !== undefined) {
+    let original = await checkpoint.readRowsF32(item.source.name);
+    if (item.permuteHeads !== undefined) {
+      const permuted = new Float32Array(original.length);
+      permuteQkRows(original, permuted, rows, cols, headRows);
+      original = permuted;
+    }
+    const reconstructed = new Float32Array(rows * cols);
+    dequantizeGgml(type, bytes, reconstructed);
+    options.onTensor({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, reconstructed, bytes: bytes.byteLength });
+  }
+  return bytes.byteLength;
+}
+
 async function writeTensor(
   checkpoint: Checkpoint,
   item: ExportItem,
@@ -329,6 +407,8 @@ async function writeTensor(
   const total = rows * cols;
   const info = ggmlTypeByName(type)!;
   const rowBytes = (cols / info.blockSize) * info.typeSize;
+  const blocks = options.precomputed?.get(item.source.name);
+  if (blocks !== undefined) return writePrecomputed(checkpoint, item, type, blocks.bytes, writer, options);
 
   // Unchanged GGUF tensors are copied byte for byte, as llama-quantize does.
   if (checkpoint.format === 'gguf' && item.source.dtype === type && options.onTensor === undefined) {

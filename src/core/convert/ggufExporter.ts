@@ -1,21 +1,31 @@
 /**
  * The GGUF exporter hook for the quantize pipeline (`QuantizeRunOptions.ggufExporter` in quant/pipeline.ts):
- * opens the input, runs exportGguf, reports every tensor, closes the input.
+ * runs exportGguf over the job's checkpoint (a calibrated method's rewritten weights, see
+ * methods/methodCheckpoint.ts) or, without one, over the input it opens and closes; reports every tensor.
  */
 import { openCheckpoint } from '../formats/openCheckpoint';
 import type { GgufExporter } from '../quant/pipeline';
 import { exportGguf } from './exportGguf';
 
 export const ggufExporter: GgufExporter = async (job) => {
-  const checkpoint = await openCheckpoint(job.input);
+  const checkpoint = job.checkpoint ?? (await openCheckpoint(job.input));
   try {
     await exportGguf(
       checkpoint,
-      { target: job.target, outputPath: job.output, onWarning: job.onWarning, onTensor: job.onTensor, threads: job.threads, quantizeWindow: job.quantizeWindow },
+      {
+        target: job.target,
+        outputPath: job.output,
+        onWarning: job.onWarning,
+        onTensor: job.onTensor,
+        threads: job.threads,
+        quantizeWindow: job.quantizeWindow,
+        precomputed: job.precomputed,
+      },
       job.onProgress,
       job.signal,
     );
   } finally {
-    await checkpoint.close();
+    // The caller owns a checkpoint it passed in.
+    if (job.checkpoint === undefined) await checkpoint.close();
   }
 };

@@ -96,6 +96,10 @@ export type GgufExporter = (job: {
   threads?: number;
   /** Quantizes a window of rows in place of the CPU path (the GPU), or resolves null to leave it to the CPU. */
   quantizeWindow?: GgufWindowQuantizer;
+  /** Read the tensors from this checkpoint instead of opening `input` (a calibrated method's weights); the caller closes it. */
+  checkpoint?: Checkpoint;
+  /** ggml blocks written as they are (GPTQ's), by source tensor name (see exportGguf's `precomputed`). */
+  precomputed?: ReadonlyMap<string, { type: string; bytes: Uint8Array }>;
 }) => Promise<void>;
 
 /**
@@ -167,6 +171,8 @@ export interface QuantizeRunOptions {
   checkpoint?: Checkpoint;
   /** GPTQ layout: codes already chosen (GPTQ's own), by tensor name, written instead of re-quantizing. */
   gptqCodes?: ReadonlyMap<string, IntNQuantized>;
+  /** GGUF targets: ggml blocks already chosen (GPTQ into Q4_0 / Q8_0), by source tensor name. */
+  ggmlBlocks?: ReadonlyMap<string, { type: string; bytes: Uint8Array }>;
   /** Extra entries for the card's recipe (e.g. the calibrated method and its settings). */
   recipeExtra?: Record<string, RecipeValue>;
   /** GGUF targets: quantizing threads of the exporter's CPU path (its default when absent). */
@@ -894,6 +900,8 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
         },
         threads: options.threads,
         quantizeWindow: options.quantizeWindow,
+        checkpoint: options.checkpoint,
+        precomputed: options.ggmlBlocks,
         onTensor: (report) => {
           const count = elementCount(report.shape);
           parameters += count;
@@ -926,7 +934,7 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
         createdAt: new Date().toISOString(),
         source: { path: request.input, format: ckpt.format, files: sourceFiles },
         output: { path: outputPath, format: 'gguf', bytes: outputBytes },
-        recipe: { target: request.target.toUpperCase(), ...(options.deviceUsed === undefined ? {} : { device: options.deviceUsed() }) },
+        recipe: { target: request.target.toUpperCase(), ...options.recipeExtra, ...(options.deviceUsed === undefined ? {} : { device: options.deviceUsed() }) },
         totals: { parameters, quantizedParameters, sourceBytes, outputBytes, bitsPerWeight: parameters === 0 ? 0 : (outputBytes * 8) / parameters, meanSqnrDb: meanSqnr(cardTensors) },
         tensors: cardTensors,
       };
