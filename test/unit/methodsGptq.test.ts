@@ -4,19 +4,9 @@ import { choleskyInverse, choleskyLower, matmul, transposeSquare, tryUpperCholes
 import { HessianAccumulator, gptqQuantizeLayer, rtnQuantizeLayer } from '../../src/core/methods/gptq';
 import { f16BitsToF32, f32ToF16Bits, intGridCode, intGridParams, roundHalfEven } from '../../src/core/methods/grids';
 import { CancelledError, NumericError } from '../../src/core/errors';
+import { normalRng } from '../helpers/random';
 
-/** Deterministic normal samples (mulberry32 + Box-Muller). */
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
-}
+const rng = normalRng;
 
 /** Tokens x cols activations whose columns are strongly correlated (a few shared factors) with uneven scales. */
 function correlatedActivations(tokens: number, cols: number, seed: number): Float32Array {

@@ -8,18 +8,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { HessianAccumulator, gptqQuantizeLayer, rtnQuantizeLayer } from '../../src/core/methods/gptq';
+import { normalRng } from '../helpers/random';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
-}
+const rng = normalRng;
 
 type InputKind = 'iid' | 'correlated' | 'outliers';
 

@@ -14,18 +14,9 @@ import { fakeQuantizeRowsAbsmaxInt8, foldSmoothing, smoothQuantScales } from '..
 import { fakeQuantizeRowsLlmInt8, llmInt8LayerReport, llmInt8WeightBytes, planLlmInt8 } from '../../src/core/methods/llmInt8';
 import { InputStatsAccumulator } from '../../src/core/methods/inputStats';
 import { roundThroughF16 } from '../../src/core/methods/grids';
+import { normalRng } from '../helpers/random';
 
-function rng(seed: number): () => number {
-  let s = seed >>> 0;
-  const uniform = (): number => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-  return () => Math.sqrt(-2 * Math.log(uniform() + 1e-12)) * Math.cos(2 * Math.PI * uniform());
-}
+const rng = normalRng;
 
 /** Activations with a few dominant channels (the situation AWQ, SmoothQuant and LLM.int8() exist for). */
 function activationsWithOutliers(tokens: number, cols: number, outliers: number[], magnitude: number, seed: number): Float32Array {
