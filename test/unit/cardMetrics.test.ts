@@ -1,7 +1,7 @@
 /**
  * The quant card's error pass runs in WebAssembly (wasm/ggmlQuants.as: the dequantizers and
  * accumulateError). These tests hold it to the JS it replaced, bit for bit: the TS ports of
- * dequantize_row_* (legacy.ts, q2k.ts .. q6k.ts) and the JS accumulation loop below (the previous
+ * dequantize_row_* (formerly legacy.ts, q2k.ts .. q6k.ts, now at the end of the reference section below) and the JS accumulation loop below (the previous
  * ErrorAccumulator.addRows, kept here verbatim as the reference), on real tensors of micro-llama and
  * tiny-llama, every field of the card's metrics compared with Object.is (assert/strict deepEqual).
  */
@@ -11,12 +11,8 @@ import { ErrorAccumulator, ErrorHistogramAccumulator, MAX_ERROR_MAP_BANDS, type 
 import { NumericError } from '../../src/core/errors';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { dequantizeGgml, ggmlByteSize, quantizeGgml } from '../../src/core/quant/ggml';
-import { dequantizeQ4_0, dequantizeQ4_1, dequantizeQ5_0, dequantizeQ5_1, dequantizeQ8_0 } from '../../src/core/quant/ggml/legacy';
-import { dequantizeQ2_K } from '../../src/core/quant/ggml/q2k';
-import { dequantizeQ3_K } from '../../src/core/quant/ggml/q3k';
-import { dequantizeQ4_K, dequantizeQ5_K } from '../../src/core/quant/ggml/q4kq5k';
-import { dequantizeQ6_K } from '../../src/core/quant/ggml/q6k';
 import type { WasmQuantType } from '../../src/core/quant/ggml/wasm/ggmlWasm';
+import { f16ToF32Table } from '../../src/core/numeric/half';
 import { microLlamaDir, tinyLlamaDir } from '../helpers/paths';
 
 const FINE_BINS_PER_SIDE = 512;
@@ -112,6 +108,262 @@ class ReferenceErrorAccumulator {
       errorMap: { rowBands: this.rowBands, colBands: this.colBands, values },
       errorHistogram: this.histogram.result(),
     };
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The TS ports of ggml's dequantize_row_* the WebAssembly ones replaced (src/core/quant/ggml/legacy.ts,
+// q2k.ts .. q6k.ts before the port), unchanged: the reference the WebAssembly values are held to.
+
+const fround = Math.fround;
+const QK = 32;
+const QK_K = 256;
+
+/** get_scale_min_k4: the j-th 6-bit scale and min of a Q4_K / Q5_K block's 12 scale bytes at q[o..o+12). */
+const scaleMinOut = { sc: 0, m: 0 };
+function getScaleMinK4(j: number, q: Uint8Array, o: number): void {
+  if (j < 4) {
+    scaleMinOut.sc = q[o + j]! & 63;
+    scaleMinOut.m = q[o + j + 4]! & 63;
+  } else {
+    scaleMinOut.sc = (q[o + j + 4]! & 0xf) | ((q[o + j - 4]! >>> 6) << 4);
+    scaleMinOut.m = (q[o + j + 4]! >>> 4) | ((q[o + j]! >>> 6) << 4);
+  }
+}
+
+function readF16(table: Float32Array, src: Uint8Array, offset: number): number {
+  return table[src[offset]! | (src[offset + 1]! << 8)]!;
+}
+
+function dequantizeQ8_0(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 34;
+    const d = readF16(table, src, o);
+    for (let j = 0; j < QK; j++) {
+      const q = src[o + 2 + j]!;
+      dst[i * QK + j] = (q > 127 ? q - 256 : q) * d;
+    }
+  }
+}
+
+function dequantizeQ4_0(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 18;
+    const d = readF16(table, src, o);
+    for (let j = 0; j < QK / 2; j++) {
+      const q = src[o + 2 + j]!;
+      dst[i * QK + j] = ((q & 0x0f) - 8) * d;
+      dst[i * QK + j + QK / 2] = ((q >>> 4) - 8) * d;
+    }
+  }
+}
+
+function dequantizeQ4_1(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 20;
+    const d = readF16(table, src, o);
+    const m = readF16(table, src, o + 2);
+    for (let j = 0; j < QK / 2; j++) {
+      const q = src[o + 4 + j]!;
+      dst[i * QK + j] = fround((q & 0x0f) * d) + m;
+      dst[i * QK + j + QK / 2] = fround((q >>> 4) * d) + m;
+    }
+  }
+}
+
+function dequantizeQ5_0(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 22;
+    const d = readF16(table, src, o);
+    const qh = (src[o + 2]! | (src[o + 3]! << 8) | (src[o + 4]! << 16) | (src[o + 5]! << 24)) >>> 0;
+    for (let j = 0; j < QK / 2; j++) {
+      const q = src[o + 6 + j]!;
+      const h0 = ((qh >>> j) << 4) & 0x10;
+      const h1 = (qh >>> (j + 12)) & 0x10;
+      dst[i * QK + j] = (((q & 0x0f) | h0) - 16) * d;
+      dst[i * QK + j + QK / 2] = (((q >>> 4) | h1) - 16) * d;
+    }
+  }
+}
+
+function dequantizeQ5_1(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 24;
+    const d = readF16(table, src, o);
+    const m = readF16(table, src, o + 2);
+    const qh = (src[o + 4]! | (src[o + 5]! << 8) | (src[o + 6]! << 16) | (src[o + 7]! << 24)) >>> 0;
+    for (let j = 0; j < QK / 2; j++) {
+      const q = src[o + 8 + j]!;
+      const h0 = ((qh >>> j) << 4) & 0x10;
+      const h1 = (qh >>> (j + 12)) & 0x10;
+      dst[i * QK + j] = fround(((q & 0x0f) | h0) * d) + m;
+      dst[i * QK + j + QK / 2] = fround(((q >>> 4) | h1) * d) + m;
+    }
+  }
+}
+
+function dequantizeQ2_K(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK_K;
+  let y = 0;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 84;
+    const d = table[src[o + 80]! | (src[o + 81]! << 8)]!;
+    const min = table[src[o + 82]! | (src[o + 83]! << 8)]!;
+    let q = o + 16;
+    let is = 0;
+    for (let n = 0; n < QK_K; n += 128) {
+      let shift = 0;
+      for (let j = 0; j < 4; j++) {
+        let sc = src[o + is++]!;
+        let dl = fround(d * (sc & 0xf));
+        let ml = fround(min * (sc >>> 4));
+        for (let l = 0; l < 16; l++) dst[y++] = fround(dl * ((src[q + l]! >>> shift) & 3)) - ml;
+        sc = src[o + is++]!;
+        dl = fround(d * (sc & 0xf));
+        ml = fround(min * (sc >>> 4));
+        for (let l = 0; l < 16; l++) dst[y++] = fround(dl * ((src[q + l + 16]! >>> shift) & 3)) - ml;
+        shift += 2;
+      }
+      q += 32;
+    }
+  }
+}
+
+/** The 16 six-bit scales of a Q3_K block, unpacked (values 0..63; subtract 32). */
+const unpacked = new Int32Array(16);
+function unpackQ3Scales(src: Uint8Array, s: number): void {
+  for (let j = 0; j < 16; j++) {
+    const low = j < 8 ? src[s + j]! & 0xf : src[s + j - 8]! >>> 4;
+    const high = (src[s + 8 + (j % 4)]! >>> (2 * Math.floor(j / 4))) & 3;
+    unpacked[j] = low | (high << 4);
+  }
+}
+
+function dequantizeQ3_K(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK_K;
+  let y = 0;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 110;
+    const dAll = table[src[o + 108]! | (src[o + 109]! << 8)]!;
+    unpackQ3Scales(src, o + 96);
+    let q = o + 32;
+    const hm = o;
+    let m = 1;
+    let is = 0;
+    for (let n = 0; n < QK_K; n += 128) {
+      let shift = 0;
+      for (let j = 0; j < 4; j++) {
+        let dl = fround(dAll * (unpacked[is++]! - 32));
+        for (let l = 0; l < 16; l++) dst[y++] = dl * (((src[q + l]! >>> shift) & 3) - (src[hm + l]! & m ? 0 : 4));
+        dl = fround(dAll * (unpacked[is++]! - 32));
+        for (let l = 0; l < 16; l++) dst[y++] = dl * (((src[q + l + 16]! >>> shift) & 3) - (src[hm + l + 16]! & m ? 0 : 4));
+        shift += 2;
+        m <<= 1;
+      }
+      q += 32;
+    }
+  }
+}
+
+function dequantizeQ4_K(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK_K;
+  let y = 0;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 144;
+    const d = table[src[o]! | (src[o + 1]! << 8)]!;
+    const min = table[src[o + 2]! | (src[o + 3]! << 8)]!;
+    let q = o + 16;
+    let is = 0;
+    for (let j = 0; j < QK_K; j += 64) {
+      getScaleMinK4(is, src, o + 4);
+      const d1 = fround(d * scaleMinOut.sc);
+      const m1 = fround(min * scaleMinOut.m);
+      getScaleMinK4(is + 1, src, o + 4);
+      const d2 = fround(d * scaleMinOut.sc);
+      const m2 = fround(min * scaleMinOut.m);
+      for (let l = 0; l < 32; l++) dst[y++] = fround(d1 * (src[q + l]! & 0xf)) - m1;
+      for (let l = 0; l < 32; l++) dst[y++] = fround(d2 * (src[q + l]! >>> 4)) - m2;
+      q += 32;
+      is += 2;
+    }
+  }
+}
+
+function dequantizeQ5_K(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK_K;
+  let y = 0;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 176;
+    const d = table[src[o]! | (src[o + 1]! << 8)]!;
+    const min = table[src[o + 2]! | (src[o + 3]! << 8)]!;
+    const qh = o + 16;
+    let ql = o + 48;
+    let is = 0;
+    let u1 = 1;
+    let u2 = 2;
+    for (let j = 0; j < QK_K; j += 64) {
+      getScaleMinK4(is, src, o + 4);
+      const d1 = fround(d * scaleMinOut.sc);
+      const m1 = fround(min * scaleMinOut.m);
+      getScaleMinK4(is + 1, src, o + 4);
+      const d2 = fround(d * scaleMinOut.sc);
+      const m2 = fround(min * scaleMinOut.m);
+      for (let l = 0; l < 32; l++) dst[y++] = fround(d1 * ((src[ql + l]! & 0xf) + (src[qh + l]! & u1 ? 16 : 0))) - m1;
+      for (let l = 0; l < 32; l++) dst[y++] = fround(d2 * ((src[ql + l]! >>> 4) + (src[qh + l]! & u2 ? 16 : 0))) - m2;
+      ql += 32;
+      is += 2;
+      u1 <<= 2;
+      u2 <<= 2;
+    }
+  }
+}
+
+function dequantizeQ6_K(src: Uint8Array, dst: Float32Array): void {
+  const table = f16ToF32Table();
+  const nb = dst.length / QK_K;
+  let y = 0;
+  for (let i = 0; i < nb; i++) {
+    const o = i * 210;
+    const d = table[src[o + 208]! | (src[o + 209]! << 8)]!;
+    let ql = o;
+    let qh = o + 128;
+    let sc = o + 192;
+    for (let n = 0; n < QK_K; n += 128) {
+      for (let l = 0; l < 32; l++) {
+        const is = l >> 4;
+        const h = src[qh + l]!;
+        const q1 = ((src[ql + l]! & 0xf) | ((h & 3) << 4)) - 32;
+        const q2 = ((src[ql + l + 32]! & 0xf) | (((h >> 2) & 3) << 4)) - 32;
+        const q3 = ((src[ql + l]! >> 4) | (((h >> 4) & 3) << 4)) - 32;
+        const q4 = ((src[ql + l + 32]! >> 4) | (((h >> 6) & 3) << 4)) - 32;
+        const s0 = (src[sc + is]! << 24) >> 24;
+        const s2 = (src[sc + is + 2]! << 24) >> 24;
+        const s4 = (src[sc + is + 4]! << 24) >> 24;
+        const s6 = (src[sc + is + 6]! << 24) >> 24;
+        dst[y + l] = fround(d * s0) * q1;
+        dst[y + l + 32] = fround(d * s2) * q2;
+        dst[y + l + 64] = fround(d * s4) * q3;
+        dst[y + l + 96] = fround(d * s6) * q4;
+      }
+      y += 128;
+      ql += 64;
+      qh += 32;
+      sc += 8;
+    }
   }
 }
 

@@ -4,7 +4,7 @@
  */
 import * as half from '../../numeric/half';
 
-// bound once (see kquantSearch.ts)
+// bound once: under a CommonJS transform (tsx) each use of an imported name would go through an export getter
 const { bf16BitsToF32, f16ToF32Table, f32ToBf16Bits, f32ToF16Bits } = half;
 
 const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
