@@ -1,0 +1,180 @@
+/**
+ * Calibrated methods written to GGUF targets (issue #6): AWQ -> Q4_0 and SmoothQuant -> Q8_0 (the rewritten
+ * f32 weights quantized by the ggml path), GPTQ -> Q4_0 (GPTQ's own blocks written as they are, Q/K rows
+ * permuted). Each file loads in llama.cpp (node-llama-cpp's CPU build) and agrees with our runtime; our
+ * perplexity of the file equals that of the method's weights quantized the same way in memory.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
+import { fixturesDir, microLlamaDir } from '../helpers/paths';
+import { exportGguf, planGgufExport } from '../../src/core/convert/exportGguf';
+import { permuteQkRows } from '../../src/core/convert/hfLlama';
+import { UnsupportedError } from '../../src/core/errors';
+import type { Checkpoint } from '../../src/core/formats/checkpoint';
+import { ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
+import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { loadTokenizer, readTextFile, textWindows } from '../../src/core/methods/compare';
+import { checkpointWithMethodWeights } from '../../src/core/methods/methodCheckpoint';
+import { checkMethodRequest, runMethodQuantize, type MethodQuantizeSpec } from '../../src/core/methods/methodQuantize';
+import type { MethodRun } from '../../src/core/methods/quantizeWithMethod';
+import { LlamaModel } from '../../src/core/model/forward';
+import { perplexity } from '../../src/core/model/perplexity';
+import { dequantizeGgml, quantizeGgml } from '../../src/core/quant/ggml/index';
+
+const calibFile = join(fixturesDir, 'calib-64k.txt');
+const evalFile = join(fixturesDir, 'eval.txt');
+const EVAL_WINDOWS = 16;
+const CTX = 256;
+const PROBE = 'The quick brown fox jumps over the lazy dog, and then it reads the documentation.';
+/** Our runtime reading a GGUF vs the same values in memory: the same f32 kernels, only summation order may differ. */
+const PPL_REL_TOL = 1e-4;
+
+async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'ql-method-gguf-'));
+  try {
+    await fn(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+async function withCheckpoint<T>(path: string, fn: (c: Checkpoint) => Promise<T>): Promise<T> {
+  const c = await openCheckpoint(path);
+  try {
+    return await fn(c);
+  } finally {
+    await c.close();
+  }
+}
+
+async function evalWindows(): Promise<Int32Array[]> {
+  return withCheckpoint(microLlamaDir, async (c) => textWindows((await loadTokenizer(c)).encode(await readTextFile(evalFile, 'evaluation')), CTX, EVAL_WINDOWS, 'evaluation'));
+}
+
+/**
+ * `checkpoint` with every tensor the GGUF plan quantizes replaced by dequantize(quantize(values)) of its
+ * planned type. Row-wise blocks make this commute with the Q/K row permutation, so it is what the file holds.
+ */
+async function quantizedInMemory(checkpoint: Checkpoint, target: string): Promise<Checkpoint> {
+  const plan = await planGgufExport(checkpoint, { target });
+  const replaced = new Map<string, { values: Float32Array; cols: number }>();
+  for (const t of plan.tensors) {
+    if (t.type === 'F32') continue;
+    const values = await checkpoint.readRowsF32(t.sourceName);
+    const info = ggmlTypeByName(t.type)!;
+    const bytes = new Uint8Array((values.length / info.blockSize) * info.typeSize);
+    quantizeGgml(t.type, values, bytes);
+    const back = new Float32Array(values.length);
+    dequantizeGgml(t.type, bytes, back);
+    replaced.set(t.sourceName, { values: back, cols: t.shape[t.shape.length - 1]! });
+  }
+  return {
+    ...checkpoint,
+    tensors: checkpoint.tensors.map((t) => (replaced.has(t.name) ? { ...t, dtype: 'F32', nbytes: replaced.get(t.name)!.values.length * 4 } : t)),
+    async readRowsF32(name, rowStart = 0, rowCount) {
+      const r = replaced.get(name);
+      if (r === undefined) return checkpoint.readRowsF32(name, rowStart, rowCount);
+      const rows = r.values.length / r.cols;
+      return r.values.slice(rowStart * r.cols, (rowStart + (rowCount ?? rows - rowStart)) * r.cols);
+    },
+    readRawRows: () => Promise.reject(new Error('not needed by the runtime')),
+    close: () => checkpoint.close(),
+  };
+}
+
+async function lastLogitsOurs(checkpoint: Checkpoint, ids: number[]): Promise<Float32Array> {
+  const model = LlamaModel.fromCheckpoint(checkpoint);
+  const vocab = model.config.vocabSize;
+  let last = new Float32Array(0);
+  await model.run([Int32Array.from(ids)], (_w, logits, rows) => {
+    last = logits.slice((rows - 1) * vocab, rows * vocab);
+  });
+  return last;
+}
+
+async function lastLogitsLlamaCpp(path: string, vocab: number): Promise<{ ids: number[]; logits: Float32Array }> {
+  const { getLlama } = await import('node-llama-cpp');
+  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
+  const model = await llama.loadModel({ modelPath: path });
+  try {
+    const ids = model.tokenize(PROBE, false).map(Number);
+    const context = await model.createContext({ contextSize: 128, batchSize: 128, threads: 1, flashAttention: false });
+    try {
+      const input: ControlledEvaluateInputItem[] = ids.map((id, i) => (i === ids.length - 1 ? [id as Token, { generateNext: { logits: true } }] : (id as Token)));
+      const results = await context.getSequence().controlledEvaluate(input);
+      const sparse = results[ids.length - 1]?.next?.logits;
+      assert.ok(sparse !== undefined, `${path}: llama.cpp returned logits`);
+      const logits = new Float32Array(vocab);
+      for (const [token, value] of sparse) logits[Number(token)] = value;
+      return { ids, logits };
+    } finally {
+      await context.dispose();
+    }
+  } finally {
+    await model.dispose();
+  }
+}
+
+function cosine(a: Float32Array, b: Float32Array): number {
+  let dot = 0;
+  let na = 0;
+  let nb = 0;
+  for (let i = 0; i < a.length; i++) {
+    dot += a[i]! * b[i]!;
+    na += a[i]! * a[i]!;
+    nb += b[i]! * b[i]!;
+  }
+  return dot / Math.sqrt(na * nb);
+}
+
+const argmax = (v: Float32Array): number => v.reduce((best, x, i) => (x > v[best]! ? i : best), 0);
+
+/** llama.cpp runs the file; its next-token logits match our runtime on `reference` (Q8-quantized activations in llama.cpp: not bit-close). */
+async function assertLlamaCppAgrees(path: string, reference: Checkpoint, label: string): Promise<void> {
+  const vocab = LlamaModel.fromCheckpoint(reference).config.vocabSize;
+  const { ids, logits } = await lastLogitsLlamaCpp(path, vocab);
+  assert.ok(logits.every(Number.isFinite), `${label}: finite llama.cpp logits`);
+  const ours = await lastLogitsOurs(reference, ids);
+  const c = cosine(logits, ours);
+  assert.ok(c > 0.999, `${label}: cosine(llama.cpp logits, our logits) = ${c.toFixed(6)}`);
+  assert.equal(argmax(logits), argmax(ours), `${label}: llama.cpp and our runtime pick the same next token`);
+}
+
+async function methodGgufMatchesInMemory(dir: string, target: string, spec: MethodQuantizeSpec): Promise<{ fileRun: MethodRun; fileGguf: string }> {
+  const out = join(dir, `${spec.method}-${target}.gguf`);
+  const warnings: string[] = [];
+  const { result, run } = await runMethodQuantize({ input: microLlamaDir, target, output: out }, spec, { onWarning: (w) => warnings.push(w) });
+  assert.equal(result.card.recipe.method, spec.method, 'the quant card names the method');
+  assert.equal(result.card.output.format, 'gguf');
+  const windows = await evalWindows();
+  const pplFile = await withCheckpoint(out, async (c) => (await perplexity(LlamaModel.fromCheckpoint(c), windows)).perplexity);
+  await withCheckpoint(microLlamaDir, async (source) => {
+    const methodCkpt = checkpointWithMethodWeights(source, LlamaModel.fromCheckpoint(source), run);
+    const inMemory = await quantizedInMemory(methodCkpt, target);
+    const pplMemory = (await perplexity(LlamaModel.fromCheckpoint(inMemory), windows)).perplexity;
+    assert.ok(Math.abs(pplFile - pplMemory) <= PPL_REL_TOL * pplMemory, `${spec.method} ${target}: perplexity of the file ${pplFile} vs in memory ${pplMemory}`);
+    // The method really changed the weights: the plain export differs.
+    const plainOut = join(dir, `plain-${target}.gguf`);
+    await exportGguf(source, { target, outputPath: plainOut });
+    const pplPlain = await withCheckpoint(plainOut, async (c) => (await perplexity(LlamaModel.fromCheckpoint(c), windows)).perplexity);
+    assert.notEqual(pplFile, pplPlain, `${spec.method}: the GGUF holds the method's weights, not the originals`);
+    await assertLlamaCppAgrees(out, inMemory, `${spec.method} ${target}`);
+  });
+  return { fileRun: run, fileGguf: out };
+}
+
+test('AWQ -> Q4_0 GGUF: loads in llama.cpp; our perplexity of the file = the AWQ weights quantized to Q4_0 in memory', async () => {
+  await withTempDir(async (dir) => {
+    await methodGgufMatchesInMemory(dir, 'Q4_0', { method: 'awq', calib: calibFile, calibWindows: 4 });
+  });
+});
+
+test('SmoothQuant -> Q8_0 GGUF: loads in llama.cpp; our perplexity of the file = the smoothed weights quantized to Q8_0 in memory', async () => {
+  await withTempDir(async (dir) => {
+    await methodGgufMatchesInMemory(dir, 'Q8_0', { method: 'smoothquant', calib: calibFile, calibWindows: 4 });
+  });
+});
