@@ -178,3 +178,72 @@ test('SmoothQuant -> Q8_0 GGUF: loads in llama.cpp; our perplexity of the file =
     await methodGgufMatchesInMemory(dir, 'Q8_0', { method: 'smoothquant', calib: calibFile, calibWindows: 4 });
   });
 });
+
+/** Row r of the GGUF tensor is row perm[r] of the source (permuteQkRows applied to the row indices). */
+function qkRowOrder(rows: number, headRows: number): number[] {
+  const index = Float32Array.from({ length: rows }, (_, i) => i);
+  const permuted = new Float32Array(rows);
+  permuteQkRows(index, permuted, rows, 1, headRows);
+  return Array.from(permuted);
+}
+
+test('GPTQ -> Q4_0 GGUF: the written blocks are gptqQuantizeLayer bytes (Q/K rows permuted); loads in llama.cpp; beats RTN Q4_0', async (t) => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'gptq-Q4_0.gguf');
+    // 32 x 256 = 8192 calibration tokens: ~43 per column of the widest Hessian (down_proj, 192 columns).
+    const { result, run } = await runMethodQuantize({ input: microLlamaDir, target: 'Q4_0', output: out }, { method: 'gptq', calib: calibFile, calibWindows: 32 });
+    assert.equal(result.card.recipe.method, 'gptq', 'the quant card names the method');
+    assert.equal(result.card.recipe.gptqBlocks, 'Q4_0');
+    const windows = await evalWindows();
+    await withCheckpoint(microLlamaDir, async (source) => {
+      const model = LlamaModel.fromCheckpoint(source);
+      const { numLayers, numHeads, numKvHeads } = model.config;
+      const plan = await planGgufExport(source, { target: 'Q4_0' });
+      const ggufName = new Map(plan.tensors.map((p) => [p.sourceName, p.name]));
+      await withCheckpoint(out, async (written) => {
+        let compared = 0;
+        for (let l = 0; l < numLayers; l++) {
+          for (const [role, module] of [['q', 'self_attn.q_proj'], ['k', 'self_attn.k_proj'], ['v', 'self_attn.v_proj'], ['o', 'self_attn.o_proj'], ['gate', 'mlp.gate_proj'], ['up', 'mlp.up_proj'], ['down', 'mlp.down_proj']] as const) {
+            const gptq = run.gptqResults.get(`model.layers.${l}.${module}`);
+            assert.ok(gptq !== undefined && gptq.ggmlBytes.byteLength > 0, `GPTQ Q4_0 blocks for layer ${l} ${role}`);
+            const name = ggufName.get(model.linearTensorName(l, role))!;
+            const entry = written.tensors.find((e) => e.name === name)!;
+            assert.equal(entry.dtype, 'Q4_0', `${name} is Q4_0`);
+            const got = await written.readRawRows(name);
+            const rows = gptq.rows;
+            const rowBytes = gptq.ggmlBytes.byteLength / rows;
+            const heads = role === 'q' ? numHeads : role === 'k' ? numKvHeads : 0;
+            const order = heads > 0 ? qkRowOrder(rows, rows / heads) : Array.from({ length: rows }, (_, i) => i);
+            if (heads > 0) assert.notDeepEqual(order, Array.from({ length: rows }, (_, i) => i), 'q/k rows are permuted');
+            const expected = new Uint8Array(gptq.ggmlBytes.byteLength);
+            order.forEach((from, r) => expected.set(gptq.ggmlBytes.subarray(from * rowBytes, (from + 1) * rowBytes), r * rowBytes));
+            assert.deepEqual(got, expected, `${name}: GPTQ's blocks as written`);
+            compared++;
+          }
+        }
+        assert.equal(compared, numLayers * 7);
+        await assertLlamaCppAgrees(out, written, 'gptq Q4_0');
+      });
+      const rtnOut = join(dir, 'rtn-Q4_0.gguf');
+      await exportGguf(source, { target: 'Q4_0', outputPath: rtnOut });
+      const pplGptq = await withCheckpoint(out, async (c) => (await perplexity(LlamaModel.fromCheckpoint(c), windows)).perplexity);
+      const pplRtn = await withCheckpoint(rtnOut, async (c) => (await perplexity(LlamaModel.fromCheckpoint(c), windows)).perplexity);
+      const pplFp = (await perplexity(model, windows)).perplexity;
+      t.diagnostic(`micro-llama Q4_0, ${EVAL_WINDOWS} x ${CTX} eval tokens: FP ${pplFp.toFixed(3)}, RTN ${pplRtn.toFixed(3)}, GPTQ ${pplGptq.toFixed(3)}`);
+      assert.ok(pplGptq < pplRtn, `GPTQ Q4_0 ${pplGptq} < RTN Q4_0 ${pplRtn}`);
+    });
+  });
+});
+
+test('GGUF method targets: refusals name what to change', () => {
+  const request = (target: string): { input: string; target: string; output: string } => ({ input: microLlamaDir, target, output: 'x.gguf' });
+  assert.throws(() => checkMethodRequest(request('Q4_K_M'), { method: 'gptq', calib: calibFile }), (e: unknown) => e instanceof UnsupportedError && /Q4_0 or Q8_0/.test(e.message));
+  assert.throws(() => checkMethodRequest(request('Q4_0'), { method: 'gptq', calib: calibFile, actOrder: true }), /act-order/);
+  assert.throws(() => checkMethodRequest(request('F16'), { method: 'awq', calib: calibFile }), /quantized target/);
+  assert.throws(() => checkMethodRequest(request('Q4_0'), { method: 'awq', calib: calibFile, bits: 8 }), /--bits 8 disagrees/);
+  const gptq = checkMethodRequest(request('q8_0'), { method: 'gptq', calib: calibFile });
+  assert.deepEqual(gptq, { kind: 'gguf', target: 'Q8_0', bits: 8, groupSize: 32, sym: true, gptqType: 'Q8_0' });
+  const awq = checkMethodRequest(request('Q4_K_M'), { method: 'awq', calib: calibFile });
+  assert.deepEqual(awq, { kind: 'gguf', target: 'Q4_K_M', bits: 4, groupSize: 32, sym: false });
+  assert.equal(checkMethodRequest(request('F16'), { method: 'smoothquant', calib: calibFile }).kind, 'gguf');
+});
