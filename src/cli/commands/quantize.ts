@@ -46,8 +46,9 @@ options:
   --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's
                          threads for models above 16 M quantized values, else 1)
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or
-                         smoothquant (any research target, e.g. int8); llm-int8 and GGUF targets are
-                         refused for now (measure them with quantlens compare). Runs in the job worker.
+                         smoothquant (any research target, e.g. int8). GGUF: awq to any quantized
+                         type or preset, smoothquant to any, gptq to Q4_0 / Q8_0 (its own blocks).
+                         llm-int8 is refused for now (measure it with quantlens compare). Runs in the job worker.
   --calib <file>         calibration text (required with --method)
   --calib-windows <n>    windows of 256 tokens from the calibration text (default 16)
   --bits <n>             with --method: must agree with the target's bits
