@@ -6,11 +6,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
+import { main } from '../../src/cli/main';
 import { exportGguf, planGgufExport } from '../../src/core/convert/exportGguf';
 import { permuteQkRows } from '../../src/core/convert/hfLlama';
 import { UnsupportedError } from '../../src/core/errors';
@@ -246,4 +248,16 @@ test('GGUF method targets: refusals name what to change', () => {
   const awq = checkMethodRequest(request('Q4_K_M'), { method: 'awq', calib: calibFile });
   assert.deepEqual(awq, { kind: 'gguf', target: 'Q4_K_M', bits: 4, groupSize: 32, sym: false });
   assert.equal(checkMethodRequest(request('F16'), { method: 'smoothquant', calib: calibFile }).kind, 'gguf');
+});
+
+test('quantize --method gptq --to Q4_K_M: exit 2, one line naming Q4_0 / Q8_0, nothing written', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'gptq.gguf');
+    const err: string[] = [];
+    const code = await main(['quantize', microLlamaDir, '-o', out, '--method', 'gptq', '--calib', calibFile, '--to', 'Q4_K_M'], { out: () => undefined, err: (s) => err.push(s), isTTY: false });
+    assert.equal(code, 2, err.join(' | '));
+    assert.equal(err.length, 1, err.join(' | '));
+    assert.match(err[0]!, /Q4_0 or Q8_0/);
+    assert.equal(existsSync(out), false);
+  });
 });
