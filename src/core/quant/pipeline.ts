@@ -22,6 +22,7 @@ import { tensorRole } from '../formats/tensorRoles';
 import { bytesOf, layoutSafetensors, SAFETENSORS_DTYPE_BYTES, SafetensorsStreamWriter, type SafetensorsTensorSpec, type SafetensorsWriteDtype } from '../formats/safetensors/writer';
 import { assertNotSamePath, copyFileAtomic, openAtomicFile, writeFileAtomic, type WriteFaultHook } from '../io/atomicWrite';
 import { ErrorAccumulator } from '../analysis/errorMetrics';
+import { ggmlTypeByName } from '../formats/gguf/ggmlTypes';
 import { TOOL_VERSION } from '../version';
 import { dequantizeFp8E4M3, encodeFp8WithScale, fp8Scale, quantizeFp8E4M3 } from './fp8';
 import { allocateGptq, dequantizeGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows, readGptqLinear } from './gptqLayout';
@@ -74,8 +75,14 @@ export interface GgufTensorReport {
   type: string;
   /** Source values (row-major, as read from the input). */
   original: Float32Array;
-  /** What the written bytes dequantize to, same order as `original`. */
-  reconstructed: Float32Array;
+  /** What the written bytes dequantize to, same order as `original` (or give `quantized`). */
+  reconstructed?: Float32Array;
+  /**
+   * The `type` bytes written, same row order as `original`: the card's metrics are then computed from them
+   * (dequantized in WebAssembly memory chunk by chunk, ErrorAccumulator.addQuantizedRows) with no f32
+   * reconstruction of the whole tensor; the numbers are the same as from `reconstructed`.
+   */
+  quantized?: Uint8Array;
   /** Bytes written for this tensor. */
   bytes: number;
 }
@@ -914,7 +921,10 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
           quantizedParameters += count;
           const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
           const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
-          acc.addRows(report.original, report.reconstructed);
+          const writtenType = ggmlTypeByName(report.type);
+          if (report.quantized !== undefined && writtenType !== undefined) acc.addQuantizedRows(writtenType.name, report.original, report.quantized);
+          else if (report.reconstructed !== undefined) acc.addRows(report.original, report.reconstructed);
+          else throw new InvalidArgumentError(`${report.name}: the GGUF exporter reported neither the ${report.type} bytes nor their values`);
           const entry = quantizedTensorEntry({ ...base, type: report.type }, acc.result());
           cardTensors.push(entry);
           options.onProgress?.({ ...lastStep, tensor: report.name, action: 'quantize', result: quantizedTensorResult(entry) });
