@@ -11,7 +11,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
-import { fixturesDir, microLlamaDir } from '../helpers/paths';
+import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 import { main } from '../../src/cli/main';
 import { exportGguf, planGgufExport } from '../../src/core/convert/exportGguf';
 import { permuteQkRows } from '../../src/core/convert/hfLlama';
@@ -259,5 +259,20 @@ test('quantize --method gptq --to Q4_K_M: exit 2, one line naming Q4_0 / Q8_0, n
     assert.equal(err.length, 1, err.join(' | '));
     assert.match(err[0]!, /Q4_0 or Q8_0/);
     assert.equal(existsSync(out), false);
+  });
+});
+
+test('GPTQ from a GGUF input -> Q8_0: blocks written in the stored row order (no second permutation); loads in llama.cpp', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'gptq-from-gguf.gguf');
+    const { run } = await runMethodQuantize({ input: microLlamaF32Gguf, target: 'Q8_0', output: out }, { method: 'gptq', calib: calibFile, calibWindows: 8 });
+    await withCheckpoint(out, async (written) => {
+      for (const [module, name] of [['self_attn.q_proj', 'attn_q'], ['self_attn.k_proj', 'attn_k'], ['mlp.down_proj', 'ffn_down']] as const) {
+        const blocks = run.gptqResults.get(`model.layers.1.${module}`)?.ggmlBytes;
+        assert.ok(blocks !== undefined && blocks.byteLength > 0);
+        assert.deepEqual(await written.readRawRows(`blk.1.${name}.weight`), blocks, `blk.1.${name}.weight: GPTQ's Q8_0 blocks`);
+      }
+      await assertLlamaCppAgrees(out, written, 'gptq Q8_0 from GGUF');
+    });
   });
 });
