@@ -146,7 +146,7 @@ async function assertLlamaCppAgrees(path: string, reference: Checkpoint, label: 
   assert.equal(argmax(logits), argmax(ours), `${label}: llama.cpp and our runtime pick the same next token`);
 }
 
-async function methodGgufMatchesInMemory(dir: string, target: string, spec: MethodQuantizeSpec): Promise<{ fileRun: MethodRun; fileGguf: string }> {
+async function methodGgufMatchesInMemory(dir: string, target: string, spec: MethodQuantizeSpec, note: (line: string) => void): Promise<{ fileRun: MethodRun; fileGguf: string }> {
   const out = join(dir, `${spec.method}-${target}.gguf`);
   const warnings: string[] = [];
   const { result, run } = await runMethodQuantize({ input: microLlamaDir, target, output: out }, spec, { onWarning: (w) => warnings.push(w) });
@@ -163,21 +163,22 @@ async function methodGgufMatchesInMemory(dir: string, target: string, spec: Meth
     const plainOut = join(dir, `plain-${target}.gguf`);
     await exportGguf(source, { target, outputPath: plainOut });
     const pplPlain = await withCheckpoint(plainOut, async (c) => (await perplexity(LlamaModel.fromCheckpoint(c), windows)).perplexity);
+    note(`${spec.method} ${target}: perplexity of the file ${pplFile.toFixed(4)}, in memory ${pplMemory.toFixed(4)}, plain export ${pplPlain.toFixed(4)}`);
     assert.notEqual(pplFile, pplPlain, `${spec.method}: the GGUF holds the method's weights, not the originals`);
     await assertLlamaCppAgrees(out, inMemory, `${spec.method} ${target}`);
   });
   return { fileRun: run, fileGguf: out };
 }
 
-test('AWQ -> Q4_0 GGUF: loads in llama.cpp; our perplexity of the file = the AWQ weights quantized to Q4_0 in memory', async () => {
+test('AWQ -> Q4_0 GGUF: loads in llama.cpp; our perplexity of the file = the AWQ weights quantized to Q4_0 in memory', async (t) => {
   await withTempDir(async (dir) => {
-    await methodGgufMatchesInMemory(dir, 'Q4_0', { method: 'awq', calib: calibFile, calibWindows: 4 });
+    await methodGgufMatchesInMemory(dir, 'Q4_0', { method: 'awq', calib: calibFile, calibWindows: 4 }, (l) => t.diagnostic(l));
   });
 });
 
-test('SmoothQuant -> Q8_0 GGUF: loads in llama.cpp; our perplexity of the file = the smoothed weights quantized to Q8_0 in memory', async () => {
+test('SmoothQuant -> Q8_0 GGUF: loads in llama.cpp; our perplexity of the file = the smoothed weights quantized to Q8_0 in memory', async (t) => {
   await withTempDir(async (dir) => {
-    await methodGgufMatchesInMemory(dir, 'Q8_0', { method: 'smoothquant', calib: calibFile, calibWindows: 4 });
+    await methodGgufMatchesInMemory(dir, 'Q8_0', { method: 'smoothquant', calib: calibFile, calibWindows: 4 }, (l) => t.diagnostic(l));
   });
 });
 
