@@ -1248,6 +1248,7 @@ export function accumulateError(
   let scale: f64 = halfRange > 0 ? <f64>FINE_PER_SIDE / halfRange : 0;
   let zeros: i32 = 0;
   let maxPair = f64x2.splat(0);
+  let zeroLanes = i64x2.splat(0);
   let bad: i32 = -1;
   memory.fill(HIST_PTR, 0, 4 * 1024 * 4);
   // End column of each band (colBandOf is non-decreasing: band b is one run of columns).
@@ -1307,22 +1308,27 @@ export function accumulateError(
             cell += f64x2.extract_lane(d2a, 1);
             cell += f64x2.extract_lane(d2b, 0);
             cell += f64x2.extract_lane(d2b, 1);
-            // max of finite non-negative values: any order gives the same value
-            maxPair = f64x2.max(maxPair, f64x2.max(aa, ab));
-            zeros += <i32>popcnt<i32>(i64x2.bitmask(f64x2.eq(da, zero)) | (i64x2.bitmask(f64x2.eq(db, zero)) << 2));
+            // max of finite non-negative values: any order gives the same value (pmax: maxpd, no NaN here)
+            maxPair = f64x2.pmax(maxPair, f64x2.pmax(aa, ab));
+            // eq is all ones (-1) in a lane where d = 0
+            zeroLanes = i64x2.sub(zeroLanes, i64x2.add(f64x2.eq(da, zero), f64x2.eq(db, zero)));
+            // Fine bin floor(min(F - d F / R, 2F - 1)): the argument is in [0, 2F], so the floor is the
+            // truncation of the scalar step, and min before floor = min after (2F - 1 is an integer). The
+            // floor plus 2^52 holds the bin in its low 32 bits (i32 lanes 0 and 2).
             const f = f64x2.splat(<f64>FINE_PER_SIDE);
             const sc = f64x2.splat(scale);
-            const ia = i32x4.trunc_sat_f64x2_s_zero(f64x2.sub(f, f64x2.mul(da, sc)));
-            const ib = i32x4.trunc_sat_f64x2_s_zero(f64x2.sub(f, f64x2.mul(db, sc)));
-            // lanes 0, 1 of ia then of ib; the four values go to the four interleaved copies
-            const index = i32x4.min_s(i8x16.shuffle(ia, ib, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23), i32x4.splat(FINE_BINS - 1));
-            const at0 = HIST_PTR + (<usize>i32x4.extract_lane(index, 0) << 2);
+            const last = f64x2.splat(<f64>(FINE_BINS - 1));
+            const magic = f64x2.splat(4503599627370496.0);
+            const ia = f64x2.add(f64x2.floor(f64x2.pmin(f64x2.sub(f, f64x2.mul(da, sc)), last)), magic);
+            const ib = f64x2.add(f64x2.floor(f64x2.pmin(f64x2.sub(f, f64x2.mul(db, sc)), last)), magic);
+            // the four values go to the four interleaved copies
+            const at0 = HIST_PTR + (<usize>i32x4.extract_lane(ia, 0) << 2);
             store<u32>(at0, load<u32>(at0) + 1);
-            const at1 = HIST_PTR + 4096 + (<usize>i32x4.extract_lane(index, 1) << 2);
+            const at1 = HIST_PTR + 4096 + (<usize>i32x4.extract_lane(ia, 2) << 2);
             store<u32>(at1, load<u32>(at1) + 1);
-            const at2 = HIST_PTR + 8192 + (<usize>i32x4.extract_lane(index, 2) << 2);
+            const at2 = HIST_PTR + 8192 + (<usize>i32x4.extract_lane(ib, 0) << 2);
             store<u32>(at2, load<u32>(at2) + 1);
-            const at3 = HIST_PTR + 12288 + (<usize>i32x4.extract_lane(index, 3) << 2);
+            const at3 = HIST_PTR + 12288 + (<usize>i32x4.extract_lane(ib, 2) << 2);
             store<u32>(at3, load<u32>(at3) + 1);
             k += 4;
             continue;
@@ -1402,6 +1408,7 @@ export function accumulateError(
   }
   foldHistogram(fine);
   maxAbs = max<f64>(maxAbs, max<f64>(f64x2.extract_lane(maxPair, 0), f64x2.extract_lane(maxPair, 1)));
+  zeros += <i32>(i64x2.extract_lane(zeroLanes, 0) + i64x2.extract_lane(zeroLanes, 1));
   store<f64>(state + S_SSE, sse);
   store<f64>(state + S_SSX, ssx);
   store<f64>(state + S_SSY, ssy);
