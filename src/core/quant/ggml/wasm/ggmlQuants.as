@@ -1239,10 +1239,9 @@ export function accumulateError(
   x: usize, y: usize, blockRows: i32, cols: i32, firstRow: f64, rows: f64, rowBands: f64, colBands: i32,
   colBandOf: usize, cellError: usize, cellCount: usize, fine: usize, state: usize,
 ): i32 {
-  let sse = load<f64>(state + S_SSE);
-  let ssx = load<f64>(state + S_SSX);
-  let ssy = load<f64>(state + S_SSY);
-  let sxy = load<f64>(state + S_SXY);
+  // Two running sums per vector, each lane its own sequential f64 sum: [sum d^2, sum x^2], [sum y^2, sum x y].
+  let sumA = f64x2.replace_lane(f64x2.splat(load<f64>(state + S_SSE)), 1, load<f64>(state + S_SSX));
+  let sumB = f64x2.replace_lane(f64x2.splat(load<f64>(state + S_SSY)), 1, load<f64>(state + S_SXY));
   let maxAbs = load<f64>(state + S_MAX);
   let halfRange = load<f64>(state + S_HALF);
   let scale: f64 = halfRange > 0 ? <f64>FINE_PER_SIDE / halfRange : 0;
@@ -1288,22 +1287,15 @@ export function accumulateError(
             const yyb = f64x2.mul(yb, yb);
             const xya = f64x2.mul(xa, ya);
             const xyb = f64x2.mul(xb, yb);
-            sse += f64x2.extract_lane(d2a, 0);
-            sse += f64x2.extract_lane(d2a, 1);
-            sse += f64x2.extract_lane(d2b, 0);
-            sse += f64x2.extract_lane(d2b, 1);
-            ssx += f64x2.extract_lane(xxa, 0);
-            ssx += f64x2.extract_lane(xxa, 1);
-            ssx += f64x2.extract_lane(xxb, 0);
-            ssx += f64x2.extract_lane(xxb, 1);
-            ssy += f64x2.extract_lane(yya, 0);
-            ssy += f64x2.extract_lane(yya, 1);
-            ssy += f64x2.extract_lane(yyb, 0);
-            ssy += f64x2.extract_lane(yyb, 1);
-            sxy += f64x2.extract_lane(xya, 0);
-            sxy += f64x2.extract_lane(xya, 1);
-            sxy += f64x2.extract_lane(xyb, 0);
-            sxy += f64x2.extract_lane(xyb, 1);
+            // values 0, 1, 2, 3 in turn: [d^2, x^2] into sumA, [y^2, x y] into sumB
+            sumA = f64x2.add(sumA, i8x16.shuffle(d2a, xxa, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+            sumA = f64x2.add(sumA, i8x16.shuffle(d2a, xxa, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+            sumA = f64x2.add(sumA, i8x16.shuffle(d2b, xxb, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+            sumA = f64x2.add(sumA, i8x16.shuffle(d2b, xxb, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+            sumB = f64x2.add(sumB, i8x16.shuffle(yya, xya, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+            sumB = f64x2.add(sumB, i8x16.shuffle(yya, xya, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+            sumB = f64x2.add(sumB, i8x16.shuffle(yyb, xyb, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+            sumB = f64x2.add(sumB, i8x16.shuffle(yyb, xyb, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
             cell += f64x2.extract_lane(d2a, 0);
             cell += f64x2.extract_lane(d2a, 1);
             cell += f64x2.extract_lane(d2b, 0);
@@ -1347,14 +1339,10 @@ export function accumulateError(
             const xx = f64x2.mul(xv2, xv2);
             const yy = f64x2.mul(yv2, yv2);
             const xy = f64x2.mul(xv2, yv2);
-            sse += f64x2.extract_lane(d2, 0);
-            sse += f64x2.extract_lane(d2, 1);
-            ssx += f64x2.extract_lane(xx, 0);
-            ssx += f64x2.extract_lane(xx, 1);
-            ssy += f64x2.extract_lane(yy, 0);
-            ssy += f64x2.extract_lane(yy, 1);
-            sxy += f64x2.extract_lane(xy, 0);
-            sxy += f64x2.extract_lane(xy, 1);
+            sumA = f64x2.add(sumA, i8x16.shuffle(d2, xx, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+            sumA = f64x2.add(sumA, i8x16.shuffle(d2, xx, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
+            sumB = f64x2.add(sumB, i8x16.shuffle(yy, xy, 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23));
+            sumB = f64x2.add(sumB, i8x16.shuffle(yy, xy, 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31));
             cell += f64x2.extract_lane(d2, 0);
             cell += f64x2.extract_lane(d2, 1);
             // max of finite non-negative values: any order gives the same value
@@ -1377,10 +1365,8 @@ export function accumulateError(
           break;
         }
         const d2 = d * d;
-        sse += d2;
-        ssx += xv * xv;
-        ssy += yv * yv;
-        sxy += xv * yv;
+        sumA = f64x2.add(sumA, f64x2.replace_lane(f64x2.splat(d2), 1, xv * xv));
+        sumB = f64x2.add(sumB, f64x2.replace_lane(f64x2.splat(yv * yv), 1, xv * yv));
         const a = Math.abs(d);
         maxAbs = a > maxAbs ? a : maxAbs;
         cell += d2;
@@ -1409,10 +1395,10 @@ export function accumulateError(
   foldHistogram(fine);
   maxAbs = max<f64>(maxAbs, max<f64>(f64x2.extract_lane(maxPair, 0), f64x2.extract_lane(maxPair, 1)));
   zeros += <i32>(i64x2.extract_lane(zeroLanes, 0) + i64x2.extract_lane(zeroLanes, 1));
-  store<f64>(state + S_SSE, sse);
-  store<f64>(state + S_SSX, ssx);
-  store<f64>(state + S_SSY, ssy);
-  store<f64>(state + S_SXY, sxy);
+  store<f64>(state + S_SSE, f64x2.extract_lane(sumA, 0));
+  store<f64>(state + S_SSX, f64x2.extract_lane(sumA, 1));
+  store<f64>(state + S_SSY, f64x2.extract_lane(sumB, 0));
+  store<f64>(state + S_SXY, f64x2.extract_lane(sumB, 1));
   store<f64>(state + S_MAX, maxAbs);
   store<f64>(state + S_ZEROS, load<f64>(state + S_ZEROS) + <f64>zeros);
   return bad;
