@@ -277,3 +277,16 @@ test('GPTQ from a GGUF input -> Q8_0: blocks written in the stored row order (no
     });
   });
 });
+
+test('AWQ -> Q4_K_M on micro-llama searches on the grid its linears really get (Q5_0: 64 columns do not fill a 256-value K block)', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'awq-Q4_K_M.gguf');
+    const { result } = await runMethodQuantize({ input: microLlamaDir, target: 'Q4_K_M', output: out }, { method: 'awq', calib: calibFile, calibWindows: 2 });
+    assert.equal(result.card.recipe.searchType, 'Q5_0');
+    assert.equal(result.card.recipe.searchBits, 5);
+    assert.equal(result.card.recipe.searchGroup, 32);
+    const linearTypes = result.card.tensors.filter((t) => /^blk\.\d+\.(attn_[qkvo]|attn_output|ffn_(gate|up|down))\.weight$/.test(t.name)).map((t) => t.type);
+    assert.equal(linearTypes.length, 14);
+    assert.ok(linearTypes.filter((t) => t === 'Q5_0').length > 7, `most linears are Q5_0: ${linearTypes.join(', ')}`);
+  });
+});

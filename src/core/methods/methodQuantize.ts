@@ -9,8 +9,8 @@
  *   rescaling, so the error is what the quantizer adds).
  * GGUF targets (the llama.cpp-exact exporter reads the same method checkpoint):
  * - AWQ / SmoothQuant: the rewritten f32 weights are quantized by the target's ggml types with llama.cpp's
- *   rounding (any quantized preset; SmoothQuant also F16 / BF16 / F32). AWQ's search uses the grid of the
- *   target's linear type: bits and block of GGUF_SEARCH_GRID.
+ *   rounding (any quantized preset; SmoothQuant also F16 / BF16 / F32). AWQ's search uses the grid
+ *   (ggufSearchGrid) of the type the export plan gives most of the linear weights.
  * - GPTQ: error compensation into Q4_0 or Q8_0 blocks (gptq.ts); those blocks are written as they are. The
  *   target must put every linear weight in that one type (Q4_0, Q8_0); K types are refused, naming the tensor.
  * LLM.int8() (no output layout for its 16-bit outlier columns yet) is refused.
@@ -189,6 +189,26 @@ async function checkGgufLinearTypes(checkpoint: Checkpoint, model: LlamaModel, t
   }
 }
 
+/**
+ * AWQ into GGUF: the ggml type that holds most of the linear weights in the export plan (llama.cpp may
+ * raise some tensors, e.g. Q6_K in Q4_K_M, or fall back for row lengths its K blocks do not divide, e.g.
+ * Q5_0 for 64 columns), whose grid the scale and clip searches then use.
+ */
+async function dominantLinearType(checkpoint: Checkpoint, model: LlamaModel, target: string): Promise<string> {
+  const plan = await planGgufExport(checkpoint, { target });
+  const linear = new Set<string>();
+  for (let l = 0; l < model.config.numLayers; l++) for (const role of LINEAR_ROLES) linear.add(model.linearTensorName(l, role));
+  const weightByType = new Map<string, number>();
+  for (const t of plan.tensors) {
+    if (!linear.has(t.sourceName)) continue;
+    weightByType.set(t.type, (weightByType.get(t.type) ?? 0) + t.shape.reduce((a, b) => a * b, 1));
+  }
+  let best = target;
+  let most = -1;
+  for (const [type, count] of weightByType) if (count > most) [best, most] = [type, count];
+  return best;
+}
+
 /** GPTQ's codes as the pipeline's IntNQuantized, keyed by the checkpoint's tensor names. */
 function gptqCodesByTensor(model: LlamaModel, run: MethodRun, target: MethodTarget): Map<string, IntNQuantized> {
   if (target.kind !== 'research') throw new InvalidArgumentError('GPTQ layout codes for a GGUF target');
@@ -229,12 +249,23 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
   request = plain;
   const target = checkMethodRequest(request, spec);
   const settings = methodSettings(spec, target);
+  let searchType: string | undefined;
   const windows = spec.calibWindows ?? 16;
   const ctx = spec.ctx ?? 256;
   const checkpoint: Checkpoint = await openCheckpoint(request.input);
   try {
     const model = LlamaModel.fromCheckpoint(checkpoint);
     if (target.kind === 'gguf' && target.gptqType !== undefined) await checkGgufLinearTypes(checkpoint, model, target.target, target.gptqType);
+    if (target.kind === 'gguf' && spec.method === 'awq') {
+      const type = await dominantLinearType(checkpoint, model, target.target);
+      const grid = ggufSearchGrid(type);
+      if (grid !== null) {
+        settings.bits = grid.bits;
+        settings.groupSize = grid.groupSize;
+        settings.sym = grid.sym;
+      }
+      searchType = type;
+    }
     const tokenizer = await loadTokenizer(checkpoint);
     const calibration = textWindows(tokenizer.encode(await readTextFile(spec.calib, 'calibration')), ctx, windows, 'calibration');
     const run = await quantizeWithMethod(model, calibration, spec.method, settings, {
@@ -247,7 +278,7 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
       signal: options.signal,
       onProgress: options.onProgress,
       onWarning: options.onWarning,
-      recipeExtra: recipeExtra(spec, settings, windows, ctx),
+      recipeExtra: { ...recipeExtra(spec, settings, windows, ctx), ...(searchType === undefined ? {} : { searchType }) },
       ...(target.kind === 'gguf' ? { ggufExporter } : {}),
     };
     // GPTQ changes only the linear weights: the writer reads the originals (so the card measures the
