@@ -1172,6 +1172,11 @@ export function dequantizeQ6_K(src: usize, dst: usize, nb: i32): void {
 // histogram's fine bins. Cell sums are carried in a local within a run of columns of one cell: the same
 // f64 adds in the same order as adding to the cell each time. The histogram's first range uses the
 // host's Math.log2 / Math.pow (imported), so it is the JS value to the bit.
+// SIMD without changing a bit: products and differences are per-lane f64 operations (the scalar ones);
+// every running sum stays one sequential chain in element order (a lane of sumA / sumB, or the local
+// `cell`); only order-free results are combined across lanes: max of non-negative finite values, and
+// integer counts (zeros, the u32 histogram copies). The one reference is the JS loop the tests keep
+// (test/unit/cardMetrics.test.ts), compared field by field on real tensors.
 
 @external("env", "log2") declare function hostLog2(x: f64): f64;
 @external("env", "pow") declare function hostPow(x: f64, y: f64): f64;
