@@ -10,7 +10,6 @@ import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSy
 import { createHash } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
 import { UnsupportedError } from '../../src/core/errors';
 import { exportGguf } from '../../src/core/convert/exportGguf';
 import { readLlamaHparams } from '../../src/core/convert/hfLlama';
@@ -22,45 +21,15 @@ import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../../src/core/model/perplexity';
 import { fixturesDir } from '../helpers/paths';
 import { qwen2Oracle as oracle, qwen2TinyDir } from '../helpers/qwen2Oracle';
+import { withLlamaCppModel } from '../helpers/llamaCpp';
 
 const evalText = readFileSync(join(fixturesDir, 'eval.txt'), 'utf8');
 const VOCAB = 8192;
 const ROWS = oracle.probe_ids.length;
 
-/** llama.cpp's logits [rows, vocab] at every probe position (a fresh context, positions from 0). */
+/** llama.cpp's logits [rows, vocab] at every probe position (test/helpers/llamaCpp.ts: fresh context, F32 caches). */
 async function llamaCppProbeLogits(modelPath: string, ids: readonly number[]): Promise<Float32Array> {
-  const { getLlama } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  try {
-    const model = await llama.loadModel({ modelPath });
-    try {
-      const context = await model.createContext({
-        contextSize: 2 * ids.length,
-        batchSize: ids.length,
-        threads: 1,
-        flashAttention: false,
-        experimentalKvCacheKeyType: 'F32',
-        experimentalKvCacheValueType: 'F32',
-      });
-      try {
-        const input: ControlledEvaluateInputItem[] = ids.map((id) => [id as Token, { generateNext: { logits: true } }]);
-        const results = await context.getSequence().controlledEvaluate(input);
-        const out = new Float32Array(ids.length * VOCAB).fill(NaN);
-        results.forEach((r, i) => {
-          const logits = r?.next?.logits;
-          assert.ok(logits !== undefined && logits.size === VOCAB, `llama.cpp gave no full logits at position ${i}`);
-          for (const [token, value] of logits) out[i * VOCAB + token] = value;
-        });
-        return out;
-      } finally {
-        await context.dispose();
-      }
-    } finally {
-      await model.dispose();
-    }
-  } finally {
-    await llama.dispose();
-  }
+  return withLlamaCppModel(modelPath, async (run) => (await run(ids, { allRows: true })).logits);
 }
 
 /** Our forward's probe logits [rows, vocab] on any checkpoint path. */

@@ -10,8 +10,8 @@ import { readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
 import { fixturesDir } from '../helpers/paths';
+import { withLlamaCppModel } from '../helpers/llamaCpp';
 import { exportGguf } from '../../src/core/convert/exportGguf';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { loadModel } from '../../src/core/model/loadModel';
@@ -105,41 +105,12 @@ test('perplexity of the spm-llama folder equals that of its F32 GGUF read back b
     await exported.close();
   }
 
-  const { getLlama } = await import('node-llama-cpp');
-  const llama = await getLlama({ gpu: false, build: 'never', logLevel: 'error' as never });
-  const llamaModel = await llama.loadModel({ modelPath: gguf.F32 });
-  try {
+  await withLlamaCppModel(gguf.F32, async (run) => {
     for (let w = 0; w < windows.length; w++) {
-      const ids = Array.from(windows[w]!);
-      const context = await llamaModel.createContext({
-        contextSize: 2 * CTX,
-        batchSize: CTX,
-        threads: 1,
-        flashAttention: false,
-        experimentalKvCacheKeyType: 'F32',
-        experimentalKvCacheValueType: 'F32',
-      });
-      try {
-        const input: ControlledEvaluateInputItem[] = ids.map((id, i) => (i === CTX - 1 ? (id as Token) : [id as Token, { generateNext: { logits: true, totalLogitWeight: true } }]));
-        const results = await context.getSequence().controlledEvaluate(input);
-        let theirNll = 0;
-        for (let i = 0; i < CTX - 1; i++) {
-          const next = results[i]?.next;
-          assert.ok(next?.logits !== undefined && next.totalLogitWeight !== undefined, `no logits at position ${i}`);
-          const maxLogit = next.logits.values().next().value as number;
-          const target = next.logits.get(ids[i + 1]! as Token);
-          assert.ok(target !== undefined);
-          theirNll += Math.log(next.totalLogitWeight) + maxLogit - target;
-        }
-        const ourPerplexity = Math.exp(ourNll[w]! / (CTX - 1));
-        const theirPerplexity = Math.exp(theirNll / (CTX - 1));
-        assert.ok(Math.abs(ourPerplexity / theirPerplexity - 1) < 1e-3, `window ${w}: ours ${ourPerplexity} vs llama.cpp ${theirPerplexity}`);
-      } finally {
-        await context.dispose();
-      }
+      const theirs = await run(Array.from(windows[w]!));
+      const ourPerplexity = Math.exp(ourNll[w]! / (CTX - 1));
+      const theirPerplexity = Math.exp(theirs.nll / (CTX - 1));
+      assert.ok(Math.abs(ourPerplexity / theirPerplexity - 1) < 1e-3, `window ${w}: ours ${ourPerplexity} vs llama.cpp ${theirPerplexity}`);
     }
-  } finally {
-    await llamaModel.dispose();
-    await llama.dispose();
-  }
+  });
 });
