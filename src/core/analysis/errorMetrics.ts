@@ -59,7 +59,7 @@ export class ErrorHistogramAccumulator {
   halfRange = 0;
   zeros = 0;
 
-  /** Adds one error value (finite); the same rule as the inlined loop in ErrorAccumulator.addRows. */
+  /** Adds one error value (finite); the same rule as ErrorAccumulator.addRows applies per value (wasm/ggmlQuants.as accumulateError). */
   add(e: number): void {
     if (e === 0) {
       this.zeros += 1;
