@@ -9,16 +9,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { ErrorAccumulator, ErrorHistogramAccumulator, MAX_ERROR_MAP_BANDS, type ErrorMetrics } from '../../src/core/analysis/errorMetrics';
 import { NumericError } from '../../src/core/errors';
-import { ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { dequantizeGgml, ggmlByteSize, quantizeGgml } from '../../src/core/quant/ggml';
 import type { WasmQuantType } from '../../src/core/quant/ggml/wasm/ggmlWasm';
 import { f16ToF32Table } from '../../src/core/numeric/half';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { runQuantize, type GgufExporter } from '../../src/core/quant/pipeline';
-import { parseQuantCard } from '../../src/core/quant/quantCard';
 import { microLlamaDir, tinyLlamaDir } from '../helpers/paths';
 
 const FINE_BINS_PER_SIDE = 512;
@@ -533,36 +527,3 @@ test('synthetic: full-precision values and errors (the f64 sums round at every a
   }
 });
 
-test('quantize job: a GGUF exporter reporting the written bytes (quantized) gives the same card as one reporting the values', async () => {
-  const { ggufExporter } = await import('../../src/core/convert/ggufExporter');
-  // The real exporter, its reports rewritten to carry the bytes instead of the values (the bytes of
-  // quantizeGgml are the ones it writes: no importance matrix here).
-  let fromBytes = 0;
-  const bytesExporter: GgufExporter = (job) =>
-    ggufExporter({
-      ...job,
-      onTensor: (report) => {
-        if (report.type === report.sourceType || report.type === 'F32') return job.onTensor(report);
-        const quantized = new Uint8Array(report.bytes);
-        const type = ggmlTypeByName(report.type);
-        assert.ok(type !== undefined, report.type);
-        quantizeGgml(type.name, report.original, quantized);
-        fromBytes++;
-        job.onTensor({ ...report, reconstructed: undefined, quantized });
-      },
-    });
-  const dir = await mkdtemp(join(tmpdir(), 'card-metrics-'));
-  try {
-    for (const target of ['Q4_K_M', 'Q5_1']) {
-      const plain = await runQuantize({ input: microLlamaDir, output: join(dir, `${target}.values.gguf`), target }, { ggufExporter });
-      const viaBytes = await runQuantize({ input: microLlamaDir, output: join(dir, `${target}.bytes.gguf`), target }, { ggufExporter: bytesExporter });
-      const a = parseQuantCard(JSON.parse(await readFile(plain.cardPath, 'utf8')));
-      const b = parseQuantCard(JSON.parse(await readFile(viaBytes.cardPath, 'utf8')));
-      assert.deepEqual(b.tensors, a.tensors, target);
-      assert.deepEqual(b.totals, a.totals, target);
-    }
-    assert.ok(fromBytes >= 32, `${fromBytes} tensors measured from their bytes`);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-});

@@ -4,7 +4,7 @@
  *   exportGguf(
  *     checkpoint: Checkpoint,                 // from openCheckpoint(): an HF LLaMA/Mistral folder (or its .safetensors) or a .gguf
  *     options: ExportGgufOptions,             // { target: 'Q4_K_M' | 'Q8_0' | 'Q4_K' (pure) | ..., outputPath: '.../x.gguf', pure?, modelName?,
- *                                             //   onWarning?, onTensor? (per-tensor original + reconstructed values for the quant card) }
+ *                                             //   onWarning?, onTensor? (per-tensor original values + written bytes for the quant card) }
  *     progress?: (step, total, tensorName) => void,
  *     signal?: AbortSignal,                   // cancels between windows; nothing is left at outputPath
  *   ): Promise<ExportGgufResult>              // the per-tensor plan that was written, file type, bytes
@@ -30,7 +30,7 @@ import { GgufStreamWriter, gguf, layoutGguf, type GgufTensorToWrite } from '../f
 import { assertNotSamePath, openAtomicFile, type WriteFaultHook } from '../io/atomicWrite';
 import { withFileSource } from '../io/byteSource';
 import { availableParallelism } from 'node:os';
-import { dequantizeGgml, findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
+import { findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
 import { QuantizePool } from '../quant/ggml/quantPool';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
@@ -44,8 +44,8 @@ export interface GgufExportTensorReport {
   type: string;
   /** Source values in the written row order (Q/K already permuted). */
   original: Float32Array;
-  /** What the written bytes dequantize to. */
-  reconstructed: Float32Array;
+  /** The `type` bytes written, in the same row order. */
+  quantized: Uint8Array;
   bytes: number;
 }
 
@@ -386,9 +386,7 @@ async function writePrecomputed(
       permuteQkRows(original, permuted, rows, cols, headRows);
       original = permuted;
     }
-    const reconstructed = new Float32Array(rows * cols);
-    dequantizeGgml(type, bytes, reconstructed);
-    options.onTensor({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, reconstructed, bytes: bytes.byteLength });
+    options.onTensor({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: bytes, bytes: bytes.byteLength });
   }
   return bytes.byteLength;
 }
@@ -429,7 +427,8 @@ async function writeTensor(
   if (headRows > 1) windowRows = Math.max(headRows, windowRows - (windowRows % headRows));
   const keep = options.onTensor !== undefined;
   const original = keep ? new Float32Array(total) : undefined;
-  const reconstructed = keep ? new Float32Array(total) : undefined;
+  // The written bytes, for the quant card (it dequantizes them itself, chunk by chunk).
+  const written = keep ? new Uint8Array(rows * rowBytes) : undefined;
   let permuted: Float32Array | undefined;
   let out: Uint8Array | undefined;
   // With workers, window w is quantized while window w + 1 is read; bytes are written in row order.
@@ -441,7 +440,7 @@ async function writeTensor(
     pending = null;
     const chunk = await done.bytes;
     await writer.writeTensorData(item.name, chunk);
-    if (reconstructed !== undefined) dequantizeGgml(type, chunk, reconstructed.subarray(done.row * cols, (done.row + done.n) * cols));
+    if (written !== undefined) written.set(chunk, done.row * rowBytes);
   };
   for (let r = 0; r < rows; r += windowRows) {
     throwIfAborted(signal, `writing ${options.outputPath}`);
@@ -463,9 +462,9 @@ async function writeTensor(
         if (windowBytes.byteLength !== n * rowBytes) throw new InvalidArgumentError(`${item.name}: a window quantizer gave ${windowBytes.byteLength} bytes for ${n} rows of ${rowBytes}`);
         await flush();
         await writer.writeTensorData(item.name, windowBytes);
-        if (original !== undefined && reconstructed !== undefined) {
+        if (original !== undefined && written !== undefined) {
           original.set(values, r * cols);
-          dequantizeGgml(type, windowBytes, reconstructed.subarray(r * cols, (r + n) * cols));
+          written.set(windowBytes, r * rowBytes);
         }
         continue;
       }
@@ -485,14 +484,14 @@ async function writeTensor(
     const chunk = out.subarray(0, need);
     quantizeGgml(type, values, chunk);
     await writer.writeTensorData(item.name, chunk);
-    if (original !== undefined && reconstructed !== undefined) {
+    if (original !== undefined && written !== undefined) {
       original.set(values, r * cols);
-      dequantizeGgml(type, chunk, reconstructed.subarray(r * cols, (r + n) * cols));
+      written.set(chunk, r * rowBytes);
     }
   }
   await flush();
-  if (original !== undefined && reconstructed !== undefined) {
-    options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, reconstructed, bytes: rows * rowBytes });
+  if (original !== undefined && written !== undefined) {
+    options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: written, bytes: rows * rowBytes });
   }
   return rows * rowBytes;
 }

@@ -75,14 +75,12 @@ export interface GgufTensorReport {
   type: string;
   /** Source values (row-major, as read from the input). */
   original: Float32Array;
-  /** What the written bytes dequantize to, same order as `original` (or give `quantized`). */
-  reconstructed?: Float32Array;
   /**
-   * The `type` bytes written, same row order as `original`: the card's metrics are then computed from them
-   * (dequantized in WebAssembly memory chunk by chunk, ErrorAccumulator.addQuantizedRows) with no f32
-   * reconstruction of the whole tensor; the numbers are the same as from `reconstructed`.
+   * The `type` bytes written, same row order as `original`: the card's metrics are computed from them
+   * (dequantized in WebAssembly memory chunk by chunk, ErrorAccumulator.addQuantizedRows), with no f32
+   * reconstruction of the whole tensor.
    */
-  quantized?: Uint8Array;
+  quantized: Uint8Array;
   /** Bytes written for this tensor. */
   bytes: number;
 }
@@ -922,9 +920,8 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
           const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
           const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
           const writtenType = ggmlTypeByName(report.type);
-          if (report.quantized !== undefined && writtenType !== undefined) acc.addQuantizedRows(writtenType.name, report.original, report.quantized);
-          else if (report.reconstructed !== undefined) acc.addRows(report.original, report.reconstructed);
-          else throw new InvalidArgumentError(`${report.name}: the GGUF exporter reported neither the ${report.type} bytes nor their values`);
+          if (writtenType === undefined) throw new InvalidArgumentError(`${report.name}: the GGUF exporter reported an unknown type ${report.type}`);
+          acc.addQuantizedRows(writtenType.name, report.original, report.quantized);
           const entry = quantizedTensorEntry({ ...base, type: report.type }, acc.result());
           cardTensors.push(entry);
           options.onProgress?.({ ...lastStep, tensor: report.name, action: 'quantize', result: quantizedTensorResult(entry) });
