@@ -99,11 +99,17 @@ export interface MethodInfo {
 }
 
 export const METHODS: readonly MethodInfo[] = [
-  // GPTQ and AWQ write group-wise integers: only the GPTQ layout holds them.
-  { id: 'gptq', label: 'GPTQ', detail: 'second-order error compensation, then INT4 in the GPTQ layout', targetIds: ['int4'], available: true },
-  { id: 'awq', label: 'AWQ', detail: 'activation-aware weight scaling, then INT4 in the GPTQ layout', targetIds: ['int4'], available: true },
-  // SmoothQuant only folds scales into the weights; every safetensors target's writer then quantizes them.
-  { id: 'smoothquant', label: 'SmoothQuant', detail: 'migrates activation outliers into weights, then any safetensors target', targetIds: ['int8', 'int4', 'nf4', 'fp8'], available: true },
+  // GPTQ writes its own blocks: INT4 in the GPTQ layout, or GGUF Q4_0 / Q8_0 (K types are refused by the core).
+  { id: 'gptq', label: 'GPTQ', detail: 'second-order error compensation: INT4 (GPTQ layout) or GGUF Q4_0 / Q8_0 blocks', targetIds: ['int4', 'gguf:Q4_0', 'gguf:Q8_0'], available: true },
+  // AWQ and SmoothQuant rewrite the weights; the target's own quantizer then writes them (AWQ needs a quantized grid).
+  { id: 'awq', label: 'AWQ', detail: 'activation-aware weight scaling, then INT4 (GPTQ layout) or a quantized GGUF type', targetIds: ['int4', 'gguf:Q4_0', 'gguf:Q4_K_M', 'gguf:Q5_K_M', 'gguf:Q6_K', 'gguf:Q8_0'], available: true },
+  {
+    id: 'smoothquant',
+    label: 'SmoothQuant',
+    detail: 'migrates activation outliers into weights, then any target',
+    targetIds: ['int8', 'int4', 'nf4', 'fp8', 'gguf:F16', 'gguf:Q8_0', 'gguf:Q6_K', 'gguf:Q5_K_M', 'gguf:Q4_K_M', 'gguf:Q4_0'],
+    available: true,
+  },
   {
     id: 'llm-int8',
     label: 'LLM.int8()',
