@@ -1,28 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { microLlamaDir } from '../helpers/paths';
 import { main } from '../../src/cli/main';
 import { parseQuantizeArgs } from '../../src/cli/commands/quantize';
 import { inputStem } from '../../src/cli/commands/batch';
 import { parseQuantCard } from '../../src/core/quant/quantCard';
-
-function captureIo(): { out: string[]; err: string[]; io: { out: (s: string) => void; err: (s: string) => void; isTTY: boolean } } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return { out, err, io: { out: (s) => out.push(s), err: (s) => err.push(s), isTTY: false } };
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'ql-cli-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+import { captureIo, withTempDir } from '../helpers/scoped';
 
 test('argument parsing: --group -1 is a value, --opt=value works, unknown options are refused', () => {
   const p = parseQuantizeArgs(['in', '--to', 'int4-g128', '--group', '-1', '--sym', '-o', 'out', '--scale=channel']);

@@ -12,12 +12,7 @@ import { main } from '../../src/cli/main';
 import { parseQuantizeArgs } from '../../src/cli/commands/quantize';
 import { InvalidArgumentError } from '../../src/core/errors';
 import { parseQuantCard } from '../../src/core/quant/quantCard';
-
-function captureIo(): { out: string[]; err: string[]; io: { out: (s: string) => void; err: (s: string) => void; isTTY: boolean } } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return { out, err, io: { out: (s) => out.push(s), err: (s) => err.push(s), isTTY: false } };
-}
+import { captureIo } from '../helpers/scoped';
 
 test('--device and --threads parse; bad values are InvalidArgumentErrors that name the flag and the value', () => {
   const p = parseQuantizeArgs(['in', '--to', 'Q8_0', '-o', 'x.gguf', '--device', 'cpu', '--threads=3']);

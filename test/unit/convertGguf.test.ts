@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, mkdir, mkdtemp, open, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -14,17 +14,9 @@ import { withFileSource } from '../../src/core/io/byteSource';
 import { CancelledError, NumericError, QuantLensError, UnsupportedError } from '../../src/core/errors';
 import { quantizeGgml } from '../../src/core/quant/ggml/index';
 import { syntheticKv } from '../fixtures/oracles/syntheticLlama';
+import { withTempDir } from '../helpers/scoped';
 
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-async function withTempDir<T>(fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), 'quantlens-convert-'));
-  try {
-    return await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 function plain(v: GgufValue): unknown {
   return JSON.parse(JSON.stringify(v, (_k, x: unknown) => (typeof x === 'bigint' ? String(x) : x)));

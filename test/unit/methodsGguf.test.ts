@@ -7,8 +7,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ControlledEvaluateInputItem, Token } from 'node-llama-cpp';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -18,7 +16,6 @@ import { permuteQkRows } from '../../src/core/convert/hfLlama';
 import { UnsupportedError } from '../../src/core/errors';
 import type { Checkpoint } from '../../src/core/formats/checkpoint';
 import { ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
-import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { loadTokenizer, readTextFile, textWindows } from '../../src/core/methods/compare';
 import { checkpointWithMethodWeights } from '../../src/core/methods/methodCheckpoint';
 import { checkMethodRequest, runMethodQuantize, type MethodQuantizeSpec } from '../../src/core/methods/methodQuantize';
@@ -26,6 +23,7 @@ import type { MethodRun } from '../../src/core/methods/quantizeWithMethod';
 import { LlamaModel } from '../../src/core/model/forward';
 import { perplexity } from '../../src/core/model/perplexity';
 import { dequantizeGgml, quantizeGgml } from '../../src/core/quant/ggml/index';
+import { withCheckpoint, withTempDir } from '../helpers/scoped';
 
 const calibFile = join(fixturesDir, 'calib-64k.txt');
 const evalFile = join(fixturesDir, 'eval.txt');
@@ -34,24 +32,6 @@ const CTX = 256;
 const PROBE = 'The quick brown fox jumps over the lazy dog, and then it reads the documentation.';
 /** Our runtime reading a GGUF vs the same values in memory: the same f32 kernels, only summation order may differ. */
 const PPL_REL_TOL = 1e-4;
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'ql-method-gguf-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function withCheckpoint<T>(path: string, fn: (c: Checkpoint) => Promise<T>): Promise<T> {
-  const c = await openCheckpoint(path);
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
 
 async function evalWindows(): Promise<Int32Array[]> {
   return withCheckpoint(microLlamaDir, async (c) => textWindows((await loadTokenizer(c)).encode(await readTextFile(evalFile, 'evaluation')), CTX, EVAL_WINDOWS, 'evaluation'));

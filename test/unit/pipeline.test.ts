@@ -1,7 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
@@ -16,18 +15,10 @@ import { computeErrorMetrics } from '../../src/core/analysis/errorMetrics';
 import { withAtomicFile } from '../../src/core/io/atomicWrite';
 import { bytesOf, SafetensorsStreamWriter } from '../../src/core/formats/safetensors/writer';
 import { CancelledError, InvalidArgumentError, IoError, NumericError } from '../../src/core/errors';
+import { withTempDir } from '../helpers/scoped';
 
 const source = join(microLlamaDir, 'model.safetensors');
 const Q_PROJ = 'model.layers.0.self_attn.q_proj.weight';
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'ql-pipe-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
 
 async function rawAs<T>(ckpt: Checkpoint, name: string, make: (b: ArrayBuffer, o: number, n: number) => T, size: number): Promise<T> {
   const raw = await ckpt.readRawRows(name);

@@ -1,48 +1,22 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 import { main } from '../../src/cli/main';
 import { CancelledError } from '../../src/core/errors';
-import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
-import type { Checkpoint } from '../../src/core/formats/checkpoint';
 import { LlamaModel } from '../../src/core/model/forward';
 import { loadTokenizer, readTextFile, textWindows } from '../../src/core/methods/compare';
 import { runMethodQuantize } from '../../src/core/methods/methodQuantize';
 import { readResearchWeight, runQuantize } from '../../src/core/quant/pipeline';
 import { parseQuantCard } from '../../src/core/quant/quantCard';
+import { captureIo, withCheckpoint, withTempDir } from '../helpers/scoped';
 
 const calibFile = join(fixturesDir, 'calib-64k.txt');
 const CALIB_WINDOWS = 4;
 const CTX = 256;
 const LAYER0_ATTN_IN = ['q_proj', 'k_proj', 'v_proj'].map((p) => `model.layers.0.self_attn.${p}.weight`);
-
-function captureIo(): { out: string[]; err: string[]; io: { out: (s: string) => void; err: (s: string) => void; isTTY: boolean } } {
-  const out: string[] = [];
-  const err: string[] = [];
-  return { out, err, io: { out: (s) => out.push(s), err: (s) => err.push(s), isTTY: false } };
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'ql-method-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
-
-async function withCheckpoint<T>(path: string, fn: (c: Checkpoint) => Promise<T>): Promise<T> {
-  const c = await openCheckpoint(path);
-  try {
-    return await fn(c);
-  } finally {
-    await c.close();
-  }
-}
 
 /** Layer 0's attn_in activations (the inputs of q/k/v) on the calibration windows, as rows of 64. */
 async function layer0AttnInputs(): Promise<Float32Array[]> {

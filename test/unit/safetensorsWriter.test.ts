@@ -1,21 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { link, mkdtemp, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { link, readdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { assertNotSamePath, openAtomicFile, withAtomicFile, writeFileAtomic } from '../../src/core/io/atomicWrite';
 import { bytesOf, layoutSafetensors, SafetensorsStreamWriter, type SafetensorsTensorSpec } from '../../src/core/formats/safetensors/writer';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { CancelledError, InvalidArgumentError, IoError } from '../../src/core/errors';
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await mkdtemp(join(tmpdir(), 'ql-stw-'));
-  try {
-    await fn(dir);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
-}
+import { withTempDir } from '../helpers/scoped';
 
 const specs: SafetensorsTensorSpec[] = [
   { name: 'a.weight', dtype: 'F32', shape: [2, 3] },
