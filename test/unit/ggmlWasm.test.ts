@@ -45,15 +45,20 @@ test('the oracle inputs are what the generators give', () => {
   }
 });
 
+test('every type has a llama.cpp oracle on every input, except Q8_0 on the extreme vectors (no single C answer on NaN blocks: ggml-random/README.md)', () => {
+  const missing = Object.keys(inputs).flatMap((name) => TYPES.filter((type) => oracle.outputs[name]?.[type] === undefined).map((type) => `${name}/${type}`));
+  assert.deepEqual(missing, ['extreme/Q8_0']);
+});
+
 for (const [name, x] of Object.entries(inputs)) {
   for (const type of TYPES) {
     const expected = oracle.outputs[name]?.[type];
-    const skip = expected === undefined ? `${type} has no single C answer on ${name} (see ggml-random/README.md)` : false;
-    test(`${type}: bytes equal llama.cpp's on the ${name} vectors`, { skip }, () => {
+    if (expected === undefined) continue;
+    test(`${type}: bytes equal llama.cpp's on the ${name} vectors`, () => {
       const ours = new Uint8Array(ggmlByteSize(type, x.length)).fill(0xa5);
       quantizeGgml(type, x, ours);
-      assert.equal(ours.length, expected!.bytes);
-      assert.equal(sha256(ours), expected!.sha256, `${type} on ${name}`);
+      assert.equal(ours.length, expected.bytes);
+      assert.equal(sha256(ours), expected.sha256, `${type} on ${name}`);
     });
   }
 }
