@@ -50,7 +50,7 @@ try {
     const ignoreFile = join(scratch, `${target}.vscodeignore`);
     writeFileSync(ignoreFile, `${baseIgnore}\n!${dawn}/**\n`);
     const out = join('dist-vsix', `${pkg.name}-${pkg.version}-${target}.vsix`);
-    run('npx', ['vsce', 'package', '--target', target, '--ignoreFile', ignoreFile, '--out', out, '--allow-missing-repository', ...license]);
+    run('npx', ['vsce', 'package', '--target', target, '--ignoreFile', ignoreFile, '--out', out, '--allow-missing-repository', '--no-rewrite-relative-links', ...license]);
     const bytes = statSync(out).size;
     console.log(`${out}: ${(bytes / 1024 / 1024).toFixed(2)} MiB (${bytes} bytes)`);
   }
