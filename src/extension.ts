@@ -58,10 +58,16 @@ export function activate(context: vscode.ExtensionContext): QuantLensApi {
     jobs.dispose();
     await jobs.whenIdle();
   };
-  // A server stop (SIGTERM) or a hard exit gives no time for deactivate(): remove the running jobs'
-  // temp files synchronously, then let the signal take its default course.
+  // A server stop (SIGTERM) or a hard exit gives no time for deactivate(): stop the job worker thread,
+  // remove the running jobs' temp files synchronously, and once more after a short pause (a file the worker
+  // was opening as the signal came is removed too), then let the signal take its default course.
   const removeTempFiles = (): void => {
-    removeOwnTempFilesSync(jobs.active().map((j) => j.outputPath));
+    const outputs = jobs.active().map((j) => j.outputPath);
+    if (outputs.length === 0) return;
+    backend.stopWorkerNow();
+    removeOwnTempFilesSync(outputs);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
+    removeOwnTempFilesSync(outputs);
   };
   const onSigterm = (): void => {
     removeTempFiles();

@@ -78,6 +78,8 @@ export function summarizeCheckpoint(checkpoint: Checkpoint): CheckpointSummary {
 
 export class CoreBackend implements QuantBackend {
   private worker: Promise<JobRunner> | undefined;
+  /** The worker once it has started (what stopWorkerNow can reach synchronously). */
+  private started: JobRunner | undefined;
   private workerHeapMb: number | undefined;
 
   /** `device` setting for jobs that can use the GPU. */
@@ -186,12 +188,23 @@ export class CoreBackend implements QuantBackend {
     if (current?.alive) await current.dispose();
     this.workerHeapMb = maxHeapMb;
     this.worker = JobRunner.start({ maxHeapMb });
+    this.worker.then((r) => (this.started = r)).catch(() => undefined);
     return this.worker;
+  }
+
+  /**
+   * Asks the worker thread to stop at once, without waiting (a SIGTERM or exit handler cannot wait): after
+   * this, it starts no new file, so the temp files its jobs opened can be removed for good.
+   */
+  stopWorkerNow(): void {
+    void this.started?.terminate().catch(() => undefined);
+    this.started = undefined;
   }
 
   dispose(): void {
     void this.worker?.then((r) => r.dispose()).catch(() => undefined);
     this.worker = undefined;
+    this.started = undefined;
   }
 
 }
