@@ -12,6 +12,7 @@ import { FormatError, UnsupportedError } from '../errors';
 import type { MetadataValue } from '../formats/checkpoint';
 import { readBytes, withFileSource } from '../io/byteSource';
 import type { Tokenizer } from './tokenizer';
+import { parseHfMerges } from './hfMerges';
 
 /** sentencepiece's ModelProto.SentencePiece.Type (the same numbers as llama.cpp's token types). */
 export const PIECE_TYPE = { NORMAL: 1, UNKNOWN: 2, CONTROL: 3, USER_DEFINED: 4, UNUSED: 5, BYTE: 6 } as const;
@@ -661,16 +662,7 @@ export function sentencePieceTokenizerFromHfJson(raw: Record<string, unknown>, f
     pieces[id] = { ...pieces[id]!, type: PIECE_TYPE.UNKNOWN };
     unkId = id;
   }
-  if (!Array.isArray(model.merges)) throw new FormatError(file, "field 'model.merges' must be an array");
-  const merges = (model.merges as unknown[]).map((m, i): [string, string] => {
-    if (typeof m === 'string') {
-      const at = m.indexOf(' ', 1);
-      if (at < 0) throw new FormatError(file, `merge ${i} ${JSON.stringify(m)} has no separator`);
-      return [m.slice(0, at), m.slice(at + 1)];
-    }
-    if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return [m[0], m[1]];
-    throw new FormatError(file, `merge ${i} is neither "a b" nor ["a", "b"]`);
-  });
+  const merges = parseHfMerges(model.merges, file);
   const spm: SentencePieceModel = {
     source: file,
     pieces,

@@ -11,6 +11,7 @@
 import { FormatError, UnsupportedError } from '../errors';
 import type { MetadataValue } from '../formats/checkpoint';
 import { isSentencePieceStyleHfJson, sentencePieceTokenizerFromGguf, sentencePieceTokenizerFromHfJson } from './sentencepiece';
+import { parseHfMerges } from './hfMerges';
 
 /** What the model code needs from a tokenizer (byte-level BPE here, SentencePiece in sentencepiece.ts). */
 export interface Tokenizer {
@@ -257,16 +258,7 @@ export function tokenizerFromHfJson(raw: unknown, file: string, special?: { bosT
     if (typeof id !== 'number' || !Number.isSafeInteger(id) || id < 0) throw new FormatError(file, `vocab entry ${JSON.stringify(token)} has id ${JSON.stringify(id)}`);
     vocab.set(token, id);
   }
-  if (!Array.isArray(model.merges)) throw new FormatError(file, "field 'model.merges' must be an array");
-  const merges: Array<[string, string]> = (model.merges as unknown[]).map((m, i) => {
-    if (typeof m === 'string') {
-      const at = m.indexOf(' ', 1);
-      if (at < 0) throw new FormatError(file, `merge ${i} ${JSON.stringify(m)} has no separator`);
-      return [m.slice(0, at), m.slice(at + 1)];
-    }
-    if (Array.isArray(m) && m.length === 2 && typeof m[0] === 'string' && typeof m[1] === 'string') return [m[0], m[1]];
-    throw new FormatError(file, `merge ${i} is neither "a b" nor ["a", "b"]`);
-  });
+  const merges = parseHfMerges(model.merges, file);
   const addedTokens: AddedToken[] = [];
   if (Array.isArray(raw.added_tokens)) {
     for (const a of raw.added_tokens as unknown[]) {
