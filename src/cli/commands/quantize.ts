@@ -61,7 +61,8 @@ options:
   --json                 print JSON on stdout
   --help                 this text`;
 
-export interface ParsedQuantizeArgs {
+/** The method knobs are MethodQuantizeSpec's own fields; `method` and `calib` stay loose until checkMethodRequest. */
+export interface ParsedQuantizeArgs extends Pick<MethodQuantizeSpec, 'calibWindows' | 'bits' | 'actOrder' | 'percDamp' | 'alpha' | 'threshold' | 'keepFraction'> {
   positional: string[];
   target: string | undefined;
   output: string | undefined;
@@ -72,13 +73,6 @@ export interface ParsedQuantizeArgs {
   includeEmbeddings?: boolean;
   method?: string;
   calib?: string;
-  calibWindows?: number;
-  bits?: number;
-  actOrder?: boolean;
-  percDamp?: number;
-  alpha?: number;
-  threshold?: number;
-  keepFraction?: number;
   device: DeviceChoice;
   threads?: number;
   dryRun: boolean;
