@@ -4,9 +4,9 @@
  * cancel. When the editor is shut down mid-job (the window closed, the server stopped), the worker dies
  * with the process: these functions remove what the dead writer left.
  */
-import { readdirSync, unlinkSync } from 'node:fs';
+import { readdirSync, statSync, unlinkSync } from 'node:fs';
 import { readdir, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 const TEMP_NAME = /^\.(.+)\.(\d+)\.[0-9a-f]{8}\.tmp$/;
 
@@ -19,31 +19,42 @@ function processAlive(pid: number): boolean {
   }
 }
 
-/** Temp files for `output` written by process `pid` (worker threads share their process's pid). */
-function tempFilesOf(names: string[], output: string, pid: number): string[] {
-  const target = basename(output);
-  return names.filter((name) => {
-    const match = TEMP_NAME.exec(name);
-    return match !== null && match[1] === target && Number(match[2]) === pid;
-  });
+/**
+ * The folders a job for `output` writes temp files into: the output's folder (the output itself, its
+ * quant card `<output>.quant.json`, quantize_config.json) and, in folder mode, the output folder
+ * (config.json, tokenizer files).
+ */
+function jobFolders(output: string): string[] {
+  const folders = [dirname(output)];
+  try {
+    if (statSync(output).isDirectory()) folders.push(output);
+  } catch {
+    // not there (yet)
+  }
+  return folders;
 }
 
 /**
- * Synchronously removes this process's temp files for the given outputs: for shutdown paths (signal,
- * exit) where nothing asynchronous runs any more.
+ * Synchronously removes this process's temp files (worker threads share the pid) in the folders the
+ * given outputs' jobs write to: for shutdown paths (signal, exit) where nothing asynchronous runs any
+ * more. Every temp file of a job counts, not only the output's: a shutdown can come while the quant
+ * card or a side file is being written.
  */
 export function removeOwnTempFilesSync(outputs: string[]): number {
   let removed = 0;
-  for (const output of outputs) {
+  const folders = new Set(outputs.flatMap(jobFolders));
+  for (const folder of folders) {
     let names: string[];
     try {
-      names = readdirSync(dirname(output));
+      names = readdirSync(folder);
     } catch {
       continue;
     }
-    for (const name of tempFilesOf(names, output, process.pid)) {
+    for (const name of names) {
+      const match = TEMP_NAME.exec(name);
+      if (match === null || Number(match[2]) !== process.pid) continue;
       try {
-        unlinkSync(join(dirname(output), name));
+        unlinkSync(join(folder, name));
         removed++;
       } catch {
         // already gone

@@ -108,16 +108,19 @@ test('every available target maps to a pipeline target; calibrated methods name 
   assert.deepEqual(pipelineTarget(findTarget('gguf:Q4_K_M')!, undefined), { target: 'Q4_K_M', groupSize: undefined });
 });
 
-test('temp files of this process and of dead writers are removed; others are kept', async () => {
+test('temp files of this process (output, quant card, side files) and of dead writers are removed; others are kept', async () => {
   const folder = await mkdtemp(join(tmpdir(), 'quantlens-temp-'));
   try {
     const output = join(folder, 'out.safetensors');
     const own = temporaryPathFor(output);
+    // A shutdown while the quant card or quantize_config.json is being written (seen in CI).
+    const ownCard = temporaryPathFor(`${output}.quant.json`);
+    const ownSide = temporaryPathFor(join(folder, 'quantize_config.json'));
     const dead = join(folder, '.out.safetensors.999999999.0badc0de.tmp');
     const alive = join(folder, `.other.gguf.${process.ppid}.12345678.tmp`);
-    for (const f of [own, dead, alive, join(folder, 'keep.txt')]) await writeFile(f, 'x');
+    for (const f of [own, ownCard, ownSide, dead, alive, join(folder, 'keep.txt')]) await writeFile(f, 'x');
     assert.deepEqual(await sweepStaleTempFiles(folder), [dead]);
-    assert.equal(removeOwnTempFilesSync([output]), 1);
+    assert.equal(removeOwnTempFilesSync([output]), 3);
     assert.deepEqual((await readdir(folder)).sort(), [`.other.gguf.${process.ppid}.12345678.tmp`, 'keep.txt']);
   } finally {
     await rm(folder, { recursive: true, force: true });
