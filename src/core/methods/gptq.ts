@@ -123,10 +123,50 @@ export function minimumCalibrationTokens(columns: number): number {
 }
 
 /**
- * GPTQ-quantizes one layer. `weight` is row-major (rows x cols) float32; `hessian` is H (cols x cols),
- * e.g. from HessianAccumulator.hessian() (it is copied, not modified).
+ * One layer's GPTQ state between the steps below: the (permuted) weights being updated, the upper Cholesky
+ * factor of H^-1, the current grid per row and the outputs filled column by column. The CPU driver
+ * (gptqQuantizeLayer) and the WebGPU one (src/core/gpu) run the same steps:
+ *   prepareGptq -> for each block of columns [i1, i2): quantizeColumnBlock (CPU, column by column) ->
+ *   lazy batch update W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:] (applyLazyBatchUpdate here, a matmul on the GPU)
+ *   -> finishGptq.
  */
-export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions): GptqLayerResult {
+export interface GptqLayerState {
+  readonly rows: number;
+  readonly cols: number;
+  readonly target: GptqTarget;
+  /** Columns per lazy-batch block. */
+  readonly blockSize: number;
+  /** Row-major rows x cols float64, in processing (permuted) order; updated by the lazy batch updates. */
+  readonly wp: Float64Array;
+  /** Upper Cholesky factor of the damped H^-1 (cols x cols, processing order). */
+  readonly hinv: Float64Array;
+  /** Processing position -> original column. */
+  readonly perm: Int32Array;
+  readonly dampFraction: number;
+  readonly dampIncreases: number;
+  readonly deadColumns: number;
+  readonly signal?: AbortSignal;
+  /** Outputs in processing order, and the running loss. */
+  readonly dequantP: Float64Array;
+  readonly codesP: Uint8Array;
+  readonly scales: Float32Array;
+  readonly zeros: Int32Array;
+  readonly ggmlBytes: Uint8Array;
+  readonly groupSize: number;
+  readonly ggmlBlockBytes: number;
+  readonly maxq: number;
+  /** Current grid per row: int (scale, zero) or ggml (d as stored in f16, id = 1/d in f32 as ggml computes it). */
+  readonly rowScale: Float64Array;
+  readonly rowZero: Float64Array;
+  readonly rowInv: Float64Array;
+  loss: number;
+}
+
+/**
+ * Checks the options, zeroes dead columns, applies act-order, damps H (increasing the damping x10 up to
+ * four times when H is not positive definite) and factors H^-1. `weight` and `hessian` are not modified.
+ */
+export function prepareGptq(weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions): GptqLayerState {
   if (weight.length !== rows * cols) throw new InvalidArgumentError(`GPTQ: weight has ${weight.length} values, expected ${rows}x${cols}`);
   if (hessian.length !== cols * cols) throw new InvalidArgumentError(`GPTQ: Hessian is not ${cols}x${cols}`);
   const target = options.target;
@@ -141,7 +181,6 @@ export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: numb
   } else if (!(target.bits >= 2 && target.bits <= 8 && Number.isInteger(target.bits))) {
     throw new InvalidArgumentError(`GPTQ: bits must be 2..8, got ${target.bits}`);
   }
-  const signal = options.signal;
 
   const h = Float64Array.from(hessian);
   const w = new Float64Array(rows * cols);
@@ -192,132 +231,164 @@ export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: numb
     dampIncreases++;
   }
 
-  const dequantP = new Float64Array(rows * cols);
-  const codesP = new Uint8Array(target.kind === 'int' ? rows * cols : 0);
   const groupSize = target.kind === 'int' ? (target.groupSize > 0 ? target.groupSize : cols) : 32;
   const nGroups = Math.ceil(cols / groupSize);
-  const scales = new Float32Array(target.kind === 'int' ? nGroups * rows : 0);
-  const zeros = new Int32Array(target.kind === 'int' ? nGroups * rows : 0);
   const ggmlBlockBytes = target.kind === 'ggml' ? (target.type === 'Q4_0' ? 18 : 34) : 0;
-  const ggmlBytes = new Uint8Array(target.kind === 'ggml' ? rows * (cols / 32) * ggmlBlockBytes : 0);
-  const maxq = target.kind === 'int' ? 2 ** target.bits - 1 : 0;
+  return {
+    rows,
+    cols,
+    target,
+    blockSize,
+    wp,
+    hinv,
+    perm,
+    dampFraction,
+    dampIncreases,
+    deadColumns,
+    signal: options.signal,
+    dequantP: new Float64Array(rows * cols),
+    codesP: new Uint8Array(target.kind === 'int' ? rows * cols : 0),
+    scales: new Float32Array(target.kind === 'int' ? nGroups * rows : 0),
+    zeros: new Int32Array(target.kind === 'int' ? nGroups * rows : 0),
+    ggmlBytes: new Uint8Array(target.kind === 'ggml' ? rows * (cols / 32) * ggmlBlockBytes : 0),
+    groupSize,
+    ggmlBlockBytes,
+    maxq: target.kind === 'int' ? 2 ** target.bits - 1 : 0,
+    rowScale: new Float64Array(rows),
+    rowZero: new Float64Array(rows),
+    rowInv: new Float64Array(rows),
+    loss: 0,
+  };
+}
 
-  // Current grid per row: int (scale, zero) or ggml (d as stored in f16, id = 1/d in f32 as ggml computes it).
-  const rowScale = new Float64Array(rows);
-  const rowZero = new Float64Array(rows);
-  const rowInv = new Float64Array(rows);
-  let loss = 0;
-
-  for (let i1 = 0; i1 < cols; i1 += blockSize) {
-    if (signal?.aborted) throw new CancelledError('GPTQ cancelled');
-    const i2 = Math.min(i1 + blockSize, cols);
-    const count = i2 - i1;
-    // W1 = W[:, i1:i2] (rows x count); updated within the block while W itself stays as it was (reference semantics).
-    const w1 = new Float64Array(rows * count);
-    for (let r = 0; r < rows; r++) for (let k = 0; k < count; k++) w1[r * count + k] = wp[r * cols + i1 + k]!;
-    const err1 = new Float64Array(rows * count);
-
-    for (let k = 0; k < count; k++) {
-      const col = i1 + k;
-      const d = hinv[col * cols + col]!;
-      if (target.kind === 'int') {
-        if (col % groupSize === 0) {
-          // find_params over W[:, col:col+groupSize], the block-start state of those columns.
-          const gEnd = Math.min(cols, col + groupSize);
-          const g = col / groupSize;
-          for (let r = 0; r < rows; r++) {
-            let lo = Infinity;
-            let hi = -Infinity;
-            for (let c = col; c < gEnd; c++) {
-              const v = wp[r * cols + c]!;
-              if (v < lo) lo = v;
-              if (v > hi) hi = v;
-            }
-            const p = intGridParams(Math.fround(lo), Math.fround(hi), maxq, target.sym);
-            rowScale[r] = p.scale;
-            rowZero[r] = p.zero;
-            scales[g * rows + r] = p.scale;
-            zeros[g * rows + r] = p.zero;
-          }
-        }
-      } else if (col % 32 === 0) {
-        // ggml block start: the block's scale from the error-updated weights of its 32 columns (all inside W1 since blockSize % 32 == 0).
+/**
+ * Quantizes columns [i1, i2) one by one. `w1` holds W[:, i1:i2] (rows x (i2 - i1), row-major) as the lazy
+ * batch updates left it; it is updated in place within the block (reference semantics: W itself is not
+ * touched here). Returns Err1 (rows x (i2 - i1)): each column's error divided by Hinv[col, col].
+ * Group / block grids are computed where a group starts: int targets from `state.wp` (the block-start state
+ * of the group's columns, as the reference's find_params), ggml targets from `w1`.
+ */
+export function quantizeColumnBlock(state: GptqLayerState, i1: number, i2: number, w1: Float64Array): Float64Array {
+  if (state.signal?.aborted) throw new CancelledError('GPTQ cancelled');
+  const { rows, cols, target, wp, hinv, groupSize, ggmlBlockBytes, maxq, rowScale, rowZero, rowInv, scales, zeros, ggmlBytes, codesP, dequantP } = state;
+  const count = i2 - i1;
+  const err1 = new Float64Array(rows * count);
+  for (let k = 0; k < count; k++) {
+    const col = i1 + k;
+    const d = hinv[col * cols + col]!;
+    if (target.kind === 'int') {
+      if (col % groupSize === 0) {
+        // find_params over W[:, col:col+groupSize], the block-start state of those columns.
+        const gEnd = Math.min(cols, col + groupSize);
+        const g = col / groupSize;
         for (let r = 0; r < rows; r++) {
-          const base = r * count + k;
-          if (target.type === 'Q4_0') {
-            // quantize_row_q4_0_ref: max = the value of largest magnitude (first wins), d = max / -8, id = 1/d.
-            let amax = 0;
-            let max = 0;
-            for (let j = 0; j < 32; j++) {
-              const v = Math.fround(w1[base + j]!);
-              if (amax < Math.abs(v)) {
-                amax = Math.abs(v);
-                max = v;
-              }
-            }
-            const dF32 = Math.fround(max / -8);
-            rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
-            rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
-            writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
-          } else {
-            // quantize_row_q8_0_ref: d = amax / 127, id = 1/d.
-            let amax = 0;
-            for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(Math.fround(w1[base + j]!)));
-            const dF32 = Math.fround(amax / 127);
-            rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
-            rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
-            writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
+          let lo = Infinity;
+          let hi = -Infinity;
+          for (let c = col; c < gEnd; c++) {
+            const v = wp[r * cols + c]!;
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
           }
+          const p = intGridParams(Math.fround(lo), Math.fround(hi), maxq, target.sym);
+          rowScale[r] = p.scale;
+          rowZero[r] = p.zero;
+          scales[g * rows + r] = p.scale;
+          zeros[g * rows + r] = p.zero;
         }
       }
-
+    } else if (col % 32 === 0) {
+      // ggml block start: the block's scale from the error-updated weights of its 32 columns (all inside W1 since blockSize % 32 == 0).
       for (let r = 0; r < rows; r++) {
-        const wv = w1[r * count + k]!;
-        let q: number;
-        if (target.kind === 'int') {
-          const code = intGridCode(wv, rowScale[r]!, rowZero[r]!, maxq);
-          codesP[r * cols + col] = code;
-          q = rowScale[r]! * (code - rowZero[r]!);
-        } else if (target.type === 'Q4_0') {
-          // Rounding: truncation of x*id + 8.5 as ggml's (int8_t) cast, clamped to [0, 15] because later columns may exceed the block max.
-          const code = Math.min(15, Math.max(0, Math.trunc(Math.fround(Math.fround(wv) * rowInv[r]!) + 8.5)));
-          q = rowScale[r]! * (code - 8);
-          const blockOffset = (r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2;
-          const j = col % 32;
-          if (j < 16) ggmlBytes[blockOffset + j] = (ggmlBytes[blockOffset + j]! & 0xf0) | code;
-          else ggmlBytes[blockOffset + j - 16] = (ggmlBytes[blockOffset + j - 16]! & 0x0f) | (code << 4);
+        const base = r * count + k;
+        if (target.type === 'Q4_0') {
+          // quantize_row_q4_0_ref: max = the value of largest magnitude (first wins), d = max / -8, id = 1/d.
+          let amax = 0;
+          let max = 0;
+          for (let j = 0; j < 32; j++) {
+            const v = Math.fround(w1[base + j]!);
+            if (amax < Math.abs(v)) {
+              amax = Math.abs(v);
+              max = v;
+            }
+          }
+          const dF32 = Math.fround(max / -8);
+          rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
+          rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
+          writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
         } else {
-          // Rounding: roundf (half away from zero) as quantize_row_q8_0_ref, clamped to [-127, 127].
-          const code = Math.min(127, Math.max(-127, roundHalfAwayFromZero(Math.fround(Math.fround(wv) * rowInv[r]!))));
-          q = rowScale[r]! * code;
-          ggmlBytes[(r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2 + (col % 32)] = code & 0xff;
+          // quantize_row_q8_0_ref: d = amax / 127, id = 1/d.
+          let amax = 0;
+          for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(Math.fround(w1[base + j]!)));
+          const dF32 = Math.fround(amax / 127);
+          rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
+          rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
+          writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
         }
-        dequantP[r * cols + col] = q;
-        const e = (wv - q) / d;
-        loss += (e * e) / 2;
-        err1[r * count + k] = e;
-        // W1[:, k:] -= err * Hinv[col, col:i2]
-        const hRow = col * cols;
-        const wBase = r * count;
-        for (let kk = k + 1; kk < count; kk++) w1[wBase + kk]! -= e * hinv[hRow + i1 + kk]!;
       }
     }
 
-    // Lazy batch update: W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:].
-    if (i2 < cols) {
-      for (let r = 0; r < rows; r++) {
-        const wRow = r * cols;
-        for (let k = 0; k < count; k++) {
-          const e = err1[r * count + k]!;
-          if (e === 0) continue;
-          const hRow = (i1 + k) * cols;
-          for (let c = i2; c < cols; c++) wp[wRow + c]! -= e * hinv[hRow + c]!;
-        }
+    for (let r = 0; r < rows; r++) {
+      const wv = w1[r * count + k]!;
+      let q: number;
+      if (target.kind === 'int') {
+        const code = intGridCode(wv, rowScale[r]!, rowZero[r]!, maxq);
+        codesP[r * cols + col] = code;
+        q = rowScale[r]! * (code - rowZero[r]!);
+      } else if (target.type === 'Q4_0') {
+        // Rounding: truncation of x*id + 8.5 as ggml's (int8_t) cast, clamped to [0, 15] because later columns may exceed the block max.
+        const code = Math.min(15, Math.max(0, Math.trunc(Math.fround(Math.fround(wv) * rowInv[r]!) + 8.5)));
+        q = rowScale[r]! * (code - 8);
+        const blockOffset = (r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2;
+        const j = col % 32;
+        if (j < 16) ggmlBytes[blockOffset + j] = (ggmlBytes[blockOffset + j]! & 0xf0) | code;
+        else ggmlBytes[blockOffset + j - 16] = (ggmlBytes[blockOffset + j - 16]! & 0x0f) | (code << 4);
+      } else {
+        // Rounding: roundf (half away from zero) as quantize_row_q8_0_ref, clamped to [-127, 127].
+        const code = Math.min(127, Math.max(-127, roundHalfAwayFromZero(Math.fround(Math.fround(wv) * rowInv[r]!))));
+        q = rowScale[r]! * code;
+        ggmlBytes[(r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2 + (col % 32)] = code & 0xff;
       }
+      dequantP[r * cols + col] = q;
+      const e = (wv - q) / d;
+      state.loss += (e * e) / 2;
+      err1[r * count + k] = e;
+      // W1[:, k:] -= err * Hinv[col, col:i2]
+      const hRow = col * cols;
+      const wBase = r * count;
+      for (let kk = k + 1; kk < count; kk++) w1[wBase + kk]! -= e * hinv[hRow + i1 + kk]!;
     }
   }
+  return err1;
+}
 
-  // Undo the permutation: results in original column order; g_idx[orig] = (position in processing order) / groupSize.
+/** W[:, i1:i2] of the current weights (rows x (i2 - i1)), the block quantizeColumnBlock works on. */
+export function columnBlockOf(state: GptqLayerState, i1: number, i2: number): Float64Array {
+  const { rows, cols, wp } = state;
+  const count = i2 - i1;
+  const w1 = new Float64Array(rows * count);
+  for (let r = 0; r < rows; r++) for (let k = 0; k < count; k++) w1[r * count + k] = wp[r * cols + i1 + k]!;
+  return w1;
+}
+
+/** Lazy batch update on the CPU: W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]. */
+export function applyLazyBatchUpdate(state: GptqLayerState, i1: number, i2: number, err1: Float64Array): void {
+  const { rows, cols, wp, hinv } = state;
+  const count = i2 - i1;
+  if (i2 >= cols) return;
+  for (let r = 0; r < rows; r++) {
+    const wRow = r * cols;
+    for (let k = 0; k < count; k++) {
+      const e = err1[r * count + k]!;
+      if (e === 0) continue;
+      const hRow = (i1 + k) * cols;
+      for (let c = i2; c < cols; c++) wp[wRow + c]! -= e * hinv[hRow + c]!;
+    }
+  }
+}
+
+/** Undoes the permutation: results in original column order; g_idx[orig] = (position in processing order) / groupSize. */
+export function finishGptq(state: GptqLayerState): GptqLayerResult {
+  const { rows, cols, target, perm, groupSize, dequantP, codesP } = state;
   const dequantized = new Float32Array(rows * cols);
   const codes = new Uint8Array(codesP.length);
   const gIdx = new Int32Array(target.kind === 'int' ? cols : 0);
@@ -329,7 +400,22 @@ export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: numb
       if (target.kind === 'int') codes[r * cols + orig] = codesP[r * cols + p]!;
     }
   }
+  const { scales, zeros, ggmlBytes, dampFraction, dampIncreases, deadColumns, loss } = state;
   return { rows, cols, dequantized, codes, scales, zeros, gIdx, ggmlBytes, dampFraction, dampIncreases, deadColumns, loss };
+}
+
+/**
+ * GPTQ-quantizes one layer on the CPU. `weight` is row-major (rows x cols) float32; `hessian` is H
+ * (cols x cols), e.g. from HessianAccumulator.hessian() (it is copied, not modified).
+ */
+export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions): GptqLayerResult {
+  const state = prepareGptq(weight, rows, cols, hessian, options);
+  for (let i1 = 0; i1 < cols; i1 += state.blockSize) {
+    const i2 = Math.min(i1 + state.blockSize, cols);
+    const err1 = quantizeColumnBlock(state, i1, i2, columnBlockOf(state, i1, i2));
+    applyLazyBatchUpdate(state, i1, i2, err1);
+  }
+  return finishGptq(state);
 }
 
 function writeF16(bytes: Uint8Array, offset: number, value: number): void {
