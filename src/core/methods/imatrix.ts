@@ -13,22 +13,20 @@
  * - legacy `.dat`: i32 n_entries; per entry i32 name length, name bytes, i32 ncall, i32 nval,
  *   f32 values[nval] = (sum / count) * ncall; then optional i32 chunk count, i32 length, dataset name.
  *
- * Quantizing with it: the `_impl` paths of ggml-quants.c for Q4_0, Q4_1, Q5_0, Q5_1 (quantize_row_*_impl):
- * per row sigma2 = sum x^2 / n; per 32-block weight_j = qw_j * sqrt(sigma2 + x_j^2); Q4_0/Q5_0 pick the
- * scale with make_qx_quants(nmax 8 / 16, rmse_type 1, weights), Q4_1/Q5_1 scale and min with
- * make_qkx3_quants(nmax 15 / 31, rmin -0.9, rdelta 0.05, 36 steps). Every float operation is rounded to
- * f32 (Math.fround) in C's order; `nearest_int` rounds ties to even. Q8_0 ignores the importance matrix
- * (as ggml does). The K-quant `_impl` paths are not ported yet (UnsupportedError).
+ * Quantizing with it: the `_impl` paths of ggml-quants.c (quantize_row_<type>_impl) for Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, ported to WebAssembly (quant/ggml/wasm/ggmlQuants.as: f32 steps in
+ * C's order, no FMA, so llama-quantize's bytes). Q8_0 ignores the importance matrix (as ggml does).
+ * quantizeRowsWithImatrix is the entry point; the GGUF exporter calls it per window of rows.
  */
 import { FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { ByteSource } from '../io/byteSource';
 import { readBytes } from '../io/byteSource';
 import { encodeGgufHeader } from '../formats/gguf/encodeHeader';
 import { readGgufHeader } from '../formats/gguf/reader';
-import { GGUF_MAGIC } from '../formats/gguf/ggmlTypes';
-import { f32ToF16Bits } from '../numeric/half';
-import { quantizeGgml } from '../quant/ggml/index';
-import { fround, GROUP_MAX_EPS, nearestInt } from '../quant/ggml/rounding';
+import { GGUF_MAGIC, ggmlTypeByName } from '../formats/gguf/ggmlTypes';
+import { isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
+import { fround } from '../quant/ggml/rounding';
+import { isImatrixQuantType, localWasmQuantizer } from '../quant/ggml/wasm/ggmlWasm';
 import type { ForwardHooks, LinearRole, LlamaModel } from '../model/forward';
 
 export interface ImatrixEntry {
@@ -296,215 +294,42 @@ export async function computeImatrix(model: LlamaModel, windows: readonly Int32A
 
 // ---------------------------------------------------------------- quantizing with it
 
-/** make_qx_quants(n, nmax, x, L, rmse_type = 1, qw) with importance weights qw. L gets l + nmax. */
-function makeQxQuantsWeighted(n: number, nmax: number, x: Float32Array, xo: number, L: Int8Array, qw: Float32Array): number {
-  let max = 0;
-  let amax = 0;
-  for (let i = 0; i < n; i++) {
-    const ax = Math.abs(x[xo + i]!);
-    if (ax > amax) {
-      amax = ax;
-      max = x[xo + i]!;
-    }
-  }
-  if (amax < GROUP_MAX_EPS) {
-    L.fill(0, 0, n);
-    return 0;
-  }
-  let iscale = fround(-nmax / max);
-  let sumlx = 0;
-  let suml2 = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!;
-    let l = nearestInt(fround(iscale * xi));
-    l = Math.max(-nmax, Math.min(nmax - 1, l));
-    L[i] = l + nmax;
-    const w = qw[i]!;
-    sumlx = fround(sumlx + fround(fround(w * xi) * l));
-    suml2 = fround(suml2 + fround(fround(w * l) * l));
-  }
-  let scale = suml2 !== 0 ? fround(sumlx / suml2) : 0;
-  let best = fround(scale * sumlx);
-  for (let is = -9; is <= 9; is++) {
-    if (is === 0) continue;
-    iscale = fround(-fround(nmax + fround(fround(0.1) * is)) / max);
-    sumlx = 0;
-    suml2 = 0;
-    for (let i = 0; i < n; i++) {
-      const xi = x[xo + i]!;
-      let l = nearestInt(fround(iscale * xi));
-      l = Math.max(-nmax, Math.min(nmax - 1, l));
-      const w = qw[i]!;
-      sumlx = fround(sumlx + fround(fround(w * xi) * l));
-      suml2 = fround(suml2 + fround(fround(w * l) * l));
-    }
-    if (suml2 > 0 && fround(sumlx * sumlx) > fround(best * suml2)) {
-      for (let i = 0; i < n; i++) {
-        const l = nearestInt(fround(iscale * x[xo + i]!));
-        L[i] = nmax + Math.max(-nmax, Math.min(nmax - 1, l));
-      }
-      scale = fround(sumlx / suml2);
-      best = fround(scale * sumlx);
-    }
-  }
-  return scale;
-}
-
-export const qkx3Out = { theMin: 0 };
-
-/** make_qkx3_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad = false). */
-export function makeQkx3Quants(n: number, nmax: number, x: Float32Array, xo: number, weights: Float32Array, L: Uint8Array, Laux: Uint8Array, rmin: number, rdelta: number, nstep: number): number {
-  let min = x[xo]!;
-  let max = x[xo]!;
-  let sumW = weights[0]!;
-  let sumX = fround(sumW * x[xo]!);
-  for (let i = 1; i < n; i++) {
-    const xi = x[xo + i]!;
-    if (xi < min) min = xi;
-    if (xi > max) max = xi;
-    const w = weights[i]!;
-    sumW = fround(sumW + w);
-    sumX = fround(sumX + fround(w * xi));
-  }
-  if (min > 0) min = 0;
-  if (max <= min) {
-    L.fill(0, 0, n);
-    qkx3Out.theMin = -min;
-    return 0;
-  }
-  let iscale = fround(nmax / fround(max - min));
-  let scale = fround(1 / iscale);
-  let bestMad = 0;
-  for (let i = 0; i < n; i++) {
-    const xi = x[xo + i]!;
-    const l = nearestInt(fround(iscale * fround(xi - min)));
-    L[i] = Math.max(0, Math.min(nmax, l));
-    let diff = fround(fround(fround(scale * L[i]!) + min) - xi);
-    diff = fround(diff * diff);
-    bestMad = fround(bestMad + fround(weights[i]! * diff));
-  }
-  for (let is = 0; is <= nstep; is++) {
-    // C reads `min` here after it may have been replaced by a better this_min (so does the range).
-    iscale = fround(fround(fround(rmin + fround(rdelta * is)) + nmax) / fround(max - min));
-    let sumL = 0;
-    let sumL2 = 0;
-    let sumXL = 0;
-    for (let i = 0; i < n; i++) {
-      const xi = x[xo + i]!;
-      const l = Math.max(0, Math.min(nmax, nearestInt(fround(iscale * fround(xi - min)))));
-      Laux[i] = l;
-      const w = weights[i]!;
-      const wl = fround(w * l);
-      sumL = fround(sumL + wl);
-      sumL2 = fround(sumL2 + fround(wl * l));
-      sumXL = fround(sumXL + fround(wl * xi));
-    }
-    const D = fround(fround(sumW * sumL2) - fround(sumL * sumL));
-    if (D > 0) {
-      let thisScale = fround(fround(fround(sumW * sumXL) - fround(sumX * sumL)) / D);
-      let thisMin = fround(fround(fround(sumL2 * sumX) - fround(sumL * sumXL)) / D);
-      if (thisMin > 0) {
-        thisMin = 0;
-        thisScale = fround(sumXL / sumL2);
-      }
-      let mad = 0;
-      for (let i = 0; i < n; i++) {
-        let diff = fround(fround(fround(thisScale * Laux[i]!) + thisMin) - x[xo + i]!);
-        diff = fround(diff * diff);
-        mad = fround(mad + fround(weights[i]! * diff));
-      }
-      if (mad < bestMad) {
-        for (let i = 0; i < n; i++) L[i] = Laux[i]!;
-        bestMad = mad;
-        scale = thisScale;
-        min = thisMin;
-      }
-    }
-  }
-  qkx3Out.theMin = -min;
-  return scale;
-}
-
-export const IMATRIX_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0'] as const;
+/**
+ * The types quantized with importance weights (the `_impl` paths of ggml-quants.c, ported to
+ * WebAssembly in quant/ggml/wasm/ggmlQuants.as), and Q8_0, which ggml quantizes without them.
+ */
+export const IMATRIX_TYPES = ['Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q8_0', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type ImatrixType = (typeof IMATRIX_TYPES)[number];
 
-const BLOCK_BYTES: Record<ImatrixType, number> = { Q4_0: 18, Q4_1: 20, Q5_0: 22, Q5_1: 24, Q8_0: 34 };
-
-function writeF16(dst: Uint8Array, o: number, v: number): void {
-  const h = f32ToF16Bits(v);
-  dst[o] = h & 0xff;
-  dst[o + 1] = h >>> 8;
+export function isImatrixType(type: string): type is ImatrixType {
+  return (IMATRIX_TYPES as readonly string[]).includes(type);
 }
 
 /**
  * quantize_<type>(src, dst, nrow, n_per_row, quant_weights): rows of `cols` values with the importance
- * weights of their columns (`weights.length === cols`); without weights this is the `_ref` path.
- * Bytes equal llama-quantize's for the same weights and imatrix.
+ * weights of their columns (`weights.length === cols`); without weights (or for Q8_0, and the float
+ * types) this is the `_ref` path. Bytes equal llama-quantize's for the same weights and imatrix.
+ * Rounding per type is written at the port (ggmlQuants.as, "Importance-matrix paths"): nearest_int
+ * ties to even, f16 scales round-to-nearest-even; sigma2 = sum x^2 / n_per_row (Q4_0..Q5_1) or
+ * (2 ·) sum x^2 / 256 per super-block (Q2_K; Q3_K..Q5_K), weights qw_j · sqrt(sigma2 + x_j^2); Q6_K
+ * weights its scale search with qw_j alone.
  */
 export function quantizeRowsWithImatrix(type: string, src: Float32Array, rows: number, cols: number, weights: Float32Array | null, dst: Uint8Array): void {
-  if (!(IMATRIX_TYPES as readonly string[]).includes(type)) {
-    throw new UnsupportedError(`quantizing ${type} with an importance matrix is not supported yet (supported: ${IMATRIX_TYPES.join(', ')})`);
+  const info = ggmlTypeByName(type);
+  if (info === undefined || !isGgmlCodecType(type)) throw new UnsupportedError(`quantizing to ${type} is not supported`);
+  if (weights !== null && !isImatrixType(type) && !FLOAT_TYPES.has(type)) {
+    throw new UnsupportedError(`quantizing ${type} with an importance matrix is not supported (supported: ${IMATRIX_TYPES.join(', ')})`);
   }
-  const t = type as ImatrixType;
-  if (cols % 32 !== 0) throw new InvalidArgumentError(`${type}: row length ${cols} is not a multiple of 32`);
+  if (cols % info.blockSize !== 0) throw new InvalidArgumentError(`${type}: row length ${cols} is not a multiple of ${info.blockSize}`);
   if (src.length !== rows * cols) throw new InvalidArgumentError(`${type}: ${src.length} values are not ${rows} rows of ${cols}`);
-  const rowBytes = (cols / 32) * BLOCK_BYTES[t];
+  const rowBytes = (cols / info.blockSize) * info.typeSize;
   if (dst.length < rows * rowBytes) throw new InvalidArgumentError(`${type}: output needs ${rows * rowBytes} bytes, has ${dst.length}`);
-  if (weights === null || t === 'Q8_0') {
-    quantizeGgml(t, src, dst.subarray(0, rows * rowBytes));
+  if (weights === null || !isImatrixQuantType(type)) {
+    quantizeGgml(type, src, dst.subarray(0, rows * rowBytes));
     return;
   }
   if (weights.length !== cols) throw new InvalidArgumentError(`${type}: ${weights.length} importance weights for rows of ${cols}`);
-  const blockWeights = new Float32Array(32);
-  const Li = new Int8Array(32);
-  const Lu = new Uint8Array(32);
-  const Laux = new Uint8Array(32);
-  for (let r = 0; r < rows; r++) {
-    const xo = r * cols;
-    let sumX2 = 0;
-    for (let j = 0; j < cols; j++) sumX2 = fround(sumX2 + fround(src[xo + j]! * src[xo + j]!));
-    const sigma2 = fround(sumX2 / cols);
-    for (let ib = 0; ib < cols / 32; ib++) {
-      const bo = xo + ib * 32;
-      for (let j = 0; j < 32; j++) {
-        const x = src[bo + j]!;
-        blockWeights[j] = fround(weights[ib * 32 + j]! * fround(Math.sqrt(fround(sigma2 + fround(x * x)))));
-      }
-      const o = r * rowBytes + ib * BLOCK_BYTES[t];
-      if (t === 'Q4_0' || t === 'Q5_0') {
-        const d = makeQxQuantsWeighted(32, t === 'Q4_0' ? 8 : 16, src, bo, Li, blockWeights);
-        writeF16(dst, o, d);
-        if (t === 'Q4_0') {
-          for (let j = 0; j < 16; j++) dst[o + 2 + j] = (Li[j]! | (Li[j + 16]! << 4)) & 0xff;
-        } else {
-          let qh = 0;
-          for (let j = 0; j < 16; j++) {
-            const a = Li[j]!;
-            const b = Li[j + 16]!;
-            dst[o + 6 + j] = (a & 0x0f) | ((b & 0x0f) << 4);
-            qh |= ((a & 0x10) >>> 4) << j;
-            qh |= ((b & 0x10) >>> 4) << (j + 16);
-          }
-          new DataView(dst.buffer, dst.byteOffset + o + 2, 4).setUint32(0, qh >>> 0, true);
-        }
-      } else {
-        const d = makeQkx3Quants(32, t === 'Q4_1' ? 15 : 31, src, bo, blockWeights, Lu, Laux, fround(-0.9), fround(0.05), 36);
-        writeF16(dst, o, d);
-        writeF16(dst, o + 2, -qkx3Out.theMin);
-        if (t === 'Q4_1') {
-          for (let j = 0; j < 16; j++) dst[o + 4 + j] = Lu[j]! | (Lu[j + 16]! << 4);
-        } else {
-          let qh = 0;
-          for (let j = 0; j < 16; j++) {
-            const a = Lu[j]!;
-            const b = Lu[j + 16]!;
-            dst[o + 8 + j] = (a & 0x0f) | ((b & 0x0f) << 4);
-            qh |= ((a & 0x10) >>> 4) << j;
-            qh |= ((b & 0x10) >>> 4) << (j + 16);
-          }
-          new DataView(dst.buffer, dst.byteOffset + o + 4, 4).setUint32(0, qh >>> 0, true);
-        }
-      }
-    }
-  }
+  localWasmQuantizer().quantizeImatrix(type, src, rows, cols, weights, dst);
 }
+
+const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);

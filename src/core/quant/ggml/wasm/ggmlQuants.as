@@ -1408,3 +1408,566 @@ export function accumulateError(
   store<f64>(state + S_ZEROS, load<f64>(state + S_ZEROS) + <f64>zeros);
   return bad;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Importance-matrix paths: ports of ggml-quants.c's quantize_row_<type>_impl with quant_weights (what
+// llama-quantize --imatrix runs for a tensor that has an imatrix entry). Scalar, one C step per f32
+// step in C's order (no SIMD: these run once per export, not in the hot _ref path). `qw` points at
+// n_per_row f32 importance weights, the same for every row (llama.cpp passes one row's worth).
+// Rounding: nearest_int (ties to even) everywhere; scales and mins to f16 round-to-nearest-even; Q4_0 /
+// Q5_0 levels from make_qx_quants (no truncation rule, unlike their _ref paths).
+
+const IM_L_PTR: usize = memory.data(256);
+const IM_LAUX_PTR: usize = memory.data(32);
+const IM_W_PTR: usize = memory.data(32 * 4, 16);
+const IM_SW_PTR: usize = memory.data(16 * 4, 16);
+const IM_SCALES_PTR: usize = memory.data(16 * 4, 16);
+const IM_MINS_PTR: usize = memory.data(16 * 4, 16);
+const IM_LS_PTR: usize = memory.data(16);
+const IM_LM_PTR: usize = memory.data(16);
+/** make_qkx3_quants' *the_min. */
+let imTheMin: f32 = 0;
+
+@inline function fAt(p: usize, i: i32): f32 {
+  return load<f32>(p + (<usize>i << 2));
+}
+
+/** make_qx_quants(n, nmax, x, L, rmse_type = 1, qw) with qw given: int8 L gets l + nmax; all-|x| < 1e-15 gives L = 0, scale 0. */
+function imMakeQxQuants(n: i32, nmax: i32, x: usize, l: usize, qw: usize): f32 {
+  let maxv: f32 = 0;
+  let amax: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const ax = Mathf.abs(fAt(x, i));
+    if (ax > amax) {
+      amax = ax;
+      maxv = fAt(x, i);
+    }
+  }
+  if (amax < GROUP_MAX_EPS) {
+    memory.fill(l, 0, <usize>n);
+    return 0;
+  }
+  let iscale: f32 = <f32>(-nmax) / maxv;
+  let sumlx: f32 = 0;
+  let suml2: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = fAt(x, i);
+    const q = clampInt(nearestInt(iscale * xi), -nmax, nmax - 1);
+    store<i8>(l + <usize>i, <i8>(q + nmax));
+    const w = fAt(qw, i);
+    sumlx += w * xi * <f32>q;
+    suml2 += w * <f32>q * <f32>q;
+  }
+  let scale: f32 = suml2 != 0 ? sumlx / suml2 : <f32>0;
+  let best: f32 = scale * sumlx;
+  for (let is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    iscale = -(<f32>nmax + <f32>0.1 * <f32>is) / maxv;
+    sumlx = 0;
+    suml2 = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = fAt(x, i);
+      const q = clampInt(nearestInt(iscale * xi), -nmax, nmax - 1);
+      const w = fAt(qw, i);
+      sumlx += w * xi * <f32>q;
+      suml2 += w * <f32>q * <f32>q;
+    }
+    if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+      for (let i = 0; i < n; i++) {
+        store<i8>(l + <usize>i, <i8>(nmax + clampInt(nearestInt(iscale * fAt(x, i)), -nmax, nmax - 1)));
+      }
+      scale = sumlx / suml2;
+      best = scale * sumlx;
+    }
+  }
+  return scale;
+}
+
+/** make_qkx3_quants(n, nmax, x, weights, L, &the_min, Laux, rmin, rdelta, nstep, use_mad = false); the min in imTheMin. */
+function imMakeQkx3Quants(n: i32, nmax: i32, x: usize, weights: usize, l: usize, laux: usize, rmin: f32, rdelta: f32, nstep: i32): f32 {
+  let minv = fAt(x, 0);
+  let maxv = fAt(x, 0);
+  let sumW = fAt(weights, 0);
+  let sumX = sumW * fAt(x, 0);
+  for (let i = 1; i < n; i++) {
+    const xi = fAt(x, i);
+    if (xi < minv) minv = xi;
+    if (xi > maxv) maxv = xi;
+    const w = fAt(weights, i);
+    sumW += w;
+    sumX += w * xi;
+  }
+  if (minv > 0) minv = 0;
+  if (maxv <= minv) {
+    memory.fill(l, 0, <usize>n);
+    imTheMin = -minv;
+    return 0;
+  }
+  let iscale: f32 = <f32>nmax / (maxv - minv);
+  let scale: f32 = <f32>1.0 / iscale;
+  let bestMad: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = fAt(x, i);
+    const q = clampInt(nearestInt(iscale * (xi - minv)), 0, nmax);
+    store<u8>(l + <usize>i, <u8>q);
+    let diff: f32 = scale * <f32>q + minv - xi;
+    diff = diff * diff;
+    bestMad += fAt(weights, i) * diff;
+  }
+  for (let is = 0; is <= nstep; is++) {
+    // `minv` (and so the range) may already be a better this_min here, as in C
+    iscale = (rmin + rdelta * <f32>is + <f32>nmax) / (maxv - minv);
+    let sumL: f32 = 0;
+    let sumL2: f32 = 0;
+    let sumXL: f32 = 0;
+    for (let i = 0; i < n; i++) {
+      const xi = fAt(x, i);
+      const q = clampInt(nearestInt(iscale * (xi - minv)), 0, nmax);
+      store<u8>(laux + <usize>i, <u8>q);
+      const w = fAt(weights, i);
+      sumL += w * <f32>q;
+      sumL2 += w * <f32>q * <f32>q;
+      sumXL += w * <f32>q * xi;
+    }
+    const D: f32 = sumW * sumL2 - sumL * sumL;
+    if (D > 0) {
+      let thisScale: f32 = (sumW * sumXL - sumX * sumL) / D;
+      let thisMin: f32 = (sumL2 * sumX - sumL * sumXL) / D;
+      if (thisMin > 0) {
+        thisMin = 0;
+        thisScale = sumXL / sumL2;
+      }
+      let mad: f32 = 0;
+      for (let i = 0; i < n; i++) {
+        let diff: f32 = thisScale * <f32>load<u8>(laux + <usize>i) + thisMin - fAt(x, i);
+        diff = diff * diff;
+        mad += fAt(weights, i) * diff;
+      }
+      if (mad < bestMad) {
+        memory.copy(l, laux, <usize>n);
+        bestMad = mad;
+        scale = thisScale;
+        minv = thisMin;
+      }
+    }
+  }
+  imTheMin = -minv;
+  return scale;
+}
+
+/** make_qp_quants(n, nmax, x, L, quant_weights): non-negative scales on an nmax grid, uint8 L (C's wrap kept). */
+function imMakeQpQuants(n: i32, nmax: i32, x: usize, l: usize, qw: usize): f32 {
+  let maxv: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = fAt(x, i);
+    maxv = maxv > xi ? maxv : xi;
+  }
+  if (maxv < GROUP_MAX_EPS) {
+    memory.fill(l, 0, <usize>n);
+    return 0;
+  }
+  let iscale: f32 = <f32>nmax / maxv;
+  for (let i = 0; i < n; i++) store<u8>(l + <usize>i, <u8>nearestInt(iscale * fAt(x, i)));
+  const scale: f32 = <f32>1.0 / iscale;
+  let bestMse: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const diff: f32 = fAt(x, i) - scale * <f32>load<u8>(l + <usize>i);
+    bestMse += fAt(qw, i) * diff * diff;
+  }
+  for (let is = -4; is <= 4; is++) {
+    if (is == 0) continue;
+    const iscaleIs: f32 = (<f32>0.1 * <f32>is + <f32>nmax) / maxv;
+    const scaleIs: f32 = <f32>1.0 / iscaleIs;
+    let mse: f32 = 0;
+    for (let i = 0; i < n; i++) {
+      const q = min<i32>(nmax, nearestInt(iscaleIs * fAt(x, i)));
+      const diff: f32 = fAt(x, i) - scaleIs * <f32>q;
+      mse += fAt(qw, i) * diff * diff;
+    }
+    if (mse < bestMse) {
+      bestMse = mse;
+      iscale = iscaleIs;
+    }
+  }
+  let sumlx: f32 = 0;
+  let suml2: f32 = 0;
+  for (let i = 0; i < n; i++) {
+    const xi = fAt(x, i);
+    const q = min<i32>(nmax, nearestInt(iscale * xi));
+    store<u8>(l + <usize>i, <u8>q);
+    const w = fAt(qw, i);
+    sumlx += w * xi * <f32>q;
+    suml2 += w * <f32>q * <f32>q;
+  }
+  for (let itry = 0; itry < 5; itry++) {
+    let nChanged = 0;
+    for (let i = 0; i < n; i++) {
+      const w = fAt(qw, i);
+      const xi = fAt(x, i);
+      const li = <f32>load<u8>(l + <usize>i);
+      let slx: f32 = sumlx - w * xi * li;
+      let sl2: f32 = suml2 - w * li * li;
+      if (slx > 0 && sl2 > 0) {
+        const newL = min<i32>(nmax, nearestInt(xi * sl2 / slx));
+        if (newL != <i32>load<u8>(l + <usize>i)) {
+          slx += w * xi * <f32>newL;
+          sl2 += w * <f32>newL * <f32>newL;
+          if (slx * slx * suml2 > sumlx * sumlx * sl2) {
+            store<u8>(l + <usize>i, <u8>newL);
+            sumlx = slx;
+            suml2 = sl2;
+            nChanged++;
+          }
+        }
+      }
+    }
+    if (nChanged == 0) break;
+  }
+  return suml2 > 0 ? sumlx / suml2 : <f32>0;
+}
+
+/** sum of x^2 over n values in order (every row / super-block statistic of the _impl paths). */
+@inline function imSumX2(x: usize, n: i32): f32 {
+  let s: f32 = 0;
+  for (let j = 0; j < n; j++) {
+    const v = fAt(x, j);
+    s += v * v;
+  }
+  return s;
+}
+
+/** weight_l = qw_l * sqrtf(sigma2 + x_l^2) for n values into IM_W_PTR; returns their sum in order. */
+@inline function imBlockWeights(x: usize, qw: usize, n: i32, sigma2: f32): f32 {
+  let sumw: f32 = 0;
+  for (let l = 0; l < n; l++) {
+    const v = fAt(x, l);
+    const w: f32 = fAt(qw, l) * Mathf.sqrt(sigma2 + v * v);
+    store<f32>(IM_W_PTR + (<usize>l << 2), w);
+    sumw += w;
+  }
+  return sumw;
+}
+
+/** quantize_row_q4_0/q4_1/q5_0/q5_1_impl for one row: sigma2 = sum x^2 / n_per_row over the whole row. */
+function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
+  const sigma2: f32 = imSumX2(x, nPerRow) / <f32>nPerRow;
+  const nb = nPerRow / 32;
+  const blockBytes: usize = kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 22 : 24;
+  for (let ib = 0; ib < nb; ib++) {
+    const xb = x + <usize>ib * 128;
+    const y = o + <usize>ib * blockBytes;
+    imBlockWeights(xb, qw + <usize>ib * 128, 32, sigma2);
+    if (kind == 0 || kind == 2) {
+      const d = imMakeQxQuants(32, kind == 0 ? 8 : 16, xb, IM_L_PTR, IM_W_PTR);
+      storeF16(y, d);
+      if (kind == 0) {
+        for (let j = 0; j < 16; j++) {
+          store<u8>(y + 2 + <usize>j, <u8>(<i32>load<u8>(IM_L_PTR + <usize>j) | (<i32>load<u8>(IM_L_PTR + <usize>(j + 16)) << 4)));
+        }
+      } else {
+        let qh: u32 = 0;
+        for (let j = 0; j < 16; j++) {
+          const a = <u32>load<u8>(IM_L_PTR + <usize>j);
+          const b = <u32>load<u8>(IM_L_PTR + <usize>(j + 16));
+          store<u8>(y + 6 + <usize>j, <u8>((a & 0x0f) | ((b & 0x0f) << 4)));
+          qh |= ((a & 0x10) >> 4) << <u32>j;
+          qh |= ((b & 0x10) >> 4) << <u32>(j + 16);
+        }
+        store<u32>(y + 2, qh);
+      }
+    } else {
+      const d = imMakeQkx3Quants(32, kind == 1 ? 15 : 31, xb, IM_W_PTR, IM_L_PTR, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36);
+      storeF16(y, d);
+      storeF16(y + 2, -imTheMin);
+      if (kind == 1) {
+        for (let j = 0; j < 16; j++) {
+          store<u8>(y + 4 + <usize>j, <u8>(<i32>load<u8>(IM_L_PTR + <usize>j) | (<i32>load<u8>(IM_L_PTR + <usize>(j + 16)) << 4)));
+        }
+      } else {
+        let qh: u32 = 0;
+        for (let j = 0; j < 16; j++) {
+          const a = <u32>load<u8>(IM_L_PTR + <usize>j);
+          const b = <u32>load<u8>(IM_L_PTR + <usize>(j + 16));
+          store<u8>(y + 8 + <usize>j, <u8>((a & 0x0f) | ((b & 0x0f) << 4)));
+          qh |= ((a & 0x10) >> 4) << <u32>j;
+          qh |= ((b & 0x10) >> 4) << <u32>(j + 16);
+        }
+        store<u32>(y + 4, qh);
+      }
+    }
+  }
+}
+
+/** Packs 256 2-bit levels (L at IM_L_PTR) as Q2_K / Q3_K qs: byte j/4 + l holds L[j+l], L[j+l+32] << 2, ... */
+@inline function imPack2Bit(qs: usize): void {
+  for (let j = 0; j < 256; j += 128) {
+    for (let k = 0; k < 32; k++) {
+      const p = IM_L_PTR + <usize>(j + k);
+      store<u8>(qs + <usize>(j / 4 + k), <u8>(<i32>load<u8>(p) | (<i32>load<u8>(p + 32) << 2) | (<i32>load<u8>(p + 64) << 4) | (<i32>load<u8>(p + 96) << 6)));
+    }
+  }
+}
+
+/**
+ * quantize_row_q2_K_impl, one super-block (84 bytes: scales[16], qs[64], f16 d, f16 dmin). sigma2 =
+ * sum x^2 / 256 of the super-block; per 16: make_qkx3_quants(nmax 3, rmin -0.9, rdelta 0.05, 36 steps,
+ * squared error); 4-bit scales and mins by make_qp_quants(nmax 15, weights = the groups' weight sums);
+ * d, dmin f16 (RNE); levels re-quantized as nearest_int((x + m) / d) clamped to 0..3.
+ */
+function imSuperQ2_K(x: usize, y: usize, qw: usize): void {
+  const sigma2: f32 = imSumX2(x, 256) / <f32>256.0;
+  for (let j = 0; j < 16; j++) {
+    const g = x + <usize>j * 64;
+    store<f32>(IM_SW_PTR + (<usize>j << 2), imBlockWeights(g, qw + <usize>j * 64, 16, sigma2));
+    store<f32>(IM_SCALES_PTR + (<usize>j << 2), imMakeQkx3Quants(16, 3, g, IM_W_PTR, IM_L_PTR + <usize>j * 16, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36));
+    store<f32>(IM_MINS_PTR + (<usize>j << 2), imTheMin);
+  }
+  const dm = storeF16(y + 80, imMakeQpQuants(16, 15, IM_SCALES_PTR, IM_LS_PTR, IM_SW_PTR));
+  const mm = storeF16(y + 82, imMakeQpQuants(16, 15, IM_MINS_PTR, IM_LM_PTR, IM_SW_PTR));
+  for (let j = 0; j < 16; j++) {
+    store<u8>(y + <usize>j, <u8>(<i32>load<u8>(IM_LS_PTR + <usize>j) | (<i32>load<u8>(IM_LM_PTR + <usize>j) << 4)));
+  }
+  for (let j = 0; j < 16; j++) {
+    const sc = <i32>load<u8>(y + <usize>j);
+    const d: f32 = dm * <f32>(sc & 0xf);
+    if (d == 0) continue;
+    const m: f32 = mm * <f32>(sc >> 4);
+    const g = x + <usize>j * 64;
+    for (let ii = 0; ii < 16; ii++) {
+      store<u8>(IM_L_PTR + <usize>(16 * j + ii), <u8>clampInt(nearestInt((fAt(g, ii) + m) / d), 0, 3));
+    }
+  }
+  imPack2Bit(y + 16);
+}
+
+/**
+ * quantize_row_q3_K_impl, one super-block (110 bytes: hmask[32], qs[64], scales[12], f16 d). sigma2 =
+ * 2 sum x^2 / 256; per 16: make_qx_quants(nmax 4, weights); 6-bit scales by make_qx_quants(nmax 32,
+ * weights = group sums); d f16 (RNE); levels nearest_int(x / d) clamped to -4..3.
+ */
+function imSuperQ3_K(x: usize, y: usize, qw: usize): void {
+  const sigma2: f32 = (<f32>2.0 * imSumX2(x, 256)) / <f32>256.0;
+  for (let j = 0; j < 16; j++) {
+    const g = x + <usize>j * 64;
+    store<f32>(IM_SW_PTR + (<usize>j << 2), imBlockWeights(g, qw + <usize>j * 64, 16, sigma2));
+    store<f32>(IM_SCALES_PTR + (<usize>j << 2), imMakeQxQuants(16, 4, g, IM_L_PTR + <usize>j * 16, IM_W_PTR));
+  }
+  const s = y + 96;
+  memory.fill(s, 0, 12);
+  const dBlock = imMakeQxQuants(16, 32, IM_SCALES_PTR, IM_LS_PTR, IM_SW_PTR);
+  for (let j = 0; j < 16; j++) {
+    let l = <i32>load<i8>(IM_LS_PTR + <usize>j);
+    if (j < 8) store<u8>(s + <usize>j, <u8>(l & 0xf));
+    else store<u8>(s + <usize>(j - 8), <u8>(<i32>load<u8>(s + <usize>(j - 8)) | ((l & 0xf) << 4)));
+    l >>= 4;
+    const at = s + <usize>(j % 4 + 8);
+    store<u8>(at, <u8>(<i32>load<u8>(at) | (l << (2 * (j / 4)))));
+  }
+  const dStored = storeF16(y + 108, dBlock);
+  for (let j = 0; j < 16; j++) {
+    let sc: i32 = j < 8 ? <i32>load<u8>(s + <usize>j) & 0xf : <i32>load<u8>(s + <usize>(j - 8)) >> 4;
+    sc = <i32><i8>((sc | (((<i32>load<u8>(s + <usize>(8 + (j % 4))) >> (2 * (j / 4))) & 3) << 4)) - 32);
+    const d: f32 = dStored * <f32>sc;
+    if (d == 0) continue;
+    const g = x + <usize>j * 64;
+    for (let ii = 0; ii < 16; ii++) {
+      store<i8>(IM_L_PTR + <usize>(16 * j + ii), <i8>(clampInt(nearestInt(fAt(g, ii) / d), -4, 3) + 4));
+    }
+  }
+  memory.fill(y, 0, 32);
+  let m = 0;
+  let hm: i32 = 1;
+  for (let j = 0; j < 256; j++) {
+    const p = IM_L_PTR + <usize>j;
+    if (<i32>load<i8>(p) > 3) {
+      store<u8>(y + <usize>m, <u8>(<i32>load<u8>(y + <usize>m) | hm));
+      store<i8>(p, <i8>(<i32>load<i8>(p) - 4));
+    }
+    if (++m == 32) {
+      m = 0;
+      hm <<= 1;
+    }
+  }
+  imPack2Bit(y + 32);
+}
+
+/**
+ * quantize_row_q4_K_impl / q5_K_impl, one super-block's scales (Q4_K 144 bytes: f16 d, f16 dmin,
+ * scales[12], qs[128]; Q5_K 176: d, dmin, scales[12], qh[32], qs[128]). sigma2 = 2 sum x^2 / 256; per 32:
+ * make_qkx3_quants(nmax 15 / 31, rmin -0.9, rdelta 0.05, 36 steps); 6-bit scales and mins by
+ * make_qp_quants(nmax 63, weights = group sums) (Q5_K clamps them to 63); d, dmin f16 (RNE); levels
+ * nearest_int((x + dm) / d) clamped to 0..nmax into IM_L_PTR.
+ */
+function imSuperQ45_K(x: usize, y: usize, qw: usize, nmax: i32): void {
+  const sigma2: f32 = (<f32>2.0 * imSumX2(x, 256)) / <f32>256.0;
+  for (let j = 0; j < 8; j++) {
+    const g = x + <usize>j * 128;
+    store<f32>(IM_SW_PTR + (<usize>j << 2), imBlockWeights(g, qw + <usize>j * 128, 32, sigma2));
+    store<f32>(IM_SCALES_PTR + (<usize>j << 2), imMakeQkx3Quants(32, nmax, g, IM_W_PTR, IM_L_PTR + <usize>j * 32, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36));
+    store<f32>(IM_MINS_PTR + (<usize>j << 2), imTheMin);
+  }
+  const dBlock = imMakeQpQuants(8, 63, IM_SCALES_PTR, IM_LS_PTR, IM_SW_PTR);
+  const mBlock = imMakeQpQuants(8, 63, IM_MINS_PTR, IM_LM_PTR, IM_SW_PTR);
+  const s = y + 4;
+  for (let j = 0; j < 8; j++) {
+    let ls = <i32>load<u8>(IM_LS_PTR + <usize>j);
+    let lm = <i32>load<u8>(IM_LM_PTR + <usize>j);
+    if (nmax == 31) {
+      ls = min<i32>(63, ls);
+      lm = min<i32>(63, lm);
+    }
+    if (j < 4) {
+      store<u8>(s + <usize>j, <u8>ls);
+      store<u8>(s + <usize>(j + 4), <u8>lm);
+    } else {
+      store<u8>(s + <usize>(j + 4), <u8>((ls & 0xf) | ((lm & 0xf) << 4)));
+      store<u8>(s + <usize>(j - 4), <u8>(<i32>load<u8>(s + <usize>(j - 4)) | ((ls >> 4) << 6)));
+      store<u8>(s + <usize>j, <u8>(<i32>load<u8>(s + <usize>j) | ((lm >> 4) << 6)));
+    }
+  }
+  const dStored = storeF16(y, dBlock);
+  const dminStored = storeF16(y + 2, mBlock);
+  for (let j = 0; j < 8; j++) {
+    let sc: i32;
+    let m: i32;
+    if (j < 4) {
+      sc = <i32>load<u8>(s + <usize>j) & 63;
+      m = <i32>load<u8>(s + <usize>(j + 4)) & 63;
+    } else {
+      sc = (<i32>load<u8>(s + <usize>(j + 4)) & 0xf) | ((<i32>load<u8>(s + <usize>(j - 4)) >> 6) << 4);
+      m = (<i32>load<u8>(s + <usize>(j + 4)) >> 4) | ((<i32>load<u8>(s + <usize>j) >> 6) << 4);
+    }
+    const d: f32 = dStored * <f32>sc;
+    if (d == 0) continue;
+    const dm: f32 = dminStored * <f32>m;
+    const g = x + <usize>j * 128;
+    for (let ii = 0; ii < 32; ii++) {
+      store<u8>(IM_L_PTR + <usize>(32 * j + ii), <u8>clampInt(nearestInt((fAt(g, ii) + dm) / d), 0, nmax));
+    }
+  }
+}
+
+function imSuperQ4_K(x: usize, y: usize, qw: usize): void {
+  imSuperQ45_K(x, y, qw, 15);
+  let q = y + 16;
+  for (let j = 0; j < 256; j += 64) {
+    for (let k = 0; k < 32; k++) {
+      const p = IM_L_PTR + <usize>(j + k);
+      store<u8>(q + <usize>k, <u8>(<i32>load<u8>(p) | (<i32>load<u8>(p + 32) << 4)));
+    }
+    q += 32;
+  }
+}
+
+function imSuperQ5_K(x: usize, y: usize, qw: usize): void {
+  imSuperQ45_K(x, y, qw, 31);
+  const qh = y + 16;
+  let ql = y + 48;
+  memory.fill(qh, 0, 32);
+  let m1: i32 = 1;
+  let m2: i32 = 2;
+  for (let n = 0; n < 256; n += 64) {
+    for (let j = 0; j < 32; j++) {
+      let l1 = <i32>load<u8>(IM_L_PTR + <usize>(n + j));
+      if (l1 > 15) {
+        l1 -= 16;
+        store<u8>(qh + <usize>j, <u8>(<i32>load<u8>(qh + <usize>j) | m1));
+      }
+      let l2 = <i32>load<u8>(IM_L_PTR + <usize>(n + j + 32));
+      if (l2 > 15) {
+        l2 -= 16;
+        store<u8>(qh + <usize>j, <u8>(<i32>load<u8>(qh + <usize>j) | m2));
+      }
+      store<u8>(ql + <usize>j, <u8>(l1 | (l2 << 4)));
+    }
+    m1 <<= 2;
+    m2 <<= 2;
+    ql += 32;
+  }
+}
+
+/**
+ * quantize_row_q6_K_impl, one super-block (210 bytes: ql[128], qh[64], int8 scales[16], f16 d): per 16
+ * make_qx_quants(nmax 32, rmse_type 1) weighted by the importance weights as they are (no sigma2
+ * term); then as the _ref path: scales MIN(127, nearest_int(-128/max_scale * s)), d = f16(1/iscale),
+ * levels nearest_int(x / d) clamped to -32..31; all scales below 1e-15: a zero block.
+ */
+function imSuperQ6_K(x: usize, y: usize, qw: usize): void {
+  let maxScale: f32 = 0;
+  let maxAbsScale: f32 = 0;
+  for (let ib = 0; ib < 16; ib++) {
+    const scale = imMakeQxQuants(16, 32, x + <usize>ib * 64, IM_L_PTR + <usize>ib * 16, qw + <usize>ib * 64);
+    store<f32>(IM_SCALES_PTR + (<usize>ib << 2), scale);
+    const a = Mathf.abs(scale);
+    if (a > maxAbsScale) {
+      maxAbsScale = a;
+      maxScale = scale;
+    }
+  }
+  if (maxAbsScale < GROUP_MAX_EPS) {
+    memory.fill(y, 0, 210);
+    return;
+  }
+  const iscale: f32 = <f32>-128.0 / maxScale;
+  const dStored = storeF16(y + 208, <f32>1.0 / iscale);
+  const s = y + 192;
+  for (let ib = 0; ib < 16; ib++) {
+    store<u8>(s + <usize>ib, <u8>min<i32>(127, nearestInt(iscale * fAt(IM_SCALES_PTR, ib))));
+  }
+  for (let j = 0; j < 16; j++) {
+    const d: f32 = dStored * <f32>load<i8>(s + <usize>j);
+    if (d == 0) continue;
+    const g = x + <usize>j * 64;
+    for (let ii = 0; ii < 16; ii++) {
+      store<i8>(IM_L_PTR + <usize>(16 * j + ii), <i8>(clampInt(nearestInt(fAt(g, ii) / d), -32, 31) + 32));
+    }
+  }
+  let ql = y;
+  let qh = y + 128;
+  for (let j = 0; j < 256; j += 128) {
+    for (let k = 0; k < 32; k++) {
+      const p = IM_L_PTR + <usize>(j + k);
+      const l0 = <i32>load<u8>(p);
+      const l1 = <i32>load<u8>(p + 32);
+      const l2 = <i32>load<u8>(p + 64);
+      const l3 = <i32>load<u8>(p + 96);
+      store<u8>(ql + <usize>k, <u8>((l0 & 0xf) | ((l2 & 0xf) << 4)));
+      store<u8>(ql + <usize>(k + 32), <u8>((l1 & 0xf) | ((l3 & 0xf) << 4)));
+      store<u8>(qh + <usize>k, <u8>((l0 >> 4) | ((l1 >> 4) << 2) | ((l2 >> 4) << 4) | ((l3 >> 4) << 6)));
+    }
+    ql += 64;
+    qh += 32;
+  }
+}
+
+/**
+ * quantize_<type>(src, dst, nrows, n_per_row, quant_weights) with quant_weights given: `nrows` rows of
+ * `nPerRow` f32 at src, the row's `nPerRow` importance weights at qw, bytes to dst. kind: 0 Q4_0,
+ * 1 Q4_1, 2 Q5_0, 3 Q5_1, 4 Q2_K, 5 Q3_K, 6 Q4_K, 7 Q5_K, 8 Q6_K (ggmlWasm.ts IMATRIX_KINDS).
+ */
+export function quantizeRowsImatrix(kind: i32, src: usize, dst: usize, nrows: i32, nPerRow: i32, qw: usize): void {
+  const rowIn: usize = <usize>nPerRow << 2;
+  if (kind < 4) {
+    const blockBytes: usize = kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 22 : 24;
+    const rowOut: usize = <usize>(nPerRow / 32) * blockBytes;
+    for (let r = 0; r < nrows; r++) imRow32(kind, src + <usize>r * rowIn, dst + <usize>r * rowOut, nPerRow, qw);
+    return;
+  }
+  const superBytes: usize = kind == 4 ? 84 : kind == 5 ? 110 : kind == 6 ? 144 : kind == 7 ? 176 : 210;
+  const nb = nPerRow / 256;
+  const rowOut: usize = <usize>nb * superBytes;
+  for (let r = 0; r < nrows; r++) {
+    const x = src + <usize>r * rowIn;
+    const o = dst + <usize>r * rowOut;
+    for (let i = 0; i < nb; i++) {
+      const xs = x + <usize>i * 1024;
+      const ys = o + <usize>i * superBytes;
+      const ws = qw + <usize>i * 1024;
+      if (kind == 4) imSuperQ2_K(xs, ys, ws);
+      else if (kind == 5) imSuperQ3_K(xs, ys, ws);
+      else if (kind == 6) imSuperQ4_K(xs, ys, ws);
+      else if (kind == 7) imSuperQ5_K(xs, ys, ws);
+      else imSuperQ6_K(xs, ys, ws);
+    }
+  }
+}

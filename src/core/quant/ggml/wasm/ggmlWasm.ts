@@ -78,7 +78,24 @@ export function isWasmQuantType(type: string): type is WasmQuantType {
   return Object.hasOwn(EXPORTS, type);
 }
 
+/** The types with an importance-matrix path (quantize_row_<type>_impl), and their `kind` in quantizeRowsImatrix. */
+export const IMATRIX_KINDS = { Q4_0: 0, Q4_1: 1, Q5_0: 2, Q5_1: 3, Q2_K: 4, Q3_K: 5, Q4_K: 6, Q5_K: 7, Q6_K: 8 } as const;
+export type ImatrixQuantType = keyof typeof IMATRIX_KINDS;
+
+export function isImatrixQuantType(type: string): type is ImatrixQuantType {
+  return Object.hasOwn(IMATRIX_KINDS, type);
+}
+
+/** Where rows, their importance weights and the output go in an instance's memory for quantizeRowsImatrix. */
+export function imatrixLayout(heapBase: number, type: ImatrixQuantType, rows: number, cols: number): QuantLayout & { weights: number } {
+  const weights = (heapBase + 63) & ~63;
+  const input = (weights + cols * 4 + 63) & ~63;
+  const output = input + rows * cols * 4;
+  return { weights, input, output, end: output + rows * (cols / BLOCKS[type].values) * BLOCKS[type].bytes };
+}
+
 type QuantizeExport = (src: number, dst: number, blocks: number) => void;
+type QuantizeImatrixExport = (kind: number, src: number, dst: number, rows: number, cols: number, weights: number) => void;
 type AccumulateErrorExport = (
   x: number,
   y: number,
@@ -160,6 +177,7 @@ export class GgmlWasmQuantizer {
     private readonly exports: Record<WasmQuantType, QuantizeExport>,
     private readonly dequantizeExports: Record<WasmQuantType, QuantizeExport>,
     private readonly accumulateErrorExport: AccumulateErrorExport,
+    private readonly imatrixExport: QuantizeImatrixExport,
   ) {}
 
   /** An instance over `memory` (a new one when absent). */
@@ -178,12 +196,45 @@ export class GgmlWasmQuantizer {
       exports[type] = fn(EXPORTS[type]);
       dequantizeExports[type] = fn(DEQUANTIZE_EXPORTS[type]);
     }
-    return new GgmlWasmQuantizer(memory, heapBase, exports, dequantizeExports, fn('accumulateError') as unknown as AccumulateErrorExport);
+    return new GgmlWasmQuantizer(
+      memory,
+      heapBase,
+      exports,
+      dequantizeExports,
+      fn('accumulateError') as unknown as AccumulateErrorExport,
+      fn('quantizeRowsImatrix') as unknown as QuantizeImatrixExport,
+    );
   }
 
   /** Quantizes `blocks` blocks at `input` to `output` (byte offsets in this instance's memory). */
   run(type: WasmQuantType, input: number, output: number, blocks: number): void {
     this.exports[type](input, output, blocks);
+  }
+
+  /** The importance-matrix path over rows already in this instance's memory (imatrixLayout offsets). */
+  runImatrix(type: ImatrixQuantType, input: number, output: number, rows: number, cols: number, weights: number): void {
+    this.imatrixExport(IMATRIX_KINDS[type], input, output, rows, cols, weights);
+  }
+
+  /**
+   * `rows` rows of `cols` values (src, row-major) with one row's importance weights (`weights.length ===
+   * cols`, cols whole blocks) into dst: llama.cpp's quantize_<type> with quant_weights, in bounded chunks of rows.
+   */
+  quantizeImatrix(type: ImatrixQuantType, src: Float32Array, rows: number, cols: number, weights: Float32Array, dst: Uint8Array): void {
+    const rowBytes = (cols / BLOCKS[type].values) * BLOCKS[type].bytes;
+    const chunkRows = Math.max(1, Math.min(rows, Math.floor(CHUNK_VALUES / cols)));
+    const layout = imatrixLayout(this.heapBase, type, chunkRows, cols);
+    ensureMemory(this.memory, layout.end);
+    const buffer = this.memory.buffer;
+    new Float32Array(buffer, layout.weights, cols).set(weights);
+    const input = new Float32Array(buffer, layout.input, chunkRows * cols);
+    const output = new Uint8Array(buffer, layout.output, chunkRows * rowBytes);
+    for (let r = 0; r < rows; r += chunkRows) {
+      const n = Math.min(chunkRows, rows - r);
+      input.set(src.subarray(r * cols, (r + n) * cols));
+      this.imatrixExport(IMATRIX_KINDS[type], layout.input, layout.output, n, cols, layout.weights);
+      dst.set(output.subarray(0, n * rowBytes), r * rowBytes);
+    }
   }
 
   /** Quantizes all of `src` into `dst` (whole blocks), through this instance's memory in bounded chunks. */

@@ -1,0 +1,68 @@
+/**
+ * K-quant importance-matrix paths (quantize_row_q2_K_impl ... q6_K_impl) against llama-quantize --imatrix on
+ * the synthetic LLaMA (hidden 256: no K fallbacks), with the synthetic imatrix (two entries missing, so those
+ * tensors take the no-weights path inside an imatrix run). Oracle and script: test/fixtures/oracles/imatrix-synthetic/.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
+import { MemoryByteSource } from '../../src/core/io/byteSource';
+import { importanceWeights, quantizeRowsWithImatrix, readImatrix } from '../../src/core/methods/imatrix';
+import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
+import { SYNTHETIC_IMATRIX_MISSING, syntheticImatrixBytes } from '../fixtures/oracles/imatrix-synthetic/syntheticImatrix';
+import { fixturesDir } from '../helpers/paths';
+import { withTempDir } from '../helpers/scoped';
+
+export interface ImatrixOracle {
+  inputSha256: string;
+  imatrixSha256: string;
+  outputs: Record<string, { fileBytes: number; fileSha256: string; kvKeys: string[]; tensors: Record<string, { type: string; sha256: string }> }>;
+}
+
+export const imatrixOracleDir = join(fixturesDir, 'oracles', 'imatrix-synthetic');
+const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
+
+test('K-quant imatrix paths: every tensor of 14 presets equals llama-quantize --imatrix on the synthetic LLaMA', async () => {
+  const oracle = JSON.parse(readFileSync(join(imatrixOracleDir, 'llama-quantize-imatrix.json'), 'utf8')) as ImatrixOracle;
+  const imatrixBytes = syntheticImatrixBytes();
+  assert.equal(sha256(imatrixBytes), oracle.imatrixSha256, 'the imatrix must be the one llama-quantize saw');
+  const imatrix = await readImatrix(new MemoryByteSource(imatrixBytes, 'synthetic-imatrix.gguf'), 'synthetic-imatrix.gguf');
+  await withTempDir(async (dir) => {
+    const input = join(dir, 'synthetic-f32.gguf');
+    await writeSyntheticInput(input);
+    assert.equal(sha256(new Uint8Array(readFileSync(input))), oracle.inputSha256);
+    const checkpoint = await openCheckpoint(input);
+    try {
+      const failures: string[] = [];
+      const seen = new Set<string>();
+      let weighted = 0;
+      for (const [preset, out] of Object.entries(oracle.outputs)) {
+        for (const [name, expected] of Object.entries(out.tensors)) {
+          const info = ggmlTypeByName(expected.type)!;
+          if (info.name === 'F32' || name === 'token_embd.weight') continue;
+          const entry = checkpoint.tensors.find((t) => t.name === name)!;
+          const [rows, cols] = entry.shape as [number, number];
+          const src = await checkpoint.readRowsF32(name);
+          const weights = importanceWeights(imatrix, name);
+          assert.equal(weights === null, (SYNTHETIC_IMATRIX_MISSING as readonly string[]).includes(name) || name === 'token_embd.weight');
+          const dst = new Uint8Array(rows * (cols / info.blockSize) * info.typeSize);
+          quantizeRowsWithImatrix(info.name, src, rows, cols, weights, dst);
+          if (sha256(dst) !== expected.sha256) failures.push(`${preset} ${name} (${info.name}${weights === null ? ', no entry' : ''})`);
+          if (weights !== null && info.name !== 'Q8_0') {
+            weighted++;
+            seen.add(info.name);
+          }
+        }
+      }
+      assert.deepEqual(failures, []);
+      assert.deepEqual([...seen].sort(), ['Q2_K', 'Q3_K', 'Q4_0', 'Q4_1', 'Q4_K', 'Q5_0', 'Q5_1', 'Q5_K', 'Q6_K']);
+      assert.ok(weighted > 150, `${weighted} weighted tensors compared`);
+    } finally {
+      await checkpoint.close();
+    }
+  }, 'quantlens-imatrix-k-');
+});
