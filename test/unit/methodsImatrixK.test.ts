@@ -6,9 +6,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { exportGguf } from '../../src/core/convert/exportGguf';
+import { FormatError } from '../../src/core/errors';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { readGgufHeader } from '../../src/core/formats/gguf/reader';
 import { ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
 import { MemoryByteSource } from '../../src/core/io/byteSource';
 import { importanceWeights, quantizeRowsWithImatrix, readImatrix } from '../../src/core/methods/imatrix';
@@ -65,4 +69,56 @@ test('K-quant imatrix paths: every tensor of 14 presets equals llama-quantize --
       await checkpoint.close();
     }
   }, 'quantlens-imatrix-k-');
+});
+
+test('exportGguf with the imatrix: the whole file of 14 presets equals llama-quantize --imatrix (KVs, type choice, bytes)', async () => {
+  const oracle = JSON.parse(readFileSync(join(imatrixOracleDir, 'llama-quantize-imatrix.json'), 'utf8')) as ImatrixOracle;
+  const imatrix = await readImatrix(new MemoryByteSource(syntheticImatrixBytes(), 'synthetic-imatrix.gguf'), 'synthetic-imatrix.gguf');
+  await withTempDir(async (dir) => {
+    const input = join(dir, 'synthetic-f32.gguf');
+    await writeSyntheticInput(input);
+    const checkpoint = await openCheckpoint(input);
+    try {
+      const failures: string[] = [];
+      for (const [preset, expected] of Object.entries(oracle.outputs)) {
+        const output = join(dir, `${preset}.gguf`);
+        // llama-quantize was given the bare file name, which it records in quantize.imatrix.file
+        await exportGguf(checkpoint, { target: preset, outputPath: output, imatrix: { imatrix, file: 'synthetic-imatrix.gguf' } });
+        const bytes = new Uint8Array(readFileSync(output));
+        if (sha256(bytes) !== expected.fileSha256) {
+          const header = await readGgufHeader(new MemoryByteSource(bytes, output));
+          const keys = [...header.kv.keys()];
+          const differing = header.tensors
+            .filter((t) => expected.tensors[t.name]?.type !== t.type.name || expected.tensors[t.name]?.sha256 !== sha256(bytes.subarray(header.dataStart + t.offset, header.dataStart + t.offset + t.nbytes)))
+            .map((t) => `${t.name}:${t.type.name}`);
+          failures.push(`${preset}: keys ${JSON.stringify(keys) === JSON.stringify(expected.kvKeys) ? 'same' : 'differ'}; tensors differing: ${differing.join(', ') || 'none'}`);
+        }
+        await rm(output);
+      }
+      assert.deepEqual(failures, []);
+    } finally {
+      await checkpoint.close();
+    }
+  }, 'quantlens-imatrix-export-');
+});
+
+test('exportGguf with an imatrix entry of the wrong length: FormatError naming the imatrix file and the tensor, nothing written', async () => {
+  const imatrix = await readImatrix(new MemoryByteSource(syntheticImatrixBytes(), 'synthetic-imatrix.gguf'), 'synthetic-imatrix.gguf');
+  const q = imatrix.entries.get('blk.0.attn_q.weight')!;
+  imatrix.entries.set('blk.0.attn_q.weight', { sums: q.sums.subarray(0, 128), counts: q.counts });
+  await withTempDir(async (dir) => {
+    const input = join(dir, 'synthetic-f32.gguf');
+    await writeSyntheticInput(input);
+    const checkpoint = await openCheckpoint(input);
+    try {
+      const output = join(dir, 'out.gguf');
+      await assert.rejects(
+        exportGguf(checkpoint, { target: 'Q4_K_M', outputPath: output, imatrix: { imatrix, file: 'bad-imatrix.gguf' } }),
+        (e: unknown) => e instanceof FormatError && e.message.includes('bad-imatrix.gguf') && e.message.includes('blk.0.attn_q.weight') && e.message.includes('128'),
+      );
+      assert.deepEqual(readdirSync(dir).sort(), ['synthetic-f32.gguf']);
+    } finally {
+      await checkpoint.close();
+    }
+  }, 'quantlens-imatrix-bad-');
 });

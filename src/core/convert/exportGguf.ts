@@ -21,7 +21,7 @@
  */
 import { basename, dirname, extname, join } from 'node:path';
 import { stat } from 'node:fs/promises';
-import { CancelledError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors';
+import { CancelledError, FormatError, InvalidArgumentError, NumericError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import { readJsonObject } from '../formats/hfConfig';
 import { readGgufHeader, type GgufValue } from '../formats/gguf/reader';
@@ -34,6 +34,7 @@ import { findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/inde
 import { QuantizePool } from '../quant/ggml/quantPool';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
+import { importanceWeights, isImatrixType, quantizeRowsWithImatrix, type Imatrix } from '../methods/imatrix';
 import { gpt2TokenizerKvs, sentencePieceTokenizerKvs, type GgufTokenizer, llamaModelKvs, mapLlamaTensorName, permuteQkRows, readLlamaHparams, titleFromFolderName, type LlamaHparams } from './hfLlama';
 
 export interface GgufExportTensorReport {
@@ -85,6 +86,19 @@ export interface ExportGgufOptions {
    * source values.
    */
   precomputed?: ReadonlyMap<string, PrecomputedGgmlTensor>;
+  /**
+   * llama-quantize --imatrix: every tensor with an entry (by GGUF name) is quantized by the `_impl` path
+   * with importanceWeights(imatrix, name); tensors without one by the `_ref` path; the quantize.imatrix.*
+   * KVs are written after general.file_type; Q4_0 / Q5_0 presets put the first n_layer/8 ffn_down in
+   * Q4_1 / Q5_1. Quantized on this thread (the pool and quantizeWindow run the `_ref` paths only).
+   */
+  imatrix?: ExportImatrix;
+}
+
+export interface ExportImatrix {
+  imatrix: Imatrix;
+  /** The imatrix file as the user named it: recorded in quantize.imatrix.file (llama-quantize keeps 127 bytes) and named in errors. */
+  file: string;
 }
 
 /** One tensor's ggml blocks, rows one after another. */
@@ -268,9 +282,10 @@ export interface GgufExportPlan {
  * The plan exportGguf would follow (for --dry-run): per-tensor types, fallbacks and sizes, and the file
  * size, computed from headers only; nothing is written and no tensor data is read.
  */
-export async function planGgufExport(checkpoint: Checkpoint, options: Pick<ExportGgufOptions, 'target' | 'pure' | 'modelName' | 'onWarning'>): Promise<GgufExportPlan> {
+export async function planGgufExport(checkpoint: Checkpoint, options: Pick<ExportGgufOptions, 'target' | 'pure' | 'modelName' | 'onWarning' | 'imatrix'>): Promise<GgufExportPlan> {
   const full: ExportGgufOptions = { ...options, outputPath: 'plan.gguf' };
   const plan = checkpoint.format === 'gguf' ? await planFromGguf(checkpoint, full) : await planFromHf(checkpoint, full);
+  if (options.imatrix !== undefined) applyImatrixToPlan(plan, options.imatrix, options.pure === true);
   const toWrite: GgufTensorToWrite[] = plan.items.map((i) => ({ name: i.name, shape: i.shape, type: plan.choices.get(i.name)!.type }));
   const layout = layoutGguf({ kv: plan.kv, tensors: toWrite }, checkpoint.path);
   return {
@@ -290,7 +305,9 @@ export async function exportGguf(
   if (extname(options.outputPath).toLowerCase() !== '.gguf') throw new InvalidArgumentError(`GGUF output must end in .gguf: ${options.outputPath}`);
   await assertNotSamePath(checkpoint.files, options.outputPath);
   const plan = checkpoint.format === 'gguf' ? await planFromGguf(checkpoint, options) : await planFromHf(checkpoint, options);
+  if (options.imatrix !== undefined) applyImatrixToPlan(plan, options.imatrix, options.pure === true);
   for (const c of plan.choices.values()) if (c.fallback !== undefined) options.onWarning?.(`${c.name}: ${c.fallback}`);
+  const weightsByTensor = options.imatrix !== undefined ? imatrixWeightsFor(plan, options.imatrix, options.onWarning) : undefined;
 
   const toWrite: GgufTensorToWrite[] = plan.items.map((i) => ({ name: i.name, shape: i.shape, type: plan.choices.get(i.name)!.type }));
   for (const t of toWrite) {
@@ -315,7 +332,7 @@ export async function exportGguf(
       throwIfAborted(signal, `writing ${options.outputPath}`);
       progress?.(step++, plan.items.length, item.name);
       const choice = plan.choices.get(item.name)!;
-      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal, pool);
+      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal, pool, weightsByTensor?.get(item.name) ?? null);
       results.push({ ...choice, shape: item.shape, sourceType: item.source.dtype, bytes });
     }
     progress?.(step, plan.items.length, '');
@@ -328,6 +345,62 @@ export async function exportGguf(
     await pool?.close();
   }
   return { outputPath: options.outputPath, target: plan.target, fileType: plan.fileType, tensors: results, bytes: layout.fileSize };
+}
+
+/** llama-quantize keeps 127 bytes of a string KV override (strncpy into char[128]). */
+function kvOverrideString(value: string): string {
+  const bytes = new TextEncoder().encode(value);
+  return bytes.length <= 127 ? value : new TextDecoder().decode(bytes.subarray(0, 127));
+}
+
+/**
+ * What an imatrix changes in llama-quantize's plan (llama-quant.cpp): the quantize.imatrix.* KVs after
+ * general.file_type (file, first dataset, entry count, chunk count when known; numbers as u32), and for
+ * the Q4_0 / Q5_0 presets (not --pure) the first n_layer/8 ffn_down tensors in Q4_1 / Q5_1 ("guard
+ * against craziness in the first few ffn_down layers").
+ */
+function applyImatrixToPlan(plan: ExportPlan, im: ExportImatrix, pure: boolean): void {
+  for (const [name, entry] of im.imatrix.entries) {
+    for (let i = 0; i < entry.sums.length; i++) {
+      if (!Number.isFinite(entry.sums[i]!)) throw new FormatError(im.file, `non-finite value ${String(entry.sums[i])} at index ${i}; llama-quantize refuses such an imatrix`, name);
+    }
+  }
+  plan.kv.push(['quantize.imatrix.file', gguf.str(kvOverrideString(im.file))]);
+  const dataset = im.imatrix.datasets[0];
+  if (dataset !== undefined) plan.kv.push(['quantize.imatrix.dataset', gguf.str(kvOverrideString(dataset))]);
+  plan.kv.push(['quantize.imatrix.entries_count', gguf.u32(im.imatrix.entries.size)]);
+  if (im.imatrix.chunkCount > 0) plan.kv.push(['quantize.imatrix.chunks_count', gguf.u32(im.imatrix.chunkCount)]);
+  if (pure || (plan.target !== 'Q4_0' && plan.target !== 'Q5_0')) return;
+  const ffnDown = plan.items.filter((i) => /\.ffn_down\.weight$/.test(i.name)).sort((a, b) => compareLlamaTensorNames(a.name, b.name));
+  const guarded = Math.trunc(ffnDown.length / 8);
+  for (let i = 0; i < guarded; i++) {
+    const choice = plan.choices.get(ffnDown[i]!.name);
+    if (choice !== undefined && choice.type === plan.target) plan.choices.set(choice.name, { ...choice, type: plan.target === 'Q4_0' ? 'Q4_1' : 'Q5_1' });
+  }
+}
+
+/**
+ * Each tensor's importance weights (GGUF name -> one row's weights), as llama-quantize looks them up: an
+ * entry must have exactly one value per column, except token_embd's, which is ignored with a warning.
+ */
+function imatrixWeightsFor(plan: ExportPlan, im: ExportImatrix, onWarning: ((m: string) => void) | undefined): Map<string, Float32Array> {
+  const out = new Map<string, Float32Array>();
+  for (const item of plan.items) {
+    const type = plan.choices.get(item.name)!.type;
+    if (FLOAT_TYPES.has(type) || type === item.sourceType) continue;
+    const weights = importanceWeights(im.imatrix, item.name);
+    if (weights === null) continue;
+    const { cols } = rowsAndCols(item.shape);
+    if (weights.length !== cols) {
+      if (item.name === 'token_embd.weight') {
+        onWarning?.(`${im.file}: the entry for token_embd.weight has ${weights.length} values, the tensor's rows ${cols}: quantized without it (as llama-quantize does)`);
+        continue;
+      }
+      throw new FormatError(im.file, `the entry has ${weights.length} values, but ${item.name} [${item.shape.join(', ')}] has rows of ${cols}`, item.name);
+    }
+    out.set(item.name, weights);
+  }
+  return out;
 }
 
 /** Every precomputed tensor exists, gets the type its bytes are in, and has exactly one tensor's worth of bytes. */
@@ -400,6 +473,7 @@ async function writeTensor(
   options: ExportGgufOptions,
   signal: AbortSignal | undefined,
   pool: QuantizePool | null,
+  importance: Float32Array | null,
 ): Promise<number> {
   const { rows, cols } = rowsAndCols(item.shape);
   const total = rows * cols;
@@ -432,7 +506,9 @@ async function writeTensor(
   let permuted: Float32Array | undefined;
   let out: Uint8Array | undefined;
   // With workers, window w is quantized while window w + 1 is read; bytes are written in row order.
-  const usePool = pool !== null && !FLOAT_TYPES.has(type);
+  // Importance weights take the `_impl` path on this thread (the pool and the GPU run `_ref` only).
+  const weighted = importance !== null && isImatrixType(type) && type !== 'Q8_0';
+  const usePool = pool !== null && !FLOAT_TYPES.has(type) && !weighted;
   let pending: { bytes: Promise<Uint8Array>; row: number; n: number } | null = null;
   const flush = async (): Promise<void> => {
     if (pending === null) return;
@@ -456,7 +532,7 @@ async function writeTensor(
       permuteQkRows(values, view, n, cols, headRows);
       values = view;
     }
-    if (options.quantizeWindow !== undefined && !FLOAT_TYPES.has(type)) {
+    if (options.quantizeWindow !== undefined && !FLOAT_TYPES.has(type) && !weighted) {
       const windowBytes = await options.quantizeWindow(type, values, n, cols, `${item.name} rows ${r}..${r + n - 1}`);
       if (windowBytes !== null) {
         if (windowBytes.byteLength !== n * rowBytes) throw new InvalidArgumentError(`${item.name}: a window quantizer gave ${windowBytes.byteLength} bytes for ${n} rows of ${rowBytes}`);
@@ -482,7 +558,8 @@ async function writeTensor(
     const need = n * rowBytes;
     if (out === undefined || out.length < need) out = new Uint8Array(need);
     const chunk = out.subarray(0, need);
-    quantizeGgml(type, values, chunk);
+    if (weighted) quantizeRowsWithImatrix(type, values, n, cols, importance, chunk);
+    else quantizeGgml(type, values, chunk);
     await writer.writeTensorData(item.name, chunk);
     if (original !== undefined && written !== undefined) {
       original.set(values, r * cols);
