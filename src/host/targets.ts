@@ -110,13 +110,13 @@ export const METHODS: readonly MethodInfo[] = [
     targetIds: ['int8', 'int4', 'nf4', 'fp8', 'gguf:F16', 'gguf:Q8_0', 'gguf:Q6_K', 'gguf:Q5_K_M', 'gguf:Q4_K_M', 'gguf:Q4_0'],
     available: true,
   },
+  // LLM.int8(): bitsandbytes' Linear8bitLt (vector-wise INT8) with the calibrated outlier columns kept in 16 bit.
   {
     id: 'llm-int8',
     label: 'LLM.int8()',
-    detail: 'mixed-precision decomposition of outlier dims',
-    targetIds: [],
-    available: false,
-    unavailableReason: 'output layout not available yet',
+    detail: 'mixed-precision decomposition: outlier input dims in 16 bit, the rest vector-wise INT8',
+    targetIds: ['int8'],
+    available: true,
   },
 ];
 

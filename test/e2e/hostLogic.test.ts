@@ -88,7 +88,7 @@ test('default outputs sit next to the input, named after the checkpoint and the 
 
 test('every available target maps to a pipeline target; calibrated methods name the targets they write', () => {
   for (const t of TARGETS) assert.ok(pipelineTarget(t, 64).target.length > 0, t.id);
-  // GPTQ: the GPTQ layout or its own Q4_0 / Q8_0 blocks; AWQ: INT4 or quantized GGUF types; SmoothQuant: any; LLM.int8(): nothing yet.
+  // GPTQ: the GPTQ layout or its own Q4_0 / Q8_0 blocks; AWQ: INT4 or quantized GGUF types; SmoothQuant: any; LLM.int8(): INT8 only.
   assert.deepEqual(checkMethodTarget('gptq', findTarget('int4')!).id, 'gptq');
   assert.equal(checkMethodTarget('gptq', findTarget('gguf:Q4_0')!).id, 'gptq');
   assert.deepEqual(checkMethodTarget('AWQ', findTarget('int4')!).id, 'awq');
@@ -98,10 +98,11 @@ test('every available target maps to a pipeline target; calibrated methods name 
   assert.throws(() => checkMethodTarget('gptq', findTarget('int8')!), /GPTQ cannot write INT8/);
   assert.throws(() => checkMethodTarget('gptq', findTarget('gguf:Q4_K_M')!), /GPTQ cannot write GGUF Q4_K_M/);
   assert.throws(() => checkMethodTarget('awq', findTarget('gguf:F16')!), /AWQ cannot write GGUF F16/);
-  assert.throws(() => checkMethodTarget('llm-int8', findTarget('int8')!), /LLM\.int8\(\): output layout not available yet/);
+  assert.equal(checkMethodTarget('llm-int8', findTarget('int8')!).id, 'llm-int8');
+  assert.throws(() => checkMethodTarget('llm-int8', findTarget('int4')!), /LLM\.int8\(\) cannot write INT4/);
   assert.throws(() => checkMethodTarget('hqq', findTarget('int4')!), /unknown calibrated method "hqq"/);
   for (const m of METHODS) {
-    assert.equal(m.available, m.id !== 'llm-int8', m.id);
+    assert.equal(m.available, true, m.id);
     for (const id of m.targetIds) assert.ok(findTarget(id) !== undefined, `${m.id} -> ${id}`);
   }
   assert.deepEqual(pipelineTarget(findTarget('int4')!, 64), { target: 'int4-g128', groupSize: 64 });

@@ -48,15 +48,17 @@ options:
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or
                          smoothquant (any research target, e.g. int8). GGUF: awq to any quantized
                          type or preset, smoothquant to any, gptq to Q4_0 / Q8_0 (its own blocks).
-                         llm-int8 is refused for now (measure it with quantlens compare). Runs in the job worker.
+                         llm-int8 to int8 (bitsandbytes Linear8bitLt + the 16-bit outlier columns). Runs in the job worker.
   --calib <file>         calibration text (required with --method)
   --calib-windows <n>    windows of 256 tokens from the calibration text (default 16)
   --bits <n>             with --method: must agree with the target's bits
   --damp <f>             gptq: damping fraction of the Hessian's mean diagonal (default 0.01)
-  --act-order            gptq: refused for now (the GPTQ layout writer does not store g_idx yet)
+  --act-order            gptq, GPTQ-layout targets: columns in descending Hessian-diagonal order; g_idx
+                         stored, quantize_config desc_act: true (refused for GGUF: ggml blocks are consecutive)
   --alpha <f>            smoothquant: migration strength (default 0.5)
-  --threshold <f>        llm-int8: outlier threshold (default 6)
-  --keep-fraction <f>    llm-int8: extra fraction of input columns kept in 16 bit
+  --threshold <f>        llm-int8: an input dimension whose calibration max |x| reaches it stays 16-bit (> 0, default 6)
+  --keep-fraction <f>    llm-int8: also keep this fraction in [0, 1) of the other dimensions (largest max |x|
+                         first) in 16 bit (default 0)
   --dry-run              print the per-tensor plan, output size and bits per weight; write nothing
   --json                 print JSON on stdout
   --help                 this text`;

@@ -8,8 +8,8 @@
  * Variants: 'decomposed' (the method), 'plain' (absmax INT8 on every dimension), 'outliers-zeroed'
  * (the outlier dimensions dropped: what is lost when they are zeroed).
  */
-import { InvalidArgumentError } from '../errors';
-import { roundHalfEven, roundThroughF16 } from './grids';
+import { FormatError, InvalidArgumentError } from '../errors';
+import { f16BitsToF32, f32ToF16Bits, roundHalfEven, roundThroughF16 } from './grids';
 
 export type LlmInt8Variant = 'decomposed' | 'plain' | 'outliers-zeroed';
 
@@ -61,9 +61,91 @@ export function fakeQuantizeRowsLlmInt8(x: Float32Array, rows: number, cols: num
     for (let c = 0; c < cols; c++) {
       const v = x[base + c]!;
       if (usePlan && keep[c] === 1) x[base + c] = variant === 'outliers-zeroed' ? 0 : roundThroughF16(v);
-      else x[base + c] = scale > 0 ? roundHalfEven(v / scale) * scale : 0;
+      // `|| 0`: a level of -0 (Math.round(-0.3)) is stored as the int8 0, so it dequantizes to +0.
+      else x[base + c] = scale > 0 ? (roundHalfEven(v / scale) || 0) * scale : 0;
     }
   }
+}
+
+/** The kept (16-bit) input dimensions of a plan, ascending. */
+export function keptDimsOf(plan: LlmInt8Plan): Int32Array {
+  const dims: number[] = [];
+  for (let c = 0; c < plan.columns; c++) if (plan.keep16[c] === 1) dims.push(c);
+  return Int32Array.from(dims);
+}
+
+/**
+ * The stored LLM.int8() decomposition of a weight [rows, cols]: bitsandbytes' serialized Linear8bitLt
+ * (`CB` int8 [rows, cols] + `SCB` f32 [rows], dequantized as CB * SCB / 127) plus the kept columns in f16.
+ */
+export interface LlmInt8Stored {
+  rows: number;
+  cols: number;
+  /** CB, row-major [rows, cols]. Kept columns hold clamp(round(w / scale), -127, 127) for loaders that ignore `kept`. */
+  codes: Int8Array;
+  /** SCB: per row, absmax over the non-kept columns (scale = SCB / 127). */
+  absmax: Float32Array;
+  /** Kept input dimensions, strictly ascending. */
+  keptDims: Int32Array;
+  /** f16 bit patterns of the kept columns, row-major [rows, keptDims.length]. */
+  kept: Uint16Array;
+}
+
+function checkKeptDims(keptDims: Int32Array, cols: number, fail: (defect: string) => Error): Uint8Array {
+  const keep = new Uint8Array(cols);
+  for (let k = 0; k < keptDims.length; k++) {
+    const c = keptDims[k]!;
+    if (!(c >= 0 && c < cols)) throw fail(`kept dimension ${c} is outside [0, ${cols})`);
+    if (k > 0 && c <= keptDims[k - 1]!) throw fail(`kept dimensions are not strictly ascending at index ${k} (${keptDims[k - 1]}, ${c})`);
+    keep[c] = 1;
+  }
+  return keep;
+}
+
+/**
+ * Encodes rows of a weight under the decomposition; `dequantizeLlmInt8` of the result equals
+ * fakeQuantizeRowsLlmInt8(w, 'decomposed') with the same kept dims bit for bit.
+ * Rounding rule: scale = absmax(non-kept columns of the row) / 127, q = round_half_even(w / scale) (never
+ * beyond +-127 there); kept columns: f16 round to nearest even; in CB they get the same rule clamped to +-127.
+ */
+export function quantizeRowsLlmInt8(w: Float32Array, rows: number, cols: number, keptDims: Int32Array): LlmInt8Stored {
+  if (w.length !== rows * cols) throw new InvalidArgumentError(`LLM.int8(): ${w.length} values for [${rows}, ${cols}]`);
+  const keep = checkKeptDims(keptDims, cols, (d) => new InvalidArgumentError(`LLM.int8(): ${d}`));
+  const k = keptDims.length;
+  const codes = new Int8Array(rows * cols);
+  const absmax = new Float32Array(rows);
+  const kept = new Uint16Array(rows * k);
+  for (let r = 0; r < rows; r++) {
+    const base = r * cols;
+    let amax = 0;
+    for (let c = 0; c < cols; c++) if (keep[c] === 0) amax = Math.max(amax, Math.abs(w[base + c]!));
+    absmax[r] = amax;
+    const scale = amax / 127;
+    for (let c = 0; c < cols; c++) {
+      const q = scale > 0 ? roundHalfEven(w[base + c]! / scale) : 0;
+      codes[base + c] = Math.max(-127, Math.min(127, q));
+    }
+    for (let j = 0; j < k; j++) kept[r * k + j] = f32ToF16Bits(w[base + keptDims[j]!]!);
+  }
+  return { rows, cols, codes, absmax, keptDims, kept };
+}
+
+/** What a reader of the layout reconstructs: CB * SCB / 127, with the kept columns taken from their f16 values. */
+export function dequantizeLlmInt8(s: LlmInt8Stored, file = '<llm-int8>'): Float32Array {
+  const { rows, cols, keptDims } = s;
+  const k = keptDims.length;
+  if (s.codes.length !== rows * cols || s.absmax.length !== rows || s.kept.length !== rows * k) {
+    throw new FormatError(file, `LLM.int8() tensors of ${s.codes.length} codes, ${s.absmax.length} SCB, ${s.kept.length} kept values do not fit [${rows}, ${cols}] with ${k} kept dims`);
+  }
+  checkKeptDims(keptDims, cols, (d) => new FormatError(file, d));
+  const out = new Float32Array(rows * cols);
+  for (let r = 0; r < rows; r++) {
+    const scale = s.absmax[r]! / 127;
+    const base = r * cols;
+    for (let c = 0; c < cols; c++) out[base + c] = scale > 0 ? s.codes[base + c]! * scale : 0;
+    for (let j = 0; j < k; j++) out[base + keptDims[j]!] = f16BitsToF32(s.kept[r * k + j]!);
+  }
+  return out;
 }
 
 /** Bytes of one layer's weights: kept dimensions in fp16, the rest int8, plus one f32 scale per output row. */

@@ -13,14 +13,18 @@
  *   (ggufSearchGrid) of the type the export plan gives most of the linear weights.
  * - GPTQ: error compensation into Q4_0 or Q8_0 blocks (gptq.ts); those blocks are written as they are. The
  *   target must put every linear weight in that one type (Q4_0, Q8_0); K types are refused, naming the tensor.
- * LLM.int8() (no output layout for its 16-bit outlier columns yet) is refused.
+ * - LLM.int8() (`--to int8` only): the calibration fixes each site's 16-bit input dimensions (max |x| >=
+ *   threshold, plus --keep-fraction); the writer stores bitsandbytes' Linear8bitLt (CB + SCB) with those
+ *   columns in f16 beside it (pipeline.ts llmInt8Outputs); what our reader dequantizes equals the weights
+ *   `compare --methods llm-int8` evaluates, bit for bit.
  */
 import { InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
 import { openCheckpoint } from '../formats/openCheckpoint';
 import { LINEAR_ROLES, LlamaModel, linearModuleName } from '../model/forward';
-import { isIntBits, type IntNQuantized } from '../quant/intN';
+import { isIntBits } from '../quant/intN';
 import { isGgufTarget, runQuantize, type QuantizeProgress, type QuantizeRequest, type QuantizeResult } from '../quant/pipeline';
+import type { GptqCodes } from '../quant/gptqLayout';
 import type { RecipeValue } from '../quant/quantCard';
 import { findResearchScheme, resolveResearchRecipe, type ResearchRecipe } from '../quant/researchSchemes';
 import { ggufExporter } from '../convert/ggufExporter';
@@ -28,6 +32,8 @@ import { planGgufExport } from '../convert/exportGguf';
 import { loadTokenizer, readTextFile, textWindows } from './compare';
 import { checkpointWithMethodWeights } from './methodCheckpoint';
 import { formatSiteReports, gptqResultToIntN, quantizeWithMethod, type MethodRun, type MethodSettings } from './quantizeWithMethod';
+import { SITE_ROLES, type CalibrationSite } from './calibrate';
+import { keptDimsOf } from './llmInt8';
 
 export const EXPORT_METHODS = ['gptq', 'awq', 'smoothquant', 'llm-int8'] as const;
 export type ExportMethod = (typeof EXPORT_METHODS)[number];
@@ -106,8 +112,7 @@ function checkCommonOptions(spec: MethodQuantizeSpec): void {
   const { method } = spec;
   if (spec.percDamp !== undefined && method !== 'gptq') throw new InvalidArgumentError('--damp applies to --method gptq');
   if (spec.alpha !== undefined && method !== 'smoothquant') throw new InvalidArgumentError('--alpha applies to --method smoothquant');
-  // llm-int8 was refused above: its options have nothing to apply to.
-  if (spec.threshold !== undefined || spec.keepFraction !== undefined) throw new InvalidArgumentError('--threshold and --keep-fraction apply to --method llm-int8');
+  if ((spec.threshold !== undefined || spec.keepFraction !== undefined) && method !== 'llm-int8') throw new InvalidArgumentError('--threshold and --keep-fraction apply to --method llm-int8');
   if (spec.calibWindows !== undefined && !(Number.isInteger(spec.calibWindows) && spec.calibWindows > 0)) throw new InvalidArgumentError(`--calib-windows ${spec.calibWindows}: give a positive integer`);
   if (spec.ctx !== undefined && !(Number.isInteger(spec.ctx) && spec.ctx > 0)) throw new InvalidArgumentError(`calibration window of ${spec.ctx} tokens`);
 }
@@ -119,9 +124,7 @@ function checkCommonOptions(spec: MethodQuantizeSpec): void {
 export function checkMethodRequest(request: QuantizeRequest, spec: MethodQuantizeSpec): MethodTarget {
   const { method } = spec;
   if (!isExportMethod(method)) throw new InvalidArgumentError(`unknown --method '${String(method)}'; give one of ${EXPORT_METHODS.join(', ')}`);
-  if (method === 'llm-int8') {
-    throw new UnsupportedError('--method llm-int8: no output layout keeps its 16-bit outlier columns yet; measure it with `quantlens compare --methods llm-int8`, or write plain vector-wise INT8 with --to int8 (no --method)');
-  }
+  if (method === 'llm-int8') return checkLlmInt8Request(request, spec);
   if (isGgufTarget(request.target)) return checkGgufMethodRequest(request, spec);
   const scheme = findResearchScheme(request.target);
   if (scheme === undefined) throw new InvalidArgumentError(`unknown target '${request.target}' for --method ${method}`);
@@ -131,9 +134,53 @@ export function checkMethodRequest(request: QuantizeRequest, spec: MethodQuantiz
     throw new InvalidArgumentError(`--method ${method} writes group-wise integers: give a GPTQ-layout target (int4-g128, int4-g64, int3-g128, int8-g128, ...), not ${recipe.target}`);
   }
   if (spec.actOrder === true && method !== 'gptq') throw new InvalidArgumentError('--act-order applies to --method gptq');
-  if (spec.actOrder === true) throw new UnsupportedError('--method gptq --act-order: the GPTQ layout writer does not store g_idx yet; drop --act-order');
   checkCommonOptions(spec);
   return { kind: 'research', recipe };
+}
+
+/**
+ * LLM.int8(): vector-wise INT8 per output row is the only target (bitsandbytes' Linear8bitLt); the threshold
+ * must be > 0 and the extra kept fraction in [0, 1) (1 would keep every column in 16 bit).
+ */
+function checkLlmInt8Request(request: QuantizeRequest, spec: MethodQuantizeSpec): MethodTarget {
+  const scheme = isGgufTarget(request.target) ? undefined : findResearchScheme(request.target);
+  if (scheme?.name !== 'int8' || request.scale === 'tensor') {
+    throw new InvalidArgumentError(`--method llm-int8 writes vector-wise INT8 with 16-bit outlier columns (bitsandbytes Linear8bitLt): give --to int8, not ${request.target}${request.scale === 'tensor' ? ' --scale tensor' : ''}`);
+  }
+  if (request.includeEmbeddings === true) throw new InvalidArgumentError('--method llm-int8 calibrates the linear layers only: drop --include-embeddings');
+  if (spec.bits !== undefined && spec.bits !== 8) throw new InvalidArgumentError(`--bits ${spec.bits} disagrees with --method llm-int8 (8 bits)`);
+  if (spec.threshold !== undefined && !(Number.isFinite(spec.threshold) && spec.threshold > 0)) throw new InvalidArgumentError(`--threshold ${spec.threshold}: give a number > 0 (max |x| from which an input dimension stays 16-bit; default 6)`);
+  if (spec.keepFraction !== undefined && !(spec.keepFraction >= 0 && spec.keepFraction < 1)) throw new InvalidArgumentError(`--keep-fraction ${spec.keepFraction}: give a fraction in [0, 1) of the non-outlier dimensions to keep in 16 bit`);
+  if (spec.actOrder === true) throw new InvalidArgumentError('--act-order applies to --method gptq');
+  checkCommonOptions(spec);
+  return { kind: 'research', recipe: resolveResearchRecipe(scheme, request) };
+}
+
+/** LLM.int8(): each linear weight's 16-bit input dims (its site's plan), by the checkpoint's tensor names. */
+function llmInt8KeptDimsByTensor(model: LlamaModel, run: MethodRun): Map<string, Int32Array> {
+  const kept = new Map<string, Int32Array>();
+  for (let l = 0; l < model.config.numLayers; l++) {
+    for (const site of Object.keys(SITE_ROLES) as CalibrationSite[]) {
+      const plan = run.llmInt8Plans.get(`${l}.${site}`);
+      if (plan === undefined) throw new InvalidArgumentError(`LLM.int8(): no calibration plan for layer ${l} ${site}`);
+      for (const role of SITE_ROLES[site]) kept.set(model.linearTensorName(l, role), keptDimsOf(plan));
+    }
+  }
+  return kept;
+}
+
+/** The card's per-weight LLM.int8() record: kept dims, and bytes of the 16-bit part (f16 columns + indices) and of the int8 part (CB + SCB). */
+function llmInt8RecipeExtra(model: LlamaModel, kept: ReadonlyMap<string, Int32Array>): Record<string, RecipeValue> {
+  const extra: Record<string, RecipeValue> = {};
+  const shapes = new Map(model.checkpoint.tensors.map((t) => [t.name, t.shape]));
+  for (const [name, dims] of kept) {
+    const [rows = 0, cols = 0] = shapes.get(name) ?? [];
+    const prefix = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
+    extra[`llmInt8.${prefix}.keptDims`] = Array.from(dims).join(',');
+    extra[`llmInt8.${prefix}.bytes16`] = dims.length * (rows * 2 + 4);
+    extra[`llmInt8.${prefix}.bytesInt8`] = rows * cols + rows * 4;
+  }
+  return extra;
 }
 
 function methodSettings(spec: MethodQuantizeSpec, target: MethodTarget): MethodSettings {
@@ -147,6 +194,10 @@ function methodSettings(spec: MethodQuantizeSpec, target: MethodTarget): MethodS
     if (target.gptqType !== undefined) settings.ggmlTarget = target.gptqType;
   }
   if (spec.method === 'gptq' && spec.percDamp !== undefined) settings.percDamp = spec.percDamp;
+  if (spec.method === 'gptq' && spec.actOrder === true) settings.actOrder = true;
+  if (spec.method === 'llm-int8') {
+    settings = { bits: 8, groupSize: 0, threshold: spec.threshold ?? 6, keepFraction: spec.keepFraction ?? 0 };
+  }
   if (spec.method === 'awq') settings.awqForExport = true;
   if (spec.method === 'smoothquant') {
     // Fold only: the target's writer quantizes the smoothed weights.
@@ -209,13 +260,13 @@ async function dominantLinearType(checkpoint: Checkpoint, model: LlamaModel, tar
   return best;
 }
 
-/** GPTQ's codes as the pipeline's IntNQuantized, keyed by the checkpoint's tensor names. */
-function gptqCodesByTensor(model: LlamaModel, run: MethodRun, target: MethodTarget): Map<string, IntNQuantized> {
+/** GPTQ's codes (with g_idx under act-order) as the pipeline's GptqCodes, keyed by the checkpoint's tensor names. */
+function gptqCodesByTensor(model: LlamaModel, run: MethodRun, target: MethodTarget): Map<string, GptqCodes> {
   if (target.kind !== 'research') throw new InvalidArgumentError('GPTQ layout codes for a GGUF target');
   const { recipe } = target;
   const bits = recipe.bits;
   if (!isIntBits(bits)) throw new InvalidArgumentError(`GPTQ layout at ${bits} bits`);
-  const codes = new Map<string, IntNQuantized>();
+  const codes = new Map<string, GptqCodes>();
   for (let l = 0; l < model.config.numLayers; l++) {
     for (const role of LINEAR_ROLES) {
       const name = linearModuleName(l, role);
@@ -231,7 +282,7 @@ function recipeExtra(spec: MethodQuantizeSpec, settings: MethodSettings, windows
   const extra: Record<string, RecipeValue> = { method: spec.method, calibration: spec.calib, calibrationWindows: windows, calibrationContext: ctx };
   if (spec.method === 'gptq') {
     extra.percDamp = settings.percDamp ?? 0.01;
-    extra.actOrder = false;
+    extra.actOrder = settings.actOrder === true;
     if (settings.ggmlTarget !== undefined) extra.gptqBlocks = settings.ggmlTarget;
   }
   if (spec.method === 'awq') {
@@ -239,6 +290,10 @@ function recipeExtra(spec: MethodQuantizeSpec, settings: MethodSettings, windows
     extra.searchGroup = settings.groupSize;
   }
   if (spec.method === 'smoothquant') extra.alpha = settings.alpha ?? 0.5;
+  if (spec.method === 'llm-int8') {
+    extra.threshold = settings.threshold ?? 6;
+    extra.keepFraction = settings.keepFraction ?? 0;
+  }
   return extra;
 }
 
@@ -284,9 +339,14 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
     // GPTQ changes only the linear weights: the writer reads the originals (so the card measures the
     // error against them) and stores GPTQ's codes / blocks. AWQ / SmoothQuant also rescale the norms.
     let result: QuantizeResult;
-    if (spec.method !== 'gptq') result = await runQuantize(request, { ...common, checkpoint: checkpointWithMethodWeights(checkpoint, model, run) });
+    if (spec.method === 'llm-int8') {
+      // The writer decomposes the original weights with each site's plan (the same rule compare applied in memory).
+      const keptDims = llmInt8KeptDimsByTensor(model, run);
+      const llmInt8 = { keptDims, threshold: settings.threshold ?? 6 };
+      result = await runQuantize(request, { ...common, recipeExtra: { ...common.recipeExtra, ...llmInt8RecipeExtra(model, keptDims) }, checkpoint, llmInt8 });
+    } else if (spec.method !== 'gptq') result = await runQuantize(request, { ...common, checkpoint: checkpointWithMethodWeights(checkpoint, model, run) });
     else if (target.kind === 'gguf' && target.gptqType !== undefined) result = await runQuantize(request, { ...common, checkpoint, ggmlBlocks: gptqBlocksByTensor(model, run, target.gptqType) });
-    else result = await runQuantize(request, { ...common, checkpoint, gptqCodes: gptqCodesByTensor(model, run, target) });
+    else result = await runQuantize(request, { ...common, checkpoint, gptqCodes: gptqCodesByTensor(model, run, target), gptqActOrder: settings.actOrder === true });
     result.methodReport = { lines: formatSiteReports(run), warnings: run.warnings, seconds: run.seconds };
     return { result, run };
   } finally {

@@ -5,7 +5,8 @@
  * activation quantization through its quant setting or, for LLM.int8(), through onActivation).
  */
 import { InvalidArgumentError, UnsupportedError } from '../errors';
-import type { IntBits, IntNQuantized } from '../quant/intN';
+import type { IntBits } from '../quant/intN';
+import type { GptqCodes } from '../quant/gptqLayout';
 import { fakeQuantizeWeight, type QuantSetting } from '../model/fakeQuant';
 import type { ForwardOptions, LayerWeights, LinearRole, LlamaModel } from '../model/forward';
 import { linearModuleName } from '../model/forward';
@@ -278,16 +279,18 @@ export async function quantizeWithMethod(
 
 /**
  * A GPTQ result as the quantize engineer's IntNQuantized (levels row-major, scales and zeros [rows, groups]),
- * ready for packGptq / the GPTQ layout writer. Refuses act-order results (their g_idx is not i // group)
- * and zero points of 0, which the v1 layout cannot store (GPTQ_MIN_ZERO).
+ * ready for packGptq / the GPTQ layout writer; an act-order result keeps its g_idx (group of each input
+ * channel = its position in the processing order // group, AutoGPTQ's desc_act convention), which the
+ * layout stores and its readers index scales and zeros with. Refuses zero points of 0, which the v1
+ * layout cannot store (GPTQ_MIN_ZERO).
  */
-export function gptqResultToIntN(result: GptqLayerResult, bits: IntBits, groupSize: number, symmetric: boolean, name: string): IntNQuantized {
+export function gptqResultToIntN(result: GptqLayerResult, bits: IntBits, groupSize: number, symmetric: boolean, name: string): GptqCodes {
   const { rows, cols } = result;
   const g = groupSize > 0 ? groupSize : cols;
   const groups = Math.ceil(cols / g);
-  for (let c = 0; c < cols; c++) {
-    if (result.gIdx[c] !== Math.floor(c / g)) throw new UnsupportedError(`${name}: act-order GPTQ results need a writer that takes their g_idx`);
-  }
+  if (result.gIdx.length !== cols) throw new InvalidArgumentError(`${name}: GPTQ result has ${result.gIdx.length} g_idx entries for ${cols} columns`);
+  let actOrder = false;
+  for (let c = 0; c < cols; c++) if (result.gIdx[c] !== Math.floor(c / g)) actOrder = true;
   const scales = new Float32Array(rows * groups);
   const zeros = new Uint8Array(rows * groups);
   for (let gi = 0; gi < groups; gi++) {
@@ -298,7 +301,9 @@ export function gptqResultToIntN(result: GptqLayerResult, bits: IntBits, groupSi
       zeros[r * groups + gi] = z;
     }
   }
-  return { rows, cols, bits, groupSize: g, symmetric, levels: result.codes, scales, zeros };
+  const codes: GptqCodes = { rows, cols, bits, groupSize: g, symmetric, levels: result.codes, scales, zeros };
+  if (actOrder) codes.gIdx = Int32Array.from(result.gIdx);
+  return codes;
 }
 
 /** Forward options that evaluate a method's result with the model runtime (perplexity, logits). */

@@ -5,8 +5,10 @@
  *   <prefix>.qweight  I32 [in * bits / 32, out]   levels packed along the INPUT dimension
  *   <prefix>.qzeros   I32 [groups, out * bits / 32] zero points packed along the OUTPUT dimension
  *   <prefix>.scales   F16 [groups, out]
- *   <prefix>.g_idx    I32 [in]                     group of each input channel (i // group_size; no act-order;
- *                                                  groups = ceil(in / group_size), the last one may be shorter)
+ *   <prefix>.g_idx    I32 [in]                     group of each input channel: i // group_size, or with act-order
+ *                                                  (desc_act) the channel's position in GPTQ's processing order
+ *                                                  // group_size (AutoGPTQ's g_idx[invperm]); groups =
+ *                                                  ceil(in / group_size), the last one may be shorter
  *
  * Packing: for each column of qweight (one output channel), the levels of input channels 0, 1, 2...
  * form a little-endian bit stream: value k occupies bits [k*bits, (k+1)*bits) of the stream, word
@@ -28,6 +30,14 @@
 import { FormatError, InvalidArgumentError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
 import { groupCount, type IntBits, type IntNQuantized } from './intN';
+
+/**
+ * Codes to pack: group-wise levels, scales and zeros [rows, groups]; `gIdx` (act-order) gives each input
+ * channel's group, else channel i is in group i // groupSize.
+ */
+export interface GptqCodes extends IntNQuantized {
+  gIdx?: Int32Array;
+}
 
 /** The smallest zero point the v1 layout can store (it writes zero - 1). */
 export const GPTQ_MIN_ZERO = 1;
@@ -57,11 +67,11 @@ export interface GptqQuantizeConfig {
   quant_method: 'gptq';
 }
 
-export function gptqQuantizeConfig(bits: IntBits, groupSize: number, sym: boolean, modelFileBaseName = 'model'): GptqQuantizeConfig {
+export function gptqQuantizeConfig(bits: IntBits, groupSize: number, sym: boolean, modelFileBaseName = 'model', descAct = false): GptqQuantizeConfig {
   return {
     bits,
     group_size: groupSize,
-    desc_act: false,
+    desc_act: descAct,
     sym,
     static_groups: false,
     true_sequential: true,
@@ -139,13 +149,38 @@ function getBits(words: Int32Array, base: number, stride: number, bit: number, b
   return v & mask;
 }
 
-/** Empty GPTQ tensors for a weight [outFeatures, inFeatures] (g_idx filled). Throws for shapes the layout cannot take. */
-export function allocateGptq(bits: IntBits, outFeatures: number, inFeatures: number, groupSize: number, name = 'tensor'): GptqTensors {
+/**
+ * Checks an act-order g_idx against the group size: one entry per input channel, each group holding
+ * exactly groupSize channels (the last one the rest), as GPTQ's processing order cut into groups gives.
+ */
+export function checkGIdx(gIdx: Int32Array, inFeatures: number, groupSize: number, fail: (defect: string) => Error): void {
+  const groups = groupCount(inFeatures, groupSize);
+  if (gIdx.length !== inFeatures) throw fail(`g_idx has ${gIdx.length} entries, expected ${inFeatures}`);
+  const members = new Int32Array(groups);
+  for (let i = 0; i < inFeatures; i++) {
+    const g = gIdx[i]!;
+    if (!(g >= 0 && g < groups)) throw fail(`g_idx[${i}] = ${g} is outside [0, ${groups})`);
+    members[g]! += 1;
+  }
+  for (let g = 0; g < groups; g++) {
+    const expected = Math.min(groupSize, inFeatures - g * groupSize);
+    if (members[g] !== expected) throw fail(`g_idx puts ${members[g]} channels in group ${g}, expected ${expected} (group size ${groupSize})`);
+  }
+}
+
+/**
+ * Empty GPTQ tensors for a weight [outFeatures, inFeatures], g_idx filled: `gIdx` when given (act-order),
+ * else i // groupSize. Throws for shapes the layout cannot take.
+ */
+export function allocateGptq(bits: IntBits, outFeatures: number, inFeatures: number, groupSize: number, name = 'tensor', actOrderGIdx?: Int32Array): GptqTensors {
   checkPackable(bits, inFeatures, outFeatures, name);
   const effectiveGroup = groupSize === -1 ? inFeatures : groupSize;
   const groups = groupCount(inFeatures, effectiveGroup);
   const gIdx = new Int32Array(inFeatures);
-  for (let i = 0; i < inFeatures; i++) gIdx[i] = Math.floor(i / effectiveGroup);
+  if (actOrderGIdx !== undefined) {
+    checkGIdx(actOrderGIdx, inFeatures, effectiveGroup, (d) => new InvalidArgumentError(`${name}: ${d}`));
+    gIdx.set(actOrderGIdx);
+  } else for (let i = 0; i < inFeatures; i++) gIdx[i] = Math.floor(i / effectiveGroup);
   return {
     bits,
     inFeatures,
@@ -160,7 +195,9 @@ export function allocateGptq(bits: IntBits, outFeatures: number, inFeatures: num
 
 /**
  * Packs rows [rowStart, rowStart + q.rows) of the weight (output channels), quantized by intN.ts with
- * minZero = GPTQ_MIN_ZERO, into `target`: the pipeline quantizes a large weight window by window.
+ * minZero = GPTQ_MIN_ZERO (or GPTQ's own codes), into `target`: the pipeline quantizes a large weight
+ * window by window. Levels go in channel order; scales and zeros by group, the group of each channel
+ * being target.gIdx's (allocateGptq), so act-order codes pack the same way.
  */
 export function packGptqRows(q: IntNQuantized, rowStart: number, target: GptqTensors, name = 'tensor'): void {
   const { bits, rows, cols: inFeatures } = q;
@@ -193,13 +230,17 @@ export function packGptq(q: IntNQuantized, name = 'tensor'): GptqTensors {
   return target;
 }
 
-/** What a loader reconstructs for rows quantized by intN.ts once their scales are stored as f16. */
-export function dequantizeRowsWithF16Scales(q: IntNQuantized, out: Float32Array = new Float32Array(q.rows * q.cols)): Float32Array {
+/**
+ * What a loader reconstructs for rows quantized by intN.ts (or GPTQ) once their scales are stored as f16:
+ * (level - zero) * f16(scale) of the channel's group, g_idx's when the codes have one (act-order).
+ */
+export function dequantizeRowsWithF16Scales(q: GptqCodes, out: Float32Array = new Float32Array(q.rows * q.cols)): Float32Array {
   const groups = groupCount(q.cols, q.groupSize);
   const stored = Float32Array.from(q.scales, (s) => f16BitsToF32(f32ToF16Bits(s)));
+  const gIdx = q.gIdx;
   for (let r = 0; r < q.rows; r++) {
     for (let c = 0; c < q.cols; c++) {
-      const g = r * groups + Math.floor(c / q.groupSize);
+      const g = r * groups + (gIdx === undefined ? Math.floor(c / q.groupSize) : gIdx[c]!);
       out[r * q.cols + c] = Math.fround((q.levels[r * q.cols + c]! - q.zeros[g]!) * stored[g]!);
     }
   }

@@ -25,7 +25,8 @@ import { ErrorAccumulator } from '../analysis/errorMetrics';
 import { ggmlTypeByName } from '../formats/gguf/ggmlTypes';
 import { TOOL_VERSION } from '../version';
 import { dequantizeFp8E4M3, encodeFp8WithScale, fp8Scale, quantizeFp8E4M3 } from './fp8';
-import { allocateGptq, dequantizeGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows, readGptqLinear } from './gptqLayout';
+import { allocateGptq, dequantizeGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows, readGptqLinear, type GptqCodes } from './gptqLayout';
+import { dequantizeLlmInt8, quantizeRowsLlmInt8, type LlmInt8Stored } from '../methods/llmInt8';
 import { dequantizeInt8Absmax, dequantizeInt8ZeroPoint, int8AbsmaxScale, quantizeInt8Absmax, quantizeInt8WithScale, quantizeInt8ZeroPoint } from './int8';
 import { allocateIntN, asymmetricParams, groupCount, INT_BITS, quantizeAsymmetricWithParams, quantizeRowsIntN, type IntBits, type IntNQuantized } from './intN';
 import {
@@ -174,8 +175,16 @@ export interface QuantizeRunOptions {
    * calibrated method's rewritten weights, see methods/methodCheckpoint.ts); the caller closes it.
    */
   checkpoint?: Checkpoint;
-  /** GPTQ layout: codes already chosen (GPTQ's own), by tensor name, written instead of re-quantizing. */
-  gptqCodes?: ReadonlyMap<string, IntNQuantized>;
+  /** GPTQ layout: codes already chosen (GPTQ's own, with g_idx under act-order), by tensor name, written instead of re-quantizing. */
+  gptqCodes?: ReadonlyMap<string, GptqCodes>;
+  /** GPTQ layout: the codes carry act-order g_idx (quantize_config.json `desc_act: true`). */
+  gptqActOrder?: boolean;
+  /**
+   * `int8` target under `--method llm-int8`: every quantized weight is written as bitsandbytes' Linear8bitLt
+   * (`weight` I8 + `SCB`) plus its kept 16-bit input columns (`weight_outlier_idx`, `weight_outlier`), see
+   * methods/llmInt8.ts; keptDims by tensor name (ascending), threshold for config.json's quantization_config.
+   */
+  llmInt8?: { keptDims: ReadonlyMap<string, Int32Array>; threshold: number };
   /** GGUF targets: ggml blocks already chosen (GPTQ into Q4_0 / Q8_0), by source tensor name. */
   ggmlBlocks?: ReadonlyMap<string, { type: string; bytes: Uint8Array }>;
   /** Extra entries for the card's recipe (e.g. the calibrated method and its settings). */
@@ -280,6 +289,24 @@ function outputTypeLabel(recipe: ResearchRecipe, groupSize: number): string {
   }
 }
 
+/**
+ * LLM.int8() layout of one weight [rows, cols] with k kept input columns: bitsandbytes' serialized
+ * Linear8bitLt (`<p>.weight` I8 = CB, `<p>.SCB` F32 [rows] = row absmax) and, when k > 0, the kept
+ * columns `<p>.weight_outlier_idx` I32 [k] and `<p>.weight_outlier` F16 [rows, k].
+ */
+function llmInt8Outputs(name: string, rows: number, cols: number, keptDims: Int32Array): SafetensorsTensorSpec[] {
+  const prefix = weightPrefix(name);
+  const specs: SafetensorsTensorSpec[] = [
+    { name: `${prefix}.weight`, dtype: 'I8', shape: [rows, cols] },
+    { name: `${prefix}.SCB`, dtype: 'F32', shape: [rows] },
+  ];
+  if (keptDims.length > 0) {
+    specs.push({ name: `${prefix}.weight_outlier_idx`, dtype: 'I32', shape: [keptDims.length] });
+    specs.push({ name: `${prefix}.weight_outlier`, dtype: 'F16', shape: [rows, keptDims.length] });
+  }
+  return specs;
+}
+
 /** The tensors written for one quantized weight [rows, cols]. Throws for shapes the layout cannot take. */
 function quantizedOutputs(name: string, rows: number, cols: number, recipe: ResearchRecipe): SafetensorsTensorSpec[] {
   const prefix = weightPrefix(name);
@@ -358,11 +385,14 @@ function safetensorsMetadata(recipe: ResearchRecipe): Record<string, string> {
   return { format: 'pt', 'quantlens.version': TOOL_VERSION, 'quantlens.recipe': JSON.stringify(recipe) };
 }
 
-/** Builds the per-tensor plan of a research target (no writing). */
-export function planResearchQuantize(ckpt: Checkpoint, request: QuantizeRequest): QuantizePlan {
+/** Builds the per-tensor plan of a research target (no writing); `llmInt8` as in QuantizeRunOptions. */
+export function planResearchQuantize(ckpt: Checkpoint, request: QuantizeRequest, llmInt8?: QuantizeRunOptions['llmInt8']): QuantizePlan {
   const scheme = findResearchScheme(request.target);
   if (scheme === undefined) throw new InvalidArgumentError(`unknown target '${request.target}'; valid targets: ${allTargetNames().join(', ')}`);
   const recipe = resolveResearchRecipe(scheme, request);
+  if (llmInt8 !== undefined && (recipe.kind !== 'int8-absmax' || recipe.granularity !== 'channel')) {
+    throw new InvalidArgumentError(`--method llm-int8 writes vector-wise INT8 (bitsandbytes Linear8bitLt): give --to int8, not ${recipe.target}${recipe.granularity === 'tensor' ? ' / --scale tensor' : ''}`);
+  }
   const { outputPath, outputFolder, cardPath } = resolveOutputPaths(request.output);
   if (extname(outputPath).toLowerCase() === '.gguf') throw new InvalidArgumentError(`${request.target} writes safetensors; give an output ending in .safetensors or a folder, not ${request.output}`);
   const tensors: TensorPlan[] = [];
@@ -375,17 +405,26 @@ export function planResearchQuantize(ckpt: Checkpoint, request: QuantizeRequest)
     sourceBytes += entry.nbytes;
     if (shouldQuantize(entry, ckpt.format, recipe)) {
       const [rows, cols] = entry.shape as [number, number];
-      const outputs = quantizedOutputs(entry.name, rows, cols, recipe);
+      const keptDims = llmInt8?.keptDims.get(entry.name);
+      if (llmInt8 !== undefined && keptDims === undefined) {
+        throw new InvalidArgumentError(`${ckpt.path}: ${entry.name}: --method llm-int8 has no calibrated 16-bit dimensions for this weight (only the model's linear layers are calibrated)`);
+      }
+      const outputs = keptDims !== undefined ? llmInt8Outputs(entry.name, rows, cols, keptDims) : quantizedOutputs(entry.name, rows, cols, recipe);
       const outputBytes = outputs.reduce((s, o) => s + specBytes(o), 0);
       const groupSize = recipe.groupSize === -1 || recipe.groupSize === null ? cols : recipe.groupSize;
       quantizedParameters += count;
-      tensors.push({ name: entry.name, shape: entry.shape, sourceDtype: entry.dtype, sourceBytes: entry.nbytes, action: 'quantize', type: outputTypeLabel(recipe, groupSize), outputs, outputBytes, bitsPerWeight: (outputBytes * 8) / count });
+      const type = keptDims !== undefined ? 'llm-int8' : outputTypeLabel(recipe, groupSize);
+      tensors.push({ name: entry.name, shape: entry.shape, sourceDtype: entry.dtype, sourceBytes: entry.nbytes, action: 'quantize', type, outputs, outputBytes, bitsPerWeight: (outputBytes * 8) / count });
     } else {
       const dtype = copyDtype(entry);
       const spec: SafetensorsTensorSpec = { name: entry.name, dtype, shape: entry.shape };
       const outputBytes = specBytes(spec);
       tensors.push({ name: entry.name, shape: entry.shape, sourceDtype: entry.dtype, sourceBytes: entry.nbytes, action: 'copy', type: dtype, outputs: [spec], outputBytes, bitsPerWeight: count === 0 ? 0 : (outputBytes * 8) / count });
     }
+  }
+  if (llmInt8 !== undefined) {
+    const planned = new Set(tensors.filter((t) => t.action === 'quantize').map((t) => t.name));
+    for (const name of llmInt8.keptDims.keys()) if (!planned.has(name)) throw new InvalidArgumentError(`${ckpt.path}: --method llm-int8 calibrated ${name}, which is not a quantized weight of this checkpoint`);
   }
   const layout = layoutSafetensors(tensors.flatMap((t) => t.outputs), safetensorsMetadata(recipe));
   return {
@@ -516,12 +555,32 @@ function intNRows(q: IntNQuantized, rowStart: number, rowCount: number): IntNQua
   };
 }
 
-function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, codec: ResearchCodec, precomputed?: IntNQuantized): TensorQuantizer {
+/** LLM.int8(): CB + SCB (+ the kept f16 columns), encoded window by window (llmInt8.ts's rule). */
+function llmInt8Quantizer(rows: number, cols: number, keptDims: Int32Array): TensorQuantizer {
+  const k = keptDims.length;
+  const stored: LlmInt8Stored = { rows, cols, codes: new Int8Array(rows * cols), absmax: new Float32Array(rows), keptDims, kept: new Uint16Array(rows * k) };
+  return {
+    needsStatsPass: false,
+    observe: () => undefined,
+    quantize: async (window, rowStart, rowCount) => {
+      const s = quantizeRowsLlmInt8(window, rowCount, cols, keptDims);
+      stored.codes.set(s.codes, rowStart * cols);
+      stored.absmax.set(s.absmax, rowStart);
+      stored.kept.set(s.kept, rowStart * k);
+      return dequantizeLlmInt8(s);
+    },
+    finish: () => (k > 0 ? [bytesOf(stored.codes), bytesOf(stored.absmax), bytesOf(keptDims), bytesOf(stored.kept)] : [bytesOf(stored.codes), bytesOf(stored.absmax)]),
+    reconstruct: notDeferred,
+  };
+}
+
+function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, codec: ResearchCodec, precomputed?: GptqCodes, llmInt8KeptDims?: Int32Array): TensorQuantizer {
   const [rows, cols] = entry.shape as [number, number];
   const perTensor = recipe.granularity === 'tensor';
+  if (llmInt8KeptDims !== undefined) return llmInt8Quantizer(rows, cols, llmInt8KeptDims);
   switch (recipe.kind) {
     case 'gptq': {
-      const target = allocateGptq(recipe.bits, rows, cols, recipe.groupSize ?? -1, entry.name);
+      const target = allocateGptq(recipe.bits, rows, cols, recipe.groupSize ?? -1, entry.name, precomputed?.gIdx);
       if (precomputed !== undefined && (precomputed.rows !== rows || precomputed.cols !== cols || precomputed.bits !== recipe.bits || precomputed.groupSize !== target.groupSize)) {
         throw new InvalidArgumentError(`${entry.name}: the precomputed GPTQ codes (${precomputed.rows}x${precomputed.cols}, ${precomputed.bits} bits, group ${precomputed.groupSize}) do not match the target`);
       }
@@ -530,7 +589,7 @@ function createTensorQuantizer(entry: TensorEntry, recipe: ResearchRecipe, codec
         observe: () => undefined,
         quantize: async (window, rowStart, rowCount) => {
           if (precomputed !== undefined) {
-            const given = intNRows(precomputed, rowStart, rowCount);
+            const given: GptqCodes = { ...intNRows(precomputed, rowStart, rowCount), gIdx: precomputed.gIdx };
             packGptqRows(given, rowStart, target, entry.name);
             return dequantizeRowsWithF16Scales(given);
           }
@@ -651,11 +710,12 @@ async function quantizeTensorStreaming(
   signal: AbortSignal | undefined,
   windowElements: number,
   codec: ResearchCodec,
-  precomputed?: IntNQuantized,
+  precomputed?: GptqCodes,
+  llmInt8KeptDims?: Int32Array,
 ): Promise<{ chunks: Uint8Array[]; card: QuantCardTensor }> {
   const [rows, cols] = entry.shape as [number, number];
   const step = windowRows(rows, cols, recipe, windowElements);
-  const quantizer = createTensorQuantizer(entry, recipe, codec, precomputed);
+  const quantizer = createTensorQuantizer(entry, recipe, codec, precomputed, llmInt8KeptDims);
   const read = async (start: number): Promise<Float32Array> => {
     checkCancelled(signal, `quantizing ${input}`);
     return ckpt.readRowsF32(entry.name, start, Math.min(step, rows - start));
@@ -719,10 +779,14 @@ async function copyTensorStreaming(
 }
 
 /** config.json `quantization_config` for loaders that read it (folder outputs). */
-function quantizationConfig(recipe: ResearchRecipe, computeDtype: string): Record<string, unknown> | null {
+function quantizationConfig(recipe: ResearchRecipe, computeDtype: string, options: QuantizeRunOptions): Record<string, unknown> | null {
+  if (options.llmInt8 !== undefined) {
+    // transformers' BitsAndBytesConfig for Linear8bitLt; lm_head (and the embeddings, not linears) stay 16-bit.
+    return { quant_method: 'bitsandbytes', load_in_8bit: true, load_in_4bit: false, llm_int8_threshold: options.llmInt8.threshold, llm_int8_skip_modules: ['lm_head'], llm_int8_has_fp16_weight: false };
+  }
   switch (recipe.kind) {
     case 'gptq':
-      return { ...gptqQuantizeConfig(recipe.bits, recipe.groupSize ?? -1, recipe.symmetric) };
+      return { ...gptqQuantizeConfig(recipe.bits, recipe.groupSize ?? -1, recipe.symmetric, 'model', options.gptqActOrder === true) };
     case 'nf4':
       return { quant_method: 'bitsandbytes', load_in_4bit: true, load_in_8bit: false, bnb_4bit_quant_type: 'nf4', bnb_4bit_use_double_quant: recipe.doubleQuant, bnb_4bit_compute_dtype: computeDtype };
     case 'fp8':
@@ -768,7 +832,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
   try {
     await assertNotSamePath(ckpt.files, outputPath);
     await assertNotSamePath(ckpt.files, cardPath);
-    const plan = planResearchQuantize(ckpt, request);
+    const plan = planResearchQuantize(ckpt, request, options.llmInt8);
     const { recipe } = plan;
     if (ckpt.format === 'gguf') {
       const requantized = [...new Set(plan.tensors.filter((t) => t.action === 'quantize' && !FLOAT_SOURCE_DTYPES.has(t.sourceDtype)).map((t) => t.sourceDtype))];
@@ -792,7 +856,7 @@ async function runResearch(request: QuantizeRequest, options: QuantizeRunOptions
           cardTensors.push(copiedTensorEntry({ name: entry.name, shape: entry.shape, sourceType: entry.dtype, bitsPerWeight: tensorPlan.bitsPerWeight }));
           continue;
         }
-        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements, options.researchCodec ?? CPU_RESEARCH_CODEC, options.gptqCodes?.get(entry.name));
+        const { chunks, card } = await quantizeTensorStreaming(ckpt, request.input, entry, tensorPlan, recipe, signal, windowElements, options.researchCodec ?? CPU_RESEARCH_CODEC, options.gptqCodes?.get(entry.name), options.llmInt8?.keptDims.get(entry.name));
         for (const [k, chunk] of chunks.entries()) await writer.writeTensor(tensorPlan.outputs[k]!.name, chunk);
         cardTensors.push(card);
         onProgress?.({ step: i + 1, total: plan.tensors.length, tensor: tensorPlan.name, action: 'quantize', result: quantizedTensorResult(card) });
@@ -842,14 +906,14 @@ async function writeSideFiles(ckpt: Checkpoint, plan: QuantizePlan, options: Qua
     const path = join(folder, 'quantize_config.json');
     await assertNotSamePath(ckpt.files, path);
     const base = basename(plan.outputPath, '.safetensors');
-    await writeFileAtomic(path, JSON.stringify(gptqQuantizeConfig(recipe.bits, recipe.groupSize ?? -1, recipe.symmetric, base), null, 2) + '\n', atomic);
+    await writeFileAtomic(path, JSON.stringify(gptqQuantizeConfig(recipe.bits, recipe.groupSize ?? -1, recipe.symmetric, base, options.gptqActOrder === true), null, 2) + '\n', atomic);
     written.push(path);
   }
   if (plan.outputFolder === null) return written;
   const sourceFolder = (await isDirectory(ckpt.path)) ? ckpt.path : dirname(ckpt.files[0] ?? ckpt.path);
   if (ckpt.config !== null) {
     const firstFloat = ckpt.tensors.find((t) => FLOAT_SOURCE_DTYPES.has(t.dtype));
-    const qc = quantizationConfig(recipe, torchDtypeName(firstFloat?.dtype ?? 'F32'));
+    const qc = quantizationConfig(recipe, torchDtypeName(firstFloat?.dtype ?? 'F32'), options);
     const config: Record<string, unknown> = { ...ckpt.config };
     if (qc !== null) config.quantization_config = qc;
     const path = join(plan.outputFolder, 'config.json');
@@ -958,6 +1022,42 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
 }
 
 /**
+ * Reads one LLM.int8() weight (`<prefix>.weight` I8 [out, in], `<prefix>.SCB` F32 [out], and optionally
+ * `<prefix>.weight_outlier_idx` I32 [k] + `<prefix>.weight_outlier` F16 [out, k]), checking dtypes and shapes.
+ * A plain bitsandbytes int8 file (no outlier tensors) reads with k = 0.
+ */
+export async function readLlmInt8Linear(ckpt: Checkpoint, prefix: string): Promise<LlmInt8Stored> {
+  const byName = new Map(ckpt.tensors.map((t) => [t.name, t]));
+  const entry = (suffix: string, dtype: string, dims: number): TensorEntry => {
+    const t = byName.get(`${prefix}.${suffix}`);
+    if (t === undefined) throw new FormatError(ckpt.path, `no tensor ${prefix}.${suffix}`, prefix);
+    if (t.dtype !== dtype) throw new FormatError(ckpt.path, `${prefix}.${suffix} is ${t.dtype}, the LLM.int8() layout stores ${dtype}`, prefix);
+    if (t.shape.length !== dims) throw new FormatError(ckpt.path, `${prefix}.${suffix} has shape [${t.shape.join(', ')}], expected ${dims} dimensions`, prefix);
+    return t;
+  };
+  const copyOf = (raw: Uint8Array): ArrayBuffer => raw.slice().buffer;
+  const weight = entry('weight', 'I8', 2);
+  const [rows, cols] = weight.shape as [number, number];
+  const scb = entry('SCB', 'F32', 1);
+  if (scb.shape[0] !== rows) throw new FormatError(ckpt.path, `${prefix}.SCB has ${scb.shape[0]} values for ${rows} rows`, prefix);
+  const hasIdx = byName.has(`${prefix}.weight_outlier_idx`);
+  if (hasIdx !== byName.has(`${prefix}.weight_outlier`)) throw new FormatError(ckpt.path, `${prefix}: weight_outlier_idx and weight_outlier come together`, prefix);
+  let keptDims = new Int32Array(0);
+  let kept = new Uint16Array(0);
+  if (hasIdx) {
+    const idx = entry('weight_outlier_idx', 'I32', 1);
+    const k = idx.shape[0]!;
+    const outlier = entry('weight_outlier', 'F16', 2);
+    if (outlier.shape[0] !== rows || outlier.shape[1] !== k) throw new FormatError(ckpt.path, `${prefix}.weight_outlier has shape [${outlier.shape.join(', ')}], expected [${rows}, ${k}]`, prefix);
+    keptDims = new Int32Array(copyOf(await ckpt.readRawRows(idx.name)));
+    kept = new Uint16Array(copyOf(await ckpt.readRawRows(outlier.name)));
+  }
+  const codes = new Int8Array(copyOf(await ckpt.readRawRows(weight.name)));
+  const absmax = new Float32Array(copyOf(await ckpt.readRawRows(scb.name)));
+  return { rows, cols, codes, absmax, keptDims, kept };
+}
+
+/**
  * Our reader for the research layouts (docs/formats-output.md): the f32 weight [out, in] that a
  * loader reconstructs for `<prefix>.weight` of a checkpoint we wrote, whatever the layout. `bits` is
  * needed for GPTQ tensors (from quantize_config.json or the `quantlens.recipe` metadata).
@@ -1005,6 +1105,7 @@ export async function readResearchWeight(ckpt: Checkpoint, weightName: string, g
     }
     return dequantizeNf4Packed(await raw(need(weightName).name), absmax, count);
   }
+  if (byName.has(`${prefix}.SCB`)) return dequantizeLlmInt8(await readLlmInt8Linear(ckpt, prefix), ckpt.path);
   const weight = need(weightName);
   if (weight.shape.length !== 2) throw new FormatError(ckpt.path, `expected a 2-D quantized weight, shape [${weight.shape.join(', ')}]`, weightName);
   const [rows, cols] = weight.shape as [number, number];
