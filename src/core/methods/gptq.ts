@@ -12,7 +12,8 @@
 import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
 import { matmul } from '../model/wasmMatmul';
 import { tryUpperCholeskyOfInverse } from './linalg';
-import { f16BitsToF32, f32ToF16Bits, intGridCode, intGridParams, roundHalfAwayFromZero } from './grids';
+import { GgmlBlockWriter, ggmlBlockShape, type GptqGgmlType } from './gptqGgml';
+import { intGridCode, intGridParams } from './grids';
 
 /**
  * Accumulates sum x x^T of a layer's inputs. Chunks of up to 256 token rows are multiplied with the
@@ -79,13 +80,13 @@ export class HessianAccumulator {
 }
 
 /** Where GPTQ's columns are rounded to: a group-wise integer grid, or a ggml block type's grid. */
-export type GptqTarget = { kind: 'int'; bits: number; groupSize: number; sym: boolean } | { kind: 'ggml'; type: 'Q4_0' | 'Q8_0' };
+export type GptqTarget = { kind: 'int'; bits: number; groupSize: number; sym: boolean } | { kind: 'ggml'; type: GptqGgmlType };
 
 export interface GptqOptions {
   target: GptqTarget;
   /** Damping as a fraction of mean(diag H); reference default 0.01. */
   percDamp?: number;
-  /** Columns per lazy-batch block; reference default 128. */
+  /** Columns per lazy-batch block; reference default 128 (256 for ggml K types: a block must hold whole super-blocks). */
   blockSize?: number;
   /** Process columns by descending diag H (int targets only). */
   actOrder?: boolean;
@@ -104,7 +105,7 @@ export interface GptqLayerResult {
   zeros: Int32Array;
   /** int targets: the group of each original column (act-order makes it non-monotonic). */
   gIdx: Int32Array;
-  /** ggml targets: the blocks in ggml layout, rows one after another (rows * cols/32 blocks). */
+  /** ggml targets: the blocks in ggml layout, rows one after another (rows * cols/blockValues blocks). */
   ggmlBytes: Uint8Array;
   /** The damping fraction finally used (larger than requested when H was not positive definite). */
   dampFraction: number;
@@ -152,10 +153,12 @@ export interface GptqLayerState {
   readonly scales: Float32Array;
   readonly zeros: Int32Array;
   readonly ggmlBytes: Uint8Array;
+  /** ggml targets: the blocks being filled (ggmlBytes is its buffer); null for int targets. */
+  readonly ggmlBlocks: GgmlBlockWriter | null;
   readonly groupSize: number;
   readonly ggmlBlockBytes: number;
   readonly maxq: number;
-  /** Current grid per row: int (scale, zero) or ggml (d as stored in f16, id = 1/d in f32 as ggml computes it). */
+  /** Current grid per row (int targets): scale and zero (rowInv unused). */
   readonly rowScale: Float64Array;
   readonly rowZero: Float64Array;
   readonly rowInv: Float64Array;
@@ -170,14 +173,16 @@ export function prepareGptq(weight: Float32Array, rows: number, cols: number, he
   if (weight.length !== rows * cols) throw new InvalidArgumentError(`GPTQ: weight has ${weight.length} values, expected ${rows}x${cols}`);
   if (hessian.length !== cols * cols) throw new InvalidArgumentError(`GPTQ: Hessian is not ${cols}x${cols}`);
   const target = options.target;
-  const blockSize = options.blockSize ?? 128;
+  const blockValues = target.kind === 'ggml' ? ggmlBlockShape(target.type).values : 1;
+  const blockSize = options.blockSize ?? (blockValues > 128 ? blockValues : 128);
   const percDamp = options.percDamp ?? 0.01;
   const actOrder = options.actOrder ?? false;
   if (!(percDamp >= 0)) throw new InvalidArgumentError(`GPTQ: damping must be >= 0, got ${percDamp}`);
   if (target.kind === 'ggml') {
-    if (actOrder) throw new InvalidArgumentError('GPTQ into ggml blocks cannot use act-order: a block is 32 consecutive columns');
-    if (cols % 32 !== 0) throw new InvalidArgumentError(`GPTQ into ${target.type}: ${cols} columns are not a multiple of 32`);
-    if (blockSize % 32 !== 0) throw new InvalidArgumentError(`GPTQ into ${target.type}: block size ${blockSize} is not a multiple of 32`);
+    if (actOrder) throw new InvalidArgumentError(`GPTQ into ggml blocks cannot use act-order: a ${target.type} block is ${blockValues} consecutive columns`);
+    if (cols % blockValues !== 0) throw new InvalidArgumentError(`GPTQ into ${target.type}: ${cols} columns are not a multiple of its block of ${blockValues}`);
+    // A ggml block's parameters come from all its columns at once: they must all be inside one lazy batch.
+    if (blockSize % blockValues !== 0) throw new InvalidArgumentError(`GPTQ into ${target.type}: block size ${blockSize} is not a multiple of ${blockValues}`);
   } else if (!(target.bits >= 2 && target.bits <= 8 && Number.isInteger(target.bits))) {
     throw new InvalidArgumentError(`GPTQ: bits must be 2..8, got ${target.bits}`);
   }
@@ -231,9 +236,9 @@ export function prepareGptq(weight: Float32Array, rows: number, cols: number, he
     dampIncreases++;
   }
 
-  const groupSize = target.kind === 'int' ? (target.groupSize > 0 ? target.groupSize : cols) : 32;
+  const groupSize = target.kind === 'int' ? (target.groupSize > 0 ? target.groupSize : cols) : blockValues;
   const nGroups = Math.ceil(cols / groupSize);
-  const ggmlBlockBytes = target.kind === 'ggml' ? (target.type === 'Q4_0' ? 18 : 34) : 0;
+  const ggmlBlocks = target.kind === 'ggml' ? new GgmlBlockWriter(target.type, rows, cols) : null;
   return {
     rows,
     cols,
@@ -250,9 +255,10 @@ export function prepareGptq(weight: Float32Array, rows: number, cols: number, he
     codesP: new Uint8Array(target.kind === 'int' ? rows * cols : 0),
     scales: new Float32Array(target.kind === 'int' ? nGroups * rows : 0),
     zeros: new Int32Array(target.kind === 'int' ? nGroups * rows : 0),
-    ggmlBytes: new Uint8Array(target.kind === 'ggml' ? rows * (cols / 32) * ggmlBlockBytes : 0),
+    ggmlBytes: ggmlBlocks?.bytes ?? new Uint8Array(0),
+    ggmlBlocks,
     groupSize,
-    ggmlBlockBytes,
+    ggmlBlockBytes: ggmlBlocks?.shape.bytes ?? 0,
     maxq: target.kind === 'int' ? 2 ** target.bits - 1 : 0,
     rowScale: new Float64Array(rows),
     rowZero: new Float64Array(rows),
@@ -270,7 +276,7 @@ export function prepareGptq(weight: Float32Array, rows: number, cols: number, he
  */
 export function quantizeColumnBlock(state: GptqLayerState, i1: number, i2: number, w1: Float64Array): Float64Array {
   if (state.signal?.aborted) throw new CancelledError('GPTQ cancelled');
-  const { rows, cols, target, wp, hinv, groupSize, ggmlBlockBytes, maxq, rowScale, rowZero, rowInv, scales, zeros, ggmlBytes, codesP, dequantP } = state;
+  const { rows, cols, target, wp, hinv, groupSize, ggmlBlocks, maxq, rowScale, rowZero, scales, zeros, codesP, dequantP } = state;
   const count = i2 - i1;
   const err1 = new Float64Array(rows * count);
   for (let k = 0; k < count; k++) {
@@ -296,57 +302,23 @@ export function quantizeColumnBlock(state: GptqLayerState, i1: number, i2: numbe
           zeros[g * rows + r] = p.zero;
         }
       }
-    } else if (col % 32 === 0) {
-      // ggml block start: the block's scale from the error-updated weights of its 32 columns (all inside W1 since blockSize % 32 == 0).
-      for (let r = 0; r < rows; r++) {
-        const base = r * count + k;
-        if (target.type === 'Q4_0') {
-          // quantize_row_q4_0_ref: max = the value of largest magnitude (first wins), d = max / -8, id = 1/d.
-          let amax = 0;
-          let max = 0;
-          for (let j = 0; j < 32; j++) {
-            const v = Math.fround(w1[base + j]!);
-            if (amax < Math.abs(v)) {
-              amax = Math.abs(v);
-              max = v;
-            }
-          }
-          const dF32 = Math.fround(max / -8);
-          rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
-          rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
-          writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
-        } else {
-          // quantize_row_q8_0_ref: d = amax / 127, id = 1/d.
-          let amax = 0;
-          for (let j = 0; j < 32; j++) amax = Math.max(amax, Math.abs(Math.fround(w1[base + j]!)));
-          const dF32 = Math.fround(amax / 127);
-          rowInv[r] = dF32 !== 0 ? Math.fround(1 / dF32) : 0;
-          rowScale[r] = f16BitsToF32(f32ToF16Bits(dF32));
-          writeF16(ggmlBytes, (r * (cols / 32) + col / 32) * ggmlBlockBytes, dF32);
-        }
-      }
+    } else if (ggmlBlocks !== null && col % groupSize === 0) {
+      // ggml block start: the block's parameters from the error-updated weights of its columns, by the type's
+      // _ref quantizer (gptqGgml.ts). They must all be in W1 (prepareGptq makes blockSize a multiple of the block).
+      if (col + groupSize > i2) throw new InvalidArgumentError(`GPTQ into ${ggmlBlocks.type}: columns [${i1}, ${i2}) split the block at column ${col}`);
+      ggmlBlocks.startBlock(col / groupSize, (r, j) => w1[r * count + k + j]!);
     }
 
     for (let r = 0; r < rows; r++) {
       const wv = w1[r * count + k]!;
       let q: number;
-      if (target.kind === 'int') {
+      if (ggmlBlocks !== null) {
+        // The type's own rounding rule with the block's fixed parameters; q is ggml's dequantized value.
+        q = ggmlBlocks.quantize(r, col, wv);
+      } else {
         const code = intGridCode(wv, rowScale[r]!, rowZero[r]!, maxq);
         codesP[r * cols + col] = code;
         q = rowScale[r]! * (code - rowZero[r]!);
-      } else if (target.type === 'Q4_0') {
-        // Rounding: truncation of x*id + 8.5 as ggml's (int8_t) cast, clamped to [0, 15] because later columns may exceed the block max.
-        const code = Math.min(15, Math.max(0, Math.trunc(Math.fround(Math.fround(wv) * rowInv[r]!) + 8.5)));
-        q = rowScale[r]! * (code - 8);
-        const blockOffset = (r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2;
-        const j = col % 32;
-        if (j < 16) ggmlBytes[blockOffset + j] = (ggmlBytes[blockOffset + j]! & 0xf0) | code;
-        else ggmlBytes[blockOffset + j - 16] = (ggmlBytes[blockOffset + j - 16]! & 0x0f) | (code << 4);
-      } else {
-        // Rounding: roundf (half away from zero) as quantize_row_q8_0_ref, clamped to [-127, 127].
-        const code = Math.min(127, Math.max(-127, roundHalfAwayFromZero(Math.fround(Math.fround(wv) * rowInv[r]!))));
-        q = rowScale[r]! * code;
-        ggmlBytes[(r * (cols / 32) + Math.floor(col / 32)) * ggmlBlockBytes + 2 + (col % 32)] = code & 0xff;
       }
       dequantP[r * cols + col] = q;
       const e = (wv - q) / d;
@@ -416,12 +388,6 @@ export function gptqQuantizeLayer(weight: Float32Array, rows: number, cols: numb
     applyLazyBatchUpdate(state, i1, i2, err1);
   }
   return finishGptq(state);
-}
-
-function writeF16(bytes: Uint8Array, offset: number, value: number): void {
-  const bits = f32ToF16Bits(value);
-  bytes[offset] = bits & 0xff;
-  bytes[offset + 1] = bits >>> 8;
 }
 
 function permuteColumns(w: Float64Array, rows: number, cols: number, perm: Int32Array): Float64Array {
