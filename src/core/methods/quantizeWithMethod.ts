@@ -23,6 +23,7 @@ import {
 } from './awq';
 import { inputWidth, outputWidth, runLayerwiseCalibration, SITE_ROLES, type CalibrationSite, type LayerwiseMethod, type SiteContext } from './calibrate';
 import { gptqQuantizeLayer, minimumCalibrationTokens, type GptqLayerResult, type GptqTarget } from './gptq';
+import type { GptqGgmlType } from './gptqGgml';
 import { fakeQuantizeRowsLlmInt8, llmInt8LayerReport, planLlmInt8, type LlmInt8LayerReport, type LlmInt8Plan, type LlmInt8Variant } from './llmInt8';
 import { fakeQuantizeRowsAbsmaxInt8, foldSmoothing, smoothQuantScales } from './smoothquant';
 
@@ -41,8 +42,10 @@ export interface MethodSettings {
   sym?: boolean;
   actOrder?: boolean;
   percDamp?: number;
-  /** GPTQ error compensation into ggml blocks instead of the int grid. */
-  ggmlTarget?: 'Q4_0' | 'Q8_0';
+  /** GPTQ error compensation into ggml blocks of this type instead of the int grid. */
+  ggmlTarget?: GptqGgmlType;
+  /** GPTQ into ggml blocks, per linear (HF module name, e.g. model.layers.0.mlp.down_proj): the type the GGUF export plan gives it (mixed presets); overrides ggmlTarget. */
+  ggmlTypes?: ReadonlyMap<string, GptqGgmlType>;
   /** SmoothQuant migration strength. */
   alpha?: number;
   /** LLM.int8() */
@@ -120,8 +123,12 @@ function checkGroup(config: LlamaConfig, settings: MethodSettings): void {
 }
 
 function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Map<string, GptqLayerResult>, keep: boolean, warnings: string[]): LayerwiseMethod {
-  const target: GptqTarget =
-    settings.ggmlTarget !== undefined ? { kind: 'ggml', type: settings.ggmlTarget } : { kind: 'int', bits: settings.bits, groupSize: settings.groupSize, sym: settings.sym ?? false };
+  const intTarget: GptqTarget = { kind: 'int', bits: settings.bits, groupSize: settings.groupSize, sym: settings.sym ?? false };
+  const targetOf = (name: string): GptqTarget => {
+    const type = settings.ggmlTypes?.get(name) ?? settings.ggmlTarget;
+    if (settings.ggmlTypes !== undefined && !settings.ggmlTypes.has(name)) throw new InvalidArgumentError(`GPTQ into ggml blocks: no planned type for ${name}`);
+    return type !== undefined ? { kind: 'ggml', type } : intTarget;
+  };
   return {
     statsOptions: () => ({ gram: true }),
     processSite(ctx) {
@@ -136,7 +143,7 @@ function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Ma
       }
       const report: NonNullable<SiteReport['gptq']> = [];
       for (const lin of siteLinears(ctx)) {
-        const r = gptqQuantizeLayer(lin.weight, lin.rows, lin.cols, h, { target, percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
+        const r = gptqQuantizeLayer(lin.weight, lin.rows, lin.cols, h, { target: targetOf(lin.name), percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
         lin.weight.set(r.dequantized);
         report.push({ name: lin.name, dampFraction: r.dampFraction, dampIncreases: r.dampIncreases, deadColumns: r.deadColumns, loss: r.loss });
         if (keep) results.set(lin.name, r);
@@ -335,6 +342,22 @@ export function evaluationOptions(run: MethodRun): ForwardOptions {
               if (plan !== undefined) fakeQuantizeRowsLlmInt8(x, rows, width, plan, variant);
             }
           : undefined,
+    },
+  };
+}
+
+/**
+ * LLM.int8()'s activation half alone: each site's input decomposed in place with its plan (keyed
+ * `${layer}.${site}`). With the weights of a written LLM.int8() file and the plans it records
+ * (llmInt8PlansFromCheckpoint), this evaluates what `compare --methods llm-int8` evaluates.
+ */
+export function llmInt8ActivationOptions(plans: ReadonlyMap<string, LlmInt8Plan>): ForwardOptions {
+  return {
+    hooks: {
+      onActivation(site, x, rows, width) {
+        const plan = plans.get(`${site.layer}.${site.kind}`);
+        if (plan !== undefined) fakeQuantizeRowsLlmInt8(x, rows, width, plan, 'decomposed');
+      },
     },
   };
 }
