@@ -15,6 +15,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand
   eval: { summary: 'perplexity of a model and of simulated W/A/KV quantization settings', load: async () => (await import('./commands/eval')).command },
   analyze: { summary: 'calibration pass: outlier dims, emergent features, AWQ channels', load: async () => (await import('./commands/analyze')).command },
   stats: { summary: 'per-tensor weight statistics, histograms and outlier channels (job worker, GPU when present)', load: async () => (await import('./commands/stats')).command },
+  imatrix: { summary: "compute llama.cpp's importance matrix from a calibration text (for quantize --imatrix)", load: async () => (await import('./commands/imatrix')).command },
 };
 
 function usage(): string {

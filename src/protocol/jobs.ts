@@ -87,6 +87,11 @@ export interface QuantizeJobSpec {
   device?: DeviceChoice;
   /** GGUF targets: quantizing threads of the CPU path (default: the exporter's, hardware concurrency for large models). */
   threads?: number;
+  /**
+   * GGUF targets: a llama.cpp importance matrix file (GGUF or legacy .dat), as llama-quantize --imatrix;
+   * quantized on the CPU (the GPU kernels run the `_ref` paths only: device gpu is refused).
+   */
+  imatrix?: string;
   /** `loseGpuAtTensor` counts the GPU windows (a tensor is one window unless it holds more than 16 M values). */
   testFaults?: JobTestFaults;
 }
@@ -167,6 +172,7 @@ export const isQuantizeJobSpec: Guard<QuantizeJobSpec> = (v): v is QuantizeJobSp
   isQuantizeRequest(v.request) &&
   isOptional(isDeviceChoice)(v.device) &&
   isOptional((x: unknown): x is number => typeof x === 'number' && Number.isSafeInteger(x) && x > 0)(v.threads) &&
+  isOptional((x: unknown): x is string => typeof x === 'string' && x.length > 0)(v.imatrix) &&
   isJobTestFaults(v.testFaults);
 
 export const isAnalyzeJobSpec: Guard<AnalyzeJobSpec> = (v): v is AnalyzeJobSpec =>

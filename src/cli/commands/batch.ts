@@ -7,7 +7,7 @@ import { describeError, InvalidArgumentError } from '../../core/errors';
 import { allTargetNames, isGgufTarget } from '../../core/quant/pipeline';
 import type { CliCommand } from '../cliTypes';
 import { formatBytes } from '../../core/util/format';
-import { formatTable, parseQuantizeArgs, quantizeInWorker, requestFrom, resultSummary } from './quantize';
+import { checkImatrixArgs, formatTable, parseQuantizeArgs, quantizeInWorker, requestFrom, resultSummary } from './quantize';
 
 const HELP = `usage: quantlens batch <inputs...> --to <target>[,<target>...] [-o <dir>] [options]
 
@@ -22,6 +22,8 @@ they make sense (see quantlens quantize --help); --json prints the summary as JS
   --device auto|gpu|cpu  GGUF targets: where to quantize (default auto: the GPU when a hardware WebGPU adapter exists)
   --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's threads
                          for models above 16 M quantized values, else 1)
+  --imatrix <file>       llama.cpp importance matrix for every item (GGUF targets only, CPU; see quantlens
+                         quantize --help); an input whose tensors do not match its entries fails
 
 targets: ${allTargetNames().join(', ')}`;
 
@@ -59,6 +61,7 @@ export const command: CliCommand = {
     const valid = new Set(allTargetNames().map((t) => t.toLowerCase()));
     const unknown = targets.filter((t) => !valid.has(t.toLowerCase()));
     if (unknown.length > 0) throw new InvalidArgumentError(`unknown target ${unknown.join(', ')}; valid targets: ${allTargetNames().join(', ')}`);
+    if (parsed.imatrix !== undefined) for (const target of targets) checkImatrixArgs(parsed, { input: parsed.positional[0]!, target, output: '' }, null);
     const dir = parsed.output ?? '.';
     const controller = new AbortController();
     const onSigint = (): void => controller.abort();
@@ -72,7 +75,11 @@ export const command: CliCommand = {
           io.err(`== (${rows.length + 1}/${total}) ${input} -> ${target}: ${output}`);
           const started = Date.now();
           try {
-            const result = await quantizeInWorker(requestFrom(parsed, input, target, output), io, controller.signal, { device: parsed.device, threads: parsed.threads });
+            const result = await quantizeInWorker(requestFrom(parsed, input, target, output), io, controller.signal, {
+              device: parsed.device,
+              threads: parsed.threads,
+              ...(parsed.imatrix === undefined ? {} : { imatrix: parsed.imatrix }),
+            });
             const s = resultSummary(result);
             rows.push({ input, target, output: s.output, ok: true, sourceBytes: s.sourceBytes, outputBytes: s.outputBytes, bitsPerWeight: s.bitsPerWeight, meanSqnrDb: s.meanSqnrDb, seconds: s.seconds, error: null });
           } catch (e) {

@@ -59,6 +59,11 @@ options:
   --threshold <f>        llm-int8: an input dimension whose calibration max |x| reaches it stays 16-bit (> 0, default 6)
   --keep-fraction <f>    llm-int8: also keep this fraction in [0, 1) of the other dimensions (largest max |x|
                          first) in 16 bit (default 0)
+  --imatrix <file>       GGUF targets: llama.cpp importance matrix (GGUF imatrix or legacy .dat, e.g. from
+                         quantlens imatrix or llama-imatrix), as llama-quantize --imatrix: each tensor
+                         with an entry goes through ggml's weighted (_impl) quantizer, same bytes as
+                         llama-quantize; quantized on the CPU (refused with --device gpu and --method);
+                         the card's recipe records the file and its sha256
   --dry-run              print the per-tensor plan, output size and bits per weight; write nothing
   --json                 print JSON on stdout
   --help                 this text`;
@@ -77,6 +82,7 @@ export interface ParsedQuantizeArgs extends Pick<MethodQuantizeSpec, 'calibWindo
   calib?: string;
   device: DeviceChoice;
   threads?: number;
+  imatrix?: string;
   dryRun: boolean;
   json: boolean;
   help: boolean;
@@ -179,6 +185,9 @@ export function parseQuantizeArgs(args: readonly string[]): ParsedQuantizeArgs {
       case '--include-embeddings':
         parsed.includeEmbeddings = true;
         break;
+      case '--imatrix':
+        parsed.imatrix = take();
+        break;
       case '--dry-run':
         parsed.dryRun = true;
         break;
@@ -207,12 +216,13 @@ export function formatTable(header: string[], rows: string[][], rightAligned: Re
  * Runs one quantize job in the job worker (the CLI's thread only draws progress): GGUF and research
  * targets alike. Progress goes to stderr, a bar on a terminal and plain lines otherwise.
  */
-export async function quantizeInWorker(request: QuantizeRequest, io: CliIo, signal: AbortSignal, run: { device?: DeviceChoice; threads?: number } = {}): Promise<QuantizeResult> {
+export async function quantizeInWorker(request: QuantizeRequest, io: CliIo, signal: AbortSignal, run: { device?: DeviceChoice; threads?: number; imatrix?: string } = {}): Promise<QuantizeResult> {
   const progress = createProgressRenderer(io);
   try {
     const spec: QuantizeJobSpec = { kind: 'quantize', request };
     if (run.device !== undefined) spec.device = run.device;
     if (run.threads !== undefined) spec.threads = run.threads;
+    if (run.imatrix !== undefined) spec.imatrix = run.imatrix;
     const { result } = await runJobInWorker(spec, { signal, onProgress: (p) => progress.update(p), onNotice: (m) => progress.notice(`warning: ${m}`) });
     return result;
   } finally {
@@ -230,11 +240,20 @@ function printPlan(plan: QuantizePlan, io: CliIo): void {
 }
 
 /** --dry-run for GGUF targets: the GGUF exporter's own plan (types, llama.cpp's fallbacks, exact file size). */
-async function printGgufPlan(request: QuantizeRequest, json: boolean, io: CliIo): Promise<void> {
-  const [{ planGgufExport }, { openCheckpoint }] = await Promise.all([import('../../core/convert/exportGguf'), import('../../core/formats/openCheckpoint')]);
+async function printGgufPlan(request: QuantizeRequest, json: boolean, io: CliIo, imatrixPath?: string): Promise<void> {
+  const [{ planGgufExport }, { openCheckpoint }, { loadImatrixFile }] = await Promise.all([
+    import('../../core/convert/exportGguf'),
+    import('../../core/formats/openCheckpoint'),
+    import('../../core/methods/imatrix'),
+  ]);
   const checkpoint = await openCheckpoint(request.input);
   try {
-    const plan = await planGgufExport(checkpoint, { target: request.target.toUpperCase(), onWarning: (m) => io.err(`warning: ${m}`) });
+    const loaded = imatrixPath === undefined ? undefined : await loadImatrixFile(imatrixPath);
+    const plan = await planGgufExport(checkpoint, {
+      target: request.target.toUpperCase(),
+      onWarning: (m) => io.err(`warning: ${m}`),
+      ...(loaded === undefined ? {} : { imatrix: { imatrix: loaded.imatrix, file: loaded.path } }),
+    });
     if (json) {
       io.out(JSON.stringify(plan, null, 1));
       return;
@@ -277,6 +296,16 @@ export function requestFrom(parsed: ParsedQuantizeArgs, input: string, target: s
   if (parsed.scale !== undefined) request.scale = parsed.scale;
   if (parsed.includeEmbeddings !== undefined) request.includeEmbeddings = parsed.includeEmbeddings;
   return request;
+}
+
+/** --imatrix goes with GGUF targets, without --method, on the CPU (the job checks the same again). */
+export function checkImatrixArgs(parsed: Pick<ParsedQuantizeArgs, 'imatrix' | 'device'>, request: QuantizeRequest, methodSpec: MethodQuantizeSpec | null): void {
+  if (parsed.imatrix === undefined) return;
+  if (!isGgufTarget(request.target)) throw new InvalidArgumentError(`--imatrix ${parsed.imatrix}: an importance matrix applies to GGUF targets (llama-quantize's types and presets), not ${request.target}`);
+  if (methodSpec !== null) throw new InvalidArgumentError(`--imatrix ${parsed.imatrix}: not combined with --method ${methodSpec.method}; quantize with one or the other`);
+  if (parsed.device === 'gpu') {
+    throw new InvalidArgumentError(`--imatrix ${parsed.imatrix}: the GPU kernels run llama.cpp's _ref quantizers only, without importance weights; use --device cpu or auto (auto quantizes on the CPU with an imatrix)`);
+  }
 }
 
 /** The --method half of the arguments; null without --method (then its options are refused). */
@@ -324,8 +353,9 @@ export const command: CliCommand = {
     const methodSpec = methodSpecFrom(parsed);
     // Refuse a bad method / target pair before anything is read.
     if (methodSpec !== null) checkMethodRequest(request, methodSpec);
+    if (parsed.imatrix !== undefined) checkImatrixArgs(parsed, request, methodSpec);
     if (parsed.dryRun && isGgufTarget(request.target)) {
-      await printGgufPlan(request, parsed.json, io);
+      await printGgufPlan(request, parsed.json, io, parsed.imatrix);
       return 0;
     }
     if (parsed.dryRun) {
@@ -338,7 +368,11 @@ export const command: CliCommand = {
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
     try {
-      const result = await quantizeInWorker(methodSpec === null ? request : { ...request, method: methodSpec }, io, controller.signal, { device: parsed.device, threads: parsed.threads });
+      const result = await quantizeInWorker(methodSpec === null ? request : { ...request, method: methodSpec }, io, controller.signal, {
+        device: parsed.device,
+        threads: parsed.threads,
+        ...(parsed.imatrix === undefined ? {} : { imatrix: parsed.imatrix }),
+      });
       const s = resultSummary(result);
       // The method's warnings already went to stderr as notices; --json also carries them.
       const report = result.methodReport;

@@ -5,9 +5,16 @@
  */
 import { openCheckpoint } from '../formats/openCheckpoint';
 import type { GgufExporter } from '../quant/pipeline';
-import { exportGguf } from './exportGguf';
+import { exportGguf, type ExportImatrix } from './exportGguf';
 
-export const ggufExporter: GgufExporter = async (job) => {
+export const ggufExporter: GgufExporter = ggufExporterWith();
+
+/** The exporter with llama-quantize --imatrix's importance weights (see exportGguf's `imatrix`). */
+export function ggufExporterWith(imatrix?: ExportImatrix): GgufExporter {
+  return (job) => runExport(job, imatrix);
+}
+
+async function runExport(job: Parameters<GgufExporter>[0], imatrix: ExportImatrix | undefined): Promise<void> {
   const checkpoint = job.checkpoint ?? (await openCheckpoint(job.input));
   try {
     await exportGguf(
@@ -20,6 +27,7 @@ export const ggufExporter: GgufExporter = async (job) => {
         threads: job.threads,
         quantizeWindow: job.quantizeWindow,
         precomputed: job.precomputed,
+        imatrix,
       },
       job.onProgress,
       job.signal,
@@ -28,4 +36,4 @@ export const ggufExporter: GgufExporter = async (job) => {
     // The caller owns a checkpoint it passed in.
     if (job.checkpoint === undefined) await checkpoint.close();
   }
-};
+}

@@ -10,7 +10,9 @@
  * recipe.device says where the work ran: gpu, cpu, or gpu+cpu.
  */
 import type { QuantizeJobResult, QuantizeJobSpec } from '../../protocol/jobs';
-import { ggufExporter as ggufExporterImpl } from '../convert/ggufExporter';
+import { ggufExporter as ggufExporterImpl, ggufExporterWith } from '../convert/ggufExporter';
+import { InvalidArgumentError, UnsupportedError } from '../errors';
+import { loadImatrixFile, type LoadedImatrix } from '../methods/imatrix';
 import { openCheckpoint } from '../formats/openCheckpoint';
 import { runMethodQuantize } from '../methods/methodQuantize';
 import { isGpuQuantType, quantizeOnGpu, quantizedSize, type GpuPhase } from '../gpu/quantize';
@@ -49,9 +51,14 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
   const counted = new Set<string>();
   let bytesDone = 0;
   tracker.update('open', 0, '');
+  const imatrix = spec.imatrix !== undefined ? await loadJobImatrix(spec, spec.imatrix) : undefined;
   // GGUF targets go through the llama.cpp-exact exporter (imported statically: a dynamic import of a
   // .ts module would not resolve in the worker when it runs from source under tsx).
-  const ggufExporter = isGgufTarget(spec.request.target) ? ggufExporterImpl : undefined;
+  const ggufExporter = !isGgufTarget(spec.request.target)
+    ? undefined
+    : imatrix !== undefined
+      ? ggufExporterWith({ imatrix: imatrix.imatrix, file: imatrix.path })
+      : ggufExporterImpl;
   let stepIndex = 0;
   let stepTensor = '';
   const onProgress = (p: QuantizeProgress): void => {
@@ -85,7 +92,8 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
   }
   // On a software renderer (lavapipe) the CPU path is faster (measured: bench/gpu.ts), so auto prefers the CPU there.
   const softwareAdapter = spec.testFaults?.useSoftwareAdapter === true ? 'use' : 'avoid';
-  const device = await ComputeDevice.open(spec.device ?? 'auto', ctx.notice, { softwareAdapter });
+  // With an importance matrix the work is the CPU's (the GPU kernels run the `_ref` paths only).
+  const device = await ComputeDevice.open(imatrix !== undefined ? 'cpu' : (spec.device ?? 'auto'), ctx.notice, { softwareAdapter });
   try {
     const onPhase = (phase: GpuPhase): void => tracker.update(phase, stepIndex, stepTensor, bytesDone);
     const windows = gpuWindowQuantizer(device, spec, ctx, onPhase);
@@ -100,12 +108,29 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
       quantizeWindow: windows.quantizeWindow,
       researchCodec: research.codec,
       deviceUsed: ggufExporter !== undefined ? windows.deviceUsed : research.deviceUsed,
+      ...(imatrix === undefined
+        ? {}
+        : { recipeExtra: { imatrix: imatrix.path, imatrixSha256: imatrix.sha256, imatrixEntries: imatrix.imatrix.entries.size, imatrixChunks: imatrix.imatrix.chunkCount } }),
     });
     tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
     return { kind: 'quantize', result };
   } finally {
     device.dispose();
   }
+}
+
+/**
+ * The job's --imatrix, checked against the rest of the spec before anything is read: GGUF targets only, no
+ * calibrated method, not --device gpu (the GPU kernels run llama.cpp's `_ref` paths, without weights).
+ */
+async function loadJobImatrix(spec: QuantizeJobSpec, path: string): Promise<LoadedImatrix> {
+  const { target, method } = spec.request;
+  if (!isGgufTarget(target)) throw new InvalidArgumentError(`--imatrix ${path}: an importance matrix applies to GGUF targets (llama-quantize's types and presets), not ${target}`);
+  if (method !== undefined) throw new UnsupportedError(`--imatrix ${path}: not combined with --method ${method.method}; quantize with one or the other`);
+  if (spec.device === 'gpu') {
+    throw new UnsupportedError(`--imatrix ${path}: the GPU kernels run llama.cpp's _ref quantizers only, without importance weights; use --device cpu or auto (auto quantizes on the CPU with an imatrix)`);
+  }
+  return loadImatrixFile(path);
 }
 
 /**

@@ -20,7 +20,8 @@
  */
 import { FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { ByteSource } from '../io/byteSource';
-import { readBytes } from '../io/byteSource';
+import { readBytes, withFileSource } from '../io/byteSource';
+import { createHash } from 'node:crypto';
 import { encodeGgufHeader } from '../formats/gguf/encodeHeader';
 import { readGgufHeader } from '../formats/gguf/reader';
 import { GGUF_MAGIC, ggmlTypeByName } from '../formats/gguf/ggmlTypes';
@@ -65,6 +66,27 @@ export function importanceWeights(imatrix: Imatrix, name: string): Float32Array 
 }
 
 // ---------------------------------------------------------------- files
+
+/** An imatrix file read for quantizing: its entries and the sha256 of its bytes (for the quant card). */
+export interface LoadedImatrix {
+  path: string;
+  imatrix: Imatrix;
+  sha256: string;
+}
+
+/** Reads an imatrix file (GGUF or legacy .dat) and hashes it; FormatError / IoError name the file. */
+export async function loadImatrixFile(path: string): Promise<LoadedImatrix> {
+  return withFileSource(path, async (source) => {
+    const imatrix = await readImatrix(source, path);
+    const hash = createHash('sha256');
+    const window = new Uint8Array(Math.min(source.size, 4 * 1024 * 1024));
+    for (let at = 0; at < source.size; at += window.length) {
+      const n = Math.min(window.length, source.size - at);
+      hash.update(await readBytes(source, at, n));
+    }
+    return { path, imatrix, sha256: hash.digest('hex') };
+  });
+}
 
 const LEGACY_MAX_ENTRIES = 1_000_000;
 const LEGACY_MAX_NAME = 4096;
@@ -257,7 +279,12 @@ const ROLES_OF_SITE: Record<string, LinearRole[]> = { attn_in: ['q', 'k', 'v'], 
  * layer (GGUF names; the output head is left out, as llama-imatrix does by default). Each window is
  * one chunk: chunk_count = windows, chunk_size = window length.
  */
-export async function computeImatrix(model: LlamaModel, windows: readonly Int32Array[], dataset: string, options: { signal?: AbortSignal } = {}): Promise<Imatrix> {
+export async function computeImatrix(
+  model: LlamaModel,
+  windows: readonly Int32Array[],
+  dataset: string,
+  options: { signal?: AbortSignal; onChunk?: (done: number, total: number) => void } = {},
+): Promise<Imatrix> {
   const sitesums = new Map<string, { sums: Float64Array; tokens: number }>();
   const hooks: ForwardHooks = {
     onActivation(site, x, rows, width) {
@@ -277,7 +304,11 @@ export async function computeImatrix(model: LlamaModel, windows: readonly Int32A
       acc.tokens += rows;
     },
   };
-  await model.run(windows, () => undefined, { hooks, skipLogits: true, signal: options.signal });
+  // One chunk per run, so progress can be reported between chunks (the sums do not depend on it).
+  for (let w = 0; w < windows.length; w++) {
+    await model.run([windows[w]!], () => undefined, { hooks, skipLogits: true, signal: options.signal });
+    options.onChunk?.(w + 1, windows.length);
+  }
   const entries = new Map<string, ImatrixEntry>();
   for (const [key, acc] of sitesums) {
     const [layer, kind] = key.split('.') as [string, string];
