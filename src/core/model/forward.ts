@@ -13,7 +13,7 @@ import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } f
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
 import { addInPlace, applyRope, rmsNorm, ropeTables } from './kernels';
-import { attentionByMatmul, attentionScratch, matmulResident, residentWeight, swigluF32, trimWasmHeap, type ResidentWeight } from './wasmMatmul';
+import { attentionByMatmul, attentionScratch, headNll, matmulResident, matmulResidentShared, matmulSwiglu, residentWeight, trimWasmHeap, type ResidentWeight } from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -309,6 +309,35 @@ export class LlamaModel {
     onLogits: (window: number, logits: Float32Array, rows: number) => void,
     options: ForwardOptions = {},
   ): Promise<void> {
+    let logits: Float32Array | null = null;
+    await this.runPass(windows, options, (w, normed, head, rows) => {
+      logits ??= new Float32Array(rows * this.config.vocabSize);
+      matmulResident(normed, head, logits, rows);
+      onLogits(w, logits, rows);
+    });
+  }
+
+  /**
+   * Runs every window like `run` and scores it instead of handing out logits: `onWindowNll(window,
+   * nll)` gets the sum over t < rows - 1 of -log softmax(logits[t])[ids[t + 1]] (f64). The output
+   * head runs only for the rows - 1 scored positions and its logits never leave the kernels' heap
+   * (wasmMatmul.headNll); the logits are the same bits `run` hands out.
+   */
+  async runNll(windows: readonly Int32Array[], onWindowNll: (window: number, nll: number) => void, options: ForwardOptions = {}): Promise<void> {
+    let targets: Int32Array | null = null;
+    await this.runPass(windows, options, (w, normed, head, rows) => {
+      targets ??= new Int32Array(rows - 1);
+      targets.set(windows[w]!.subarray(1));
+      onWindowNll(w, headNll(normed, head, rows - 1, targets));
+    });
+  }
+
+  /** The layer loop shared by run and runNll; `applyHead(window, finalNormed, head, rows)` runs once per window. */
+  private async runPass(
+    windows: readonly Int32Array[],
+    options: ForwardOptions,
+    applyHead: (window: number, normed: Float32Array, head: ResidentWeight, rows: number) => void,
+  ): Promise<void> {
     const c = this.config;
     const rows = windows[0]?.length ?? 0;
     if (rows === 0) throw new InvalidArgumentError('nothing to evaluate: no tokens');
@@ -345,7 +374,6 @@ export class LlamaModel {
     const context = new Float32Array(rows * qWidth);
     const projected = new Float32Array(rows * H);
     const gate = new Float32Array(rows * I);
-    const up = new Float32Array(rows * I);
     const attention = attentionScratch(rows, c.headDim);
 
     const actBits = quant?.activationBits ?? null;
@@ -375,9 +403,7 @@ export class LlamaModel {
           rmsNorm(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
           hooks?.onActivation?.(sites.attn_in, normed, rows, H, w);
           quantizeInput(normed, H);
-          matmulResident(normed, L.q, q, rows);
-          matmulResident(normed, L.k, k, rows);
-          matmulResident(normed, L.v, v, rows);
+          matmulResidentShared(normed, [L.q, L.k, L.v], [q, k, v], rows);
           addQkvBiases(weights, q, k, v, rows);
           applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
           applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
@@ -394,9 +420,7 @@ export class LlamaModel {
           rmsNorm(x, weights.ffnNorm, normed, rows, H, c.rmsNormEps);
           hooks?.onActivation?.(sites.mlp_in, normed, rows, H, w);
           quantizeInput(normed, H);
-          matmulResident(normed, L.gate, gate, rows);
-          matmulResident(normed, L.up, up, rows);
-          swigluF32(gate, up, rows * I);
+          matmulSwiglu(normed, L.gate, L.up, gate, rows);
           hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
           quantizeInput(gate, I);
           matmulResident(gate, L.down, projected, rows);
@@ -427,7 +451,6 @@ export class LlamaModel {
     throwIfAborted(signal);
     const finalNorm = await this.checkpoint.readRowsF32(this.names.finalNorm);
     const output = await this.checkpoint.readRowsF32(this.names.output);
-    const logits = new Float32Array(rows * c.vocabSize);
     const site = finalSite(c.numLayers);
     const head = residentWeight(output, c.vocabSize, H);
     try {
@@ -435,8 +458,7 @@ export class LlamaModel {
         throwIfAborted(signal);
         rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
         hooks?.onActivation?.(site, normed, rows, H, w);
-        matmulResident(normed, head, logits, rows);
-        onLogits(w, logits, rows);
+        applyHead(w, normed, head, rows);
       }
     } finally {
       head.release();

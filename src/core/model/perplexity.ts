@@ -45,12 +45,12 @@ export function windowNll(logits: Float32Array, rows: number, vocab: number, ids
 
 export async function perplexity(model: LlamaModel, windows: readonly Int32Array[], options: ForwardOptions = {}): Promise<PerplexityResult> {
   const started = performance.now();
-  const vocab = model.config.vocabSize;
   const windowLosses: number[] = new Array<number>(windows.length).fill(NaN);
-  await model.run(
+  // The head scores each window in the kernels' heap (LlamaModel.runNll): same values as windowNll over run's logits.
+  await model.runNll(
     windows,
-    (w, logits, rows) => {
-      windowLosses[w] = windowNll(logits, rows, vocab, windows[w]!) / (rows - 1);
+    (w, nll) => {
+      windowLosses[w] = nll / (windows[w]!.length - 1);
     },
     options,
   );

@@ -539,3 +539,115 @@ export function logSumExpRows(x: Float32Array, rows: number, cols: number, out: 
     for (let t = 0; t < n; t++) out[t0 + t] = Math.log(stats[2 * t + 1]!) + stats[2 * t]!;
   }
 }
+
+/** Rows of logits computed at once by headNll (64 x a 32k vocabulary = 8 MiB of heap). */
+const HEAD_CHUNK_ROWS = 64;
+
+/**
+ * Scores rows of the output head without handing the logits out: with logits = x W^T
+ * (x [rows, inner], W the resident head [vocab, inner]), returns the sum over t < rows of
+ * logSumExp(logits[t]) - logits[t, targets[t]], in f64. The logits are computed by the same kernel as
+ * matmulResident (same bits), HEAD_CHUNK_ROWS rows at a time in the heap, and reduced there by the
+ * logSumExpRows kernel (f32 exps, f64 sums, as `logSumExpRows`); only two f64 per row come back.
+ */
+export function headNll(x: Float32Array, head: ResidentWeight, rows: number, targets: Int32Array): number {
+  if (!isResidentImpl(head) || head.released) throw new InvalidArgumentError('headNll: the head was released or does not come from residentWeight');
+  if (targets.length < rows) throw new InvalidArgumentError(`headNll: ${rows} rows but ${targets.length} targets`);
+  const { inner, outs } = head;
+  for (let t = 0; t < rows; t++) {
+    const id = targets[t]!;
+    if (id < 0 || id >= outs) throw new InvalidArgumentError(`headNll: target ${id} is outside the vocabulary (${outs})`);
+  }
+  const chunkRows = Math.min(HEAD_CHUNK_ROWS, Math.max(1, rows));
+  const s = loadState();
+  const heapBytes = 4 * (rows * inner + chunkRows * outs) + 16 * chunkRows + 192;
+  let total = 0;
+  if (head.at === null || s === null || outs % 4 !== 0 || s.residentEnd + heapBytes > MAX_WASM_BYTES) {
+    // JS path: the same products and log-sum-exp, a chunk of logits at a time.
+    const logits = new Float32Array(chunkRows * outs);
+    const lse = new Float64Array(chunkRows);
+    for (let t0 = 0; t0 < rows; t0 += chunkRows) {
+      const n = Math.min(chunkRows, rows - t0);
+      matmulTransposed(x.subarray(t0 * inner, (t0 + n) * inner), head.source, logits, n, inner, outs);
+      logSumExpRows(logits, n, outs, lse);
+      for (let t = 0; t < n; t++) total += lse[t]! - logits[t * outs + targets[t0 + t]!]!;
+    }
+    return total;
+  }
+  const xAt = align64(s.residentEnd);
+  const logitsAt = align64(xAt + 4 * rows * inner);
+  const statsAt = align64(logitsAt + 4 * chunkRows * outs);
+  ensureBytes(s, statsAt + 16 * chunkRows);
+  const ew = elementwiseFor(s);
+  const heap = new Float32Array(s.memory.buffer);
+  const stats = new Float64Array(s.memory.buffer, statsAt, 2 * chunkRows);
+  heap.set(x.subarray(0, rows * inner), xAt / 4);
+  for (let t0 = 0; t0 < rows; t0 += chunkRows) {
+    const n = Math.min(chunkRows, rows - t0);
+    runTiled(s, xAt + 4 * t0 * inner, head.at, logitsAt, n, inner, outs);
+    ew.logSumExpRows(logitsAt, n, outs, statsAt);
+    for (let t = 0; t < n; t++) total += Math.log(stats[2 * t + 1]!) + stats[2 * t]! - heap[logitsAt / 4 + t * outs + targets[t0 + t]!]!;
+  }
+  return total;
+}
+
+/**
+ * outs[i] = x W_i^T for several resident weights sharing x (a layer's q/k/v): x goes into the heap
+ * once. Same products (same bits) as one matmulResident per weight.
+ */
+export function matmulResidentShared(x: Float32Array, weights: readonly ResidentWeight[], outs: readonly Float32Array[], rows: number): void {
+  const s = loadState();
+  const impls = weights.map((w) => {
+    if (!isResidentImpl(w) || w.released) throw new InvalidArgumentError('matmulResidentShared: a weight was released or does not come from residentWeight');
+    return w;
+  });
+  const inner = impls[0]?.inner ?? 0;
+  const outBytes = impls.reduce((sum, w) => sum + align64(4 * rows * w.outs), 0);
+  if (s === null || impls.some((w) => w.at === null || w.inner !== inner) || s.residentEnd + 4 * rows * inner + outBytes + 128 > MAX_WASM_BYTES) {
+    impls.forEach((w, i) => matmulResident(x, w, outs[i]!, rows));
+    return;
+  }
+  const xAt = align64(s.residentEnd);
+  const outAt: number[] = [];
+  let end = align64(xAt + 4 * rows * inner);
+  for (const w of impls) {
+    outAt.push(end);
+    end = align64(end + 4 * rows * w.outs);
+  }
+  ensureBytes(s, end);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * inner), xAt / 4);
+  impls.forEach((w, i) => {
+    const at = outAt[i]!;
+    runTiled(s, xAt, w.at!, at, rows, inner, w.outs);
+    outs[i]!.set(heap.subarray(at / 4, at / 4 + rows * w.outs));
+  });
+}
+
+/**
+ * act = silu(x Wgate^T) * (x Wup^T), the SwiGLU MLP's input to down_proj, with both products and the
+ * SwiGLU kernel in the heap (x in once, act out once). Same values as two matmulResident + swigluF32.
+ */
+export function matmulSwiglu(x: Float32Array, gate: ResidentWeight, up: ResidentWeight, act: Float32Array, rows: number): void {
+  if (!isResidentImpl(gate) || !isResidentImpl(up) || gate.released || up.released) throw new InvalidArgumentError('matmulSwiglu: a weight was released or does not come from residentWeight');
+  const { inner, outs } = gate;
+  const s = loadState();
+  const count = rows * outs;
+  if (s === null || gate.at === null || up.at === null || up.inner !== inner || up.outs !== outs || count % 4 !== 0 || s.residentEnd + 4 * (rows * inner + 2 * count) + 192 > MAX_WASM_BYTES) {
+    const upOut = new Float32Array(count);
+    matmulResident(x, gate, act, rows);
+    matmulResident(x, up, upOut, rows);
+    swigluF32(act, upOut, count);
+    return;
+  }
+  const xAt = align64(s.residentEnd);
+  const gateAt = align64(xAt + 4 * rows * inner);
+  const upAt = align64(gateAt + 4 * count);
+  ensureBytes(s, upAt + 4 * count);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * inner), xAt / 4);
+  runTiled(s, xAt, gate.at, gateAt, rows, inner, outs);
+  runTiled(s, xAt, up.at, upAt, rows, inner, outs);
+  elementwiseFor(s).swiglu(gateAt, upAt, count);
+  act.set(heap.subarray(gateAt / 4, gateAt / 4 + count));
+}
