@@ -1,11 +1,16 @@
 /**
  * Calibrated-method benchmarks (run by `npm run bench`, never as timed tests), CPU only.
  *
- * Speed (always): GPTQ's Hessian accumulation and its column updates (GFLOP/s counted from the
- * algorithm's multiply-adds), GPTQ time per layer for tiny-llama's linear shapes, and AWQ's scale
- * search on the same shapes. Inputs are synthetic (seeded) so that these figures do not depend on
- * ../shared. There is no WebGPU GPTQ yet: every figure is the CPU path. Wall and CPU time are both
- * printed (the machine may be shared).
+ * Speed (always): GPTQ on the CPU and on WebGPU side by side in one run (benchGptqSpeed below): the
+ * device peaks (our WebAssembly matmul on the CPU, the GPTQ matmul kernel on the GPU) on the shapes GPTQ
+ * uses, Hessian accumulation and lazy-batch-update throughput in GFLOP/s against them, GPTQ time per
+ * layer and per model for tiny-llama's shapes and for the ~1 GB generated LLaMA's (bench/generateLlama.ts
+ * llamaShapeForSize: hidden 2048, FFN 5632), and the calibration's peak memory against one layer's
+ * weights + activations + Hessian (tiny-llama from ../shared, when present). Then AWQ's scale search.
+ * Inputs are synthetic (seeded) except the memory part. Wall and CPU time are both printed (the machine
+ * may be shared). QUANTLENS_BENCH_GPTQ_LAYERS (default 1) layers of the 1 GB model are timed, the rest
+ * extrapolated (said so); its Cholesky of the 5632-wide Hessian is extrapolated from the 2048-wide one
+ * (n^3) unless QUANTLENS_BENCH_GPTQ_CHOLESKY=measure.
  *
  * Quality (`npm run bench -- methods --quality`): the method table of src/core/methods/README.md on
  * ../shared/models/tiny-llama: perplexity on ../shared/data/eval.txt (reference protocol: windows of
@@ -18,7 +23,22 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { HessianAccumulator, gptqQuantizeLayer } from '../src/core/methods/gptq';
+import {
+  HessianAccumulator,
+  applyLazyBatchUpdate,
+  columnBlockOf,
+  finishGptq,
+  prepareGptq,
+  quantizeColumnBlock,
+  type GptqLayerResult,
+  type GptqLayerState,
+} from '../src/core/methods/gptq';
+import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
+import { GpuHessianAccumulator, defaultGptqMatmulVariant, gptqColumnsOnGpu, timeStridedMatmul, type GptqMatmulVariant, type StridedMatmul } from '../src/core/gpu/gptq';
+import { createStorageBuffer } from '../src/core/gpu/kernels';
+import { isSoftwareAdapter } from '../src/core/jobs/computeDevice';
+import { matmul, matmulKernelKind } from '../src/core/model/wasmMatmul';
+import { llamaShapeForSize } from './generateLlama';
 import { awqSearchScales } from '../src/core/methods/awq';
 import { evaluationOptions, quantizeWithMethod, type MethodName, type MethodSettings } from '../src/core/methods/quantizeWithMethod';
 import { loadModel } from '../src/core/model/loadModel';
@@ -49,48 +69,19 @@ function timed<T>(fn: () => T): { value: T; wall: number; cpu: number } {
   return { value, wall, cpu: (c.user + c.system) / 1e6 };
 }
 
-/** tiny-llama's linear layers: [name, rows (out), cols (in)]; q/k/v and gate/up share their Hessian. */
-const TINY_LLAMA_LAYERS: [string, number, number][] = [
-  ['q_proj', 384, 384],
-  ['k_proj', 128, 384],
-  ['v_proj', 128, 384],
-  ['o_proj', 384, 384],
-  ['gate_proj', 1024, 384],
-  ['up_proj', 1024, 384],
-  ['down_proj', 384, 1024],
-];
-
 export async function benchMethods(): Promise<void> {
   if (process.argv.includes('--quality')) {
     await benchMethodQuality();
     return;
   }
   console.log(`methods bench on ${machineTag()}`);
-  const tokens = 2048;
+  await benchGptqSpeed();
   const next = seeded(1);
-  const hessians = new Map<number, Float64Array>();
-  for (const cols of [384, 1024]) {
-    const x = Float32Array.from({ length: tokens * cols }, () => next());
-    const acc = new HessianAccumulator(cols);
-    const t = timed(() => acc.addRows(x, tokens));
-    // Upper triangle: cols*(cols+1)/2 dot products of `tokens` multiply-adds (2 flops each).
-    const gflop = (cols * (cols + 1) * tokens) / 1e9;
-    console.log(`Hessian ${cols}x${cols} over ${tokens} tokens: ${t.wall.toFixed(2)} s wall, ${t.cpu.toFixed(2)} s CPU, ${(gflop / t.cpu).toFixed(2)} GFLOP/s (CPU time)`);
-    hessians.set(cols, acc.hessian());
-  }
-  let layerTotal = 0;
-  for (const [name, rows, cols] of TINY_LLAMA_LAYERS) {
-    const w = Float32Array.from({ length: rows * cols }, () => next() * 0.05);
-    const h = hessians.get(cols)!;
-    const t = timed(() => gptqQuantizeLayer(w, rows, cols, h, { target: { kind: 'int', bits: 4, groupSize: 128, sym: false } }));
-    // Column updates: rows * cols^2 / 2 multiply-adds in total (within blocks plus the lazy batch updates).
-    const updateGflop = (rows * cols * cols) / 1e9;
-    layerTotal += t.cpu;
-    console.log(`GPTQ W4 g128 ${name} ${rows}x${cols}: ${t.wall.toFixed(2)} s wall, ${t.cpu.toFixed(2)} s CPU (Cholesky + inverse included), column updates ~${(updateGflop / t.cpu).toFixed(2)} GFLOP/s`);
-  }
-  console.log(`GPTQ per tiny-llama layer (7 linears, Hessians given): ${layerTotal.toFixed(2)} s CPU; x8 layers = ${(layerTotal * 8).toFixed(1)} s CPU plus the calibration forward pass`);
+  const acc = new HessianAccumulator(384);
+  acc.addRows(Float32Array.from({ length: 2048 * 384 }, () => next()), 2048);
+  const hessian384 = acc.hessian();
   const meanAbs = Float64Array.from({ length: 384 }, () => Math.abs(next()) + 0.1);
-  const gram = hessians.get(384)!.map((v) => v / 2);
+  const gram = hessian384.map((v) => v / 2);
   const linears = [384, 128, 128].map((rows, i) => ({ name: `qkv${i}`, weight: Float32Array.from({ length: rows * 384 }, () => next() * 0.05), rows }));
   const awq = timed(() => awqSearchScales(linears, 384, meanAbs, gram, { bits: 4, groupSize: 128 }));
   console.log(`AWQ scale search q/k/v (640x384, 20 ratios): ${awq.wall.toFixed(2)} s wall, ${awq.cpu.toFixed(2)} s CPU; chosen ratio ${awq.value.ratio}`);
@@ -172,5 +163,373 @@ async function benchMethodQuality(): Promise<void> {
     for (const r of results) console.log(`| ${r.label} | ${r.ppl.toFixed(3)} | ${r.label === 'FP' ? '' : `${(((r.ppl - fp.perplexity) / fp.perplexity) * 100).toFixed(2)}%`} | ${r.calibSeconds.toFixed(0)} |`);
   } finally {
     await loaded.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------
+// GPTQ speed: CPU vs WebGPU (issue #6, "Performance")
+
+interface LinearShape {
+  name: string;
+  rows: number;
+  cols: number;
+}
+
+/** The seven linears of one LLaMA layer; q/k/v, o and gate/up read Hessians of width hidden / q width / hidden. */
+function layerLinears(hidden: number, ffn: number, kvWidth: number): LinearShape[] {
+  return [
+    { name: 'q_proj', rows: hidden, cols: hidden },
+    { name: 'k_proj', rows: kvWidth, cols: hidden },
+    { name: 'v_proj', rows: kvWidth, cols: hidden },
+    { name: 'o_proj', rows: hidden, cols: hidden },
+    { name: 'gate_proj', rows: ffn, cols: hidden },
+    { name: 'up_proj', rows: ffn, cols: hidden },
+    { name: 'down_proj', rows: hidden, cols: ffn },
+  ];
+}
+
+/** Multiply-adds x 2 of all lazy batch updates W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:] of a layer. */
+function lazyUpdateFlops(rows: number, cols: number, blockSize: number): number {
+  let flops = 0;
+  for (let i1 = 0; i1 < cols; i1 += blockSize) {
+    const i2 = Math.min(cols, i1 + blockSize);
+    flops += 2 * rows * (i2 - i1) * (cols - i2);
+  }
+  return flops;
+}
+
+async function timedAsync<T>(fn: () => Promise<T>): Promise<{ value: T; wall: number; cpu: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  const value = await fn();
+  const wall = (performance.now() - t0) / 1000;
+  const c = process.cpuUsage(c0);
+  return { value, wall, cpu: (c.user + c.system) / 1e6 };
+}
+
+const gflops = (flops: number, seconds: number): string => `${(flops / 1e9 / seconds).toFixed(2)} GFLOP/s`;
+
+/** A random upper-triangular Hinv-like factor (diagonal ~1, small off-diagonal), for timing only. */
+function syntheticUpperFactor(cols: number, next: () => number): Float64Array {
+  const u = new Float64Array(cols * cols);
+  const off = 0.05 / Math.sqrt(cols);
+  for (let i = 0; i < cols; i++) {
+    u[i * cols + i] = 0.5 + 0.25 * (next() + 1);
+    for (let j = i + 1; j < cols; j++) u[i * cols + j] = next() * off;
+  }
+  return u;
+}
+
+/**
+ * A prepared GPTQ state (int target) with a given factor instead of the Cholesky of a Hessian, for timing the
+ * column phase of shapes whose float64 Cholesky takes minutes here. Built from a prepared state of one group's
+ * width (so any field prepareGptq adds comes along) with the column-sized arrays replaced.
+ */
+function stateWithFactor(weight: Float32Array, rows: number, cols: number, hinv: Float64Array, groupSize: number): GptqLayerState {
+  const target = { kind: 'int' as const, bits: 4, groupSize, sym: false };
+  const h = new Float64Array(groupSize * groupSize);
+  for (let i = 0; i < groupSize; i++) h[i * groupSize + i] = 1;
+  const small = prepareGptq(new Float32Array(rows * groupSize), rows, groupSize, h, { target });
+  const wp = new Float64Array(rows * cols);
+  for (let i = 0; i < wp.length; i++) wp[i] = weight[i]!;
+  const groups = Math.ceil(cols / groupSize);
+  return {
+    ...small,
+    cols,
+    wp,
+    hinv,
+    perm: Int32Array.from({ length: cols }, (_, i) => i),
+    dequantP: new Float64Array(rows * cols),
+    codesP: new Uint8Array(rows * cols),
+    scales: new Float32Array(groups * rows),
+    zeros: new Int32Array(groups * rows),
+  };
+}
+
+/** The CPU driver's steps, timed: prepare (Cholesky), column blocks, lazy batch updates. */
+function cpuColumns(state: GptqLayerState): { result: GptqLayerResult; columnBlocks: number; update: number } {
+  let columnBlocks = 0;
+  let update = 0;
+  for (let i1 = 0; i1 < state.cols; i1 += state.blockSize) {
+    const i2 = Math.min(i1 + state.blockSize, state.cols);
+    const t0 = performance.now();
+    const err1 = quantizeColumnBlock(state, i1, i2, columnBlockOf(state, i1, i2));
+    const t1 = performance.now();
+    applyLazyBatchUpdate(state, i1, i2, err1);
+    columnBlocks += (t1 - t0) / 1000;
+    update += (performance.now() - t1) / 1000;
+  }
+  return { result: finishGptq(state), columnBlocks, update };
+}
+
+function codesDiffer(a: Uint8Array, b: Uint8Array): string {
+  let n = 0;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) n++;
+  return `${((n / a.length) * 100).toFixed(3)} % codes differ`;
+}
+
+interface PeakFigures {
+  cpu: number;
+  gpu: number;
+}
+
+/** GFLOP/s of our WebAssembly matmul and of the GPTQ kernel on GPTQ's shapes; the best of each is the peak. */
+async function devicePeaks(gpu: GpuContext | null, variant: GptqMatmulVariant): Promise<PeakFigures> {
+  const next = seeded(5);
+  // [label, M, K, N]: out (M x N) = A (M x K) . B^T (N x K)
+  const shapes: [string, number, number, number][] = [
+    ['Hessian chunk 1024 cols x 256 tokens', 1024, 256, 1024],
+    ['Hessian chunk 2048 cols x 256 tokens', 2048, 256, 2048],
+    ['lazy update 2048 rows x 128 x 1920 cols', 2048, 128, 1920],
+    ['lazy update 5632 rows x 128 x 1920 cols', 5632, 128, 1920],
+    ['square 2048', 2048, 2048, 2048],
+  ];
+  let cpuPeak = 0;
+  let gpuPeak = 0;
+  console.log(`CPU matmul kernel: ${matmulKernelKind()} (WebAssembly SIMD unless 'js'), one thread`);
+  for (const [label, M, K, N] of shapes) {
+    const a = Float32Array.from({ length: M * K }, () => next());
+    const b = Float32Array.from({ length: N * K }, () => next());
+    const out = new Float32Array(M * N);
+    const flops = 2 * M * N * K;
+    const reps = Math.max(1, Math.round(4e9 / flops));
+    const c = timed(() => {
+      for (let i = 0; i < reps; i++) matmul(a, b, out, M, K, N);
+    });
+    const cpuRate = (flops * reps) / 1e9 / c.cpu;
+    cpuPeak = Math.max(cpuPeak, cpuRate);
+    let gpuText = 'no GPU';
+    if (gpu !== null) {
+      const ga = createStorageBuffer(gpu, 'peak a', a.byteLength);
+      const gb = createStorageBuffer(gpu, 'peak b', b.byteLength);
+      const go = createStorageBuffer(gpu, 'peak out', out.byteLength);
+      try {
+        gpu.device.queue.writeBuffer(ga, 0, a);
+        gpu.device.queue.writeBuffer(gb, 0, b);
+        // a(m, k) = A[m*K + k], b(k, n) = B[n*K + k]
+        const p: StridedMatmul = { M, N, K, op: 'set', aOff: 0, aRs: K, aCs: 1, bOff: 0, bRs: 1, bCs: K, oOff: 0, oRs: N };
+        await timeStridedMatmul(gpu, variant, ga, gb, go, p, 1); // compile + warm
+        const gpuReps = Math.max(1, Math.round(reps / 2));
+        const seconds = await timeStridedMatmul(gpu, variant, ga, gb, go, p, gpuReps);
+        const rate = (flops * gpuReps) / 1e9 / seconds;
+        gpuPeak = Math.max(gpuPeak, rate);
+        gpuText = `${rate.toFixed(2)} GFLOP/s (${variant} kernel, ${gpuReps} per submission)`;
+      } finally {
+        for (const x of [ga, gb, go]) x.destroy();
+      }
+    }
+    console.log(`peak ${label}: CPU ${cpuRate.toFixed(2)} GFLOP/s (CPU time) | GPU ${gpuText}`);
+  }
+  console.log(`device peaks (best of the shapes above): CPU ${cpuPeak.toFixed(2)} GFLOP/s, GPU ${gpu === null ? 'n/a' : `${gpuPeak.toFixed(2)} GFLOP/s`}`);
+  return { cpu: cpuPeak, gpu: gpuPeak };
+}
+
+async function hessianThroughput(gpu: GpuContext | null, variant: GptqMatmulVariant, peaks: PeakFigures): Promise<void> {
+  const tokens = 2048;
+  const next = seeded(1);
+  for (const cols of [384, 1024, 2048, 5632]) {
+    const x = Float32Array.from({ length: tokens * cols }, () => next());
+    // Upper triangle: cols*(cols+1)/2 dot products of `tokens` multiply-adds (2 flops each).
+    const flops = cols * (cols + 1) * tokens;
+    const cpuAcc = new HessianAccumulator(cols);
+    const c = timed(() => cpuAcc.addRows(x, tokens));
+    const hCpu = cpuAcc.hessian();
+    let gpuText = 'no GPU';
+    if (gpu !== null) {
+      const acc = new GpuHessianAccumulator(gpu, cols, { matmul: variant });
+      try {
+        const g = await timedAsync(async () => {
+          await acc.addRows(x, tokens);
+          return acc.hessian();
+        });
+        let worst = 0;
+        let max = 0;
+        for (let i = 0; i < hCpu.length; i++) {
+          worst = Math.max(worst, Math.abs(g.value[i]! - hCpu[i]!));
+          max = Math.max(max, Math.abs(hCpu[i]!));
+        }
+        gpuText = `${g.wall.toFixed(2)} s wall (incl. upload + readback), ${gflops(flops, g.wall)} = ${((flops / 1e9 / g.wall / peaks.gpu) * 100).toFixed(0)} % of the GPU peak; max |H_gpu - H_cpu| / max |H| = ${(worst / max).toExponential(1)}`;
+      } finally {
+        acc.destroy();
+      }
+    }
+    console.log(
+      `Hessian ${cols}x${cols} over ${tokens} tokens: CPU ${c.wall.toFixed(2)} s wall, ${c.cpu.toFixed(2)} s CPU, ${gflops(flops, c.cpu)} (CPU time) = ${((flops / 1e9 / c.cpu / peaks.cpu) * 100).toFixed(0)} % of the CPU peak | GPU ${gpuText}`,
+    );
+  }
+}
+
+interface LayerTimes {
+  cpu: number;
+  gpu: number;
+}
+
+/**
+ * One layer's linears, CPU driver vs GPU driver. `hessianFor(cols)` gives a real Hessian (full prepare timed on
+ * both), or null: then the column phase runs on a synthetic factor and `choleskySeconds(cols)` is added.
+ */
+async function gptqLayer(
+  label: string,
+  linears: LinearShape[],
+  gpu: GpuContext | null,
+  variant: GptqMatmulVariant,
+  peaks: PeakFigures,
+  hessianFor: (cols: number) => Float64Array | null,
+  choleskySeconds: (cols: number) => number,
+): Promise<LayerTimes> {
+  const next = seeded(9);
+  const totals: LayerTimes = { cpu: 0, gpu: 0 };
+  const target = { kind: 'int' as const, bits: 4, groupSize: 128, sym: false };
+  for (const lin of linears) {
+    const { rows, cols } = lin;
+    const weight = Float32Array.from({ length: rows * cols }, () => next() * 0.05);
+    const h = hessianFor(cols);
+    const factor = h === null ? syntheticUpperFactor(cols, next) : null;
+    const makeState = (): { state: GptqLayerState; prepare: number } => {
+      const t0 = performance.now();
+      const state = factor === null ? prepareGptq(weight, rows, cols, h!, { target }) : stateWithFactor(weight, rows, cols, factor, 128);
+      return { state, prepare: factor === null ? (performance.now() - t0) / 1000 : choleskySeconds(cols) };
+    };
+    const flops = lazyUpdateFlops(rows, cols, 128);
+    const cpuPrepared = makeState();
+    const c = timed(() => cpuColumns(cpuPrepared.state));
+    const cpuTotal = cpuPrepared.prepare + c.wall;
+    totals.cpu += cpuTotal;
+    const prepLabel = factor === null ? 'prepare (Cholesky)' : 'Cholesky (extrapolated/measured separately)';
+    let gpuText = 'no GPU';
+    if (gpu !== null) {
+      const gpuPrepared = makeState();
+      const g = await timedAsync(() => gptqColumnsOnGpu(gpu, gpuPrepared.state, { matmul: variant }));
+      const t = g.value.timing;
+      const gpuTotal = gpuPrepared.prepare + g.wall;
+      totals.gpu += gpuTotal;
+      gpuText =
+        `${gpuTotal.toFixed(2)} s (${prepLabel} ${gpuPrepared.prepare.toFixed(2)}, upload ${t.upload.toFixed(2)}, column blocks ${t.columnBlocks.toFixed(2)}, ` +
+        `device wait ${t.deviceWait.toFixed(2)}: update >= ${gflops(flops, Math.max(t.deviceWait, 1e-6))} not hidden by the CPU's column work; ${codesDiffer(c.value.result.codes, g.value.codes)})`;
+    }
+    console.log(
+      `${label} GPTQ W4 g128 ${lin.name} ${rows}x${cols}: CPU ${cpuTotal.toFixed(2)} s wall (${prepLabel} ${cpuPrepared.prepare.toFixed(2)}, column blocks ${c.value.columnBlocks.toFixed(2)}, ` +
+        `lazy updates ${c.value.update.toFixed(2)} = ${gflops(flops, c.value.update)}, ${((flops / 1e9 / c.value.update / peaks.cpu) * 100).toFixed(0)} % of the CPU peak) | GPU ${gpuText}`,
+    );
+  }
+  return totals;
+}
+
+/** Peak RSS of a real GPTQ calibration of tiny-llama against one layer's weights + activations + Hessian. */
+async function calibrationMemory(): Promise<void> {
+  const modelDir = join('..', 'shared', 'models', 'tiny-llama');
+  const calibFile = join('..', 'shared', 'data', 'calib.txt');
+  if (!existsSync(modelDir) || !existsSync(calibFile)) {
+    console.log(`calibration memory: ${modelDir} or ${calibFile} is not present; skipped`);
+    return;
+  }
+  const loaded = await loadModel(modelDir);
+  try {
+    const windows = 16;
+    const ctx = 256;
+    const calibration = makeWindows(loaded.tokenizer.encode(readFileSync(calibFile, 'utf8')), ctx, windows);
+    const c = loaded.model.config;
+    const before = process.memoryUsage().rss;
+    const peakBefore = process.resourceUsage().maxRSS * 1024;
+    let peak = before;
+    const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
+    const t = await timedAsync(() =>
+      quantizeWithMethod(loaded.model, calibration, 'gptq', { bits: 4, groupSize: 128 }, { onProgress: () => (peak = Math.max(peak, process.memoryUsage().rss)) }),
+    );
+    clearInterval(sampler);
+    const maxRss = process.resourceUsage().maxRSS * 1024;
+    const tokens = windows * ctx;
+    const H = c.hiddenSize;
+    const I = c.intermediateSize;
+    const q = c.numHeads * c.headDim;
+    const kv = c.numKvHeads * c.headDim;
+    const layerWeights = 4 * (H * q + 2 * H * kv + q * H + 3 * H * I);
+    // The calibration's buffers: hidden states, contexts and SwiGLU activations of all windows (f32), plus per-window scratch.
+    const activations = 4 * tokens * (H + q + I);
+    // The widest site's statistics: float64 sum, f32 chunk product and f32 chunk copy (HessianAccumulator), and H itself.
+    const widest = Math.max(H, q, I);
+    const hessian = widest * widest * (8 + 4 + 8) + widest * 256 * 4;
+    const modelF32 = 4 * c.numLayers * (layerWeights / 4) + 4 * c.vocabSize * H * (c.tieWordEmbeddings ? 1 : 2);
+    const MB = 1e6;
+    console.log(
+      `calibration memory (tiny-llama, GPTQ W4 g128, ${windows} x ${ctx} tokens, CPU, ${t.wall.toFixed(0)} s): RSS ${(before / MB).toFixed(0)} MB before, ` +
+        `peak sampled ${(peak / MB).toFixed(0)} MB (+${((peak - before) / MB).toFixed(0)} MB), process maxRSS ${(maxRss / MB).toFixed(0)} MB (was ${(peakBefore / MB).toFixed(0)} MB before); ` +
+        `one layer: weights ${(layerWeights / MB).toFixed(1)} MB f32 + activations ${(activations / MB).toFixed(1)} MB + Hessian ${(hessian / MB).toFixed(1)} MB = ${((layerWeights + activations + hessian) / MB).toFixed(1)} MB; ` +
+        `the whole model in f32 ${(modelF32 / MB).toFixed(0)} MB`,
+    );
+  } finally {
+    await loaded.close();
+  }
+}
+
+export async function benchGptqSpeed(): Promise<void> {
+  // Memory first, while the process's peak RSS is still its own.
+  await calibrationMemory();
+  let gpu: GpuContext | null = null;
+  try {
+    gpu = await acquireGpu();
+  } catch (e) {
+    console.log(`GPTQ on WebGPU: no device (${e instanceof Error ? e.message : String(e)}); CPU figures only`);
+  }
+  try {
+    const variant: GptqMatmulVariant = gpu === null ? 'tiled' : defaultGptqMatmulVariant(gpu);
+    console.log(
+      `GPTQ speed: CPU = this machine (${machineTag()}); GPU = ${gpu === null ? 'none' : `${gpu.description} (${variant} matmul kernel)`}` +
+        (gpu !== null && isSoftwareAdapter(gpu.description) ? ' -- a SOFTWARE renderer on the same CPU cores: the GPU figures are lavapipe on this CPU, not a GPU' : ''),
+    );
+    const peaks = await devicePeaks(gpu, variant);
+    await hessianThroughput(gpu, variant, peaks);
+
+    // tiny-llama shapes, real Hessians of random inputs (prepare = the float64 Cholesky, timed).
+    const next = seeded(3);
+    const hessians = new Map<number, Float64Array>();
+    for (const cols of [384, 1024]) {
+      const acc = new HessianAccumulator(cols);
+      acc.addRows(Float32Array.from({ length: 2048 * cols }, () => next()), 2048);
+      hessians.set(cols, acc.hessian());
+    }
+    const tiny = await gptqLayer('tiny-llama', layerLinears(384, 1024, 128), gpu, variant, peaks, (cols) => hessians.get(cols) ?? null, () => 0);
+    const tinyLayers = 8;
+    console.log(
+      `GPTQ per tiny-llama layer (7 linears, Hessians given): CPU ${tiny.cpu.toFixed(2)} s, GPU ${gpu === null ? 'n/a' : `${tiny.gpu.toFixed(2)} s`}; ` +
+        `per model (x${tinyLayers} layers, measured one layer): CPU ${(tiny.cpu * tinyLayers).toFixed(1)} s, GPU ${gpu === null ? 'n/a' : `${(tiny.gpu * tinyLayers).toFixed(1)} s`} (plus the calibration forward pass)`,
+    );
+
+    // The ~1 GB generated LLaMA (bf16): hidden 2048, FFN 5632, 16 heads / 4 KV heads.
+    const shape = llamaShapeForSize(2 ** 30);
+    const kvWidth = (shape.hidden / shape.heads) * shape.kvHeads;
+    const timedLayers = Math.min(shape.layers, positiveOption('gptq-layers', 'QUANTLENS_BENCH_GPTQ_LAYERS', 1));
+    const measureAll = process.env.QUANTLENS_BENCH_GPTQ_CHOLESKY === 'measure';
+    const cholesky = new Map<number, number>();
+    const measureCholesky = (cols: number): number => {
+      const h = new Float64Array(cols * cols);
+      const r = seeded(cols);
+      for (let i = 0; i < cols; i++) for (let j = 0; j <= i; j++) h[i * cols + j] = h[j * cols + i] = (i === j ? cols : 0) + r() * 0.5;
+      const t0 = performance.now();
+      prepareGptq(new Float32Array(cols), 1, cols, h, { target: { kind: 'int', bits: 4, groupSize: 128, sym: false } });
+      return (performance.now() - t0) / 1000;
+    };
+    cholesky.set(shape.hidden, measureCholesky(shape.hidden));
+    console.log(`1 GB model: prepareGptq (damping + float64 Cholesky, inverse, Cholesky) of a ${shape.hidden}-wide Hessian: ${cholesky.get(shape.hidden)!.toFixed(1)} s (measured)`);
+    if (measureAll) {
+      cholesky.set(shape.ffn, measureCholesky(shape.ffn));
+      console.log(`1 GB model: prepareGptq of a ${shape.ffn}-wide Hessian: ${cholesky.get(shape.ffn)!.toFixed(1)} s (measured)`);
+    } else {
+      cholesky.set(shape.ffn, cholesky.get(shape.hidden)! * (shape.ffn / shape.hidden) ** 3);
+      console.log(`1 GB model: prepareGptq of a ${shape.ffn}-wide Hessian: ~${cholesky.get(shape.ffn)!.toFixed(0)} s (EXTRAPOLATED as n^3 from the ${shape.hidden}-wide one; QUANTLENS_BENCH_GPTQ_CHOLESKY=measure measures it)`);
+    }
+    let big: LayerTimes = { cpu: 0, gpu: 0 };
+    for (let l = 0; l < timedLayers; l++) {
+      const t = await gptqLayer(`1GB layer ${l}`, layerLinears(shape.hidden, shape.ffn, kvWidth), gpu, variant, peaks, () => null, (cols) => cholesky.get(cols) ?? 0);
+      big = { cpu: big.cpu + t.cpu, gpu: big.gpu + t.gpu };
+    }
+    const perLayer = { cpu: big.cpu / timedLayers, gpu: big.gpu / timedLayers };
+    console.log(
+      `GPTQ per 1 GB-model layer (hidden ${shape.hidden}, FFN ${shape.ffn}, ${shape.layers} layers, ${timedLayers} timed; column phase measured on a synthetic factor, Cholesky as above): ` +
+        `CPU ${perLayer.cpu.toFixed(1)} s, GPU ${gpu === null ? 'n/a' : `${perLayer.gpu.toFixed(1)} s`}; per model (x${shape.layers}, ${timedLayers < shape.layers ? 'EXTRAPOLATED from the timed layers' : 'all layers timed'}): ` +
+        `CPU ${((perLayer.cpu * shape.layers) / 60).toFixed(1)} min, GPU ${gpu === null ? 'n/a' : `${((perLayer.gpu * shape.layers) / 60).toFixed(1)} min`} (plus the calibration forward pass)`,
+    );
+  } finally {
+    gpu?.destroy();
   }
 }

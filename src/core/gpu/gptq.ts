@@ -260,6 +260,19 @@ function readEnd(state: GptqLayerState, i1: number, i2: number): number {
  * columns. Device buffers are freed before returning.
  */
 export async function gptqQuantizeLayerGpu(gpu: GpuContext, weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GpuGptqOptions): Promise<GpuGptqLayerResult> {
+  const t0 = performance.now();
+  const state = prepareGptq(weight, rows, cols, hessian, options);
+  const prepare = (performance.now() - t0) / 1000;
+  const result = await gptqColumnsOnGpu(gpu, state, options);
+  result.timing.prepare = prepare;
+  return result;
+}
+
+/**
+ * The column phase of GPTQ on the device, from a prepared state (prepareGptq): everything of
+ * gptqQuantizeLayerGpu after the Cholesky. `timing.prepare` is 0 here.
+ */
+export async function gptqColumnsOnGpu(gpu: GpuContext, state: GptqLayerState, options: { matmul?: GptqMatmulVariant } = {}): Promise<GpuGptqLayerResult> {
   const timing: GpuGptqTiming = { prepare: 0, upload: 0, columnBlocks: 0, deviceWait: 0 };
   let t = performance.now();
   const lap = (): number => {
@@ -268,8 +281,7 @@ export async function gptqQuantizeLayerGpu(gpu: GpuContext, weight: Float32Array
     t = now;
     return s;
   };
-  const state = prepareGptq(weight, rows, cols, hessian, options);
-  timing.prepare = lap();
+  const { rows, cols } = state;
   const variant = options.matmul ?? defaultGptqMatmulVariant(gpu);
   const bs = state.blockSize;
   const wBytes = rows * cols * 4;
