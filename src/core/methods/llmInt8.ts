@@ -74,6 +74,12 @@ export function keptDimsOf(plan: LlmInt8Plan): Int32Array {
   return Int32Array.from(dims);
 }
 
+/** A plan that keeps exactly `keptDims` (e.g. read back from a written file, which does not say why a dim was kept). */
+export function planFromKeptDims(columns: number, keptDims: Int32Array): LlmInt8Plan {
+  const keep16 = checkKeptDims(keptDims, columns, (d) => new InvalidArgumentError(`LLM.int8(): ${d}`));
+  return { columns, keep16, outlierDims: Array.from(keptDims), extraDims: [] };
+}
+
 /**
  * The stored LLM.int8() decomposition of a weight [rows, cols]: bitsandbytes' serialized Linear8bitLt
  * (`CB` int8 [rows, cols] + `SCB` f32 [rows], dequantized as CB * SCB / 127) plus the kept columns in f16.

@@ -11,14 +11,15 @@
  * - AWQ / SmoothQuant: the rewritten f32 weights are quantized by the target's ggml types with llama.cpp's
  *   rounding (any quantized preset; SmoothQuant also F16 / BF16 / F32). AWQ's search uses the grid
  *   (ggufSearchGrid) of the type the export plan gives most of the linear weights.
- * - GPTQ: error compensation into Q4_0 or Q8_0 blocks (gptq.ts); those blocks are written as they are. The
- *   target must put every linear weight in that one type (Q4_0, Q8_0); K types are refused, naming the tensor.
+ * - GPTQ: error compensation into each linear's planned ggml type (gptq.ts, gptqGgml.ts: Q4_0 ... Q8_0 and the
+ *   K types, so any quantized type or preset with llama-quantize's per-tensor choice and fallbacks); those
+ *   blocks are written as they are. Float targets are refused (nothing to compensate).
  * - LLM.int8() (`--to int8` only): the calibration fixes each site's 16-bit input dimensions (max |x| >=
  *   threshold, plus --keep-fraction); the writer stores bitsandbytes' Linear8bitLt (CB + SCB) with those
  *   columns in f16 beside it (pipeline.ts llmInt8Outputs); what our reader dequantizes equals the weights
  *   `compare --methods llm-int8` evaluates, bit for bit.
  */
-import { InvalidArgumentError, UnsupportedError } from '../errors';
+import { FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
 import { openCheckpoint } from '../formats/openCheckpoint';
 import { LINEAR_ROLES, LlamaModel, linearModuleName } from '../model/forward';
@@ -30,10 +31,11 @@ import { findResearchScheme, resolveResearchRecipe, type ResearchRecipe } from '
 import { ggufExporter } from '../convert/ggufExporter';
 import { planGgufExport } from '../convert/exportGguf';
 import { loadTokenizer, readTextFile, textWindows } from './compare';
+import { GPTQ_GGML_TYPES, isGptqGgmlType, type GptqGgmlType } from './gptqGgml';
 import { checkpointWithMethodWeights } from './methodCheckpoint';
 import { formatSiteReports, gptqResultToIntN, quantizeWithMethod, type MethodRun, type MethodSettings } from './quantizeWithMethod';
 import { SITE_ROLES, type CalibrationSite } from './calibrate';
-import { keptDimsOf } from './llmInt8';
+import { keptDimsOf, planFromKeptDims, type LlmInt8Plan } from './llmInt8';
 
 export const EXPORT_METHODS = ['gptq', 'awq', 'smoothquant', 'llm-int8'] as const;
 export type ExportMethod = (typeof EXPORT_METHODS)[number];
@@ -89,23 +91,23 @@ export function ggufSearchGrid(target: string): { bits: number; groupSize: numbe
 /** What a checked method request writes: a research recipe, or a GGUF target with the method's grid. */
 export type MethodTarget =
   | { kind: 'research'; recipe: ResearchRecipe }
-  | { kind: 'gguf'; target: string; bits: number; groupSize: number; sym: boolean; gptqType?: 'Q4_0' | 'Q8_0' };
+  | { kind: 'gguf'; target: string; bits: number; groupSize: number; sym: boolean; gptqBlocks?: true };
 
 function checkGgufMethodRequest(request: QuantizeRequest, spec: MethodQuantizeSpec): MethodTarget {
   const { method } = spec;
   const target = request.target.toUpperCase();
   const grid = ggufSearchGrid(target);
-  if (method === 'gptq' && target !== 'Q4_0' && target !== 'Q8_0') {
-    throw new UnsupportedError(`--method gptq --to ${target}: GPTQ error compensation writes Q4_0 or Q8_0 blocks only (K types are not done); give --to Q4_0 or --to Q8_0`);
+  if (method === 'gptq' && grid === null) {
+    throw new UnsupportedError(`--method gptq --to ${target}: a float type has no grid for GPTQ to compensate into; give a quantized type or preset (Q4_0, Q4_K_M, Q8_0, ...)`);
   }
   if (method === 'awq' && grid === null) throw new InvalidArgumentError(`--method awq --to ${target}: AWQ needs a quantized target (Q4_0, Q4_K_M, ...), not a float type`);
   if (spec.bits !== undefined && spec.bits !== (grid?.bits ?? 16)) throw new InvalidArgumentError(`--bits ${spec.bits} disagrees with --to ${target} (${grid?.bits ?? 16} bits)`);
   if (spec.actOrder === true) {
-    throw new InvalidArgumentError(method === 'gptq' ? '--method gptq --act-order: a ggml block is 32 consecutive columns, act-order would scatter them; drop --act-order' : '--act-order applies to --method gptq');
+    throw new InvalidArgumentError(method === 'gptq' ? '--method gptq --act-order: a ggml block is 32 consecutive columns (256 for K types), act-order would scatter them; drop --act-order' : '--act-order applies to --method gptq');
   }
   checkCommonOptions(spec);
   const { bits, groupSize, sym } = grid ?? { bits: 16, groupSize: 0, sym: true };
-  return method === 'gptq' ? { kind: 'gguf', target, bits, groupSize, sym, gptqType: target as 'Q4_0' | 'Q8_0' } : { kind: 'gguf', target, bits, groupSize, sym };
+  return method === 'gptq' ? { kind: 'gguf', target, bits, groupSize, sym, gptqBlocks: true } : { kind: 'gguf', target, bits, groupSize, sym };
 }
 
 function checkCommonOptions(spec: MethodQuantizeSpec): void {
@@ -169,6 +171,39 @@ function llmInt8KeptDimsByTensor(model: LlamaModel, run: MethodRun): Map<string,
   return kept;
 }
 
+/**
+ * The per-site plans a written LLM.int8() file records: the kept dims of each site's linears
+ * (`<p>.weight_outlier_idx`; none written = no kept dim), which must agree within a site. `ckpt` is the
+ * file as stored (not its dequantized view); `model` names the tensors.
+ */
+export async function llmInt8PlansFromCheckpoint(ckpt: Checkpoint, model: LlamaModel): Promise<Map<string, LlmInt8Plan>> {
+  const byName = new Map(ckpt.tensors.map((t) => [t.name, t]));
+  const plans = new Map<string, LlmInt8Plan>();
+  for (let l = 0; l < model.config.numLayers; l++) {
+    for (const site of Object.keys(SITE_ROLES) as CalibrationSite[]) {
+      let siteDims: Int32Array | undefined;
+      let cols = 0;
+      for (const role of SITE_ROLES[site]) {
+        const name = model.linearTensorName(l, role);
+        const prefix = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
+        const weight = byName.get(name);
+        if (weight === undefined || weight.dtype !== 'I8' || !byName.has(`${prefix}.SCB`)) throw new FormatError(ckpt.path, `${name} is not stored in the LLM.int8() layout (I8 weight + SCB)`, name);
+        cols = weight.shape[1] ?? 0;
+        const idxName = `${prefix}.weight_outlier_idx`;
+        const idx = byName.get(idxName);
+        if (idx !== undefined && (idx.dtype !== 'I32' || idx.shape.length !== 1)) throw new FormatError(ckpt.path, `${idxName} is ${idx.dtype} [${idx.shape.join(', ')}], expected I32 [k]`, idxName);
+        const dims = idx === undefined ? new Int32Array(0) : new Int32Array((await ckpt.readRawRows(idxName)).slice().buffer);
+        if (siteDims !== undefined && (siteDims.length !== dims.length || siteDims.some((d, i) => d !== dims[i]))) {
+          throw new FormatError(ckpt.path, `${name} keeps other 16-bit dims than the other linears of layer ${l} ${site}`, name);
+        }
+        siteDims = dims;
+      }
+      plans.set(`${l}.${site}`, planFromKeptDims(cols, siteDims ?? new Int32Array(0)));
+    }
+  }
+  return plans;
+}
+
 /** The card's per-weight LLM.int8() record: kept dims, and bytes of the 16-bit part (f16 columns + indices) and of the int8 part (CB + SCB). */
 function llmInt8RecipeExtra(model: LlamaModel, kept: ReadonlyMap<string, Int32Array>): Record<string, RecipeValue> {
   const extra: Record<string, RecipeValue> = {};
@@ -190,8 +225,8 @@ function methodSettings(spec: MethodQuantizeSpec, target: MethodTarget): MethodS
     const groupSize = recipe.groupSize === null || recipe.groupSize === -1 ? 0 : recipe.groupSize;
     settings = { bits: recipe.bits, groupSize, sym: recipe.symmetric };
   } else {
+    // GPTQ's per-linear block types come from the export plan (gptqLinearTypes, once the checkpoint is open).
     settings = { bits: target.bits, groupSize: target.groupSize, sym: target.sym };
-    if (target.gptqType !== undefined) settings.ggmlTarget = target.gptqType;
   }
   if (spec.method === 'gptq' && spec.percDamp !== undefined) settings.percDamp = spec.percDamp;
   if (spec.method === 'gptq' && spec.actOrder === true) settings.actOrder = true;
@@ -207,14 +242,15 @@ function methodSettings(spec: MethodQuantizeSpec, target: MethodTarget): MethodS
   return settings;
 }
 
-/** GPTQ's ggml blocks, keyed by the checkpoint's tensor names (rows in the checkpoint's order). */
-function gptqBlocksByTensor(model: LlamaModel, run: MethodRun, type: 'Q4_0' | 'Q8_0'): Map<string, { type: string; bytes: Uint8Array }> {
+/** GPTQ's ggml blocks, keyed by the checkpoint's tensor names (rows in the checkpoint's order), each in its planned type. */
+function gptqBlocksByTensor(model: LlamaModel, run: MethodRun, types: ReadonlyMap<string, GptqGgmlType>): Map<string, { type: string; bytes: Uint8Array }> {
   const blocks = new Map<string, { type: string; bytes: Uint8Array }>();
   for (let l = 0; l < model.config.numLayers; l++) {
     for (const role of LINEAR_ROLES) {
       const name = linearModuleName(l, role);
+      const type = types.get(name);
       const result = run.gptqResults.get(name);
-      if (result === undefined || result.ggmlBytes.byteLength === 0) throw new InvalidArgumentError(`GPTQ produced no ${type} blocks for ${name}`);
+      if (type === undefined || result === undefined || result.ggmlBytes.byteLength === 0) throw new InvalidArgumentError(`GPTQ produced no ${type ?? 'ggml'} blocks for ${name}`);
       blocks.set(model.linearTensorName(l, role), { type, bytes: result.ggmlBytes });
     }
   }
@@ -222,22 +258,28 @@ function gptqBlocksByTensor(model: LlamaModel, run: MethodRun, type: 'Q4_0' | 'Q
 }
 
 /**
- * GPTQ into GGUF: every linear weight must be planned in GPTQ's block type (a fallback for an odd row
- * length, or a preset that raises some tensors, would not be); refused before calibrating, naming the tensor.
+ * GPTQ into GGUF: the type the export plan gives each linear weight (llama-quantize's per-tensor choice, with
+ * its fallbacks for row lengths a K block does not divide), by HF module name. Refused before calibrating,
+ * naming the tensor, when a linear would get a type GPTQ has no blocks for (a float fallback).
  */
-async function checkGgufLinearTypes(checkpoint: Checkpoint, model: LlamaModel, target: string, type: string): Promise<void> {
+async function gptqLinearTypes(checkpoint: Checkpoint, model: LlamaModel, target: string): Promise<Map<string, GptqGgmlType>> {
   const plan = await planGgufExport(checkpoint, { target });
   const bySource = new Map(plan.tensors.map((t) => [t.sourceName, t]));
+  const types = new Map<string, GptqGgmlType>();
   for (let l = 0; l < model.config.numLayers; l++) {
     for (const role of LINEAR_ROLES) {
       const name = model.linearTensorName(l, role);
       const planned = bySource.get(name);
       if (planned === undefined) throw new InvalidArgumentError(`${checkpoint.path}: the GGUF export does not write ${name}`);
-      if (planned.type !== type) {
-        throw new UnsupportedError(`--method gptq --to ${target}: ${planned.name} would be ${planned.type}${planned.fallback !== undefined ? ` (${planned.fallback})` : ''}, and GPTQ writes ${type} blocks only`);
+      if (!isGptqGgmlType(planned.type)) {
+        throw new UnsupportedError(
+          `--method gptq --to ${target}: ${planned.name} would be ${planned.type}${planned.fallback !== undefined ? ` (${planned.fallback})` : ''}, which GPTQ has no blocks for (it writes ${GPTQ_GGML_TYPES.join(', ')})`,
+        );
       }
+      types.set(linearModuleName(l, role), planned.type);
     }
   }
+  return types;
 }
 
 /**
@@ -283,7 +325,8 @@ function recipeExtra(spec: MethodQuantizeSpec, settings: MethodSettings, windows
   if (spec.method === 'gptq') {
     extra.percDamp = settings.percDamp ?? 0.01;
     extra.actOrder = settings.actOrder === true;
-    if (settings.ggmlTarget !== undefined) extra.gptqBlocks = settings.ggmlTarget;
+    // The ggml types GPTQ wrote blocks in (the card lists each tensor's).
+    if (settings.ggmlTypes !== undefined) extra.gptqBlocks = [...new Set(settings.ggmlTypes.values())].join(', ');
   }
   if (spec.method === 'awq') {
     extra.searchBits = settings.bits;
@@ -310,7 +353,7 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
   const checkpoint: Checkpoint = await openCheckpoint(request.input);
   try {
     const model = LlamaModel.fromCheckpoint(checkpoint);
-    if (target.kind === 'gguf' && target.gptqType !== undefined) await checkGgufLinearTypes(checkpoint, model, target.target, target.gptqType);
+    if (target.kind === 'gguf' && target.gptqBlocks === true) settings.ggmlTypes = await gptqLinearTypes(checkpoint, model, target.target);
     if (target.kind === 'gguf' && spec.method === 'awq') {
       const type = await dominantLinearType(checkpoint, model, target.target);
       const grid = ggufSearchGrid(type);
@@ -345,7 +388,7 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
       const llmInt8 = { keptDims, threshold: settings.threshold ?? 6 };
       result = await runQuantize(request, { ...common, recipeExtra: { ...common.recipeExtra, ...llmInt8RecipeExtra(model, keptDims) }, checkpoint, llmInt8 });
     } else if (spec.method !== 'gptq') result = await runQuantize(request, { ...common, checkpoint: checkpointWithMethodWeights(checkpoint, model, run) });
-    else if (target.kind === 'gguf' && target.gptqType !== undefined) result = await runQuantize(request, { ...common, checkpoint, ggmlBlocks: gptqBlocksByTensor(model, run, target.gptqType) });
+    else if (target.kind === 'gguf' && settings.ggmlTypes !== undefined) result = await runQuantize(request, { ...common, checkpoint, ggmlBlocks: gptqBlocksByTensor(model, run, settings.ggmlTypes) });
     else result = await runQuantize(request, { ...common, checkpoint, gptqCodes: gptqCodesByTensor(model, run, target), gptqActOrder: settings.actOrder === true });
     result.methodReport = { lines: formatSiteReports(run), warnings: run.warnings, seconds: run.seconds };
     return { result, run };
