@@ -1,8 +1,31 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { allocateIntN, dequantizeRowsIntN, quantizeRowsIntN, type IntBits } from '../../src/core/quant/intN';
-import { dequantizeGptq, f16BitsToF32, f32ToF16Bits, GPTQ_MIN_ZERO, packGptq, unpackGptq, type GptqTensors } from '../../src/core/quant/gptqLayout';
+import {
+  allocateGptq,
+  dequantizeGptq,
+  dequantizeRowsWithF16Scales,
+  f16BitsToF32,
+  f32ToF16Bits,
+  GPTQ_MIN_ZERO,
+  packGptq,
+  readGptqLinear,
+  unpackGptq,
+  type GptqTensors,
+} from '../../src/core/quant/gptqLayout';
 import { FormatError, InvalidArgumentError } from '../../src/core/errors';
+import { gptqQuantizeLayer, HessianAccumulator, type GptqLayerResult } from '../../src/core/methods/gptq';
+import { gptqResultToIntN } from '../../src/core/methods/quantizeWithMethod';
+import { runMethodQuantize } from '../../src/core/methods/methodQuantize';
+import { LINEAR_ROLES, LlamaModel, linearModuleName } from '../../src/core/model/forward';
+import { readResearchWeight } from '../../src/core/quant/pipeline';
+import { openDequantizedCheckpoint } from '../../src/core/quant/researchCheckpoint';
+import { parseQuantCard } from '../../src/core/quant/quantCard';
+import { fixturesDir, microLlamaDir } from '../helpers/paths';
+import { normalRng } from '../helpers/random';
+import { withCheckpoint, withTempDir } from '../helpers/scoped';
 
 /** AutoGPTQ's QuantLinear.pack loop for one column, literally (numpy uint32 arithmetic). */
 function autoGptqPackColumn(values: number[], bits: number): number[] {
@@ -138,4 +161,128 @@ test('unpack validates shapes and g_idx', () => {
   assert.throws(() => unpackGptq(broken, 'x.safetensors'), FormatError);
   assert.throws(() => unpackGptq({ ...t, gIdx: t.gIdx.subarray(1) }), FormatError);
   assert.throws(() => packGptq(allocateIntN(4, 8, { bits: 4, groupSize: -1, symmetric: true })), InvalidArgumentError); // 4 outputs x 4 bits < 32
+});
+
+/** Token rows whose channels differ in scale (so act-order's descending diag H order is far from 0, 1, 2, ...). */
+function scaledInputs(tokens: number, cols: number, seed: number): Float32Array {
+  const rng = normalRng(seed);
+  const scale = Float32Array.from({ length: cols }, (_, c) => 0.2 + ((c * 37) % cols) / cols);
+  return Float32Array.from({ length: tokens * cols }, (_, i) => rng() * scale[i % cols]!);
+}
+
+/** What the layout must give back for a GPTQ result: (code - zero) * scale of the channel's g_idx group, the scale as f16 or f32. */
+function expectedDequantized(r: GptqLayerResult, f16Scales: boolean): Float32Array {
+  const out = new Float32Array(r.rows * r.cols);
+  for (let row = 0; row < r.rows; row++) {
+    for (let c = 0; c < r.cols; c++) {
+      const g = r.gIdx[c]! * r.rows + row;
+      const scale = f16Scales ? f16BitsToF32(f32ToF16Bits(r.scales[g]!)) : r.scales[g]!;
+      out[row * r.cols + c] = Math.fround((r.codes[row * r.cols + c]! - r.zeros[g]!) * scale);
+    }
+  }
+  return out;
+}
+
+function sameBits(a: Float32Array, b: Float32Array): boolean {
+  const x = new Uint32Array(a.buffer, a.byteOffset, a.length);
+  const y = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  return x.length === y.length && x.every((v, i) => v === y[i]);
+}
+
+test('act-order: g_idx[channel] = processing position // group (AutoGPTQ desc_act); packing equals AutoGPTQ pack with it; read back = GPTQ dequantized with f16 scales, bit for bit', () => {
+  for (const bits of [4, 3] as IntBits[]) {
+    const rows = 32;
+    const cols = 96;
+    const group = 32;
+    const tokens = 512;
+    const acc = new HessianAccumulator(cols);
+    acc.addRows(scaledInputs(tokens, cols, 3 + bits), tokens);
+    const h = acc.hessian();
+    const r = gptqQuantizeLayer(weights(rows, cols, bits), rows, cols, h, { target: { kind: 'int', bits, groupSize: group, sym: false }, actOrder: true });
+    // AutoGPTQ: perm = argsort(diag H, descending); g_idx = [i // group for i in range(cols)][invperm].
+    const perm = Array.from({ length: cols }, (_, c) => c).sort((a, b) => h[b * cols + b]! - h[a * cols + a]! || a - b);
+    const gIdx = new Array<number>(cols);
+    perm.forEach((c, p) => (gIdx[c] = Math.floor(p / group)));
+    assert.deepEqual([...r.gIdx], gIdx, `W${bits}: g_idx`);
+    assert.ok(gIdx.some((g, i) => i > 0 && g < gIdx[i - 1]!), 'act-order g_idx is not monotonic');
+    // GPTQ's own dequantized weights are (code - zero) * scale of the g_idx group (its scale in f64, stored f32: 1 ulp apart).
+    const viaGIdx = expectedDequantized(r, false);
+    r.dequantized.forEach((v, i) => assert.ok(Math.abs(v - viaGIdx[i]!) <= Math.abs(v) * 2 ** -22, `W${bits} weight ${i}: GPTQ ${v}, codes through g_idx ${viaGIdx[i]}`));
+    const codes = gptqResultToIntN(r, bits, group, false, 'layer');
+    assert.deepEqual([...(codes.gIdx ?? [])], gIdx);
+    const t = packGptq(codes, 'layer');
+    assert.deepEqual([...t.gIdx], gIdx);
+    // AutoGPTQ's QuantLinear.pack: intweight[:, i] = round((W[:, i] + zeros * scales [g_idx[i]]) / scales_f16[g_idx[i]]), then the same packing loop.
+    for (let o = 0; o < rows; o++) {
+      const levels: number[] = [];
+      for (let i = 0; i < cols; i++) {
+        const g = gIdx[i]! * rows + o;
+        const scale = r.scales[g]!;
+        levels.push(Math.round(Math.fround(r.dequantized[o * cols + i]! + Math.fround(r.zeros[g]! * scale)) / f16BitsToF32(f32ToF16Bits(scale))));
+      }
+      const words = Array.from({ length: (cols * bits) / 32 }, (_, w) => t.qweight[w * rows + o]! >>> 0);
+      assert.deepEqual(words, autoGptqPackColumn(levels, bits), `W${bits} qweight column ${o}`);
+    }
+    const groups = cols / group;
+    for (let g = 0; g < groups; g++) {
+      const zerosMinusOne = Array.from({ length: rows }, (_, o) => (r.zeros[g * rows + o]! - 1) & ((1 << bits) - 1));
+      const words = Array.from({ length: (rows * bits) / 32 }, (_, w) => t.qzeros[g * ((rows * bits) / 32) + w]! >>> 0);
+      assert.deepEqual(words, autoGptqPackColumn(zerosMinusOne, bits), `W${bits} qzeros group ${g}`);
+    }
+    const expected = expectedDequantized(r, true);
+    assert.ok(sameBits(dequantizeGptq(t), expected), `W${bits}: reader = GPTQ dequantized with f16 scales`);
+    assert.ok(sameBits(dequantizeRowsWithF16Scales(codes), expected), `W${bits}: the writer's reconstruction for the card`);
+    // Without g_idx the same codes would be read with contiguous groups: a different weight.
+    assert.ok(!sameBits(dequantizeGptq({ ...t, gIdx: allocateGptq(bits, rows, cols, group).gIdx }), expected));
+  }
+});
+
+test('allocateGptq refuses a g_idx that is not a partition into groups of group_size', () => {
+  const good = Int32Array.from({ length: 64 }, (_, i) => (i * 7) % 2);
+  assert.deepEqual([...allocateGptq(4, 8, 64, 32, 'w', good).gIdx], [...good]);
+  assert.throws(() => allocateGptq(4, 8, 64, 32, 'w', good.subarray(1)), /g_idx has 63 entries, expected 64/);
+  assert.throws(() => allocateGptq(4, 8, 64, 32, 'w', Int32Array.from({ length: 64 }, (_, i) => (i < 40 ? 0 : 1))), /g_idx puts 40 channels in group 0, expected 32/);
+  assert.throws(() => allocateGptq(4, 8, 64, 32, 'w', Int32Array.from({ length: 64 }, (_, i) => i % 3)), InvalidArgumentError);
+});
+
+test('quantize --method gptq --act-order --to int4-g32 on micro-llama: g_idx and desc_act written; every linear reads back as GPTQ dequantized (f16 scales) bit for bit', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'gptq-act');
+    const { result, run } = await runMethodQuantize(
+      { input: microLlamaDir, target: 'int4-g32', output: out },
+      { method: 'gptq', calib: join(fixturesDir, 'calib-64k.txt'), calibWindows: 2, actOrder: true },
+    );
+    const quantizeConfig = JSON.parse(await readFile(join(out, 'quantize_config.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(quantizeConfig.desc_act, true);
+    assert.equal(quantizeConfig.group_size, 32);
+    const config = JSON.parse(await readFile(join(out, 'config.json'), 'utf8')) as { quantization_config: Record<string, unknown> };
+    assert.equal(config.quantization_config.desc_act, true);
+    const card = parseQuantCard(JSON.parse(await readFile(result.cardPath, 'utf8')), result.cardPath);
+    assert.equal(card.recipe.actOrder, true);
+    const file = join(out, 'model.safetensors');
+    const view = await openDequantizedCheckpoint(out);
+    try {
+      await withCheckpoint(file, async (written) =>
+        withCheckpoint(microLlamaDir, async (source) => {
+          const model = LlamaModel.fromCheckpoint(source);
+          let nonMonotonic = 0;
+          for (let l = 0; l < model.config.numLayers; l++) {
+            for (const role of LINEAR_ROLES) {
+              const name = model.linearTensorName(l, role);
+              const r = run.gptqResults.get(linearModuleName(l, role))!;
+              const t = await readGptqLinear(written, name.slice(0, -'.weight'.length), 4);
+              assert.deepEqual([...t.gIdx], [...r.gIdx], `${name}: g_idx`);
+              if (Array.from(r.gIdx).some((g, i, a) => i > 0 && g < a[i - 1]!)) nonMonotonic++;
+              const expected = expectedDequantized(r, true);
+              assert.ok(sameBits(await readResearchWeight(written, name, 4), expected), `${name}: read back`);
+              assert.ok(sameBits(await view.readRowsF32(name), expected), `${name}: the runtime's view`);
+            }
+          }
+          assert.ok(nonMonotonic > 0, 'act-order reordered some layer');
+        }),
+      );
+    } finally {
+      await view.close();
+    }
+  });
 });

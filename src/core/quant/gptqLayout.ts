@@ -223,9 +223,9 @@ export function packGptqRows(q: IntNQuantized, rowStart: number, target: GptqTen
   }
 }
 
-/** Packs a whole group-wise quantized weight (quantized with minZero = GPTQ_MIN_ZERO) into the GPTQ layout. */
-export function packGptq(q: IntNQuantized, name = 'tensor'): GptqTensors {
-  const target = allocateGptq(q.bits, q.rows, q.cols, q.groupSize, name);
+/** Packs a whole group-wise quantized weight (quantized with minZero = GPTQ_MIN_ZERO, or GPTQ's codes with their g_idx) into the GPTQ layout. */
+export function packGptq(q: GptqCodes, name = 'tensor'): GptqTensors {
+  const target = allocateGptq(q.bits, q.rows, q.cols, q.groupSize, name, q.gIdx);
   packGptqRows(q, 0, target, name);
   return target;
 }
