@@ -20,7 +20,9 @@ import { runLayerwiseCalibration, SITE_ROLES, inputWidth, outputWidth, type Laye
 import { linearModuleName } from '../../src/core/model/forward';
 import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows } from '../../src/core/model/perplexity';
-import { CancelledError } from '../../src/core/errors';
+import { CancelledError, GpuUnavailableError } from '../../src/core/errors';
+import { ComputeDevice } from '../../src/core/jobs/computeDevice';
+import { gptqOnDevice } from '../../src/core/jobs/gptqDevice';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 import { normalRng } from '../helpers/random';
 
@@ -268,4 +270,44 @@ test('GPU GPTQ cancels between columns, frees its buffers, and the device keeps 
   assert.equal(reads, 3);
   const again = await gptqQuantizeLayerGpu(gpu, weight, rows, cols, h, options);
   compareLayer('after cancel', gptqQuantizeLayer(weight, rows, cols, h, options), again, weight, h, 0.005);
+});
+
+test('gptqOnDevice: the GPU driver on a held device; under auto a lost device reruns the layer on the CPU, said once; under gpu it throws', async (t) => {
+  const shared = await gpuOrSkip(t);
+  if (shared === null) return;
+  const rows = 64;
+  const cols = 192;
+  const acc = new HessianAccumulator(cols);
+  acc.addRows(correlatedRows(1024, cols, 31), 1024);
+  const h = acc.hessian();
+  const next = normalRng(32);
+  const weight = Float32Array.from({ length: rows * cols }, () => next() * 0.05);
+  const options: GptqOptions = { target: { kind: 'int', bits: 4, groupSize: 64, sym: false }, blockSize: 64 };
+  const cpu = gptqQuantizeLayer(weight, rows, cols, h, options);
+
+  const notices: string[] = [];
+  const auto = await ComputeDevice.open('auto', (m) => notices.push(m), { softwareAdapter: 'use' });
+  try {
+    const onAuto = gptqOnDevice(auto);
+    compareLayer('auto, device held', cpu, await onAuto.run(weight, rows, cols, h, options), weight, h, 0.005);
+    assert.equal(onAuto.deviceUsed(), 'gpu');
+    auto.gpu!.destroy();
+    const afterLoss = await onAuto.run(weight, rows, cols, h, options);
+    assert.deepEqual(afterLoss.codes, cpu.codes, 'the CPU rerun gives the CPU driver codes');
+    await onAuto.run(weight, rows, cols, h, options);
+    assert.equal(onAuto.deviceUsed(), 'gpu+cpu');
+    assert.equal(notices.length, 1, notices.join(' | '));
+    assert.match(notices[0]!, /continuing on the CPU/);
+  } finally {
+    auto.dispose();
+  }
+
+  const required = await ComputeDevice.open('gpu', () => {});
+  try {
+    const onGpu = gptqOnDevice(required);
+    required.gpu!.destroy();
+    await assert.rejects(onGpu.run(weight, rows, cols, h, options), GpuUnavailableError);
+  } finally {
+    required.dispose();
+  }
 });

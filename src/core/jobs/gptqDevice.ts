@@ -1,0 +1,38 @@
+/**
+ * GPTQ layers on a job's ComputeDevice: the WebGPU driver (core/gpu/gptq.ts) while a device is held, the
+ * CPU driver (core/methods/gptq.ts) otherwise. Under `auto` a GPU failure (device lost, out of memory,
+ * validation error: GpuUnavailableError) reruns that layer on the CPU, says so once, and the rest of the
+ * job stays on the CPU (ComputeDevice.run); under `gpu` it is an error. Cancellation passes through.
+ * Where `auto` finds only a software adapter (lavapipe), the job opens its device with
+ * `softwareAdapter: 'avoid'` and everything runs on the CPU: measured slower there (bench methods).
+ */
+import { gptqQuantizeLayerGpu } from '../gpu/gptq';
+import { gptqQuantizeLayer, type GptqLayerResult, type GptqOptions } from '../methods/gptq';
+import type { ComputeDevice } from './computeDevice';
+
+/** One linear layer's GPTQ, wherever it runs: the same arguments and result as gptqQuantizeLayer. */
+export type GptqLayerRunner = (weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions) => Promise<GptqLayerResult>;
+
+export interface GptqOnDevice {
+  run: GptqLayerRunner;
+  /** 'gpu', 'cpu' or 'gpu+cpu': where the layers ran so far (for the quant card's recipe). */
+  deviceUsed(): string;
+}
+
+export function gptqOnDevice(device: ComputeDevice): GptqOnDevice {
+  const layers = { gpu: 0, cpu: 0 };
+  const run: GptqLayerRunner = (weight, rows, cols, hessian, options) =>
+    device.run(
+      async (gpu) => {
+        const result = await gptqQuantizeLayerGpu(gpu, weight, rows, cols, hessian, options);
+        layers.gpu++;
+        return result;
+      },
+      async () => {
+        const result = gptqQuantizeLayer(weight, rows, cols, hessian, options);
+        layers.cpu++;
+        return result;
+      },
+    );
+  return { run, deviceUsed: () => (layers.gpu > 0 ? (layers.cpu > 0 ? 'gpu+cpu' : 'gpu') : 'cpu') };
+}
