@@ -274,5 +274,6 @@ test('GPTQ result -> GPTQ checkpoint layout (packGptq) -> dequantized equals the
   const back = dequantizeGptq(packed, 'fc');
   for (let i = 0; i < rows * cols; i++) assert.ok(Math.abs(back[i]! - r.dequantized[i]!) <= 2e-3 * Math.abs(r.dequantized[i]!) + 1e-6, `weight ${i}: ${back[i]} vs ${r.dequantized[i]}`);
   const act = gptqQuantizeLayer(w, rows, cols, acc.hessian(), { target: { kind: 'int', bits: 4, groupSize: 32, sym: false }, actOrder: true });
-  assert.throws(() => gptqResultToIntN(act, 4, 32, false, 'fc'), /act-order/);
+  // Act-order results carry their g_idx (the GPTQ layout stores it, desc_act: true).
+  assert.deepEqual(gptqResultToIntN(act, 4, 32, false, 'fc').gIdx, act.gIdx);
 });
