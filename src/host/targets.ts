@@ -99,8 +99,14 @@ export interface MethodInfo {
 }
 
 export const METHODS: readonly MethodInfo[] = [
-  // GPTQ writes its own blocks: INT4 in the GPTQ layout, or GGUF Q4_0 / Q8_0 (K types are refused by the core).
-  { id: 'gptq', label: 'GPTQ', detail: 'second-order error compensation: INT4 (GPTQ layout) or GGUF Q4_0 / Q8_0 blocks', targetIds: ['int4', 'gguf:Q4_0', 'gguf:Q8_0'], available: true },
+  // GPTQ writes its own blocks: INT4 in the GPTQ layout, or each GGUF linear's planned ggml type (K types included; not F16).
+  {
+    id: 'gptq',
+    label: 'GPTQ',
+    detail: 'second-order error compensation: INT4 (GPTQ layout) or GGUF blocks of any quantized type or preset',
+    targetIds: ['int4', 'gguf:Q4_0', 'gguf:Q4_K_M', 'gguf:Q5_K_M', 'gguf:Q6_K', 'gguf:Q8_0'],
+    available: true,
+  },
   // AWQ and SmoothQuant rewrite the weights; the target's own quantizer then writes them (AWQ needs a quantized grid).
   { id: 'awq', label: 'AWQ', detail: 'activation-aware weight scaling, then INT4 (GPTQ layout) or a quantized GGUF type', targetIds: ['int4', 'gguf:Q4_0', 'gguf:Q4_K_M', 'gguf:Q5_K_M', 'gguf:Q6_K', 'gguf:Q8_0'], available: true },
   {
