@@ -18,7 +18,7 @@ import { MemoryByteSource } from '../../src/core/io/byteSource';
 import { importanceWeights, quantizeRowsWithImatrix, readImatrix } from '../../src/core/methods/imatrix';
 import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
 import { SYNTHETIC_IMATRIX_MISSING, syntheticImatrixBytes } from '../fixtures/oracles/imatrix-synthetic/syntheticImatrix';
-import { fixturesDir } from '../helpers/paths';
+import { fixturesDir, tinyLlamaDir } from '../helpers/paths';
 import { withTempDir } from '../helpers/scoped';
 
 export interface ImatrixOracle {
@@ -121,4 +121,31 @@ test('exportGguf with an imatrix entry of the wrong length: FormatError naming t
       await checkpoint.close();
     }
   }, 'quantlens-imatrix-bad-');
+});
+
+test('tiny-llama (HF BF16) Q4_K_M and Q4_0 with our imatrix: every tensor equals llama-quantize --imatrix (K fallbacks, the Q4_0 ffn_down guard)', { skip: tinyLlamaDir.skip }, async () => {
+  const folder = join(fixturesDir, 'oracles', 'imatrix-tiny-llama');
+  const oracle = JSON.parse(readFileSync(join(folder, 'llama-quantize-imatrix.json'), 'utf8')) as { outputs: Record<string, { tensors: Record<string, { type: string; sha256: string }> }> };
+  const imatrixPath = join(folder, 'tiny-llama-imatrix.gguf');
+  const imatrix = await readImatrix(new MemoryByteSource(new Uint8Array(readFileSync(imatrixPath)), imatrixPath), imatrixPath);
+  await withTempDir(async (dir) => {
+    const checkpoint = await openCheckpoint(tinyLlamaDir.path);
+    try {
+      for (const [preset, expected] of Object.entries(oracle.outputs)) {
+        const output = join(dir, `${preset}.gguf`);
+        await exportGguf(checkpoint, { target: preset, outputPath: output, threads: 1, imatrix: { imatrix, file: 'tiny-llama-imatrix.gguf' } });
+        const bytes = new Uint8Array(readFileSync(output));
+        const header = await readGgufHeader(new MemoryByteSource(bytes, output));
+        const differing = header.tensors
+          .filter((t) => expected.tensors[t.name]?.type !== t.type.name || expected.tensors[t.name]?.sha256 !== sha256(bytes.subarray(header.dataStart + t.offset, header.dataStart + t.offset + t.nbytes)))
+          .map((t) => `${t.name}:${t.type.name}`);
+        assert.equal(header.tensors.length, Object.keys(expected.tensors).length);
+        assert.deepEqual(differing, [], preset);
+        if (preset === 'Q4_0') assert.equal(header.tensors.find((t) => t.name === 'blk.0.ffn_down.weight')?.type.name, 'Q4_1');
+        await rm(output);
+      }
+    } finally {
+      await checkpoint.close();
+    }
+  }, 'quantlens-imatrix-tl-');
 });
