@@ -20,6 +20,7 @@ import type { CliIo } from '../../src/cli/cliTypes';
 import { GpuLlama, type GpuLlamaOptions } from '../../src/core/gpu/forward/gpuLlama';
 import { perplexityOnGpu } from '../../src/core/gpu/forward/gpuPerplexity';
 import { GpuModelCache, perplexityOnDevice } from '../../src/core/gpu/forward/devicePerplexity';
+import { describeGpuMemoryPlan, planGpuForward } from '../../src/core/gpu/forward/memoryPlan';
 import { ComputeDevice, isSoftwareAdapter } from '../../src/core/jobs/computeDevice';
 import { fakeQuantizeActivations, fakeQuantizeKv, parseQuantSetting } from '../../src/core/model/fakeQuant';
 import { loadModel, type LoadedModel } from '../../src/core/model/loadModel';
@@ -597,6 +598,136 @@ test('GpuModelCache: FP16 then KV4 on the same device read the weights once (res
       assert.equal(layerReads, 2 * layers, 'W8 read and quantized the weights again');
     } finally {
       cache.dispose();
+      device.dispose();
+    }
+  });
+});
+
+/**
+ * The GpuContext `gpu` with other limits (as an adapter with smaller ones would report) and a device
+ * that counts the buffers created and the bytes written after this call.
+ */
+function withLimits(gpu: GpuContext, limits: Partial<GpuContext['limits']>): { context: GpuContext; counts: { buffers: number; writes: number } } {
+  const counts = { buffers: 0, writes: 0 };
+  const queue = new Proxy(gpu.device.queue, {
+    get(target, prop) {
+      const value: unknown = Reflect.get(target, prop, target);
+      if (prop === 'writeBuffer') counts.writes++;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  const device = new Proxy(gpu.device, {
+    get(target, prop) {
+      if (prop === 'queue') return queue;
+      const value: unknown = Reflect.get(target, prop, target);
+      if (prop === 'createBuffer') counts.buffers++;
+      return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+  const context: GpuContext = {
+    device,
+    description: gpu.description,
+    limits: { ...gpu.limits, ...limits },
+    get lostReason() {
+      return gpu.lostReason;
+    },
+    set lostReason(reason) {
+      gpu.lostReason = reason;
+    },
+    assertAlive: () => gpu.assertAlive(),
+    destroy: () => undefined,
+  };
+  return { context, counts };
+}
+
+test('memory plan (micro-llama config): weights, activations, KV and logits figures; resident, streamed or refused by the limits given', async () => {
+  await withModel(microLlamaDir, async (lm) => {
+    const c = lm.model.config;
+    const H = c.hiddenSize, q = c.numHeads * c.headDim, kv = c.numKvHeads * c.headDim, I = c.intermediateSize, V = c.vocabSize;
+    const perLayer = 4 * (H * (q + 2 * kv) + H * q + 3 * H * I + 2 * H);
+    const head = 4 * (V * H + H);
+    const limits = { maxBufferSize: 256 * 2 ** 20, maxStorageBufferBindingSize: 128 * 2 ** 20 };
+    const base = { config: c, windows: 4, ctx: 256, head: 'nll' as const, limits };
+    const resident = planGpuForward({ ...base, residentWeightBytes: 2 ** 30 });
+    assert.equal(resident.mode, 'resident');
+    assert.deepEqual(resident.weights, { perLayer, head, all: c.numLayers * perLayer + head, onDevice: c.numLayers * perLayer + head });
+    assert.equal(resident.kvBytes, 4 * 4 * 256 * 2 * kv, 'all 4 windows in one chunk: k and v columns');
+    assert.equal(resident.activationBytes, 4 * 4 * 256 * H + 4 * 4 * 256 * (H + q + 2 * kv + q + 3 * I) + 4 * 256 * c.headDim);
+    assert.equal(resident.peakBytes, resident.weights.all + resident.activationBytes + resident.logitsBytes + resident.stagingBytes);
+    assert.match(describeGpuMemoryPlan(resident), /GPU memory estimate: [\d.]+ MiB, weights resident .* WebGPU reports no total device memory/);
+    // A resident budget below all the weights streams them: one layer (or the head) on the device at a time.
+    const streamed = planGpuForward({ ...base, residentWeightBytes: perLayer });
+    assert.equal(streamed.mode, 'streamed');
+    assert.equal(streamed.weights.onDevice, Math.max(perLayer, head));
+    assert.ok(streamed.peakBytes < resident.peakBytes);
+    // A device memory given between the two peaks streams; below the streamed peak it refuses with the figures.
+    assert.equal(planGpuForward({ ...base, residentWeightBytes: 2 ** 30, deviceMemoryBytes: streamed.peakBytes }).mode, 'streamed');
+    assert.throws(
+      () => planGpuForward({ ...base, residentWeightBytes: 2 ** 30, deviceMemoryBytes: streamed.peakBytes - 1 }),
+      (e: unknown) => e instanceof UnsupportedError && /needs [\d.]+ MiB even streaming one layer at a time \([\d.]+ MiB per layer as f32 .*the device has [\d.]+ MiB/.test(e.message),
+    );
+    // Binding limits: a row of logits (8192 x 4 bytes), one window's activations.
+    assert.throws(
+      () => planGpuForward({ ...base, ctx: 4, residentWeightBytes: 2 ** 30, limits: { maxBufferSize: 2 ** 20, maxStorageBufferBindingSize: 16384 } }),
+      (e: unknown) => e instanceof UnsupportedError && /8192 logits needs 32768 bytes in one binding; the adapter's maxStorageBufferBindingSize is 16384/.test(e.message),
+    );
+    assert.throws(
+      () => planGpuForward({ ...base, residentWeightBytes: 2 ** 30, limits: { maxBufferSize: 2 ** 20, maxStorageBufferBindingSize: 65536 } }),
+      (e: unknown) => e instanceof UnsupportedError && /one window of 256 tokens needs \d+ bytes of activations in one binding; the adapter's maxStorageBufferBindingSize is 65536/.test(e.message),
+    );
+    // maxBufferSize below the logits block the binding size would allow.
+    assert.throws(
+      () => planGpuForward({ ...base, residentWeightBytes: 2 ** 30, limits: { maxBufferSize: 2 ** 20, maxStorageBufferBindingSize: 128 * 2 ** 20 } }),
+      (e: unknown) => e instanceof UnsupportedError && /needs a buffer of [\d.]+ MiB; the adapter's maxBufferSize is 1.00 MiB/.test(e.message),
+    );
+  });
+});
+
+test('GPU pass with small limits (lavapipe, limits injected): refused before any buffer or upload; a device memory below the resident peak streams, same perplexity', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  await withModel(microLlamaDir, async (lm) => {
+    const windows = makeWindows(lm.tokenizer.encode(evalText), 64, 2);
+    const small = withLimits(gpu, { maxStorageBufferBindingSize: 16384 });
+    const refused = new GpuLlama(small.context, lm.model);
+    try {
+      const before = { ...small.counts };
+      await assert.rejects(perplexityOnGpu(refused, windows), (e: unknown) => e instanceof UnsupportedError && /maxStorageBufferBindingSize is 16384/.test(e.message));
+      assert.deepEqual(small.counts, before, 'no buffer created and nothing written');
+    } finally {
+      refused.dispose();
+    }
+    // Through perplexityOnDevice: the plan is told before the first layer is read (and so uploaded).
+    let layerReads = 0;
+    const readLayer = lm.model.readLayer.bind(lm.model);
+    lm.model.readLayer = (l) => {
+      layerReads++;
+      return readLayer(l);
+    };
+    const cpu = await perplexity(lm.model, windows);
+    layerReads = 0;
+    const device = await ComputeDevice.open('gpu', () => undefined);
+    try {
+      const probe = new GpuLlama(gpu, lm.model).memoryPlan(windows.length, 64);
+      const streamedPeak = probe.peakBytes - probe.weights.all + Math.max(probe.weights.perLayer, probe.weights.head);
+      const seen: { mode: string; readsBefore: number }[] = [];
+      const r = await perplexityOnDevice(device, 'gpu', lm.model, windows, {
+        deviceMemoryBytes: streamedPeak,
+        onMemoryPlan: (plan) => seen.push({ mode: plan.mode, readsBefore: layerReads }),
+      });
+      assert.deepEqual(seen, [{ mode: 'streamed', readsBefore: 0 }]);
+      assert.equal(r.gpuMemory?.mode, 'streamed');
+      assert.ok(Math.abs(r.perplexity - cpu.perplexity) <= 1e-4 * cpu.perplexity, `${r.perplexity} vs CPU ${cpu.perplexity}`);
+      // One byte less than even streaming needs: --device gpu refuses, auto runs it on the CPU with a notice.
+      const readsBefore = layerReads;
+      await assert.rejects(perplexityOnDevice(device, 'gpu', lm.model, windows, { deviceMemoryBytes: streamedPeak - 1 }), (e: unknown) => e instanceof UnsupportedError && /MiB per layer/.test(e.message));
+      assert.equal(layerReads, readsBefore, 'refused before reading a layer');
+      const notices: string[] = [];
+      const auto = await perplexityOnDevice(device, 'auto', lm.model, windows, { deviceMemoryBytes: streamedPeak - 1, notice: (m) => notices.push(m) });
+      assert.equal(auto.device, 'cpu');
+      assert.equal(auto.perplexity, cpu.perplexity);
+      assert.match(notices.join('\n'), /the device has [\d.]+ MiB: running this pass on the CPU/);
+    } finally {
       device.dispose();
     }
   });

@@ -12,10 +12,13 @@ import type { ForwardOptions, LlamaModel } from '../../model/forward';
 import { perplexity, type PerplexityResult } from '../../model/perplexity';
 import { assertGpuForwardModel, assertGpuForwardSupports, GpuLlama } from './gpuLlama';
 import { perplexityOnGpu } from './gpuPerplexity';
+import type { GpuForwardMemoryPlan } from './memoryPlan';
 
 export interface DevicePerplexityResult extends PerplexityResult {
   /** Where the pass ran in the end. */
   device: 'gpu' | 'cpu';
+  /** The GPU pass's memory estimate (made before any upload), when a GPU pass was planned. */
+  gpuMemory?: GpuForwardMemoryPlan;
 }
 
 /**
@@ -25,10 +28,10 @@ export interface DevicePerplexityResult extends PerplexityResult {
 export class GpuModelCache {
   private entry: { gpu: GpuContext; model: LlamaModel; gpuModel: GpuLlama } | null = null;
 
-  get(gpu: GpuContext, model: LlamaModel, residentWeightBytes: number | undefined): GpuLlama {
+  get(gpu: GpuContext, model: LlamaModel, residentWeightBytes: number | undefined, deviceMemoryBytes?: number): GpuLlama {
     if (this.entry !== null && this.entry.gpu === gpu && this.entry.model === model) return this.entry.gpuModel;
     this.dispose();
-    const gpuModel = new GpuLlama(gpu, model, { residentWeightBytes });
+    const gpuModel = new GpuLlama(gpu, model, { residentWeightBytes, deviceMemoryBytes });
     this.entry = { gpu, model, gpuModel };
     return gpuModel;
   }
@@ -46,6 +49,10 @@ export interface DevicePerplexityOptions extends ForwardOptions {
   residentWeightBytes?: number;
   /** Told once per call when this pass leaves the GPU for the CPU. */
   notice?(message: string): void;
+  /** Told the GPU pass's memory estimate before anything is uploaded (describeGpuMemoryPlan gives one line). */
+  onMemoryPlan?(plan: GpuForwardMemoryPlan): void;
+  /** The device's memory when known (WebGPU cannot tell): see GpuLlamaOptions.deviceMemoryBytes. */
+  deviceMemoryBytes?: number;
 }
 
 export async function perplexityOnDevice(
@@ -67,9 +74,20 @@ export async function perplexityOnDevice(
   }
   return device.run(async (gpu) => {
     const cache = options.cache;
-    const gpuModel = cache?.get(gpu, model, options.residentWeightBytes) ?? new GpuLlama(gpu, model, { residentWeightBytes: options.residentWeightBytes });
+    const gpuOptions = { residentWeightBytes: options.residentWeightBytes, deviceMemoryBytes: options.deviceMemoryBytes };
+    const gpuModel = cache?.get(gpu, model, options.residentWeightBytes, options.deviceMemoryBytes) ?? new GpuLlama(gpu, model, gpuOptions);
     try {
-      return { ...(await perplexityOnGpu(gpuModel, windows, options)), device: 'gpu' };
+      // The estimate and the resident / streamed choice (or the refusal) come before any upload.
+      let plan: GpuForwardMemoryPlan;
+      try {
+        plan = gpuModel.memoryPlan(windows.length, windows[0]?.length ?? 0);
+      } catch (e) {
+        if (!(e instanceof UnsupportedError) || choice === 'gpu') throw e;
+        options.notice?.(`${e.message}: running this pass on the CPU`);
+        return await onCpu();
+      }
+      options.onMemoryPlan?.(plan);
+      return { ...(await perplexityOnGpu(gpuModel, windows, options)), device: 'gpu', gpuMemory: plan };
     } catch (e) {
       cache?.dispose();
       throw e;

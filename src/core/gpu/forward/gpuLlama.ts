@@ -30,13 +30,10 @@ import { guarded, type GpuContext } from '../device';
 import { createStorageBuffer, readBack, type Kernel } from '../kernels';
 import { encodeAttention, encodeFakeQuant, encodeMatmul, encodeNll, encodeRmsNorm, encodeRope, encodeSwiglu, UniformPool, type QkvLayout } from './encode';
 import { GPU_MAX_HEAD_DIM, GPU_MAX_WINDOW, FORWARD_KERNELS } from './forwardKernels';
+import { gpuLayerBytes, planGpuForward, type GpuForwardMemoryPlan } from './memoryPlan';
 
 /** Default budget of f32 weight bytes kept on the device across layers and passes. */
 export const DEFAULT_RESIDENT_WEIGHT_BYTES = 2 ** 30;
-/** Largest activation scratch buffer (also capped by the device's binding limit). */
-const MAX_SCRATCH_BYTES = 256 * 2 ** 20;
-/** Largest block of logits computed at once. */
-const MAX_LOGITS_BYTES = 128 * 2 ** 20;
 
 export type GpuMatmulVariant = 'tiled' | 'direct';
 
@@ -48,6 +45,11 @@ export interface GpuLlamaOptions {
    * as lavapipe, where barriers are slow). Default: `direct` on a software adapter, else `tiled`.
    */
   matmul?: GpuMatmulVariant;
+  /**
+   * The device's memory in bytes when the caller knows it (WebGPU has no query for it): a pass whose
+   * estimate exceeds it streams its layers, or is refused before any upload when even that does not fit.
+   */
+  deviceMemoryBytes?: number;
 }
 
 
@@ -100,6 +102,9 @@ export class GpuLlama {
   private resident: { key: string; layers: DeviceLayer[]; head: DeviceHead } | null = null;
   private readonly dummy: GPUBuffer;
   private readonly residentWeightBytes: number;
+  private readonly deviceMemoryBytes: number | null;
+  /** The memory plan of the last pass (made before it created or uploaded anything). */
+  lastPlan: GpuForwardMemoryPlan | null = null;
   readonly matmulVariant: GpuMatmulVariant;
   private readonly matmulKernel: Kernel;
 
@@ -110,23 +115,37 @@ export class GpuLlama {
   ) {
     assertGpuForwardModel(model);
     this.residentWeightBytes = options.residentWeightBytes ?? DEFAULT_RESIDENT_WEIGHT_BYTES;
+    this.deviceMemoryBytes = options.deviceMemoryBytes ?? null;
     this.matmulVariant = options.matmul ?? (isSoftwareAdapter(gpu.description) ? 'direct' : 'tiled');
     this.matmulKernel = this.matmulVariant === 'direct' ? FORWARD_KERNELS.matmulDirect : FORWARD_KERNELS.matmul;
     this.dummy = createStorageBuffer(gpu, 'fwd unused binding', 4);
   }
 
-  /** f32 bytes of every layer, the final norm and the output head. */
+  /** f32 bytes of every layer (q/k/v biases included), the final norm and the output head. */
   weightBytes(): number {
     const c = this.model.config;
-    const qWidth = c.numHeads * c.headDim;
-    const kvWidth = c.numKvHeads * c.headDim;
-    const layer = c.hiddenSize * (2 * qWidth + 2 * kvWidth) + 3 * c.hiddenSize * c.intermediateSize + 2 * c.hiddenSize;
-    return 4 * (c.numLayers * layer + c.vocabSize * c.hiddenSize + c.hiddenSize);
+    return c.numLayers * gpuLayerBytes(c) + 4 * (c.vocabSize * c.hiddenSize + c.hiddenSize);
   }
 
   /** Whether a pass keeps every weight on the device (true) or streams layers. */
   keepsWeightsResident(): boolean {
     return this.weightBytes() <= this.residentWeightBytes;
+  }
+
+  /**
+   * The device memory a pass over `windows` windows of `ctx` tokens will need and whether its weights
+   * stay resident or stream; throws UnsupportedError (naming the figure and the limit) when it cannot run.
+   */
+  memoryPlan(windows: number, ctx: number, head: 'nll' | 'logits' = 'nll'): GpuForwardMemoryPlan {
+    return planGpuForward({
+      config: this.model.config,
+      windows,
+      ctx,
+      head,
+      limits: this.gpu.limits,
+      residentWeightBytes: this.residentWeightBytes,
+      deviceMemoryBytes: this.deviceMemoryBytes,
+    });
   }
 
   /** Frees the weights kept on the device. The GpuContext itself belongs to the caller. */
@@ -179,20 +198,17 @@ export class GpuLlama {
     const kvWidth = c.numKvHeads * c.headDim;
     const qkvWidth = qWidth + 2 * kvWidth;
     const I = c.intermediateSize;
-    const V = c.vocabSize;
-    const binding = gpu.limits.maxStorageBufferBindingSize;
-    const widest = Math.max(qkvWidth, 2 * I, H, qWidth);
-    const scratchBytes = Math.min(binding, MAX_SCRATCH_BYTES);
-    if (T * widest * 4 > binding) throw new UnsupportedError(`one window of ${T} tokens needs ${T * widest * 4} bytes of activations in one binding; the device allows ${binding}`);
-    if (V * 4 > binding) throw new UnsupportedError(`one row of ${V} logits exceeds the device's binding limit of ${binding} bytes`);
-    const windowsPerChunk = Math.max(1, Math.floor(scratchBytes / (T * widest * 4)));
+    // Everything is sized (and refused) here, before the first buffer or upload.
+    const plan = this.memoryPlan(windows.length, T, head.kind);
+    this.lastPlan = plan;
+    const windowsPerChunk = plan.windowsPerChunk;
     const chunks: { first: number; count: number }[] = [];
     for (let w = 0; w < windows.length; w += windowsPerChunk) chunks.push({ first: w, count: Math.min(windowsPerChunk, windows.length - w) });
     const maxRows = windowsPerChunk * T;
-    const headRows = Math.max(1, Math.min(maxRows, Math.floor(Math.min(binding, MAX_LOGITS_BYTES) / (V * 4))));
+    const headRows = plan.headRows;
     const steps = c.numLayers + 1;
     const key = weightKey(options.quant);
-    const resident = this.keepsWeightsResident();
+    const resident = plan.mode === 'resident';
     if (this.resident !== null && this.resident.key !== key) this.dropResident();
 
     const owned: GPUBuffer[] = [];
