@@ -15,6 +15,7 @@ import { readGgufHeader } from '../../src/core/formats/gguf/reader';
 import { MemoryByteSource } from '../../src/core/io/byteSource';
 import { importanceWeights, readImatrix } from '../../src/core/methods/imatrix';
 import { parseQuantCard } from '../../src/core/quant/quantCard';
+import { isQuantizeJobSpec } from '../../src/protocol/jobs';
 import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
 import { syntheticImatrixBytes } from '../fixtures/oracles/imatrix-synthetic/syntheticImatrix';
 import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
@@ -178,4 +179,12 @@ test('quantize --imatrix refusals: --device gpu, a research target, --method, an
     }
     assert.deepEqual(await readdir(dir), ['synthetic-f32.gguf']);
   }, 'quantlens-cli-imatrix-refuse-');
+});
+
+test('the quantize job spec carries an optional imatrix path, validated as a non-empty string', () => {
+  const base = { kind: 'quantize', request: { input: 'in', target: 'Q4_K_M', output: 'out.gguf' } };
+  assert.equal(isQuantizeJobSpec(base), true);
+  assert.equal(isQuantizeJobSpec({ ...base, imatrix: 'im.gguf' }), true);
+  assert.equal(isQuantizeJobSpec({ ...base, imatrix: '' }), false);
+  assert.equal(isQuantizeJobSpec({ ...base, imatrix: 3 }), false);
 });
