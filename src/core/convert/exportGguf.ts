@@ -31,7 +31,9 @@ import { assertNotSamePath, openAtomicFile, type WriteFaultHook } from '../io/at
 import { withFileSource } from '../io/byteSource';
 import { availableParallelism } from 'node:os';
 import { findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
-import { QuantizePool } from '../quant/ggml/quantPool';
+import type { QuantizePool } from '../quant/ggml/quantPool';
+import { WindowQuantizer, type StagedWindow } from '../quant/ggml/windowQuantizer';
+import { isWasmQuantType, type WasmQuantType } from '../quant/ggml/wasm/ggmlWasm';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
 import { importanceWeights, isImatrixType, quantizeRowsWithImatrix, type Imatrix } from '../methods/imatrix';
@@ -122,7 +124,8 @@ export interface ExportGgufResult {
 }
 
 const MAX_TOKENIZER_BYTES = 256 * 1024 * 1024;
-const DEFAULT_WINDOW_ELEMENTS = 16 * 1024 * 1024;
+/** Small enough that reading, quantizing and writing overlap well within a tensor, large enough for big sequential I/O. */
+const DEFAULT_WINDOW_ELEMENTS = 4 * 1024 * 1024;
 const FLOAT_TYPES = new Set(['F32', 'F16', 'BF16']);
 /** Below this many values to quantize, starting worker threads costs more than it saves. */
 const POOL_MIN_ELEMENTS = 16 * 1024 * 1024;
@@ -323,17 +326,37 @@ export async function exportGguf(
     return FLOAT_TYPES.has(type) || type === item.sourceType ? sum : sum + elementCount(item.shape);
   }, 0);
   const threads = options.threads ?? (quantizedElements >= POOL_MIN_ELEMENTS ? availableParallelism() : 1);
-  const pool = QuantizePool.create(threads);
+  const quantizer = WindowQuantizer.create(threads);
   try {
     const writer = new GgufStreamWriter(file, layout);
     await writer.writeHeader();
     let step = 0;
-    for (const item of plan.items) {
+    const context: StreamContext = { checkpoint, writer, quantizer, readInto: readIntoOf(checkpoint), options, signal, maxWindow, scratch: new Float32Array(0), permuted: new Float32Array(0) };
+    for (let i = 0; i < plan.items.length; ) {
       throwIfAborted(signal, `writing ${options.outputPath}`);
+      // a run of tensors that stream through the window quantizer: reading, quantizing and writing overlap, across tensors too
+      const run: Array<{ item: ExportItem; type: WasmQuantType }> = [];
+      for (let j = i; j < plan.items.length; j++) {
+        const item = plan.items[j]!;
+        const type = plan.choices.get(item.name)!.type;
+        if (weightsByTensor?.has(item.name) === true || !isStreamable(checkpoint, item, type, options)) break;
+        run.push({ item, type });
+      }
+      if (run.length > 0) {
+        await streamTensors(context, run, (name) => progress?.(step++, plan.items.length, name));
+        for (const { item, type } of run) {
+          const { rows, cols } = rowsAndCols(item.shape);
+          results.push({ ...plan.choices.get(item.name)!, shape: item.shape, sourceType: item.source.dtype, bytes: rows * ggmlRowBytesOf(type, cols) });
+        }
+        i += run.length;
+        continue;
+      }
+      const item = plan.items[i]!;
       progress?.(step++, plan.items.length, item.name);
       const choice = plan.choices.get(item.name)!;
-      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal, pool, weightsByTensor?.get(item.name) ?? null);
+      const bytes = await writeTensor(checkpoint, item, choice.type, writer, maxWindow, options, signal, quantizer.pool, weightsByTensor?.get(item.name) ?? null);
       results.push({ ...choice, shape: item.shape, sourceType: item.source.dtype, bytes });
+      i++;
     }
     progress?.(step, plan.items.length, '');
     await writer.finish();
@@ -342,7 +365,7 @@ export async function exportGguf(
     await file.abort();
     throw e;
   } finally {
-    await pool?.close();
+    await quantizer.close();
   }
   return { outputPath: options.outputPath, target: plan.target, fileType: plan.fileType, tensors: results, bytes: layout.fileSize };
 }
@@ -571,4 +594,226 @@ async function writeTensor(
     options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: written, bytes: rows * rowBytes });
   }
   return rows * rowBytes;
+}
+
+function ggmlRowBytesOf(type: GgmlTypeName, cols: number): number {
+  const info = ggmlTypeByName(type)!;
+  return (cols / info.blockSize) * info.typeSize;
+}
+
+/** What the streamed export needs besides the tensors. */
+interface StreamContext {
+  checkpoint: Checkpoint;
+  writer: GgufStreamWriter;
+  quantizer: WindowQuantizer;
+  readInto: ReadRowsInto | null;
+  options: ExportGgufOptions;
+  signal: AbortSignal | undefined;
+  maxWindow: number;
+  /** Reused (one window is filled at a time): rows before and after the Q/K permutation. */
+  scratch: Float32Array;
+  permuted: Float32Array;
+}
+
+/**
+ * Whether a tensor goes through the window quantizer: a WebAssembly block type from values read here.
+ * Precomputed blocks, byte-for-byte copies, float targets and the quantizeWindow (GPU) path keep
+ * writeTensor's loop.
+ */
+function isStreamable(checkpoint: Checkpoint, item: ExportItem, type: GgmlTypeName, options: ExportGgufOptions): type is GgmlTypeName & WasmQuantType {
+  if (!isWasmQuantType(type) || options.quantizeWindow !== undefined) return false;
+  if (options.precomputed?.has(item.source.name) === true) return false;
+  if (checkpoint.format === 'gguf' && item.source.dtype === type && options.onTensor === undefined) return false;
+  const { cols } = rowsAndCols(item.shape);
+  return cols % ggmlTypeByName(type)!.blockSize === 0;
+}
+
+/** Checkpoint.readRowsF32 into a given buffer (see readIntoOf). */
+type ReadRowsInto = (name: string, rowStart: number, rowCount: number, target: Float32Array) => Promise<void>;
+
+/**
+ * The checkpoint's `readRowsF32Into(name, rowStart, rowCount, target)` when it has one: the same values as
+ * readRowsF32, put into `target` (F32 read straight into it), so rows go from the file into WebAssembly
+ * memory. Only a checkpoint that reads its own files defines it; wrappers that change values are plain
+ * objects spreading the opened checkpoint, which does not copy a class method, so they fall back to
+ * readRowsF32 and a copy.
+ */
+function readIntoOf(checkpoint: Checkpoint): ReadRowsInto | null {
+  const method = (checkpoint as { readRowsF32Into?: unknown }).readRowsF32Into;
+  if (typeof method !== 'function') return null;
+  const into = method as ReadRowsInto;
+  return (name, rowStart, rowCount, target) => into.call(checkpoint, name, rowStart, rowCount, target);
+}
+
+/** The row of a Q/K window (starting on a head boundary) that permuteQkRows put at `row`. */
+function permutedFromRow(row: number, headRows: number): number {
+  const head = Math.floor(row / headRows);
+  const within = row - head * headRows;
+  return head * headRows + (within & 1) * (headRows / 2) + (within >> 1);
+}
+
+interface StreamedTensor {
+  item: ExportItem;
+  type: GgmlTypeName & WasmQuantType;
+  rows: number;
+  cols: number;
+  rowBytes: number;
+  headRows: number;
+  /** For onTensor: the whole tensor's values and bytes, in the written row order. */
+  original?: Float32Array;
+  written?: Uint8Array;
+}
+
+interface WindowTask {
+  tensor: StreamedTensor;
+  row: number;
+  rows: number;
+}
+
+function grow(buffer: Float32Array, length: number): Float32Array {
+  return buffer.length >= length ? buffer : new Float32Array(length);
+}
+
+/** Reads rows [task.row, task.row + task.rows) of the tensor into the window's parts (Q/K rows permuted). */
+async function fillWindow(context: StreamContext, task: WindowTask, window: StagedWindow): Promise<void> {
+  const { tensor } = task;
+  const { item, cols } = tensor;
+  const name = item.source.name;
+  const count = task.rows * cols;
+  const permute = item.permuteHeads !== undefined;
+  const readInto = context.readInto;
+  if (readInto !== null && !permute) {
+    // rows go from the file into WebAssembly memory, one read per part (concurrent)
+    await Promise.all(window.parts.map((p) => readInto(name, task.row + p.row, p.rows, p.values)));
+    return;
+  }
+  let values: Float32Array;
+  if (readInto !== null) {
+    context.scratch = grow(context.scratch, count);
+    values = context.scratch.subarray(0, count);
+    await readInto(name, task.row, task.rows, values);
+  } else {
+    values = await context.checkpoint.readRowsF32(name, task.row, task.rows);
+  }
+  if (permute) {
+    const only = window.parts.length === 1 ? window.parts[0]! : null;
+    if (only !== null) {
+      permuteQkRows(values, only.values, task.rows, cols, tensor.headRows);
+      return;
+    }
+    context.permuted = grow(context.permuted, count);
+    const permuted = context.permuted.subarray(0, count);
+    permuteQkRows(values, permuted, task.rows, cols, tensor.headRows);
+    values = permuted;
+  }
+  for (const p of window.parts) p.values.set(values.subarray(p.row * cols, (p.row + p.rows) * cols));
+}
+
+/**
+ * Writes a run of tensors through the window quantizer, in order: window w + 1 is read (into its own
+ * staged memory) while w is quantized and w - 1 written, across tensor boundaries too. The bytes are
+ * written from WebAssembly memory; a window's memory is reused once its bytes are written.
+ */
+async function streamTensors(
+  context: StreamContext,
+  run: Array<{ item: ExportItem; type: GgmlTypeName & WasmQuantType }>,
+  started: (name: string) => void,
+): Promise<void> {
+  const { checkpoint, writer, quantizer, options, signal } = context;
+  const tasks: WindowTask[] = [];
+  for (const { item, type } of run) {
+    const { rows, cols } = rowsAndCols(item.shape);
+    const headRows = item.permuteHeads !== undefined ? rows / item.permuteHeads : 1;
+    if (item.permuteHeads !== undefined && (!Number.isInteger(headRows) || headRows % 2 !== 0)) {
+      throw new UnsupportedError(`${item.source.name}: ${rows} rows do not split into ${item.permuteHeads} heads of an even size`);
+    }
+    let windowRows = Math.max(1, Math.floor(context.maxWindow / cols));
+    if (headRows > 1) windowRows = Math.max(headRows, windowRows - (windowRows % headRows));
+    const tensor: StreamedTensor = { item, type, rows, cols, rowBytes: ggmlRowBytesOf(type, cols), headRows };
+    for (let r = 0; r < rows; r += windowRows) tasks.push({ tensor, row: r, rows: Math.min(windowRows, rows - r) });
+  }
+
+  const stageAndFill = async (task: WindowTask): Promise<StagedWindow> => {
+    const window = await quantizer.stage(task.tensor.type, task.rows, task.tensor.cols);
+    try {
+      await fillWindow(context, task, window);
+    } catch (e) {
+      window.release();
+      throw e;
+    }
+    return window;
+  };
+
+  let writes: Promise<void> = Promise.resolve();
+  let writeFailed = false;
+  let next: Promise<StagedWindow> | null = tasks.length > 0 ? stageAndFill(tasks[0]!) : null;
+  try {
+    for (let k = 0; k < tasks.length; k++) {
+      const task = tasks[k]!;
+      const { tensor } = task;
+      const { item, cols, rowBytes } = tensor;
+      const filled = next!;
+      next = null;
+      const window = await filled;
+      if (signal?.aborted === true || writeFailed) {
+        window.release();
+        await writes; // a failed write throws its own error here
+        throwIfAborted(signal, `writing ${options.outputPath}`);
+      }
+      // read the next window while this one is quantized
+      next = k + 1 < tasks.length ? stageAndFill(tasks[k + 1]!) : null;
+      next?.catch(() => undefined); // awaited in the next step or in `finally`
+      if (task.row === 0) {
+        started(item.name);
+        if (options.onTensor !== undefined) {
+          tensor.original = new Float32Array(tensor.rows * cols);
+          tensor.written = new Uint8Array(tensor.rows * rowBytes);
+        }
+      }
+      let quantized;
+      try {
+        quantized = await window.quantize();
+      } catch (e) {
+        window.release();
+        throw e;
+      }
+      if (quantized.nonFinite >= 0) {
+        const bad = quantized.nonFinite;
+        const part = window.parts.find((p) => bad < (p.row + p.rows) * cols) ?? window.parts[0]!;
+        const value = part.values[bad - part.row * cols];
+        window.release();
+        const localRow = Math.floor(bad / cols);
+        const row = task.row + (item.permuteHeads !== undefined ? permutedFromRow(localRow, tensor.headRows) : localRow);
+        const column = bad % cols;
+        throw new NumericError(`${checkpoint.path}: tensor ${item.source.name} has ${String(value)} at index ${row * cols + column} (row ${row}, column ${column}); refusing to write it`);
+      }
+      if (tensor.original !== undefined && tensor.written !== undefined) {
+        for (const [p, part] of window.parts.entries()) {
+          tensor.original.set(part.values, (task.row + part.row) * cols);
+          tensor.written.set(quantized.bytes[p]!, (task.row + part.row) * rowBytes);
+        }
+      }
+      const last = task.row + task.rows >= tensor.rows;
+      const bytes = quantized.bytes;
+      writes = writes
+        .then(async () => {
+          for (const chunk of bytes) await writer.writeTensorData(item.name, chunk);
+          if (last && tensor.original !== undefined && tensor.written !== undefined) {
+            const { original, written } = tensor;
+            tensor.original = undefined;
+            tensor.written = undefined;
+            options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type: tensor.type, original, quantized: written, bytes: tensor.rows * rowBytes });
+          }
+        })
+        .finally(() => window.release());
+      writes.catch(() => {
+        writeFailed = true;
+      });
+    }
+    await writes;
+  } finally {
+    // on an error: let the read in flight and the queued writes settle before the caller closes the files
+    if (next !== null) await next.then((w) => w.release(), () => undefined);
+    await writes.catch(() => undefined);
+  }
 }

@@ -21,7 +21,7 @@ import { Worker } from 'node:worker_threads';
 import { QuantLensError } from '../../errors';
 import { ggmlTypeByName, type GgmlTypeName } from '../../formats/gguf/ggmlTypes';
 import { quantizeGgml } from './index';
-import { createQuantMemory, ensureMemory, isWasmQuantType, localWasmQuantizer, quantLayout, type QuantMemory } from './wasm/ggmlWasm';
+import { createQuantMemory, ensureMemory, isWasmQuantType, localWasmQuantizer, quantLayout, type QuantLayout, type QuantMemory, type WasmQuantType } from './wasm/ggmlWasm';
 
 /** Worker script beside this module: quantWorker.js in the bundles, quantWorker.ts from source. */
 export function quantWorkerScript(): string | null {
@@ -36,6 +36,8 @@ export function quantWorkerScript(): string | null {
 interface Reply {
   id: number;
   error?: string;
+  /** For a task with `check`: index (from the task's first value) of the first NaN / Inf, or -1. */
+  nonFinite?: number;
 }
 
 interface Lane {
@@ -46,9 +48,14 @@ interface Lane {
 interface Slot {
   worker: Worker;
   lanes: Lane[];
+  /** Lanes the caller names (stagedLane), apart from quantizeRows' own: worker lane id STAGED_LANE_BASE + index. */
+  stagedLanes: QuantMemory[];
   waiting: Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>;
   dead: Error | null;
 }
+
+/** Worker lane ids of staged lanes start here (quantizeRows' own lanes count up from 0). */
+const STAGED_LANE_BASE = 1 << 16;
 
 function isReply(m: unknown): m is Reply {
   return typeof m === 'object' && m !== null && typeof (m as { id?: unknown }).id === 'number';
@@ -69,7 +76,7 @@ export class QuantizePool {
     const slots: Slot[] = [];
     for (let i = 0; i < threads; i++) {
       const worker = script.endsWith('.ts') ? new Worker(`require('tsx/cjs'); require(${JSON.stringify(script)});`, { eval: true }) : new Worker(script);
-      const slot: Slot = { worker, lanes: [], waiting: new Map(), dead: null };
+      const slot: Slot = { worker, lanes: [], stagedLanes: [], waiting: new Map(), dead: null };
       worker.on('message', (m: unknown) => {
         if (!isReply(m)) return;
         const w = slot.waiting.get(m.id);
@@ -151,6 +158,50 @@ export class QuantizePool {
       r0 += n;
     }
     return Promise.all(jobs).then(() => result);
+  }
+
+  /**
+   * The memory of staged lane `lane` of worker `worker` (created and handed to the worker on first use):
+   * a caller that reads values straight into WebAssembly memory stages them there (at quantLayout(heapBase,
+   * ...).input) and calls quantizeStaged. Staged lanes are the caller's to keep apart; quantizeRows never
+   * uses them.
+   */
+  stagedLane(worker: number, lane: number): QuantMemory {
+    const slot = this.slots[worker];
+    if (slot === undefined) throw new QuantLensError('INTERNAL', `quantize pool: no worker ${worker} of ${this.slots.length}`);
+    while (slot.stagedLanes.length <= lane) {
+      const memory = createQuantMemory();
+      slot.stagedLanes.push(memory);
+      slot.worker.postMessage({ kind: 'lane', lane: STAGED_LANE_BASE + slot.stagedLanes.length - 1, memory });
+    }
+    return slot.stagedLanes[lane]!;
+  }
+
+  /** Where staged values and bytes go in a lane's memory. */
+  stagedLayout(type: WasmQuantType, values: number): QuantLayout {
+    return quantLayout(this.heapBase, type, values);
+  }
+
+  /**
+   * Quantizes `values` values already staged in lane `lane` of worker `worker` (at stagedLayout's input;
+   * the bytes go to its output). With `check`, the worker first looks for NaN / Inf and, finding one,
+   * quantizes nothing. Resolves with that index (from the first staged value), or -1.
+   */
+  quantizeStaged(worker: number, lane: number, type: WasmQuantType, values: number, check: boolean): Promise<number> {
+    const slot = this.slots[worker];
+    if (slot === undefined) return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: no worker ${worker}`));
+    if (slot.dead !== null) return Promise.reject(slot.dead);
+    const blockValues = ggmlTypeByName(type)?.blockSize ?? 0;
+    if (blockValues <= 0 || values % blockValues !== 0) return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: ${values} values are not whole ${type} blocks`));
+    const layout = quantLayout(this.heapBase, type, values);
+    const id = this.nextId++;
+    return new Promise<Reply>((resolve, reject) => {
+      slot.waiting.set(id, { resolve, reject });
+      slot.worker.postMessage({ kind: 'task', id, lane: STAGED_LANE_BASE + lane, type, input: layout.input, output: layout.output, blocks: values / blockValues, check });
+    }).then((r) => {
+      if (r.error !== undefined) throw new QuantLensError('INTERNAL', `quantize worker failed: ${r.error}`);
+      return r.nonFinite ?? -1;
+    });
   }
 
   /** Index of a lane of `slot` with no task in flight, adding one (and telling the worker) when all are busy. */

@@ -1,10 +1,13 @@
 /**
  * A quantize worker thread (see quantPool.ts): runs one WebAssembly instance per lane, each over a shared
  * memory the main thread created and fills; a task quantizes in place and replies when the bytes are there.
- * Messages in: { kind: 'lane', lane, memory } then { kind: 'task', id, lane, type, input, output, blocks }
- * (byte offsets in the lane's memory); out: { id } or { id, error }.
+ * Messages in: { kind: 'lane', lane, memory } then { kind: 'task', id, lane, type, input, output, blocks, check? }
+ * (byte offsets in the lane's memory); out: { id, nonFinite } (-1, or the first NaN / Inf's index when
+ * `check`; then nothing was quantized) or { id, error }.
  */
 import { parentPort } from 'node:worker_threads';
+import { ggmlTypeByName } from '../../formats/gguf/ggmlTypes';
+import { findNonFinite } from './index';
 import { GgmlWasmQuantizer, isWasmQuantType, type QuantMemory } from './wasm/ggmlWasm';
 
 interface Task {
@@ -15,6 +18,8 @@ interface Task {
   input: number;
   output: number;
   blocks: number;
+  /** Look for NaN / Inf in the input first (and quantize nothing when there is one). */
+  check?: boolean;
 }
 
 function isMemory(m: unknown): m is QuantMemory {
@@ -24,7 +29,12 @@ function isMemory(m: unknown): m is QuantMemory {
 function isTask(m: unknown): m is Task {
   if (typeof m !== 'object' || m === null) return false;
   const r = m as Record<string, unknown>;
-  return r.kind === 'task' && [r.id, r.lane, r.input, r.output, r.blocks].every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0) && typeof r.type === 'string';
+  return (
+    r.kind === 'task' &&
+    [r.id, r.lane, r.input, r.output, r.blocks].every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0) &&
+    typeof r.type === 'string' &&
+    (r.check === undefined || typeof r.check === 'boolean')
+  );
 }
 
 const lanes = new Map<number, GgmlWasmQuantizer>();
@@ -44,8 +54,16 @@ if (port !== null) {
       const quantizer = lanes.get(m.lane);
       if (quantizer === undefined) throw new Error(`quantize worker: no lane ${m.lane}`);
       if (!isWasmQuantType(m.type)) throw new Error(`quantize worker: type ${m.type} is not a block type`);
+      if (m.check === true) {
+        const values = m.blocks * (ggmlTypeByName(m.type)?.blockSize ?? 0);
+        const nonFinite = findNonFinite(new Float32Array(quantizer.memory.buffer, m.input, values));
+        if (nonFinite >= 0) {
+          port.postMessage({ id: m.id, nonFinite });
+          return;
+        }
+      }
       quantizer.run(m.type, m.input, m.output, m.blocks);
-      port.postMessage({ id: m.id });
+      port.postMessage({ id: m.id, nonFinite: -1 });
     } catch (e) {
       port.postMessage({ id: m.id, error: e instanceof Error ? e.message : String(e) });
     }
