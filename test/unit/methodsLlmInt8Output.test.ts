@@ -17,7 +17,7 @@ import { dequantizeLlmInt8, fakeQuantizeRowsLlmInt8, keptDimsOf, planFromKeptDim
 import { checkMethodRequest, llmInt8PlansFromCheckpoint, runMethodQuantize, type MethodQuantizeSpec } from '../../src/core/methods/methodQuantize';
 import { evaluationOptions, llmInt8ActivationOptions, quantizeWithMethod, type MethodRun } from '../../src/core/methods/quantizeWithMethod';
 import { f16BitsToF32 } from '../../src/core/quant/gptqLayout';
-import { readLlmInt8Linear, readResearchWeight } from '../../src/core/quant/pipeline';
+import { readLlmInt8Linear, readResearchWeight, runQuantize } from '../../src/core/quant/pipeline';
 import { parseQuantCard } from '../../src/core/quant/quantCard';
 import { dequantizedResearchView, openDequantizedCheckpoint } from '../../src/core/quant/researchCheckpoint';
 
@@ -143,6 +143,22 @@ test('quantize --method llm-int8 --to int8 on micro-llama: written -> read equal
       }),
     );
     assert.ok(keptTotal > 0, 'some dims were kept in 16 bit');
+    // The writer's rows are independent: three rows per window gives the same bytes.
+    const keptDims = new Map<string, Int32Array>();
+    await withCheckpoint(microLlamaDir, async (source) => {
+      const model = LlamaModel.fromCheckpoint(source);
+      for (let l = 0; l < model.config.numLayers; l++) for (const role of LINEAR_ROLES) keptDims.set(model.linearTensorName(l, role), keptDimsOf(run.llmInt8Plans.get(`${l}.${siteOf(role)}`)!));
+    });
+    const windowed = join(dir, 'windowed.safetensors');
+    await runQuantize({ input: microLlamaDir, target: 'int8', output: windowed }, { llmInt8: { keptDims, threshold: THRESHOLD }, windowElements: 3 * 64 });
+    assert.ok(Buffer.from(await readFile(windowed)).equals(Buffer.from(await readFile(out))), 'same bytes window by window');
+    // A plan for a tensor the checkpoint does not quantize is refused before anything is written.
+    const stray = new Map([...keptDims, ['model.layers.9.mlp.up_proj.weight', new Int32Array(0)]]);
+    await assert.rejects(runQuantize({ input: microLlamaDir, target: 'int8', output: join(dir, 'stray.safetensors') }, { llmInt8: { keptDims: stray, threshold: 6 } }), /model\.layers\.9\.mlp\.up_proj\.weight, which is not a quantized weight/);
+    const missing = new Map([...keptDims].slice(1));
+    await assert.rejects(runQuantize({ input: microLlamaDir, target: 'int8', output: join(dir, 'missing.safetensors') }, { llmInt8: { keptDims: missing, threshold: 6 } }), /no calibrated 16-bit dimensions for this weight/);
+    await assert.rejects(runQuantize({ input: microLlamaDir, target: 'int4-g32', output: join(dir, 'int4.safetensors') }, { llmInt8: { keptDims, threshold: 6 } }), /give --to int8, not int4-g32/);
+    assert.equal(existsSync(join(dir, 'stray.safetensors')) || existsSync(join(dir, 'missing.safetensors')) || existsSync(join(dir, 'int4.safetensors')), false);
   });
 });
 
