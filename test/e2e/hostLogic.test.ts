@@ -96,7 +96,8 @@ test('every available target maps to a pipeline target; calibrated methods name 
   assert.equal(checkMethodTarget('smoothquant', findTarget('int8')!).id, 'smoothquant');
   assert.equal(checkMethodTarget('smoothquant', findTarget('gguf:Q8_0')!).id, 'smoothquant');
   assert.throws(() => checkMethodTarget('gptq', findTarget('int8')!), /GPTQ cannot write INT8/);
-  assert.throws(() => checkMethodTarget('gptq', findTarget('gguf:Q4_K_M')!), /GPTQ cannot write GGUF Q4_K_M/);
+  assert.equal(checkMethodTarget('gptq', findTarget('gguf:Q4_K_M')!).id, 'gptq');
+  assert.throws(() => checkMethodTarget('gptq', findTarget('gguf:F16')!), /GPTQ cannot write GGUF F16/);
   assert.throws(() => checkMethodTarget('awq', findTarget('gguf:F16')!), /AWQ cannot write GGUF F16/);
   assert.equal(checkMethodTarget('llm-int8', findTarget('int8')!).id, 'llm-int8');
   assert.throws(() => checkMethodTarget('llm-int8', findTarget('int4')!), /LLM\.int8\(\) cannot write INT4/);
