@@ -184,8 +184,8 @@ export class QuantizePool {
 
   /**
    * Quantizes `values` values already staged in lane `lane` of worker `worker` (at stagedLayout's input;
-   * the bytes go to its output). With `check`, the worker first looks for NaN / Inf and, finding one,
-   * quantizes nothing. Resolves with that index (from the first staged value), or -1.
+   * the bytes go to its output). With `check`, NaN / Inf are refused (GgmlWasmQuantizer.runFinite): resolves
+   * with the first one's index (from the first staged value; the bytes are then not to be used), or -1.
    */
   quantizeStaged(worker: number, lane: number, type: WasmQuantType, values: number, check: boolean): Promise<number> {
     const slot = this.slots[worker];

@@ -3,11 +3,9 @@
  * memory the main thread created and fills; a task quantizes in place and replies when the bytes are there.
  * Messages in: { kind: 'lane', lane, memory } then { kind: 'task', id, lane, type, input, output, blocks, check? }
  * (byte offsets in the lane's memory); out: { id, nonFinite } (-1, or the first NaN / Inf's index when
- * `check`; then nothing was quantized) or { id, error }.
+ * `check`; then the bytes are not to be used) or { id, error }.
  */
 import { parentPort } from 'node:worker_threads';
-import { ggmlTypeByName } from '../../formats/gguf/ggmlTypes';
-import { findNonFinite } from './index';
 import { GgmlWasmQuantizer, isWasmQuantType, type QuantMemory } from './wasm/ggmlWasm';
 
 interface Task {
@@ -55,12 +53,8 @@ if (port !== null) {
       if (quantizer === undefined) throw new Error(`quantize worker: no lane ${m.lane}`);
       if (!isWasmQuantType(m.type)) throw new Error(`quantize worker: type ${m.type} is not a block type`);
       if (m.check === true) {
-        const values = m.blocks * (ggmlTypeByName(m.type)?.blockSize ?? 0);
-        const nonFinite = findNonFinite(new Float32Array(quantizer.memory.buffer, m.input, values));
-        if (nonFinite >= 0) {
-          port.postMessage({ id: m.id, nonFinite });
-          return;
-        }
+        port.postMessage({ id: m.id, nonFinite: quantizer.runFinite(m.type, m.input, m.output, m.blocks) });
+        return;
       }
       quantizer.run(m.type, m.input, m.output, m.blocks);
       port.postMessage({ id: m.id, nonFinite: -1 });

@@ -17,7 +17,6 @@
  */
 import { QuantLensError } from '../../errors';
 import { ggmlTypeByName } from '../../formats/gguf/ggmlTypes';
-import { findNonFinite } from './index';
 import { QuantizePool } from './quantPool';
 import { ensureMemory, GgmlWasmQuantizer, quantLayout, type WasmQuantType } from './wasm/ggmlWasm';
 
@@ -78,9 +77,8 @@ function inlineSlot(): Slot {
         quantize: async () => {
           if (done) throw new QuantLensError('INTERNAL', 'a staged window was quantized twice');
           done = true;
-          const nonFinite = findNonFinite(values);
+          const nonFinite = quantizer.runFinite(type, layout.input, layout.output, count / blockValues);
           if (nonFinite >= 0) return { bytes: [], nonFinite };
-          quantizer.run(type, layout.input, layout.output, count / blockValues);
           return { bytes: [new Uint8Array(quantizer.memory.buffer, layout.output, rows * rowBytes)], nonFinite: -1 };
         },
         release,

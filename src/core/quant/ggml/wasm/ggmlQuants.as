@@ -149,12 +149,40 @@ function quantizeQ8_0Block(x: usize, o: usize): void {
   }
 }
 
+// The first block of the last quantizeQ8_0 / quantizeQ4_0 call holding a NaN or +-Inf, or -1: those two
+// find it on the way (their block maximum is NaN or Inf then), so a caller that refuses such values needs
+// no second pass over the input (see nonFiniteBlock, firstNonFinite for the other types).
+let nonFiniteSeen: i32 = -1;
+
+export function nonFiniteBlock(): i32 {
+  return nonFiniteSeen;
+}
+
+/** Index of the first NaN or +-Inf (exponent bits all ones) among the n f32 values at src, or -1. */
+export function firstNonFinite(src: usize, n: i32): i32 {
+  const exp = i32x4.splat(0x7f800000);
+  const whole = n & ~15;
+  for (let i = 0; i < whole; i += 16) {
+    const p = src + (<usize>i << 2);
+    const a = i32x4.eq(v128.and(v128.load(p), exp), exp);
+    const b = i32x4.eq(v128.and(v128.load(p + 16), exp), exp);
+    const c = i32x4.eq(v128.and(v128.load(p + 32), exp), exp);
+    const d = i32x4.eq(v128.and(v128.load(p + 48), exp), exp);
+    if (v128.any_true(v128.or(v128.or(a, b), v128.or(c, d)))) {
+      for (let j = i; ; j++) if ((load<u32>(src + (<usize>j << 2)) & 0x7f800000) == 0x7f800000) return j;
+    }
+  }
+  for (let j = whole; j < n; j++) if ((load<u32>(src + (<usize>j << 2)) & 0x7f800000) == 0x7f800000) return j;
+  return -1;
+}
+
 /**
  * Q8_0 with SIMD where that is the same computation: for a block of finite values with a finite 1/d,
  * every |x * id| is at most 127 plus a few ulp, so the lanes' roundf and conversion (trunc_sat, narrow)
  * give C's bytes; any other block (NaN, Inf, 1/d overflowing) takes the scalar path.
  */
 export function quantizeQ8_0(src: usize, dst: usize, nb: i32): void {
+  nonFiniteSeen = -1;
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 34;
@@ -162,6 +190,7 @@ export function quantizeQ8_0(src: usize, dst: usize, nb: i32): void {
     const d: f32 = amax / <f32>127.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
     if (!(amax <= f32.MAX_VALUE) || !(id <= f32.MAX_VALUE)) {
+      if (!(amax <= f32.MAX_VALUE) && nonFiniteSeen < 0) nonFiniteSeen = i;
       quantizeQ8_0Block(x, o);
       continue;
     }
@@ -207,6 +236,33 @@ function quantizeQ4_0Block(x: usize, o: usize): void {
   }
 }
 
+/**
+ * C's `max` of Q4_0 / Q5_0: the first value (in element order) whose |x| is the block's largest, amax
+ * (0 when amax is 0). Every such value is +amax or -amax, so the order matters only when both signs occur:
+ * one SIMD pass tells which occur, and only a block with both walks the values in order.
+ */
+@inline function signedMax32(x: usize, amax: f32): f32 {
+  if (!(amax > 0)) return 0;
+  const pos = f32x4.splat(amax);
+  const neg = f32x4.splat(-amax);
+  let anyPos = f32x4.eq(v128.load(x), pos);
+  let anyNeg = f32x4.eq(v128.load(x), neg);
+  for (let k: usize = 16; k < 128; k += 16) {
+    const v = v128.load(x + k);
+    anyPos = v128.or(anyPos, f32x4.eq(v, pos));
+    anyNeg = v128.or(anyNeg, f32x4.eq(v, neg));
+  }
+  const hasPos = v128.any_true(anyPos);
+  const hasNeg = v128.any_true(anyNeg);
+  if (hasPos && !hasNeg) return amax;
+  if (hasNeg && !hasPos) return -amax;
+  for (let j = 0; j < 32; j++) {
+    const v = xAt(x, j);
+    if (Mathf.abs(v) == amax) return v;
+  }
+  return 0;
+}
+
 /** MIN(15, trunc(x * id + 8.5f)) on four lanes (values in 0..16 before the clamp, see quantizeQ4_0). */
 @inline function q4_0Lanes(p: usize, idv: v128): v128 {
   const t = f32x4.add(f32x4.mul(v128.load(p), idv), f32x4.splat(8.5));
@@ -220,23 +276,16 @@ function quantizeQ4_0Block(x: usize, o: usize): void {
  * C's nibbles. Other blocks take the scalar path.
  */
 export function quantizeQ4_0(src: usize, dst: usize, nb: i32): void {
+  nonFiniteSeen = -1;
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 18;
     const amax = absMax32(x);
-    let max: f32 = 0;
-    if (amax > 0) {
-      for (let j = 0; j < 32; j++) {
-        const v = xAt(x, j);
-        if (Mathf.abs(v) == amax) {
-          max = v;
-          break;
-        }
-      }
-    }
+    const max = signedMax32(x, amax);
     const d: f32 = max / <f32>-8.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
     if (!(amax <= f32.MAX_VALUE) || !(Mathf.abs(id) <= f32.MAX_VALUE)) {
+      if (!(amax <= f32.MAX_VALUE) && nonFiniteSeen < 0) nonFiniteSeen = i;
       quantizeQ4_0Block(x, o);
       continue;
     }

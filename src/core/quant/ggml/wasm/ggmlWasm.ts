@@ -178,6 +178,7 @@ export class GgmlWasmQuantizer {
     private readonly dequantizeExports: Record<WasmQuantType, QuantizeExport>,
     private readonly accumulateErrorExport: AccumulateErrorExport,
     private readonly imatrixExport: QuantizeImatrixExport,
+    private readonly nonFiniteExports: { first: (src: number, n: number) => number; seenBlock: () => number },
   ) {}
 
   /** An instance over `memory` (a new one when absent). */
@@ -203,12 +204,32 @@ export class GgmlWasmQuantizer {
       dequantizeExports,
       fn('accumulateError') as unknown as AccumulateErrorExport,
       fn('quantizeRowsImatrix') as unknown as QuantizeImatrixExport,
+      { first: fn('firstNonFinite') as unknown as (src: number, n: number) => number, seenBlock: fn('nonFiniteBlock') as unknown as () => number },
     );
   }
 
   /** Quantizes `blocks` blocks at `input` to `output` (byte offsets in this instance's memory). */
   run(type: WasmQuantType, input: number, output: number, blocks: number): void {
     this.exports[type](input, output, blocks);
+  }
+
+  /**
+   * As run, refusing NaN / +-Inf: returns -1 when the blocks were quantized, else the index (from `input`)
+   * of the first non-finite value (the bytes are then not to be used). Q8_0 / Q4_0 find such a value while
+   * quantizing (their block maximum); the other types look first, in one SIMD pass.
+   */
+  runFinite(type: WasmQuantType, input: number, output: number, blocks: number): number {
+    const values = blocks * BLOCKS[type].values;
+    if (type === 'Q8_0' || type === 'Q4_0') {
+      this.exports[type](input, output, blocks);
+      const block = this.nonFiniteExports.seenBlock();
+      if (block < 0) return -1;
+      return block * 32 + this.nonFiniteExports.first(input + block * 128, 32);
+    }
+    const bad = this.nonFiniteExports.first(input, values);
+    if (bad >= 0) return bad;
+    this.exports[type](input, output, blocks);
+    return -1;
   }
 
   /** The importance-matrix path over rows already in this instance's memory (imatrixLayout offsets). */
