@@ -12,13 +12,20 @@
  * none but the last; the output head is about 20% of tiny-llama's multiply-adds.
  * Wall and CPU time are both printed: the machine may be shared; compare tokens per CPU-second.
  * QL_BENCH_WINDOWS runs fewer windows for trials.
+ * Peak memory of a calibration pass (issue #5: the largest layer plus activations, not the whole
+ * model): a child process (fresh peak RSS) runs `runCalibration` (activation statistics, no output
+ * head) over QL_BENCH_CALIB_TOKENS tokens (default 16,384) of calib.txt, and prints its peak RSS
+ * beside the model's f32 size and the pass's own estimate (LlamaModel.estimatePeakBytes); on
+ * tiny-llama, and on QL_BENCH_CALIB_MODEL too when set (a larger model, e.g. the quantize bench's
+ * generated one, where the weights dominate: `.cache/bench-quantize/llama-.../hf`).
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { cpus, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { loadModel } from '../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../src/core/model/perplexity';
-import { readTextFile } from '../src/core/model/calibration';
+import { readTextFile, runCalibration } from '../src/core/model/calibration';
 import { matmulKernelKind } from '../src/core/model/wasmMatmul';
 import { benchLlamaPerplexityCpu, tinyLlamaGguf, type PeerFigures } from './forwardPeers';
 import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
@@ -120,7 +127,51 @@ async function benchNodeLlamaCpp(ggufPath: string, textPath: string, windows: nu
   }
 }
 
+const CALIB_CHILD_ENV = 'QL_BENCH_FORWARD_CALIB_CHILD';
+
+/** In the child: one calibration pass over `modelPath`, then one line of figures (MiB). */
+async function calibrationChild(modelPath: string, textPath: string, tokens: number): Promise<void> {
+  const lm = await loadModel(modelPath);
+  try {
+    const text = await readTextFile(textPath);
+    const modelF32 = lm.checkpoint.tensors.reduce((n, t) => n + 4 * t.shape.reduce((a, b) => a * b, 1), 0);
+    const before = process.resourceUsage().maxRSS * 1024;
+    const rssBefore = process.memoryUsage().rss;
+    const r = await runCalibration(lm.model, lm.tokenizer, text, { tokens, ctx: CTX });
+    const peak = process.resourceUsage().maxRSS * 1024;
+    const estimate = lm.model.estimatePeakBytes(r.windows, r.windowTokens);
+    const mib = (n: number): string => (n / 2 ** 20).toFixed(1);
+    console.log(
+      `calibration pass (activation statistics, no head) ${modelPath.split(/[\\/]/).slice(-1)[0]}: ${r.tokens} tokens (${r.windows} x ${r.windowTokens}) in ${r.seconds.toFixed(1)} s; ` +
+        `peak RSS ${mib(peak)} MiB (${mib(rssBefore)} MiB after loading, peak before the pass ${mib(before)} MiB: the pass added ${mib(Math.max(0, peak - rssBefore))} MiB); ` +
+        `estimate (largest layer as f32 twice + activations) ${mib(estimate)} MiB, largest layer ${mib(lm.model.largestLayerBytes())} MiB; whole model as f32 ${mib(modelF32)} MiB`,
+    );
+  } finally {
+    await lm.close();
+  }
+}
+
+/** Runs the calibration pass in a fresh process (its own peak RSS) and relays its line. */
+function benchCalibrationPeak(modelPath: string, textPath: string): void {
+  const tokens = Number(process.env.QL_BENCH_CALIB_TOKENS ?? 16384);
+  const script = process.argv[1];
+  if (script === undefined) return;
+  const r = spawnSync(process.execPath, [...process.execArgv, script, 'forward'], {
+    encoding: 'utf8',
+    env: { ...process.env, [CALIB_CHILD_ENV]: JSON.stringify({ modelPath, textPath, tokens }) },
+    maxBuffer: 16 * 2 ** 20,
+  });
+  const line = r.stdout.split('\n').find((l) => l.startsWith('calibration pass'));
+  console.log(line ?? `calibration pass: child failed (exit ${String(r.status)}): ${(r.stderr ?? '').trim().split('\n').slice(-2).join(' | ')}`);
+}
+
 export async function benchForward(): Promise<void> {
+  const child = process.env[CALIB_CHILD_ENV];
+  if (child !== undefined) {
+    const { modelPath, textPath, tokens } = JSON.parse(child) as { modelPath: string; textPath: string; tokens: number };
+    await calibrationChild(modelPath, textPath, tokens);
+    return;
+  }
   console.log(`forward bench on ${machineTag()}`);
   const shared = sharedDir();
   const tiny = join(shared, 'models', 'tiny-llama');
@@ -132,10 +183,14 @@ export async function benchForward(): Promise<void> {
   }
   const windows = Number(process.env.QL_BENCH_WINDOWS ?? 64);
   const threads = Number(process.env.QL_BENCH_THREADS ?? 1);
-  // Which runtimes to run (QL_BENCH_FORWARD=cpu,gpu,llama; default all): the CPU path alone takes
+  // Which parts to run (QL_BENCH_FORWARD=calib,cpu,gpu,llama; default all): the CPU path alone takes
   // minutes for 64 windows, which a GPU machine's run may skip.
-  const paths = new Set((process.env.QL_BENCH_FORWARD ?? 'cpu,gpu,llama').split(','));
+  const paths = new Set((process.env.QL_BENCH_FORWARD ?? 'calib,cpu,gpu,llama').split(','));
   console.log(`tiny-llama eval: ${windows} windows x ${CTX} tokens of ${text}; llama.cpp threads ${threads} (QL_BENCH_THREADS), ours single-threaded; runs ${[...paths].join(', ')} (QL_BENCH_FORWARD)`);
+  const calib = join(shared, 'data', 'calib.txt');
+  if (paths.has('calib') && existsSync(calib)) {
+    for (const model of [tiny, process.env.QL_BENCH_CALIB_MODEL]) if (model !== undefined && existsSync(model)) benchCalibrationPeak(model, calib);
+  }
   let oursF32: PeerFigures | null = null;
   let oursQ4: PeerFigures | null = null;
   if (existsSync(tiny)) {
