@@ -38,6 +38,7 @@ import { GpuHessianAccumulator, defaultGptqMatmulVariant, gptqColumnsOnGpu, time
 import { createStorageBuffer } from '../src/core/gpu/kernels';
 import { isSoftwareAdapter } from '../src/core/jobs/computeDevice';
 import { matmul, matmulKernelKind } from '../src/core/model/wasmMatmul';
+import { CancelledError } from '../src/core/errors';
 import { llamaShapeForSize } from './generateLlama';
 import { awqSearchScales } from '../src/core/methods/awq';
 import { evaluationOptions, quantizeWithMethod, type MethodName, type MethodSettings } from '../src/core/methods/quantizeWithMethod';
@@ -188,16 +189,6 @@ function layerLinears(hidden: number, ffn: number, kvWidth: number): LinearShape
   ];
 }
 
-/** Multiply-adds x 2 of all lazy batch updates W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:] of a layer. */
-function lazyUpdateFlops(rows: number, cols: number, blockSize: number): number {
-  let flops = 0;
-  for (let i1 = 0; i1 < cols; i1 += blockSize) {
-    const i2 = Math.min(cols, i1 + blockSize);
-    flops += 2 * rows * (i2 - i1) * (cols - i2);
-  }
-  return flops;
-}
-
 async function timedAsync<T>(fn: () => Promise<T>): Promise<{ value: T; wall: number; cpu: number }> {
   const c0 = process.cpuUsage();
   const t0 = performance.now();
@@ -246,20 +237,41 @@ function stateWithFactor(weight: Float32Array, rows: number, cols: number, hinv:
   };
 }
 
-/** The CPU driver's steps, timed: prepare (Cholesky), column blocks, lazy batch updates. */
-function cpuColumns(state: GptqLayerState): { result: GptqLayerResult; columnBlocks: number; update: number } {
+/** Process CPU time in seconds (all threads: on lavapipe the "GPU" threads are this process's too). */
+function cpuSeconds(): number {
+  const c = process.cpuUsage();
+  return (c.user + c.system) / 1e6;
+}
+
+/** The CPU driver's steps over the first `maxBlocks` blocks, CPU time of the column blocks and of the lazy batch updates. */
+function cpuColumns(state: GptqLayerState, maxBlocks: number): { result: GptqLayerResult | null; columnBlocks: number; update: number } {
   let columnBlocks = 0;
   let update = 0;
-  for (let i1 = 0; i1 < state.cols; i1 += state.blockSize) {
+  let blocks = 0;
+  for (let i1 = 0; i1 < state.cols && blocks < maxBlocks; i1 += state.blockSize, blocks++) {
     const i2 = Math.min(i1 + state.blockSize, state.cols);
-    const t0 = performance.now();
+    const t0 = cpuSeconds();
     const err1 = quantizeColumnBlock(state, i1, i2, columnBlockOf(state, i1, i2));
-    const t1 = performance.now();
+    const t1 = cpuSeconds();
     applyLazyBatchUpdate(state, i1, i2, err1);
-    columnBlocks += (t1 - t0) / 1000;
-    update += (performance.now() - t1) / 1000;
+    columnBlocks += t1 - t0;
+    update += cpuSeconds() - t1;
   }
-  return { result: finishGptq(state), columnBlocks, update };
+  return { result: blocks * state.blockSize >= state.cols ? finishGptq(state) : null, columnBlocks, update };
+}
+
+/** Work of blocks [0, maxBlocks): in-block column updates (rows * count^2) and lazy batch updates, in flops. */
+function blockWork(rows: number, cols: number, blockSize: number, maxBlocks: number): { total: number; lazy: number } {
+  let total = 0;
+  let lazy = 0;
+  let blocks = 0;
+  for (let i1 = 0; i1 < cols && blocks < maxBlocks; i1 += blockSize, blocks++) {
+    const i2 = Math.min(cols, i1 + blockSize);
+    const l = 2 * rows * (i2 - i1) * (cols - i2);
+    lazy += l;
+    total += l + rows * (i2 - i1) ** 2;
+  }
+  return { total, lazy };
 }
 
 function codesDiffer(a: Uint8Array, b: Uint8Array): string {
@@ -348,7 +360,7 @@ async function hessianThroughput(gpu: GpuContext | null, variant: GptqMatmulVari
           worst = Math.max(worst, Math.abs(g.value[i]! - hCpu[i]!));
           max = Math.max(max, Math.abs(hCpu[i]!));
         }
-        gpuText = `${g.wall.toFixed(2)} s wall (incl. upload + readback), ${gflops(flops, g.wall)} = ${((flops / 1e9 / g.wall / peaks.gpu) * 100).toFixed(0)} % of the GPU peak; max |H_gpu - H_cpu| / max |H| = ${(worst / max).toExponential(1)}`;
+        gpuText = `${g.wall.toFixed(2)} s wall (incl. upload + readback), ${gflops(flops, g.wall)} = ${((flops / 1e9 / g.wall / peaks.gpu) * 100).toFixed(0)} % of the GPU peak (${g.cpu.toFixed(2)} CPU s of this process); max |H_gpu - H_cpu| / max |H| = ${(worst / max).toExponential(1)}`;
       } finally {
         acc.destroy();
       }
@@ -365,10 +377,13 @@ interface LayerTimes {
 }
 
 /**
- * One layer's linears, CPU driver vs GPU driver. `hessianFor(cols)` gives a real Hessian (full prepare timed on
- * both), or null: then the column phase runs on a synthetic factor and `choleskySeconds(cols)` is added.
+ * One layer's linears, CPU driver vs GPU driver. `hessianFor(cols)` gives a real Hessian (prepare = the float64
+ * Cholesky, timed on both), or null: then the column phase runs on a synthetic factor and `choleskySeconds(cols)`
+ * is added. With `maxBlocks` below a linear's block count only the first blocks are timed (the GPU driver is
+ * stopped there through its cancel check) and the column phase is extrapolated by the work of all blocks over
+ * the work of the timed ones (said so). Times are process CPU seconds (wall under load is printed too).
  */
-async function gptqLayer(
+export async function gptqLayer(
   label: string,
   linears: LinearShape[],
   gpu: GpuContext | null,
@@ -376,40 +391,65 @@ async function gptqLayer(
   peaks: PeakFigures,
   hessianFor: (cols: number) => Float64Array | null,
   choleskySeconds: (cols: number) => number,
+  maxBlocks: number,
 ): Promise<LayerTimes> {
   const next = seeded(9);
   const totals: LayerTimes = { cpu: 0, gpu: 0 };
   const target = { kind: 'int' as const, bits: 4, groupSize: 128, sym: false };
+  const bs = 128;
   for (const lin of linears) {
     const { rows, cols } = lin;
     const weight = Float32Array.from({ length: rows * cols }, () => next() * 0.05);
     const h = hessianFor(cols);
     const factor = h === null ? syntheticUpperFactor(cols, next) : null;
-    const makeState = (): { state: GptqLayerState; prepare: number } => {
-      const t0 = performance.now();
-      const state = factor === null ? prepareGptq(weight, rows, cols, h!, { target }) : stateWithFactor(weight, rows, cols, factor, 128);
-      return { state, prepare: factor === null ? (performance.now() - t0) / 1000 : choleskySeconds(cols) };
+    const makeState = (signal?: AbortSignal): { state: GptqLayerState; prepare: number } => {
+      const t0 = cpuSeconds();
+      const state = factor === null ? prepareGptq(weight, rows, cols, h!, { target, signal }) : { ...stateWithFactor(weight, rows, cols, factor, bs), signal };
+      return { state, prepare: factor === null ? cpuSeconds() - t0 : choleskySeconds(cols) };
     };
-    const flops = lazyUpdateFlops(rows, cols, 128);
+    const allBlocks = Math.ceil(cols / bs);
+    const timedBlocks = Math.min(allBlocks, maxBlocks);
+    const work = blockWork(rows, cols, bs, allBlocks);
+    const timedWork = blockWork(rows, cols, bs, timedBlocks);
+    const scale = work.total / timedWork.total;
+    const partial = timedBlocks < allBlocks ? ` [${timedBlocks} of ${allBlocks} blocks timed, column phase x${scale.toFixed(2)} EXTRAPOLATED by work]` : '';
+    const prepLabel = factor === null ? 'prepare (Cholesky)' : 'Cholesky (see above)';
+
     const cpuPrepared = makeState();
-    const c = timed(() => cpuColumns(cpuPrepared.state));
-    const cpuTotal = cpuPrepared.prepare + c.wall;
+    const c = timed(() => cpuColumns(cpuPrepared.state, timedBlocks));
+    const cpuColumnsTime = c.cpu * scale;
+    const cpuTotal = cpuPrepared.prepare + cpuColumnsTime;
     totals.cpu += cpuTotal;
-    const prepLabel = factor === null ? 'prepare (Cholesky)' : 'Cholesky (extrapolated/measured separately)';
     let gpuText = 'no GPU';
     if (gpu !== null) {
-      const gpuPrepared = makeState();
-      const g = await timedAsync(() => gptqColumnsOnGpu(gpu, gpuPrepared.state, { matmul: variant }));
-      const t = g.value.timing;
-      const gpuTotal = gpuPrepared.prepare + g.wall;
+      // Stops the driver at the start of block `timedBlocks` (quantizeColumnBlock reads `aborted` once per block).
+      let reads = 0;
+      const controller = new AbortController();
+      Object.defineProperty(controller.signal, 'aborted', { get: () => ++reads > timedBlocks });
+      const gpuPrepared = makeState(timedBlocks < allBlocks ? controller.signal : undefined);
+      const g = await timedAsync(async () => {
+        try {
+          return await gptqColumnsOnGpu(gpu, gpuPrepared.state, { matmul: variant });
+        } catch (e) {
+          if (e instanceof CancelledError) return null;
+          throw e;
+        }
+      });
+      // lavapipe computes on this process's threads: its CPU time is the device's; a real GPU's is wall time.
+      const software = isSoftwareAdapter(gpu.description);
+      const gpuColumnsTime = (software ? g.cpu : g.wall) * scale;
+      const gpuTotal = gpuPrepared.prepare + gpuColumnsTime;
       totals.gpu += gpuTotal;
-      gpuText =
-        `${gpuTotal.toFixed(2)} s (${prepLabel} ${gpuPrepared.prepare.toFixed(2)}, upload ${t.upload.toFixed(2)}, column blocks ${t.columnBlocks.toFixed(2)}, ` +
-        `device wait ${t.deviceWait.toFixed(2)}: update >= ${gflops(flops, Math.max(t.deviceWait, 1e-6))} not hidden by the CPU's column work; ${codesDiffer(c.value.result.codes, g.value.codes)})`;
+      const t = g.value?.timing;
+      const detail =
+        t === undefined
+          ? ''
+          : `: upload ${t.upload.toFixed(2)}, column blocks ${t.columnBlocks.toFixed(2)}, device wait ${t.deviceWait.toFixed(2)} s wall; ${codesDiffer(c.value.result!.codes, g.value!.codes)}`;
+      gpuText = `${gpuTotal.toFixed(2)} s (${prepLabel} ${gpuPrepared.prepare.toFixed(2)}, columns ${gpuColumnsTime.toFixed(2)} ${software ? "CPU s of this process incl. lavapipe's threads" : 's wall'}, ${(g.wall * scale).toFixed(2)} s wall${detail}; lazy updates at ${gflops(timedWork.lazy, software ? g.cpu : g.wall)} or better)`;
     }
     console.log(
-      `${label} GPTQ W4 g128 ${lin.name} ${rows}x${cols}: CPU ${cpuTotal.toFixed(2)} s wall (${prepLabel} ${cpuPrepared.prepare.toFixed(2)}, column blocks ${c.value.columnBlocks.toFixed(2)}, ` +
-        `lazy updates ${c.value.update.toFixed(2)} = ${gflops(flops, c.value.update)}, ${((flops / 1e9 / c.value.update / peaks.cpu) * 100).toFixed(0)} % of the CPU peak) | GPU ${gpuText}`,
+      `${label} GPTQ W4 g128 ${lin.name} ${rows}x${cols}${partial}: CPU ${cpuTotal.toFixed(2)} s (${prepLabel} ${cpuPrepared.prepare.toFixed(2)}, column blocks ${(c.value.columnBlocks * scale).toFixed(2)}, ` +
+        `lazy updates ${(c.value.update * scale).toFixed(2)} = ${gflops(timedWork.lazy, c.value.update)}, ${((timedWork.lazy / 1e9 / c.value.update / peaks.cpu) * 100).toFixed(1)} % of the CPU peak; ${(c.wall * scale).toFixed(2)} s wall) | GPU ${gpuText}`,
     );
   }
   return totals;
@@ -446,16 +486,19 @@ async function calibrationMemory(): Promise<void> {
     const layerWeights = 4 * (H * q + 2 * H * kv + q * H + 3 * H * I);
     // The calibration's buffers: hidden states, contexts and SwiGLU activations of all windows (f32), plus per-window scratch.
     const activations = 4 * tokens * (H + q + I);
-    // The widest site's statistics: float64 sum, f32 chunk product and f32 chunk copy (HessianAccumulator), and H itself.
+    // The widest site: HessianAccumulator (f64 sum, f32 product, f32 chunk), H (f64), and prepareGptq's f64 copies and
+    // Cholesky temporaries (damped H, L, L^-1, H^-1, its L, Hinv: 6 n^2), plus the f64 weights / dequantized copies of
+    // its largest linear.
     const widest = Math.max(H, q, I);
-    const hessian = widest * widest * (8 + 4 + 8) + widest * 256 * 4;
-    const modelF32 = 4 * c.numLayers * (layerWeights / 4) + 4 * c.vocabSize * H * (c.tieWordEmbeddings ? 1 : 2);
+    const hessian = widest * widest * (8 + 4 + 8 + 6 * 8) + widest * 256 * 4 + 2 * 8 * H * I;
+    const outputs = c.numLayers * layerWeights;
+    const modelF32 = outputs + 4 * c.vocabSize * H * (c.tieWordEmbeddings ? 1 : 2);
     const MB = 1e6;
     console.log(
       `calibration memory (tiny-llama, GPTQ W4 g128, ${windows} x ${ctx} tokens, CPU, ${t.wall.toFixed(0)} s): RSS ${(before / MB).toFixed(0)} MB before, ` +
         `peak sampled ${(peak / MB).toFixed(0)} MB (+${((peak - before) / MB).toFixed(0)} MB), process maxRSS ${(maxRss / MB).toFixed(0)} MB (was ${(peakBefore / MB).toFixed(0)} MB before); ` +
-        `one layer: weights ${(layerWeights / MB).toFixed(1)} MB f32 + activations ${(activations / MB).toFixed(1)} MB + Hessian ${(hessian / MB).toFixed(1)} MB = ${((layerWeights + activations + hessian) / MB).toFixed(1)} MB; ` +
-        `the whole model in f32 ${(modelF32 / MB).toFixed(0)} MB`,
+        `one layer's working set: weights ${(layerWeights / MB).toFixed(1)} MB f32 + activations ${(activations / MB).toFixed(1)} MB + Hessian and Cholesky temporaries ${(hessian / MB).toFixed(1)} MB = ${((layerWeights + activations + hessian) / MB).toFixed(1)} MB; ` +
+        `plus the method's output, every layer's rewritten weights ${(outputs / MB).toFixed(1)} MB f32; the whole model in f32 ${(modelF32 / MB).toFixed(0)} MB`,
     );
   } finally {
     await loaded.close();
@@ -488,7 +531,7 @@ export async function benchGptqSpeed(): Promise<void> {
       acc.addRows(Float32Array.from({ length: 2048 * cols }, () => next()), 2048);
       hessians.set(cols, acc.hessian());
     }
-    const tiny = await gptqLayer('tiny-llama', layerLinears(384, 1024, 128), gpu, variant, peaks, (cols) => hessians.get(cols) ?? null, () => 0);
+    const tiny = await gptqLayer('tiny-llama', layerLinears(384, 1024, 128), gpu, variant, peaks, (cols) => hessians.get(cols) ?? null, () => 0, Infinity);
     const tinyLayers = 8;
     console.log(
       `GPTQ per tiny-llama layer (7 linears, Hessians given): CPU ${tiny.cpu.toFixed(2)} s, GPU ${gpu === null ? 'n/a' : `${tiny.gpu.toFixed(2)} s`}; ` +
@@ -500,32 +543,33 @@ export async function benchGptqSpeed(): Promise<void> {
     const kvWidth = (shape.hidden / shape.heads) * shape.kvHeads;
     const timedLayers = Math.min(shape.layers, positiveOption('gptq-layers', 'QUANTLENS_BENCH_GPTQ_LAYERS', 1));
     const measureAll = process.env.QUANTLENS_BENCH_GPTQ_CHOLESKY === 'measure';
+    const maxBlocks = positiveOption('gptq-blocks', 'QUANTLENS_BENCH_GPTQ_BLOCKS', 4);
     const cholesky = new Map<number, number>();
     const measureCholesky = (cols: number): number => {
       const h = new Float64Array(cols * cols);
       const r = seeded(cols);
       for (let i = 0; i < cols; i++) for (let j = 0; j <= i; j++) h[i * cols + j] = h[j * cols + i] = (i === j ? cols : 0) + r() * 0.5;
-      const t0 = performance.now();
+      const t0 = cpuSeconds();
       prepareGptq(new Float32Array(cols), 1, cols, h, { target: { kind: 'int', bits: 4, groupSize: 128, sym: false } });
-      return (performance.now() - t0) / 1000;
+      return cpuSeconds() - t0;
     };
     cholesky.set(shape.hidden, measureCholesky(shape.hidden));
-    console.log(`1 GB model: prepareGptq (damping + float64 Cholesky, inverse, Cholesky) of a ${shape.hidden}-wide Hessian: ${cholesky.get(shape.hidden)!.toFixed(1)} s (measured)`);
+    console.log(`1 GB model: prepareGptq (damping + float64 Cholesky, inverse, Cholesky) of a ${shape.hidden}-wide Hessian: ${cholesky.get(shape.hidden)!.toFixed(1)} CPU s (measured; the same on both paths)`);
     if (measureAll) {
       cholesky.set(shape.ffn, measureCholesky(shape.ffn));
-      console.log(`1 GB model: prepareGptq of a ${shape.ffn}-wide Hessian: ${cholesky.get(shape.ffn)!.toFixed(1)} s (measured)`);
+      console.log(`1 GB model: prepareGptq of a ${shape.ffn}-wide Hessian: ${cholesky.get(shape.ffn)!.toFixed(1)} CPU s (measured)`);
     } else {
       cholesky.set(shape.ffn, cholesky.get(shape.hidden)! * (shape.ffn / shape.hidden) ** 3);
-      console.log(`1 GB model: prepareGptq of a ${shape.ffn}-wide Hessian: ~${cholesky.get(shape.ffn)!.toFixed(0)} s (EXTRAPOLATED as n^3 from the ${shape.hidden}-wide one; QUANTLENS_BENCH_GPTQ_CHOLESKY=measure measures it)`);
+      console.log(`1 GB model: prepareGptq of a ${shape.ffn}-wide Hessian: ~${cholesky.get(shape.ffn)!.toFixed(0)} CPU s (EXTRAPOLATED as n^3 from the ${shape.hidden}-wide one; QUANTLENS_BENCH_GPTQ_CHOLESKY=measure measures it)`);
     }
     let big: LayerTimes = { cpu: 0, gpu: 0 };
     for (let l = 0; l < timedLayers; l++) {
-      const t = await gptqLayer(`1GB layer ${l}`, layerLinears(shape.hidden, shape.ffn, kvWidth), gpu, variant, peaks, () => null, (cols) => cholesky.get(cols) ?? 0);
+      const t = await gptqLayer(`1GB layer ${l}`, layerLinears(shape.hidden, shape.ffn, kvWidth), gpu, variant, peaks, () => null, (cols) => cholesky.get(cols) ?? 0, maxBlocks);
       big = { cpu: big.cpu + t.cpu, gpu: big.gpu + t.gpu };
     }
     const perLayer = { cpu: big.cpu / timedLayers, gpu: big.gpu / timedLayers };
     console.log(
-      `GPTQ per 1 GB-model layer (hidden ${shape.hidden}, FFN ${shape.ffn}, ${shape.layers} layers, ${timedLayers} timed; column phase measured on a synthetic factor, Cholesky as above): ` +
+      `GPTQ per 1 GB-model layer (hidden ${shape.hidden}, FFN ${shape.ffn}, ${shape.layers} layers, ${timedLayers} timed; column phase on a synthetic factor, the first ${maxBlocks} blocks of each linear timed and the rest extrapolated by work; Cholesky as above): ` +
         `CPU ${perLayer.cpu.toFixed(1)} s, GPU ${gpu === null ? 'n/a' : `${perLayer.gpu.toFixed(1)} s`}; per model (x${shape.layers}, ${timedLayers < shape.layers ? 'EXTRAPOLATED from the timed layers' : 'all layers timed'}): ` +
         `CPU ${((perLayer.cpu * shape.layers) / 60).toFixed(1)} min, GPU ${gpu === null ? 'n/a' : `${((perLayer.gpu * shape.layers) / 60).toFixed(1)} min`} (plus the calibration forward pass)`,
     );
