@@ -38,10 +38,20 @@ export function temporaryPathFor(finalPath: string): string {
   return join(dirname(finalPath), `.${basename(finalPath)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
 }
 
+/**
+ * A large output is flushed to disk while it is written: after every SYNC_EVERY_BYTES a datasync starts
+ * in the background (one at a time), so the final fsync waits for the last stretch only, not for the
+ * whole file (the disk works while the writer computes).
+ */
+const SYNC_EVERY_BYTES = 64 * 1024 * 1024;
+
 class AtomicFileImpl implements AtomicFile {
   position = 0;
   private closed = false;
   private settled = false;
+  private syncedUpTo = 0;
+  private syncing: Promise<void> | null = null;
+  private syncError: unknown = null;
   constructor(
     readonly finalPath: string,
     readonly tempPath: string,
@@ -65,12 +75,28 @@ class AtomicFileImpl implements AtomicFile {
       throw new IoError(`${this.finalPath}: cannot write ${bytes.byteLength} bytes at offset ${this.position} (${errnoCode(e)})`, e);
     }
     this.position += bytes.byteLength;
+    if (this.syncing === null && this.position - this.syncedUpTo >= SYNC_EVERY_BYTES) {
+      const upTo = this.position;
+      this.syncing = this.handle.datasync().then(
+        () => {
+          this.syncedUpTo = upTo;
+          this.syncing = null;
+        },
+        (e: unknown) => {
+          this.syncError = e;
+          this.syncing = null;
+        },
+      );
+    }
+    if (this.syncError !== null) throw new IoError(`${this.finalPath}: cannot flush the written bytes to disk (${errnoCode(this.syncError)})`, this.syncError);
   }
 
   async commit(): Promise<void> {
     if (this.settled) throw new IoError(`${this.finalPath}: already committed or aborted`);
     if (this.options.signal?.aborted) throw new CancelledError(`writing ${this.finalPath} was cancelled`);
     try {
+      await this.syncing;
+      if (this.syncError !== null) throw this.syncError;
       await this.handle.sync();
       this.closed = true;
       await this.handle.close();
@@ -83,6 +109,7 @@ class AtomicFileImpl implements AtomicFile {
 
   async abort(): Promise<void> {
     this.settled = true;
+    await this.syncing;
     if (!this.closed) {
       this.closed = true;
       await this.handle.close().catch(() => undefined);
