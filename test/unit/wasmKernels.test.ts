@@ -5,15 +5,19 @@ import { causalAttention, swiglu } from '../../src/core/model/kernels';
 import {
   attentionByMatmul,
   attentionScratch,
+  headNll,
   logSumExpRows,
   matmul,
   matmulKernelKind,
   matmulResident,
+  matmulResidentShared,
+  matmulSwiglu,
   residentWeight,
   swigluF32,
   trimWasmHeap,
   vectorExp,
 } from '../../src/core/model/wasmMatmul';
+import { windowNll } from '../../src/core/model/perplexity';
 
 /** Deterministic values in [-1, 1). */
 function values(n: number, seed: number): Float32Array {
@@ -181,4 +185,56 @@ test('trimWasmHeap keeps a heap that holds live resident weights, and after a dr
   matmul(x, w, again, rows, inner, outs);
   assert.deepEqual(again, expected);
   assert.throws(() => matmulResident(x, resident, again, rows), InvalidArgumentError);
+});
+
+test('headNll: the same sum of -log softmax at the targets as windowNll over matmulResident logits (bit for bit), across a chunk boundary; bad targets refused', () => {
+  const inner = 64, vocab = 1000, rows = 131;
+  const x = values(rows * inner, 11);
+  const head = residentWeight(values(vocab * inner, 12), vocab, inner);
+  try {
+    const ids = Int32Array.from({ length: rows + 1 }, (_, i) => (i * 7919 + 3) % vocab);
+    // windowNll scores rows t < rows of a window of rows + 1 tokens against ids[t + 1].
+    const logits = new Float32Array((rows + 1) * vocab);
+    const xWindow = new Float32Array((rows + 1) * inner);
+    xWindow.set(x);
+    matmulResident(xWindow, head, logits, rows + 1);
+    const expected = windowNll(logits, rows + 1, vocab, ids);
+    assert.equal(headNll(x, head, rows, ids.subarray(1)), expected);
+    // A few rows only (one partial chunk).
+    assert.equal(headNll(x, head, 3, ids.subarray(1)), windowNll(logits.subarray(0, 4 * vocab), 4, vocab, ids.subarray(0, 4)));
+    assert.throws(() => headNll(x, head, 2, Int32Array.of(5, vocab)), (e: unknown) => e instanceof InvalidArgumentError && /outside the vocabulary \(1000\)/.test(e.message));
+    assert.throws(() => headNll(x, head, 4, Int32Array.of(1, 2, 3)), (e: unknown) => e instanceof InvalidArgumentError && /4 rows but 3 targets/.test(e.message));
+  } finally {
+    head.release();
+  }
+});
+
+test('matmulResidentShared and matmulSwiglu give the bits of separate matmulResident calls and swigluF32', () => {
+  const rows = 37, inner = 48;
+  const x = values(rows * inner, 21);
+  const weights = [8, 16, 4].map((outs, i) => residentWeight(values(outs * inner, 30 + i), outs, inner));
+  try {
+    const shared = weights.map((w) => new Float32Array(rows * w.outs));
+    matmulResidentShared(x, weights, shared, rows);
+    weights.forEach((w, i) => {
+      const alone = new Float32Array(rows * w.outs);
+      matmulResident(x, w, alone, rows);
+      assert.deepEqual(shared[i], alone);
+    });
+    const [gate, up] = [weights[1]!, residentWeight(values(16 * inner, 40), 16, inner)];
+    try {
+      const act = new Float32Array(rows * 16);
+      matmulSwiglu(x, gate, up, act, rows);
+      const g = new Float32Array(rows * 16);
+      const u = new Float32Array(rows * 16);
+      matmulResident(x, gate, g, rows);
+      matmulResident(x, up, u, rows);
+      swigluF32(g, u, rows * 16);
+      assert.deepEqual(act, g);
+    } finally {
+      up.release();
+    }
+  } finally {
+    for (const w of weights) w.release();
+  }
 });

@@ -220,18 +220,17 @@ function runTiled(s: WasmState, xAt: number, wAt: number, outAt: number, rows: n
   // Tile sizes: whole blocks, at least one block, about TILE_BYTES of x and of w each.
   const tileRows = Math.max(BLOCK_ROWS, Math.floor(TILE_BYTES / rowBytes / BLOCK_ROWS) * BLOCK_ROWS);
   const tileOuts = Math.max(BLOCK_OUTS, Math.floor(TILE_BYTES / rowBytes / BLOCK_OUTS) * BLOCK_OUTS);
-  for (let t0 = 0; t0 < rows; t0 += tileRows) {
+  const tile = (t0: number, j0: number): void => {
     const tRows = Math.min(tileRows, rows - t0);
     const blockRows = tRows - (tRows % BLOCK_ROWS);
-    for (let j0 = 0; j0 < outs; j0 += tileOuts) {
-      const jOuts = Math.min(tileOuts, outs - j0);
-      const xPtr = xAt + t0 * rowBytes;
-      const wPtr = wAt + j0 * rowBytes;
-      const oPtr = outAt + 4 * (t0 * outs + j0);
-      if (blockRows > 0) k.block(xPtr, wPtr, oPtr, blockRows, jOuts, outs, rowBytes);
-      if (blockRows < tRows) k.single(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outs, tRows - blockRows, jOuts, outs, rowBytes);
-    }
-  }
+    const jOuts = Math.min(tileOuts, outs - j0);
+    const xPtr = xAt + t0 * rowBytes;
+    const wPtr = wAt + j0 * rowBytes;
+    const oPtr = outAt + 4 * (t0 * outs + j0);
+    if (blockRows > 0) k.block(xPtr, wPtr, oPtr, blockRows, jOuts, outs, rowBytes);
+    if (blockRows < tRows) k.single(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outs, tRows - blockRows, jOuts, outs, rowBytes);
+  };
+  for (let t0 = 0; t0 < rows; t0 += tileRows) for (let j0 = 0; j0 < outs; j0 += tileOuts) tile(t0, j0);
 }
 
 function fitsWasm(s: WasmState | null, inner: number, outs: number, extraBytes: number): s is WasmState {
@@ -438,14 +437,23 @@ function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out:
   const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(d)).buffer)[0]!;
   const group = heads / kvHeads;
   const qh = qhAt / 4, kh = khAt / 4, vT = vTAt / 4;
+  // Head gathers as plain loops: a subarray per row would allocate rows x heads objects per layer.
   for (let kvh = 0; kvh < kvHeads; kvh++) {
     for (let t = 0; t < rows; t++) {
       const src = t * kvWidth + kvh * d;
-      heap.set(k.subarray(src, src + d), kh + t * d);
-      for (let i = 0; i < d; i++) heap[vT + i * rows + t] = v[src + i]!;
+      const dst = kh + t * d;
+      for (let i = 0; i < d; i++) {
+        const value = v[src + i]!;
+        heap[dst + i] = k[src + i]!;
+        heap[vT + i * rows + t] = value;
+      }
     }
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
-      for (let t = 0; t < rows; t++) heap.set(q.subarray(t * qWidth + h * d, t * qWidth + (h + 1) * d), qh + t * d);
+      for (let t = 0; t < rows; t++) {
+        const src = t * qWidth + h * d;
+        const dst = qh + t * d;
+        for (let i = 0; i < d; i++) heap[dst + i] = q[src + i]!;
+      }
       for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
         const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
         const cols = Math.min(rows, Math.ceil((t0 + tileRows) / 4) * 4);
@@ -540,8 +548,11 @@ export function logSumExpRows(x: Float32Array, rows: number, cols: number, out: 
   }
 }
 
-/** Rows of logits computed at once by headNll (64 x a 32k vocabulary = 8 MiB of heap). */
-const HEAD_CHUNK_ROWS = 64;
+/**
+ * Rows of logits computed at once by headNll (128 x a 32k vocabulary = 16 MiB of heap). Fewer rows
+ * per chunk stream the head's weights from memory more often: 16 rows made tiny-llama's head 1.5x slower.
+ */
+const HEAD_CHUNK_ROWS = 128;
 
 /**
  * Scores rows of the output head without handing the logits out: with logits = x W^T
