@@ -169,7 +169,7 @@ test('refusals exit 2 with one line and write nothing', async () => {
       [['--method', 'gptq', '--calib', calibFile, '--to', 'int8'], /GPTQ-layout target/],
       [['--method', 'awq', '--calib', calibFile, '--to', 'nf4'], /GPTQ-layout target/],
       [['--method', 'gptq', '--calib', calibFile, '--to', 'Q4_0', '--act-order'], /32 consecutive columns/],
-      [['--method', 'gptq', '--calib', calibFile, '--to', 'Q4_K_M'], /Q4_0 or Q8_0/],
+      [['--method', 'gptq', '--calib', calibFile, '--to', 'F16'], /a float type has no grid/],
       [['--method', 'llm-int8', '--calib', calibFile, '--to', 'int4-g32'], /llm-int8 writes vector-wise INT8.*give --to int8/],
       [['--method', 'gptq', '--calib', calibFile, '--to', 'int4-g32', '--bits', '8'], /disagrees/],
       [['--method', 'awq', '--calib', calibFile, '--to', 'int4-g32', '--alpha', '0.5'], /--alpha applies to --method smoothquant/],
