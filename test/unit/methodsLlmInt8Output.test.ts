@@ -280,3 +280,28 @@ test('reader: missing, mistyped or mis-shaped LLM.int8() tensors are FormatError
     assert.throws(() => planFromKeptDims(8, Int32Array.from([8])), InvalidArgumentError);
   });
 });
+
+test('the dequantized view runs every research layout: F32 weights = readResearchWeight (row ranges too), layout tensors hidden, the model loads', async () => {
+  await withTempDir(async (dir) => {
+    const name = 'model.layers.1.mlp.down_proj.weight';
+    for (const target of ['int8', 'int8-zp', 'int4-g32', 'int3-g128', 'nf4', 'fp8']) {
+      const out = join(dir, target); // a folder: config.json beside the weights, for the model
+      await runQuantize({ input: microLlamaDir, target, output: out, ...(target === 'int3-g128' ? { groupSize: 64 } : {}) });
+      await withCheckpoint(out, async (stored) => {
+        const view = await dequantizedResearchView(stored);
+        const entry = view.tensors.find((t) => t.name === name);
+        assert.deepEqual([entry?.dtype, entry?.shape], ['F32', [64, 192]], target);
+        assert.equal(view.tensors.filter((t) => t.name === name).length, 1, `${target}: one entry`);
+        assert.ok(!view.tensors.some((t) => /\.(qweight|qzeros|scales|g_idx|weight_scale|weight_zero_point|absmax|quant_map|SCB)$|quant_state/.test(t.name)), `${target}: layout tensors hidden`);
+        const whole = await readResearchWeight(stored, name, target === 'int3-g128' ? 3 : 4);
+        assert.ok(bitsOf(await view.readRowsF32(name)).every((v, i) => v === bitsOf(whole)[i]), `${target}: whole tensor`);
+        assert.deepEqual([...(await view.readRowsF32(name, 10, 3))], [...whole.subarray(10 * 192, 13 * 192)], `${target}: rows 10..12`);
+        await assert.rejects(view.readRowsF32(name, 63, 2), InvalidArgumentError);
+        const model = LlamaModel.fromCheckpoint(view);
+        assert.equal(model.config.numLayers, 2);
+        assert.deepEqual([...(await view.readRowsF32('model.norm.weight'))], [...(await stored.readRowsF32('model.norm.weight'))], `${target}: other tensors pass through`);
+        if (target === 'int4-g32') await assert.rejects(view.readRowsF32('model.layers.1.mlp.down_proj.qweight'), /part of a quantized layout/);
+      });
+    }
+  });
+});
