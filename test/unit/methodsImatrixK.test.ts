@@ -123,7 +123,7 @@ test('exportGguf with an imatrix entry of the wrong length: FormatError naming t
   }, 'quantlens-imatrix-bad-');
 });
 
-test('tiny-llama (HF BF16) Q4_K_M and Q4_0 with our imatrix: every tensor equals llama-quantize --imatrix (K fallbacks, the Q4_0 ffn_down guard)', { skip: tinyLlamaDir.skip }, async () => {
+test('tiny-llama (HF BF16) Q4_K_M, Q4_0 and Q2_K with our imatrix: every tensor equals llama-quantize --imatrix (K fallbacks, the Q4_0 ffn_down guard)', { skip: tinyLlamaDir.skip }, async () => {
   const folder = join(fixturesDir, 'oracles', 'imatrix-tiny-llama');
   const oracle = JSON.parse(readFileSync(join(folder, 'llama-quantize-imatrix.json'), 'utf8')) as { outputs: Record<string, { tensors: Record<string, { type: string; sha256: string }> }> };
   const imatrixPath = join(folder, 'tiny-llama-imatrix.gguf');
