@@ -18,7 +18,9 @@ import { parseQuantCard } from '../../src/core/quant/quantCard';
 import { isQuantizeJobSpec } from '../../src/protocol/jobs';
 import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
 import { syntheticImatrixBytes } from '../fixtures/oracles/imatrix-synthetic/syntheticImatrix';
-import { fixturesDir, microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
+import { fixturesDir, microLlamaDir, microLlamaF32Gguf, tinyLlamaDir } from '../helpers/paths';
+import { runImatrix } from '../../src/cli/commands/imatrix';
+import { CancelledError } from '../../src/core/errors';
 import { captureIo, withTempDir } from '../helpers/scoped';
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
@@ -187,4 +189,30 @@ test('the quantize job spec carries an optional imatrix path, validated as a non
   assert.equal(isQuantizeJobSpec({ ...base, imatrix: 'im.gguf' }), true);
   assert.equal(isQuantizeJobSpec({ ...base, imatrix: '' }), false);
   assert.equal(isQuantizeJobSpec({ ...base, imatrix: 3 }), false);
+});
+
+test('quantize --dry-run --imatrix shows the imatrix plan: the Q4_0 preset puts blk.0.ffn_down (first n_layer/8) in Q4_1 on tiny-llama', { skip: tinyLlamaDir.skip }, async () => {
+  const imatrixPath = join(fixturesDir, 'oracles', 'imatrix-tiny-llama', 'tiny-llama-imatrix.gguf');
+  const plan = async (extra: string[]): Promise<Map<string, string>> => {
+    const c = captureIo();
+    assert.equal(await main(['quantize', tinyLlamaDir.path, '--to', 'Q4_0', '-o', 'never-written.gguf', '--dry-run', '--json', ...extra], c.io), 0, c.err.join('\n'));
+    const parsed = JSON.parse(c.out.join('\n')) as { tensors: { name: string; type: string }[] };
+    return new Map(parsed.tensors.map((t) => [t.name, t.type]));
+  };
+  const withImatrix = await plan(['--imatrix', imatrixPath]);
+  const without = await plan([]);
+  assert.equal(withImatrix.get('blk.0.ffn_down.weight'), 'Q4_1');
+  assert.equal(withImatrix.get('blk.1.ffn_down.weight'), 'Q4_0');
+  assert.equal(without.get('blk.0.ffn_down.weight'), 'Q4_0');
+});
+
+test('quantlens imatrix cancelled before the pass ends: CancelledError, nothing written', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'im.gguf');
+    const controller = new AbortController();
+    controller.abort();
+    const c = captureIo();
+    await assert.rejects(runImatrix([microLlamaDir, '--calib', join(fixturesDir, 'calib-64k.txt'), '-o', out, '--ctx', '128', '--chunks', '4'], c.io, controller.signal), CancelledError);
+    assert.deepEqual(await readdir(dir), []);
+  }, 'quantlens-cli-imatrix-cancel-');
 });
