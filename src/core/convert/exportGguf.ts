@@ -15,9 +15,13 @@
  * llama.cpp's order (by layer, then name), each quantized with the `_ref` quantizers. A GGUF input keeps its
  * KVs and is dequantized first when its tensors change type (a warning says it is requantizing).
  *
- * Streaming: one window of rows (at most `maxWindowElements` values) of one tensor is held at a time, and
- * the output goes to a temporary file in the output folder, fsynced and renamed at the end. The source is
- * only ever opened for reading. NaN / Inf in a tensor is refused with the tensor name and the value index.
+ * Streaming: windows of rows (at most `maxWindowElements` values each) go through a WindowQuantizer:
+ * at most three are held at once (one read, one quantized, one written), so reading window w + 1 and
+ * writing w - 1 overlap quantizing w, across tensor boundaries too. Values are staged in WebAssembly
+ * memory (read straight into it when the checkpoint has readRowsF32Into) and bytes written from there.
+ * The output goes to a temporary file in the output folder, flushed as it grows, fsynced and renamed at
+ * the end. The source is only ever opened for reading. NaN / Inf in a tensor is refused with the tensor
+ * name and the value index (in the source's row order).
  */
 import { basename, dirname, extname, join } from 'node:path';
 import { stat } from 'node:fs/promises';
@@ -63,7 +67,7 @@ export interface ExportGgufOptions {
   onWarning?: (message: string) => void;
   /** Called after each tensor is written; asking for it keeps that tensor's values in memory twice. */
   onTensor?: (report: GgufExportTensorReport) => void;
-  /** Most values read, quantized and written in one step (default 16 M). */
+  /** Most values read, quantized and written in one step (default 4 M). */
   maxWindowElements?: number;
   /** Test seam: called before every write; throwing simulates a failing disk. */
   onBeforeWrite?: WriteFaultHook;
