@@ -7,9 +7,10 @@
  * Same weights on both sides: tiny-llama (BF16 safetensors; ours computes in f32) against llama.cpp
  * on the F32 and BF16 GGUFs of the same tensors (written by our quantize into .cache/bench-forward/),
  * and tiny-llama-Q4_K_M.gguf on both (ours dequantizes it layer by layer to f32).
- * Work per token is not identical: ours computes the output head for all 256 positions (all are
- * scored), llama-perplexity for the 128 it scores, node-llama-cpp (evaluate without generating) for
- * none but the last; the output head is about 20% of tiny-llama's multiply-adds.
+ * Work per token is not identical: ours computes the output head for the 255 positions it scores
+ * (all but the last; the logits stay in the kernels' heap, LlamaModel.runNll), llama-perplexity for
+ * the 128 it scores, node-llama-cpp (evaluate without generating) for none but the last; the output
+ * head is about 20% of tiny-llama's multiply-adds.
  * Wall and CPU time are both printed: the machine may be shared; compare tokens per CPU-second.
  * QL_BENCH_WINDOWS runs fewer windows for trials.
  * Peak memory of a calibration pass (issue #5: the largest layer plus activations, not the whole
