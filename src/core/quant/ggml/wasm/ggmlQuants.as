@@ -1604,6 +1604,123 @@ function imMakeQkx3Quants(n: i32, nmax: i32, x: usize, weights: usize, l: usize,
   return scale;
 }
 
+/**
+ * imMakeQkx3Quants for four groups of n at once, one group per SIMD lane (values side by side in XT_PTR,
+ * weights in WT_PTR, as makeQkx2Quantsx4; make_qkx3_quants with weights is make_qkx2_quants with rdelta
+ * as a parameter). Every lane does the scalar function's f32 operations in C's order (sums sequential over
+ * i within a lane; a lane's min changes only when its own step wins); branches are per-lane selects; the one
+ * shortcut is exact: when no lane's levels changed since the previous step, its sums, candidate and error
+ * are the previous step's, which cannot beat the best. Writes L (0..nmax) at l, l + n, ..., the scales at
+ * scales[0..3] and C's the_min (= -min) at mins[0..3].
+ */
+function imMakeQkx3Quantsx4(n: i32, nmax: i32, l: usize, rmin: f32, rdelta: f32, nstep: i32, scales: usize, mins: usize): void {
+  const x0 = v128.load(XT_PTR);
+  let vmin = x0;
+  let vmax = x0;
+  let sumW = v128.load(WT_PTR);
+  let sumX = f32x4.mul(sumW, x0);
+  for (let i = 1; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    vmin = v128.bitselect(xi, vmin, f32x4.lt(xi, vmin));
+    vmax = v128.bitselect(xi, vmax, f32x4.gt(xi, vmax));
+    const wi = v128.load(WT_PTR + (<usize>i << 4));
+    sumW = f32x4.add(sumW, wi);
+    sumX = f32x4.add(sumX, f32x4.mul(wi, xi));
+  }
+  const zero = f32x4.splat(0);
+  vmin = v128.bitselect(zero, vmin, f32x4.gt(vmin, zero));
+  // lanes with max <= min (max == min once min <= 0) return at once in C: L = 0, scale 0
+  const flat = f32x4.le(vmax, vmin);
+  const live = v128.not(flat);
+  let iscale = f32x4.div(f32x4.splat(<f32>nmax), f32x4.sub(vmax, vmin));
+  let scale = f32x4.div(f32x4.splat(1), iscale);
+  let bestMad = zero;
+  for (let i = 0; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    const li = clamp4(nearestInt4(f32x4.mul(iscale, f32x4.sub(xi, vmin))), 0, nmax);
+    v128.store(BEST_LT_PTR + (<usize>i << 4), li);
+    let diff = f32x4.sub(f32x4.add(f32x4.mul(scale, f32x4.convert_i32x4_s(li)), vmin), xi);
+    diff = f32x4.mul(diff, diff);
+    bestMad = f32x4.add(bestMad, f32x4.mul(v128.load(WT_PTR + (<usize>i << 4)), diff));
+  }
+  for (let is = 0; is <= nstep; is++) {
+    iscale = f32x4.div(f32x4.splat(rmin + rdelta * <f32>is + <f32>nmax), f32x4.sub(vmax, vmin));
+    let changed = is == 0 ? i32x4.splat(-1) : i32x4.splat(0);
+    for (let i = 0; i < n; i++) {
+      const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const li = clamp4(nearestInt4(f32x4.mul(iscale, f32x4.sub(xi, vmin))), 0, nmax);
+      const p = LT_PTR + (<usize>i << 4);
+      changed = v128.or(changed, v128.xor(li, v128.load(p)));
+      v128.store(p, li);
+    }
+    if (!v128.any_true(v128.and(changed, live))) continue;
+    let sumL = zero;
+    let sumL2 = zero;
+    let sumXL = zero;
+    for (let i = 0; i < n; i++) {
+      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
+      const wl = f32x4.mul(v128.load(WT_PTR + (<usize>i << 4)), lf);
+      sumL = f32x4.add(sumL, wl);
+      sumL2 = f32x4.add(sumL2, f32x4.mul(wl, lf));
+      sumXL = f32x4.add(sumXL, f32x4.mul(wl, v128.load(XT_PTR + (<usize>i << 4))));
+    }
+    const D = f32x4.sub(f32x4.mul(sumW, sumL2), f32x4.mul(sumL, sumL));
+    const positive = v128.and(f32x4.gt(D, zero), live);
+    if (!v128.any_true(positive)) continue;
+    let thisScale = f32x4.div(f32x4.sub(f32x4.mul(sumW, sumXL), f32x4.mul(sumX, sumL)), D);
+    let thisMin = f32x4.div(f32x4.sub(f32x4.mul(sumL2, sumX), f32x4.mul(sumL, sumXL)), D);
+    const minAbove = f32x4.gt(thisMin, zero);
+    thisMin = v128.bitselect(zero, thisMin, minAbove);
+    thisScale = v128.bitselect(f32x4.div(sumXL, sumL2), thisScale, minAbove);
+    let mad = zero;
+    for (let i = 0; i < n; i++) {
+      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
+      let diff = f32x4.sub(f32x4.add(f32x4.mul(thisScale, lf), thisMin), v128.load(XT_PTR + (<usize>i << 4)));
+      diff = f32x4.mul(diff, diff);
+      mad = f32x4.add(mad, f32x4.mul(v128.load(WT_PTR + (<usize>i << 4)), diff));
+    }
+    const take = v128.and(positive, f32x4.lt(mad, bestMad));
+    if (!v128.any_true(take)) continue;
+    for (let i = 0; i < n; i++) {
+      const p = BEST_LT_PTR + (<usize>i << 4);
+      v128.store(p, v128.bitselect(v128.load(LT_PTR + (<usize>i << 4)), v128.load(p), take));
+    }
+    bestMad = v128.bitselect(mad, bestMad, take);
+    scale = v128.bitselect(thisScale, scale, take);
+    vmin = v128.bitselect(thisMin, vmin, take);
+  }
+  v128.store(scales, v128.bitselect(zero, scale, flat));
+  v128.store(mins, f32x4.neg(vmin));
+  v128.store(MASK_PTR, flat);
+  for (let k = 0; k < 4; k++) {
+    const laneFlat = load<i32>(MASK_PTR + (<usize>k << 2)) != 0;
+    const g = l + <usize>(k * n);
+    for (let i = 0; i < n; i++) {
+      store<u8>(g + <usize>i, laneFlat ? 0 : <u8>load<i32>(BEST_LT_PTR + (<usize>i << 4) + (<usize>k << 2)));
+    }
+  }
+}
+
+/**
+ * Four groups of n values (group k at x + k * n * 4) side by side in XT_PTR, their weights
+ * qw_i * sqrtf(sigma2 + x_i^2) side by side in WT_PTR, and each group's weight sum (in order) at sw[0..3].
+ */
+function imTranspose4Weighted(x: usize, qw: usize, n: i32, sigma2: f32, sw: usize): void {
+  transpose4(x, n, <usize>n << 2);
+  for (let k = 0; k < 4; k++) {
+    const g = x + <usize>(k * n * 4);
+    const q = qw + <usize>(k * n * 4);
+    let sumw: f32 = 0;
+    for (let i = 0; i < n; i++) {
+      const v = fAt(g, i);
+      const w: f32 = fAt(q, i) * Mathf.sqrt(sigma2 + v * v);
+      store<f32>(WT_PTR + (<usize>i << 4) + (<usize>k << 2), w);
+      sumw += w;
+    }
+    store<f32>(sw + (<usize>k << 2), sumw);
+  }
+}
+
 /** make_qp_quants(n, nmax, x, L, quant_weights): non-negative scales on an nmax grid, uint8 L (C's wrap kept). */
 function imMakeQpQuants(n: i32, nmax: i32, x: usize, l: usize, qw: usize): f32 {
   let maxv: f32 = 0;
@@ -1765,11 +1882,10 @@ function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
  */
 function imSuperQ2_K(x: usize, y: usize, qw: usize): void {
   const sigma2: f32 = imSumX2(x, 256) / <f32>256.0;
-  for (let j = 0; j < 16; j++) {
-    const g = x + <usize>j * 64;
-    store<f32>(IM_SW_PTR + (<usize>j << 2), imBlockWeights(g, qw + <usize>j * 64, 16, sigma2));
-    store<f32>(IM_SCALES_PTR + (<usize>j << 2), imMakeQkx3Quants(16, 3, g, IM_W_PTR, IM_L_PTR + <usize>j * 16, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36));
-    store<f32>(IM_MINS_PTR + (<usize>j << 2), imTheMin);
+  // four groups of 16 per pass, one per SIMD lane (imMakeQkx3Quantsx4: the scalar steps in each lane)
+  for (let q = 0; q < 4; q++) {
+    imTranspose4Weighted(x + <usize>q * 256, qw + <usize>q * 256, 16, sigma2, IM_SW_PTR + <usize>q * 16);
+    imMakeQkx3Quantsx4(16, 3, IM_L_PTR + <usize>q * 64, <f32>-0.9, <f32>0.05, 36, IM_SCALES_PTR + <usize>q * 16, IM_MINS_PTR + <usize>q * 16);
   }
   const dm = storeF16(y + 80, imMakeQpQuants(16, 15, IM_SCALES_PTR, IM_LS_PTR, IM_SW_PTR));
   const mm = storeF16(y + 82, imMakeQpQuants(16, 15, IM_MINS_PTR, IM_LM_PTR, IM_SW_PTR));
@@ -1849,11 +1965,9 @@ function imSuperQ3_K(x: usize, y: usize, qw: usize): void {
  */
 function imSuperQ45_K(x: usize, y: usize, qw: usize, nmax: i32): void {
   const sigma2: f32 = (<f32>2.0 * imSumX2(x, 256)) / <f32>256.0;
-  for (let j = 0; j < 8; j++) {
-    const g = x + <usize>j * 128;
-    store<f32>(IM_SW_PTR + (<usize>j << 2), imBlockWeights(g, qw + <usize>j * 128, 32, sigma2));
-    store<f32>(IM_SCALES_PTR + (<usize>j << 2), imMakeQkx3Quants(32, nmax, g, IM_W_PTR, IM_L_PTR + <usize>j * 32, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36));
-    store<f32>(IM_MINS_PTR + (<usize>j << 2), imTheMin);
+  for (let q = 0; q < 2; q++) {
+    imTranspose4Weighted(x + <usize>q * 512, qw + <usize>q * 512, 32, sigma2, IM_SW_PTR + <usize>q * 16);
+    imMakeQkx3Quantsx4(32, nmax, IM_L_PTR + <usize>q * 128, <f32>-0.9, <f32>0.05, 36, IM_SCALES_PTR + <usize>q * 16, IM_MINS_PTR + <usize>q * 16);
   }
   const dBlock = imMakeQpQuants(8, 63, IM_SCALES_PTR, IM_LS_PTR, IM_SW_PTR);
   const mBlock = imMakeQpQuants(8, 63, IM_MINS_PTR, IM_LM_PTR, IM_SW_PTR);
