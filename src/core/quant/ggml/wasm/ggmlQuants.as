@@ -1819,7 +1819,19 @@ function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
   const sigma2: f32 = imSumX2(x, nPerRow) / <f32>nPerRow;
   const nb = nPerRow / 32;
   const blockBytes: usize = kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 22 : 24;
-  for (let ib = 0; ib < nb; ib++) {
+  // Q4_1 / Q5_1: four blocks per SIMD pass (imMakeQkx3Quantsx4, C's scalar steps in each lane); the rest one by one
+  const nbx4 = kind == 1 || kind == 3 ? nb & ~3 : 0;
+  for (let ib = 0; ib < nbx4; ib += 4) {
+    imTranspose4Weighted(x + <usize>ib * 128, qw + <usize>ib * 128, 32, sigma2, IM_SW_PTR);
+    imMakeQkx3Quantsx4(32, kind == 1 ? 15 : 31, IM_L_PTR, <f32>-0.9, <f32>0.05, 36, IM_SCALES_PTR, IM_MINS_PTR);
+    for (let k = 0; k < 4; k++) {
+      const y = o + <usize>(ib + k) * blockBytes;
+      storeF16(y, fAt(IM_SCALES_PTR, k));
+      storeF16(y + 2, -fAt(IM_MINS_PTR, k));
+      imPackQ41Q51(kind, y, IM_L_PTR + <usize>k * 32);
+    }
+  }
+  for (let ib = nbx4; ib < nb; ib++) {
     const xb = x + <usize>ib * 128;
     const y = o + <usize>ib * blockBytes;
     imBlockWeights(xb, qw + <usize>ib * 128, 32, sigma2);
@@ -1845,23 +1857,28 @@ function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
       const d = imMakeQkx3Quants(32, kind == 1 ? 15 : 31, xb, IM_W_PTR, IM_L_PTR, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36);
       storeF16(y, d);
       storeF16(y + 2, -imTheMin);
-      if (kind == 1) {
-        for (let j = 0; j < 16; j++) {
-          store<u8>(y + 4 + <usize>j, <u8>(<i32>load<u8>(IM_L_PTR + <usize>j) | (<i32>load<u8>(IM_L_PTR + <usize>(j + 16)) << 4)));
-        }
-      } else {
-        let qh: u32 = 0;
-        for (let j = 0; j < 16; j++) {
-          const a = <u32>load<u8>(IM_L_PTR + <usize>j);
-          const b = <u32>load<u8>(IM_L_PTR + <usize>(j + 16));
-          store<u8>(y + 8 + <usize>j, <u8>((a & 0x0f) | ((b & 0x0f) << 4)));
-          qh |= ((a & 0x10) >> 4) << <u32>j;
-          qh |= ((b & 0x10) >> 4) << <u32>(j + 16);
-        }
-        store<u32>(y + 4, qh);
-      }
+      imPackQ41Q51(kind, y, IM_L_PTR);
     }
   }
+}
+
+/** The 32 levels at l into a Q4_1 (qs at 4) or Q5_1 (qh at 4, qs at 8) block at y. */
+function imPackQ41Q51(kind: i32, y: usize, l: usize): void {
+  if (kind == 1) {
+    for (let j = 0; j < 16; j++) {
+      store<u8>(y + 4 + <usize>j, <u8>(<i32>load<u8>(l + <usize>j) | (<i32>load<u8>(l + <usize>(j + 16)) << 4)));
+    }
+    return;
+  }
+  let qh: u32 = 0;
+  for (let j = 0; j < 16; j++) {
+    const a = <u32>load<u8>(l + <usize>j);
+    const b = <u32>load<u8>(l + <usize>(j + 16));
+    store<u8>(y + 8 + <usize>j, <u8>((a & 0x0f) | ((b & 0x0f) << 4)));
+    qh |= ((a & 0x10) >> 4) << <u32>j;
+    qh |= ((b & 0x10) >> 4) << <u32>(j + 16);
+  }
+  store<u32>(y + 4, qh);
 }
 
 /** Packs 256 2-bit levels (L at IM_L_PTR) as Q2_K / Q3_K qs: byte j/4 + l holds L[j+l], L[j+l+32] << 2, ... */
