@@ -22,7 +22,7 @@ import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows } from '../../src/core/model/perplexity';
 import { CancelledError, GpuUnavailableError } from '../../src/core/errors';
 import { ComputeDevice } from '../../src/core/jobs/computeDevice';
-import { gptqOnDevice } from '../../src/core/jobs/gptqDevice';
+import { gptqOnDevice, gptqOnLazyDevice } from '../../src/core/jobs/gptqDevice';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 import { normalRng } from '../helpers/random';
 
@@ -310,4 +310,33 @@ test('gptqOnDevice: the GPU driver on a held device; under auto a lost device re
   } finally {
     required.dispose();
   }
+});
+
+test('gptqOnLazyDevice opens its device at the first layer only, once, and disposes it', async (t) => {
+  const shared = await gpuOrSkip(t);
+  if (shared === null) return;
+  const rows = 32;
+  const cols = 128;
+  const acc = new HessianAccumulator(cols);
+  acc.addRows(correlatedRows(512, cols, 41), 512);
+  const h = acc.hessian();
+  const next = normalRng(42);
+  const weight = Float32Array.from({ length: rows * cols }, () => next() * 0.05);
+  const options: GptqOptions = { target: { kind: 'int', bits: 4, groupSize: 64, sym: false }, blockSize: 64 };
+  let opens = 0;
+  let device: ComputeDevice | null = null;
+  const lazy = gptqOnLazyDevice(async () => {
+    opens++;
+    device = await ComputeDevice.open('gpu', () => {});
+    return device;
+  });
+  assert.equal(lazy.deviceUsed(), 'cpu');
+  lazy.dispose(); // nothing opened: nothing to release
+  assert.equal(opens, 0);
+  const [a, b] = await Promise.all([lazy.run(weight, rows, cols, h, options), lazy.run(weight, rows, cols, h, options)]);
+  assert.equal(opens, 1);
+  assert.deepEqual(a.codes, b.codes);
+  assert.equal(lazy.deviceUsed(), 'gpu');
+  lazy.dispose();
+  assert.equal((device as ComputeDevice | null)?.gpu, null, 'disposed');
 });

@@ -36,3 +36,25 @@ export function gptqOnDevice(device: ComputeDevice): GptqOnDevice {
     );
   return { run, deviceUsed: () => (layers.gpu > 0 ? (layers.cpu > 0 ? 'gpu+cpu' : 'gpu') : 'cpu') };
 }
+
+/**
+ * gptqOnDevice with the device opened when the first layer runs, so that a run refused before calibration (bad
+ * arguments, unreadable text) opens no device and says nothing about one. `dispose()` releases it.
+ */
+export function gptqOnLazyDevice(open: () => Promise<ComputeDevice>): GptqOnDevice & { dispose(): void } {
+  let opened: Promise<{ device: ComputeDevice; onDevice: GptqOnDevice }> | null = null;
+  let device: ComputeDevice | null = null;
+  let onDevice: GptqOnDevice | null = null;
+  return {
+    run: async (weight, rows, cols, hessian, options) => {
+      opened ??= open().then((d) => {
+        device = d;
+        onDevice = gptqOnDevice(d);
+        return { device: d, onDevice };
+      });
+      return (await opened).onDevice.run(weight, rows, cols, hessian, options);
+    },
+    deviceUsed: () => onDevice?.deviceUsed() ?? 'cpu',
+    dispose: () => device?.dispose(),
+  };
+}
