@@ -1721,6 +1721,95 @@ function imTranspose4Weighted(x: usize, qw: usize, n: i32, sigma2: f32, sw: usiz
   }
 }
 
+/**
+ * imMakeQxQuants for four groups of n at once, one group per SIMD lane (values in XT_PTR, weights in WT_PTR,
+ * side by side): each lane does the scalar function's f32 steps in C's order; branches are per-lane selects;
+ * a candidate whose levels equal the previous candidate's in every lane is skipped (same sums, so the same
+ * decision and the same result). Writes int8 L (l + nmax; 0 for an all-|x| < 1e-15 group) at l, l + n, ...
+ * and the scales at scales[0..3].
+ */
+function imMakeQxQuantsx4(n: i32, nmax: i32, l: usize, scales: usize): void {
+  let max = f32x4.splat(0);
+  let amax = f32x4.splat(0);
+  for (let i = 0; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    const ax = f32x4.abs(xi);
+    const bigger = f32x4.gt(ax, amax);
+    amax = v128.bitselect(ax, amax, bigger);
+    max = v128.bitselect(xi, max, bigger);
+  }
+  const lo = -nmax;
+  const hi = nmax - 1;
+  let iscale = f32x4.div(f32x4.splat(<f32>(-nmax)), max);
+  let sumlx = f32x4.splat(0);
+  let suml2 = f32x4.splat(0);
+  for (let i = 0; i < n; i++) {
+    const xi = v128.load(XT_PTR + (<usize>i << 4));
+    const w = v128.load(WT_PTR + (<usize>i << 4));
+    const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
+    v128.store(BEST_LT_PTR + (<usize>i << 4), li);
+    v128.store(PREV_LT_PTR + (<usize>i << 4), li);
+    const lf = f32x4.convert_i32x4_s(li);
+    sumlx = f32x4.add(sumlx, f32x4.mul(f32x4.mul(w, xi), lf));
+    suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(w, lf), lf));
+  }
+  // scale = suml2 != 0 ? sumlx / suml2 : 0
+  let scale = v128.and(f32x4.div(sumlx, suml2), f32x4.ne(suml2, f32x4.splat(0)));
+  let best = f32x4.mul(scale, sumlx);
+  const fnmax = <f32>nmax;
+  for (let is = -9; is <= 9; is++) {
+    if (is == 0) continue;
+    iscale = f32x4.div(f32x4.splat(-(fnmax + <f32>0.1 * <f32>is)), max);
+    let changed = i32x4.splat(0);
+    for (let i = 0; i < n; i++) {
+      const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
+      const p = PREV_LT_PTR + (<usize>i << 4);
+      changed = v128.or(changed, v128.xor(li, v128.load(p)));
+      v128.store(LT_PTR + (<usize>i << 4), li);
+      v128.store(p, li);
+    }
+    if (!v128.any_true(changed)) continue;
+    let lx = f32x4.splat(0);
+    let l2 = f32x4.splat(0);
+    for (let i = 0; i < n; i++) {
+      const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const w = v128.load(WT_PTR + (<usize>i << 4));
+      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
+      lx = f32x4.add(lx, f32x4.mul(f32x4.mul(w, xi), lf));
+      l2 = f32x4.add(l2, f32x4.mul(f32x4.mul(w, lf), lf));
+    }
+    const take = v128.and(f32x4.gt(l2, f32x4.splat(0)), f32x4.gt(f32x4.mul(lx, lx), f32x4.mul(best, l2)));
+    if (!v128.any_true(take)) continue;
+    for (let i = 0; i < n; i++) {
+      const p = BEST_LT_PTR + (<usize>i << 4);
+      v128.store(p, v128.bitselect(v128.load(LT_PTR + (<usize>i << 4)), v128.load(p), take));
+    }
+    const newScale = f32x4.div(lx, l2);
+    scale = v128.bitselect(newScale, scale, take);
+    best = v128.bitselect(f32x4.mul(newScale, lx), best, take);
+  }
+  const zero = f32x4.lt(amax, f32x4.splat(GROUP_MAX_EPS));
+  v128.store(scales, v128.bitselect(f32x4.splat(0), scale, zero));
+  v128.store(MASK_PTR, zero);
+  for (let k = 0; k < 4; k++) {
+    const laneZero = load<i32>(MASK_PTR + (<usize>k << 2)) != 0;
+    const g = l + <usize>(k * n);
+    for (let i = 0; i < n; i++) {
+      const li = load<i32>(BEST_LT_PTR + (<usize>i << 4) + (<usize>k << 2));
+      store<i8>(g + <usize>i, laneZero ? 0 : <i8>(li + nmax));
+    }
+  }
+}
+
+/** Four groups of n importance weights (group k at qw + k * n * 4) side by side in WT_PTR, as they are. */
+function imTranspose4Raw(qw: usize, n: i32): void {
+  for (let k = 0; k < 4; k++) {
+    const q = qw + <usize>(k * n * 4);
+    for (let i = 0; i < n; i++) store<f32>(WT_PTR + (<usize>i << 4) + (<usize>k << 2), fAt(q, i));
+  }
+}
+
 /** make_qp_quants(n, nmax, x, L, quant_weights): non-negative scales on an nmax grid, uint8 L (C's wrap kept). */
 function imMakeQpQuants(n: i32, nmax: i32, x: usize, l: usize, qw: usize): f32 {
   let maxv: f32 = 0;
@@ -1819,16 +1908,25 @@ function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
   const sigma2: f32 = imSumX2(x, nPerRow) / <f32>nPerRow;
   const nb = nPerRow / 32;
   const blockBytes: usize = kind == 0 ? 18 : kind == 1 ? 20 : kind == 2 ? 22 : 24;
-  // Q4_1 / Q5_1: four blocks per SIMD pass (imMakeQkx3Quantsx4, C's scalar steps in each lane); the rest one by one
-  const nbx4 = kind == 1 || kind == 3 ? nb & ~3 : 0;
+  // four blocks per SIMD pass (imMakeQkx3Quantsx4 / imMakeQxQuantsx4, C's scalar steps in each lane); the rest one by one
+  // Q4_0 / Q5_0 likewise with imMakeQxQuantsx4
+  const nbx4 = nb & ~3;
   for (let ib = 0; ib < nbx4; ib += 4) {
     imTranspose4Weighted(x + <usize>ib * 128, qw + <usize>ib * 128, 32, sigma2, IM_SW_PTR);
-    imMakeQkx3Quantsx4(32, kind == 1 ? 15 : 31, IM_L_PTR, <f32>-0.9, <f32>0.05, 36, IM_SCALES_PTR, IM_MINS_PTR);
+    if (kind == 1 || kind == 3) {
+      imMakeQkx3Quantsx4(32, kind == 1 ? 15 : 31, IM_L_PTR, <f32>-0.9, <f32>0.05, 36, IM_SCALES_PTR, IM_MINS_PTR);
+    } else {
+      imMakeQxQuantsx4(32, kind == 0 ? 8 : 16, IM_L_PTR, IM_SCALES_PTR);
+    }
     for (let k = 0; k < 4; k++) {
       const y = o + <usize>(ib + k) * blockBytes;
       storeF16(y, fAt(IM_SCALES_PTR, k));
-      storeF16(y + 2, -fAt(IM_MINS_PTR, k));
-      imPackQ41Q51(kind, y, IM_L_PTR + <usize>k * 32);
+      if (kind == 1 || kind == 3) {
+        storeF16(y + 2, -fAt(IM_MINS_PTR, k));
+        imPackQ41Q51(kind, y, IM_L_PTR + <usize>k * 32);
+      } else {
+        imPackQ40Q50(kind, y, IM_L_PTR + <usize>k * 32);
+      }
     }
   }
   for (let ib = nbx4; ib < nb; ib++) {
@@ -1838,21 +1936,7 @@ function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
     if (kind == 0 || kind == 2) {
       const d = imMakeQxQuants(32, kind == 0 ? 8 : 16, xb, IM_L_PTR, IM_W_PTR);
       storeF16(y, d);
-      if (kind == 0) {
-        for (let j = 0; j < 16; j++) {
-          store<u8>(y + 2 + <usize>j, <u8>(<i32>load<u8>(IM_L_PTR + <usize>j) | (<i32>load<u8>(IM_L_PTR + <usize>(j + 16)) << 4)));
-        }
-      } else {
-        let qh: u32 = 0;
-        for (let j = 0; j < 16; j++) {
-          const a = <u32>load<u8>(IM_L_PTR + <usize>j);
-          const b = <u32>load<u8>(IM_L_PTR + <usize>(j + 16));
-          store<u8>(y + 6 + <usize>j, <u8>((a & 0x0f) | ((b & 0x0f) << 4)));
-          qh |= ((a & 0x10) >> 4) << <u32>j;
-          qh |= ((b & 0x10) >> 4) << <u32>(j + 16);
-        }
-        store<u32>(y + 2, qh);
-      }
+      imPackQ40Q50(kind, y, IM_L_PTR);
     } else {
       const d = imMakeQkx3Quants(32, kind == 1 ? 15 : 31, xb, IM_W_PTR, IM_L_PTR, IM_LAUX_PTR, <f32>-0.9, <f32>0.05, 36);
       storeF16(y, d);
@@ -1860,6 +1944,25 @@ function imRow32(kind: i32, x: usize, o: usize, nPerRow: i32, qw: usize): void {
       imPackQ41Q51(kind, y, IM_L_PTR);
     }
   }
+}
+
+/** The 32 levels at l into a Q4_0 (qs at 2) or Q5_0 (qh at 2, qs at 6) block at y. */
+function imPackQ40Q50(kind: i32, y: usize, l: usize): void {
+  if (kind == 0) {
+    for (let j = 0; j < 16; j++) {
+      store<u8>(y + 2 + <usize>j, <u8>(<i32>load<u8>(l + <usize>j) | (<i32>load<u8>(l + <usize>(j + 16)) << 4)));
+    }
+    return;
+  }
+  let qh: u32 = 0;
+  for (let j = 0; j < 16; j++) {
+    const a = <u32>load<u8>(l + <usize>j);
+    const b = <u32>load<u8>(l + <usize>(j + 16));
+    store<u8>(y + 6 + <usize>j, <u8>((a & 0x0f) | ((b & 0x0f) << 4)));
+    qh |= ((a & 0x10) >> 4) << <u32>j;
+    qh |= ((b & 0x10) >> 4) << <u32>(j + 16);
+  }
+  store<u32>(y + 2, qh);
 }
 
 /** The 32 levels at l into a Q4_1 (qs at 4) or Q5_1 (qh at 4, qs at 8) block at y. */
@@ -1929,10 +2032,9 @@ function imSuperQ2_K(x: usize, y: usize, qw: usize): void {
  */
 function imSuperQ3_K(x: usize, y: usize, qw: usize): void {
   const sigma2: f32 = (<f32>2.0 * imSumX2(x, 256)) / <f32>256.0;
-  for (let j = 0; j < 16; j++) {
-    const g = x + <usize>j * 64;
-    store<f32>(IM_SW_PTR + (<usize>j << 2), imBlockWeights(g, qw + <usize>j * 64, 16, sigma2));
-    store<f32>(IM_SCALES_PTR + (<usize>j << 2), imMakeQxQuants(16, 4, g, IM_L_PTR + <usize>j * 16, IM_W_PTR));
+  for (let q = 0; q < 4; q++) {
+    imTranspose4Weighted(x + <usize>q * 256, qw + <usize>q * 256, 16, sigma2, IM_SW_PTR + <usize>q * 16);
+    imMakeQxQuantsx4(16, 4, IM_L_PTR + <usize>q * 64, IM_SCALES_PTR + <usize>q * 16);
   }
   const s = y + 96;
   memory.fill(s, 0, 12);
@@ -2075,9 +2177,13 @@ function imSuperQ5_K(x: usize, y: usize, qw: usize): void {
 function imSuperQ6_K(x: usize, y: usize, qw: usize): void {
   let maxScale: f32 = 0;
   let maxAbsScale: f32 = 0;
+  for (let q = 0; q < 4; q++) {
+    transpose4(x + <usize>q * 256, 16, 64);
+    imTranspose4Raw(qw + <usize>q * 256, 16);
+    imMakeQxQuantsx4(16, 32, IM_L_PTR + <usize>q * 64, IM_SCALES_PTR + <usize>q * 16);
+  }
   for (let ib = 0; ib < 16; ib++) {
-    const scale = imMakeQxQuants(16, 32, x + <usize>ib * 64, IM_L_PTR + <usize>ib * 16, qw + <usize>ib * 64);
-    store<f32>(IM_SCALES_PTR + (<usize>ib << 2), scale);
+    const scale = fAt(IM_SCALES_PTR, ib);
     const a = Mathf.abs(scale);
     if (a > maxAbsScale) {
       maxAbsScale = a;
