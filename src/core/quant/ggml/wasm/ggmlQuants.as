@@ -27,6 +27,8 @@ const RDELTA: f32 = 0.1;
 const L_PTR: usize = memory.data(256);
 const SCALES_PTR: usize = memory.data(16 * 4);
 const MINS_PTR: usize = memory.data(16 * 4);
+// A 32-value block's [min, max] (minMax32).
+const MINMAX_PTR: usize = memory.data(8, 8);
 // Four groups side by side for the SIMD searches: element i of group k at [16 * i + 4 * k] (v128 i).
 const XT_PTR: usize = memory.data(32 * 16, 16);
 const WT_PTR: usize = memory.data(32 * 16, 16);
@@ -301,28 +303,92 @@ export function quantizeQ4_0(src: usize, dst: usize, nb: i32): void {
  * Q4_1 (20 bytes: f16 d, f16 m, qs[16]): d = (max - min) / 15, m = min,
  * q = MIN(15, (int8)((x - min) * (1/d) + 0.5f)): truncation, i.e. round half up.
  */
+function quantizeQ4_1Block(x: usize, o: usize): void {
+  let vmin: f32 = f32.MAX_VALUE;
+  let vmax: f32 = -f32.MAX_VALUE;
+  for (let j = 0; j < 32; j++) {
+    const v = xAt(x, j);
+    if (v < vmin) vmin = v;
+    if (v > vmax) vmax = v;
+  }
+  const d: f32 = (vmax - vmin) / <f32>15.0;
+  const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+  storeF16(o, d);
+  storeF16(o + 2, vmin);
+  for (let j = 0; j < 16; j++) {
+    const a: f32 = (xAt(x, j) - vmin) * id;
+    const b: f32 = (xAt(x, j + 16) - vmin) * id;
+    const qa = min<i32>(15, <i32><i8>truncToInt(a + <f32>0.5)) & 0xff;
+    const qb = min<i32>(15, <i32><i8>truncToInt(b + <f32>0.5)) & 0xff;
+    store<u8>(o + 4 + <usize>j, <u8>(qa | (qb << 4)));
+  }
+}
+
+/**
+ * The block's min and max as C's sequential `v < min` / `v > max` give them, when SIMD gives the same:
+ * f32x4.min / max agree with the sequential scan on finite values except for the sign of a zero (C keeps
+ * the first of -0 / +0, the lanes prefer -0 / +0), so a zero min or max, and anything non-finite, returns
+ * false (take the scalar block). `out` gets [min, max].
+ */
+@inline function minMax32(x: usize, out: usize): bool {
+  let lo = v128.load(x);
+  let hi = lo;
+  for (let k: usize = 16; k < 128; k += 16) {
+    const v = v128.load(x + k);
+    lo = f32x4.min(lo, v);
+    hi = f32x4.max(hi, v);
+  }
+  const vmin = min<f32>(min<f32>(f32x4.extract_lane(lo, 0), f32x4.extract_lane(lo, 1)), min<f32>(f32x4.extract_lane(lo, 2), f32x4.extract_lane(lo, 3)));
+  const vmax = max<f32>(max<f32>(f32x4.extract_lane(hi, 0), f32x4.extract_lane(hi, 1)), max<f32>(f32x4.extract_lane(hi, 2), f32x4.extract_lane(hi, 3)));
+  if (!(Mathf.abs(vmin) <= f32.MAX_VALUE) || !(Mathf.abs(vmax) <= f32.MAX_VALUE) || vmin == 0 || vmax == 0) return false;
+  store<f32>(out, vmin);
+  store<f32>(out + 4, vmax);
+  return true;
+}
+
+/** trunc((x - min) * id + 0.5f) on four lanes (values in 0..31.5 for finite blocks, see quantizeQ4_1 / Q5_1). */
+@inline function minLanes(p: usize, minv: v128, idv: v128): v128 {
+  return i32x4.trunc_sat_f32x4_s(f32x4.add(f32x4.mul(f32x4.sub(v128.load(p), minv), idv), f32x4.splat(0.5)));
+}
+
+/**
+ * Q4_1 with SIMD where that is the same computation: for finite values with a finite, non-zero-limited
+ * min / max and finite d and 1/d, (x - min) * id lies in [0, 15] up to a few ulp, so + 0.5 and truncation
+ * stay in 0..15 (then MIN 15) and the lanes give C's nibbles. Other blocks take the scalar path.
+ */
 export function quantizeQ4_1(src: usize, dst: usize, nb: i32): void {
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 20;
-    let vmin: f32 = f32.MAX_VALUE;
-    let vmax: f32 = -f32.MAX_VALUE;
-    for (let j = 0; j < 32; j++) {
-      const v = xAt(x, j);
-      if (v < vmin) vmin = v;
-      if (v > vmax) vmax = v;
+    if (!minMax32(x, MINMAX_PTR)) {
+      quantizeQ4_1Block(x, o);
+      continue;
     }
-    const d: f32 = (vmax - vmin) / <f32>15.0;
+    const vmin = load<f32>(MINMAX_PTR);
+    const d: f32 = (load<f32>(MINMAX_PTR + 4) - vmin) / <f32>15.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    if (!(d <= f32.MAX_VALUE) || !(id <= f32.MAX_VALUE)) {
+      quantizeQ4_1Block(x, o);
+      continue;
+    }
     storeF16(o, d);
     storeF16(o + 2, vmin);
-    for (let j = 0; j < 16; j++) {
-      const a: f32 = (xAt(x, j) - vmin) * id;
-      const b: f32 = (xAt(x, j + 16) - vmin) * id;
-      const qa = min<i32>(15, <i32><i8>truncToInt(a + <f32>0.5)) & 0xff;
-      const qb = min<i32>(15, <i32><i8>truncToInt(b + <f32>0.5)) & 0xff;
-      store<u8>(o + 4 + <usize>j, <u8>(qa | (qb << 4)));
-    }
+    const minv = f32x4.splat(vmin);
+    const idv = f32x4.splat(id);
+    const fifteen = i32x4.splat(15);
+    const lo = narrow16(
+      i32x4.min_s(minLanes(x, minv, idv), fifteen),
+      i32x4.min_s(minLanes(x + 16, minv, idv), fifteen),
+      i32x4.min_s(minLanes(x + 32, minv, idv), fifteen),
+      i32x4.min_s(minLanes(x + 48, minv, idv), fifteen),
+    );
+    const hi = narrow16(
+      i32x4.min_s(minLanes(x + 64, minv, idv), fifteen),
+      i32x4.min_s(minLanes(x + 80, minv, idv), fifteen),
+      i32x4.min_s(minLanes(x + 96, minv, idv), fifteen),
+      i32x4.min_s(minLanes(x + 112, minv, idv), fifteen),
+    );
+    v128.store(o + 4, v128.or(lo, i8x16.shl(hi, 4)));
   }
 }
 
@@ -330,33 +396,73 @@ export function quantizeQ4_1(src: usize, dst: usize, nb: i32): void {
  * Q5_0 (22 bytes: f16 d, u32 qh, qs[16]): as Q4_0 with d = max / -16 and
  * q = MIN(31, (int8)(x * (1/d) + 16.5f)): truncation.
  */
+function quantizeQ5_0Block(x: usize, o: usize): void {
+  let amax: f32 = 0;
+  let max: f32 = 0;
+  for (let j = 0; j < 32; j++) {
+    const v = xAt(x, j);
+    if (amax < Mathf.abs(v)) {
+      amax = Mathf.abs(v);
+      max = v;
+    }
+  }
+  const d: f32 = max / <f32>-16.0;
+  const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+  storeF16(o, d);
+  let qh: u32 = 0;
+  for (let j = 0; j < 16; j++) {
+    const a: f32 = xAt(x, j) * id;
+    const b: f32 = xAt(x, j + 16) * id;
+    const qa = <u32>(min<i32>(31, <i32><i8>truncToInt(a + <f32>16.5)) & 0xff);
+    const qb = <u32>(min<i32>(31, <i32><i8>truncToInt(b + <f32>16.5)) & 0xff);
+    store<u8>(o + 6 + <usize>j, <u8>((qa & 0x0f) | ((qb & 0x0f) << 4)));
+    qh |= ((qa & 0x10) >> 4) << (<u32>j);
+    qh |= ((qb & 0x10) >> 4) << (<u32>j + 16);
+  }
+  store<u32>(o + 2, qh);
+}
+
+/** MIN(31, trunc(x * id + 16.5f)) on four lanes (values in 0..32 before the clamp, see quantizeQ5_0). */
+@inline function q5_0Lanes(p: usize, idv: v128): v128 {
+  const t = f32x4.add(f32x4.mul(v128.load(p), idv), f32x4.splat(16.5));
+  return i32x4.min_s(i32x4.trunc_sat_f32x4_s(t), i32x4.splat(31));
+}
+
+/**
+ * Stores 32 five-bit values (lo: elements 0..15, hi: 16..31, one per byte) as ggml packs them: low nibbles
+ * at qs (element j low, j + 16 high), bit 4 of element j at bit j of the u32 qh.
+ */
+@inline function store5Bits(lo: v128, hi: v128, qh: usize, qs: usize): void {
+  const nibble = i8x16.splat(0x0f);
+  v128.store(qs, v128.or(v128.and(lo, nibble), i8x16.shl(v128.and(hi, nibble), 4)));
+  // bit 4 moved to each byte's top bit, gathered by bitmask
+  const low = <u32>i8x16.bitmask(i8x16.shl(lo, 3));
+  const high = <u32>i8x16.bitmask(i8x16.shl(hi, 3));
+  store<u32>(qh, low | (high << 16));
+}
+
+/**
+ * Q5_0 with SIMD where that is the same computation (as quantizeQ4_0: the signed max from one pass, and
+ * for finite values and a finite 1/d, x * id + 16.5 lies in [0.5, 32.5] up to a few ulp). Other blocks take
+ * the scalar path.
+ */
 export function quantizeQ5_0(src: usize, dst: usize, nb: i32): void {
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 22;
-    let amax: f32 = 0;
-    let max: f32 = 0;
-    for (let j = 0; j < 32; j++) {
-      const v = xAt(x, j);
-      if (amax < Mathf.abs(v)) {
-        amax = Mathf.abs(v);
-        max = v;
-      }
-    }
+    const amax = absMax32(x);
+    const max = signedMax32(x, amax);
     const d: f32 = max / <f32>-16.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
-    storeF16(o, d);
-    let qh: u32 = 0;
-    for (let j = 0; j < 16; j++) {
-      const a: f32 = xAt(x, j) * id;
-      const b: f32 = xAt(x, j + 16) * id;
-      const qa = <u32>(min<i32>(31, <i32><i8>truncToInt(a + <f32>16.5)) & 0xff);
-      const qb = <u32>(min<i32>(31, <i32><i8>truncToInt(b + <f32>16.5)) & 0xff);
-      store<u8>(o + 6 + <usize>j, <u8>((qa & 0x0f) | ((qb & 0x0f) << 4)));
-      qh |= ((qa & 0x10) >> 4) << (<u32>j);
-      qh |= ((qb & 0x10) >> 4) << (<u32>j + 16);
+    if (!(amax <= f32.MAX_VALUE) || !(Mathf.abs(id) <= f32.MAX_VALUE)) {
+      quantizeQ5_0Block(x, o);
+      continue;
     }
-    store<u32>(o + 2, qh);
+    storeF16(o, d);
+    const idv = f32x4.splat(id);
+    const lo = narrow16(q5_0Lanes(x, idv), q5_0Lanes(x + 16, idv), q5_0Lanes(x + 32, idv), q5_0Lanes(x + 48, idv));
+    const hi = narrow16(q5_0Lanes(x + 64, idv), q5_0Lanes(x + 80, idv), q5_0Lanes(x + 96, idv), q5_0Lanes(x + 112, idv));
+    store5Bits(lo, hi, o + 2, o + 6);
   }
 }
 
@@ -364,32 +470,58 @@ export function quantizeQ5_0(src: usize, dst: usize, nb: i32): void {
  * Q5_1 (24 bytes: f16 d, f16 m, u32 qh, qs[16]): d = (max - min) / 31, m = min,
  * q = (uint8)(int)((x - min) * (1/d) + 0.5f): truncation, no clamp (as in C).
  */
+function quantizeQ5_1Block(x: usize, o: usize): void {
+  let vmin: f32 = f32.MAX_VALUE;
+  let vmax: f32 = -f32.MAX_VALUE;
+  for (let j = 0; j < 32; j++) {
+    const v = xAt(x, j);
+    if (v < vmin) vmin = v;
+    if (v > vmax) vmax = v;
+  }
+  const d: f32 = (vmax - vmin) / <f32>31.0;
+  const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+  storeF16(o, d);
+  storeF16(o + 2, vmin);
+  let qh: u32 = 0;
+  for (let j = 0; j < 16; j++) {
+    const a: f32 = (xAt(x, j) - vmin) * id;
+    const b: f32 = (xAt(x, j + 16) - vmin) * id;
+    const qa = <u32>truncToInt(a + <f32>0.5) & 0xff;
+    const qb = <u32>truncToInt(b + <f32>0.5) & 0xff;
+    store<u8>(o + 8 + <usize>j, <u8>((qa & 0x0f) | ((qb & 0x0f) << 4)));
+    qh |= ((qa & 0x10) >> 4) << (<u32>j);
+    qh |= ((qb & 0x10) >> 4) << (<u32>j + 16);
+  }
+  store<u32>(o + 4, qh);
+}
+
+/**
+ * Q5_1 with SIMD where that is the same computation (as quantizeQ4_1: (x - min) * id + 0.5 lies in
+ * [0.5, 31.5] up to a few ulp, so truncation gives 0..31 and no clamp is needed, as in C). Other blocks
+ * take the scalar path.
+ */
 export function quantizeQ5_1(src: usize, dst: usize, nb: i32): void {
   for (let i = 0; i < nb; i++) {
     const x = src + <usize>i * 128;
     const o = dst + <usize>i * 24;
-    let vmin: f32 = f32.MAX_VALUE;
-    let vmax: f32 = -f32.MAX_VALUE;
-    for (let j = 0; j < 32; j++) {
-      const v = xAt(x, j);
-      if (v < vmin) vmin = v;
-      if (v > vmax) vmax = v;
+    if (!minMax32(x, MINMAX_PTR)) {
+      quantizeQ5_1Block(x, o);
+      continue;
     }
-    const d: f32 = (vmax - vmin) / <f32>31.0;
+    const vmin = load<f32>(MINMAX_PTR);
+    const d: f32 = (load<f32>(MINMAX_PTR + 4) - vmin) / <f32>31.0;
     const id: f32 = d != 0 ? <f32>1.0 / d : <f32>0.0;
+    if (!(d <= f32.MAX_VALUE) || !(id <= f32.MAX_VALUE)) {
+      quantizeQ5_1Block(x, o);
+      continue;
+    }
     storeF16(o, d);
     storeF16(o + 2, vmin);
-    let qh: u32 = 0;
-    for (let j = 0; j < 16; j++) {
-      const a: f32 = (xAt(x, j) - vmin) * id;
-      const b: f32 = (xAt(x, j + 16) - vmin) * id;
-      const qa = <u32>truncToInt(a + <f32>0.5) & 0xff;
-      const qb = <u32>truncToInt(b + <f32>0.5) & 0xff;
-      store<u8>(o + 8 + <usize>j, <u8>((qa & 0x0f) | ((qb & 0x0f) << 4)));
-      qh |= ((qa & 0x10) >> 4) << (<u32>j);
-      qh |= ((qb & 0x10) >> 4) << (<u32>j + 16);
-    }
-    store<u32>(o + 4, qh);
+    const minv = f32x4.splat(vmin);
+    const idv = f32x4.splat(id);
+    const lo = narrow16(minLanes(x, minv, idv), minLanes(x + 16, minv, idv), minLanes(x + 32, minv, idv), minLanes(x + 48, minv, idv));
+    const hi = narrow16(minLanes(x + 64, minv, idv), minLanes(x + 80, minv, idv), minLanes(x + 96, minv, idv), minLanes(x + 112, minv, idv));
+    store5Bits(lo, hi, o + 4, o + 8);
   }
 }
 
@@ -1460,9 +1592,10 @@ export function accumulateError(
 
 // ---------------------------------------------------------------------------------------------
 // Importance-matrix paths: ports of ggml-quants.c's quantize_row_<type>_impl with quant_weights (what
-// llama-quantize --imatrix runs for a tensor that has an imatrix entry). Scalar, one C step per f32
-// step in C's order (no SIMD: these run once per export, not in the hot _ref path). `qw` points at
-// n_per_row f32 importance weights, the same for every row (llama.cpp passes one row's worth).
+// llama-quantize --imatrix runs for a tensor that has an imatrix entry). One C step per f32 step in
+// C's order; the scale searches run four groups in the four SIMD lanes (imMakeQkx3Quantsx4,
+// imMakeQxQuantsx4), each lane the scalar steps; make_qp_quants and leftover blocks are scalar. `qw`
+// points at n_per_row f32 importance weights, the same for every row (llama.cpp passes one row's worth).
 // Rounding: nearest_int (ties to even) everywhere; scales and mins to f16 round-to-nearest-even; Q4_0 /
 // Q5_0 levels from make_qx_quants (no truncation rule, unlike their _ref paths).
 
