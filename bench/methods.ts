@@ -9,8 +9,9 @@
  * weights + activations + Hessian (tiny-llama from ../shared, when present). Then AWQ's scale search.
  * Inputs are synthetic (seeded) except the memory part. Wall and CPU time are both printed (the machine
  * may be shared). QUANTLENS_BENCH_GPTQ_LAYERS (default 1) layers of the 1 GB model are timed, the rest
- * extrapolated (said so); its Cholesky of the 5632-wide Hessian is extrapolated from the 2048-wide one
- * (n^3) unless QUANTLENS_BENCH_GPTQ_CHOLESKY=measure.
+ * extrapolated (said so); of each of its linears the first QUANTLENS_BENCH_GPTQ_BLOCKS (default 4) blocks of
+ * 128 columns are timed on a synthetic Hinv and the rest extrapolated by work; its Cholesky of the 5632-wide
+ * Hessian is extrapolated from the 2048-wide one (n^3) unless QUANTLENS_BENCH_GPTQ_CHOLESKY=measure.
  *
  * Quality (`npm run bench -- methods --quality`): the method table of src/core/methods/README.md on
  * ../shared/models/tiny-llama: perplexity on ../shared/data/eval.txt (reference protocol: windows of
