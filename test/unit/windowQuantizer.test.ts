@@ -133,3 +133,18 @@ test('Q4_0: the block maximum with both signs present is the first in element or
     await wq.close();
   }
 });
+
+test('Q4_1 / Q5_1: a zero minimum keeps the sign of the first zero in element order (C scans sequentially)', () => {
+  for (const type of ['Q4_1', 'Q5_1'] as const) {
+    for (const firstZero of [-0, 0]) {
+      const x = new Float32Array(32).fill(0.75);
+      x[3] = firstZero;
+      x[17] = Object.is(firstZero, -0) ? 0 : -0;
+      x[30] = 1.5;
+      const out = new Uint8Array(ggmlByteSize(type, 32));
+      quantizeGgml(type, x, out);
+      const m = new DataView(out.buffer).getUint16(2, true);
+      assert.equal(m, Object.is(firstZero, -0) ? 0x8000 : 0x0000, `${type}, first zero ${Object.is(firstZero, -0) ? '-0' : '+0'}`);
+    }
+  }
+});
