@@ -11,6 +11,7 @@
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
 import { GpuHessianAccumulator, encodeStridedMatmul, gptqQuantizeLayerGpu, type GptqMatmulVariant, type StridedMatmul } from '../../src/core/gpu/gptq';
@@ -20,11 +21,17 @@ import { runLayerwiseCalibration, SITE_ROLES, inputWidth, outputWidth, type Laye
 import { linearModuleName } from '../../src/core/model/forward';
 import { loadModel } from '../../src/core/model/loadModel';
 import { makeWindows } from '../../src/core/model/perplexity';
+import { quantizeWithMethod } from '../../src/core/methods/quantizeWithMethod';
 import { CancelledError, GpuUnavailableError } from '../../src/core/errors';
 import { ComputeDevice } from '../../src/core/jobs/computeDevice';
 import { gptqOnDevice, gptqOnLazyDevice } from '../../src/core/jobs/gptqDevice';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 import { normalRng } from '../helpers/random';
+import { captureIo, withCheckpoint, withTempDir } from '../helpers/scoped';
+import { main } from '../../src/cli/main';
+import { parseCompareArgs } from '../../src/cli/commands/compare';
+import { readResearchWeight } from '../../src/core/quant/pipeline';
+import { parseQuantCard } from '../../src/core/quant/quantCard';
 
 after(releaseSharedGpu);
 
@@ -339,4 +346,73 @@ test('gptqOnLazyDevice opens its device at the first layer only, once, and dispo
   assert.equal(lazy.deviceUsed(), 'gpu');
   lazy.dispose();
   assert.equal((device as ComputeDevice | null)?.gpu, null, 'disposed');
+});
+
+test('quantizeWithMethod GPTQ with its layers on the GPU (gptqOnDevice): micro-llama, the CPU codes up to rare flips', async (t) => {
+  const shared = await gpuOrSkip(t);
+  if (shared === null) return;
+  const loaded = await loadModel(microLlamaDir);
+  try {
+    const ids = loaded.tokenizer.encode(readFileSync(join(fixturesDir, 'calib-64k.txt'), 'utf8'));
+    const windows = makeWindows(ids, 128, 16);
+    const settings = { bits: 4, groupSize: 32 };
+    const cpu = await quantizeWithMethod(loaded.model, windows, 'gptq', settings, { keepGptqResults: true });
+    const device = await ComputeDevice.open('gpu', () => {});
+    try {
+      const onDevice = gptqOnDevice(device);
+      const onGpu = await quantizeWithMethod(loaded.model, windows, 'gptq', settings, { keepGptqResults: true, gptqLayer: onDevice.run });
+      assert.equal(onDevice.deviceUsed(), 'gpu');
+      assert.equal(onGpu.gptqResults.size, 14);
+      let flips = 0;
+      let codes = 0;
+      for (const [name, r] of cpu.gptqResults) {
+        const g = onGpu.gptqResults.get(name);
+        assert.ok(g !== undefined, name);
+        flips += differingFraction(r.codes, g.codes) * r.codes.length;
+        codes += r.codes.length;
+        assert.ok(Math.abs(g.loss - r.loss) <= 0.05 * r.loss, `${name}: loss GPU ${g.loss} vs CPU ${r.loss}`);
+      }
+      console.log(`# quantizeWithMethod on micro-llama: ${flips} of ${codes} codes differ between --device gpu and cpu`);
+      assert.ok(flips / codes < 0.005, `${flips} of ${codes} codes differ`);
+    } finally {
+      device.dispose();
+    }
+  } finally {
+    await loaded.close();
+  }
+});
+
+test('quantize --method gptq --device gpu (job worker, lavapipe included): the card says gpu, the weights are the --device cpu ones up to rare flips; compare --device parses', async (t) => {
+  const shared = await gpuOrSkip(t);
+  if (shared === null) return;
+  const calibFile = join(fixturesDir, 'calib-64k.txt');
+  await withTempDir(async (dir) => {
+    const outs: Record<string, string> = {};
+    for (const device of ['gpu', 'cpu']) {
+      const out = join(dir, device);
+      const c = captureIo();
+      const args = ['quantize', microLlamaDir, '--method', 'gptq', '--calib', calibFile, '--calib-windows', '4', '--to', 'int4-g32', '-o', out, '--device', device];
+      assert.equal(await main(args, c.io), 0, c.err.join('\n'));
+      const card = parseQuantCard(JSON.parse(await readFile(join(out, 'model.safetensors.quant.json'), 'utf8')), 'card');
+      assert.equal(card.recipe.device, device);
+      outs[device] = out;
+    }
+    await withCheckpoint(join(outs.gpu!, 'model.safetensors'), async (onGpu) =>
+      withCheckpoint(join(outs.cpu!, 'model.safetensors'), async (onCpu) => {
+        let differing = 0;
+        let total = 0;
+        for (const name of ['q_proj', 'k_proj', 'v_proj', 'o_proj'].map((p) => `model.layers.1.self_attn.${p}.weight`)) {
+          const g = await readResearchWeight(onGpu, name, 4);
+          const c = await readResearchWeight(onCpu, name, 4);
+          for (let i = 0; i < g.length; i++) if (g[i] !== c[i]) differing++;
+          total += g.length;
+        }
+        assert.ok(differing / total < 0.005, `${differing} of ${total} layer-1 attention weights differ between --device gpu and cpu`);
+      }),
+    );
+  });
+  const parsed = parseCompareArgs(['m', '--calib', 'c', '--eval', 'e', '--device', 'gpu']);
+  assert.ok(parsed !== 'help' && parsed.device === 'gpu');
+  assert.ok(parseCompareArgs(['m', '--calib', 'c', '--eval', 'e']) !== 'help');
+  assert.throws(() => parseCompareArgs(['m', '--calib', 'c', '--eval', 'e', '--device', 'tpu']), /--device must be auto, gpu or cpu, got 'tpu'/);
 });

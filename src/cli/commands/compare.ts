@@ -8,6 +8,9 @@ import { openCheckpoint } from '../../core/formats/openCheckpoint';
 import { LlamaModel } from '../../core/model/forward';
 import { compareMethods, formatCompareTable, loadTokenizer, readTextFile } from '../../core/methods/compare';
 import { isMethodName, METHOD_NAMES, type MethodName } from '../../core/methods/quantizeWithMethod';
+import { ComputeDevice } from '../../core/jobs/computeDevice';
+import { gptqOnLazyDevice } from '../../core/jobs/gptqDevice';
+import { isDeviceChoice, type DeviceChoice } from '../../protocol/jobs';
 import type { CliCommand, CliIo } from '../cliTypes';
 
 const HELP = `usage: quantlens compare <model> --calib <file> --eval <file> [options]
@@ -34,6 +37,10 @@ options:
   --damp <f>              GPTQ damping, fraction of mean diag H (default 0.01)
   --act-order             GPTQ: columns by descending Hessian diagonal
   --sym                   GPTQ: symmetric grid
+  --device auto|gpu|cpu   where GPTQ's column updates run (default auto: the GPU when a hardware WebGPU
+                          adapter exists, falling back to the CPU once, said so, if it fails; a software
+                          renderer such as lavapipe is slower than the CPU and is passed over; gpu: required,
+                          lavapipe included). Calibration, the other methods and perplexity run on the CPU.
   --json                  one JSON object on stdout
   --help                  this text`;
 
@@ -66,11 +73,12 @@ interface CompareArgs {
   actOrder: boolean;
   sym: boolean;
   json: boolean;
+  device: DeviceChoice;
 }
 
 export function parseCompareArgs(args: string[]): CompareArgs | 'help' {
   let model: string | undefined;
-  const parsed: Partial<CompareArgs> & { actOrder: boolean; sym: boolean; json: boolean } = { actOrder: false, sym: false, json: false };
+  const parsed: Partial<CompareArgs> & { actOrder: boolean; sym: boolean; json: boolean; device: DeviceChoice } = { actOrder: false, sym: false, json: false, device: 'auto' };
   for (let i = 0; i < args.length; i++) {
     const a = args[i]!;
     const value = (): string => {
@@ -134,6 +142,12 @@ export function parseCompareArgs(args: string[]): CompareArgs | 'help' {
       case '--json':
         parsed.json = true;
         break;
+      case '--device': {
+        const d = value();
+        if (!isDeviceChoice(d)) throw new InvalidArgumentError(`--device must be auto, gpu or cpu, got '${d}'`);
+        parsed.device = d;
+        break;
+      }
       default:
         if (a.startsWith('-')) throw new InvalidArgumentError(`unknown option ${a}`);
         if (model !== undefined) throw new InvalidArgumentError(`one model only (got '${model}' and '${a}')`);
@@ -172,6 +186,8 @@ async function run(args: string[], io: CliIo): Promise<number> {
     const controller = new AbortController();
     const onSigint = (): void => controller.abort();
     process.once('SIGINT', onSigint);
+    // The device opens at the first GPTQ layer (none when GPTQ is not compared).
+    const onDevice = gptqOnLazyDevice(() => ComputeDevice.open(parsed.device, (line) => io.err(`compare: ${line}`), { softwareAdapter: 'avoid' }));
     try {
       const result = await compareMethods(model, calibIds, evalIds, {
         methods: parsed.methods,
@@ -181,6 +197,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
         calibWindows: parsed.calibWindows,
         evalWindows: parsed.evalWindows,
         extra: { alpha: parsed.alpha, threshold: parsed.threshold, keepFraction: parsed.keepFraction, percDamp: parsed.damp, actOrder: parsed.actOrder, sym: parsed.sym },
+        gptqLayer: onDevice.run,
         signal: controller.signal,
         onStatus: (line) => io.err(`compare: ${line}`),
       });
@@ -188,6 +205,7 @@ async function run(args: string[], io: CliIo): Promise<number> {
         io.out(JSON.stringify({ baseline: { ppl: result.baseline.ppl, bytes: result.baseline.bytes }, rows: result.rows, skipped: result.skipped, calibration: result.calibration, evaluation: result.evaluation }));
       } else io.out(formatCompareTable(result));
     } finally {
+      onDevice.dispose();
       process.off('SIGINT', onSigint);
     }
   } finally {

@@ -42,7 +42,9 @@ options:
                          adapter exists, else the CPU; a software renderer such as lavapipe is slower than
                          the CPU path and is used only with gpu; a GPU that fails mid-job under auto hands
                          over to the CPU and says so once). Same bytes everywhere; the card's
-                         recipe.device says which ran.
+                         recipe.device says which ran. With --method gptq: where GPTQ's column
+                         updates run (same choice and fallback; f32 on the GPU, so a rare code may
+                         differ from the CPU's float64 path); calibration stays on the CPU.
   --threads <n>          GGUF targets: quantizing threads of the CPU path (default: the hardware's
                          threads for models above 16 M quantized values, else 1)
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or

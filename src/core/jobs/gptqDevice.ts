@@ -7,11 +7,9 @@
  * `softwareAdapter: 'avoid'` and everything runs on the CPU: measured slower there (bench methods).
  */
 import { gptqQuantizeLayerGpu } from '../gpu/gptq';
-import { gptqQuantizeLayer, type GptqLayerResult, type GptqOptions } from '../methods/gptq';
+import { gptqQuantizeLayer } from '../methods/gptq';
+import type { GptqLayerRunner } from '../methods/quantizeWithMethod';
 import type { ComputeDevice } from './computeDevice';
-
-/** One linear layer's GPTQ, wherever it runs: the same arguments and result as gptqQuantizeLayer. */
-export type GptqLayerRunner = (weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions) => Promise<GptqLayerResult>;
 
 export interface GptqOnDevice {
   run: GptqLayerRunner;

@@ -29,6 +29,7 @@ import {
 } from '../gpu/researchQuant';
 import { CPU_RESEARCH_CODEC, isGgufTarget, runQuantize, type GgufWindowQuantizer, type QuantizeProgress, type ResearchCodec } from '../quant/pipeline';
 import { ComputeDevice } from './computeDevice';
+import { gptqOnLazyDevice } from './gptqDevice';
 import type { JobContext } from './jobContext';
 import { ProgressTracker } from './progressTracker';
 
@@ -74,24 +75,34 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
     stepTensor = p.tensor;
     tracker.update(phase, stepIndex, p.tensor, bytesDone);
   };
+  // On a software renderer (lavapipe) the CPU path is faster (measured: bench/gpu.ts, bench methods), so auto prefers the CPU there.
+  const softwareAdapter = spec.testFaults?.useSoftwareAdapter === true ? 'use' : 'avoid';
   const method = spec.request.method;
   if (method !== undefined) {
-    if (spec.device === 'gpu') ctx.notice(`--method ${method.method} calibrates and quantizes on the CPU: the GPU path covers plain quantization`);
-    const { result } = await runMethodQuantize(spec.request, method, {
-      signal: ctx.signal,
-      onWarning: ctx.notice,
-      onProgress,
-      // Calibration first, one step per layer; bytes move only once tensors are written.
-      onCalibration: (done, layers) => {
-        tracker.setTensorCount(layers);
-        tracker.update('compute', Math.min(done, layers - 1), `calibrating ${method.method}: layer ${Math.min(done + 1, layers)} of ${layers}`, 0);
-      },
-    });
-    tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
-    return { kind: 'quantize', result };
+    // GPTQ's lazy batch updates run on the GPU when the job holds one (jobs/gptqDevice.ts); the calibration pass
+    // and the other methods run on the CPU.
+    // The device opens at the first GPTQ layer: a run refused before calibration opens none.
+    const onDevice = method.method === 'gptq' ? gptqOnLazyDevice(() => ComputeDevice.open(spec.device ?? 'auto', ctx.notice, { softwareAdapter })) : undefined;
+    if (onDevice === undefined && spec.device === 'gpu') ctx.notice(`--method ${method.method} calibrates and quantizes on the CPU: the GPU path covers plain quantization and GPTQ`);
+    try {
+      const { result } = await runMethodQuantize(spec.request, method, {
+        signal: ctx.signal,
+        onWarning: ctx.notice,
+        onProgress,
+        // Calibration first, one step per layer; bytes move only once tensors are written.
+        onCalibration: (done, layers) => {
+          tracker.setTensorCount(layers);
+          tracker.update('compute', Math.min(done, layers - 1), `calibrating ${method.method}: layer ${Math.min(done + 1, layers)} of ${layers}`, 0);
+        },
+        gptqLayer: onDevice?.run,
+        deviceUsed: onDevice?.deviceUsed,
+      });
+      tracker.update('done', Math.max(0, sizes.size - 1), '', bytesTotal);
+      return { kind: 'quantize', result };
+    } finally {
+      onDevice?.dispose();
+    }
   }
-  // On a software renderer (lavapipe) the CPU path is faster (measured: bench/gpu.ts), so auto prefers the CPU there.
-  const softwareAdapter = spec.testFaults?.useSoftwareAdapter === true ? 'use' : 'avoid';
   // With an importance matrix the work is the CPU's (the GPU kernels run the `_ref` paths only).
   const device = await ComputeDevice.open(imatrix !== undefined ? 'cpu' : (spec.device ?? 'auto'), ctx.notice, { softwareAdapter });
   try {

@@ -41,15 +41,18 @@ export interface SiteContext {
   signal: AbortSignal | undefined;
 }
 
+export type SiteOutcome = void | 'inputs-changed';
+
 export interface LayerwiseMethod {
   /** What to gather at a site (Gram matrix, sampled rows, outlier threshold). */
   statsOptions(site: CalibrationSite): InputStatsOptions;
   /**
    * Called once per layer and site, in order; rewrites the weights in place. Returns 'inputs-changed'
    * when it also rewrote what produces the site's input (AWQ folding into v or up), so that the
-   * kept inputs are recomputed before they are multiplied by the new weights.
+   * kept inputs are recomputed before they are multiplied by the new weights. May be asynchronous (GPTQ on
+   * the GPU): the driver waits for it before the next site.
    */
-  processSite(ctx: SiteContext): void | 'inputs-changed';
+  processSite(ctx: SiteContext): SiteOutcome | Promise<SiteOutcome>;
 }
 
 /** Input width of each linear role. */
@@ -128,9 +131,9 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
     const weights = await model.readLayer(l);
     const L = weights.linear;
     const hiddenOf = (w: number): Float32Array => hidden.subarray(w * rows * H, (w + 1) * rows * H);
-    const process = (site: CalibrationSite, stats: InputStatsAccumulator, recompute: (w: number) => Float32Array): void => {
+    const process = async (site: CalibrationSite, stats: InputStatsAccumulator, recompute: (w: number) => Float32Array): Promise<void> => {
       throwIfAborted(signal);
-      const outcome = method.processSite({ layer: l, site, config: c, stats, weights, signal });
+      const outcome = await method.processSite({ layer: l, site, config: c, stats, weights, signal });
       if (outcome === 'inputs-changed') {
         for (let w = 0; w < n; w++) {
           throwIfAborted(signal);
@@ -144,7 +147,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
       rmsNorm(hiddenOf(w), weights.attnNorm, normed, rows, H, c.rmsNormEps);
       return normed;
     };
-    process('attn_in', gather(l, 'attn_in', H, attnIn), attnIn);
+    await process('attn_in', gather(l, 'attn_in', H, attnIn), attnIn);
     // o input: attention with the rewritten q/k/v (and norm).
     const attnOut = (w: number): Float32Array => {
       rmsNorm(hiddenOf(w), weights.attnNorm, normed, rows, H, c.rmsNormEps);
@@ -158,7 +161,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
       attentionByMatmul(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, attention);
       return context;
     };
-    process('attn_out', gather(l, 'attn_out', qWidth, attnOut), attnOut);
+    await process('attn_out', gather(l, 'attn_out', qWidth, attnOut), attnOut);
     // Residual with the rewritten o.
     for (let w = 0; w < n; w++) {
       throwIfAborted(signal);
@@ -170,7 +173,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
       rmsNorm(hiddenOf(w), weights.ffnNorm, normed, rows, H, c.rmsNormEps);
       return normed;
     };
-    process('mlp_in', gather(l, 'mlp_in', H, mlpIn), mlpIn);
+    await process('mlp_in', gather(l, 'mlp_in', H, mlpIn), mlpIn);
     // down input: SwiGLU with the rewritten gate/up.
     const mlpAct = (w: number): Float32Array => {
       rmsNorm(hiddenOf(w), weights.ffnNorm, normed, rows, H, c.rmsNormEps);
@@ -180,7 +183,7 @@ export async function runLayerwiseCalibration(model: LlamaModel, windows: readon
       swigluF32(act, up, rows * I);
       return act;
     };
-    process('mlp_act', gather(l, 'mlp_act', I, mlpAct), mlpAct);
+    await process('mlp_act', gather(l, 'mlp_act', I, mlpAct), mlpAct);
     for (let w = 0; w < n; w++) {
       throwIfAborted(signal);
       matmul(acts.subarray(w * rows * I, (w + 1) * rows * I), L.down, projected, rows, I, H);

@@ -12,7 +12,7 @@ import type { LlamaModel } from '../model/forward';
 import { loadFolderTokenizer } from '../model/loadModel';
 import { makeWindows, perplexity } from '../model/perplexity';
 import { tokenizerFromGgufMetadata, type BpeTokenizer } from '../model/tokenizer';
-import { evaluationOptions, methodBytes, quantizeWithMethod, type MethodName, type MethodSettings } from './quantizeWithMethod';
+import { evaluationOptions, methodBytes, quantizeWithMethod, type GptqLayerRunner, type MethodName, type MethodSettings } from './quantizeWithMethod';
 
 export interface CompareRow {
   method: MethodName;
@@ -42,6 +42,8 @@ export interface CompareOptions {
   evalWindows: number;
   /** Extra method settings (alpha, threshold, damp, act-order, sym). */
   extra?: Partial<MethodSettings>;
+  /** GPTQ: where each linear is quantized (jobs/gptqDevice.ts); default the CPU driver. */
+  gptqLayer?: GptqLayerRunner;
   signal?: AbortSignal;
   onRow?(row: CompareRow): void;
   onStatus?(line: string): void;
@@ -104,7 +106,7 @@ export async function compareMethods(model: LlamaModel, calibIds: readonly numbe
       const eightBitPerRow = bits === 8 && (method === 'rtn' || method === 'rtn-a8' || method === 'smoothquant' || method === 'llm-int8' || method === 'llm-int8-zeroed');
       const settings: MethodSettings = { ...options.extra, bits, groupSize: eightBitPerRow ? -1 : options.groupSize };
       options.onStatus?.(`${method} W${bits}: calibrating`);
-      const run = await quantizeWithMethod(model, calibration, method, settings, { signal });
+      const run = await quantizeWithMethod(model, calibration, method, settings, { signal, gptqLayer: options.gptqLayer });
       for (const w of run.warnings) options.onStatus?.(`warning: ${w}`);
       options.onStatus?.(`${method} W${bits}: evaluating`);
       const evalOptions = evaluationOptions(run);

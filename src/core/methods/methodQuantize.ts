@@ -33,7 +33,7 @@ import { planGgufExport } from '../convert/exportGguf';
 import { loadTokenizer, readTextFile, textWindows } from './compare';
 import { GPTQ_GGML_TYPES, isGptqGgmlType, type GptqGgmlType } from './gptqGgml';
 import { checkpointWithMethodWeights } from './methodCheckpoint';
-import { formatSiteReports, gptqResultToIntN, quantizeWithMethod, type MethodRun, type MethodSettings } from './quantizeWithMethod';
+import { formatSiteReports, gptqResultToIntN, quantizeWithMethod, type GptqLayerRunner, type MethodRun, type MethodSettings } from './quantizeWithMethod';
 import { SITE_ROLES, type CalibrationSite } from './calibrate';
 import { keptDimsOf, planFromKeptDims, type LlmInt8Plan } from './llmInt8';
 
@@ -69,6 +69,9 @@ export interface MethodQuantizeOptions {
   /** Writing: the pipeline's progress. */
   onProgress?(p: QuantizeProgress): void;
   onWarning?(message: string): void;
+  /** GPTQ: where each linear is quantized (jobs/gptqDevice.ts) and, for the quant card's recipe, where it ran. */
+  gptqLayer?: GptqLayerRunner;
+  deviceUsed?: () => string;
 }
 
 /**
@@ -370,6 +373,7 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
       signal: options.signal,
       keepGptqResults: spec.method === 'gptq',
       onProgress: options.onCalibration,
+      gptqLayer: options.gptqLayer,
     });
     for (const w of run.warnings) options.onWarning?.(w);
     const common = {
@@ -378,6 +382,7 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
       onWarning: options.onWarning,
       recipeExtra: { ...recipeExtra(spec, settings, windows, ctx), ...(searchType === undefined ? {} : { searchType }) },
       ...(target.kind === 'gguf' ? { ggufExporter } : {}),
+      ...(options.deviceUsed === undefined ? {} : { deviceUsed: options.deviceUsed }),
     };
     // GPTQ changes only the linear weights: the writer reads the originals (so the card measures the
     // error against them) and stores GPTQ's codes / blocks. AWQ / SmoothQuant also rescale the norms.

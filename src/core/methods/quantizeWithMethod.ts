@@ -22,7 +22,7 @@ import {
   type AwqLinear,
 } from './awq';
 import { inputWidth, outputWidth, runLayerwiseCalibration, SITE_ROLES, type CalibrationSite, type LayerwiseMethod, type SiteContext } from './calibrate';
-import { gptqQuantizeLayer, minimumCalibrationTokens, type GptqLayerResult, type GptqTarget } from './gptq';
+import { gptqQuantizeLayer, minimumCalibrationTokens, type GptqLayerResult, type GptqOptions, type GptqTarget } from './gptq';
 import type { GptqGgmlType } from './gptqGgml';
 import { fakeQuantizeRowsLlmInt8, llmInt8LayerReport, planLlmInt8, type LlmInt8LayerReport, type LlmInt8Plan, type LlmInt8Variant } from './llmInt8';
 import { fakeQuantizeRowsAbsmaxInt8, foldSmoothing, smoothQuantScales } from './smoothquant';
@@ -105,7 +105,14 @@ export interface MethodRunOptions {
   onProgress?(layersDone: number, layers: number): void;
   /** Keep GPTQ's codes/scales for a layout writer (costs one byte per weight). */
   keepGptqResults?: boolean;
+  /** Where GPTQ quantizes each linear (jobs/gptqDevice.ts: WebGPU with a CPU fallback); default the CPU driver. */
+  gptqLayer?: GptqLayerRunner;
 }
+
+/** One linear layer's GPTQ, wherever it runs: the same arguments and result as gptqQuantizeLayer. */
+export type GptqLayerRunner = (weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions) => Promise<GptqLayerResult>;
+
+const gptqOnCpu: GptqLayerRunner = async (weight, rows, cols, hessian, options) => gptqQuantizeLayer(weight, rows, cols, hessian, options);
 
 function siteLinears(ctx: SiteContext): { role: LinearRole; weight: Float32Array; rows: number; cols: number; name: string }[] {
   return SITE_ROLES[ctx.site].map((role) => {
@@ -122,7 +129,7 @@ function checkGroup(config: LlamaConfig, settings: MethodSettings): void {
   }
 }
 
-function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Map<string, GptqLayerResult>, keep: boolean, warnings: string[]): LayerwiseMethod {
+function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Map<string, GptqLayerResult>, keep: boolean, warnings: string[], runLayer: GptqLayerRunner): LayerwiseMethod {
   const intTarget: GptqTarget = { kind: 'int', bits: settings.bits, groupSize: settings.groupSize, sym: settings.sym ?? false };
   const targetOf = (name: string): GptqTarget => {
     const type = settings.ggmlTypes?.get(name) ?? settings.ggmlTarget;
@@ -131,7 +138,7 @@ function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Ma
   };
   return {
     statsOptions: () => ({ gram: true }),
-    processSite(ctx) {
+    async processSite(ctx) {
       const gram = ctx.stats.gram;
       if (gram === null) throw new InvalidArgumentError('GPTQ: no Hessian gathered');
       const h = gram.hessian();
@@ -143,7 +150,7 @@ function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Ma
       }
       const report: NonNullable<SiteReport['gptq']> = [];
       for (const lin of siteLinears(ctx)) {
-        const r = gptqQuantizeLayer(lin.weight, lin.rows, lin.cols, h, { target: targetOf(lin.name), percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
+        const r = await runLayer(lin.weight, lin.rows, lin.cols, h, { target: targetOf(lin.name), percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
         lin.weight.set(r.dequantized);
         report.push({ name: lin.name, dampFraction: r.dampFraction, dampIncreases: r.dampIncreases, deadColumns: r.deadColumns, loss: r.loss });
         if (keep) results.set(lin.name, r);
@@ -272,7 +279,7 @@ export async function quantizeWithMethod(
   let layerwise: LayerwiseMethod | null = null;
   let minimumTokens: ((site: CalibrationSite, width: number) => number) | undefined;
   if (method === 'gptq') {
-    layerwise = gptqMethod(settings, reports, gptqResults, options.keepGptqResults === true, warnings);
+    layerwise = gptqMethod(settings, reports, gptqResults, options.keepGptqResults === true, warnings, options.gptqLayer ?? gptqOnCpu);
     minimumTokens = (_site, width) => minimumCalibrationTokens(width);
   } else if (method === 'awq') layerwise = awqMethod(settings, reports);
   else if (method === 'smoothquant') layerwise = smoothQuantMethod(settings, reports);
