@@ -86,7 +86,7 @@ async function runScripted(deps: ExtensionDeps, args: ScriptedQuantizeArgs): Pro
   if (!target) throw new InvalidArgumentError(`unknown quantization target "${args.target}"`);
   let method: QuantMethodRequest | undefined;
   if (args.method !== undefined) {
-    // Refuse the method (LLM.int8(), a target it cannot write) before the calibration file is looked for.
+    // Refuse a method with a target it cannot write before the calibration file is looked for.
     const info = checkMethodTarget(args.method, target);
     method = { method: info.id, calibrationFile: calibrationFileFor(args.input, args.calibrationFile) };
     if (args.calibrationWindows !== undefined) method.calibrationWindows = args.calibrationWindows;

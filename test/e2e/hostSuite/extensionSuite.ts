@@ -250,14 +250,14 @@ function trustedSuite(): void {
       assert.equal(await exists(target), false);
     });
 
-    test('an unknown target, LLM.int8() and a method with a target it cannot write are refused', async () => {
+    test('an unknown target and methods with a target they cannot write (LLM.int8() to INT4, GPTQ to INT8) are refused', async () => {
       const input = join(workspaceRoot(), 'model.safetensors');
       const unknown = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'Q9_9', output: join(workspaceRoot(), 'x.gguf') }));
       assert.match(unknown.message, /unknown quantization target/);
       const output = join(workspaceRoot(), 'x.safetensors');
       const calibrationFile = fixture('calib-64k.txt');
-      const llmInt8 = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'int8', output, method: 'llm-int8', calibrationFile }));
-      assert.match(llmInt8.message, /LLM\.int8\(\): output layout not available yet/);
+      const llmInt8 = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'int4', output, method: 'llm-int8', calibrationFile }));
+      assert.match(llmInt8.message, /LLM\.int8\(\) cannot write INT4/);
       const gptqInt8 = await rejection(vscode.commands.executeCommand('quantlens.quantize', { input, target: 'int8', output, method: 'gptq', calibrationFile }));
       assert.match(gptqInt8.message, /GPTQ cannot write INT8/);
       assert.equal(await exists(output), false);
