@@ -50,9 +50,10 @@ test('the matmul kernel is SIMD here (relaxed-madd or mul-add), not the JS fallb
 });
 
 test('tiled matmul: odd rows, tiles with remainders in rows and outs, inner above the tile width', () => {
-  // inner 1028 -> 4112-byte rows: x tiles of 46 rows, w tiles of 44 rows; 101 rows and 100 outs leave remainders in both.
+  // inner 1028 -> 4112-byte rows: x tiles of 126 rows, w tiles of 28 rows; 255 rows (126 + 126 + 3: an odd
+  // remainder for the 1-row kernel) and 100 outs (28 x 3 + 16) leave remainders in both.
   for (const [rows, inner, outs] of [
-    [101, 1028, 100],
+    [255, 1028, 100],
     [1, 384, 8],
     [7, 4, 4],
   ] as const) {
