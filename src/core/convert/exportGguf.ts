@@ -636,17 +636,12 @@ function isStreamable(checkpoint: Checkpoint, item: ExportItem, type: GgmlTypeNa
 type ReadRowsInto = (name: string, rowStart: number, rowCount: number, target: Float32Array) => Promise<void>;
 
 /**
- * The checkpoint's `readRowsF32Into(name, rowStart, rowCount, target)` when it has one: the same values as
- * readRowsF32, put into `target` (F32 read straight into it), so rows go from the file into WebAssembly
- * memory. Only a checkpoint that reads its own files defines it; wrappers that change values are plain
- * objects spreading the opened checkpoint, which does not copy a class method, so they fall back to
- * readRowsF32 and a copy.
+ * The checkpoint's readRowsF32Into when it has one (Checkpoint says which do), bound to it, so rows go from
+ * the file into WebAssembly memory; null means readRowsF32 and a copy.
  */
 function readIntoOf(checkpoint: Checkpoint): ReadRowsInto | null {
-  const method = (checkpoint as { readRowsF32Into?: unknown }).readRowsF32Into;
-  if (typeof method !== 'function') return null;
-  const into = method as ReadRowsInto;
-  return (name, rowStart, rowCount, target) => into.call(checkpoint, name, rowStart, rowCount, target);
+  const into = checkpoint.readRowsF32Into;
+  return into === undefined ? null : (name, rowStart, rowCount, target) => into.call(checkpoint, name, rowStart, rowCount, target);
 }
 
 /** The row of a Q/K window (starting on a head boundary) that permuteQkRows put at `row`. */

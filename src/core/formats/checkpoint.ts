@@ -44,6 +44,12 @@ export interface Checkpoint {
    * Throws UnsupportedError for a dtype that cannot be decoded.
    */
   readRowsF32(name: string, rowStart?: number, rowCount?: number): Promise<Float32Array>;
+  /**
+   * readRowsF32 into `target` (exactly the rows' values; F32 files are read straight into it). Only a checkpoint
+   * whose values are its files' has it; wrappers that change values (methodCheckpoint's AWQ / SmoothQuant
+   * rewrites) leave it undefined, and callers then use readRowsF32.
+   */
+  readRowsF32Into?(name: string, rowStart: number, rowCount: number, target: Float32Array): Promise<void>;
   /** Raw stored bytes of rows of a tensor (for copying through unchanged). */
   readRawRows(name: string, rowStart?: number, rowCount?: number): Promise<Uint8Array>;
   /** Releases the open files. */

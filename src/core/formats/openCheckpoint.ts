@@ -104,6 +104,23 @@ class OpenedCheckpoint implements Checkpoint {
     return out;
   }
 
+  /** Checkpoint.readRowsF32Into: F32 stored little-endian is read straight into `target`, other dtypes decoded from a raw read. */
+  async readRowsF32Into(name: string, rowStart: number, rowCount: number, target: Float32Array): Promise<void> {
+    const { layout, count } = this.rowRange(name, rowStart, rowCount);
+    const n = count * layout.elementsPerRow;
+    if (target.length !== n) throw new InvalidArgumentError(`${this.path}: tensor '${name}': ${count} rows are ${n} values; the target holds ${target.length}`);
+    // Refuse undecodable types before reading any bytes.
+    layout.decode(new Uint8Array(0), new Float32Array(0));
+    const { entry } = layout;
+    if (entry.dtype === 'F32' && LITTLE_ENDIAN_HOST && Number.isSafeInteger(layout.rowBytes)) {
+      const source = this.sources.get(entry.file);
+      if (source === undefined) throw new IoError(`${entry.file}: closed or not open`);
+      await source.read(entry.offset + rowStart * layout.rowBytes, new Uint8Array(target.buffer, target.byteOffset, n * 4));
+      return;
+    }
+    layout.decode(await this.readRawRows(name, rowStart, rowCount), target);
+  }
+
   async close(): Promise<void> {
     const sources = [...this.sources.values()];
     this.sources.clear();

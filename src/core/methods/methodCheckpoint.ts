@@ -58,6 +58,8 @@ export function checkpointWithMethodWeights(checkpoint: Checkpoint, model: Llama
   return {
     ...checkpoint,
     tensors,
+    // The rewritten values are not in the files: no direct file read (a spread would not copy the method anyway).
+    readRowsF32Into: undefined,
     async readRowsF32(name, rowStart, rowCount) {
       const r = replaced.get(name);
       return r === undefined ? checkpoint.readRowsF32(name, rowStart, rowCount) : rowsOf(name, r.values, r.cols, rowStart, rowCount);
