@@ -309,6 +309,30 @@ test('quantize --method gptq --to F16: exit 2, one line saying a float type has 
   });
 });
 
+test('quantize --method gptq --to Q3_K_M (CLI): exit 0, each linear in its planned type (Q4_0 / Q5_0 / Q5_1 fallbacks on micro-llama)', async () => {
+  await withTempDir(async (dir) => {
+    const out = join(dir, 'gptq-Q3_K_M.gguf');
+    const err: string[] = [];
+    const code = await main(['quantize', microLlamaDir, '-o', out, '--method', 'gptq', '--calib', calibFile, '--calib-windows', '4', '--to', 'Q3_K_M'], { out: () => undefined, err: (s) => err.push(s), isTTY: false });
+    assert.equal(code, 0, err.join(' | '));
+    await withCheckpoint(microLlamaDir, async (source) => {
+      const plan = await planGgufExport(source, { target: 'Q3_K_M' });
+      const model = LlamaModel.fromCheckpoint(source);
+      const linear = new Set<string>();
+      for (let l = 0; l < model.config.numLayers; l++) for (const role of LINEAR_ROLES) linear.add(model.linearTensorName(l, role));
+      await withCheckpoint(out, async (written) => {
+        const types = new Set<string>();
+        for (const p of plan.tensors) {
+          if (!linear.has(p.sourceName)) continue;
+          assert.equal(written.tensors.find((e) => e.name === p.name)?.dtype, p.type, `${p.name} written as planned`);
+          types.add(p.type);
+        }
+        assert.ok(types.size >= 2, `a mixed plan: ${[...types].join(', ')}`);
+      });
+    });
+  });
+});
+
 test('GPTQ from a GGUF input -> Q8_0: blocks written in the stored row order (no second permutation); loads in llama.cpp', async () => {
   await withTempDir(async (dir) => {
     const out = join(dir, 'gptq-from-gguf.gguf');
