@@ -10,7 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { InvalidArgumentError } from '../../src/core/errors';
+import { InvalidArgumentError, NumericError } from '../../src/core/errors';
 import { HessianAccumulator, gptqQuantizeLayer } from '../../src/core/methods/gptq';
 import { GPTQ_GGML_TYPES, ggmlBlockShape, type GptqGgmlType } from '../../src/core/methods/gptqGgml';
 import { loadTokenizer, readTextFile, textWindows } from '../../src/core/methods/compare';
@@ -229,6 +229,9 @@ test('GPTQ into ggml blocks: refuses what the block layout cannot take', () => {
   for (let c = 0; c < 512; c++) h512[c * 512 + c] = 1;
   assert.throws(() => gptqQuantizeLayer(w512, 2, 512, h512, { target: { kind: 'ggml', type: 'Q6_K' }, blockSize: 128 }), /block size 128 is not a multiple of 256/);
   assert.throws(() => gptqQuantizeLayer(w512, 2, 512, h512, { target: { kind: 'ggml', type: 'Q5_1' }, actOrder: true }), /act-order/);
+  const withNaN = new Float32Array(2 * 512).fill(0.1);
+  withNaN[512 + 300] = Number.NaN;
+  assert.throws(() => gptqQuantizeLayer(withNaN, 2, 512, h512, { target: { kind: 'ggml', type: 'Q4_K' } }), (e: unknown) => e instanceof NumericError && /row 1, column 300 is NaN/.test(e.message));
   // The K types' default lazy-batch block is one super-block; the 32-value types keep the reference's 128.
   assert.equal(gptqQuantizeLayer(w512, 2, 512, h512, { target: { kind: 'ggml', type: 'Q3_K' } }).ggmlBytes.byteLength, 2 * 2 * 110);
   assert.equal(gptqQuantizeLayer(w, 2, cols, h, { target: { kind: 'ggml', type: 'Q5_0' } }).ggmlBytes.byteLength, 2 * 12 * 22);

@@ -15,8 +15,8 @@
  * Without error compensation (a diagonal Hessian) every column keeps its value, and the blocks equal the
  * `_ref` quantizer's bytes: the rounding steps below are the `_ref` ones.
  */
-import { InvalidArgumentError } from '../errors';
-import { quantizeGgml } from '../quant/ggml/index';
+import { InvalidArgumentError, NumericError } from '../errors';
+import { findNonFinite, quantizeGgml } from '../quant/ggml/index';
 import { nearestInt } from '../quant/ggml/rounding';
 import { f16BitsToF32 } from './grids';
 
@@ -133,6 +133,9 @@ export class GgmlBlockWriter {
     const n = shape.values;
     const values = this.scratchValues;
     for (let r = 0; r < rows; r++) for (let j = 0; j < n; j++) values[r * n + j] = valueOf(r, j);
+    // ggml has no defined output for NaN / Inf (the exporter refuses them in plain tensors; here they could only come from a broken Hessian).
+    const bad = findNonFinite(values);
+    if (bad >= 0) throw new NumericError(`GPTQ into ${this.type}: row ${Math.floor(bad / n)}, column ${block * n + (bad % n)} is ${values[bad]} after error compensation`);
     quantizeGgml(this.type, values, this.scratchBytes);
     for (let r = 0; r < rows; r++) {
       const at = this.blockOffset(r, block);
