@@ -88,7 +88,7 @@ test('default outputs sit next to the input, named after the checkpoint and the 
 
 test('every available target maps to a pipeline target; calibrated methods name the targets they write', () => {
   for (const t of TARGETS) assert.ok(pipelineTarget(t, 64).target.length > 0, t.id);
-  // GPTQ: the GPTQ layout or its own Q4_0 / Q8_0 blocks; AWQ: INT4 or quantized GGUF types; SmoothQuant: any; LLM.int8(): INT8 only.
+  // GPTQ: the GPTQ layout or its own blocks of any quantized GGUF type; AWQ: INT4 or quantized GGUF types; SmoothQuant: any; LLM.int8(): INT8 only.
   assert.deepEqual(checkMethodTarget('gptq', findTarget('int4')!).id, 'gptq');
   assert.equal(checkMethodTarget('gptq', findTarget('gguf:Q4_0')!).id, 'gptq');
   assert.deepEqual(checkMethodTarget('AWQ', findTarget('int4')!).id, 'awq');

@@ -49,7 +49,7 @@ options:
                          threads for models above 16 M quantized values, else 1)
   --method <m>           calibrate first: gptq | awq (GPTQ-layout targets: int4-g128, int4-g64, ...) or
                          smoothquant (any research target, e.g. int8). GGUF: awq to any quantized
-                         type or preset, smoothquant to any, gptq to Q4_0 / Q8_0 (its own blocks).
+                         type or preset, smoothquant to any, gptq to any quantized type or preset (its own blocks, K types included).
                          llm-int8 to int8 (bitsandbytes Linear8bitLt + the 16-bit outlier columns). Runs in the job worker.
   --calib <file>         calibration text (required with --method)
   --calib-windows <n>    windows of 256 tokens from the calibration text (default 16)
