@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { FormatError, IoError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
-import { openCheckpoint } from '../formats/openCheckpoint';
+import { openDequantizedCheckpoint } from '../quant/researchCheckpoint';
 import { LlamaModel } from './forward';
 import { readSentencePieceModel, SentencePieceTokenizer } from './sentencepiece';
 import { tokenizerFromGgufMetadata, tokenizerFromHfJson, type Tokenizer } from './tokenizer';
@@ -50,9 +50,12 @@ export async function loadTokenizer(checkpoint: Checkpoint, model: LlamaModel): 
   throw new FormatError(checkpoint.path, 'no tokenizer.model or tokenizer.json next to the weights');
 }
 
-/** Opens `path` (HF folder, .safetensors, index.json or .gguf) ready to run. Close it when done. */
+/**
+ * Opens `path` (HF folder, .safetensors, index.json or .gguf) ready to run. A quantize output in one of our research
+ * layouts (GPTQ, INT8, NF4, FP8, LLM.int8()) runs as the weights a loader reconstructs from it. Close it when done.
+ */
 export async function loadModel(path: string): Promise<LoadedModel> {
-  const checkpoint = await openCheckpoint(path);
+  const checkpoint = await openDequantizedCheckpoint(path);
   try {
     const model = LlamaModel.fromCheckpoint(checkpoint);
     const tokenizer = await loadTokenizer(checkpoint, model);
