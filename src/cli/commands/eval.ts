@@ -6,6 +6,7 @@
 import { basename } from 'node:path';
 import { InvalidArgumentError } from '../../core/errors';
 import { GpuModelCache, perplexityOnDevice } from '../../core/gpu/forward/devicePerplexity';
+import { describeGpuMemoryPlan, type GpuForwardMemoryPlan } from '../../core/gpu/forward/memoryPlan';
 import { ComputeDevice } from '../../core/jobs/computeDevice';
 import { readTextFile } from '../../core/model/calibration';
 import { BASELINE_SETTING, isBaseline, parseQuantSetting, type QuantSetting } from '../../core/model/fakeQuant';
@@ -48,6 +49,8 @@ export interface EvalRow {
   tokensPerSecond: number;
   /** Where this setting's pass ran. */
   device: 'gpu' | 'cpu';
+  /** The GPU pass's memory estimate, made before anything was uploaded (absent on the CPU). */
+  gpuMemory?: GpuForwardMemoryPlan;
 }
 
 export interface EvalReport {
@@ -114,7 +117,15 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
     let baseline = NaN;
     for (const setting of settings) {
       if (values.json !== true) io.err(`evaluating ${setting.label} (${windowCount} x ${ctx} tokens) on ${device.kind === 'gpu' ? `the GPU (${device.description})` : 'the CPU'} ...`);
-      const r = await perplexityOnDevice(device, choice, model, windows, { quant: isBaseline(setting) ? undefined : setting, signal, notice: (m) => io.err(m), cache: gpuModels });
+      const r = await perplexityOnDevice(device, choice, model, windows, {
+        quant: isBaseline(setting) ? undefined : setting,
+        signal,
+        notice: (m) => io.err(m),
+        cache: gpuModels,
+        onMemoryPlan: (plan) => {
+          if (values.json !== true) io.err(describeGpuMemoryPlan(plan));
+        },
+      });
       if (isBaseline(setting)) baseline = r.perplexity;
       rows.push({
         setting: setting.label,
@@ -124,6 +135,7 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
         seconds: r.seconds,
         tokensPerSecond: r.tokensPerSecond,
         device: r.device,
+        ...(r.gpuMemory === undefined ? {} : { gpuMemory: r.gpuMemory }),
       });
     }
     const report: EvalReport = { model: modelPath, text: textPath, ctx, windows: windowCount, tokens: windowCount * ctx, deviceDescription, rows };
@@ -131,7 +143,8 @@ export async function runEval(args: string[], io: CliIo, signal?: AbortSignal): 
       io.out(JSON.stringify(report, null, 2));
       return 0;
     }
-    const baselineLabel = loaded.checkpoint.format === 'gguf' ? `as stored (${basename(modelPath)})` : 'FP16 (f32 compute)';
+    // The weights as stored: a float checkpoint, a GGUF's quantized blocks or a research layout's reconstruction.
+    const baselineLabel = loaded.checkpoint.format === 'gguf' ? `as stored (${basename(modelPath)})` : 'as stored (f32 compute)';
     io.out(`perplexity of ${modelPath} on ${textPath}: ${windowCount} windows x ${ctx} tokens, no BOS`);
     io.out(`${'setting'.padEnd(22)} ${'ppl'.padStart(10)} ${'delta'.padStart(9)} ${'delta %'.padStart(8)} ${'tok/s'.padStart(8)} device`);
     for (const r of rows) {
