@@ -10,6 +10,7 @@ import { benchGpu } from './gpu';
 import { benchForward } from './forward';
 import { benchMethods } from './methods';
 import { benchWebview } from './webview';
+import { enableRelaxedSimdOnNode20 } from '../src/cli/engineFlags';
 
 const BENCHES: Record<string, () => Promise<void>> = {
   formats: benchFormats,
@@ -21,6 +22,7 @@ const BENCHES: Record<string, () => Promise<void>> = {
 };
 
 async function main(): Promise<void> {
+  enableRelaxedSimdOnNode20();
   const asked = process.argv.slice(2).filter((a) => !a.startsWith('-'));
   const unknown = asked.filter((a) => !(a in BENCHES));
   if (unknown.length > 0) {

@@ -6,6 +6,7 @@
 import { describeError, isQuantLensError } from '../core/errors';
 import type { CliCommand, CliIo } from './cliTypes';
 import { TOOL_VERSION } from '../core/version';
+import { enableRelaxedSimdOnNode20 } from './engineFlags';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<CliCommand> }> = {
   inspect: { summary: 'list tensors, metadata and totals of a checkpoint', load: async () => (await import('./commands/inspect')).command },
@@ -26,6 +27,7 @@ function usage(): string {
 }
 
 export async function main(argv: string[], io: CliIo): Promise<number> {
+  enableRelaxedSimdOnNode20();
   const verbose = argv.includes('--verbose');
   const args = argv.filter((a) => a !== '--verbose');
   const name = args[0];
