@@ -10,6 +10,7 @@ import { FileByteSource, readBytes, type ByteSource } from '../io/byteSource';
 import { dequantizeGgml, isGgmlCodecType } from '../quant/ggml';
 import type { Checkpoint, CheckpointFormat, MetadataValue, SourceMap, TensorEntry } from './checkpoint';
 import { decodeSafetensorsToF32, safetensorsDtype } from './dtypes';
+import { f16ToF32Table } from '../numeric/half';
 import { readGgufHeader, ggufShape, type GgufArray, type GgufHeader, type GgufValue } from './gguf/reader';
 import { GGUF_MAGIC } from './gguf/ggmlTypes';
 import { readHfConfig } from './hfConfig';
@@ -118,6 +119,15 @@ class OpenedCheckpoint implements Checkpoint {
       await source.read(entry.offset + rowStart * layout.rowBytes, new Uint8Array(target.buffer, target.byteOffset, n * 4));
       return;
     }
+    if ((entry.dtype === 'BF16' || entry.dtype === 'F16') && LITTLE_ENDIAN_HOST && Number.isSafeInteger(layout.rowBytes)) {
+      // The 2-byte values are read into the upper half of `target` and widened in place, front to back: no
+      // read buffer per call (a fresh one cost page faults on every window of a BF16 export).
+      const source = this.sources.get(entry.file);
+      if (source === undefined) throw new IoError(`${entry.file}: closed or not open`);
+      await source.read(entry.offset + rowStart * layout.rowBytes, new Uint8Array(target.buffer, target.byteOffset + n * 2, n * 2));
+      widen16InPlace(entry.dtype, target);
+      return;
+    }
     layout.decode(await this.readRawRows(name, rowStart, rowCount), target);
   }
 
@@ -126,6 +136,24 @@ class OpenedCheckpoint implements Checkpoint {
     this.sources.clear();
     await Promise.all(sources.map((s) => s.close()));
   }
+}
+
+/**
+ * `target`'s upper half holds target.length little-endian BF16 / F16 values; widens them to f32 over the whole
+ * of `target`. Safe front to back: value i is read from bytes [2n + 2i, 2n + 2i + 2) before f32 i is written
+ * to [4i, 4i + 4), and 4i + 4 <= 2n + 2j for every later j > i (as i < n), so no unread value is overwritten.
+ */
+function widen16InPlace(dtype: 'BF16' | 'F16', target: Float32Array): void {
+  const n = target.length;
+  const halves = new Uint16Array(target.buffer, target.byteOffset + n * 2, n);
+  if (dtype === 'BF16') {
+    // bf16 is the top half of an f32: widening is exact (u16 << 16).
+    const out = new Uint32Array(target.buffer, target.byteOffset, n);
+    for (let i = 0; i < n; i++) out[i] = halves[i]! << 16;
+    return;
+  }
+  const table = f16ToF32Table();
+  for (let i = 0; i < n; i++) target[i] = table[halves[i]!]!;
 }
 
 function safetensorsLayouts(header: SafetensorsHeader): TensorLayout[] {
