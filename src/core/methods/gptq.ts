@@ -12,6 +12,7 @@
 import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
 import { matmul } from '../model/wasmMatmul';
 import { tryUpperCholeskyOfInverse } from './linalg';
+import { lazyBatchUpdateWasm } from './wasm/denseF64';
 import { GgmlBlockWriter, ggmlBlockShape, type GptqGgmlType } from './gptqGgml';
 import { intGridCode, intGridParams } from './grids';
 
@@ -342,11 +343,16 @@ export function columnBlockOf(state: GptqLayerState, i1: number, i2: number): Fl
   return w1;
 }
 
-/** Lazy batch update on the CPU: W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]. */
+/**
+ * Lazy batch update on the CPU: W[:, i2:] -= Err1 @ Hinv[i1:i2, i2:]. The f64x2 WebAssembly kernel
+ * (wasm/denseF64.ts) where it runs, else the scalar loop; both update each weight w = w - e*h over the
+ * block's columns in order (the same bits; the scalar loop skips e = 0, which can only change a zero's sign).
+ */
 export function applyLazyBatchUpdate(state: GptqLayerState, i1: number, i2: number, err1: Float64Array): void {
   const { rows, cols, wp, hinv } = state;
   const count = i2 - i1;
   if (i2 >= cols) return;
+  if (lazyBatchUpdateWasm(wp, rows, cols, i1, i2, err1, hinv)) return;
   for (let r = 0; r < rows; r++) {
     const wRow = r * cols;
     for (let k = 0; k < count; k++) {
