@@ -2,17 +2,23 @@
  * The method comparison: one model, one calibration text, one evaluation text; every method x bits
  * calibrated and evaluated by perplexity with the model runtime, against the FP16 baseline (the
  * checkpoint's own weights). `seconds` is the calibration + quantization time of a row (not its evaluation).
+ * Each calibrated row spills its rewritten layers to a temporary file (OS temp folder) as they finish and is
+ * evaluated through the same method checkpoint view the writers read (checkpointWithMethodWeights): memory stays
+ * bounded by one layer; the file is deleted when the row is done (also on error and cancel).
  */
 import { readFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
 import { stat } from 'node:fs/promises';
 import { CancelledError, InvalidArgumentError, IoError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
-import type { LlamaModel } from '../model/forward';
+import { temporaryPathFor } from '../io/atomicWrite';
+import { LlamaModel } from '../model/forward';
 import { loadFolderTokenizer } from '../model/loadModel';
 import { makeWindows, perplexity } from '../model/perplexity';
 import { tokenizerFromGgufMetadata, type BpeTokenizer } from '../model/tokenizer';
-import { evaluationOptions, methodBytes, quantizeWithMethod, type GptqLayerRunner, type MethodName, type MethodSettings } from './quantizeWithMethod';
+import { checkpointWithMethodWeights } from './methodCheckpoint';
+import { disposeMethodRun, evaluationOptions, methodBytes, quantizeWithMethod, type GptqLayerRunner, type MethodName, type MethodSettings } from './quantizeWithMethod';
 
 export interface CompareRow {
   method: MethodName;
@@ -44,6 +50,8 @@ export interface CompareOptions {
   extra?: Partial<MethodSettings>;
   /** GPTQ: where each linear is quantized (jobs/gptqDevice.ts); default the CPU driver. */
   gptqLayer?: GptqLayerRunner;
+  /** Keep each row's calibrated layers in memory (the forward pass's onLayerWeights hook) instead of a spill file. */
+  layersInMemory?: boolean;
   signal?: AbortSignal;
   onRow?(row: CompareRow): void;
   onStatus?(line: string): void;
@@ -106,11 +114,21 @@ export async function compareMethods(model: LlamaModel, calibIds: readonly numbe
       const eightBitPerRow = bits === 8 && (method === 'rtn' || method === 'rtn-a8' || method === 'smoothquant' || method === 'llm-int8' || method === 'llm-int8-zeroed');
       const settings: MethodSettings = { ...options.extra, bits, groupSize: eightBitPerRow ? -1 : options.groupSize };
       options.onStatus?.(`${method} W${bits}: calibrating`);
-      const run = await quantizeWithMethod(model, calibration, method, settings, { signal, gptqLayer: options.gptqLayer });
-      for (const w of run.warnings) options.onStatus?.(`warning: ${w}`);
-      options.onStatus?.(`${method} W${bits}: evaluating`);
-      const evalOptions = evaluationOptions(run);
-      const ppl = await perplexity(model, evaluation, { ...evalOptions, signal });
+      const run = await quantizeWithMethod(model, calibration, method, settings, {
+        signal,
+        gptqLayer: options.gptqLayer,
+        layers: options.layersInMemory === true ? 'memory' : { spillPath: temporaryPathFor(join(tmpdir(), 'quantlens-compare-calibration')) },
+      });
+      let ppl: Awaited<ReturnType<typeof perplexity>>;
+      try {
+        for (const w of run.warnings) options.onStatus?.(`warning: ${w}`);
+        options.onStatus?.(`${method} W${bits}: evaluating`);
+        // Spilled layers: the model over the method's checkpoint view reads them back layer by layer.
+        const evaluated = run.spill === null ? model : LlamaModel.fromCheckpoint(checkpointWithMethodWeights(model.checkpoint, model, run));
+        ppl = await perplexity(evaluated, evaluation, { ...evaluationOptions(run), signal });
+      } finally {
+        await disposeMethodRun(run);
+      }
       const row: CompareRow = {
         method,
         bits,

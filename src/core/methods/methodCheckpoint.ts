@@ -7,6 +7,7 @@
 import { InvalidArgumentError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { LinearRole, LlamaModel } from '../model/forward';
+import { layerTensorShape, type LayerTensor } from './calibrate';
 import type { MethodRun } from './quantizeWithMethod';
 
 const ROLES: readonly LinearRole[] = ['q', 'k', 'v', 'o', 'gate', 'up', 'down'];
@@ -25,36 +26,40 @@ function f32Bytes(values: Float32Array): Uint8Array {
 }
 
 /**
- * Wraps `checkpoint` so that the tensors rewritten by `run` read as their new F32 values.
+ * Wraps `checkpoint` so that the tensors rewritten by `run` read as their new F32 values, read by row range from
+ * the run's calibrated layers (in memory, or the spill file: then nothing but the rows asked for is in memory).
+ * The view is valid while the run's spill file is (disposeMethodRun ends both).
  * GGUF note: llama.cpp stores attn_q / attn_k rows permuted; the runtime already reads GGUF weights in
  * that stored order, so the rewritten rows are in the file's order too.
  */
 export function checkpointWithMethodWeights(checkpoint: Checkpoint, model: LlamaModel, run: MethodRun): Checkpoint {
-  const layers = run.layers;
-  if (layers === null) return checkpoint;
-  const replaced = new Map<string, { values: Float32Array; cols: number }>();
-  layers.forEach((weights, l) => {
+  const layers = run.calibrated;
+  if (layers === null) {
+    if (run.method === 'rtn' || run.method === 'rtn-a8') return checkpoint;
+    throw new InvalidArgumentError(`${run.method}: the calibrated layers were not kept (MethodRunOptions.layers 'discard') or their spill file is closed`);
+  }
+  const replaced = new Map<string, { layer: number; tensor: LayerTensor; rows: number; cols: number }>();
+  for (let l = 0; l < model.config.numLayers; l++) {
     const norms = normNames(checkpoint.format, l);
-    replaced.set(norms.attn, { values: weights.attnNorm, cols: weights.attnNorm.length });
-    replaced.set(norms.ffn, { values: weights.ffnNorm, cols: weights.ffnNorm.length });
+    for (const [name, tensor] of [
+      [norms.attn, 'attnNorm'],
+      [norms.ffn, 'ffnNorm'],
+    ] as const) {
+      replaced.set(name, { layer: l, tensor, rows: 1, cols: model.config.hiddenSize });
+    }
     for (const role of ROLES) {
       const name = model.linearTensorName(l, role);
       const entry = checkpoint.tensors.find((t) => t.name === name);
       if (entry === undefined) throw new InvalidArgumentError(`${checkpoint.path}: tensor '${name}' is missing`);
-      const cols = entry.shape[entry.shape.length - 1]!;
-      replaced.set(name, { values: weights.linear[role], cols });
+      const { rows, cols } = layerTensorShape(model.config, role);
+      if (entry.shape[entry.shape.length - 1] !== cols) throw new InvalidArgumentError(`${checkpoint.path}: tensor '${name}' has ${entry.shape.join(' x ')}, the model's ${role} is ${rows} x ${cols}`);
+      replaced.set(name, { layer: l, tensor: role, rows, cols });
     }
-  });
+  }
   const tensors: TensorEntry[] = checkpoint.tensors.map((t) => {
     const r = replaced.get(t.name);
-    return r === undefined ? t : { ...t, dtype: 'F32', nbytes: r.values.length * 4 };
+    return r === undefined ? t : { ...t, dtype: 'F32', nbytes: r.rows * r.cols * 4 };
   });
-  const rowsOf = (name: string, values: Float32Array, cols: number, rowStart = 0, rowCount?: number): Float32Array => {
-    const rows = values.length / cols;
-    const count = rowCount ?? rows - rowStart;
-    if (rowStart < 0 || count < 0 || rowStart + count > rows) throw new InvalidArgumentError(`${name}: rows [${rowStart}, ${rowStart + count}) are outside [0, ${rows})`);
-    return values.slice(rowStart * cols, (rowStart + count) * cols);
-  };
   return {
     ...checkpoint,
     tensors,
@@ -62,11 +67,11 @@ export function checkpointWithMethodWeights(checkpoint: Checkpoint, model: Llama
     readRowsF32Into: undefined,
     async readRowsF32(name, rowStart, rowCount) {
       const r = replaced.get(name);
-      return r === undefined ? checkpoint.readRowsF32(name, rowStart, rowCount) : rowsOf(name, r.values, r.cols, rowStart, rowCount);
+      return r === undefined ? checkpoint.readRowsF32(name, rowStart, rowCount) : layers.readRows(r.layer, r.tensor, rowStart ?? 0, rowCount);
     },
     async readRawRows(name, rowStart, rowCount) {
       const r = replaced.get(name);
-      return r === undefined ? checkpoint.readRawRows(name, rowStart, rowCount) : f32Bytes(rowsOf(name, r.values, r.cols, rowStart, rowCount));
+      return r === undefined ? checkpoint.readRawRows(name, rowStart, rowCount) : f32Bytes(await layers.readRows(r.layer, r.tensor, rowStart ?? 0, rowCount));
     },
     close: () => checkpoint.close(),
   };

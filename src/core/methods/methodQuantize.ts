@@ -19,6 +19,9 @@
  *   columns in f16 beside it (pipeline.ts llmInt8Outputs); what our reader dequantizes equals the weights
  *   `compare --methods llm-int8` evaluates, bit for bit.
  */
+import { stat } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { basename, dirname, join, resolve } from 'node:path';
 import { FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint } from '../formats/checkpoint';
 import { openCheckpoint } from '../formats/openCheckpoint';
@@ -33,7 +36,8 @@ import { planGgufExport } from '../convert/exportGguf';
 import { loadTokenizer, readTextFile, textWindows } from './compare';
 import { GPTQ_GGML_TYPES, isGptqGgmlType, type GptqGgmlType } from './gptqGgml';
 import { checkpointWithMethodWeights } from './methodCheckpoint';
-import { formatSiteReports, gptqResultToIntN, quantizeWithMethod, type GptqLayerRunner, type MethodRun, type MethodSettings } from './quantizeWithMethod';
+import { disposeMethodRun, formatSiteReports, gptqResultToIntN, quantizeWithMethod, type GptqLayerRunner, type MethodRun, type MethodSettings } from './quantizeWithMethod';
+import { temporaryPathFor } from '../io/atomicWrite';
 import { SITE_ROLES, type CalibrationSite } from './calibrate';
 import { keptDimsOf, planFromKeptDims, type LlmInt8Plan } from './llmInt8';
 
@@ -72,6 +76,11 @@ export interface MethodQuantizeOptions {
   /** GPTQ: where each linear is quantized (jobs/gptqDevice.ts) and, for the quant card's recipe, where it ran. */
   gptqLayer?: GptqLayerRunner;
   deviceUsed?: () => string;
+  /**
+   * Keep every calibrated layer in memory and return them in `run.layers` (tests that compare the written file with
+   * the calibrated weights); otherwise AWQ / SmoothQuant spill them to a temporary file and GPTQ / LLM.int8() drop them.
+   */
+  keepLayersInMemory?: boolean;
 }
 
 /**
@@ -369,35 +378,73 @@ export async function runMethodQuantize(request: QuantizeRequest, spec: MethodQu
     }
     const tokenizer = await loadTokenizer(checkpoint);
     const calibration = textWindows(tokenizer.encode(await readTextFile(spec.calib, 'calibration')), ctx, windows, 'calibration');
+    // AWQ / SmoothQuant: each calibrated layer goes to a spill file beside the output as it finishes and the writer
+    // reads it back by row range (memory bounded by one layer). GPTQ and LLM.int8() write from their own results.
+    const keepsLayers = spec.method === 'awq' || spec.method === 'smoothquant';
     const run = await quantizeWithMethod(model, calibration, spec.method, settings, {
       signal: options.signal,
       keepGptqResults: spec.method === 'gptq',
       onProgress: options.onCalibration,
       gptqLayer: options.gptqLayer,
+      layers: options.keepLayersInMemory === true ? 'memory' : keepsLayers ? { spillPath: await calibrationSpillPath(request.output) } : 'discard',
     });
-    for (const w of run.warnings) options.onWarning?.(w);
-    const common = {
-      signal: options.signal,
-      onProgress: options.onProgress,
-      onWarning: options.onWarning,
-      recipeExtra: { ...recipeExtra(spec, settings, windows, ctx), ...(searchType === undefined ? {} : { searchType }) },
-      ...(target.kind === 'gguf' ? { ggufExporter } : {}),
-      ...(options.deviceUsed === undefined ? {} : { deviceUsed: options.deviceUsed }),
-    };
-    // GPTQ changes only the linear weights: the writer reads the originals (so the card measures the
-    // error against them) and stores GPTQ's codes / blocks. AWQ / SmoothQuant also rescale the norms.
-    let result: QuantizeResult;
-    if (spec.method === 'llm-int8') {
-      // The writer decomposes the original weights with each site's plan (the same rule compare applied in memory).
-      const keptDims = llmInt8KeptDimsByTensor(model, run);
-      const llmInt8 = { keptDims, threshold: settings.threshold ?? 6 };
-      result = await runQuantize(request, { ...common, recipeExtra: { ...common.recipeExtra, ...llmInt8RecipeExtra(model, keptDims) }, checkpoint, llmInt8 });
-    } else if (spec.method !== 'gptq') result = await runQuantize(request, { ...common, checkpoint: checkpointWithMethodWeights(checkpoint, model, run) });
-    else if (target.kind === 'gguf' && settings.ggmlTypes !== undefined) result = await runQuantize(request, { ...common, checkpoint, ggmlBlocks: gptqBlocksByTensor(model, run, settings.ggmlTypes) });
-    else result = await runQuantize(request, { ...common, checkpoint, gptqCodes: gptqCodesByTensor(model, run, target), gptqActOrder: settings.actOrder === true });
-    result.methodReport = { lines: formatSiteReports(run), warnings: run.warnings, seconds: run.seconds };
-    return { result, run };
+    try {
+      return { result: await writeMethodRun(request, spec, options, { model, checkpoint, target, settings, windows, ctx, searchType }, run), run };
+    } finally {
+      await disposeMethodRun(run);
+    }
   } finally {
     await checkpoint.close();
   }
+}
+
+/**
+ * Where a method run spills its calibrated layers: a hidden temporary name beside the output (the disk that will hold
+ * the output; atomicWrite's naming, so a crash leaves only a `.tmp` there), or the OS temp folder when the output's
+ * folder does not exist yet.
+ */
+export async function calibrationSpillPath(output: string): Promise<string> {
+  const beside = temporaryPathFor(`${resolve(output)}.calibration`);
+  try {
+    if ((await stat(dirname(beside))).isDirectory()) return beside;
+  } catch {
+    // no such folder: the OS temp folder below
+  }
+  return join(tmpdir(), basename(beside));
+}
+
+interface MethodWriteContext {
+  model: LlamaModel;
+  checkpoint: Checkpoint;
+  target: MethodTarget;
+  settings: MethodSettings;
+  windows: number;
+  ctx: number;
+  searchType: string | undefined;
+}
+
+async function writeMethodRun(request: QuantizeRequest, spec: MethodQuantizeSpec, options: MethodQuantizeOptions, w: MethodWriteContext, run: MethodRun): Promise<QuantizeResult> {
+  const { model, checkpoint, target, settings, windows, ctx, searchType } = w;
+  for (const warning of run.warnings) options.onWarning?.(warning);
+  const common = {
+    signal: options.signal,
+    onProgress: options.onProgress,
+    onWarning: options.onWarning,
+    recipeExtra: { ...recipeExtra(spec, settings, windows, ctx), ...(searchType === undefined ? {} : { searchType }) },
+    ...(target.kind === 'gguf' ? { ggufExporter } : {}),
+    ...(options.deviceUsed === undefined ? {} : { deviceUsed: options.deviceUsed }),
+  };
+  // GPTQ changes only the linear weights: the writer reads the originals (so the card measures the
+  // error against them) and stores GPTQ's codes / blocks. AWQ / SmoothQuant also rescale the norms.
+  let result: QuantizeResult;
+  if (spec.method === 'llm-int8') {
+    // The writer decomposes the original weights with each site's plan (the same rule compare applied in memory).
+    const keptDims = llmInt8KeptDimsByTensor(model, run);
+    const llmInt8 = { keptDims, threshold: settings.threshold ?? 6 };
+    result = await runQuantize(request, { ...common, recipeExtra: { ...common.recipeExtra, ...llmInt8RecipeExtra(model, keptDims) }, checkpoint, llmInt8 });
+  } else if (spec.method !== 'gptq') result = await runQuantize(request, { ...common, checkpoint: checkpointWithMethodWeights(checkpoint, model, run) });
+  else if (target.kind === 'gguf' && settings.ggmlTypes !== undefined) result = await runQuantize(request, { ...common, checkpoint, ggmlBlocks: gptqBlocksByTensor(model, run, settings.ggmlTypes) });
+  else result = await runQuantize(request, { ...common, checkpoint, gptqCodes: gptqCodesByTensor(model, run, target), gptqActOrder: settings.actOrder === true });
+  result.methodReport = { lines: formatSiteReports(run), warnings: run.warnings, seconds: run.seconds };
+  return result;
 }

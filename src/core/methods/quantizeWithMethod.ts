@@ -21,7 +21,21 @@ import {
   scaleGram,
   type AwqLinear,
 } from './awq';
-import { inputWidth, outputWidth, runLayerwiseCalibration, SITE_ROLES, type CalibrationSite, type LayerwiseMethod, type SiteContext } from './calibrate';
+import {
+  discardLayers,
+  inputWidth,
+  LayerSpillFile,
+  LayersInMemory,
+  outputWidth,
+  runLayerwiseCalibration,
+  SITE_ROLES,
+  type CalibratedLayers,
+  type CalibrationSite,
+  type GramProvider,
+  type LayerSink,
+  type LayerwiseMethod,
+  type SiteContext,
+} from './calibrate';
 import { gptqQuantizeLayer, minimumCalibrationTokens, type GptqLayerResult, type GptqOptions, type GptqTarget } from './gptq';
 import type { GptqGgmlType } from './gptqGgml';
 import { fakeQuantizeRowsLlmInt8, llmInt8LayerReport, planLlmInt8, type LlmInt8LayerReport, type LlmInt8Plan, type LlmInt8Variant } from './llmInt8';
@@ -79,8 +93,18 @@ export interface SiteReport {
 export interface MethodRun {
   method: MethodName;
   settings: MethodSettings;
-  /** Rewritten weights of every layer; null when the method needs no calibration (RTN). */
+  /**
+   * Rewritten weights of every layer, in memory (MethodRunOptions.layers 'memory', the default); null when the
+   * method needs no calibration (RTN) or the layers were spilled or dropped.
+   */
   layers: LayerWeights[] | null;
+  /**
+   * The rewritten layers by row range, wherever they are (in memory or the spill file); null for RTN and when
+   * dropped. A spilled run owns its file: the caller ends it with disposeMethodRun (in `finally`).
+   */
+  calibrated: CalibratedLayers | null;
+  /** The spill file behind `calibrated`, when MethodRunOptions.layers asked for one. */
+  spill: LayerSpillFile | null;
   reports: SiteReport[];
   /** GPTQ: the per-linear results (codes, scales, zeros, g_idx or ggml bytes) by HF module name. */
   gptqResults: Map<string, GptqLayerResult>;
@@ -105,12 +129,28 @@ export interface MethodRunOptions {
   onProgress?(layersDone: number, layers: number): void;
   /** Keep GPTQ's codes/scales for a layout writer (costs one byte per weight). */
   keepGptqResults?: boolean;
-  /** Where GPTQ quantizes each linear (jobs/gptqDevice.ts: WebGPU with a CPU fallback); default the CPU driver. */
+  /**
+   * Where GPTQ quantizes each linear (jobs/gptqDevice.ts: WebGPU with a CPU fallback); default the CPU driver. Its
+   * `hessian` provider, when it has one, also accumulates GPTQ's Hessians during the calibration pass.
+   */
   gptqLayer?: GptqLayerRunner;
+  /**
+   * What happens to each calibrated layer: 'memory' keeps them all (`layers`; the whole model's linears in f32),
+   * `{ spillPath }` writes them to that temporary file as each layer finishes (`calibrated` / `spill`; memory
+   * bounded by one layer; the caller disposes it), 'discard' drops them (writers that need only GPTQ's
+   * results or LLM.int8()'s plans). Default 'memory'.
+   */
+  layers?: 'memory' | 'discard' | { spillPath: string };
 }
 
-/** One linear layer's GPTQ, wherever it runs: the same arguments and result as gptqQuantizeLayer. */
-export type GptqLayerRunner = (weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions) => Promise<GptqLayerResult>;
+/**
+ * One linear layer's GPTQ, wherever it runs: the same arguments and result as gptqQuantizeLayer. `hessian`, when
+ * present, is where the calibration pass accumulates the Hessians GPTQ runs on (the same device).
+ */
+export interface GptqLayerRunner {
+  (weight: Float32Array, rows: number, cols: number, hessian: Float64Array, options: GptqOptions): Promise<GptqLayerResult>;
+  hessian?: GramProvider;
+}
 
 const gptqOnCpu: GptqLayerRunner = async (weight, rows, cols, hessian, options) => gptqQuantizeLayer(weight, rows, cols, hessian, options);
 
@@ -139,9 +179,8 @@ function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Ma
   return {
     statsOptions: () => ({ gram: true }),
     async processSite(ctx) {
-      const gram = ctx.stats.gram;
-      if (gram === null) throw new InvalidArgumentError('GPTQ: no Hessian gathered');
-      const h = gram.hessian();
+      const h = ctx.stats.hessian();
+      if (h === null) throw new InvalidArgumentError('GPTQ: no Hessian gathered');
       const cols = ctx.stats.columns;
       if (ctx.layer === 0 && ctx.stats.tokens < GPTQ_TOKENS_PER_COLUMN * cols) {
         warnings.push(
@@ -153,7 +192,8 @@ function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Ma
         const r = await runLayer(lin.weight, lin.rows, lin.cols, h, { target: targetOf(lin.name), percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
         lin.weight.set(r.dequantized);
         report.push({ name: lin.name, dampFraction: r.dampFraction, dampIncreases: r.dampIncreases, deadColumns: r.deadColumns, loss: r.loss });
-        if (keep) results.set(lin.name, r);
+        // Kept without its f32 copy (the layer's weights hold it): codes, scales and blocks are what writers read.
+        if (keep) results.set(lin.name, { ...r, dequantized: new Float32Array(0) });
       }
       reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, gptq: report });
     },
@@ -165,11 +205,11 @@ function awqMethod(settings: MethodSettings, reports: SiteReport[]): LayerwiseMe
   return {
     statsOptions: () => ({ gram: true }),
     processSite(ctx) {
-      const gramAcc = ctx.stats.gram;
-      if (gramAcc === null) throw new InvalidArgumentError('AWQ: no Gram matrix gathered');
+      const hessian = ctx.stats.hessian();
+      if (hessian === null) throw new InvalidArgumentError('AWQ: no Gram matrix gathered');
       const cols = ctx.stats.columns;
       // G = (1/n) sum x x^T = H / 2.
-      let gram: Float64Array = gramAcc.hessian().map((v) => v / 2);
+      let gram: Float64Array = hessian.map((v) => v / 2);
       const linears = siteLinears(ctx);
       const w = ctx.weights;
       // Where the scales fold: the norm before q/k/v and gate/up; v before o only when v's outputs are o's inputs
@@ -278,17 +318,46 @@ export async function quantizeWithMethod(
   const warnings: string[] = [];
   let layerwise: LayerwiseMethod | null = null;
   let minimumTokens: ((site: CalibrationSite, width: number) => number) | undefined;
+  let gram: GramProvider | undefined;
   if (method === 'gptq') {
+    gram = options.gptqLayer?.hessian;
     layerwise = gptqMethod(settings, reports, gptqResults, options.keepGptqResults === true, warnings, options.gptqLayer ?? gptqOnCpu);
     minimumTokens = (_site, width) => minimumCalibrationTokens(width);
   } else if (method === 'awq') layerwise = awqMethod(settings, reports);
   else if (method === 'smoothquant') layerwise = smoothQuantMethod(settings, reports);
   else if (method === 'llm-int8' || method === 'llm-int8-zeroed') layerwise = llmInt8Method(settings, reports, llmInt8Plans);
-  const layers =
-    layerwise === null
-      ? null
-      : await runLayerwiseCalibration(model, calibration, layerwise, { signal: options.signal, onProgress: options.onProgress, minimumTokens });
-  return { method, settings, layers, reports, gptqResults, llmInt8Plans, warnings, seconds: (performance.now() - started) / 1000 };
+  const run: MethodRun = { method, settings, layers: null, calibrated: null, spill: null, reports, gptqResults, llmInt8Plans, warnings, seconds: 0 };
+  if (layerwise !== null) {
+    const keep = options.layers ?? 'memory';
+    let sink: LayerSink = discardLayers;
+    if (keep === 'memory') {
+      const inMemory = new LayersInMemory(model.config);
+      run.layers = inMemory.layers;
+      run.calibrated = inMemory;
+      sink = inMemory;
+    } else if (keep !== 'discard') {
+      run.spill = await LayerSpillFile.create(keep.spillPath, model.config);
+      run.calibrated = run.spill;
+      sink = run.spill;
+    }
+    try {
+      await runLayerwiseCalibration(model, calibration, layerwise, { sink, signal: options.signal, onProgress: options.onProgress, minimumTokens, gram });
+    } catch (e) {
+      // Error or cancel: the spill file goes with the run.
+      await disposeMethodRun(run);
+      throw e;
+    }
+  }
+  run.seconds = (performance.now() - started) / 1000;
+  return run;
+}
+
+/** Deletes a run's spill file (no-op without one); call it in `finally` once the run's layers are written or evaluated. */
+export async function disposeMethodRun(run: MethodRun): Promise<void> {
+  const spill = run.spill;
+  run.spill = null;
+  if (run.calibrated === spill) run.calibrated = null;
+  await spill?.dispose();
 }
 
 /**
