@@ -55,12 +55,15 @@ test('F16 and BF16 (every 16-bit pattern: zeros, subnormals, Inf, NaN): readRows
     const specs = [
       { name: 'half', dtype: 'F16' as const, shape: [rows, cols] },
       { name: 'brain', dtype: 'BF16' as const, shape: [rows, cols] },
+      // odd value counts take the one-value-at-a-time widening
+      { name: 'odd', dtype: 'BF16' as const, shape: [7, 3] },
+      { name: 'oddHalf', dtype: 'F16' as const, shape: [7, 3] },
     ];
     const layout = layoutSafetensors(specs);
     const data = new Uint8Array(layout.dataBytes);
     const patterns = new Uint16Array(65536);
     for (let i = 0; i < patterns.length; i++) patterns[i] = (i * 40503) & 0xffff; // every pattern once, shuffled
-    for (const range of layout.ranges) data.set(new Uint8Array(patterns.buffer), range.begin);
+    for (const range of layout.ranges) data.set(new Uint8Array(patterns.buffer, 0, range.end - range.begin), range.begin);
     const file = join(dir, 'patterns.safetensors');
     await writeFile(file, Buffer.concat([layout.header, data]));
     await withCheckpoint(file, async (checkpoint) => {
@@ -68,6 +71,11 @@ test('F16 and BF16 (every 16-bit pattern: zeros, subnormals, Inf, NaN): readRows
         await assertSameAsReadRows(checkpoint, name, 0, rows, cols);
         await assertSameAsReadRows(checkpoint, name, 7, 100, cols);
         await assertSameAsReadRows(checkpoint, name, rows - 1, 1, cols);
+      }
+      for (const name of ['odd', 'oddHalf']) {
+        await assertSameAsReadRows(checkpoint, name, 0, 7, 3);
+        await assertSameAsReadRows(checkpoint, name, 2, 1, 3);
+        await assertSameAsReadRows(checkpoint, name, 1, 4, 3);
       }
       // a wrong target length is refused before anything is read
       await assert.rejects(checkpoint.readRowsF32Into!('brain', 0, 2, new Float32Array(cols)), /target holds 256/);

@@ -36,7 +36,7 @@ import { withFileSource } from '../io/byteSource';
 import { availableParallelism } from 'node:os';
 import { findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
 import type { QuantizePool } from '../quant/ggml/quantPool';
-import { WindowQuantizer, type StagedWindow } from '../quant/ggml/windowQuantizer';
+import { WindowQuantizer, type QuantizedWindow, type StagedWindow } from '../quant/ggml/windowQuantizer';
 import { isWasmQuantType, type WasmQuantType } from '../quant/ggml/wasm/ggmlWasm';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
@@ -81,7 +81,9 @@ export interface ExportGgufOptions {
   /**
    * Quantizes one window of whole rows (row-major `values`, `rows` x `cols`) to a non-float `type` in place
    * of the thread pool / inline path: the quantize job passes the GPU here. Must resolve with exactly the
-   * bytes quantizeGgml gives (rows x rowBytes), or with null to let the usual CPU path do this window.
+   * bytes quantizeGgml gives (rows x rowBytes), or with null to let the usual CPU path do this window. A
+   * type it resolved null for is not offered again in this export: its later windows stream through the
+   * CPU's window quantizer (as the quantize job's device, once on the CPU, stays there).
    */
   quantizeWindow?: (type: GgmlTypeName, values: Float32Array, rows: number, cols: number, label: string) => Promise<Uint8Array | null>;
   /**
@@ -335,7 +337,19 @@ export async function exportGguf(
     const writer = new GgufStreamWriter(file, layout);
     await writer.writeHeader();
     let step = 0;
-    const context: StreamContext = { checkpoint, writer, quantizer, readInto: readIntoOf(checkpoint), options, signal, maxWindow, scratch: new Float32Array(0), permuted: new Float32Array(0) };
+    const context: StreamContext = {
+      checkpoint,
+      writer,
+      quantizer,
+      readInto: readIntoOf(checkpoint),
+      options,
+      signal,
+      maxWindow,
+      scratch: new Float32Array(0),
+      permuted: new Float32Array(0),
+      offered: new Float32Array(0),
+      declinedTypes: new Set(),
+    };
     for (let i = 0; i < plan.items.length; ) {
       throwIfAborted(signal, `writing ${options.outputPath}`);
       // a run of tensors that stream through the window quantizer: reading, quantizing and writing overlap, across tensors too
@@ -617,15 +631,22 @@ interface StreamContext {
   /** Reused (one window is filled at a time): rows before and after the Q/K permutation. */
   scratch: Float32Array;
   permuted: Float32Array;
+  /** Reused: a window split over workers, made contiguous for options.quantizeWindow. */
+  offered: Float32Array;
+  /**
+   * Types options.quantizeWindow resolved null for: the CPU quantizes every later window of them without
+   * asking (the quantize job's device never goes back to the GPU once it answered CPU).
+   */
+  declinedTypes: Set<GgmlTypeName>;
 }
 
 /**
  * Whether a tensor goes through the window quantizer: a WebAssembly block type from values read here.
- * Precomputed blocks, byte-for-byte copies, float targets and the quantizeWindow (GPU) path keep
- * writeTensor's loop.
+ * Precomputed blocks, byte-for-byte copies and float targets keep writeTensor's loop. With
+ * options.quantizeWindow (the GPU), each streamed window is offered to it first (see offerWindow).
  */
 function isStreamable(checkpoint: Checkpoint, item: ExportItem, type: GgmlTypeName, options: ExportGgufOptions): type is GgmlTypeName & WasmQuantType {
-  if (!isWasmQuantType(type) || options.quantizeWindow !== undefined) return false;
+  if (!isWasmQuantType(type)) return false;
   if (options.precomputed?.has(item.source.name) === true) return false;
   if (checkpoint.format === 'gguf' && item.source.dtype === type && options.onTensor === undefined) return false;
   const { cols } = rowsAndCols(item.shape);
@@ -709,6 +730,35 @@ async function fillWindow(context: StreamContext, task: WindowTask, window: Stag
 }
 
 /**
+ * Offers a staged window to options.quantizeWindow (the GPU) unless it declined this type before: its bytes
+ * (one chunk, checked for length), a non-finite value found first (as the CPU path would refuse it), or null
+ * when there is no quantizeWindow or it leaves the window to the CPU. A window split over workers is copied
+ * into one buffer for the offer; a single part is offered as the WebAssembly memory it was read into.
+ */
+async function offerWindow(context: StreamContext, task: WindowTask, window: StagedWindow): Promise<QuantizedWindow | null> {
+  const quantizeWindow = context.options.quantizeWindow;
+  const { type, cols, item, rowBytes } = task.tensor;
+  if (quantizeWindow === undefined || context.declinedTypes.has(type)) return null;
+  const count = task.rows * cols;
+  let values: Float32Array;
+  if (window.parts.length === 1) values = window.parts[0]!.values;
+  else {
+    context.offered = grow(context.offered, count);
+    values = context.offered.subarray(0, count);
+    for (const p of window.parts) values.set(p.values, p.row * cols);
+  }
+  const bad = findNonFinite(values);
+  if (bad >= 0) return { bytes: [], nonFinite: bad };
+  const bytes = await quantizeWindow(type, values, task.rows, cols, `${item.name} rows ${task.row}..${task.row + task.rows - 1}`);
+  if (bytes === null) {
+    context.declinedTypes.add(type);
+    return null;
+  }
+  if (bytes.byteLength !== task.rows * rowBytes) throw new InvalidArgumentError(`${item.name}: a window quantizer gave ${bytes.byteLength} bytes for ${task.rows} rows of ${rowBytes}`);
+  return { bytes: window.parts.map((p) => bytes.subarray(p.row * rowBytes, (p.row + p.rows) * rowBytes)), nonFinite: -1 };
+}
+
+/**
  * Writes a run of tensors through the window quantizer, in order: window w + 1 is read (into its own
  * staged memory) while w is quantized and w - 1 written, across tensor boundaries too. The bytes are
  * written from WebAssembly memory; a window's memory is reused once its bytes are written.
@@ -769,9 +819,9 @@ async function streamTensors(
           tensor.written = new Uint8Array(tensor.rows * rowBytes);
         }
       }
-      let quantized;
+      let quantized: QuantizedWindow;
       try {
-        quantized = await window.quantize();
+        quantized = (await offerWindow(context, task, window)) ?? (await window.quantize());
       } catch (e) {
         window.release();
         throw e;
