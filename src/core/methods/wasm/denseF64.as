@@ -100,7 +100,7 @@ export function gemmNTSub(c: usize, ldc: i32, a: usize, lda: i32, b: usize, ldb:
 
 /**
  * C[i][j] -= sum_{p<k} A[i][p] * B[p][j] for any m, n, k, each output updated c = c - a*b in ascending p
- * (the bits of the scalar loop). 4 x 4 outputs per pass (8 f64x2 accumulators, 2 B vectors, 1 broadcast);
+ * (the bits of the scalar loop). 4 x 4 outputs per pass (8 f64x2 accumulators, 2 B vectors, 1 broadcast load);
  * columns in chunks of NC so the chunk of B stays in cache while every row of A passes over it.
  */
 export function gemmNNSub(c: usize, ldc: i32, a: usize, lda: i32, b: usize, ldb: i32, m: i32, n: i32, k: i32): void {
@@ -131,16 +131,16 @@ export function gemmNNSub(c: usize, ldc: i32, a: usize, lda: i32, b: usize, ldb:
           const po = (<usize>p) << 3;
           const w0 = v128.load(bp);
           const w1 = v128.load(bp, 16);
-          let x = f64x2.splat(load<f64>(a0 + po));
+          let x = v128.load64_splat(a0 + po);
           r00 = f64x2.sub(r00, f64x2.mul(x, w0));
           r01 = f64x2.sub(r01, f64x2.mul(x, w1));
-          x = f64x2.splat(load<f64>(a1 + po));
+          x = v128.load64_splat(a1 + po);
           r10 = f64x2.sub(r10, f64x2.mul(x, w0));
           r11 = f64x2.sub(r11, f64x2.mul(x, w1));
-          x = f64x2.splat(load<f64>(a2 + po));
+          x = v128.load64_splat(a2 + po);
           r20 = f64x2.sub(r20, f64x2.mul(x, w0));
           r21 = f64x2.sub(r21, f64x2.mul(x, w1));
-          x = f64x2.splat(load<f64>(a3 + po));
+          x = v128.load64_splat(a3 + po);
           r30 = f64x2.sub(r30, f64x2.mul(x, w0));
           r31 = f64x2.sub(r31, f64x2.mul(x, w1));
           bp += rowB;
@@ -176,11 +176,15 @@ export function gemmNNSub(c: usize, ldc: i32, a: usize, lda: i32, b: usize, ldb:
  * In place: the lower triangle of the n x n matrix at `a` (n a multiple of BS) becomes its lower Cholesky
  * factor L (A = L L^T); the upper triangle is scratch. Left-looking by blocks of BS columns: the block
  * column is updated with one A x B^T product over everything left of it (in KC chunks), then its diagonal
- * block is factored and the rows below solved against it. Returns -1, or the first pivot (row) that was not
- * positive and finite (its value: failedPivotValue()).
+ * block is factored column by column, inverted, and the rows below solved as X = C L_JJ^-T (one product).
+ * `scratch`: (n + BS) x BS float64. Returns -1, or the first pivot (row) that was not positive and finite
+ * (its value: failedPivotValue()).
  */
-export function choleskyLowerInPlace(a: usize, n: i32): i32 {
+export function choleskyLowerInPlace(a: usize, n: i32, scratch: usize): i32 {
   const row = (<usize>n) << 3;
+  const bRow = (<usize>BS) << 3;
+  const negInv = scratch;
+  const below = scratch + <usize>BS * bRow;
   for (let jb = 0; jb < n; jb += BS) {
     const panel = a + <usize>jb * row;
     for (let kc = 0; kc < jb; kc += KC) {
@@ -207,15 +211,30 @@ export function choleskyLowerInPlace(a: usize, n: i32): i32 {
         store<f64>(o, (load<f64>(o) - dot(ri + col0, rj + col0, j - jb)) * inv);
       }
     }
-    // Rows below: X L_JJ^T = C, row by row.
-    for (let i = jb + BS; i < n; i++) {
-      const ri = a + <usize>i * row;
-      for (let j = jb; j < jb + BS; j++) {
-        const rj = a + <usize>j * row;
-        const o = ri + ((<usize>j) << 3);
-        store<f64>(o, (load<f64>(o) - dot(ri + col0, rj + col0, j - jb)) / load<f64>(rj + ((<usize>j) << 3)));
+    const m = n - jb - BS;
+    if (m === 0) break;
+    // -L_JJ^-1 (lower, zeros above) by substitution: Y[i][i] = 1 / L_ii, Y[i][j] = -(sum_{p=j}^{i-1} L_ip Y_pj) / L_ii.
+    memory.fill(negInv, 0, <usize>BS * bRow);
+    for (let i = 0; i < BS; i++) {
+      const li = a + <usize>(jb + i) * row + col0;
+      const lii = load<f64>(li + ((<usize>i) << 3));
+      const yi = negInv + <usize>i * bRow;
+      store<f64>(yi + ((<usize>i) << 3), 1 / lii);
+      for (let j = 0; j < i; j++) {
+        let s: f64 = 0;
+        for (let p = j; p < i; p++) s += load<f64>(li + ((<usize>p) << 3)) * load<f64>(negInv + <usize>p * bRow + ((<usize>j) << 3));
+        store<f64>(yi + ((<usize>j) << 3), -s / lii);
       }
     }
+    for (let e: usize = 0; e < (<usize>BS) * bRow; e += 8) store<f64>(negInv + e, -load<f64>(negInv + e));
+    // Rows below: C moved to `below`, then X = 0 - C (-L_JJ^-1)^T = C L_JJ^-T.
+    const target = a + <usize>(jb + BS) * row + col0;
+    for (let i = 0; i < m; i++) {
+      const src = target + <usize>i * row;
+      memory.copy(below + <usize>i * bRow, src, bRow);
+      memory.fill(src, 0, bRow);
+    }
+    gemmNTSub(target, n, below, BS, negInv, BS, m, BS, BS);
   }
   return -1;
 }

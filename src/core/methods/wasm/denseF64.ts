@@ -1,8 +1,8 @@
 /**
  * The float64 kernels of denseF64.as (built into denseF64Wasm.ts) behind plain Float64Array functions:
  * GPTQ's upper Cholesky factor of H^-1, and its lazy batch update. One module instance, created on first
- * use, owns a memory that grows to the largest problem seen: matrices are copied in, worked on there, and
- * copied out. Each function returns null / false when WebAssembly (with SIMD) is unavailable or the problem
+ * use, owns a memory that grows to the largest problem seen (up to KEEP_HEAP_BYTES; past it the instance is
+ * dropped after the call): matrices are copied in, worked on there, and copied out. Each function returns null / false when WebAssembly (with SIMD) is unavailable or the problem
  * does not fit the 32-bit heap; the callers then run their scalar JS.
  */
 import { DENSE_F64_WASM_BASE64 } from './denseF64Wasm';
@@ -22,7 +22,7 @@ interface DenseF64Exports {
   memory: WasmMemoryLike;
   heapBase(): number;
   failedPivotValue(): number;
-  choleskyLowerInPlace(a: number, n: number): number;
+  choleskyLowerInPlace(a: number, n: number, scratch: number): number;
   lowerInverse(l: number, x: number, t: number, n: number): void;
   gemmNNSub(c: number, ldc: number, a: number, lda: number, b: number, ldb: number, m: number, n: number, k: number): void;
 }
@@ -32,6 +32,12 @@ interface WasmApi {
   Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
 }
 
+/**
+ * Past this heap size the instance is dropped after a call, so that its memory (which WebAssembly cannot
+ * shrink) is garbage-collected instead of staying held for the process's life; the compiled module is kept.
+ */
+const KEEP_HEAP_BYTES = 256 * 2 ** 20;
+
 const FUNCTIONS = ['heapBase', 'failedPivotValue', 'choleskyLowerInPlace', 'lowerInverse', 'gemmNNSub'] as const;
 
 function isMemory(value: unknown): value is WasmMemoryLike {
@@ -39,6 +45,11 @@ function isMemory(value: unknown): value is WasmMemoryLike {
 }
 
 let instance: DenseF64Exports | null | undefined;
+let compiled: object | undefined;
+
+function releaseIfLarge(wasm: DenseF64Exports): void {
+  if (wasm.memory.buffer.byteLength > KEEP_HEAP_BYTES) instance = undefined;
+}
 
 /** The module's exports, or null where the engine has no WebAssembly SIMD (the module fails to compile). */
 function denseF64(): DenseF64Exports | null {
@@ -47,8 +58,8 @@ function denseF64(): DenseF64Exports | null {
   const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
   if (api === undefined) return null;
   try {
-    const module = new api.Module(Buffer.from(DENSE_F64_WASM_BASE64, 'base64'));
-    const exports = new api.Instance(module, {}).exports;
+    compiled ??= new api.Module(Buffer.from(DENSE_F64_WASM_BASE64, 'base64'));
+    const exports = new api.Instance(compiled, {}).exports;
     if (!isMemory(exports.memory) || !FUNCTIONS.every((name) => typeof exports[name] === 'function')) return null;
     instance = exports as unknown as DenseF64Exports;
   } catch {
@@ -99,7 +110,8 @@ export function upperCholeskyOfInverseWasm(h: Float64Array, n: number): DenseCho
   const a = heapStart(wasm);
   const x = a + matrixBytes;
   const t = x + matrixBytes;
-  if (!ensureHeap(wasm, t + BLOCK * BLOCK * 8)) return null;
+  // t: scratch of (padded + BLOCK) x BLOCK for the factorization, then BLOCK x BLOCK for the inverse.
+  if (!ensureHeap(wasm, t + (padded + BLOCK) * BLOCK * 8)) return null;
   const heap = new Float64Array(wasm.memory.buffer);
   const a8 = a / 8;
   const x8 = x / 8;
@@ -115,8 +127,12 @@ export function upperCholeskyOfInverseWasm(h: Float64Array, n: number): DenseCho
     heap.fill(0, dst, dst + i);
     heap[dst + i] = 1;
   }
-  const failed = wasm.choleskyLowerInPlace(a, padded);
-  if (failed >= 0) return { ok: false, failedPivot: n - 1 - failed, pivotValue: wasm.failedPivotValue() };
+  const failed = wasm.choleskyLowerInPlace(a, padded, t);
+  if (failed >= 0) {
+    const pivotValue = wasm.failedPivotValue();
+    releaseIfLarge(wasm);
+    return { ok: false, failedPivot: n - 1 - failed, pivotValue };
+  }
   heap.fill(0, x8, x8 + padded * padded);
   wasm.lowerInverse(a, x, t, padded);
   // U[i][j] = K^-1[n-1-i][n-1-j] for j >= i (a row of K^-1 read backwards); zeros below the diagonal.
@@ -126,6 +142,7 @@ export function upperCholeskyOfInverseWasm(h: Float64Array, n: number): DenseCho
     const dst = i * n;
     for (let j = i; j < n; j++) u[dst + j] = heap[src - j]!;
   }
+  releaseIfLarge(wasm);
   return { ok: true, factor: u };
 }
 
@@ -152,5 +169,6 @@ export function lazyBatchUpdateWasm(w: Float64Array, rows: number, cols: number,
   for (let k = 0; k < count; k++) heap.set(hinv.subarray((i1 + k) * cols + i2, (i1 + k + 1) * cols), b8 + k * rest);
   wasm.gemmNNSub(c, rest, a, count, b, rest, rows, rest, count);
   for (let r = 0; r < rows; r++) w.set(heap.subarray(c8 + r * rest, c8 + (r + 1) * rest), r * cols + i2);
+  releaseIfLarge(wasm);
   return true;
 }
