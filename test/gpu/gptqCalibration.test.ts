@@ -203,3 +203,47 @@ test('--device cpu: GPTQ through the job device runner is the plain CPU path bit
     await loaded.close();
   }
 });
+
+test('device Hessian under auto: a device lost in the middle of a site reruns that site\'s pass on the CPU (said once), the rest stays there', async (t) => {
+  const shared = await gpuOrSkip(t);
+  if (shared === null) return;
+  const loaded = await loadModel(microLlamaDir);
+  try {
+    const calib = windowsOf(loaded, 'calib-64k.txt', 4);
+    const onCpu = await gatheredHessians(loaded, calib);
+    const notices: string[] = [];
+    const auto = await ComputeDevice.open('auto', (m) => notices.push(m), { softwareAdapter: 'use' });
+    try {
+      const onAuto = gptqOnDevice(auto);
+      const provider = onAuto.run.hessian;
+      assert.ok(provider !== undefined);
+      let added = 0;
+      // The device goes away after two windows of the first site.
+      const losing: GramProvider = (columns, pass) =>
+        provider(columns, (gram) =>
+          pass(
+            gram === true
+              ? gram
+              : {
+                  columns,
+                  addRows: async (x, rows) => {
+                    if (++added === 3) auto.gpu!.destroy();
+                    await gram.addRows(x, rows);
+                  },
+                  hessian: () => gram.hessian(),
+                },
+          ),
+        );
+      const hessians = await gatheredHessians(loaded, calib, losing);
+      assert.equal(hessians.length, onCpu.length);
+      hessians.forEach((h, i) => assert.deepEqual(h, onCpu[i], `site ${i}: the CPU Hessian`));
+      assert.equal(onAuto.deviceUsed(), 'cpu', 'no site finished on the device');
+      assert.equal(notices.length, 1, notices.join(' | '));
+      assert.match(notices[0]!, /continuing on the CPU/);
+    } finally {
+      auto.dispose();
+    }
+  } finally {
+    await loaded.close();
+  }
+});
