@@ -12,6 +12,7 @@
  * extrapolated (said so); of each of its linears the first QUANTLENS_BENCH_GPTQ_BLOCKS (default 4) blocks of
  * 128 columns are timed on a synthetic Hinv and the rest extrapolated by work; its Cholesky of the 5632-wide
  * Hessian is extrapolated from the 2048-wide one (n^3) unless QUANTLENS_BENCH_GPTQ_CHOLESKY=measure.
+ * --gptq-gpu=off (QUANTLENS_BENCH_GPTQ_GPU=off) runs the CPU side only.
  *
  * Quality (`npm run bench -- methods --quality`): the method table of src/core/methods/README.md on
  * ../shared/models/tiny-llama: perplexity on ../shared/data/eval.txt (reference protocol: windows of
@@ -39,6 +40,8 @@ import { GpuHessianAccumulator, defaultGptqMatmulVariant, gptqColumnsOnGpu, time
 import { createStorageBuffer } from '../src/core/gpu/kernels';
 import { isSoftwareAdapter } from '../src/core/jobs/computeDevice';
 import { matmul, matmulKernelKind } from '../src/core/model/wasmMatmul';
+import { tryUpperCholeskyOfInverse, tryUpperCholeskyOfInverseScalar } from '../src/core/methods/linalg';
+import { denseF64Available } from '../src/core/methods/wasm/denseF64';
 import { CancelledError } from '../src/core/errors';
 import { llamaShapeForSize } from './generateLlama';
 import { awqSearchScales } from '../src/core/methods/awq';
@@ -506,14 +509,44 @@ async function calibrationMemory(): Promise<void> {
   }
 }
 
+/**
+ * Hinv (tryUpperCholeskyOfInverse) alone per width, in GFLOP/s of the work the path does: the WebAssembly
+ * path (wasm/denseF64.ts) one Cholesky and one triangular inverse, n^3/3 each (2/3 n^3); the scalar path
+ * (Cholesky, inverse from the factor, Cholesky) 4/3 n^3. The scalar path is timed at 1024 for the ratio.
+ */
+function factorThroughput(widths: number[]): void {
+  const seededSpd = (n: number): Float64Array => {
+    const h = new Float64Array(n * n);
+    const r = seeded(n);
+    for (let i = 0; i < n; i++) for (let j = 0; j <= i; j++) h[i * n + j] = h[j * n + i] = (i === j ? n : 0) + r() * 0.5;
+    return h;
+  };
+  const kind = denseF64Available() ? 'WebAssembly f64x2 (blocked Cholesky of J H J + triangular inverse)' : 'scalar JS (WebAssembly unavailable)';
+  for (const n of widths) {
+    const h = seededSpd(n);
+    const fast = timed(() => tryUpperCholeskyOfInverse(h, n));
+    const flops = ((denseF64Available() ? 2 : 4) / 3) * n ** 3;
+    let scalarText = '';
+    if (n <= 1024) {
+      const slow = timed(() => tryUpperCholeskyOfInverseScalar(h, n));
+      scalarText = `; scalar JS path ${slow.cpu.toFixed(2)} CPU s, ${gflops((4 / 3) * n ** 3, slow.cpu)} (x${(slow.cpu / fast.cpu).toFixed(1)} the time)`;
+    }
+    console.log(`Hinv ${n}x${n}, ${kind}: ${fast.cpu.toFixed(2)} CPU s (${fast.wall.toFixed(2)} s wall), ${gflops(flops, fast.cpu)} of the work it does${scalarText}`);
+  }
+}
+
 export async function benchGptqSpeed(): Promise<void> {
   // Memory first, while the process's peak RSS is still its own.
   await calibrationMemory();
   let gpu: GpuContext | null = null;
-  try {
-    gpu = await acquireGpu();
-  } catch (e) {
-    console.log(`GPTQ on WebGPU: no device (${e instanceof Error ? e.message : String(e)}); CPU figures only`);
+  if (option('gptq-gpu', 'QUANTLENS_BENCH_GPTQ_GPU') === 'off') {
+    console.log('GPTQ on WebGPU: not run (--gptq-gpu=off); CPU figures only');
+  } else {
+    try {
+      gpu = await acquireGpu();
+    } catch (e) {
+      console.log(`GPTQ on WebGPU: no device (${e instanceof Error ? e.message : String(e)}); CPU figures only`);
+    }
   }
   try {
     const variant: GptqMatmulVariant = gpu === null ? 'tiled' : defaultGptqMatmulVariant(gpu);
@@ -554,6 +587,7 @@ export async function benchGptqSpeed(): Promise<void> {
       prepareGptq(new Float32Array(cols), 1, cols, h, { target: { kind: 'int', bits: 4, groupSize: 128, sym: false } });
       return cpuSeconds() - t0;
     };
+    factorThroughput([1024, shape.hidden, ...(measureAll ? [shape.ffn] : [])]);
     cholesky.set(shape.hidden, measureCholesky(shape.hidden));
     console.log(`1 GB model: prepareGptq (damping + float64 Cholesky, inverse, Cholesky) of a ${shape.hidden}-wide Hessian: ${cholesky.get(shape.hidden)!.toFixed(1)} CPU s (measured; the same on both paths)`);
     if (measureAll) {
