@@ -4,7 +4,8 @@
  *   exportGguf(
  *     checkpoint: Checkpoint,                 // from openCheckpoint(): an HF LLaMA/Mistral folder (or its .safetensors) or a .gguf
  *     options: ExportGgufOptions,             // { target: 'Q4_K_M' | 'Q8_0' | 'Q4_K' (pure) | ..., outputPath: '.../x.gguf', pure?, modelName?,
- *                                             //   onWarning?, onTensor? (per-tensor original values + written bytes for the quant card) }
+ *                                             //   onWarning?, onTensor? (per-tensor original values + written bytes for the quant card),
+ *                                             //   onTensorRows? (the same, window by window, no whole-tensor copies) }
  *     progress?: (step, total, tensorName) => void,
  *     signal?: AbortSignal,                   // cancels between windows; nothing is left at outputPath
  *   ): Promise<ExportGgufResult>              // the per-tensor plan that was written, file type, bytes
@@ -56,6 +57,25 @@ export interface GgufExportTensorReport {
   bytes: number;
 }
 
+/** A block of rows of one written tensor (see ExportGgufOptions.onTensorRows). */
+export interface GgufExportTensorRows {
+  name: string;
+  /** Row-major shape as written. */
+  shape: number[];
+  sourceType: string;
+  type: string;
+  /** First row of this block, in the written row order (Q/K already permuted). */
+  rowStart: number;
+  /** The block's source values (whole rows); valid only during the call. */
+  original: Float32Array;
+  /** The block's `type` bytes as written; valid only during the call. */
+  quantized: Uint8Array;
+  /** Bytes of the whole tensor as written. */
+  bytes: number;
+  /** This block ends the tensor. */
+  last: boolean;
+}
+
 export interface ExportGgufOptions {
   /** A llama-quantize preset (Q4_K_M, Q8_0, F16, ...) or a plain K type (Q3_K, Q4_K, Q5_K = --pure). */
   target: string;
@@ -67,6 +87,13 @@ export interface ExportGgufOptions {
   onWarning?: (message: string) => void;
   /** Called after each tensor is written; asking for it keeps that tensor's values in memory twice. */
   onTensor?: (report: GgufExportTensorReport) => void;
+  /**
+   * onTensor's information block by block, in row order, for every tensor written (streamed tensors: one
+   * call per window part, with views of the WebAssembly memory the window was quantized in; others: one
+   * call with the whole tensor). Nothing is kept for it, so a streaming consumer (the quant card's
+   * ErrorAccumulator) costs no copy of the model.
+   */
+  onTensorRows?: (rows: GgufExportTensorRows) => void;
   /** Most values read, quantized and written in one step (default 4 M). */
   maxWindowElements?: number;
   /** Test seam: called before every write; throwing simulates a failing disk. */
@@ -463,6 +490,17 @@ function checkPrecomputed(plan: ExportPlan, precomputed: ReadonlyMap<string, Pre
   }
 }
 
+/** Whether the caller wants each written tensor reported (so unchanged GGUF tensors are read, not copied). */
+function wantsReports(options: ExportGgufOptions): boolean {
+  return options.onTensor !== undefined || options.onTensorRows !== undefined;
+}
+
+/** A whole tensor to onTensor and, as one block, to onTensorRows. */
+function reportTensor(options: ExportGgufOptions, report: GgufExportTensorReport): void {
+  options.onTensor?.(report);
+  options.onTensorRows?.({ name: report.name, shape: report.shape, sourceType: report.sourceType, type: report.type, rowStart: 0, original: report.original, quantized: report.quantized, bytes: report.bytes, last: true });
+}
+
 /** permuteQkRows over rows of bytes (rows of ggml blocks): the same row mapping. */
 function permuteQkByteRows(src: Uint8Array, rows: number, rowBytes: number, headRows: number): Uint8Array {
   const dst = new Uint8Array(src.length);
@@ -493,14 +531,14 @@ async function writePrecomputed(
   const rowBytes = blocks.byteLength / rows;
   const bytes = item.permuteHeads !== undefined ? permuteQkByteRows(blocks, rows, rowBytes, headRows) : blocks;
   await writer.writeTensorData(item.name, bytes);
-  if (options.onTensor !== undefined) {
+  if (wantsReports(options)) {
     let original = await checkpoint.readRowsF32(item.source.name);
     if (item.permuteHeads !== undefined) {
       const permuted = new Float32Array(original.length);
       permuteQkRows(original, permuted, rows, cols, headRows);
       original = permuted;
     }
-    options.onTensor({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: bytes, bytes: bytes.byteLength });
+    reportTensor(options, { name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: bytes, bytes: bytes.byteLength });
   }
   return bytes.byteLength;
 }
@@ -524,7 +562,7 @@ async function writeTensor(
   if (blocks !== undefined) return writePrecomputed(checkpoint, item, type, blocks.bytes, writer, options);
 
   // Unchanged GGUF tensors are copied byte for byte, as llama-quantize does.
-  if (checkpoint.format === 'gguf' && item.source.dtype === type && options.onTensor === undefined) {
+  if (checkpoint.format === 'gguf' && item.source.dtype === type && !wantsReports(options)) {
     const windowRows = Math.max(1, Math.floor(maxWindow / cols));
     for (let r = 0; r < rows; r += windowRows) {
       throwIfAborted(signal, `writing ${options.outputPath}`);
@@ -540,7 +578,7 @@ async function writeTensor(
   }
   let windowRows = Math.max(1, Math.floor(maxWindow / cols));
   if (headRows > 1) windowRows = Math.max(headRows, windowRows - (windowRows % headRows));
-  const keep = options.onTensor !== undefined;
+  const keep = wantsReports(options);
   const original = keep ? new Float32Array(total) : undefined;
   // The written bytes, for the quant card (it dequantizes them itself, chunk by chunk).
   const written = keep ? new Uint8Array(rows * rowBytes) : undefined;
@@ -609,7 +647,7 @@ async function writeTensor(
   }
   await flush();
   if (original !== undefined && written !== undefined) {
-    options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: written, bytes: rows * rowBytes });
+    reportTensor(options, { name: item.name, shape: item.shape, sourceType: item.source.dtype, type, original, quantized: written, bytes: rows * rowBytes });
   }
   return rows * rowBytes;
 }
@@ -648,7 +686,7 @@ interface StreamContext {
 function isStreamable(checkpoint: Checkpoint, item: ExportItem, type: GgmlTypeName, options: ExportGgufOptions): type is GgmlTypeName & WasmQuantType {
   if (!isWasmQuantType(type)) return false;
   if (options.precomputed?.has(item.source.name) === true) return false;
-  if (checkpoint.format === 'gguf' && item.source.dtype === type && options.onTensor === undefined) return false;
+  if (checkpoint.format === 'gguf' && item.source.dtype === type && !wantsReports(options)) return false;
   const { cols } = rowsAndCols(item.shape);
   return cols % ggmlTypeByName(type)!.blockSize === 0;
 }
@@ -836,13 +874,33 @@ async function streamTensors(
         const column = bad % cols;
         throw new NumericError(`${checkpoint.path}: tensor ${item.source.name} has ${String(value)} at index ${row * cols + column} (row ${row}, column ${column}); refusing to write it`);
       }
+      const last = task.row + task.rows >= tensor.rows;
       if (tensor.original !== undefined && tensor.written !== undefined) {
         for (const [p, part] of window.parts.entries()) {
           tensor.original.set(part.values, (task.row + part.row) * cols);
           tensor.written.set(quantized.bytes[p]!, (task.row + part.row) * rowBytes);
         }
       }
-      const last = task.row + task.rows >= tensor.rows;
+      if (options.onTensorRows !== undefined) {
+        try {
+          for (const [p, part] of window.parts.entries()) {
+            options.onTensorRows({
+              name: item.name,
+              shape: item.shape,
+              sourceType: item.source.dtype,
+              type: tensor.type,
+              rowStart: task.row + part.row,
+              original: part.values,
+              quantized: quantized.bytes[p]!,
+              bytes: tensor.rows * rowBytes,
+              last: last && p === window.parts.length - 1,
+            });
+          }
+        } catch (e) {
+          window.release();
+          throw e;
+        }
+      }
       const bytes = quantized.bytes;
       writes = writes
         .then(async () => {

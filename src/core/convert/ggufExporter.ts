@@ -23,7 +23,7 @@ async function runExport(job: Parameters<GgufExporter>[0], imatrix: ExportImatri
         target: job.target,
         outputPath: job.output,
         onWarning: job.onWarning,
-        onTensor: job.onTensor,
+        onTensorRows: job.onTensorRows,
         threads: job.threads,
         quantizeWindow: job.quantizeWindow,
         precomputed: job.precomputed,

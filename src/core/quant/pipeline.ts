@@ -22,7 +22,7 @@ import { tensorRole } from '../formats/tensorRoles';
 import { bytesOf, layoutSafetensors, SAFETENSORS_DTYPE_BYTES, SafetensorsStreamWriter, type SafetensorsTensorSpec, type SafetensorsWriteDtype } from '../formats/safetensors/writer';
 import { assertNotSamePath, copyFileAtomic, openAtomicFile, writeFileAtomic, type WriteFaultHook } from '../io/atomicWrite';
 import { ErrorAccumulator } from '../analysis/errorMetrics';
-import { ggmlTypeByName } from '../formats/gguf/ggmlTypes';
+import { ggmlTypeByName, type GgmlTypeName } from '../formats/gguf/ggmlTypes';
 import { TOOL_VERSION } from '../version';
 import { dequantizeFp8E4M3, encodeFp8WithScale, fp8Scale, quantizeFp8E4M3 } from './fp8';
 import { allocateGptq, dequantizeGptq, dequantizeRowsWithF16Scales, GPTQ_MIN_ZERO, gptqQuantizeConfig, packGptqRows, readGptqLinear, type GptqCodes } from './gptqLayout';
@@ -68,27 +68,34 @@ export function allTargetNames(): string[] {
   return [...researchTargetNames(), ...GGUF_TARGETS];
 }
 
-/** One written GGUF tensor, as the exporter reports it, so the pipeline can measure it. */
-export interface GgufTensorReport {
+/**
+ * A block of whole rows of one written GGUF tensor, as the exporter reports it (in row order, tensor by
+ * tensor), so the pipeline can measure it as it streams: no copy of a tensor is kept for the card.
+ */
+export interface GgufTensorRows {
   name: string;
   shape: number[];
   sourceType: string;
   type: string;
-  /** Source values (row-major, as read from the input). */
+  /** First row of the block (rows = the outermost dimension, in the written order). */
+  rowStart: number;
+  /** The block's source values (row-major); valid only during the call. */
   original: Float32Array;
   /**
-   * The `type` bytes written, same row order as `original`: the card's metrics are computed from them
+   * The block's `type` bytes written, same rows as `original`: the card's metrics are computed from them
    * (dequantized in WebAssembly memory chunk by chunk, ErrorAccumulator.addQuantizedRows), with no f32
-   * reconstruction of the whole tensor.
+   * reconstruction. Valid only during the call.
    */
   quantized: Uint8Array;
-  /** Bytes written for this tensor. */
+  /** Bytes written for the whole tensor. */
   bytes: number;
+  /** This block ends the tensor. */
+  last: boolean;
 }
 
 /**
  * The hook a GGUF exporter provides (src/core/convert). It must write `output` atomically itself,
- * honour `signal`, and call `onTensor` for every tensor it writes.
+ * honour `signal`, and call `onTensorRows` for every tensor it writes (its blocks in row order, tensor by tensor).
  */
 export type GgufExporter = (job: {
   input: string;
@@ -97,7 +104,7 @@ export type GgufExporter = (job: {
   signal?: AbortSignal;
   onProgress?: (step: number, total: number, tensor: string) => void;
   onWarning?: (message: string) => void;
-  onTensor: (report: GgufTensorReport) => void;
+  onTensorRows: (rows: GgufTensorRows) => void;
   /** Quantizing threads of the exporter's CPU path (its default when absent). */
   threads?: number;
   /** Quantizes a window of rows in place of the CPU path (the GPU), or resolves null to leave it to the CPU. */
@@ -956,6 +963,8 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
     let parameters = 0;
     let quantizedParameters = 0;
     let lastStep = { step: 0, total: 0 };
+    // The tensor whose blocks are being measured (the exporter reports one tensor's blocks at a time).
+    let measuring: { name: string; type: GgmlTypeName; accumulator: ErrorAccumulator } | null = null;
     try {
       await exporter({
         input: request.input,
@@ -971,24 +980,35 @@ async function runGguf(request: QuantizeRequest, options: QuantizeRunOptions): P
         quantizeWindow: options.quantizeWindow,
         checkpoint: options.checkpoint,
         precomputed: options.ggmlBlocks,
-        onTensor: (report) => {
-          const count = elementCount(report.shape);
-          parameters += count;
-          const base = { name: report.name, shape: report.shape, sourceType: report.sourceType, bitsPerWeight: count === 0 ? 0 : (report.bytes * 8) / count };
+        onTensorRows: (block) => {
+          const count = elementCount(block.shape);
           // Unchanged, or widened to F32 (exact): no error to measure.
-          if (report.type === report.sourceType || report.type === 'F32') {
-            cardTensors.push(copiedTensorEntry({ ...base, type: report.type }));
+          const measured = !(block.type === block.sourceType || block.type === 'F32');
+          const cols = block.shape.length >= 2 ? elementCount(block.shape.slice(1)) : Math.max(1, count);
+          if (measured) {
+            // The card's sums run over the blocks in row order: the numbers of one pass over the whole tensor.
+            if (block.rowStart === 0) {
+              const writtenType = ggmlTypeByName(block.type);
+              if (writtenType === undefined) throw new InvalidArgumentError(`${block.name}: the GGUF exporter reported an unknown type ${block.type}`);
+              measuring = { name: block.name, type: writtenType.name, accumulator: new ErrorAccumulator(Math.max(1, count / cols), cols, block.name) };
+            }
+            if (measuring === null || measuring.name !== block.name) throw new InvalidArgumentError(`${block.name}: the GGUF exporter reported rows from ${block.rowStart} before the tensor's first rows`);
+            measuring.accumulator.addQuantizedRows(measuring.type, block.original, block.quantized);
+          }
+          if (!block.last) return;
+          parameters += count;
+          const base = { name: block.name, shape: block.shape, sourceType: block.sourceType, bitsPerWeight: count === 0 ? 0 : (block.bytes * 8) / count };
+          if (!measured) {
+            cardTensors.push(copiedTensorEntry({ ...base, type: block.type }));
             return;
           }
           quantizedParameters += count;
-          const cols = report.shape.length >= 2 ? elementCount(report.shape.slice(1)) : Math.max(1, count);
-          const acc = new ErrorAccumulator(Math.max(1, count / cols), cols, report.name);
-          const writtenType = ggmlTypeByName(report.type);
-          if (writtenType === undefined) throw new InvalidArgumentError(`${report.name}: the GGUF exporter reported an unknown type ${report.type}`);
-          acc.addQuantizedRows(writtenType.name, report.original, report.quantized);
-          const entry = quantizedTensorEntry({ ...base, type: report.type }, acc.result());
+          const finished = measuring;
+          if (finished === null) throw new InvalidArgumentError(`${block.name}: the GGUF exporter ended a tensor it did not report rows of`);
+          measuring = null;
+          const entry = quantizedTensorEntry({ ...base, type: block.type }, finished.accumulator.result());
           cardTensors.push(entry);
-          options.onProgress?.({ ...lastStep, tensor: report.name, action: 'quantize', result: quantizedTensorResult(entry) });
+          options.onProgress?.({ ...lastStep, tensor: block.name, action: 'quantize', result: quantizedTensorResult(entry) });
         },
       });
     } catch (e) {
