@@ -106,7 +106,7 @@ export interface MethodRun {
   /** The spill file behind `calibrated`, when MethodRunOptions.layers asked for one. */
   spill: LayerSpillFile | null;
   reports: SiteReport[];
-  /** GPTQ: the per-linear results (codes, scales, zeros, g_idx or ggml bytes) by HF module name. */
+  /** GPTQ: the per-linear results (codes, scales, zeros, g_idx or ggml bytes; `dequantized` only with layers in memory) by HF module name. */
   gptqResults: Map<string, GptqLayerResult>;
   /** LLM.int8(): the 16-bit dimensions per layer and site. */
   llmInt8Plans: Map<string, LlmInt8Plan>;
@@ -127,7 +127,10 @@ export const GPTQ_TOKENS_PER_COLUMN = 32;
 export interface MethodRunOptions {
   signal?: AbortSignal;
   onProgress?(layersDone: number, layers: number): void;
-  /** Keep GPTQ's codes/scales for a layout writer (costs one byte per weight). */
+  /**
+   * Keep GPTQ's codes/scales for a layout writer (costs one byte per weight). Their `dequantized` is kept only with
+   * `layers: 'memory'` (otherwise an empty array: the f32 copy of every weight is what bounded memory avoids).
+   */
   keepGptqResults?: boolean;
   /**
    * Where GPTQ quantizes each linear (jobs/gptqDevice.ts: WebGPU with a CPU fallback); default the CPU driver. Its
@@ -169,7 +172,14 @@ function checkGroup(config: LlamaConfig, settings: MethodSettings): void {
   }
 }
 
-function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Map<string, GptqLayerResult>, keep: boolean, warnings: string[], runLayer: GptqLayerRunner): LayerwiseMethod {
+function gptqMethod(
+  settings: MethodSettings,
+  reports: SiteReport[],
+  results: Map<string, GptqLayerResult>,
+  keep: 'all' | 'without-dequantized' | 'none',
+  warnings: string[],
+  runLayer: GptqLayerRunner,
+): LayerwiseMethod {
   const intTarget: GptqTarget = { kind: 'int', bits: settings.bits, groupSize: settings.groupSize, sym: settings.sym ?? false };
   const targetOf = (name: string): GptqTarget => {
     const type = settings.ggmlTypes?.get(name) ?? settings.ggmlTarget;
@@ -192,8 +202,10 @@ function gptqMethod(settings: MethodSettings, reports: SiteReport[], results: Ma
         const r = await runLayer(lin.weight, lin.rows, lin.cols, h, { target: targetOf(lin.name), percDamp: settings.percDamp, actOrder: settings.actOrder, signal: ctx.signal });
         lin.weight.set(r.dequantized);
         report.push({ name: lin.name, dampFraction: r.dampFraction, dampIncreases: r.dampIncreases, deadColumns: r.deadColumns, loss: r.loss });
-        // Kept without its f32 copy (the layer's weights hold it): codes, scales and blocks are what writers read.
-        if (keep) results.set(lin.name, { ...r, dequantized: new Float32Array(0) });
+        // Unless the layers stay in memory anyway, kept without its f32 copy (the whole model's weights in f32 over
+        // the run): codes, scales and blocks are what the writers read.
+        if (keep === 'all') results.set(lin.name, r);
+        else if (keep === 'without-dequantized') results.set(lin.name, { ...r, dequantized: new Float32Array(0) });
       }
       reports.push({ layer: ctx.layer, site: ctx.site, tokens: ctx.stats.tokens, gptq: report });
     },
@@ -321,7 +333,8 @@ export async function quantizeWithMethod(
   let gram: GramProvider | undefined;
   if (method === 'gptq') {
     gram = options.gptqLayer?.hessian;
-    layerwise = gptqMethod(settings, reports, gptqResults, options.keepGptqResults === true, warnings, options.gptqLayer ?? gptqOnCpu);
+    const keep = options.keepGptqResults !== true ? 'none' : (options.layers ?? 'memory') === 'memory' ? 'all' : 'without-dequantized';
+    layerwise = gptqMethod(settings, reports, gptqResults, keep, warnings, options.gptqLayer ?? gptqOnCpu);
     minimumTokens = (_site, width) => minimumCalibrationTokens(width);
   } else if (method === 'awq') layerwise = awqMethod(settings, reports);
   else if (method === 'smoothquant') layerwise = smoothQuantMethod(settings, reports);
