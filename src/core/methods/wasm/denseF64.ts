@@ -8,8 +8,11 @@
 import { DENSE_F64_WASM_BASE64 } from './denseF64Wasm';
 
 const PAGE_BYTES = 65536;
-/** Largest heap used; past it the callers' JS runs (wasm32 addresses 4 GiB). */
-const MAX_HEAP_BYTES = 3 * 2 ** 30;
+/**
+ * Largest heap used; past it the callers' JS runs. wasm32 addresses 4 GiB (the module declares no maximum):
+ * Hinv fits up to about 14,500 columns (2 N^2 float64), where the scalar path would need 6 n^2.
+ */
+const MAX_HEAP_BYTES = 2 ** 32 - PAGE_BYTES;
 /** Block size of the factorization in denseF64.as (BS): matrices are padded to a multiple of it. */
 const BLOCK = 64;
 
