@@ -11,9 +11,12 @@
  * of ours against the bound 2 x largest tensor (as f32) + 256 MiB, and whether our bytes from the F32 GGUF
  * equal llama-quantize's. llama-quantize comes from bench/llamaCpp.ts; without it ours is still timed.
  * The generated model is kept in .cache/bench-quantize/ and reused; outputs are deleted after each type.
+ * Each input is read through once, untimed, before each timed run (ours and llama-quantize's alike): Dev's
+ * page cache is dropped now and then, and a cold 2 GiB read (~2.5 s, ~1.8 s of it system CPU) charged to
+ * whichever run came first decided the ratio more than the quantizers did.
  */
 import { spawnSync } from 'node:child_process';
-import { createReadStream, existsSync, mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, cpus, freemem, loadavg, totalmem } from 'node:os';
 import { join, resolve } from 'node:path';
 import { findLlamaCppTool } from './llamaCpp';
@@ -86,6 +89,13 @@ async function buildChild(outDir: string): Promise<void> {
   });
 }
 
+/** Reads a file, or every file of a folder, through once (to /dev/null), so the timed run that follows finds it in the page cache. */
+function warmInput(path: string): void {
+  const files = statSync(path).isDirectory() ? readdirSync(path).map((f) => join(path, f)).filter((f) => statSync(f).isFile()) : [path];
+  const r = spawnSync('cat', files, { stdio: ['ignore', 'ignore', 'inherit'] });
+  if (r.status !== 0) throw new Error(`could not read ${path} through (cat exit ${String(r.status)})`);
+}
+
 async function sameBytes(a: string, b: string): Promise<boolean> {
   if (statSync(a).size !== statSync(b).size) return false;
   const { createHash } = await import('node:crypto');
@@ -148,11 +158,14 @@ export async function benchQuantize(): Promise<void> {
       const oursHfOut = join(work, `ours-hf-${type}.gguf`);
       const oursGgufOut = join(work, `ours-gguf-${type}.gguf`);
       const llamaOut = join(work, `llama-${type}.gguf`);
+      warmInput(model.hfFolder);
       const oursHf = timed(process.execPath, [child, model.hfFolder, oursHfOut, type, String(threads)]);
+      warmInput(model.f32Gguf);
       const oursGguf = timed(process.execPath, [child, model.f32Gguf, oursGgufOut, type, String(threads)]);
       let theirs: RunFigures | null = null;
       let identical = 'not compared (no llama-quantize)';
       if (llama.found) {
+        warmInput(model.f32Gguf);
         theirs = timed(llama.path, [model.f32Gguf, llamaOut, type, String(threads)]);
         if (theirs.ok && oursGguf.ok) identical = (await sameBytes(oursGgufOut, llamaOut)) ? 'identical' : 'DIFFERENT';
         rmSync(llamaOut, { force: true });
