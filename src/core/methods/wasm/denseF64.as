@@ -4,9 +4,10 @@
 // strides ("ld") are in elements.
 //
 // Rounding: every product and sum is an IEEE float64 operation (WebAssembly has no implicit fused
-// multiply-add). gemmNNSub keeps the scalar code's order (c = c - a*b, p ascending) and so the same
-// bits; the Cholesky and the triangular inverse sum their dot products in two lanes (even and odd p)
-// and add the lanes at the end, a reassociation of the scalar sums.
+// multiply-add), each rounded to nearest even. gemmNNSub keeps the scalar code's order (c = c - a*b,
+// p ascending) and so its bits; gemmNTSub and dot() (the Cholesky) sum in two lanes (even and odd p),
+// added at the end and per KC chunk; the Cholesky solves the rows below a diagonal block with that
+// block's inverse, and the inverse goes by blocks: reassociations of the scalar sums, not the same bits.
 
 /** Block size of the factorization and the inverse (the matrix order is padded to a multiple of it). */
 const BS: i32 = 64;
