@@ -478,7 +478,8 @@ async function calibrationMemory(): Promise<void> {
     let peak = before;
     const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 20);
     const t = await timedAsync(() =>
-      quantizeWithMethod(loaded.model, calibration, 'gptq', { bits: 4, groupSize: 128 }, { onProgress: () => (peak = Math.max(peak, process.memoryUsage().rss)) }),
+      // What `quantize --method gptq` runs: GPTQ's codes kept for the writer, each rewritten layer dropped as it finishes.
+      quantizeWithMethod(loaded.model, calibration, 'gptq', { bits: 4, groupSize: 128 }, { keepGptqResults: true, layers: 'discard', onProgress: () => (peak = Math.max(peak, process.memoryUsage().rss)) }),
     );
     clearInterval(sampler);
     const maxRss = process.resourceUsage().maxRSS * 1024;
@@ -496,13 +497,16 @@ async function calibrationMemory(): Promise<void> {
     const widest = Math.max(H, q, I);
     const hessian = widest * widest * (8 + 4 + 8 + 6 * 8) + widest * 256 * 4 + 2 * 8 * H * I;
     const outputs = c.numLayers * layerWeights;
+    // GPTQ's kept results: a code byte per weight plus f32 scale and i32 zero per group of 128.
+    const keptCodes = (outputs / 4) * (1 + 8 / 128);
     const modelF32 = outputs + 4 * c.vocabSize * H * (c.tieWordEmbeddings ? 1 : 2);
     const MB = 1e6;
     console.log(
       `calibration memory (tiny-llama, GPTQ W4 g128, ${windows} x ${ctx} tokens, CPU, ${t.wall.toFixed(0)} s): RSS ${(before / MB).toFixed(0)} MB before, ` +
         `peak sampled ${(peak / MB).toFixed(0)} MB (+${((peak - before) / MB).toFixed(0)} MB), process maxRSS ${(maxRss / MB).toFixed(0)} MB (was ${(peakBefore / MB).toFixed(0)} MB before); ` +
         `one layer's working set: weights ${(layerWeights / MB).toFixed(1)} MB f32 + activations ${(activations / MB).toFixed(1)} MB + Hessian and Cholesky temporaries ${(hessian / MB).toFixed(1)} MB = ${((layerWeights + activations + hessian) / MB).toFixed(1)} MB; ` +
-        `plus the method's output, every layer's rewritten weights ${(outputs / MB).toFixed(1)} MB f32; the whole model in f32 ${(modelF32 / MB).toFixed(0)} MB`,
+        `plus GPTQ's kept codes for the writer ~${(keptCodes / MB).toFixed(1)} MB (one byte per weight); the rewritten layers (${(outputs / MB).toFixed(1)} MB f32 in all) leave memory as each layer finishes ` +
+        `(dropped here as in quantize --method gptq; AWQ / SmoothQuant / compare spill them to a temporary file); the whole model in f32 ${(modelF32 / MB).toFixed(0)} MB`,
     );
   } finally {
     await loaded.close();
