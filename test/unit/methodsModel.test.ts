@@ -147,3 +147,39 @@ test('micro-llama: the method checkpoint wrapper reads the rewritten weights (wh
     await checkpoint.close();
   }
 });
+
+test('micro-llama: a spilled run reads back through the method checkpoint as the in-memory run; a dropped or disposed run is refused', async () => {
+  const { checkpointWithMethodWeights } = await import('../../src/core/methods/methodCheckpoint');
+  const { disposeMethodRun } = await import('../../src/core/methods/quantizeWithMethod');
+  const { tmpdir } = await import('node:os');
+  const { existsSync } = await import('node:fs');
+  const checkpoint = await openCheckpoint(microLlamaDir);
+  try {
+    const model = LlamaModel.fromCheckpoint(checkpoint);
+    const tokenizer = await loadTokenizer(checkpoint);
+    const calib = textWindows(tokenizer.encode(readFileSync(join(fixturesDir, 'calib-64k.txt'), 'utf8')), 128, 2, 'calibration');
+    const settings = { bits: 4, groupSize: 64 };
+    const inMemory = await quantizeWithMethod(model, calib, 'awq', settings);
+    const spillPath = join(tmpdir(), `.methods-model-test.${process.pid}.tmp`);
+    const spilled = await quantizeWithMethod(model, calib, 'awq', settings, { layers: { spillPath } });
+    try {
+      assert.equal(spilled.layers, null);
+      assert.ok(existsSync(spillPath));
+      const a = checkpointWithMethodWeights(checkpoint, model, inMemory);
+      const b = checkpointWithMethodWeights(checkpoint, model, spilled);
+      for (const name of ['model.layers.0.input_layernorm.weight', 'model.layers.1.post_attention_layernorm.weight', 'model.layers.0.self_attn.k_proj.weight', 'model.layers.1.mlp.down_proj.weight']) {
+        assert.deepEqual(await b.readRowsF32(name), await a.readRowsF32(name), name);
+        assert.deepEqual(await b.readRawRows(name, 0, 1), await a.readRawRows(name, 0, 1), `${name} raw row 0`);
+      }
+      await assert.rejects(b.readRowsF32('model.layers.1.mlp.down_proj.weight', 60, 5), InvalidArgumentError);
+    } finally {
+      await disposeMethodRun(spilled);
+    }
+    assert.equal(existsSync(spillPath), false, 'disposed: the spill file is gone');
+    assert.throws(() => checkpointWithMethodWeights(checkpoint, model, spilled), InvalidArgumentError);
+    const dropped = await quantizeWithMethod(model, calib, 'smoothquant', { bits: 8, groupSize: 0 }, { layers: 'discard' });
+    assert.throws(() => checkpointWithMethodWeights(checkpoint, model, dropped), /not kept/);
+  } finally {
+    await checkpoint.close();
+  }
+});
