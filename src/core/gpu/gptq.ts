@@ -20,6 +20,7 @@
  */
 import { InvalidArgumentError } from '../errors';
 import { isSoftwareAdapter } from '../jobs/computeDevice';
+import type { AsyncGramAccumulator } from '../methods/inputStats';
 import { columnBlockOf, finishGptq, prepareGptq, quantizeColumnBlock, type GptqLayerResult, type GptqLayerState, type GptqOptions } from '../methods/gptq';
 import { guarded, type GpuContext } from './device';
 import { createStorageBuffer, encodeKernel, pipelineFor, type Kernel } from './kernels';
@@ -105,9 +106,10 @@ export interface GpuHessianOptions {
 
 /**
  * sum x x^T of a layer's inputs on the device (see the file comment for the precision). The same contract
- * as methods/gptq.ts HessianAccumulator, asynchronous; `destroy()` frees the device buffers.
+ * as methods/gptq.ts HessianAccumulator, asynchronous; `destroy()` frees the device buffers. The calibration pass
+ * takes it as an InputStatsOptions.gram (jobs/gptqDevice.ts's `hessian` provider) for GPTQ's sites.
  */
-export class GpuHessianAccumulator {
+export class GpuHessianAccumulator implements AsyncGramAccumulator {
   readonly columns: number;
   /** Number of token rows added so far. */
   tokens = 0;
