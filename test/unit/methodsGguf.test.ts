@@ -135,7 +135,7 @@ async function assertLlamaCppAgrees(path: string, reference: Checkpoint, label: 
 async function methodGgufMatchesInMemory(dir: string, target: string, spec: MethodQuantizeSpec, note: (line: string) => void): Promise<{ fileRun: MethodRun; fileGguf: string }> {
   const out = join(dir, `${spec.method}-${target}.gguf`);
   const warnings: string[] = [];
-  const { result, run } = await runMethodQuantize({ input: microLlamaDir, target, output: out }, spec, { onWarning: (w) => warnings.push(w) });
+  const { result, run } = await runMethodQuantize({ input: microLlamaDir, target, output: out }, spec, { onWarning: (w) => warnings.push(w), keepLayersInMemory: true });
   assert.equal(result.card.recipe.method, spec.method, 'the quant card names the method');
   assert.equal(result.card.output.format, 'gguf');
   const windows = await evalWindows();
@@ -217,7 +217,7 @@ test('GPTQ -> Q4_0 GGUF: the written blocks are gptqQuantizeLayer bytes (Q/K row
   await withTempDir(async (dir) => {
     const out = join(dir, 'gptq-Q4_0.gguf');
     // 32 x 256 = 8192 calibration tokens: ~43 per column of the widest Hessian (down_proj, 192 columns).
-    const { result, run } = await runMethodQuantize({ input: microLlamaDir, target: 'Q4_0', output: out }, { method: 'gptq', calib: calibFile, calibWindows: 32 });
+    const { result, run } = await runMethodQuantize({ input: microLlamaDir, target: 'Q4_0', output: out }, { method: 'gptq', calib: calibFile, calibWindows: 32 }, { keepLayersInMemory: true });
     assert.equal(result.card.recipe.method, 'gptq', 'the quant card names the method');
     assert.equal(result.card.recipe.gptqBlocks, 'Q4_0');
     const windows = await evalWindows();
@@ -247,7 +247,7 @@ test('GPTQ -> Q4_0 GGUF: the written blocks are gptqQuantizeLayer bytes (Q/K row
 async function gptqPresetAsPlanned(modelDir: string, calib: string, calibWindows: number, target: string, evalCount: number, note: (line: string) => void): Promise<Map<string, number>> {
   return withTempDir(async (dir) => {
     const out = join(dir, `gptq-${target}.gguf`);
-    const { result, run } = await runMethodQuantize({ input: modelDir, target, output: out }, { method: 'gptq', calib, calibWindows });
+    const { result, run } = await runMethodQuantize({ input: modelDir, target, output: out }, { method: 'gptq', calib, calibWindows }, { keepLayersInMemory: true });
     return withCheckpoint(modelDir, async (source) => {
       const windows = textWindows((await loadTokenizer(source)).encode(await readTextFile(evalFile, 'evaluation')), CTX, evalCount, 'evaluation');
       return withCheckpoint(out, async (written) => {

@@ -79,8 +79,8 @@ export async function runQuantizeJob(spec: QuantizeJobSpec, ctx: JobContext): Pr
   const softwareAdapter = spec.testFaults?.useSoftwareAdapter === true ? 'use' : 'avoid';
   const method = spec.request.method;
   if (method !== undefined) {
-    // GPTQ's lazy batch updates run on the GPU when the job holds one (jobs/gptqDevice.ts); the calibration pass
-    // and the other methods run on the CPU.
+    // GPTQ's calibration Hessians and lazy batch updates run on the GPU when the job holds one (jobs/gptqDevice.ts);
+    // the rest of the calibration pass and the other methods run on the CPU.
     // The device opens at the first GPTQ layer: a run refused before calibration opens none.
     const onDevice = method.method === 'gptq' ? gptqOnLazyDevice(() => ComputeDevice.open(spec.device ?? 'auto', ctx.notice, { softwareAdapter })) : undefined;
     if (onDevice === undefined && spec.device === 'gpu') ctx.notice(`--method ${method.method} calibrates and quantizes on the CPU: the GPU path covers plain quantization and GPTQ`);
