@@ -21,7 +21,7 @@
 import { InvalidArgumentError } from '../errors';
 import { isSoftwareAdapter } from '../jobs/computeDevice';
 import type { AsyncGramAccumulator } from '../methods/inputStats';
-import { columnBlockOf, finishGptq, prepareGptq, quantizeColumnBlock, type GptqLayerResult, type GptqLayerState, type GptqOptions } from '../methods/gptq';
+import { columnBlockOf, finishGptq, hessianFromSum, prepareGptq, quantizeColumnBlock, type GptqLayerResult, type GptqLayerState, type GptqOptions } from '../methods/gptq';
 import { guarded, type GpuContext } from './device';
 import { createStorageBuffer, encodeKernel, pipelineFor, type Kernel } from './kernels';
 import { WGSL_SOURCES } from './kernels/index';
@@ -205,17 +205,7 @@ export class GpuHessianAccumulator implements AsyncGramAccumulator {
   async hessian(): Promise<Float64Array> {
     if (this.tokens === 0) throw new InvalidArgumentError('Hessian: no calibration tokens reached this layer');
     if (this.pendingTokens > 0) await guarded(this.gpu, 'GPTQ Hessian readback', () => this.drain());
-    const n = this.columns;
-    const h = new Float64Array(n * n);
-    const f = 2 / this.tokens;
-    for (let i = 0; i < n; i++) {
-      for (let j = i; j < n; j++) {
-        const v = this.sum[i * n + j]! * f;
-        h[i * n + j] = v;
-        h[j * n + i] = v;
-      }
-    }
-    return h;
+    return hessianFromSum(this.sum, this.columns, this.tokens);
   }
 
   destroy(): void {

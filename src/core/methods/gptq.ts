@@ -64,20 +64,26 @@ export class HessianAccumulator {
 
   /** H = 2/n * sum x x^T as a full symmetric matrix. */
   hessian(): Float64Array {
-    const n = this.columns;
-    if (this.tokens === 0) throw new InvalidArgumentError('Hessian: no calibration tokens reached this layer');
-    const h = new Float64Array(n * n);
-    const f = 2 / this.tokens;
-    // Symmetrised from the upper triangle (the two f32 halves of a chunk can differ in the last bit).
-    for (let i = 0; i < n; i++) {
-      for (let j = i; j < n; j++) {
-        const v = this.sum[i * n + j]! * f;
-        h[i * n + j] = v;
-        h[j * n + i] = v;
-      }
-    }
-    return h;
+    return hessianFromSum(this.sum, this.columns, this.tokens);
   }
+}
+
+/**
+ * H = 2/tokens * sum, a full symmetric matrix from the upper triangle of `sum` (sum x x^T over `tokens` rows, n x n):
+ * the two f32 halves of a chunk's product can differ in the last bit, and the GPU accumulator fills only the upper one.
+ */
+export function hessianFromSum(sum: Float64Array, n: number, tokens: number): Float64Array {
+  if (tokens === 0) throw new InvalidArgumentError('Hessian: no calibration tokens reached this layer');
+  const h = new Float64Array(n * n);
+  const f = 2 / tokens;
+  for (let i = 0; i < n; i++) {
+    for (let j = i; j < n; j++) {
+      const v = sum[i * n + j]! * f;
+      h[i * n + j] = v;
+      h[j * n + i] = v;
+    }
+  }
+  return h;
 }
 
 /** Where GPTQ's columns are rounded to: a group-wise integer grid, or a ggml block type's grid. */
