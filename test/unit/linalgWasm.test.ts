@@ -13,14 +13,13 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { repoRoot, fixturesDir, microLlamaDir, sharedFile, tinyLlamaDir } from '../helpers/paths';
 import { normalRng } from '../helpers/random';
-import { withCheckpoint } from '../helpers/scoped';
+import { capturedLayer } from '../helpers/capturedLayer';
 import { denseF64SourceHash } from '../../src/core/methods/wasm/buildInfo';
 import { DENSE_F64_SOURCE_SHA256 } from '../../src/core/methods/wasm/denseF64Wasm';
 import { denseF64Available, lazyBatchUpdateWasm, upperCholeskyOfInverseWasm } from '../../src/core/methods/wasm/denseF64';
 import { matmul, transposeSquare, tryUpperCholeskyOfInverse, tryUpperCholeskyOfInverseScalar } from '../../src/core/methods/linalg';
 import { HessianAccumulator, applyLazyBatchUpdate, columnBlockOf, finishGptq, prepareGptq, quantizeColumnBlock, type GptqLayerState, type GptqTarget } from '../../src/core/methods/gptq';
-import { loadTokenizer, readTextFile, textWindows } from '../../src/core/methods/compare';
-import { LlamaModel, type LinearRole } from '../../src/core/model/forward';
+import type { LinearRole } from '../../src/core/model/forward';
 
 test('the generated WebAssembly is a build of the current denseF64.as, flags and asc version', () => {
   const source = readFileSync(join(repoRoot, 'src', 'core', 'methods', 'wasm', 'denseF64.as'), 'utf8');
@@ -139,30 +138,16 @@ test('lazy batch update: the WebAssembly kernel has the scalar loop bits on ragg
   }
 });
 
-/** The inputs of one layer's linears and its weights, from a forward pass on real text. */
-async function capturedLayer(modelDir: string, calib: string, windows: number, layer: number): Promise<{ weights: Record<LinearRole, Float32Array>; hessians: Map<string, Float64Array> }> {
-  return withCheckpoint(modelDir, async (c) => {
-    const model = LlamaModel.fromCheckpoint(c);
-    const ids = (await loadTokenizer(c)).encode(await readTextFile(calib, 'calibration'));
-    const weights = {} as Record<LinearRole, Float32Array>;
-    const accumulators = new Map<string, HessianAccumulator>();
-    await model.run(textWindows(ids, 256, windows, 'calibration'), () => undefined, {
-      skipLogits: true,
-      hooks: {
-        onLayerWeights(l, lw) {
-          if (l !== layer) return;
-          for (const role of Object.keys(lw.linear) as LinearRole[]) weights[role] ??= lw.linear[role].slice();
-        },
-        onActivation(site, x, rowCount, width) {
-          if (site.layer !== layer) return;
-          const acc = accumulators.get(site.kind) ?? new HessianAccumulator(width);
-          acc.addRows(x, rowCount);
-          accumulators.set(site.kind, acc);
-        },
-      },
-    });
-    return { weights, hessians: new Map([...accumulators].map(([kind, acc]) => [kind, acc.hessian()])) };
-  });
+/** One layer's weights and the Hessians of its linears' inputs, from a forward pass on real text. */
+async function capturedHessians(modelDir: string, calib: string, windows: number, layer: number): Promise<{ weights: Record<LinearRole, Float32Array>; hessians: Map<string, Float64Array> }> {
+  const { weights, inputs } = await capturedLayer(modelDir, calib, windows, layer);
+  const hessians = new Map<string, Float64Array>();
+  for (const [kind, { x, tokens, cols }] of inputs) {
+    const acc = new HessianAccumulator(cols);
+    acc.addRows(x, tokens);
+    hessians.set(kind, acc.hessian());
+  }
+  return { weights, hessians };
 }
 
 /** GPTQ of one linear with the factor prepareGptq made (WebAssembly) and with the scalar factor of the same damped H. */
@@ -198,7 +183,7 @@ function gptqBothFactors(w: Float32Array, rows: number, cols: number, h: Float64
 }
 
 test('GPTQ on micro-llama layer 1 Hessians: the same codes with the WebAssembly factor as with the scalar one', async (t) => {
-  const { weights, hessians } = await capturedLayer(microLlamaDir, join(fixturesDir, 'calib-64k.txt'), 8, 1);
+  const { weights, hessians } = await capturedHessians(microLlamaDir, join(fixturesDir, 'calib-64k.txt'), 8, 1);
   const cases: [LinearRole, string][] = [
     ['q', 'attn_in'],
     ['o', 'attn_out'],
@@ -222,7 +207,7 @@ test('GPTQ on micro-llama layer 1 Hessians: the same codes with the WebAssembly 
 const calibText = sharedFile('data/calib.txt');
 
 test('GPTQ on tiny-llama layer 2 Hessians (384 and 1024 wide): the same codes / ggml bytes with the WebAssembly factor as with the scalar one (WebAssembly float64 is deterministic: no tolerance)', { skip: tinyLlamaDir.skip || calibText.skip }, async (t) => {
-  const { weights, hessians } = await capturedLayer(tinyLlamaDir.path, calibText.path, 4, 2);
+  const { weights, hessians } = await capturedHessians(tinyLlamaDir.path, calibText.path, 4, 2);
   const cases: [LinearRole, string, GptqTarget][] = [
     ['k', 'attn_in', { kind: 'int', bits: 4, groupSize: 128, sym: false }],
     ['down', 'mlp_act', { kind: 'int', bits: 3, groupSize: 128, sym: false }],

@@ -13,12 +13,11 @@ import { join } from 'node:path';
 import { InvalidArgumentError, NumericError } from '../../src/core/errors';
 import { HessianAccumulator, gptqQuantizeLayer } from '../../src/core/methods/gptq';
 import { GPTQ_GGML_TYPES, ggmlBlockShape, type GptqGgmlType } from '../../src/core/methods/gptqGgml';
-import { loadTokenizer, readTextFile, textWindows } from '../../src/core/methods/compare';
-import { LlamaModel, type LinearRole } from '../../src/core/model/forward';
+import type { LinearRole } from '../../src/core/model/forward';
 import { dequantizeGgml, quantizeGgml } from '../../src/core/quant/ggml/index';
 import { fixturesDir, microLlamaDir, sharedFile, tinyLlamaDir } from '../helpers/paths';
 import { normalRng } from '../helpers/random';
-import { withCheckpoint } from '../helpers/scoped';
+import { capturedLayer } from '../helpers/capturedLayer';
 
 const K_TYPES: readonly GptqGgmlType[] = ['Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'];
 const SMALL_TYPES: readonly GptqGgmlType[] = GPTQ_GGML_TYPES.filter((t) => !K_TYPES.includes(t));
@@ -140,45 +139,6 @@ test('GPTQ into ggml blocks, correlated random inputs: decodes to its values and
   const w = Float32Array.from({ length: rows * cols }, () => 0.05 * next());
   for (const type of GPTQ_GGML_TYPES) assertGptqBeatsRtn(type, w, rows, cols, h, 'random', (l) => t.diagnostic(l));
 });
-
-/** One layer's weights and the inputs of its linears, from a forward pass of a real model on real text. */
-async function capturedLayer(modelDir: string, calib: string, windows: number, layer: number): Promise<{ weights: Record<LinearRole, Float32Array>; inputs: Map<string, { x: Float32Array; tokens: number; cols: number }>; model: LlamaModel }> {
-  return withCheckpoint(modelDir, async (c) => {
-    const model = LlamaModel.fromCheckpoint(c);
-    const ids = (await loadTokenizer(c)).encode(await readTextFile(calib, 'calibration'));
-    const batches = textWindows(ids, 256, windows, 'calibration');
-    const weights = {} as Record<LinearRole, Float32Array>;
-    const parts = new Map<string, Float32Array[]>();
-    await model.run(batches, () => undefined, {
-      skipLogits: true,
-      hooks: {
-        onLayerWeights(l, lw) {
-          if (l !== layer) return;
-          for (const role of Object.keys(lw.linear) as LinearRole[]) weights[role] ??= lw.linear[role].slice();
-        },
-        onActivation(site, x, rowCount, width) {
-          if (site.layer !== layer) return;
-          const list = parts.get(site.kind) ?? [];
-          list.push(x.slice(0, rowCount * width));
-          parts.set(site.kind, list);
-        },
-      },
-    });
-    const inputs = new Map<string, { x: Float32Array; tokens: number; cols: number }>();
-    for (const [kind, list] of parts) {
-      const total = list.reduce((n, p) => n + p.length, 0);
-      const x = new Float32Array(total);
-      let at = 0;
-      for (const p of list) {
-        x.set(p, at);
-        at += p.length;
-      }
-      const cols = kind === 'mlp_act' ? model.config.intermediateSize : kind === 'attn_out' ? model.config.numHeads * (model.config.hiddenSize / model.config.numHeads) : model.config.hiddenSize;
-      inputs.set(kind, { x, tokens: total / cols, cols });
-    }
-    return { weights, inputs, model };
-  });
-}
 
 test('GPTQ into the 32-value ggml blocks on micro-llama activations (q / o / down of layer 1): beats the _ref blocks on the output error', async (t) => {
   const { weights, inputs, model } = await capturedLayer(microLlamaDir, join(fixturesDir, 'calib-64k.txt'), 8, 1);
