@@ -770,21 +770,19 @@ async function fillWindow(context: StreamContext, task: WindowTask, window: Stag
 /**
  * Offers a staged window to options.quantizeWindow (the GPU) unless it declined this type before: its bytes
  * (one chunk, checked for length), a non-finite value found first (as the CPU path would refuse it), or null
- * when there is no quantizeWindow or it leaves the window to the CPU. A window split over workers is copied
- * into one buffer for the offer; a single part is offered as the WebAssembly memory it was read into.
+ * when there is no quantizeWindow or it leaves the window to the CPU. The window is copied into one ordinary
+ * buffer for the offer (only while the hook has not declined the type).
  */
 async function offerWindow(context: StreamContext, task: WindowTask, window: StagedWindow): Promise<QuantizedWindow | null> {
   const quantizeWindow = context.options.quantizeWindow;
   const { type, cols, item, rowBytes } = task.tensor;
   if (quantizeWindow === undefined || context.declinedTypes.has(type)) return null;
   const count = task.rows * cols;
-  let values: Float32Array;
-  if (window.parts.length === 1) values = window.parts[0]!.values;
-  else {
-    context.offered = grow(context.offered, count);
-    values = context.offered.subarray(0, count);
-    for (const p of window.parts) values.set(p.values, p.row * cols);
-  }
+  // Always a copy in ordinary memory: the staged parts are views of shared WebAssembly memory, which the
+  // WebGPU binding (Dawn) crashes on when uploading from it (SIGSEGV in test/gpu/quantizeJob).
+  context.offered = grow(context.offered, count);
+  const values = context.offered.subarray(0, count);
+  for (const p of window.parts) values.set(p.values, p.row * cols);
   const bad = findNonFinite(values);
   if (bad >= 0) return { bytes: [], nonFinite: bad };
   const bytes = await quantizeWindow(type, values, task.rows, cols, `${item.name} rows ${task.row}..${task.row + task.rows - 1}`);
