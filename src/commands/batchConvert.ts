@@ -54,7 +54,7 @@ async function pickInputs(): Promise<string[]> {
       { label: '$(files) Pick checkpoints in the workspace', scan: false },
       { label: '$(folder) Scan a folder', scan: true },
     ],
-    { title: 'Batch Convert (1/2): inputs' },
+    { title: 'Batch Convert (1/2): inputs', ignoreFocusOut: true },
   );
   if (!how) return [];
   if (!how.scan) return pickWorkspaceCheckpoints('Batch Convert (1/2): checkpoints', true);
@@ -65,7 +65,7 @@ async function pickInputs(): Promise<string[]> {
 async function pickTargets(): Promise<TargetInfo[]> {
   const picked = await vscode.window.showQuickPick(
     TARGETS.filter((t) => t.available).map((t) => ({ label: t.label, description: `≈ ${t.nominalBitsPerWeight} bpw`, detail: t.detail, target: t })),
-    { title: 'Batch Convert (2/2): targets', canPickMany: true, placeHolder: 'Select one or more targets' },
+    { title: 'Batch Convert (2/2): targets', canPickMany: true, placeHolder: 'Select one or more targets', ignoreFocusOut: true },
   );
   return (picked ?? []).map((p) => p.target);
 }

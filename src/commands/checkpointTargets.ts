@@ -63,10 +63,10 @@ export async function pickWorkspaceCheckpoints(title: string, canPickMany: boole
     return (chosen ?? []).map((u) => u.fsPath);
   }
   if (canPickMany) {
-    const picked = await vscode.window.showQuickPick(items, { title, canPickMany: true, placeHolder: 'Select checkpoints' });
+    const picked = await vscode.window.showQuickPick(items, { title, canPickMany: true, placeHolder: 'Select checkpoints', ignoreFocusOut: true });
     return (picked ?? []).map((p) => p.path);
   }
-  const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Select a checkpoint' });
+  const picked = await vscode.window.showQuickPick(items, { title, placeHolder: 'Select a checkpoint', ignoreFocusOut: true });
   return picked ? [picked.path] : [];
 }
 

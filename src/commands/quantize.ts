@@ -117,6 +117,7 @@ async function pickAvailable(items: TargetItem[], title: string, placeholder: st
   for (;;) {
     const quickPick = vscode.window.createQuickPick<TargetItem>();
     quickPick.title = title;
+    quickPick.ignoreFocusOut = true;
     quickPick.placeholder = placeholder;
     quickPick.items = items;
     quickPick.matchOnDescription = true;
@@ -189,7 +190,7 @@ async function pickGroupSize(defaultSize: number): Promise<number | undefined> {
       description: `${size === defaultSize ? 'default · ' : ''}+${((16 / size)).toFixed(3)} bpw for the F16 scale`,
       size,
     })).sort((a, b) => (a.size === defaultSize ? -1 : b.size === defaultSize ? 1 : a.size - b.size)),
-    { title: 'Quantize (2/4): group size', placeHolder: 'Weights per scale: smaller groups are more accurate and larger' },
+    { title: 'Quantize (2/4): group size', placeHolder: 'Weights per scale: smaller groups are more accurate and larger', ignoreFocusOut: true },
   );
   return picked?.size;
 }
@@ -198,6 +199,7 @@ async function pickOutput(suggested: string): Promise<string | undefined> {
   for (;;) {
     const output = await vscode.window.showInputBox({
       title: 'Quantize (3/4): output file',
+      ignoreFocusOut: true,
       value: suggested,
       valueSelection: [suggested.length, suggested.length],
       prompt: 'Where to write the quantized checkpoint',
@@ -247,7 +249,7 @@ async function runInteractive(deps: ExtensionDeps, input: string): Promise<Quant
       { label: '$(play) Start quantizing', description: estimate, detail: `${shortName(input)} → ${output}`, start: true },
       { label: '$(close) Cancel', start: false },
     ],
-    { title: `Quantize (4/4): ${method ? `${choice.method?.label ?? method.method} → ` : ''}${target.label}`, placeHolder: `Estimated: ${estimate}${method ? `, after a calibration pass on ${shortName(method.calibrationFile)}` : ''}` },
+    { title: `Quantize (4/4): ${method ? `${choice.method?.label ?? method.method} → ` : ''}${target.label}`, placeHolder: `Estimated: ${estimate}${method ? `, after a calibration pass on ${shortName(method.calibrationFile)}` : ''}`, ignoreFocusOut: true },
   );
   if (!confirm?.start) return undefined;
   // The file may have appeared while the user was choosing: the modal above already agreed to replace.
