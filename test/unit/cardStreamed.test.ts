@@ -12,6 +12,7 @@ import { ErrorAccumulator, type ErrorMetrics } from '../../src/core/analysis/err
 import { ggmlTypeByName } from '../../src/core/formats/gguf/ggmlTypes';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
 import { withCheckpoint, withTempDir } from '../helpers/scoped';
+import { wholeTensorReports } from '../helpers/wholeTensors';
 
 function colsOf(shape: number[]): number {
   return shape.length >= 2 ? shape.slice(1).reduce((a, b) => a * b, 1) : Math.max(1, shape[0] ?? 1);
@@ -27,20 +28,21 @@ for (const input of [microLlamaDir, microLlamaF32Gguf]) {
             const streamed = new Map<string, ErrorMetrics>();
             const blocks = new Map<string, number>();
             let current: { name: string; acc: ErrorAccumulator } | null = null;
+            // The same blocks assembled into whole tensors, measured in one call each.
+            const assembled = wholeTensorReports((r) => {
+              const cols = colsOf(r.shape);
+              const acc = new ErrorAccumulator(r.original.length / cols, cols, r.name);
+              acc.addQuantizedRows(ggmlTypeByName(r.type)!.name, r.original, r.quantized);
+              whole.set(r.name, acc.result());
+            });
             await exportGguf(checkpoint, {
               target,
               outputPath: join(dir, `${target}.gguf`),
               threads,
               maxWindowElements: 1500,
-              onTensor: (r) => {
-                if (r.type === r.sourceType || r.type === 'F32') return;
-                const cols = colsOf(r.shape);
-                const acc = new ErrorAccumulator(r.original.length / cols, cols, r.name);
-                acc.addQuantizedRows(ggmlTypeByName(r.type)!.name, r.original, r.quantized);
-                whole.set(r.name, acc.result());
-              },
               onTensorRows: (b) => {
                 if (b.type === b.sourceType || b.type === 'F32') return;
+                assembled(b);
                 const cols = colsOf(b.shape);
                 if (b.rowStart === 0) current = { name: b.name, acc: new ErrorAccumulator(b.shape.reduce((a, c) => a * c, 1) / cols, cols, b.name) };
                 assert.ok(current !== null && current.name === b.name, `${b.name}: blocks of one tensor at a time`);

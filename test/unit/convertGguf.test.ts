@@ -5,7 +5,8 @@ import { copyFile, mkdir, open, readdir, readFile, writeFile } from 'node:fs/pro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { microLlamaDir, microLlamaF32Gguf } from '../helpers/paths';
-import { exportGguf, planGgufExport, type GgufExportTensorReport } from '../../src/core/convert/exportGguf';
+import { exportGguf, planGgufExport } from '../../src/core/convert/exportGguf';
+import { wholeTensorReports, type WholeTensorReport } from '../helpers/wholeTensors';
 import { permuteQkRows, sizeLabel, titleFromFolderName } from '../../src/core/convert/hfLlama';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { readGgufHeader, type GgufValue } from '../../src/core/formats/gguf/reader';
@@ -177,13 +178,13 @@ test('a GGUF input is dequantized and requantized (with a warning), exactly as q
   });
 });
 
-test('onTensor reports what was written; progress counts tensors; cancellation leaves nothing behind', async () => {
+test('onTensorRows reports what was written; progress counts tensors; cancellation leaves nothing behind', async () => {
   await withTempDir(async (dir) => {
     const checkpoint = await openCheckpoint(microLlamaDir);
     try {
-      const reports: GgufExportTensorReport[] = [];
+      const reports: WholeTensorReport[] = [];
       const steps: number[] = [];
-      const result = await exportGguf(checkpoint, { target: 'Q4_K_M', outputPath: join(dir, 'a.gguf'), onTensor: (r) => reports.push(r) }, (step) => steps.push(step));
+      const result = await exportGguf(checkpoint, { target: 'Q4_K_M', outputPath: join(dir, 'a.gguf'), onTensorRows: wholeTensorReports((r) => reports.push(r)) }, (step) => steps.push(step));
       assert.equal(reports.length, 21);
       assert.deepEqual(steps, Array.from({ length: 22 }, (_, i) => i));
       const q = reports.find((r) => r.name === 'blk.1.ffn_down.weight')!;

@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { exportGguf, type GgufExportTensorReport } from '../../src/core/convert/exportGguf';
+import { exportGguf } from '../../src/core/convert/exportGguf';
+import { wholeTensorReports, type WholeTensorReport } from '../helpers/wholeTensors';
 import type { Checkpoint } from '../../src/core/formats/checkpoint';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 import { withCheckpoint, withTempDir } from '../helpers/scoped';
@@ -47,11 +48,11 @@ for (const threads of [1, 2]) {
       await withCheckpoint(microLlamaDir, async (plain) => {
         const into = withReadInto(plain);
         for (const target of ['Q8_0', 'Q4_0', 'Q4_K_M']) {
-          const reports: Record<'plain' | 'into', GgufExportTensorReport[]> = { plain: [], into: [] };
+          const reports: Record<'plain' | 'into', WholeTensorReport[]> = { plain: [], into: [] };
           const a = join(dir, `plain-${target}.gguf`);
           const b = join(dir, `into-${target}.gguf`);
-          await exportGguf(plain, { target, outputPath: a, threads, maxWindowElements: 3000, onTensor: (r) => reports.plain.push(r) });
-          await exportGguf(into.checkpoint, { target, outputPath: b, threads, maxWindowElements: 3000, onTensor: (r) => reports.into.push(r) });
+          await exportGguf(plain, { target, outputPath: a, threads, maxWindowElements: 3000, onTensorRows: wholeTensorReports((r) => reports.plain.push(r)) });
+          await exportGguf(into.checkpoint, { target, outputPath: b, threads, maxWindowElements: 3000, onTensorRows: wholeTensorReports((r) => reports.into.push(r)) });
           assert.equal(sha256(new Uint8Array(await readFile(b))), sha256(new Uint8Array(await readFile(a))), target);
           assert.equal(reports.into.length, reports.plain.length);
           reports.plain.forEach((r, i) => {

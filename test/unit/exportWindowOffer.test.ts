@@ -9,7 +9,8 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { exportGguf, type ExportGgufOptions, type GgufExportTensorReport } from '../../src/core/convert/exportGguf';
+import { exportGguf, type ExportGgufOptions } from '../../src/core/convert/exportGguf';
+import { wholeTensorReports, type WholeTensorReport } from '../helpers/wholeTensors';
 import type { GgmlTypeName } from '../../src/core/formats/gguf/ggmlTypes';
 import type { Checkpoint } from '../../src/core/formats/checkpoint';
 import { quantizeGgml, ggmlByteSize } from '../../src/core/quant/ggml/index';
@@ -19,9 +20,9 @@ import { withCheckpoint, withTempDir } from '../helpers/scoped';
 const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
 type QuantizeWindow = NonNullable<ExportGgufOptions['quantizeWindow']>;
 
-async function exportTo(checkpoint: Checkpoint, path: string, target: string, threads: number, quantizeWindow?: QuantizeWindow): Promise<{ file: string; reports: GgufExportTensorReport[] }> {
-  const reports: GgufExportTensorReport[] = [];
-  await exportGguf(checkpoint, { target, outputPath: path, threads, maxWindowElements: 3000, quantizeWindow, onTensor: (r) => reports.push(r) });
+async function exportTo(checkpoint: Checkpoint, path: string, target: string, threads: number, quantizeWindow?: QuantizeWindow): Promise<{ file: string; reports: WholeTensorReport[] }> {
+  const reports: WholeTensorReport[] = [];
+  await exportGguf(checkpoint, { target, outputPath: path, threads, maxWindowElements: 3000, quantizeWindow, onTensorRows: wholeTensorReports((r) => reports.push(r)) });
   return { file: sha256(new Uint8Array(await readFile(path))), reports };
 }
 

@@ -4,8 +4,8 @@
  *   exportGguf(
  *     checkpoint: Checkpoint,                 // from openCheckpoint(): an HF LLaMA/Mistral folder (or its .safetensors) or a .gguf
  *     options: ExportGgufOptions,             // { target: 'Q4_K_M' | 'Q8_0' | 'Q4_K' (pure) | ..., outputPath: '.../x.gguf', pure?, modelName?,
- *                                             //   onWarning?, onTensor? (per-tensor original values + written bytes for the quant card),
- *                                             //   onTensorRows? (the same, window by window, no whole-tensor copies) }
+ *                                             //   onWarning?, onTensorRows? (source values + written bytes for the quant card,
+ *                                             //   window by window, no whole-tensor copies) }
  *     progress?: (step, total, tensorName) => void,
  *     signal?: AbortSignal,                   // cancels between windows; nothing is left at outputPath
  *   ): Promise<ExportGgufResult>              // the per-tensor plan that was written, file type, bytes
@@ -41,40 +41,9 @@ import { WindowQuantizer, type QuantizedWindow, type StagedWindow } from '../qua
 import { isWasmQuantType, type WasmQuantType } from '../quant/ggml/wasm/ggmlWasm';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
+import type { GgufTensorRows } from '../quant/pipeline';
 import { importanceWeights, isImatrixType, quantizeRowsWithImatrix, type Imatrix } from '../methods/imatrix';
 import { gpt2TokenizerKvs, sentencePieceTokenizerKvs, type GgufTokenizer, llamaModelKvs, mapLlamaTensorName, permuteQkRows, readLlamaHparams, titleFromFolderName, type LlamaHparams } from './hfLlama';
-
-export interface GgufExportTensorReport {
-  name: string;
-  /** Row-major shape as written. */
-  shape: number[];
-  sourceType: string;
-  type: string;
-  /** Source values in the written row order (Q/K already permuted). */
-  original: Float32Array;
-  /** The `type` bytes written, in the same row order. */
-  quantized: Uint8Array;
-  bytes: number;
-}
-
-/** A block of rows of one written tensor (see ExportGgufOptions.onTensorRows). */
-export interface GgufExportTensorRows {
-  name: string;
-  /** Row-major shape as written. */
-  shape: number[];
-  sourceType: string;
-  type: string;
-  /** First row of this block, in the written row order (Q/K already permuted). */
-  rowStart: number;
-  /** The block's source values (whole rows); valid only during the call. */
-  original: Float32Array;
-  /** The block's `type` bytes as written; valid only during the call. */
-  quantized: Uint8Array;
-  /** Bytes of the whole tensor as written. */
-  bytes: number;
-  /** This block ends the tensor. */
-  last: boolean;
-}
 
 export interface ExportGgufOptions {
   /** A llama-quantize preset (Q4_K_M, Q8_0, F16, ...) or a plain K type (Q3_K, Q4_K, Q5_K = --pure). */
@@ -85,15 +54,13 @@ export interface ExportGgufOptions {
   /** general.name for HF input (default: from the folder name, as convert_hf_to_gguf does). */
   modelName?: string;
   onWarning?: (message: string) => void;
-  /** Called after each tensor is written; asking for it keeps that tensor's values in memory twice. */
-  onTensor?: (report: GgufExportTensorReport) => void;
   /**
-   * onTensor's information block by block, in row order, for every tensor written (streamed tensors: one
-   * call per window part, with views of the WebAssembly memory the window was quantized in; others: one
-   * call with the whole tensor). Nothing is kept for it, so a streaming consumer (the quant card's
-   * ErrorAccumulator) costs no copy of the model.
+   * Each written tensor's source values and bytes, block by block in row order (streamed tensors: one call per
+   * window part, with views of the WebAssembly memory the window was quantized in; others: one call with the
+   * whole tensor). Nothing is kept for it, so a streaming consumer (the quant card's ErrorAccumulator) costs no
+   * copy of the model.
    */
-  onTensorRows?: (rows: GgufExportTensorRows) => void;
+  onTensorRows?: (rows: GgufTensorRows) => void;
   /** Most values read, quantized and written in one step (default 4 M). */
   maxWindowElements?: number;
   /** Test seam: called before every write; throwing simulates a failing disk. */
@@ -492,13 +459,12 @@ function checkPrecomputed(plan: ExportPlan, precomputed: ReadonlyMap<string, Pre
 
 /** Whether the caller wants each written tensor reported (so unchanged GGUF tensors are read, not copied). */
 function wantsReports(options: ExportGgufOptions): boolean {
-  return options.onTensor !== undefined || options.onTensorRows !== undefined;
+  return options.onTensorRows !== undefined;
 }
 
-/** A whole tensor to onTensor and, as one block, to onTensorRows. */
-function reportTensor(options: ExportGgufOptions, report: GgufExportTensorReport): void {
-  options.onTensor?.(report);
-  options.onTensorRows?.({ name: report.name, shape: report.shape, sourceType: report.sourceType, type: report.type, rowStart: 0, original: report.original, quantized: report.quantized, bytes: report.bytes, last: true });
+/** A whole tensor to onTensorRows, as one block. */
+function reportTensor(options: ExportGgufOptions, report: Omit<GgufTensorRows, 'rowStart' | 'last'>): void {
+  options.onTensorRows?.({ ...report, rowStart: 0, last: true });
 }
 
 /** permuteQkRows over rows of bytes (rows of ggml blocks): the same row mapping. */
@@ -717,9 +683,6 @@ interface StreamedTensor {
   cols: number;
   rowBytes: number;
   headRows: number;
-  /** For onTensor: the whole tensor's values and bytes, in the written row order. */
-  original?: Float32Array;
-  written?: Uint8Array;
 }
 
 interface WindowTask {
@@ -850,10 +813,6 @@ async function streamTensors(
       next?.catch(() => undefined); // awaited in the next step or in `finally`
       if (task.row === 0) {
         started(item.name);
-        if (options.onTensor !== undefined) {
-          tensor.original = new Float32Array(tensor.rows * cols);
-          tensor.written = new Uint8Array(tensor.rows * rowBytes);
-        }
       }
       let quantized: QuantizedWindow;
       try {
@@ -873,12 +832,6 @@ async function streamTensors(
         throw new NumericError(`${checkpoint.path}: tensor ${item.source.name} has ${String(value)} at index ${row * cols + column} (row ${row}, column ${column}); refusing to write it`);
       }
       const last = task.row + task.rows >= tensor.rows;
-      if (tensor.original !== undefined && tensor.written !== undefined) {
-        for (const [p, part] of window.parts.entries()) {
-          tensor.original.set(part.values, (task.row + part.row) * cols);
-          tensor.written.set(quantized.bytes[p]!, (task.row + part.row) * rowBytes);
-        }
-      }
       if (options.onTensorRows !== undefined) {
         try {
           for (const [p, part] of window.parts.entries()) {
@@ -903,12 +856,6 @@ async function streamTensors(
       writes = writes
         .then(async () => {
           for (const chunk of bytes) await writer.writeTensorData(item.name, chunk);
-          if (last && tensor.original !== undefined && tensor.written !== undefined) {
-            const { original, written } = tensor;
-            tensor.original = undefined;
-            tensor.written = undefined;
-            options.onTensor?.({ name: item.name, shape: item.shape, sourceType: item.source.dtype, type: tensor.type, original, quantized: written, bytes: tensor.rows * rowBytes });
-          }
         })
         .finally(() => window.release());
       writes.catch(() => {
