@@ -3,11 +3,11 @@
  * version, hashed together. build.ts writes the hash into the generated file; a unit test
  * (test/unit/linalgWasm.test.ts) recomputes it, so a source edited without a rebuild fails the tests.
  */
-import { createHash } from 'node:crypto';
+import { assemblyScriptSourceHash } from '../../wasmBuild';
 
 /** asc flags: the module owns (exports) its memory, which the JS side grows as matrices need. */
 export const DENSE_F64_ASC_FLAGS = ['-O3', '--noAssert', '--runtime', 'stub', '--initialMemory', '1', '--enable', 'simd'] as const;
 
 export function denseF64SourceHash(sourceText: string, ascVersion: string): string {
-  return createHash('sha256').update(sourceText).update('\n').update(DENSE_F64_ASC_FLAGS.join(' ')).update('\n').update(ascVersion).digest('hex');
+  return assemblyScriptSourceHash(sourceText, DENSE_F64_ASC_FLAGS, ascVersion);
 }

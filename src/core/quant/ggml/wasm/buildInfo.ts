@@ -3,7 +3,7 @@
  * asc version, hashed together. build.ts writes the hash into the generated file; a unit test recomputes
  * it, so a source edited without a rebuild fails the tests.
  */
-import { createHash } from 'node:crypto';
+import { assemblyScriptSourceHash } from '../../../wasmBuild';
 
 /** asc flags. The memory is imported and shared so a pool thread can quantize in memory the main thread fills. */
 export const ASC_FLAGS = [
@@ -27,5 +27,5 @@ export const ASC_FLAGS = [
 export const WASM_MAXIMUM_PAGES = 32768;
 
 export function ggmlQuantsSourceHash(sourceText: string, ascVersion: string): string {
-  return createHash('sha256').update(sourceText).update('\n').update(ASC_FLAGS.join(' ')).update('\n').update(ascVersion).digest('hex');
+  return assemblyScriptSourceHash(sourceText, ASC_FLAGS, ascVersion);
 }
