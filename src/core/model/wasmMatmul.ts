@@ -3,31 +3,31 @@
  * (wasm/assembler.ts) so that nothing needs a toolchain or a binary file:
  * out[t, o] = sum_k x[t, k] * w[o, k]   (x: [rows, inner], w: [outs, inner] as nn.Linear stores it).
  *
- * Kernel: 2 rows of x by 4 rows of w per block (8 f32x4 accumulators + 2 x vectors + 1 w vector: 11
- * live registers, so V8's x64 register allocator (15 usable xmm) never spills), one module per
- * `inner` with the row stride baked into the load offsets, and a 1-row kernel for an odd last row.
- * Cache tiling: x and w are cut into tiles (X_TILE_BYTES, W_TILE_BYTES) that together stay in L2 while a
- * tile of outputs is computed (the output head, 8192 x 384, otherwise streams w from memory once
- * per pair of rows).
- * Accumulation is f32 (as PyTorch's CPU matmul): each output is 4 partial sums over k = i mod 4,
- * reduced ((s0 + s1) + (s2 + s3)) at the end. Where the engine has relaxed SIMD, each step is one
- * f32x4.relaxed_madd (fused on x86 with FMA: one rounding instead of two, and about 1.3x faster);
- * elsewhere f32x4.mul then f32x4.add. Falls back to the JS kernel when SIMD is unavailable,
- * inner or outs is not a multiple of 4, or the operands do not fit the 32-bit wasm heap.
+ * Kernel (wasm/panelMatmulKernels.ts): an outer-product micro-kernel on packed weights. w is re-laid
+ * once into k-major panels of PANEL_OUTS (8) outputs; each k step splats x[t, k] for 4 rows and
+ * multiply-adds it into 2 panel vectors: 8 accumulators that are the outputs themselves (no
+ * horizontal reductions), 11 live xmm registers. 26-27 GMAC/s on Dev's Zen 4 for every layer shape
+ * of tiny-llama (the dot-product kernel it replaces: 15-24), against ~29 for a register-only FMA loop.
+ * The k loop is NOT unrolled: TurboFan hoists every load of an unrolled body to its top and then
+ * spills (2 or 4 steps per iteration measured 13-16 GMAC/s).
+ * Accumulation (the rounding rule): each output is one f32 running sum over k in order from +0, a
+ * f32x4.relaxed_madd per step where the engine has relaxed SIMD (fused on x86 with FMA: one
+ * rounding), f32x4.mul then f32x4.add elsewhere; the same bits whatever the tiling or the row block.
+ * Any rows, inner and outs: the last panel is zero-padded, rows past a multiple of 4 go to 1-3-row
+ * kernels. Falls back to the JS kernel (kernels.ts) when SIMD is unavailable or the operands do not
+ * fit the 32-bit wasm heap.
+ * Cache tiling: x and the panels are cut into tiles (X_TILE_BYTES, W_TILE_BYTES) that together stay
+ * in L2 while a tile of outputs is computed; inside a tile, 4 rows of x (L1) meet every panel in turn.
  *
- * Weights used many times (a layer's projections over every window) can be copied into the wasm
- * heap once with `residentWeight` and multiplied with `matmulResident`.
+ * Weights used many times (a layer's projections over every window) are packed into the wasm heap
+ * once with `residentWeight` and multiplied with `matmulResident`; `matmul` packs its w per call.
  */
 import { InvalidArgumentError } from '../errors';
 import { matmulTransposed, swiglu } from './kernels';
-import { buildModule, op, v, wasmApi, type FunctionSpec, type WasmMemory } from './wasm/assembler';
+import { buildModule, wasmApi, type WasmMemory } from './wasm/assembler';
 import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
+import { MAX_BLOCK_ROWS, PANEL_OUTS, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
 
-/** Rows of x per block of the main kernel (the 1-row kernel takes the remainder). */
-const BLOCK_ROWS = 2;
-/** Rows of w per block (outs must be a multiple of it). */
-const BLOCK_OUTS = 4;
-/** Bytes of x (and of w) per cache tile: two tiles together stay well inside a 1 MiB L2. */
 /**
  * Bytes of x and of w per cache tile. A tile of w is multiplied by every row of an x tile before the
  * next: large x tiles (a whole 256-token window of 384-wide rows) and small w tiles (that stay near
@@ -36,85 +36,20 @@ const BLOCK_OUTS = 4;
  */
 const X_TILE_BYTES = 512 * 1024;
 const W_TILE_BYTES = 128 * 1024;
+/** Bytes of w rows staged per packing step (the staging area is bounded, not a second copy of w). */
+const PACK_STAGE_BYTES = 1024 * 1024;
 /** Largest wasm heap used (bytes); past it the JS kernel runs (wasm32 addresses 4 GiB). */
 const MAX_WASM_BYTES = 3 * 2 ** 30;
 const PAGE = 65536;
 
-/**
- * Kernel `(x, w, out, rows, outs, outStride, kBytes)` (byte pointers) for one `inner` (the row
- * stride of x and w): `rows` rows of x (a multiple of R) against `outs` rows of w (a multiple of 4),
- * summing over the first kBytes / 4 columns (a multiple of 4; inner for a full product); out row t
- * starts at out + t*outStride*4.
- */
-function matmulKernel(fname: string, R: number, inner: number, fused = false): FunctionSpec {
-  const X = 0, W = 1, O = 2, ROWS = 3, OUTS = 4, STRIDE = 5, KBYTES = 6;
-  let n = 7;
-  const T = n++, J = n++, K = n++, ADDR = n++, XB = n++, WB = n++;
-  const i32Count = n - 7;
-  const ACC = n;
-  n += R * BLOCK_OUTS;
-  const XV = n;
-  n += R;
-  const WV = n++;
-  const v128Count = n - 7 - i32Count;
-  const { get, set, i32 } = op;
-  const rowBytes = inner * 4;
-  const rs = Array.from({ length: R }, (_, r) => r);
-  const cs = Array.from({ length: BLOCK_OUTS }, (_, c) => c);
-  const acc = (r: number, c: number): number => ACC + r * BLOCK_OUTS + c;
-  // One k step (4 floats): load R x vectors, then per w row one load and R multiply-adds.
-  const step = [
-    ...rs.flatMap((r) => [...get(XB), ...get(K), ...op.i32Add, ...v.load(r * rowBytes), ...set(XV + r)]),
-    ...cs.flatMap((c) => [
-      ...get(WB), ...get(K), ...op.i32Add, ...v.load(c * rowBytes), ...set(WV),
-      ...rs.flatMap((r) =>
-        fused
-          ? [...get(XV + r), ...get(WV), ...get(acc(r, c)), ...v.f32RelaxedMadd, ...set(acc(r, c))]
-          : [...get(acc(r, c)), ...get(XV + r), ...get(WV), ...v.f32Mul, ...v.f32Add, ...set(acc(r, c))],
-      ),
-    ]),
-  ];
-  const code = [
-    ...i32(0), ...set(T),
-    ...op.block, ...op.loop,
-    ...get(T), ...get(ROWS), ...op.i32GeU, ...op.brIf(1),
-    ...get(X), ...get(T), ...i32(rowBytes), ...op.i32Mul, ...op.i32Add, ...set(XB),
-    ...i32(0), ...set(J),
-    ...op.block, ...op.loop,
-    ...get(J), ...get(OUTS), ...op.i32GeU, ...op.brIf(1),
-    ...get(W), ...get(J), ...i32(rowBytes), ...op.i32Mul, ...op.i32Add, ...set(WB),
-    ...rs.flatMap((r) => cs.flatMap((c) => [...v.zero, ...set(acc(r, c))])),
-    ...i32(0), ...set(K),
-    ...op.block, ...op.loop,
-    ...step,
-    ...get(K), ...i32(16), ...op.i32Add, ...op.tee(K), ...get(KBYTES), ...op.i32LtU, ...op.brIf(0),
-    ...op.end, ...op.end,
-    ...rs.flatMap((r) => [
-      // addr = out + ((t + r) * outStride + j) * 4
-      ...get(O), ...get(T), ...i32(r), ...op.i32Add, ...get(STRIDE), ...op.i32Mul, ...get(J), ...op.i32Add, ...i32(2), ...op.i32Shl, ...op.i32Add, ...set(ADDR),
-      ...cs.flatMap((c) => [
-        ...get(ADDR),
-        ...get(acc(r, c)), ...v.f32Lane(0), ...get(acc(r, c)), ...v.f32Lane(1), ...op.f32Add,
-        ...get(acc(r, c)), ...v.f32Lane(2), ...get(acc(r, c)), ...v.f32Lane(3), ...op.f32Add,
-        ...op.f32Add,
-        ...op.f32Store(4 * c),
-      ]),
-    ]),
-    ...get(J), ...i32(BLOCK_OUTS), ...op.i32Add, ...set(J),
-    ...op.br(0),
-    ...op.end, ...op.end,
-    ...get(T), ...i32(R), ...op.i32Add, ...set(T),
-    ...op.br(0),
-    ...op.end, ...op.end,
-  ];
-  return { name: fname, params: 7, locals: { i32: i32Count, f32: 0, v128: v128Count }, code };
-}
-
-type KernelFn = (x: number, w: number, out: number, rows: number, outs: number, outStride: number, kBytes: number) => void;
+/** `(x, panels, out, rows, panelCount, outStride, kCount)`: see panelMatmulKernel. */
+type KernelFn = (x: number, panels: number, out: number, rows: number, panelCount: number, outStride: number, kCount: number) => void;
+type PackFn = (src: number, dst: number, panelCount: number) => void;
 
 interface InnerKernels {
-  block: KernelFn;
-  single: KernelFn;
+  /** blocks[r]: the kernel for blocks of r rows (1..MAX_BLOCK_ROWS). */
+  blocks: KernelFn[];
+  pack: PackFn;
 }
 
 type SwigluFn = (gate: number, up: number, n: number) => void;
@@ -148,10 +83,9 @@ function loadState(): WasmState | null {
   if (state !== undefined) return state;
   try {
     const api = wasmApi();
-    const probe = buildModule([matmulKernel('mm', BLOCK_ROWS, 4)], 1);
-    if (api === undefined || !api.validate(probe)) state = null;
+    if (api === undefined || !api.validate(buildModule([panelMatmulKernel(MAX_BLOCK_ROWS, 4, false)], 1))) state = null;
     else {
-      const fused = api.validate(buildModule([matmulKernel('mm', BLOCK_ROWS, 4, true)], 1));
+      const fused = api.validate(buildModule([panelMatmulKernel(MAX_BLOCK_ROWS, 4, true)], 1));
       state = { memory: new api.Memory({ initial: 1 }), elementwise: null, kernels: new Map(), residentEnd: 0, residentLive: 0, fused };
     }
   } catch {
@@ -160,7 +94,7 @@ function loadState(): WasmState | null {
   return state;
 }
 
-/** Most `inner` sizes compiled at once (a model uses 3 or 4; the rest are rare callers). */
+/** Most `inner` sizes compiled at once (a model uses 3 or 4, attention 2 more; the rest are rare callers). */
 const MAX_COMPILED = 32;
 
 function kernelsFor(s: WasmState, inner: number): InnerKernels {
@@ -168,11 +102,18 @@ function kernelsFor(s: WasmState, inner: number): InnerKernels {
   if (have !== undefined) return have;
   const api = wasmApi();
   if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
-  const bytes = buildModule([matmulKernel('block', BLOCK_ROWS, inner, s.fused), matmulKernel('single', 1, inner, s.fused)], 1);
-  const instance = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } });
-  const { block, single } = instance.exports;
-  if (typeof block !== 'function' || typeof single !== 'function') throw new InvalidArgumentError('matmul kernel module has no block/single export');
-  const made = { block: block as KernelFn, single: single as KernelFn };
+  const blockRows = Array.from({ length: MAX_BLOCK_ROWS }, (_, i) => i + 1);
+  const bytes = buildModule([...blockRows.map((r) => panelMatmulKernel(r, inner, s.fused)), packPanelsKernel(inner)], 1);
+  const { exports } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } });
+  const blocks: KernelFn[] = [];
+  for (const r of blockRows) {
+    const fn = exports[panelKernelName(r)];
+    if (typeof fn !== 'function') throw new InvalidArgumentError(`matmul kernel module has no ${panelKernelName(r)} export`);
+    blocks[r] = fn as KernelFn;
+  }
+  const pack = exports.pack;
+  if (typeof pack !== 'function') throw new InvalidArgumentError('matmul kernel module has no pack export');
+  const made = { blocks, pack: pack as PackFn };
   if (s.kernels.size >= MAX_COMPILED) s.kernels.clear();
   s.kernels.set(inner, made);
   return made;
@@ -220,51 +161,94 @@ function ensureBytes(s: WasmState, bytes: number): void {
 
 const align64 = (n: number): number => Math.ceil(n / 64) * 64;
 
-/** Runs the tiled kernels on operands already in the heap (byte offsets). */
-function runTiled(s: WasmState, xAt: number, wAt: number, outAt: number, rows: number, inner: number, outs: number): void {
-  const k = kernelsFor(s, inner);
-  const rowBytes = inner * 4;
-  // Tile sizes: whole blocks, at least one block, about X_TILE_BYTES of x and W_TILE_BYTES of w.
-  const tileRows = Math.max(BLOCK_ROWS, Math.floor(X_TILE_BYTES / rowBytes / BLOCK_ROWS) * BLOCK_ROWS);
-  const tileOuts = Math.max(BLOCK_OUTS, Math.floor(W_TILE_BYTES / rowBytes / BLOCK_OUTS) * BLOCK_OUTS);
-  const tile = (t0: number, j0: number): void => {
-    const tRows = Math.min(tileRows, rows - t0);
-    const blockRows = tRows - (tRows % BLOCK_ROWS);
-    const jOuts = Math.min(tileOuts, outs - j0);
-    const xPtr = xAt + t0 * rowBytes;
-    const wPtr = wAt + j0 * rowBytes;
-    const oPtr = outAt + 4 * (t0 * outs + j0);
-    if (blockRows > 0) k.block(xPtr, wPtr, oPtr, blockRows, jOuts, outs, rowBytes);
-    if (blockRows < tRows) k.single(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outs, tRows - blockRows, jOuts, outs, rowBytes);
-  };
-  for (let t0 = 0; t0 < rows; t0 += tileRows) for (let j0 = 0; j0 < outs; j0 += tileOuts) tile(t0, j0);
+/** Panels holding `outs` outputs (the last one zero-padded). */
+const panelCount = (outs: number): number => Math.ceil(outs / PANEL_OUTS);
+/** Bytes of `outs` x `inner` packed into panels. */
+const packedBytes = (outs: number, inner: number): number => 4 * panelCount(outs) * PANEL_OUTS * inner;
+/** Output row stride (floats) the kernels write for `outs` outputs: whole panels. */
+const paddedOuts = (outs: number): number => panelCount(outs) * PANEL_OUTS;
+/** Heap bytes packWeight stages w rows in (a bounded area after the packed panels). */
+const stageBytes = (inner: number): number => align64(Math.max(PACK_STAGE_BYTES, 4 * PANEL_OUTS * inner));
+
+/**
+ * Packs w [outs, inner] into panels at `at` (packedBytes(outs, inner) bytes), staging whole panels
+ * of rows at `stageAt` (stageBytes(inner) bytes; the rows past outs are zeros).
+ */
+function packWeight(s: WasmState, w: Float32Array, outs: number, inner: number, at: number, stageAt: number): void {
+  const pack = kernelsFor(s, inner).pack;
+  const panelsPerStage = Math.max(1, Math.floor(stageBytes(inner) / (4 * PANEL_OUTS * inner)));
+  const panels = panelCount(outs);
+  for (let p0 = 0; p0 < panels; p0 += panelsPerStage) {
+    const n = Math.min(panelsPerStage, panels - p0);
+    const heap = new Float32Array(s.memory.buffer);
+    const firstRow = p0 * PANEL_OUTS;
+    const realRows = Math.min(outs, (p0 + n) * PANEL_OUTS) - firstRow;
+    heap.set(w.subarray(firstRow * inner, (firstRow + realRows) * inner), stageAt / 4);
+    heap.fill(0, stageAt / 4 + realRows * inner, stageAt / 4 + n * PANEL_OUTS * inner);
+    pack(stageAt, at + p0 * PANEL_OUTS * inner * 4, n);
+  }
 }
 
-function fitsWasm(s: WasmState | null, inner: number, outs: number, extraBytes: number): s is WasmState {
-  return s !== null && inner % 4 === 0 && outs % BLOCK_OUTS === 0 && extraBytes <= MAX_WASM_BYTES;
+/**
+ * Runs the tiled kernels on operands already in the heap (byte offsets): x [rows, inner], `panels`
+ * packed panels of inner floats, out rows of stride `outStride` floats (>= panels * PANEL_OUTS),
+ * summing over k < kCount.
+ */
+function runTiled(s: WasmState, xAt: number, wAt: number, outAt: number, rows: number, inner: number, panels: number, outStride: number, kCount = inner): void {
+  const k = kernelsFor(s, inner);
+  const rowBytes = inner * 4;
+  const panelBytes = rowBytes * PANEL_OUTS;
+  const tileRows = Math.max(MAX_BLOCK_ROWS, Math.floor(X_TILE_BYTES / rowBytes / MAX_BLOCK_ROWS) * MAX_BLOCK_ROWS);
+  const tilePanels = Math.max(1, Math.floor(W_TILE_BYTES / panelBytes));
+  const main = k.blocks[MAX_BLOCK_ROWS]!;
+  for (let t0 = 0; t0 < rows; t0 += tileRows) {
+    const tRows = Math.min(tileRows, rows - t0);
+    const blockRows = tRows - (tRows % MAX_BLOCK_ROWS);
+    const rest = tRows - blockRows;
+    for (let p0 = 0; p0 < panels; p0 += tilePanels) {
+      const n = Math.min(tilePanels, panels - p0);
+      const xPtr = xAt + t0 * rowBytes;
+      const wPtr = wAt + p0 * panelBytes;
+      const oPtr = outAt + 4 * (t0 * outStride + p0 * PANEL_OUTS);
+      if (blockRows > 0) main(xPtr, wPtr, oPtr, blockRows, n, outStride, kCount);
+      if (rest > 0) k.blocks[rest]!(xPtr + blockRows * rowBytes, wPtr, oPtr + 4 * blockRows * outStride, rest, n, outStride, kCount);
+    }
+  }
+}
+
+/** out [rows, outs] = the heap's rows at `at` of stride `stride` floats (>= outs). */
+function copyOut(s: WasmState, at: number, rows: number, outs: number, stride: number, out: Float32Array): void {
+  const heap = new Float32Array(s.memory.buffer);
+  const from = at / 4;
+  if (stride === outs) {
+    out.set(heap.subarray(from, from + rows * outs));
+    return;
+  }
+  for (let t = 0; t < rows; t++) out.set(heap.subarray(from + t * stride, from + t * stride + outs), t * outs);
 }
 
 /** Same contract as kernels.matmulTransposed. */
 export function matmul(x: Float32Array, w: Float32Array, out: Float32Array, rows: number, inner: number, outs: number): void {
   const s = loadState();
-  const bytes = 4 * (rows * inner + outs * inner + rows * outs);
-  if (!fitsWasm(s, inner, outs, (s?.residentEnd ?? 0) + bytes + 192)) {
+  const stride = paddedOuts(outs);
+  const bytes = 4 * (rows * inner + rows * stride) + packedBytes(outs, inner) + stageBytes(inner) + 256;
+  if (s === null || inner < 1 || s.residentEnd + bytes > MAX_WASM_BYTES) {
     matmulTransposed(x, w, out, rows, inner, outs);
     return;
   }
-  const xAt = align64(s.residentEnd);
-  const wAt = align64(xAt + 4 * rows * inner);
-  const outAt = align64(wAt + 4 * outs * inner);
-  ensureBytes(s, outAt + 4 * rows * outs);
-  const heap = new Float32Array(s.memory.buffer);
-  heap.set(x.subarray(0, rows * inner), xAt / 4);
-  heap.set(w.subarray(0, outs * inner), wAt / 4);
-  runTiled(s, xAt, wAt, outAt, rows, inner, outs);
-  out.set(heap.subarray(outAt / 4, outAt / 4 + rows * outs));
+  const wAt = align64(s.residentEnd);
+  const stageAt = align64(wAt + packedBytes(outs, inner));
+  const xAt = align64(stageAt + stageBytes(inner));
+  const outAt = align64(xAt + 4 * rows * inner);
+  ensureBytes(s, outAt + 4 * rows * stride);
+  packWeight(s, w, outs, inner, wAt, stageAt);
+  new Float32Array(s.memory.buffer).set(x.subarray(0, rows * inner), xAt / 4);
+  runTiled(s, xAt, wAt, outAt, rows, inner, panelCount(outs), stride);
+  copyOut(s, outAt, rows, outs, stride, out);
 }
 
 /**
- * A weight [outs, inner] copied into the wasm heap for repeated `matmulResident` calls. Its values
+ * A weight [outs, inner] packed into the wasm heap for repeated `matmulResident` calls. Its values
  * are those at the time of `residentWeight`; later changes to the source array are not seen.
  * Release it (`release()`) when done: the heap region is reused once every resident weight is released.
  */
@@ -275,22 +259,23 @@ export interface ResidentWeight {
 }
 
 interface ResidentImpl extends ResidentWeight {
-  /** Byte offset in the heap, or null when the weight stays in JS (fallback path). */
+  /** Byte offset of the packed panels in the heap, or null when the weight stays in JS (fallback path). */
   readonly at: number | null;
   readonly source: Float32Array;
   released: boolean;
 }
 
-/** Copies `w` [outs, inner] into the heap (or keeps a reference for the JS fallback). */
+/** Packs `w` [outs, inner] into the heap (or keeps a reference for the JS fallback). */
 export function residentWeight(w: Float32Array, outs: number, inner: number): ResidentWeight {
   if (w.length < outs * inner) throw new InvalidArgumentError(`weight has ${w.length} values, expected ${outs} x ${inner}`);
   const s = loadState();
   let at: number | null = null;
-  if (fitsWasm(s, inner, outs, s === null ? 0 : s.residentEnd + 4 * outs * inner + 64)) {
+  if (s !== null && inner >= 1 && s.residentEnd + packedBytes(outs, inner) + stageBytes(inner) + 128 <= MAX_WASM_BYTES) {
     at = align64(s.residentEnd);
-    ensureBytes(s, at + 4 * outs * inner);
-    new Float32Array(s.memory.buffer).set(w.subarray(0, outs * inner), at / 4);
-    s.residentEnd = at + 4 * outs * inner;
+    const stageAt = align64(at + packedBytes(outs, inner));
+    ensureBytes(s, stageAt + stageBytes(inner));
+    packWeight(s, w, outs, inner, at, stageAt);
+    s.residentEnd = at + packedBytes(outs, inner);
     s.residentLive++;
   }
   const handle: ResidentImpl = {
@@ -320,18 +305,18 @@ export function matmulResident(x: Float32Array, w: ResidentWeight, out: Float32A
   if (!isResidentImpl(w) || w.released) throw new InvalidArgumentError('matmulResident: the weight was released or does not come from residentWeight');
   const { inner, outs } = w;
   const s = loadState();
-  const bytes = 4 * (rows * inner + rows * outs) + 128;
+  const stride = paddedOuts(outs);
+  const bytes = 4 * (rows * inner + rows * stride) + 128;
   if (w.at === null || s === null || s.residentEnd + bytes > MAX_WASM_BYTES) {
     matmulTransposed(x, w.source, out, rows, inner, outs);
     return;
   }
   const xAt = align64(s.residentEnd);
   const outAt = align64(xAt + 4 * rows * inner);
-  ensureBytes(s, outAt + 4 * rows * outs);
-  const heap = new Float32Array(s.memory.buffer);
-  heap.set(x.subarray(0, rows * inner), xAt / 4);
-  runTiled(s, xAt, w.at, outAt, rows, inner, outs);
-  out.set(heap.subarray(outAt / 4, outAt / 4 + rows * outs));
+  ensureBytes(s, outAt + 4 * rows * stride);
+  new Float32Array(s.memory.buffer).set(x.subarray(0, rows * inner), xAt / 4);
+  runTiled(s, xAt, w.at, outAt, rows, inner, panelCount(outs), stride);
+  copyOut(s, outAt, rows, outs, stride, out);
 }
 
 /** Scratch buffers of attentionByMatmul for one window length and head size. */
@@ -414,46 +399,54 @@ export function attentionByMatmul(
   }
 }
 
-/** Rows of a query tile in attentionInWasm: the causal products skip the tiles above the diagonal. */
+/** Rows of a query tile in attentionInWasm: the causal products skip the panels above the diagonal. */
 const ATTENTION_TILE_ROWS = 16;
 
 /**
- * attentionByMatmul entirely in the wasm heap (rows and headDim multiples of 4): per head
- * S = Q_h K_h^T over the tiles on or below the diagonal only, the causal softmax kernel (scale, max,
- * exp, 1/sum, zeros above the diagonal), and O_h = P V_h summing each tile only over s < its last row
- * (rounded up to 4), written straight into the context rows. Returns false when it cannot run.
+ * attentionByMatmul entirely in the wasm heap, any rows and head size: per kv head, K_h packed into
+ * panels of PANEL_OUTS keys and V_h into panels of PANEL_OUTS dimensions (both gathered straight
+ * from k and v, zero-padded); per query head S = Q_h K_h^T over the key panels a query tile can see,
+ * the causal softmax kernel (scale, max, exp, 1/sum, zeros above the diagonal), and O_h = P V_h
+ * summing each tile only over the keys s < its last row + 1. Returns false when it cannot run.
  */
 function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number, heads: number, kvHeads: number, headDim: number): boolean {
   const s = loadState();
-  if (s === null || rows % 4 !== 0 || headDim % 4 !== 0) return false;
+  if (s === null || rows < 1 || headDim < 1) return false;
   const d = headDim;
   const qWidth = heads * d;
   const kvWidth = kvHeads * d;
+  // Scores rows and the keys of the packed K: whole panels. Head outputs: whole panels of dimensions.
+  const keyStride = paddedOuts(rows);
+  const headStride = paddedOuts(d);
+  const contextStride = heads * headStride;
   const qhAt = align64(s.residentEnd);
   const khAt = align64(qhAt + 4 * rows * d);
-  const vTAt = align64(khAt + 4 * rows * d);
-  const scoresAt = align64(vTAt + 4 * rows * d);
-  const contextAt = align64(scoresAt + 4 * rows * rows);
-  const end = contextAt + 4 * rows * qWidth;
+  const vhAt = align64(khAt + packedBytes(rows, d));
+  const scoresAt = align64(vhAt + packedBytes(d, keyStride));
+  const contextAt = align64(scoresAt + 4 * rows * keyStride);
+  const end = contextAt + 4 * rows * contextStride;
   if (end > MAX_WASM_BYTES) return false;
   ensureBytes(s, end);
   const byHead = kernelsFor(s, d);
-  const byRows = kernelsFor(s, rows);
+  const byKeys = kernelsFor(s, keyStride);
   const ew = elementwiseFor(s);
   const heap = new Float32Array(s.memory.buffer);
   const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(d)).buffer)[0]!;
   const group = heads / kvHeads;
-  const qh = qhAt / 4, kh = khAt / 4, vT = vTAt / 4;
-  // Head gathers as plain loops: a subarray per row would allocate rows x heads objects per layer.
+  const qh = qhAt / 4, kh = khAt / 4, vh = vhAt / 4;
+  // The pad keys of K's last panel and the pad dimensions of V's last panel stay 0; so do V's rows
+  // past `rows` (P V sums only over real keys, but a pad row must not hold NaN garbage).
+  heap.fill(0, kh, kh + packedBytes(rows, d) / 4);
+  heap.fill(0, vh, vh + packedBytes(d, keyStride) / 4);
+  // Gathers as plain loops: a subarray per row would allocate rows x heads objects per layer.
   for (let kvh = 0; kvh < kvHeads; kvh++) {
     for (let t = 0; t < rows; t++) {
       const src = t * kvWidth + kvh * d;
-      const dst = kh + t * d;
-      for (let i = 0; i < d; i++) {
-        const value = v[src + i]!;
-        heap[dst + i] = k[src + i]!;
-        heap[vT + i * rows + t] = value;
-      }
+      // key t is output j = t % P of key panel floor(t / P): float (panel * d + i) * P + j
+      const keyBase = kh + Math.floor(t / PANEL_OUTS) * d * PANEL_OUTS + (t % PANEL_OUTS);
+      for (let i = 0; i < d; i++) heap[keyBase + i * PANEL_OUTS] = k[src + i]!;
+      // dimension i of value t is output i % P of dimension panel floor(i / P), at k = t
+      for (let i = 0; i < d; i++) heap[vh + (Math.floor(i / PANEL_OUTS) * keyStride + t) * PANEL_OUTS + (i % PANEL_OUTS)] = v[src + i]!;
     }
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       for (let t = 0; t < rows; t++) {
@@ -463,27 +456,34 @@ function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out:
       }
       for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
         const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
-        const cols = Math.min(rows, Math.ceil((t0 + tileRows) / 4) * 4);
-        const blockRows = tileRows - (tileRows % BLOCK_ROWS);
-        const xPtr = qhAt + 4 * t0 * d;
-        const oPtr = scoresAt + 4 * t0 * rows;
-        if (blockRows > 0) byHead.block(xPtr, khAt, oPtr, blockRows, cols, rows, 4 * d);
-        if (blockRows < tileRows) byHead.single(xPtr + 4 * blockRows * d, khAt, oPtr + 4 * blockRows * rows, tileRows - blockRows, cols, rows, 4 * d);
+        const visible = Math.min(rows, t0 + tileRows);
+        runBlocks(byHead, qhAt + 4 * t0 * d, khAt, scoresAt + 4 * t0 * keyStride, tileRows, d, panelCount(visible), keyStride, d);
       }
-      ew.softmaxCausal(scoresAt, rows, rows, scaleBits);
+      ew.softmaxCausal(scoresAt, rows, keyStride, scaleBits);
       for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
         const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
-        const kBytes = 4 * Math.min(rows, Math.ceil((t0 + tileRows) / 4) * 4);
-        const blockRows = tileRows - (tileRows % BLOCK_ROWS);
-        const xPtr = scoresAt + 4 * t0 * rows;
-        const oPtr = contextAt + 4 * (t0 * qWidth + h * d);
-        if (blockRows > 0) byRows.block(xPtr, vTAt, oPtr, blockRows, d, qWidth, kBytes);
-        if (blockRows < tileRows) byRows.single(xPtr + 4 * blockRows * rows, vTAt, oPtr + 4 * blockRows * qWidth, tileRows - blockRows, d, qWidth, kBytes);
+        const visible = Math.min(rows, t0 + tileRows);
+        runBlocks(byKeys, scoresAt + 4 * t0 * keyStride, vhAt, contextAt + 4 * (t0 * contextStride + h * headStride), tileRows, keyStride, panelCount(d), contextStride, visible);
       }
     }
   }
-  out.set(heap.subarray(contextAt / 4, contextAt / 4 + rows * qWidth));
+  if (headStride === d) out.set(heap.subarray(contextAt / 4, contextAt / 4 + rows * qWidth));
+  else {
+    for (let t = 0; t < rows; t++) {
+      for (let h = 0; h < heads; h++) {
+        const from = contextAt / 4 + t * contextStride + h * headStride;
+        out.set(heap.subarray(from, from + d), t * qWidth + h * d);
+      }
+    }
+  }
   return true;
+}
+
+/** One untiled run of the block kernels over `rows` rows of x (stride `inner` floats): the main blocks, then the remainder. */
+function runBlocks(k: InnerKernels, xAt: number, wAt: number, outAt: number, rows: number, inner: number, panels: number, outStride: number, kCount: number): void {
+  const blockRows = rows - (rows % MAX_BLOCK_ROWS);
+  if (blockRows > 0) k.blocks[MAX_BLOCK_ROWS]!(xAt, wAt, outAt, blockRows, panels, outStride, kCount);
+  if (blockRows < rows) k.blocks[rows - blockRows]!(xAt + 4 * blockRows * inner, wAt, outAt + 4 * blockRows * outStride, rows - blockRows, panels, outStride, kCount);
 }
 
 /** Same contract as kernels.swiglu (gate[i] = silu(gate[i]) * up[i]), in f32 with the vector exp. */
@@ -580,13 +580,13 @@ export function headNll(x: Float32Array, head: ResidentWeight, rows: number, tar
   const s = loadState();
   const heapBytes = 4 * (rows * inner + chunkRows * outs) + 16 * chunkRows + 192;
   let total = 0;
-  if (head.at === null || s === null || outs % 4 !== 0 || s.residentEnd + heapBytes > MAX_WASM_BYTES) {
-    // JS path: the same products and log-sum-exp, a chunk of logits at a time.
+  if (head.at === null || s === null || outs % PANEL_OUTS !== 0 || s.residentEnd + heapBytes > MAX_WASM_BYTES) {
+    // The same products (matmulResident's bits) and log-sum-exp, a chunk of logits at a time.
     const logits = new Float32Array(chunkRows * outs);
     const lse = new Float64Array(chunkRows);
     for (let t0 = 0; t0 < rows; t0 += chunkRows) {
       const n = Math.min(chunkRows, rows - t0);
-      matmulTransposed(x.subarray(t0 * inner, (t0 + n) * inner), head.source, logits, n, inner, outs);
+      matmulResident(x.subarray(t0 * inner, (t0 + n) * inner), head, logits, n);
       logSumExpRows(logits, n, outs, lse);
       for (let t = 0; t < n; t++) total += lse[t]! - logits[t * outs + targets[t0 + t]!]!;
     }
@@ -602,7 +602,7 @@ export function headNll(x: Float32Array, head: ResidentWeight, rows: number, tar
   heap.set(x.subarray(0, rows * inner), xAt / 4);
   for (let t0 = 0; t0 < rows; t0 += chunkRows) {
     const n = Math.min(chunkRows, rows - t0);
-    runTiled(s, xAt + 4 * t0 * inner, head.at, logitsAt, n, inner, outs);
+    runTiled(s, xAt + 4 * t0 * inner, head.at, logitsAt, n, inner, panelCount(outs), outs);
     ew.logSumExpRows(logitsAt, n, outs, statsAt);
     for (let t = 0; t < n; t++) total += Math.log(stats[2 * t + 1]!) + stats[2 * t]! - heap[logitsAt / 4 + t * outs + targets[t0 + t]!]!;
   }
@@ -620,7 +620,7 @@ export function matmulResidentShared(x: Float32Array, weights: readonly Resident
     return w;
   });
   const inner = impls[0]?.inner ?? 0;
-  const outBytes = impls.reduce((sum, w) => sum + align64(4 * rows * w.outs), 0);
+  const outBytes = impls.reduce((sum, w) => sum + align64(4 * rows * paddedOuts(w.outs)), 0);
   if (s === null || impls.some((w) => w.at === null || w.inner !== inner) || s.residentEnd + 4 * rows * inner + outBytes + 128 > MAX_WASM_BYTES) {
     impls.forEach((w, i) => matmulResident(x, w, outs[i]!, rows));
     return;
@@ -630,15 +630,15 @@ export function matmulResidentShared(x: Float32Array, weights: readonly Resident
   let end = align64(xAt + 4 * rows * inner);
   for (const w of impls) {
     outAt.push(end);
-    end = align64(end + 4 * rows * w.outs);
+    end = align64(end + 4 * rows * paddedOuts(w.outs));
   }
   ensureBytes(s, end);
   const heap = new Float32Array(s.memory.buffer);
   heap.set(x.subarray(0, rows * inner), xAt / 4);
   impls.forEach((w, i) => {
     const at = outAt[i]!;
-    runTiled(s, xAt, w.at!, at, rows, inner, w.outs);
-    outs[i]!.set(heap.subarray(at / 4, at / 4 + rows * w.outs));
+    runTiled(s, xAt, w.at!, at, rows, inner, panelCount(w.outs), paddedOuts(w.outs));
+    copyOut(s, at, rows, w.outs, paddedOuts(w.outs), outs[i]!);
   });
 }
 
@@ -651,7 +651,7 @@ export function matmulSwiglu(x: Float32Array, gate: ResidentWeight, up: Resident
   const { inner, outs } = gate;
   const s = loadState();
   const count = rows * outs;
-  if (s === null || gate.at === null || up.at === null || up.inner !== inner || up.outs !== outs || count % 4 !== 0 || s.residentEnd + 4 * (rows * inner + 2 * count) + 192 > MAX_WASM_BYTES) {
+  if (s === null || gate.at === null || up.at === null || up.inner !== inner || up.outs !== outs || outs % PANEL_OUTS !== 0 || s.residentEnd + 4 * (rows * inner + 2 * count) + 192 > MAX_WASM_BYTES) {
     const upOut = new Float32Array(count);
     matmulResident(x, gate, act, rows);
     matmulResident(x, up, upOut, rows);
@@ -664,8 +664,8 @@ export function matmulSwiglu(x: Float32Array, gate: ResidentWeight, up: Resident
   ensureBytes(s, upAt + 4 * count);
   const heap = new Float32Array(s.memory.buffer);
   heap.set(x.subarray(0, rows * inner), xAt / 4);
-  runTiled(s, xAt, gate.at, gateAt, rows, inner, outs);
-  runTiled(s, xAt, up.at, upAt, rows, inner, outs);
+  runTiled(s, xAt, gate.at, gateAt, rows, inner, panelCount(outs), outs);
+  runTiled(s, xAt, up.at, upAt, rows, inner, panelCount(outs), outs);
   elementwiseFor(s).swiglu(gateAt, upAt, count);
   act.set(heap.subarray(gateAt / 4, gateAt / 4 + count));
 }
