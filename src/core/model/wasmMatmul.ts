@@ -26,7 +26,11 @@ import { InvalidArgumentError } from '../errors';
 import { matmulTransposed, swiglu } from './kernels';
 import { buildModule, wasmApi, type WasmMemory } from './wasm/assembler';
 import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
-import { MAX_BLOCK_ROWS, PANEL_OUTS, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
+import { MAX_BLOCK_ROWS as KERNEL_BLOCK_ROWS, PANEL_OUTS as KERNEL_PANEL_OUTS, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
+
+// Local copies: hot loops must not read an imported binding (a getter call under CommonJS interop).
+const PANEL_OUTS = KERNEL_PANEL_OUTS;
+const MAX_BLOCK_ROWS = KERNEL_BLOCK_ROWS;
 
 /**
  * Bytes of x and of w per cache tile. A tile of w is multiplied by every row of an x tile before the
