@@ -1,8 +1,10 @@
 /**
  * A generated LLaMA-shaped checkpoint for the quantize bench: a Hugging Face folder (config.json, one BF16
  * model.safetensors, the micro-llama fixture's byte-level BPE tokenizer, ids past its 8192 become [PAD<id>])
- * plus the F32 GGUF of the same weights written by our own converter (exportGguf with target F32), which is
- * llama-quantize's natural input, as `convert_hf_to_gguf.py --outtype f32` would write it.
+ * plus the BF16 GGUF of the same weights written by our own converter (exportGguf with target BF16, as
+ * `convert_hf_to_gguf.py --outtype bf16` would write it): the one input both llama-quantize and ours read
+ * in the quantize bench (the issue's "same input, BF16"), and the F32 GGUF (exportGguf with target F32, as
+ * `--outtype f32`), which the GPU bench reads. Each GGUF is written only when a caller asks for it.
  *
  * Shapes: hidden 2048, ffn 5632, 16 heads of 128 with 4 KV heads (GQA), vocab 32000; the layer count is the
  * smallest that reaches the asked BF16 size. Values: seeded xorshift32, a sum of four uniforms (near normal,
@@ -28,7 +30,10 @@ export interface GeneratedLlamaShape {
 export interface GeneratedLlama {
   shape: GeneratedLlamaShape;
   hfFolder: string;
+  /** The same weights as an F32 GGUF (exists when 'F32' was among the GGUFs asked for). */
   f32Gguf: string;
+  /** The same weights as a BF16 GGUF (exists when 'BF16' was asked for): the quantize bench's input for both tools. */
+  bf16Gguf: string;
   parameters: number;
   bf16Bytes: number;
   /** Values of the largest tensor (the embedding / lm_head, vocab x hidden). */
@@ -159,33 +164,58 @@ function configJson(s: GeneratedLlamaShape): Record<string, unknown> {
 }
 
 /**
- * Writes (or reuses) the generated model under `folder`: `<folder>/hf/` and `<folder>/model-f32.gguf`.
- * `tokenizerFolder` holds tokenizer.json and tokenizer_config.json to copy (the micro-llama fixture).
+ * Writes (or reuses) the generated model under `folder`: `<folder>/hf/` and the GGUFs in `ggufs`
+ * (`<folder>/model-f32.gguf`, `<folder>/model-bf16.gguf`). A GGUF missing beside a complete HF folder is
+ * converted from it (the folder is not generated again). `tokenizerFolder` holds tokenizer.json and
+ * tokenizer_config.json to copy (the micro-llama fixture).
  */
-export async function generateLlama(folder: string, shape: GeneratedLlamaShape, tokenizerFolder: string, log: (line: string) => void = () => {}): Promise<GeneratedLlama> {
+export async function generateLlama(
+  folder: string,
+  shape: GeneratedLlamaShape,
+  tokenizerFolder: string,
+  log: (line: string) => void = () => {},
+  ggufs: ReadonlyArray<'F32' | 'BF16'> = ['F32'],
+): Promise<GeneratedLlama> {
   const tensors = llamaTensors(shape);
   const parameters = tensors.reduce((a, t) => a + countValues(t.shape), 0);
   const hfFolder = join(folder, 'hf');
+  const bf16Gguf = join(folder, 'model-bf16.gguf');
   const f32Gguf = join(folder, 'model-f32.gguf');
   const marker = join(folder, 'complete.json');
-  const result = { shape, hfFolder, f32Gguf, parameters, bf16Bytes: parameters * 2, largestTensorValues: shape.vocab * shape.hidden };
-  if (existsSync(marker)) {
-    const seen: unknown = JSON.parse(readFileSync(marker, 'utf8'));
-    if (JSON.stringify(seen) === JSON.stringify(shape) && existsSync(f32Gguf)) return { ...result, written: false };
+  let written = false;
+  const folderComplete = existsSync(marker) && JSON.stringify(JSON.parse(readFileSync(marker, 'utf8')) as unknown) === JSON.stringify(shape);
+  if (!folderComplete) {
+    rmSync(folder, { recursive: true, force: true });
+    mkdirSync(hfFolder, { recursive: true });
+    log(`generating ${shape.layers} layers, ${(parameters / 1e6).toFixed(0)} M parameters, ${(parameters * 2 / 2 ** 30).toFixed(2)} GiB BF16 into ${folder}`);
+    writeFileSync(join(hfFolder, 'config.json'), JSON.stringify(configJson(shape), null, 2));
+    for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokenizerFolder, f), join(hfFolder, f));
+    writeSafetensors(join(hfFolder, 'model.safetensors'), tensors, shape.seed);
+    writeFileSync(marker, JSON.stringify(shape));
+    written = true;
   }
-  rmSync(folder, { recursive: true, force: true });
-  mkdirSync(hfFolder, { recursive: true });
-  log(`generating ${shape.layers} layers, ${(parameters / 1e6).toFixed(0)} M parameters, ${(parameters * 2 / 2 ** 30).toFixed(2)} GiB BF16 into ${folder}`);
-  writeFileSync(join(hfFolder, 'config.json'), JSON.stringify(configJson(shape), null, 2));
-  for (const f of ['tokenizer.json', 'tokenizer_config.json']) copyFileSync(join(tokenizerFolder, f), join(hfFolder, f));
-  writeSafetensors(join(hfFolder, 'model.safetensors'), tensors, shape.seed);
-  log(`writing the F32 GGUF with exportGguf (our converter)`);
-  const checkpoint = await openCheckpoint(hfFolder);
-  try {
-    await exportGguf(checkpoint, { target: 'F32', outputPath: f32Gguf, modelName: 'Bench Llama' });
-  } finally {
-    await checkpoint.close();
-  }
-  writeFileSync(marker, JSON.stringify(shape));
-  return { ...result, written: true };
+  // exportGguf writes to a temporary file and renames it at the end: an existing GGUF is a complete one
+  const convert = async (target: 'BF16' | 'F32', path: string): Promise<void> => {
+    if (existsSync(path)) return;
+    log(`writing the ${target} GGUF with exportGguf (our converter)`);
+    const checkpoint = await openCheckpoint(hfFolder);
+    try {
+      await exportGguf(checkpoint, { target, outputPath: path, modelName: 'Bench Llama' });
+    } finally {
+      await checkpoint.close();
+    }
+    written = true;
+  };
+  if (ggufs.includes('F32')) await convert('F32', f32Gguf);
+  if (ggufs.includes('BF16')) await convert('BF16', bf16Gguf);
+  return {
+    shape,
+    hfFolder,
+    f32Gguf,
+    bf16Gguf,
+    parameters,
+    bf16Bytes: parameters * 2,
+    largestTensorValues: shape.vocab * shape.hidden,
+    written,
+  };
 }

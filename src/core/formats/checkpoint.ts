@@ -50,6 +50,14 @@ export interface Checkpoint {
    * rewrites) leave it undefined, and callers then use readRowsF32.
    */
   readRowsF32Into?(name: string, rowStart: number, rowCount: number, target: Float32Array): Promise<void>;
+  /**
+   * For a tensor stored as BF16 (on a little-endian host): reads rows [rowStart, rowStart + rowCount) as stored
+   * into the UPPER half of `target` (target.length is the rows' value count; the BF16 values fill bytes
+   * [2n, 4n) of target's view) and leaves widening them in place to the caller (exact: f32 bits = u16 << 16;
+   * the quantize workers do it in WebAssembly, next to quantizing). Resolves false, having read nothing, for
+   * any other dtype (then use readRowsF32Into). Like readRowsF32Into, only where the values are the files'.
+   */
+  readRowsBf16Into?(name: string, rowStart: number, rowCount: number, target: Float32Array): Promise<boolean>;
   /** Raw stored bytes of rows of a tensor (for copying through unchanged). */
   readRawRows(name: string, rowStart?: number, rowCount?: number): Promise<Uint8Array>;
   /** Releases the open files. */

@@ -131,6 +131,19 @@ class OpenedCheckpoint implements Checkpoint {
     layout.decode(await this.readRawRows(name, rowStart, rowCount), target);
   }
 
+  /** Checkpoint.readRowsBf16Into: BF16 rows as stored into the upper half of `target`, left for the caller to widen. */
+  async readRowsBf16Into(name: string, rowStart: number, rowCount: number, target: Float32Array): Promise<boolean> {
+    const { layout, count } = this.rowRange(name, rowStart, rowCount);
+    const { entry } = layout;
+    if (entry.dtype !== 'BF16' || !LITTLE_ENDIAN_HOST || !Number.isSafeInteger(layout.rowBytes)) return false;
+    const n = count * layout.elementsPerRow;
+    if (target.length !== n) throw new InvalidArgumentError(`${this.path}: tensor '${name}': ${count} rows are ${n} values; the target holds ${target.length}`);
+    const source = this.sources.get(entry.file);
+    if (source === undefined) throw new IoError(`${entry.file}: closed or not open`);
+    await source.read(entry.offset + rowStart * layout.rowBytes, new Uint8Array(target.buffer, target.byteOffset + n * 2, n * 2));
+    return true;
+  }
+
   async close(): Promise<void> {
     const sources = [...this.sources.values()];
     this.sources.clear();

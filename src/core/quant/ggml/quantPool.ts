@@ -186,8 +186,10 @@ export class QuantizePool {
    * Quantizes `values` values already staged in lane `lane` of worker `worker` (at stagedLayout's input;
    * the bytes go to its output). With `check`, NaN / Inf are refused (GgmlWasmQuantizer.runFinite): resolves
    * with the first one's index (from the first staged value; the bytes are then not to be used), or -1.
+   * With `bf16`, the values are staged as BF16 in the upper half of their room (Checkpoint.readRowsBf16Into)
+   * and the worker widens them in place first (GgmlWasmQuantizer.runFromBf16): f32 there afterwards.
    */
-  quantizeStaged(worker: number, lane: number, type: WasmQuantType, values: number, check: boolean): Promise<number> {
+  quantizeStaged(worker: number, lane: number, type: WasmQuantType, values: number, check: boolean, bf16 = false): Promise<number> {
     const slot = this.slots[worker];
     if (slot === undefined) return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: no worker ${worker}`));
     if (slot.dead !== null) return Promise.reject(slot.dead);
@@ -197,7 +199,7 @@ export class QuantizePool {
     const id = this.nextId++;
     return new Promise<Reply>((resolve, reject) => {
       slot.waiting.set(id, { resolve, reject });
-      slot.worker.postMessage({ kind: 'task', id, lane: STAGED_LANE_BASE + lane, type, input: layout.input, output: layout.output, blocks: values / blockValues, check });
+      slot.worker.postMessage({ kind: 'task', id, lane: STAGED_LANE_BASE + lane, type, input: layout.input, output: layout.output, blocks: values / blockValues, check, bf16 });
     }).then((r) => {
       if (r.error !== undefined) throw new QuantLensError('INTERNAL', `quantize worker failed: ${r.error}`);
       return r.nonFinite ?? -1;

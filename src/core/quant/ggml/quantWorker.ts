@@ -1,9 +1,10 @@
 /**
  * A quantize worker thread (see quantPool.ts): runs one WebAssembly instance per lane, each over a shared
  * memory the main thread created and fills; a task quantizes in place and replies when the bytes are there.
- * Messages in: { kind: 'lane', lane, memory } then { kind: 'task', id, lane, type, input, output, blocks, check? }
- * (byte offsets in the lane's memory); out: { id, nonFinite } (-1, or the first NaN / Inf's index when
- * `check`; then the bytes are not to be used) or { id, error }.
+ * Messages in: { kind: 'lane', lane, memory } then { kind: 'task', id, lane, type, input, output, blocks,
+ * check?, bf16? } (byte offsets in the lane's memory; bf16: the input is staged as BF16 and widened here
+ * first); out: { id, nonFinite } (-1, or the first NaN / Inf's index when `check`; then the bytes are not
+ * to be used) or { id, error }.
  */
 import { parentPort } from 'node:worker_threads';
 import { GgmlWasmQuantizer, isWasmQuantType, type QuantMemory } from './wasm/ggmlWasm';
@@ -18,6 +19,8 @@ interface Task {
   blocks: number;
   /** Look for NaN / Inf in the input first (and quantize nothing when there is one). */
   check?: boolean;
+  /** The input is staged as BF16 in the upper half of its f32 room: widen it in place first (runFromBf16). */
+  bf16?: boolean;
 }
 
 function isMemory(m: unknown): m is QuantMemory {
@@ -31,7 +34,8 @@ function isTask(m: unknown): m is Task {
     r.kind === 'task' &&
     [r.id, r.lane, r.input, r.output, r.blocks].every((v) => typeof v === 'number' && Number.isInteger(v) && v >= 0) &&
     typeof r.type === 'string' &&
-    (r.check === undefined || typeof r.check === 'boolean')
+    (r.check === undefined || typeof r.check === 'boolean') &&
+    (r.bf16 === undefined || typeof r.bf16 === 'boolean')
   );
 }
 
@@ -52,6 +56,10 @@ if (port !== null) {
       const quantizer = lanes.get(m.lane);
       if (quantizer === undefined) throw new Error(`quantize worker: no lane ${m.lane}`);
       if (!isWasmQuantType(m.type)) throw new Error(`quantize worker: type ${m.type} is not a block type`);
+      if (m.bf16 === true) {
+        port.postMessage({ id: m.id, nonFinite: quantizer.runFromBf16(m.type, m.input, m.output, m.blocks, m.check === true) });
+        return;
+      }
       if (m.check === true) {
         port.postMessage({ id: m.id, nonFinite: quantizer.runFinite(m.type, m.input, m.output, m.blocks) });
         return;

@@ -7,6 +7,8 @@
  *   const w = await wq.stage('Q8_0', rows, cols);       // waits while `depth` windows are unreleased
  *   for (const part of w.parts) fill(part.values, firstRow + part.row, part.rows);
  *   const { bytes, nonFinite } = await w.quantize();    // bytes per part, in row order
+ *                                                       // (quantize(true): the parts hold BF16 in their upper
+ *                                                       // half, widened where they are quantized)
  *   ... write bytes ...; w.release();
  *
  * `depth` windows may be held at once (default 3: one being written, one quantized, one read), so an
@@ -40,8 +42,12 @@ export interface StagedWindow {
   readonly rows: number;
   readonly cols: number;
   readonly parts: readonly StagedPart[];
-  /** Quantizes the staged values (after looking for NaN / Inf in them). Call once. */
-  quantize(): Promise<QuantizedWindow>;
+  /**
+   * Quantizes the staged values (after looking for NaN / Inf in them). Call once. `bf16`: every part's values
+   * were staged as BF16 in the upper half of its room (Checkpoint.readRowsBf16Into); they are widened in place
+   * where they are quantized (on the workers), so `values` holds their f32 afterwards.
+   */
+  quantize(bf16?: boolean): Promise<QuantizedWindow>;
   /** Gives the window's memory back for another window (after its bytes are written). */
   release(): void;
 }
@@ -74,10 +80,11 @@ function inlineSlot(): Slot {
         rows,
         cols,
         parts: [{ row: 0, rows, values }],
-        quantize: async () => {
+        quantize: async (bf16 = false) => {
           if (done) throw new QuantLensError('INTERNAL', 'a staged window was quantized twice');
           done = true;
-          const nonFinite = quantizer.runFinite(type, layout.input, layout.output, count / blockValues);
+          const blocks = count / blockValues;
+          const nonFinite = bf16 ? quantizer.runFromBf16(type, layout.input, layout.output, blocks, true) : quantizer.runFinite(type, layout.input, layout.output, blocks);
           if (nonFinite >= 0) return { bytes: [], nonFinite };
           return { bytes: [new Uint8Array(quantizer.memory.buffer, layout.output, rows * rowBytes)], nonFinite: -1 };
         },
@@ -109,10 +116,10 @@ function poolSlot(pool: QuantizePool, index: number): Slot {
         rows,
         cols,
         parts,
-        quantize: async () => {
+        quantize: async (bf16 = false) => {
           if (done) throw new QuantLensError('INTERNAL', 'a staged window was quantized twice');
           done = true;
-          const found = await Promise.all(parts.map((p) => pool.quantizeStaged(p.worker, index, type, p.rows * cols, true)));
+          const found = await Promise.all(parts.map((p) => pool.quantizeStaged(p.worker, index, type, p.rows * cols, true, bf16)));
           const bad = found.findIndex((f) => f >= 0);
           if (bad >= 0) return { bytes: [], nonFinite: parts[bad]!.row * cols + found[bad]! };
           return {

@@ -179,6 +179,26 @@ export function firstNonFinite(src: usize, n: i32): i32 {
 }
 
 /**
+ * Widens `n` BF16 values (little-endian u16 at src) to f32 at dst: exact, a bf16 is the top half of an
+ * f32 (u16 << 16), NaN payloads included. In place front to back is safe when src = dst + 2 * m for some
+ * m >= n (the window's values read into the upper half of its f32 room): the 8 values read from
+ * [src + 16k, src + 16k + 16) are written to [dst + 32k, dst + 32k + 32) after the read, and
+ * 32k + 32 <= 2m + 16(k + 1) for every k < n / 8, so no later unread value is overwritten; the tail (one
+ * value at a time) likewise. The quantize workers widen a chunk, then quantize it while it is in cache.
+ */
+export function widenBf16(dst: usize, src: usize, n: i32): void {
+  const zero = i32x4.splat(0);
+  const whole = n & ~7;
+  for (let i = 0; i < whole; i += 8) {
+    const h = v128.load(src + (<usize>i << 1));
+    // bytes of h: [b0 b1 | b2 b3 | ...]: put each u16 in the upper half of a zeroed u32
+    v128.store(dst + (<usize>i << 2), i8x16.shuffle(zero, h, 0, 1, 16, 17, 0, 1, 18, 19, 0, 1, 20, 21, 0, 1, 22, 23));
+    v128.store(dst + (<usize>i << 2) + 16, i8x16.shuffle(zero, h, 0, 1, 24, 25, 0, 1, 26, 27, 0, 1, 28, 29, 0, 1, 30, 31));
+  }
+  for (let i = whole; i < n; i++) store<u32>(dst + (<usize>i << 2), <u32>load<u16>(src + (<usize>i << 1)) << 16);
+}
+
+/**
  * Q8_0 with SIMD where that is the same computation: for a block of finite values with a finite 1/d,
  * every |x * id| is at most 127 plus a few ulp, so the lanes' roundf and conversion (trunc_sat, narrow)
  * give C's bytes; any other block (NaN, Inf, 1/d overflowing) takes the scalar path.

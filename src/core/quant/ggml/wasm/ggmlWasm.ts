@@ -167,6 +167,12 @@ export function ensureMemory(memory: QuantMemory, bytes: number): void {
   memory.grow(pages);
 }
 
+/**
+ * Values widened from BF16 and then quantized per step of runFromBf16 (a multiple of every block size):
+ * 64 KiB of f32, still in the core's L2 when the quantizer reads it back.
+ */
+const WIDEN_CHUNK_VALUES = 16384;
+
 /** Values per call of `quantize` (block aligned for every type): bounds the memory an instance holds. */
 const CHUNK_VALUES = 1 << 20;
 
@@ -179,6 +185,7 @@ export class GgmlWasmQuantizer {
     private readonly accumulateErrorExport: AccumulateErrorExport,
     private readonly imatrixExport: QuantizeImatrixExport,
     private readonly nonFiniteExports: { first: (src: number, n: number) => number; seenBlock: () => number },
+    private readonly widenBf16Export: (dst: number, src: number, n: number) => void,
   ) {}
 
   /** An instance over `memory` (a new one when absent). */
@@ -205,6 +212,7 @@ export class GgmlWasmQuantizer {
       fn('accumulateError') as unknown as AccumulateErrorExport,
       fn('quantizeRowsImatrix') as unknown as QuantizeImatrixExport,
       { first: fn('firstNonFinite') as unknown as (src: number, n: number) => number, seenBlock: fn('nonFiniteBlock') as unknown as () => number },
+      fn('widenBf16'),
     );
   }
 
@@ -230,6 +238,37 @@ export class GgmlWasmQuantizer {
     if (bad >= 0) return bad;
     this.exports[type](input, output, blocks);
     return -1;
+  }
+
+  /**
+   * As run / runFinite (with `check`) for values staged as BF16 in the upper half of their f32 room: the
+   * `blocks` blocks' values at [input + 2n, input + 4n) (n values), as Checkpoint.readRowsBf16Into leaves
+   * them. Widened in place (exact) a chunk at a time, each chunk quantized while it is still in cache; the
+   * bytes are run's on the widened values. With `check`, returns the first NaN / Inf's index as runFinite
+   * (values past that chunk are then left unwidened), else -1.
+   */
+  runFromBf16(type: WasmQuantType, input: number, output: number, blocks: number, check: boolean): number {
+    const block = BLOCKS[type];
+    const n = blocks * block.values;
+    const staged = input + n * 2;
+    for (let from = 0; from < n; from += WIDEN_CHUNK_VALUES) {
+      const count = Math.min(WIDEN_CHUNK_VALUES, n - from);
+      const at = input + from * 4;
+      this.widenBf16Export(at, staged + from * 2, count);
+      const out = output + (from / block.values) * block.bytes;
+      if (!check) {
+        this.exports[type](at, out, count / block.values);
+        continue;
+      }
+      const bad = this.runFinite(type, at, out, count / block.values);
+      if (bad >= 0) return from + bad;
+    }
+    return -1;
+  }
+
+  /** Widens `n` BF16 values staged at [at + 2n, at + 4n) to f32 over [at, at + 4n), in place (exact). */
+  widenBf16InPlace(at: number, n: number): void {
+    this.widenBf16Export(at, at + n * 2, n);
   }
 
   /** The importance-matrix path over rows already in this instance's memory (imatrixLayout offsets). */
