@@ -12,8 +12,20 @@ import { totalmem } from 'node:os';
 import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
-import { addInPlace, applyRope, rmsNorm, ropeTables } from './kernels';
-import { attentionByMatmul, attentionScratch, headNll, matmulResident, matmulResidentShared, matmulSwiglu, residentWeight, trimWasmHeap, type ResidentWeight } from './wasmMatmul';
+import { applyRope, ropeTables } from './kernels';
+import {
+  attentionByMatmul,
+  attentionScratch,
+  headNll,
+  matmulResident,
+  matmulResidentAdd,
+  matmulResidentShared,
+  matmulSwiglu,
+  residentWeight,
+  rmsNormRows,
+  trimWasmHeap,
+  type ResidentWeight,
+} from './wasmMatmul';
 import { fakeQuantizeActivations, fakeQuantizeKv, fakeQuantizeWeight, type QuantSetting } from './fakeQuant';
 import { llamaConfigFromGguf, llamaConfigFromHf, type LlamaConfig } from './llamaConfig';
 
@@ -372,7 +384,6 @@ export class LlamaModel {
     const k = new Float32Array(rows * kvWidth);
     const v = new Float32Array(rows * kvWidth);
     const context = new Float32Array(rows * qWidth);
-    const projected = new Float32Array(rows * H);
     const gate = new Float32Array(rows * I);
     const attention = attentionScratch(rows, c.headDim);
 
@@ -400,7 +411,7 @@ export class LlamaModel {
           throwIfAborted(signal);
           const x = hidden.subarray(w * rows * H, (w + 1) * rows * H);
           // Attention block.
-          rmsNorm(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
+          rmsNormRows(x, weights.attnNorm, normed, rows, H, c.rmsNormEps);
           hooks?.onActivation?.(sites.attn_in, normed, rows, H, w);
           quantizeInput(normed, H);
           matmulResidentShared(normed, [L.q, L.k, L.v], [q, k, v], rows);
@@ -414,17 +425,14 @@ export class LlamaModel {
           attentionByMatmul(q, k, v, context, rows, c.numHeads, c.numKvHeads, c.headDim, attention);
           hooks?.onActivation?.(sites.attn_out, context, rows, qWidth, w);
           quantizeInput(context, qWidth);
-          matmulResident(context, L.o, projected, rows);
-          addInPlace(x, projected, rows * H);
-          // MLP block.
-          rmsNorm(x, weights.ffnNorm, normed, rows, H, c.rmsNormEps);
+          // x += o_proj(context); MLP block: normed = RMSNorm(x).
+          matmulResidentAdd(context, L.o, x, rows, { weight: weights.ffnNorm, eps: c.rmsNormEps, out: normed });
           hooks?.onActivation?.(sites.mlp_in, normed, rows, H, w);
           quantizeInput(normed, H);
           matmulSwiglu(normed, L.gate, L.up, gate, rows);
           hooks?.onActivation?.(sites.mlp_act, gate, rows, I, w);
           quantizeInput(gate, I);
-          matmulResident(gate, L.down, projected, rows);
-          addInPlace(x, projected, rows * H);
+          matmulResidentAdd(gate, L.down, x, rows);
           hooks?.onActivation?.(sites.residual, x, rows, H, w);
         }
       } finally {
@@ -440,7 +448,7 @@ export class LlamaModel {
         const site = finalSite(c.numLayers);
         for (let w = 0; w < windows.length; w++) {
           throwIfAborted(signal);
-          rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
+          rmsNormRows(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
           hooks.onActivation(site, normed, rows, H, w);
         }
       }
@@ -456,7 +464,7 @@ export class LlamaModel {
     try {
       for (let w = 0; w < windows.length; w++) {
         throwIfAborted(signal);
-        rmsNorm(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
+        rmsNormRows(hidden.subarray(w * rows * H, (w + 1) * rows * H), finalNorm, normed, rows, H, c.rmsNormEps);
         hooks?.onActivation?.(site, normed, rows, H, w);
         applyHead(w, normed, head, rows);
       }

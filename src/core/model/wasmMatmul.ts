@@ -23,9 +23,10 @@
  * once with `residentWeight` and multiplied with `matmulResident`; `matmul` packs its w per call.
  */
 import { InvalidArgumentError } from '../errors';
-import { matmulTransposed, swiglu } from './kernels';
+import { addInPlace, matmulTransposed, rmsNorm, swiglu } from './kernels';
 import { buildModule, wasmApi, type WasmMemory } from './wasm/assembler';
 import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
+import { addRmsNormKernel, NORM_MODE } from './wasm/normKernels';
 import { MAX_BLOCK_ROWS as KERNEL_BLOCK_ROWS, PANEL_OUTS as KERNEL_PANEL_OUTS, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
 
 // Local copies: hot loops must not read an imported binding (a getter call under CommonJS interop).
@@ -60,12 +61,14 @@ type SwigluFn = (gate: number, up: number, n: number) => void;
 type SoftmaxCausalFn = (scores: number, rows: number, stride: number, scaleBits: number) => void;
 type ExpFn = (src: number, dst: number, n: number) => void;
 type LogSumExpFn = (x: number, rows: number, cols: number, out: number) => void;
+type AddRmsNormFn = (x: number, delta: number, weight: number, out: number, rows: number, width: number, epsAt: number, mode: number) => void;
 
 interface ElementwiseKernels {
   swiglu: SwigluFn;
   softmaxCausal: SoftmaxCausalFn;
   expv: ExpFn;
   logSumExpRows: LogSumExpFn;
+  addRmsNorm: AddRmsNormFn;
 }
 
 interface WasmState {
@@ -127,12 +130,18 @@ function elementwiseFor(s: WasmState): ElementwiseKernels {
   if (s.elementwise !== null) return s.elementwise;
   const api = wasmApi();
   if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
-  const bytes = buildModule([swigluKernel(), softmaxCausalKernel(), expKernel(), logSumExpRowsKernel()], 1);
-  const { swiglu, softmaxCausal, expv, logSumExpRows } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } }).exports;
-  if (typeof swiglu !== 'function' || typeof softmaxCausal !== 'function' || typeof expv !== 'function' || typeof logSumExpRows !== 'function') {
+  const bytes = buildModule([swigluKernel(), softmaxCausalKernel(), expKernel(), logSumExpRowsKernel(), addRmsNormKernel()], 1);
+  const { swiglu, softmaxCausal, expv, logSumExpRows, addRmsNorm } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } }).exports;
+  if (typeof swiglu !== 'function' || typeof softmaxCausal !== 'function' || typeof expv !== 'function' || typeof logSumExpRows !== 'function' || typeof addRmsNorm !== 'function') {
     throw new InvalidArgumentError('element-wise kernel module lacks an export');
   }
-  s.elementwise = { swiglu: swiglu as SwigluFn, softmaxCausal: softmaxCausal as SoftmaxCausalFn, expv: expv as ExpFn, logSumExpRows: logSumExpRows as LogSumExpFn };
+  s.elementwise = {
+    swiglu: swiglu as SwigluFn,
+    softmaxCausal: softmaxCausal as SoftmaxCausalFn,
+    expv: expv as ExpFn,
+    logSumExpRows: logSumExpRows as LogSumExpFn,
+    addRmsNorm: addRmsNorm as AddRmsNormFn,
+  };
   return s.elementwise;
 }
 
@@ -672,4 +681,77 @@ export function matmulSwiglu(x: Float32Array, gate: ResidentWeight, up: Resident
   runTiled(s, xAt, up.at, upAt, rows, inner, panelCount(outs), outs);
   elementwiseFor(s).swiglu(gateAt, upAt, count);
   act.set(heap.subarray(gateAt / 4, gateAt / 4 + count));
+}
+
+/**
+ * Same contract as kernels.rmsNorm (out = x / sqrt(mean(x^2) + eps) * weight per row; out may be x),
+ * by the SIMD kernel of wasm/normKernels.ts when width is a multiple of 4 (the sum of squares in f64
+ * in another order: the same f32 result but for a rare last-bit tie); the JS loop otherwise.
+ */
+export function rmsNormRows(x: Float32Array, weight: Float32Array, out: Float32Array, rows: number, width: number, eps: number): void {
+  const s = loadState();
+  const bytes = 4 * (2 * rows * width + width) + 256;
+  if (s === null || width % 4 !== 0 || s.residentEnd + bytes > MAX_WASM_BYTES) {
+    rmsNorm(x, weight, out, rows, width, eps);
+    return;
+  }
+  const xAt = align64(s.residentEnd);
+  const weightAt = align64(xAt + 4 * rows * width);
+  const outAt = align64(weightAt + 4 * width);
+  const epsAt = align64(outAt + 4 * rows * width);
+  ensureBytes(s, epsAt + 8);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * width), xAt / 4);
+  heap.set(weight.subarray(0, width), weightAt / 4);
+  new Float64Array(s.memory.buffer, epsAt, 1)[0] = eps;
+  elementwiseFor(s).addRmsNorm(xAt, 0, weightAt, outAt, rows, width, epsAt, NORM_MODE.norm);
+  out.set(heap.subarray(outAt / 4, outAt / 4 + rows * width));
+}
+
+/** The RMSNorm that follows a residual add in matmulResidentAdd. */
+export interface FollowingNorm {
+  weight: Float32Array;
+  eps: number;
+  /** Receives RMSNorm(residual) * weight [rows, outs]. */
+  out: Float32Array;
+}
+
+/**
+ * residual += x W^T (W resident [outs, inner], residual [rows, outs]: a block's output projection
+ * added to the residual stream), then, with `norm`, norm.out = rmsNormRows(residual). The same
+ * values as matmulResident + kernels.addInPlace + rmsNormRows, with x, the residual and the
+ * normalized rows crossing into the heap once each.
+ */
+export function matmulResidentAdd(x: Float32Array, w: ResidentWeight, residual: Float32Array, rows: number, norm?: FollowingNorm): void {
+  if (!isResidentImpl(w) || w.released) throw new InvalidArgumentError('matmulResidentAdd: the weight was released or does not come from residentWeight');
+  const { inner, outs } = w;
+  const s = loadState();
+  const bytes = 4 * (rows * inner + 3 * rows * outs + outs) + 512;
+  if (s === null || w.at === null || outs % PANEL_OUTS !== 0 || s.residentEnd + bytes > MAX_WASM_BYTES) {
+    const projected = new Float32Array(rows * outs);
+    matmulResident(x, w, projected, rows);
+    addInPlace(residual, projected, rows * outs);
+    if (norm !== undefined) rmsNormRows(residual, norm.weight, norm.out, rows, outs, norm.eps);
+    return;
+  }
+  const xAt = align64(s.residentEnd);
+  const projectedAt = align64(xAt + 4 * rows * inner);
+  const residualAt = align64(projectedAt + 4 * rows * outs);
+  const normedAt = align64(residualAt + 4 * rows * outs);
+  const weightAt = align64(normedAt + 4 * rows * outs);
+  const epsAt = align64(weightAt + 4 * outs);
+  ensureBytes(s, epsAt + 8);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * inner), xAt / 4);
+  heap.set(residual.subarray(0, rows * outs), residualAt / 4);
+  runTiled(s, xAt, w.at, projectedAt, rows, inner, panelCount(outs), outs);
+  let mode: number = NORM_MODE.add;
+  if (norm !== undefined) {
+    heap.set(norm.weight.subarray(0, outs), weightAt / 4);
+    new Float64Array(s.memory.buffer, epsAt, 1)[0] = norm.eps;
+    mode |= NORM_MODE.norm;
+  }
+  elementwiseFor(s).addRmsNorm(residualAt, projectedAt, weightAt, normedAt, rows, outs, epsAt, mode);
+  residual.set(heap.subarray(residualAt / 4, residualAt / 4 + rows * outs));
+  if (norm !== undefined) norm.out.set(heap.subarray(normedAt / 4, normedAt / 4 + rows * outs));
 }
