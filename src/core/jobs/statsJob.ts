@@ -4,6 +4,7 @@
  */
 import type { StatsJobResult, StatsJobSpec, TensorStatsSummary } from '../../protocol/jobs';
 import { tensorStatsStreamed, topCounts, type TensorStats, type WeightStatsOptions } from '../analysis/weightStats';
+import { CpuStatsEngine } from '../analysis/wasm/cpuStatsEngine';
 import { CancelledError, InvalidArgumentError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import { openCheckpoint } from '../formats/openCheckpoint';
@@ -54,6 +55,7 @@ export async function runStatsJob(spec: StatsJobSpec, ctx: JobContext): Promise<
   const options: WeightStatsOptions = { histogramBins: spec.histogramBins, logOctaves: spec.logOctaves, outlierSigma: spec.outlierSigma, topChannels: spec.topChannels };
   const checkpoint = await openCheckpoint(spec.modelPath);
   let device: ComputeDevice | null = null;
+  let cpuEngine: CpuStatsEngine | null | undefined;
   try {
     const tensors = selectTensors(checkpoint, spec.tensorNames);
     const bytesTotal = tensors.reduce((a, t) => a + t.nbytes, 0);
@@ -91,6 +93,9 @@ export async function runStatsJob(spec: StatsJobSpec, ctx: JobContext): Promise<
           ),
         () => {
           tracker.update('compute', index, tensor.name);
+          // The WebAssembly kernels with reads overlapped (made when the CPU path first runs); the JS reference where they do not run.
+          cpuEngine ??= CpuStatsEngine.create(checkpoint, tensors, WINDOW_BYTES / 4);
+          if (cpuEngine !== null) return cpuEngine.tensorStats(index, options, ctx.signal);
           return tensorStatsStreamed(tensor.name, tensor.shape, readF32, options, { signal: ctx.signal, maxWindowElements: rowsPerWindow * rowLength });
         },
       );
@@ -104,6 +109,7 @@ export async function runStatsJob(spec: StatsJobSpec, ctx: JobContext): Promise<
     return { kind: 'stats', modelPath: spec.modelPath, device: device.kind, deviceDescription: device.description, tensors: results, bytesRead: bytesTotal, seconds: tracker.secondsSinceStart() };
   } finally {
     device?.dispose();
+    await cpuEngine?.dispose();
     await checkpoint.close();
   }
 }

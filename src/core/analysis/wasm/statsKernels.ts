@@ -1,0 +1,421 @@
+/**
+ * The WebAssembly kernels of weightStats.as (built into weightStatsWasm.ts) behind the types of
+ * analysis/weightStats.ts: per-row moments (pass 1) and histograms + outlier counts (pass 2) of f32 rows that
+ * sit in the module's memory. The caller reserves window slots (reserve), reads rows straight into them
+ * (slotView + Checkpoint.readRowsF32Into) and runs the passes there: no copy between the file and the kernels.
+ *
+ * Two threads: the memory is a shared WebAssembly.Memory, and a helper worker_thread instantiates the same module
+ * on it. A block of rows is split in two halves: this thread computes the first, the helper the second (each with
+ * its own scratch: moments, histogram tables, row and column counters), and the halves are merged here in row
+ * order (pass 1: per-row results, nothing merged; pass 2: counts added). The helper waits on an Atomics word
+ * (no polling) and is told what to run through a control block in the same memory; a helper that fails or does
+ * not answer ends the call with an INTERNAL error (no partial counts). Shared memory does not detach
+ * views when it grows, so a read in flight into a slot survives reserve().
+ *
+ * Results: counts exactly the reference's (countSecondPassCpu); moments within float64 rounding of momentsOf
+ * (the same terms, summed in SIMD lanes). Rows longer than PIECE values are cut into pieces whose moments are
+ * merged (mergeMoments) and whose column counters are added piece by piece (on this thread only).
+ */
+import { Worker } from 'node:worker_threads';
+import { QuantLensError } from '../../errors';
+import { LOG_BINS_PER_OCTAVE, mergeMoments, emptyMoments, type Moments, type SecondPassCounts, type SecondPassSpec } from '../weightStats';
+import { WEIGHT_STATS_WASM_BASE64 } from './weightStatsWasm';
+
+const PAGE_BYTES = 65536;
+/** The module's declared maximum (buildInfo.ts): the whole 32-bit space. */
+const MAX_PAGES = 65536;
+/** Rows per kernel call and thread (the moments / row-outlier scratch holds this many). */
+const BLOCK_ROWS = 4096;
+/** Longest row piece per kernel call (the column-outlier scratch holds this many). */
+const PIECE = 256 * 1024;
+/** Below this many values a block runs on this thread alone (the hand-off costs more than it saves). */
+const MIN_SPLIT_VALUES = 128 * 1024;
+/** float64 slots per row in rowMoments' output (weightStats.as ROW_SLOTS). */
+const ROW_SLOTS = 10;
+/** Log-histogram table size per lane (weightStats.as LOG_TABLE); slots from 1020 hold non-finite values. */
+const LOG_TABLE = 1024;
+const FIRST_NON_FINITE_LOG_SLOT = 255 * 4;
+/** Fixed-histogram slots per lane before its log table (weightStats.as FIXED_SLOTS): bins <= 256, then the skip slot. */
+const FIXED_SLOTS = 260;
+const LANE_TABLE = FIXED_SLOTS + LOG_TABLE;
+/** Stay well below the 4 GiB the module may address. */
+const MAX_HEAP_BYTES = 3 * 2 ** 30;
+/** How long this thread waits for the helper's half before it gives up on the helper (it then runs the half itself). */
+const HELPER_TIMEOUT_MS = 60_000;
+
+interface WeightStatsExports {
+  heapBase(): number;
+  rowMoments(src: number, rows: number, rowLength: number, out: number): void;
+  secondPass(src: number, rows: number, rowLength: number, lo: number, scale: number, bins: number, threshold: number, center: number, tables: number, rowOut: number, colOut: number): void;
+}
+
+const FUNCTIONS = ['heapBase', 'rowMoments', 'secondPass'] as const;
+
+/**
+ * The helper thread (plain JS, run with `eval`, so the bundles need no extra entry point). Control block, Int32
+ * words at `ctrl`: [0] request sequence (this side bumps it and notifies), [1] done sequence (the helper sets it
+ * to the request's and notifies), [2] op (1 rowMoments, 2 secondPass, 3 exit), [3] 0 or 1 when the call threw;
+ * the arguments as float64 from byte ctrl + 32.
+ */
+const HELPER_SOURCE = `
+const { workerData } = require('node:worker_threads');
+const { module, memory, ctrl } = workerData;
+const wasm = new WebAssembly.Instance(module, { env: { memory } }).exports;
+const words = new Int32Array(memory.buffer, ctrl, 8);
+let seen = 0;
+for (;;) {
+  Atomics.wait(words, 0, seen);
+  seen = Atomics.load(words, 0);
+  const op = words[2];
+  if (op === 3) break;
+  const a = new Float64Array(memory.buffer, ctrl + 32, 12);
+  let failed = 0;
+  try {
+    if (op === 1) wasm.rowMoments(a[0], a[1], a[2], a[3]);
+    else if (op === 2) wasm.secondPass(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+  } catch (e) {
+    failed = 1;
+  }
+  words[3] = failed;
+  Atomics.store(words, 1, seen);
+  Atomics.notify(words, 1);
+}
+`;
+
+/** The parts of the WebAssembly JS API used here (the project's TypeScript libs do not declare them). */
+interface SharedMemory {
+  readonly buffer: SharedArrayBuffer;
+  grow(pages: number): number;
+}
+interface WasmApi {
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+  Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => SharedMemory;
+}
+
+function wasmApi(): WasmApi | undefined {
+  return (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+}
+
+let compiled: object | null | undefined;
+
+function compile(api: WasmApi): object | null {
+  if (compiled === undefined) {
+    try {
+      compiled = new api.Module(Buffer.from(WEIGHT_STATS_WASM_BASE64, 'base64'));
+    } catch {
+      compiled = null;
+    }
+  }
+  return compiled;
+}
+
+const align64 = (n: number): number => Math.ceil(n / 64) * 64;
+
+/** One thread's scratch: moments out, histogram tables, row and column outlier counters. */
+interface Scratch {
+  moments: number;
+  tables: number;
+  rowOut: number;
+  colOut: number;
+}
+
+const SCRATCH_BYTES = align64(BLOCK_ROWS * ROW_SLOTS * 8) + align64(4 * LANE_TABLE * 4) + align64(BLOCK_ROWS * 4) + align64(PIECE * 4);
+
+function scratchAt(p: number): Scratch {
+  const moments = p;
+  const tables = moments + align64(BLOCK_ROWS * ROW_SLOTS * 8);
+  const rowOut = tables + align64(4 * LANE_TABLE * 4);
+  const colOut = rowOut + align64(BLOCK_ROWS * 4);
+  return { moments, tables, rowOut, colOut };
+}
+
+/** The helper thread and its control block. */
+class Helper {
+  private sequence = 0;
+  private readonly words: Int32Array;
+  private readonly args: Float64Array;
+  private running = false;
+
+  constructor(
+    private readonly worker: Worker,
+    memory: SharedMemory,
+    ctrl: number,
+  ) {
+    this.words = new Int32Array(memory.buffer, ctrl, 8);
+    this.args = new Float64Array(memory.buffer, ctrl + 32, 12);
+    worker.unref();
+  }
+
+  /** Starts op with args on the helper thread. */
+  start(op: 1 | 2, args: readonly number[]): void {
+    this.args.set(args);
+    this.words[2] = op;
+    this.sequence++;
+    this.running = true;
+    Atomics.store(this.words, 0, this.sequence);
+    Atomics.notify(this.words, 0);
+  }
+
+  /** Waits for the started op; false when the helper failed or did not answer. */
+  finish(): boolean {
+    if (!this.running) return true;
+    this.running = false;
+    const deadline = Date.now() + HELPER_TIMEOUT_MS;
+    for (;;) {
+      const done = Atomics.load(this.words, 1);
+      if (done === this.sequence) return this.words[3] === 0;
+      const left = deadline - Date.now();
+      if (left <= 0) return false;
+      Atomics.wait(this.words, 1, done, left);
+    }
+  }
+
+  stop(): void {
+    this.words[2] = 3;
+    this.sequence++;
+    Atomics.store(this.words, 0, this.sequence);
+    Atomics.notify(this.words, 0);
+    void this.worker.terminate();
+  }
+}
+
+/** Kernel instances on one shared memory: control block and two scratches, then `slots` windows of f32 rows. */
+export class WeightStatsKernels {
+  private readonly ctrlPtr: number;
+  private readonly scratch: readonly [Scratch, Scratch];
+  private readonly slotsPtr: number;
+  private slotElements = 0;
+  private slotCount = 0;
+  private helper: Helper | null = null;
+
+  private constructor(
+    module: object,
+    private readonly memory: SharedMemory,
+    private readonly wasm: WeightStatsExports,
+    threads: number,
+  ) {
+    let p = align64(wasm.heapBase());
+    this.ctrlPtr = p;
+    p += 128;
+    this.scratch = [scratchAt(p), scratchAt(p + SCRATCH_BYTES)];
+    this.slotsPtr = p + 2 * SCRATCH_BYTES;
+    if (threads > 1) {
+      try {
+        new Int32Array(memory.buffer, this.ctrlPtr, 32).fill(0);
+        this.helper = new Helper(new Worker(HELPER_SOURCE, { eval: true, workerData: { module, memory, ctrl: this.ctrlPtr } }), memory, this.ctrlPtr);
+      } catch {
+        this.helper = null;
+      }
+    }
+  }
+
+  /**
+   * Kernels on this thread and, with threads 2, a helper thread; null where the engine has no WebAssembly SIMD or
+   * shared memory (the caller runs the JS reference). dispose() ends the helper.
+   */
+  static create(threads = 1): WeightStatsKernels | null {
+    const api = wasmApi();
+    const module = api === undefined ? null : compile(api);
+    if (api === undefined || module === null) return null;
+    try {
+      const memory = new api.Memory({ initial: 1, maximum: MAX_PAGES, shared: true });
+      const exports = new api.Instance(module, { env: { memory } }).exports;
+      if (!FUNCTIONS.every((name) => typeof exports[name] === 'function')) return null;
+      const wasm = exports as unknown as WeightStatsExports;
+      const kernels = new WeightStatsKernels(module, memory, wasm, threads);
+      if (!kernels.grow(kernels.slotsPtr)) {
+        kernels.dispose();
+        return null;
+      }
+      return kernels;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Whether a helper thread takes half of each large block. */
+  get threads(): number {
+    return this.helper === null ? 1 : 2;
+  }
+
+  dispose(): void {
+    this.helper?.stop();
+    this.helper = null;
+  }
+
+  /** Makes room for `slots` windows of `windowElements` f32 values each (never shrinks). False when that does not fit the 32-bit heap. */
+  reserve(slots: number, windowElements: number): boolean {
+    const elements = Math.max(this.slotElements, Math.ceil(windowElements / 16) * 16);
+    const count = Math.max(this.slotCount, slots);
+    if (!this.grow(this.slotsPtr + count * elements * 4)) return false;
+    this.slotElements = elements;
+    this.slotCount = count;
+    return true;
+  }
+
+  private grow(end: number): boolean {
+    if (end > MAX_HEAP_BYTES) return false;
+    const have = this.memory.buffer.byteLength;
+    if (end <= have) return true;
+    try {
+      this.memory.grow(Math.ceil((end - have) / PAGE_BYTES));
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** The first `elements` values of a slot, as a view of the shared memory (read rows into it). */
+  slotView(slot: number, elements: number): Float32Array {
+    this.checkSlot(slot, elements);
+    return new Float32Array(this.memory.buffer, this.slotPtr(slot), elements);
+  }
+
+  /** Per-row moments of `rows` rows of `rowLength` values at the start of a slot (as rowMomentsCpu). */
+  rowMoments(slot: number, rows: number, rowLength: number): Moments[] {
+    this.checkSlot(slot, rows * rowLength);
+    const base = this.slotPtr(slot);
+    const out: Moments[] = [];
+    if (rowLength === 0) {
+      for (let r = 0; r < rows; r++) out.push(emptyMoments());
+      return out;
+    }
+    if (rowLength <= PIECE) {
+      const [mine, theirs] = this.scratch;
+      for (let r = 0; r < rows; ) {
+        const { first, second } = this.split(Math.min(rows - r, 2 * BLOCK_ROWS), rowLength);
+        const helped = second > 0 && this.helper !== null;
+        if (helped) this.helper!.start(1, [base + (r + first) * rowLength * 4, second, rowLength, theirs.moments]);
+        this.wasm.rowMoments(base + r * rowLength * 4, first, rowLength, mine.moments);
+        this.collectMoments(mine, first, out);
+        if (second > 0) {
+          if (helped && !this.helper!.finish()) {
+            this.dispose();
+            throw new QuantLensError('INTERNAL', 'the statistics helper thread failed or did not answer');
+          }
+          if (!helped) this.wasm.rowMoments(base + (r + first) * rowLength * 4, second, rowLength, theirs.moments);
+          this.collectMoments(theirs, second, out);
+        }
+        r += first + second;
+      }
+      return out;
+    }
+    for (let r = 0; r < rows; r++) {
+      let merged = emptyMoments();
+      for (let c = 0; c < rowLength; c += PIECE) {
+        const length = Math.min(PIECE, rowLength - c);
+        this.wasm.rowMoments(base + (r * rowLength + c) * 4, 1, length, this.scratch[0].moments);
+        const piece: Moments[] = [];
+        this.collectMoments(this.scratch[0], 1, piece);
+        merged = mergeMoments(merged, piece[0]!);
+      }
+      out.push(merged);
+    }
+    return out;
+  }
+
+  /** Adds `rows` whole rows at the start of a slot (rows rowStart.. of the tensor) to the pass 2 counters (as countSecondPassCpu). */
+  secondPass(slot: number, rows: number, rowLength: number, rowStart: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
+    this.checkSlot(slot, rows * rowLength);
+    if (rows === 0 || rowLength === 0) return;
+    const bins = spec.fixed.bins;
+    if (!(bins >= 1 && bins < FIXED_SLOTS - 1)) throw new RangeError(`histogram bins ${bins} outside 1..${FIXED_SLOTS - 2}`);
+    const u32 = new Uint32Array(this.memory.buffer);
+    for (const s of this.scratch) u32.fill(0, s.tables / 4, s.tables / 4 + 4 * LANE_TABLE);
+    const base = this.slotPtr(slot);
+    const args = (s: Scratch, src: number, callRows: number, length: number): number[] => [src, callRows, length, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, s.tables, s.rowOut, s.colOut];
+    const call = (a: readonly number[]) => this.wasm.secondPass(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!);
+    const addColumns = (s: Scratch, colStart: number, length: number) => {
+      const col = u32.subarray(s.colOut / 4, s.colOut / 4 + length);
+      for (let c = 0; c < length; c++) if (col[c] !== 0) counts.columnOutliers[colStart + c]! += col[c]!;
+    };
+    const addRows = (s: Scratch, from: number, count: number) => {
+      const rowOut = u32.subarray(s.rowOut / 4, s.rowOut / 4 + count);
+      for (let i = 0; i < count; i++) counts.rowOutliers[from + i]! += rowOut[i]!;
+    };
+    if (rowLength <= PIECE) {
+      for (const s of this.scratch) u32.fill(0, s.colOut / 4, s.colOut / 4 + rowLength);
+      const [mine, theirs] = this.scratch;
+      for (let r = 0; r < rows; ) {
+        const { first, second } = this.split(Math.min(rows - r, 2 * BLOCK_ROWS), rowLength);
+        u32.fill(0, mine.rowOut / 4, mine.rowOut / 4 + first);
+        u32.fill(0, theirs.rowOut / 4, theirs.rowOut / 4 + second);
+        const theirArgs = args(theirs, base + (r + first) * rowLength * 4, second, rowLength);
+        const helped = second > 0 && this.helper !== null;
+        if (helped) this.helper!.start(2, theirArgs);
+        call(args(mine, base + r * rowLength * 4, first, rowLength));
+        addRows(mine, rowStart + r, first);
+        if (second > 0) {
+          if (helped && !this.helper!.finish()) {
+            // Its counters may hold part of the half (or still be written): no partial result is returned.
+            this.dispose();
+            throw new QuantLensError('INTERNAL', 'the statistics helper thread failed or did not answer');
+          }
+          if (!helped) call(theirArgs);
+          addRows(theirs, rowStart + r + first, second);
+        }
+        r += first + second;
+      }
+      addColumns(mine, 0, rowLength);
+      addColumns(theirs, 0, rowLength);
+    } else {
+      const mine = this.scratch[0];
+      for (let r = 0; r < rows; r++) {
+        u32[mine.rowOut / 4] = 0;
+        for (let c = 0; c < rowLength; c += PIECE) {
+          const length = Math.min(PIECE, rowLength - c);
+          u32.fill(0, mine.colOut / 4, mine.colOut / 4 + length);
+          call(args(mine, base + (r * rowLength + c) * 4, 1, length));
+          addColumns(mine, c, length);
+        }
+        counts.rowOutliers[rowStart + r]! += u32[mine.rowOut / 4]!;
+      }
+    }
+    for (const s of this.scratch) this.foldHistograms(u32, s, spec, counts);
+  }
+
+  /** A block of rows cut in two: the second half for the helper when it is worth handing off. */
+  private split(rows: number, rowLength: number): { first: number; second: number } {
+    if (rows < 2 || rows * rowLength < MIN_SPLIT_VALUES) {
+      const first = Math.min(rows, BLOCK_ROWS);
+      return { first, second: Math.min(rows - first, BLOCK_ROWS) };
+    }
+    const first = Math.ceil(rows / 2);
+    return { first, second: rows - first };
+  }
+
+  private foldHistograms(u32: Uint32Array, s: Scratch, spec: SecondPassSpec, counts: SecondPassCounts): void {
+    const bins = spec.fixed.bins;
+    const fixed = s.tables / 4;
+    for (let b = 0; b < bins; b++) counts.fixed[b]! += u32[fixed + b]! + u32[fixed + LANE_TABLE + b]! + u32[fixed + 2 * LANE_TABLE + b]! + u32[fixed + 3 * LANE_TABLE + b]!;
+    // Log table slot k = the top bits of |x|: exponent k >> 2, two mantissa bits k & 3 (logBinOf's rule).
+    const log = s.tables / 4 + FIXED_SLOTS;
+    const first = spec.log.topExponent - spec.log.octaves + 1;
+    const lastBin = spec.log.octaves * LOG_BINS_PER_OCTAVE - 1;
+    const underflow = counts.log.length - 1;
+    for (let k = 0; k < FIRST_NON_FINITE_LOG_SLOT; k++) {
+      const n = u32[log + k]! + u32[log + LANE_TABLE + k]! + u32[log + 2 * LANE_TABLE + k]! + u32[log + 3 * LANE_TABLE + k]!;
+      if (n === 0) continue;
+      const exponent = k >> 2;
+      if (exponent === 0 || exponent < first) counts.log[underflow]! += n;
+      else counts.log[Math.min(lastBin, (exponent - first) * LOG_BINS_PER_OCTAVE + (k & 3))]! += n;
+    }
+  }
+
+  private collectMoments(s: Scratch, rows: number, out: Moments[]): void {
+    const f = new Float64Array(this.memory.buffer, s.moments, rows * ROW_SLOTS);
+    for (let r = 0; r < rows; r++) {
+      const o = r * ROW_SLOTS;
+      out.push({ count: f[o]!, mean: f[o + 1]!, m2: f[o + 2]!, m3: f[o + 3]!, m4: f[o + 4]!, min: f[o + 5]!, max: f[o + 6]!, absMax: f[o + 7]!, nanCount: f[o + 8]!, infCount: f[o + 9]! });
+    }
+  }
+
+  private slotPtr(slot: number): number {
+    return this.slotsPtr + slot * this.slotElements * 4;
+  }
+
+  private checkSlot(slot: number, elements: number): void {
+    if (!Number.isInteger(slot) || slot < 0 || slot >= this.slotCount || elements > this.slotElements) throw new RangeError(`slot ${slot} of ${this.slotCount} cannot hold ${elements} values (reserved ${this.slotElements})`);
+  }
+}

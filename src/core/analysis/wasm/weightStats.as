@@ -1,0 +1,255 @@
+// Weight statistics kernels (src/core/analysis/weightStats.ts), AssemblyScript compiled to WebAssembly with
+// 128-bit SIMD by build.ts. The caller (wasm/statsKernels.ts) places f32 rows and the outputs at or above
+// heapBase(); pointers are byte addresses.
+//
+// Rounding: the moments are IEEE float64 sums of the same float64 terms as momentsOf (d = x - mean,
+// d2 = d * d, d2 * d, d2 * d2), summed in two lanes (even / odd values of each 4) instead of one, so they
+// agree with it to float64 rounding, not bit for bit. The histogram bins and the outlier test are the f32
+// rules of weightStats.ts, exactly: f32 subtraction and multiplication (IEEE, no fused multiply-add in
+// WebAssembly), floor, then clamp; |f32(x - center)| > threshold.
+
+/** float64 slots per row in rowMoments' output: count, mean, m2, m3, m4, min, max, absMax, nanCount, infCount. */
+const ROW_SLOTS: usize = 10;
+/** Log-histogram table: one slot per (exponent, top two mantissa bits) of |x|, folded by the caller. */
+const LOG_TABLE: i32 = 1024;
+
+/** First byte the caller may use. */
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+@inline function hsum(v: v128): f64 {
+  return f64x2.extract_lane(v, 0) + f64x2.extract_lane(v, 1);
+}
+
+@inline function isFiniteF32(x: f32): bool {
+  return (reinterpret<u32>(x) & 0x7fffffff) < 0x7f800000;
+}
+
+/**
+ * Moments of each row of a row-major [rows, rowLength] f32 block, two passes per row as momentsOf (the row is
+ * in L1 for the second): the finite values' count, sum, min, max and absMax, then the central sums around the
+ * row mean. NaN and +-Inf are counted and left out.
+ */
+export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): void {
+  const vecEnd: i32 = rowLength & ~3;
+  const rowBytes: usize = (<usize>rowLength) << 2;
+  const finiteLimit = i32x4.splat(0x7f800000);
+  const absMask = i32x4.splat(0x7fffffff);
+  const posInf = f32x4.splat(Infinity);
+  const negInf = f32x4.splat(-Infinity);
+  const zero = f32x4.splat(0);
+  for (let r = 0; r < rows; r++) {
+    const row = src + <usize>r * rowBytes;
+    let count = i32x4.splat(0);
+    let sumLo = f64x2.splat(0);
+    let sumHi = f64x2.splat(0);
+    let vmin = posInf;
+    let vmax = negInf;
+    let vabs = zero;
+    for (let i = 0; i < vecEnd; i += 4) {
+      const x = v128.load(row + ((<usize>i) << 2));
+      const finite = i32x4.lt_s(v128.and(x, absMask), finiteLimit);
+      count = i32x4.sub(count, finite);
+      const xz = v128.and(x, finite);
+      // pmin / pmax (one instruction each) are exact here: no NaN reaches them.
+      vmin = f32x4.pmin(vmin, v128.bitselect(x, posInf, finite));
+      vmax = f32x4.pmax(vmax, v128.bitselect(x, negInf, finite));
+      vabs = f32x4.pmax(vabs, f32x4.abs(xz));
+      sumLo = f64x2.add(sumLo, f64x2.promote_low_f32x4(xz));
+      sumHi = f64x2.add(sumHi, f64x2.promote_low_f32x4(i32x4.shuffle(xz, xz, 2, 3, 2, 3)));
+    }
+    let n: i32 = i32x4.extract_lane(count, 0) + i32x4.extract_lane(count, 1) + i32x4.extract_lane(count, 2) + i32x4.extract_lane(count, 3);
+    let sum: f64 = hsum(sumLo) + hsum(sumHi);
+    let mn: f32 = min(min(f32x4.extract_lane(vmin, 0), f32x4.extract_lane(vmin, 1)), min(f32x4.extract_lane(vmin, 2), f32x4.extract_lane(vmin, 3)));
+    let mx: f32 = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
+    let am: f32 = max(max(f32x4.extract_lane(vabs, 0), f32x4.extract_lane(vabs, 1)), max(f32x4.extract_lane(vabs, 2), f32x4.extract_lane(vabs, 3)));
+    for (let i = vecEnd; i < rowLength; i++) {
+      const x = load<f32>(row + ((<usize>i) << 2));
+      if (!isFiniteF32(x)) continue;
+      n++;
+      sum += <f64>x;
+      mn = min(mn, x);
+      mx = max(mx, x);
+      am = max(am, abs(x));
+    }
+    let nan: i32 = 0;
+    let inf: i32 = 0;
+    if (n < rowLength) {
+      for (let i = 0; i < rowLength; i++) {
+        const bits = reinterpret<u32>(load<f32>(row + ((<usize>i) << 2))) & 0x7fffffff;
+        if (bits > 0x7f800000) nan++;
+        else if (bits == 0x7f800000) inf++;
+      }
+    }
+    const o = out + <usize>r * (ROW_SLOTS << 3);
+    let mean: f64 = 0;
+    let m2: f64 = 0;
+    let m3: f64 = 0;
+    let m4: f64 = 0;
+    if (n > 0) {
+      mean = sum / <f64>n;
+      if (n == rowLength) {
+        const meanV = f64x2.splat(mean);
+        let a2 = f64x2.splat(0);
+        let a3 = f64x2.splat(0);
+        let a4 = f64x2.splat(0);
+        let b2 = f64x2.splat(0);
+        let b3 = f64x2.splat(0);
+        let b4 = f64x2.splat(0);
+        for (let i = 0; i < vecEnd; i += 4) {
+          const x = v128.load(row + ((<usize>i) << 2));
+          const dl = f64x2.sub(f64x2.promote_low_f32x4(x), meanV);
+          const dh = f64x2.sub(f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 2, 3)), meanV);
+          const dl2 = f64x2.mul(dl, dl);
+          const dh2 = f64x2.mul(dh, dh);
+          a2 = f64x2.add(a2, dl2);
+          b2 = f64x2.add(b2, dh2);
+          a3 = f64x2.add(a3, f64x2.mul(dl2, dl));
+          b3 = f64x2.add(b3, f64x2.mul(dh2, dh));
+          a4 = f64x2.add(a4, f64x2.mul(dl2, dl2));
+          b4 = f64x2.add(b4, f64x2.mul(dh2, dh2));
+        }
+        m2 = hsum(a2) + hsum(b2);
+        m3 = hsum(a3) + hsum(b3);
+        m4 = hsum(a4) + hsum(b4);
+        for (let i = vecEnd; i < rowLength; i++) {
+          const d = <f64>load<f32>(row + ((<usize>i) << 2)) - mean;
+          const d2 = d * d;
+          m2 += d2;
+          m3 += d2 * d;
+          m4 += d2 * d2;
+        }
+      } else {
+        for (let i = 0; i < rowLength; i++) {
+          const x = load<f32>(row + ((<usize>i) << 2));
+          if (!isFiniteF32(x)) continue;
+          const d = <f64>x - mean;
+          const d2 = d * d;
+          m2 += d2;
+          m3 += d2 * d;
+          m4 += d2 * d2;
+        }
+      }
+    }
+    store<f64>(o, <f64>n);
+    store<f64>(o + 8, mean);
+    store<f64>(o + 16, m2);
+    store<f64>(o + 24, m3);
+    store<f64>(o + 32, m4);
+    store<f64>(o + 40, n > 0 ? <f64>mn : Infinity);
+    store<f64>(o + 48, n > 0 ? <f64>mx : -Infinity);
+    store<f64>(o + 56, <f64>am);
+    store<f64>(o + 64, <f64>nan);
+    store<f64>(o + 72, <f64>inf);
+  }
+}
+
+/** u32 slots before a lane's log table in pass 2's tables: the fixed histogram (bins <= 256) and its skip slot. */
+const FIXED_SLOTS: i32 = 260;
+/** Bytes of one lane's tables: FIXED_SLOTS fixed-histogram slots, then LOG_TABLE log slots. */
+const LANE_TABLE_BYTES: usize = <usize>(FIXED_SLOTS + LOG_TABLE) << 2;
+
+/** Bytes of pass 2's tables (4 lanes), for the caller. */
+export function secondPassTableBytes(): usize {
+  return LANE_TABLE_BYTES << 2;
+}
+
+/**
+ * Pass 2 over whole rows: both histograms and the outlier counts.
+ *   tables: 4 lanes' tables (one per SIMD lane, so consecutive increments do not wait on each other), each
+ *           FIXED_SLOTS u32 of the fixed histogram, where slot `bins` takes the values the reference skips
+ *           (non-finite, and a NaN bin from an infinite scale), then LOG_TABLE u32 indexed by the top bits of |x|
+ *           (exponent, two mantissa bits), which the caller folds into the spec's octaves (non-finite values
+ *           land in slots >= 1020, which it ignores);
+ *   rowOut[r] and colOut[c] (u32) count the finite values with |f32(x - center)| > threshold.
+ */
+export function secondPass(
+  src: usize,
+  rows: i32,
+  rowLength: i32,
+  lo: f32,
+  scale: f32,
+  bins: i32,
+  threshold: f32,
+  center: f32,
+  tables: usize,
+  rowOut: usize,
+  colOut: usize,
+): void {
+  const vecEnd: i32 = rowLength & ~3;
+  const rowBytes: usize = (<usize>rowLength) << 2;
+  const finiteLimit = i32x4.splat(0x7f800000);
+  const absMask = i32x4.splat(0x7fffffff);
+  const loV = f32x4.splat(lo);
+  const scaleV = f32x4.splat(scale);
+  const centerV = f32x4.splat(center);
+  const thresholdV = f32x4.splat(threshold);
+  const lastBin = f32x4.splat(<f32>(bins - 1));
+  const trash = i32x4.splat(bins << 2);
+  const zeroF = f32x4.splat(0);
+  // An integer 0 <= t < 2^23 plus 2^23 is 0x4b000000 + t in f32 bits: a cheaper conversion than trunc_sat.
+  const magic = f32x4.splat(8388608);
+  const magicBits = i32x4.splat(0x4b000000);
+  const logOffset = i32x4.splat(FIXED_SLOTS << 2);
+  const t0 = tables;
+  const t1 = t0 + LANE_TABLE_BYTES;
+  const t2 = t1 + LANE_TABLE_BYTES;
+  const t3 = t2 + LANE_TABLE_BYTES;
+  for (let r = 0; r < rows; r++) {
+    const row = src + <usize>r * rowBytes;
+    let rowCount = i32x4.splat(0);
+    for (let i = 0; i < vecEnd; i += 4) {
+      const x = v128.load(row + ((<usize>i) << 2));
+      const ax = v128.and(x, absMask);
+      const finite = i32x4.lt_s(ax, finiteLimit);
+      const t = f32x4.floor(f32x4.mul(f32x4.sub(x, loV), scaleV));
+      const skip = v128.or(v128.not(finite), f32x4.ne(t, t));
+      // clamp to [0, bins - 1] as the reference's max(0, min(bins - 1, t)); a NaN t is in `skip`.
+      const clamped = f32x4.pmax(zeroF, f32x4.pmin(lastBin, t));
+      const binBytes = i32x4.shl(i32x4.sub(f32x4.add(clamped, magic), magicBits), 2);
+      const bin = v128.bitselect(trash, binBytes, skip);
+      const logIdx = i32x4.add(i32x4.shl(i32x4.shr_u(ax, 21), 2), logOffset);
+      const outlier = v128.and(f32x4.gt(f32x4.abs(f32x4.sub(x, centerV)), thresholdV), finite);
+      rowCount = i32x4.sub(rowCount, outlier);
+      const colPtr = colOut + ((<usize>i) << 2);
+      v128.store(colPtr, i32x4.sub(v128.load(colPtr), outlier));
+      let p: usize = t0 + <usize>i32x4.extract_lane(bin, 0);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t1 + <usize>i32x4.extract_lane(bin, 1);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t2 + <usize>i32x4.extract_lane(bin, 2);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t3 + <usize>i32x4.extract_lane(bin, 3);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t0 + <usize>i32x4.extract_lane(logIdx, 0);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t1 + <usize>i32x4.extract_lane(logIdx, 1);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t2 + <usize>i32x4.extract_lane(logIdx, 2);
+      store<u32>(p, load<u32>(p) + 1);
+      p = t3 + <usize>i32x4.extract_lane(logIdx, 3);
+      store<u32>(p, load<u32>(p) + 1);
+    }
+    let rowOutliers: u32 = <u32>(i32x4.extract_lane(rowCount, 0) + i32x4.extract_lane(rowCount, 1) + i32x4.extract_lane(rowCount, 2) + i32x4.extract_lane(rowCount, 3));
+    for (let i = vecEnd; i < rowLength; i++) {
+      const x = load<f32>(row + ((<usize>i) << 2));
+      const ax = reinterpret<u32>(x) & 0x7fffffff;
+      const lp = t0 + ((<usize>(FIXED_SLOTS + (ax >> 21))) << 2);
+      store<u32>(lp, load<u32>(lp) + 1);
+      if (ax >= 0x7f800000) continue;
+      const t = floor((x - lo) * scale);
+      let bin: i32 = bins;
+      if (t == t) bin = <i32>max<f32>(0, min<f32>(<f32>(bins - 1), t));
+      const fp = t0 + ((<usize>bin) << 2);
+      store<u32>(fp, load<u32>(fp) + 1);
+      if (abs(x - center) > threshold) {
+        rowOutliers++;
+        const cp = colOut + ((<usize>i) << 2);
+        store<u32>(cp, load<u32>(cp) + 1);
+      }
+    }
+    const rp = rowOut + ((<usize>r) << 2);
+    store<u32>(rp, load<u32>(rp) + rowOutliers);
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * The stats job's CPU path (src/core/analysis/wasm/*): the generated module is a build of the current
+ * weightStats.as; the kernels, on one thread and on two, give the JS reference's (weightStats.ts) histogram,
+ * log-histogram and outlier counts exactly and its moments within 1e-12 (float64 sums in another order), on
+ * vectors with NaN / Inf / subnormals / zeros, values on bin edges, row lengths that are not a multiple of 4,
+ * rows longer than a kernel piece and an infinite histogram scale; the engine over real checkpoints (micro-llama
+ * BF16, the F32 GGUF, tiny-llama) in windows of a few rows equals the reference on whole tensors; cancel.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { repoRoot, microLlamaDir, microLlamaF32Gguf, tinyLlamaDir } from '../helpers/paths';
+import { normalRng } from '../helpers/random';
+import { weightStatsSourceHash } from '../../src/core/analysis/wasm/buildInfo';
+import { WEIGHT_STATS_SOURCE_SHA256 } from '../../src/core/analysis/wasm/weightStatsWasm';
+import { WeightStatsKernels } from '../../src/core/analysis/wasm/statsKernels';
+import { CpuStatsEngine } from '../../src/core/analysis/wasm/cpuStatsEngine';
+import {
+  computeTensorStats,
+  emptyMoments,
+  emptySecondPassCounts,
+  mergeMoments,
+  secondPassSpecOf,
+  statsFromPasses,
+  summarizeMoments,
+  DEFAULT_WEIGHT_STATS_OPTIONS,
+  type TensorStats,
+  type WeightStatsOptions,
+} from '../../src/core/analysis/weightStats';
+import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
+import { CancelledError } from '../../src/core/errors';
+
+test('the generated WebAssembly is a build of the current weightStats.as, flags and asc version', () => {
+  const source = readFileSync(join(repoRoot, 'src', 'core', 'analysis', 'wasm', 'weightStats.as'), 'utf8');
+  const pkg = JSON.parse(readFileSync(join(repoRoot, 'node_modules', 'assemblyscript', 'package.json'), 'utf8')) as { version: string };
+  assert.equal(WEIGHT_STATS_SOURCE_SHA256, weightStatsSourceHash(source, pkg.version), 'stale: run `npx tsx src/core/analysis/wasm/build.ts`');
+});
+
+function close(actual: number, expected: number, rel: number, what: string, scale = Math.abs(expected)): void {
+  const tol = rel * Math.max(1e-30, scale);
+  assert.ok(Math.abs(actual - expected) <= tol || actual === expected, `${what}: ${actual} vs ${expected} (tolerance ${tol})`);
+}
+
+/** Counts exactly, moments within `rel` (relative), per-row arrays within f32 rounding of `rel`. */
+function assertSameStats(actual: TensorStats, expected: TensorStats, rel: number, what: string): void {
+  for (const k of ['count', 'nanCount', 'infCount', 'min', 'max', 'absMax', 'outlierCount', 'outlierThreshold', 'outlierCenter', 'rows', 'rowLength'] as const) assert.equal(actual[k], expected[k], `${what}: ${k}`);
+  // Relative to the quantity's scale: the mean to the standard deviation, the excess kurtosis to n M4 / M2^2 (= it + 3).
+  close(actual.mean, expected.mean, rel, `${what}: mean`, Math.max(Math.abs(expected.mean), Math.sqrt(expected.variance)));
+  close(actual.variance, expected.variance, rel, `${what}: variance`);
+  close(actual.kurtosis, expected.kurtosis, rel, `${what}: kurtosis`, Math.abs(expected.kurtosis) + 3);
+  assert.deepEqual(actual.histogram, expected.histogram, `${what}: histogram`);
+  assert.deepEqual(actual.logHistogram, expected.logHistogram, `${what}: log histogram`);
+  assert.deepEqual(actual.rowOutlierCounts, expected.rowOutlierCounts, `${what}: row outliers`);
+  assert.deepEqual(actual.columnOutlierCounts, expected.columnOutlierCounts, `${what}: column outliers`);
+  for (const k of ['rowAbsMax', 'rowMin', 'rowMax'] as const) assert.deepEqual(actual[k], expected[k], `${what}: ${k}`);
+  for (const k of ['rowMean', 'rowVariance', 'rowKurtosis'] as const) {
+    const a = actual[k];
+    const e = expected[k];
+    for (let r = 0; r < e.length; r++) close(a[r]!, e[r]!, Math.max(rel, 2 ** -23), `${what}: ${k}[${r}]`, k === 'rowKurtosis' ? Math.abs(e[r]!) + 3 : k === 'rowMean' ? Math.max(Math.abs(e[r]!), Math.sqrt(expected.rowVariance[r]!)) : Math.abs(e[r]!));
+  }
+}
+
+/** Both passes of one in-memory tensor on the kernels (what the engine does for a tensor of one window). */
+function kernelStats(kernels: WeightStatsKernels, shape: readonly number[], values: Float32Array, options: WeightStatsOptions = DEFAULT_WEIGHT_STATS_OPTIONS): TensorStats {
+  const rows = shape.length <= 1 ? 1 : shape[0]!;
+  const rowLength = rows === 0 ? 0 : values.length / rows;
+  kernels.reserve(1, values.length);
+  kernels.slotView(0, values.length).set(values);
+  const rowMoments = kernels.rowMoments(0, rows, rowLength);
+  const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+  const counts = emptySecondPassCounts(spec, rows, rowLength);
+  kernels.secondPass(0, rows, rowLength, 0, spec, counts);
+  return statsFromPasses('t', shape, rowMoments, spec, counts);
+}
+
+/** Weights-like rows: normal values, an emergent column, a few huge values, with the edge cases sprinkled in. */
+function edgeVectors(rows: number, cols: number, seed: number): Float32Array {
+  const rnd = normalRng(seed);
+  const x = Float32Array.from({ length: rows * cols }, () => rnd() * 0.02);
+  for (let r = 0; r < rows; r++) x[r * cols + (3 % cols)] = 0.9 * (r % 2 === 0 ? 1 : -1);
+  const specials = [Number.NaN, Infinity, -Infinity, 0, -0, 1e-40, -3e-39, 2 ** -126, 3.4e38 / 1e30, -7.5];
+  specials.forEach((v, i) => {
+    x[(i * 7919) % x.length] = v;
+  });
+  return x;
+}
+
+test('kernels on one and two threads equal the JS reference: specials, odd row lengths, edges', () => {
+  for (const threads of [1, 2]) {
+    const kernels = WeightStatsKernels.create(threads);
+    assert.ok(kernels !== null, 'the kernels run in this Node');
+    try {
+      for (const [rows, cols] of [
+        [1, 1],
+        [1, 3],
+        [5, 37],
+        [64, 129],
+        [300, 1024],
+        [2, 200_000],
+        [9000, 5],
+      ] as const) {
+        const x = edgeVectors(rows, cols, rows * 31 + cols);
+        const shape = rows === 1 ? [cols] : [rows, cols];
+        assertSameStats(kernelStats(kernels, shape, x), computeTensorStats('t', shape, x), 1e-12, `${threads} threads, [${rows}, ${cols}]`);
+      }
+      // Values exactly on the fixed bins' edges (a grid of the range) and an absolute outlier threshold.
+      const grid = Float32Array.from({ length: 4 * 257 }, (_, i) => -1 + (i % 257) / 128);
+      const options = { ...DEFAULT_WEIGHT_STATS_OPTIONS, histogramBins: 256, outlierAbsThreshold: 0.5, outlierCenter: 0.25 };
+      assertSameStats(kernelStats(kernels, [4, 257], grid, options), computeTensorStats('t', [4, 257], grid, options), 1e-12, `${threads} threads, bin edges`);
+      // A range so narrow that bins / span overflows f32: the reference drops those values (NaN bin), so must we.
+      const narrow = Float32Array.from({ length: 40 }, (_, i) => (i % 3 === 0 ? 1e-45 : 0));
+      const narrowStats = kernelStats(kernels, [40], narrow);
+      assertSameStats(narrowStats, computeTensorStats('t', [40], narrow), 1e-12, `${threads} threads, infinite scale`);
+      // Constant and all-NaN rows.
+      const flat = new Float32Array(3 * 8).fill(2.5);
+      flat.fill(Number.NaN, 8, 16);
+      assertSameStats(kernelStats(kernels, [3, 8], flat), computeTensorStats('t', [3, 8], flat), 1e-12, `${threads} threads, constant / NaN rows`);
+    } finally {
+      kernels.dispose();
+    }
+  }
+});
+
+test('a row longer than one kernel piece (1-D, 600,001 values) is merged from pieces', () => {
+  const kernels = WeightStatsKernels.create(2);
+  assert.ok(kernels !== null);
+  try {
+    const x = edgeVectors(1, 600_001, 5);
+    assertSameStats(kernelStats(kernels, [600_001], x), computeTensorStats('t', [600_001], x), 1e-11, 'long row');
+  } finally {
+    kernels.dispose();
+  }
+});
+
+async function engineAgainstReference(path: string, windowElements: number, threads: number): Promise<number> {
+  const checkpoint = await openCheckpoint(path);
+  const engine = CpuStatsEngine.create(checkpoint, checkpoint.tensors, windowElements, threads);
+  assert.ok(engine !== null);
+  try {
+    for (const [index, t] of checkpoint.tensors.entries()) {
+      const values = await checkpoint.readRowsF32(t.name);
+      const expected = computeTensorStats(t.name, t.shape, values);
+      assertSameStats(await engine.tensorStats(index, DEFAULT_WEIGHT_STATS_OPTIONS), expected, 1e-12, `${path}: ${t.name}`);
+    }
+    return checkpoint.tensors.length;
+  } finally {
+    await engine.dispose();
+    await checkpoint.close();
+  }
+}
+
+test('engine over micro-llama (BF16 folder, F32 GGUF) in windows of 3 rows of 64 and whole tensors equals the reference', async () => {
+  assert.equal(await engineAgainstReference(microLlamaDir, 3 * 64, 2), 21);
+  assert.equal(await engineAgainstReference(microLlamaF32Gguf, 1 << 20, 1), 21);
+});
+
+test('engine over tiny-llama (BF16, 18.9 M values) equals the reference', { skip: tinyLlamaDir.skip }, async () => {
+  assert.ok((await engineAgainstReference(tinyLlamaDir.path, 100_000, 2)) > 50);
+});
+
+test('engine: tensors out of the planned order are still right; a cancelled signal stops it', async () => {
+  const checkpoint = await openCheckpoint(microLlamaDir);
+  const engine = CpuStatsEngine.create(checkpoint, checkpoint.tensors, 5 * 64, 2);
+  assert.ok(engine !== null);
+  try {
+    for (const index of [4, 1, 1, 20, 0]) {
+      const t = checkpoint.tensors[index]!;
+      assertSameStats(await engine.tensorStats(index, DEFAULT_WEIGHT_STATS_OPTIONS), computeTensorStats(t.name, t.shape, await checkpoint.readRowsF32(t.name)), 1e-12, t.name);
+    }
+    const controller = new AbortController();
+    controller.abort();
+    await assert.rejects(engine.tensorStats(2, DEFAULT_WEIGHT_STATS_OPTIONS, controller.signal), CancelledError);
+  } finally {
+    await engine.dispose();
+    await checkpoint.close();
+  }
+});
