@@ -65,7 +65,7 @@ test('the WebAssembly SIMD matmul equals the JS kernel within f32 accumulation e
     [3, 8, 4],
     [17, 64, 36],
     [256, 384, 128],
-    [5, 7, 9], // not a multiple of 4: the JS fallback
+    [5, 7, 9], // no dimension a multiple of 4: 1-row remainder kernel, zero-padded panel
   ] as const) {
     const x = Float32Array.from({ length: rows * inner }, (_, i) => Math.sin(i * 0.37));
     const w = Float32Array.from({ length: outs * inner }, (_, i) => Math.cos(i * 0.11));
@@ -81,7 +81,7 @@ test('attention on the matmul kernel equals the triangular reference loop (causa
   for (const [rows, heads, kvHeads, d] of [
     [9, 4, 2, 8],
     [32, 6, 2, 16],
-    [7, 3, 3, 6], // head size not a multiple of 4: JS matmul fallback inside
+    [7, 3, 3, 6], // head size and rows not multiples of the panel: padded key and value panels
   ] as const) {
     const q = Float32Array.from({ length: rows * heads * d }, (_, i) => Math.sin(i * 0.7) * 2);
     const k = Float32Array.from({ length: rows * kvHeads * d }, (_, i) => Math.cos(i * 0.3) * 2);

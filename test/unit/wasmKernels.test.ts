@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../src/core/errors';
-import { causalAttention, swiglu } from '../../src/core/model/kernels';
+import { addInPlace, causalAttention, rmsNorm, swiglu } from '../../src/core/model/kernels';
 import {
   attentionByMatmul,
   attentionScratch,
@@ -10,9 +10,11 @@ import {
   matmul,
   matmulKernelKind,
   matmulResident,
+  matmulResidentAdd,
   matmulResidentShared,
   matmulSwiglu,
   residentWeight,
+  rmsNormRows,
   swigluF32,
   trimWasmHeap,
   vectorExp,
@@ -50,8 +52,8 @@ test('the matmul kernel is SIMD here (relaxed-madd or mul-add), not the JS fallb
 });
 
 test('tiled matmul: odd rows, tiles with remainders in rows and outs, inner above the tile width', () => {
-  // inner 1028 -> 4112-byte rows: x tiles of 126 rows, w tiles of 28 rows; 255 rows (126 + 126 + 3: an odd
-  // remainder for the 1-row kernel) and 100 outs (28 x 3 + 16) leave remainders in both.
+  // inner 1028 -> 4112-byte rows: x tiles of 124 rows, w tiles of 3 panels (24 outputs); 255 rows (124 + 124 + 7:
+  // a 3-row remainder block) and 100 outs (12 full panels + 4 in a zero-padded one) leave remainders in both.
   for (const [rows, inner, outs] of [
     [255, 1028, 100],
     [1, 384, 8],
@@ -62,6 +64,98 @@ test('tiled matmul: odd rows, tiles with remainders in rows and outs, inner abov
     const got = new Float32Array(rows * outs).fill(NaN);
     matmul(x, w, got, rows, inner, outs);
     assertProductClose(got, x, w, rows, inner, outs, `matmul ${rows}x${inner}x${outs}`);
+  }
+});
+
+/**
+ * The panel kernel's documented accumulation, emulated in JS: each output one f32 running sum over k
+ * in order from +0, one rounding per step where the kernel is relaxed-madd (the exact product
+ * x*w of two f32 fits an f64; the f64 sum is then rounded to f32), two (product, then sum) for mul-add.
+ */
+function sequentialF32Product(x: Float32Array, w: Float32Array, rows: number, inner: number, outs: number, fused: boolean): Float32Array {
+  const out = new Float32Array(rows * outs);
+  for (let t = 0; t < rows; t++) {
+    for (let o = 0; o < outs; o++) {
+      let acc = 0;
+      for (let k = 0; k < inner; k++) {
+        const a = x[t * inner + k]!;
+        const b = w[o * inner + k]!;
+        acc = fused ? Math.fround(acc + a * b) : Math.fround(acc + Math.fround(a * b));
+      }
+      out[t * outs + o] = acc;
+    }
+  }
+  return out;
+}
+
+test('panel kernel on odd shapes: within f32 accumulation error of the f64 product, and bit for bit the documented in-order f32 sum', () => {
+  // rows 1-3 and 5-7 (every remainder block), outs below, across and past a panel of 8, inner 1, odd, and past a tile.
+  const fused = matmulKernelKind() === 'relaxed-madd';
+  for (const [rows, inner, outs] of [
+    [1, 1, 1],
+    [2, 3, 9],
+    [3, 5, 7],
+    [5, 67, 13],
+    [6, 2, 8],
+    [7, 1029, 17],
+    [13, 384, 40],
+  ] as const) {
+    const x = values(rows * inner, rows * 31 + inner);
+    const w = values(outs * inner, outs * 17 + 3);
+    const got = new Float32Array(rows * outs).fill(NaN);
+    matmul(x, w, got, rows, inner, outs);
+    assertProductClose(got, x, w, rows, inner, outs, `matmul ${rows}x${inner}x${outs}`);
+    assert.deepEqual(got, sequentialF32Product(x, w, rows, inner, outs, fused), `matmul ${rows}x${inner}x${outs}: not the in-order f32 sum`);
+    const resident = residentWeight(w, outs, inner);
+    try {
+      const again = new Float32Array(rows * outs).fill(NaN);
+      matmulResident(x, resident, again, rows);
+      assert.deepEqual(again, got, `matmulResident ${rows}x${inner}x${outs}`);
+      const shared = [new Float32Array(rows * outs).fill(NaN), new Float32Array(rows * outs).fill(NaN)];
+      matmulResidentShared(x, [resident, resident], shared, rows);
+      for (const one of shared) assert.deepEqual(one, got, `matmulResidentShared ${rows}x${inner}x${outs}`);
+    } finally {
+      resident.release();
+    }
+  }
+});
+
+test('rmsNormRows gives kernels.rmsNorm bit for bit; matmulResidentAdd gives matmulResident + addInPlace + rmsNorm', () => {
+  for (const [rows, width] of [
+    [5, 384],
+    [3, 12],
+    [2, 6], // not a multiple of 4: the JS loop
+  ] as const) {
+    const x = Float32Array.from(values(rows * width, width), (z) => z * 7);
+    const weight = values(width, width + 1);
+    const expected = new Float32Array(rows * width);
+    rmsNorm(x, weight, expected, rows, width, 1e-5);
+    const got = new Float32Array(rows * width).fill(NaN);
+    rmsNormRows(x, weight, got, rows, width, 1e-5);
+    assert.deepEqual(got, expected, `rmsNormRows ${rows}x${width}`);
+  }
+  const rows = 9, inner = 20, outs = 16;
+  const x = values(rows * inner, 50);
+  const w = residentWeight(values(outs * inner, 51), outs, inner);
+  try {
+    const residual = Float32Array.from(values(rows * outs, 52), (z) => z * 3);
+    const normWeight = values(outs, 53);
+    const projected = new Float32Array(rows * outs);
+    matmulResident(x, w, projected, rows);
+    const expected = residual.slice();
+    addInPlace(expected, projected, rows * outs);
+    const expectedNormed = new Float32Array(rows * outs);
+    rmsNorm(expected, normWeight, expectedNormed, rows, outs, 1e-6);
+    const got = residual.slice();
+    const normed = new Float32Array(rows * outs).fill(NaN);
+    matmulResidentAdd(x, w, got, rows, { weight: normWeight, eps: 1e-6, out: normed });
+    assert.deepEqual(got, expected);
+    assert.deepEqual(normed, expectedNormed);
+    const addOnly = residual.slice();
+    matmulResidentAdd(x, w, addOnly, rows);
+    assert.deepEqual(addOnly, expected);
+  } finally {
+    w.release();
   }
 });
 
@@ -132,6 +226,8 @@ test('attention in the wasm heap (causal tiles, softmax kernel) equals the trian
     [256, 6, 2, 64], // tiny-llama's shape
     [36, 4, 4, 8], // last query tile of 4 rows
     [20, 2, 1, 4],
+    [13, 3, 1, 12], // rows and head size not multiples of the 8-wide panels (padded keys and dimensions)
+    [6, 2, 2, 3],
   ] as const) {
     const q = Float32Array.from(values(rows * heads * d, rows), (z) => z * 3);
     const k = Float32Array.from(values(rows * kvHeads * d, rows + 1), (z) => z * 3);
