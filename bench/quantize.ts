@@ -1,19 +1,21 @@
 /**
- * Quantize speed and memory against llama-quantize (quantize issue, "Performance"): on a generated
- * LLaMA-shaped checkpoint (bench/generateLlama.ts; QUANTLENS_BENCH_SIZE_GB, default 0.25, the issue's
- * figure is taken at 1), for Q8_0, Q4_0 and Q4_K_M (QUANTLENS_BENCH_QUANT_TYPES to change), it times in
- * child processes, one after the other:
- *   - ours from its natural input (the BF16 HF folder) and from the same F32 GGUF llama-quantize reads,
- *   - llama-quantize from the F32 GGUF with the same thread count,
- * for each thread count in QUANTLENS_BENCH_THREADS (default: 1 and the hardware concurrency, which is
- * llama-quantize's default and ours),
- * and prints side by side: wall seconds, CPU seconds, ratio ours / llama-quantize (target <= 1.0), peak RSS
- * of ours against the bound 2 x largest tensor (as f32) + 256 MiB, and whether our bytes from the F32 GGUF
- * equal llama-quantize's. llama-quantize comes from bench/llamaCpp.ts; without it ours is still timed.
- * The generated model is kept in .cache/bench-quantize/ and reused; outputs are deleted after each type.
- * Each input is read through once, untimed, before each timed run (ours and llama-quantize's alike): Dev's
- * page cache is dropped now and then, and a cold 2 GiB read (~2.5 s, ~1.8 s of it system CPU) charged to
- * whichever run came first decided the ratio more than the quantizers did.
+ * Quantize speed and memory against llama-quantize (quantize issue, "Performance": same machine, same input,
+ * same number of threads). On a generated LLaMA-shaped checkpoint (bench/generateLlama.ts;
+ * QUANTLENS_BENCH_SIZE_GB, default 0.25, the issue's figure is taken at 1) both tools read the SAME BF16 GGUF
+ * (written once by our exporter with --to BF16, as convert_hf_to_gguf --outtype bf16 would; llama-quantize
+ * reads it natively). For Q8_0, Q4_0 and Q4_K_M (QUANTLENS_BENCH_QUANT_TYPES) and each thread count in
+ * QUANTLENS_BENCH_THREADS (default: 1 and the hardware concurrency, llama-quantize's default and ours), it
+ * times in child processes, QUANTLENS_BENCH_REPEATS times (default 1) with the order alternating:
+ *   - llama-quantize from the BF16 GGUF,
+ *   - ours from the same BF16 GGUF,
+ *   - ours from the BF16 HF folder (our natural input; the same values, a second line),
+ * and prints side by side: wall seconds, CPU seconds (user + sys, GNU time), the ratios ours / llama-quantize
+ * (target <= 1.0), peak RSS of ours against the bound 2 x largest tensor (as f32) + 256 MiB, the load average
+ * before each run, and whether each of our files has llama-quantize's sha256 (every run).
+ * The generated model is kept in .cache/bench-quantize/ and reused; outputs are deleted after each run.
+ * Each input is read through once, untimed, before each timed run (both tools alike): Dev's page cache is
+ * dropped now and then, and a cold 2 GiB read charged to whichever run came first decided the ratio more
+ * than the quantizers did.
  */
 import { spawnSync } from 'node:child_process';
 import { createReadStream, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
@@ -21,6 +23,8 @@ import { availableParallelism, cpus, freemem, loadavg, totalmem } from 'node:os'
 import { join, resolve } from 'node:path';
 import { findLlamaCppTool } from './llamaCpp';
 import { generateLlama, llamaShapeForSize } from './generateLlama';
+import { readGgufHeader } from '../src/core/formats/gguf/reader';
+import { withFileSource } from '../src/core/io/byteSource';
 
 const DEFAULT_SIZE_GB = 0.25;
 const DEFAULT_TYPES = ['Q8_0', 'Q4_0', 'Q4_K_M'];
@@ -96,17 +100,6 @@ function warmInput(path: string): void {
   if (r.status !== 0) throw new Error(`could not read ${path} through (cat exit ${String(r.status)})`);
 }
 
-async function sameBytes(a: string, b: string): Promise<boolean> {
-  if (statSync(a).size !== statSync(b).size) return false;
-  const { createHash } = await import('node:crypto');
-  const hash = async (p: string): Promise<string> => {
-    const h = createHash('sha256');
-    for await (const chunk of createReadStream(p, { highWaterMark: 8 * MIB })) h.update(chunk as Buffer);
-    return h.digest('hex');
-  };
-  return (await hash(a)) === (await hash(b));
-}
-
 function fmt(r: RunFigures): string {
   if (!r.ok) return `failed (${r.detail})`;
   const cpu = r.cpuSeconds === null ? '' : `, cpu ${r.cpuSeconds.toFixed(2)} s`;
@@ -122,11 +115,42 @@ function ratio(ours: RunFigures, theirs: RunFigures | null): string {
   return `${wall.toFixed(2)} wall${cpu === null ? '' : `, ${cpu.toFixed(2)} cpu`} ${verdict}`;
 }
 
+/** sha256 of a file from byte `start` on, streamed. */
+async function fileSha256(path: string, start = 0): Promise<string> {
+  const { createHash } = await import('node:crypto');
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { start, highWaterMark: 8 * MIB })) h.update(chunk as Buffer);
+  return h.digest('hex');
+}
+
+/** sha256 of the whole GGUF and of its tensor data alone (from the header's data offset). */
+async function ggufHashes(path: string): Promise<{ file: string; data: string }> {
+  const header = await withFileSource(path, (s) => readGgufHeader(s));
+  return { file: await fileSha256(path), data: await fileSha256(path, header.dataStart) };
+}
+
+function load1(): string {
+  return (loadavg()[0] ?? 0).toFixed(1);
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+}
+
+interface TimedRun extends RunFigures {
+  /** 1-minute load average just before the run. */
+  load: string;
+  hashes: { file: string; data: string } | null;
+}
+
 export async function benchQuantize(): Promise<void> {
   const root = repoRoot();
   const sizeGb = Number(process.env.QUANTLENS_BENCH_SIZE_GB ?? DEFAULT_SIZE_GB);
   if (!Number.isFinite(sizeGb) || sizeGb <= 0) throw new Error(`QUANTLENS_BENCH_SIZE_GB must be a positive number, not ${process.env.QUANTLENS_BENCH_SIZE_GB ?? ''}`);
   const types = (process.env.QUANTLENS_BENCH_QUANT_TYPES ?? DEFAULT_TYPES.join(',')).split(',').map((t) => t.trim()).filter((t) => t !== '');
+  const repeats = Math.max(1, Math.floor(Number(process.env.QUANTLENS_BENCH_REPEATS ?? 1)) || 1);
   const shape = llamaShapeForSize(sizeGb * 2 ** 30);
   const work = join(root, '.cache', 'bench-quantize');
   const folder = join(work, `llama-h${shape.hidden}-f${shape.ffn}-l${shape.layers}-v${shape.vocab}-s${shape.seed}`);
@@ -134,11 +158,11 @@ export async function benchQuantize(): Promise<void> {
   console.log(`quantize: machine: ${machine()}`);
 
   const genStarted = performance.now();
-  const model = await generateLlama(folder, shape, join(root, 'test', 'fixtures', 'micro-llama'), (l) => console.log(`quantize: ${l}`));
+  const model = await generateLlama(folder, shape, join(root, 'test', 'fixtures', 'micro-llama'), (l) => console.log(`quantize: ${l}`), ['BF16']);
   console.log(
     `quantize: model: ${shape.layers} layers, hidden ${shape.hidden}, ffn ${shape.ffn}, vocab ${shape.vocab}, ${(model.parameters / 1e6).toFixed(0)} M parameters, ` +
-      `${(model.bf16Bytes / 2 ** 30).toFixed(2)} GiB BF16 / ${(statSync(model.f32Gguf).size / 2 ** 30).toFixed(2)} GiB F32 GGUF` +
-      (model.written ? ` (generated in ${((performance.now() - genStarted) / 1000).toFixed(0)} s)` : ' (reused)'),
+      `${(model.bf16Bytes / 2 ** 30).toFixed(2)} GiB BF16 (HF folder), ${(statSync(model.bf16Gguf).size / 2 ** 30).toFixed(2)} GiB BF16 GGUF` +
+      (model.written ? ` (written in ${((performance.now() - genStarted) / 1000).toFixed(0)} s)` : ' (reused)'),
   );
   const boundBytes = 2 * model.largestTensorValues * 4 + 256 * MIB;
   console.log(`quantize: RSS bound 2 x largest tensor (${shape.vocab} x ${shape.hidden} f32 = ${(model.largestTensorValues * 4 / MIB).toFixed(0)} MiB) + 256 MiB = ${(boundBytes / MIB).toFixed(0)} MiB`);
@@ -153,34 +177,65 @@ export async function benchQuantize(): Promise<void> {
   const threadCounts = (process.env.QUANTLENS_BENCH_THREADS ?? (hardwareThreads > 1 ? `1,${hardwareThreads}` : '1')).split(',').map(Number).filter((t) => Number.isInteger(t) && t >= 1);
   const rssLine = (r: RunFigures): string => (r.maxRssBytes === null ? 'n/a' : `${(r.maxRssBytes / MIB).toFixed(0)} MiB ${r.maxRssBytes <= boundBytes ? '[ok]' : '[ABOVE BOUND]'}`);
 
-  for (const type of types) {
-    for (const threads of threadCounts) {
-      const oursHfOut = join(work, `ours-hf-${type}.gguf`);
-      const oursGgufOut = join(work, `ours-gguf-${type}.gguf`);
-      const llamaOut = join(work, `llama-${type}.gguf`);
-      warmInput(model.hfFolder);
-      const oursHf = timed(process.execPath, [child, model.hfFolder, oursHfOut, type, String(threads)]);
-      warmInput(model.f32Gguf);
-      const oursGguf = timed(process.execPath, [child, model.f32Gguf, oursGgufOut, type, String(threads)]);
-      let theirs: RunFigures | null = null;
-      let identical = 'not compared (no llama-quantize)';
-      if (llama.found) {
-        warmInput(model.f32Gguf);
-        theirs = timed(llama.path, [model.f32Gguf, llamaOut, type, String(threads)]);
-        if (theirs.ok && oursGguf.ok) identical = (await sameBytes(oursGgufOut, llamaOut)) ? 'identical' : 'DIFFERENT';
-        rmSync(llamaOut, { force: true });
+  /** Warms `input`, runs one tool on it into `output`, hashes the output and deletes it. */
+  const run = async (input: string, output: string, command: string, args: string[]): Promise<TimedRun> => {
+    warmInput(input);
+    const load = load1();
+    const figures = timed(command, args);
+    const hashes = figures.ok && existsSync(output) ? await ggufHashes(output) : null;
+    rmSync(output, { force: true });
+    return { ...figures, load, hashes };
+  };
+
+  try {
+    for (const type of types) {
+      for (const threads of threadCounts) {
+        const ratios: { gguf: number[]; ggufCpu: number[]; hf: number[]; hfCpu: number[] } = { gguf: [], ggufCpu: [], hf: [], hfCpu: [] };
+        for (let rep = 0; rep < repeats; rep++) {
+          const llamaOut = join(work, `llama-${type}.gguf`);
+          const oursGgufOut = join(work, `ours-gguf-${type}.gguf`);
+          const oursHfOut = join(work, `ours-hf-${type}.gguf`);
+          const runTheirs = async (): Promise<TimedRun | null> => (llama.found ? run(model.bf16Gguf, llamaOut, llama.path, [model.bf16Gguf, llamaOut, type, String(threads)]) : null);
+          const runOursGguf = (): Promise<TimedRun> => run(model.bf16Gguf, oursGgufOut, process.execPath, [child, model.bf16Gguf, oursGgufOut, type, String(threads)]);
+          const runOursHf = (): Promise<TimedRun> => run(model.hfFolder, oursHfOut, process.execPath, [child, model.hfFolder, oursHfOut, type, String(threads)]);
+          // alternate who runs first, so that neither always finds the machine in the other's wake
+          let theirs: TimedRun | null;
+          let oursGguf: TimedRun;
+          let oursHf: TimedRun;
+          if (rep % 2 === 0) {
+            theirs = await runTheirs();
+            oursGguf = await runOursGguf();
+            oursHf = await runOursHf();
+          } else {
+            oursHf = await runOursHf();
+            oursGguf = await runOursGguf();
+            theirs = await runTheirs();
+          }
+          // the HF folder's file has its own metadata (general.name, KV order): its tensor data is compared
+          const same = (ours: TimedRun, part: 'file' | 'data'): string =>
+            theirs === null || theirs.hashes === null || ours.hashes === null ? 'not compared (no output)' : ours.hashes[part] === theirs.hashes[part] ? 'identical' : 'DIFFERENT';
+          console.log(`quantize: ${type}, ${threads} thread(s) each, run ${rep + 1} of ${repeats} (${rep % 2 === 0 ? 'llama-quantize first' : 'ours first'}):`);
+          if (theirs !== null) console.log(`quantize:   llama-quantize, BF16 GGUF      ${fmt(theirs)} (load ${theirs.load})`);
+          console.log(`quantize:   ours, same BF16 GGUF          ${fmt(oursGguf)} (load ${oursGguf.load})`);
+          console.log(`quantize:   ours, BF16 HF folder          ${fmt(oursHf)} (load ${oursHf.load})`);
+          console.log(`quantize:   ratio ours / llama-quantize, same BF16 GGUF: ${ratio(oursGguf, theirs)}`);
+          console.log(`quantize:   ratio ours (HF folder) / llama-quantize (BF16 GGUF): ${ratio(oursHf, theirs)}`);
+          console.log(`quantize:   peak RSS ours: GGUF ${rssLine(oursGguf)}, HF ${rssLine(oursHf)} (bound ${(boundBytes / MIB).toFixed(0)} MiB)`);
+          console.log(`quantize:   sha256 vs llama-quantize: ours from the BF16 GGUF, whole file ${same(oursGguf, 'file')}; ours from the HF folder, tensor data ${same(oursHf, 'data')}`);
+          if (theirs !== null && theirs.ok) {
+            if (oursGguf.ok) ratios.gguf.push(oursGguf.wallSeconds / theirs.wallSeconds);
+            if (oursHf.ok) ratios.hf.push(oursHf.wallSeconds / theirs.wallSeconds);
+            if (oursGguf.ok && oursGguf.cpuSeconds !== null && theirs.cpuSeconds !== null) ratios.ggufCpu.push(oursGguf.cpuSeconds / theirs.cpuSeconds);
+            if (oursHf.ok && oursHf.cpuSeconds !== null && theirs.cpuSeconds !== null) ratios.hfCpu.push(oursHf.cpuSeconds / theirs.cpuSeconds);
+          }
+        }
+        if (repeats > 1 && ratios.gguf.length > 0) {
+          const span = (v: number[]): string => (v.length === 0 ? 'n/a' : `median ${median(v).toFixed(2)} (${Math.min(...v).toFixed(2)}-${Math.max(...v).toFixed(2)})`);
+          console.log(`quantize: ${type}, ${threads} thread(s), ${repeats} runs: ours / llama-quantize, same BF16 GGUF: wall ${span(ratios.gguf)}, cpu ${span(ratios.ggufCpu)}; HF folder: wall ${span(ratios.hf)}, cpu ${span(ratios.hfCpu)}`);
+        }
       }
-      console.log(`quantize: ${type}, ${threads} thread(s) each, load ${loadavg()[0]?.toFixed(1)}:`);
-      console.log(`quantize:   ours from BF16 HF folder    ${fmt(oursHf)}`);
-      console.log(`quantize:   ours from F32 GGUF          ${fmt(oursGguf)}`);
-      if (theirs !== null) console.log(`quantize:   llama-quantize F32 GGUF     ${fmt(theirs)}`);
-      console.log(`quantize:   ratio ours/llama, same input (F32 GGUF): ${ratio(oursGguf, theirs)}`);
-      console.log(`quantize:   ratio ours/llama, natural inputs (HF vs F32 GGUF): ${ratio(oursHf, theirs)}`);
-      console.log(`quantize:   peak RSS ours: HF ${rssLine(oursHf)}, GGUF ${rssLine(oursGguf)} (bound ${(boundBytes / MIB).toFixed(0)} MiB)`);
-      console.log(`quantize:   bytes, ours vs llama-quantize from the same F32 GGUF: ${identical}`);
-      rmSync(oursHfOut, { force: true });
-      rmSync(oursGgufOut, { force: true });
     }
+  } finally {
+    rmSync(childDir, { recursive: true, force: true });
   }
-  rmSync(childDir, { recursive: true, force: true });
 }

@@ -38,7 +38,7 @@ import { availableParallelism } from 'node:os';
 import { findNonFinite, isGgmlCodecType, quantizeGgml } from '../quant/ggml/index';
 import type { QuantizePool } from '../quant/ggml/quantPool';
 import { WindowQuantizer, type QuantizedWindow, type StagedWindow } from '../quant/ggml/windowQuantizer';
-import { isWasmQuantType, type WasmQuantType } from '../quant/ggml/wasm/ggmlWasm';
+import { isImatrixQuantType, isWasmQuantType, type WasmQuantType } from '../quant/ggml/wasm/ggmlWasm';
 import { compareLlamaTensorNames, planGgufTypes, type PresetModel, type TensorTypeChoice } from '../quant/ggufPresets';
 import { readSentencePieceModel, SentencePieceTokenizer } from '../model/sentencepiece';
 import type { GgufTensorRows } from '../quant/pipeline';
@@ -92,7 +92,8 @@ export interface ExportGgufOptions {
    * llama-quantize --imatrix: every tensor with an entry (by GGUF name) is quantized by the `_impl` path
    * with importanceWeights(imatrix, name); tensors without one by the `_ref` path; the quantize.imatrix.*
    * KVs are written after general.file_type; Q4_0 / Q5_0 presets put the first n_layer/8 ffn_down in
-   * Q4_1 / Q5_1. Quantized on this thread (the pool and quantizeWindow run the `_ref` paths only).
+   * Q4_1 / Q5_1. Weighted tensors stream through the window quantizer like the others (on the pool's
+   * workers with threads); quantizeWindow is never offered them (it runs the `_ref` paths only).
    */
   imatrix?: ExportImatrix;
 }
@@ -356,12 +357,14 @@ export async function exportGguf(
       for (let i = 0; i < plan.items.length; ) {
         throwIfAborted(signal, `writing ${options.outputPath}`);
         // a run of tensors that stream through the window quantizer: reading, quantizing and writing overlap, across tensors too
-        const run: Array<{ item: ExportItem; type: WasmQuantType }> = [];
+        const run: StreamedRun = [];
         for (let j = i; j < plan.items.length; j++) {
           const item = plan.items[j]!;
           const type = plan.choices.get(item.name)!.type;
-          if (weightsByTensor?.has(item.name) === true || !isStreamable(checkpoint, item, type, options)) break;
-          run.push({ item, type });
+          if (!isStreamable(checkpoint, item, type, options)) break;
+          // llama-quantize uses the weights only where the type has an importance-matrix path (not Q8_0)
+          const weights = weightsByTensor?.get(item.name);
+          run.push({ item, type, importance: weights !== undefined && isImatrixQuantType(type) ? weights : null });
         }
         if (run.length > 0) {
           await streamTensors(context, run, (name) => progress?.(step++, plan.items.length, name));
@@ -720,7 +723,12 @@ interface StreamedTensor {
   cols: number;
   rowBytes: number;
   headRows: number;
+  /** llama-quantize --imatrix: one row's importance weights (quantized by that path, never offered to quantizeWindow). */
+  importance: Float32Array | null;
 }
+
+/** Tensors streamed one after another, with their types and importance weights (null: the `_ref` path). */
+type StreamedRun = Array<{ item: ExportItem; type: GgmlTypeName & WasmQuantType; importance: Float32Array | null }>;
 
 interface WindowTask {
   tensor: StreamedTensor;
@@ -735,8 +743,9 @@ function grow(buffer: Float32Array, length: number): Float32Array {
 /**
  * Reads rows [task.row, task.row + task.rows) of the tensor into the window's parts (Q/K rows permuted).
  * Resolves true when the parts hold the rows as BF16 in their upper halves (window.quantize(true) widens
- * them): only when no quantizeWindow hook will be offered the values (it needs f32), i.e. there is none or
- * it declined the type (for good: a window filled before a decline is f32, which quantize takes too).
+ * them): only when no quantizeWindow hook will be offered the values (it needs f32), i.e. there is none, it
+ * declined the type (for good: a window filled before a decline is f32, which quantize takes too) or the
+ * tensor has importance weights.
  */
 async function fillWindow(context: StreamContext, task: WindowTask, window: StagedWindow): Promise<boolean> {
   const { tensor } = task;
@@ -745,7 +754,8 @@ async function fillWindow(context: StreamContext, task: WindowTask, window: Stag
   const count = task.rows * cols;
   const permute = item.permuteHeads !== undefined;
   const readBf16Into = context.readBf16Into;
-  if (readBf16Into !== null && item.source.dtype === 'BF16' && (context.options.quantizeWindow === undefined || context.declinedTypes.has(tensor.type))) {
+  const offered = context.options.quantizeWindow !== undefined && tensor.importance === null && !context.declinedTypes.has(tensor.type);
+  if (readBf16Into !== null && item.source.dtype === 'BF16' && !offered) {
     if (!permute) {
       // one read per part (concurrent); all or none of them stage (the same tensor), none reads when refused
       const staged = await Promise.all(window.parts.map((p) => readBf16Into(name, task.row + p.row, p.rows, p.values)));
@@ -806,7 +816,8 @@ async function fillWindow(context: StreamContext, task: WindowTask, window: Stag
 async function offerWindow(context: StreamContext, task: WindowTask, window: StagedWindow): Promise<QuantizedWindow | null> {
   const quantizeWindow = context.options.quantizeWindow;
   const { type, cols, item, rowBytes } = task.tensor;
-  if (quantizeWindow === undefined || context.declinedTypes.has(type)) return null;
+  // the hook (the GPU) runs the `_ref` quantizers only: importance-weighted windows stay on the CPU
+  if (quantizeWindow === undefined || context.declinedTypes.has(type) || task.tensor.importance !== null) return null;
   const count = task.rows * cols;
   // Always a copy in ordinary memory: the staged parts are views of shared WebAssembly memory, which the
   // WebGPU binding (Dawn) crashes on when uploading from it (SIGSEGV in test/gpu/quantizeJob).
@@ -829,14 +840,10 @@ async function offerWindow(context: StreamContext, task: WindowTask, window: Sta
  * staged memory) while w is quantized and w - 1 written, across tensor boundaries too. The bytes are
  * written from WebAssembly memory; a window's memory is reused once its bytes are written.
  */
-async function streamTensors(
-  context: StreamContext,
-  run: Array<{ item: ExportItem; type: GgmlTypeName & WasmQuantType }>,
-  started: (name: string) => void,
-): Promise<void> {
+async function streamTensors(context: StreamContext, run: StreamedRun, started: (name: string) => void): Promise<void> {
   const { checkpoint, writer, quantizer, options, signal } = context;
   const tasks: WindowTask[] = [];
-  for (const { item, type } of run) {
+  for (const { item, type, importance } of run) {
     const { rows, cols } = rowsAndCols(item.shape);
     const headRows = item.permuteHeads !== undefined ? rows / item.permuteHeads : 1;
     if (item.permuteHeads !== undefined && (!Number.isInteger(headRows) || headRows % 2 !== 0)) {
@@ -844,13 +851,13 @@ async function streamTensors(
     }
     let windowRows = Math.max(1, Math.floor(context.maxWindow / cols));
     if (headRows > 1) windowRows = Math.max(headRows, windowRows - (windowRows % headRows));
-    const tensor: StreamedTensor = { item, type, rows, cols, rowBytes: ggmlRowBytesOf(type, cols), headRows };
+    const tensor: StreamedTensor = { item, type, rows, cols, rowBytes: ggmlRowBytesOf(type, cols), headRows, importance };
     for (let r = 0; r < rows; r += windowRows) tasks.push({ tensor, row: r, rows: Math.min(windowRows, rows - r) });
   }
 
   /** A staged window and whether its parts hold BF16 (see fillWindow). */
   const stageAndFill = async (task: WindowTask): Promise<{ window: StagedWindow; bf16: boolean }> => {
-    const window = await quantizer.stage(task.tensor.type, task.rows, task.tensor.cols);
+    const window = await quantizer.stage(task.tensor.type, task.rows, task.tensor.cols, task.tensor.importance);
     try {
       return { window, bf16: await fillWindow(context, task, window) };
     } catch (e) {

@@ -21,7 +21,17 @@ import { Worker } from 'node:worker_threads';
 import { QuantLensError } from '../../errors';
 import { ggmlTypeByName, type GgmlTypeName } from '../../formats/gguf/ggmlTypes';
 import { quantizeGgml } from './index';
-import { createQuantMemory, ensureMemory, isWasmQuantType, localWasmQuantizer, quantLayout, type QuantLayout, type QuantMemory, type WasmQuantType } from './wasm/ggmlWasm';
+import {
+  createQuantMemory,
+  ensureMemory,
+  isImatrixQuantType,
+  isWasmQuantType,
+  localWasmQuantizer,
+  quantLayout,
+  type QuantLayout,
+  type QuantMemory,
+  type WasmQuantType,
+} from './wasm/ggmlWasm';
 
 /** Worker script beside this module: quantWorker.js in the bundles, quantWorker.ts from source. */
 export function quantWorkerScript(): string | null {
@@ -52,6 +62,13 @@ interface Slot {
   stagedLanes: QuantMemory[];
   waiting: Map<number, { resolve: (r: Reply) => void; reject: (e: Error) => void }>;
   dead: Error | null;
+}
+
+/** The importance-matrix path for a staged task: its values are `rows` x `cols`, one row's weights at byte `weights` of the lane. */
+export interface StagedImatrix {
+  rows: number;
+  cols: number;
+  weights: number;
 }
 
 /** Worker lane ids of staged lanes start here (quantizeRows' own lanes count up from 0). */
@@ -188,18 +205,32 @@ export class QuantizePool {
    * with the first one's index (from the first staged value; the bytes are then not to be used), or -1.
    * With `bf16`, the values are staged as BF16 in the upper half of their room (Checkpoint.readRowsBf16Into)
    * and the worker widens them in place first (GgmlWasmQuantizer.runFromBf16): f32 there afterwards.
+   * With `imatrix`, the values are `rows` rows of `cols` quantized by the importance-matrix path with one row's
+   * weights staged at byte `weights` of the lane (GgmlWasmQuantizer.runImatrixFinite; NaN / Inf always refused).
    */
-  quantizeStaged(worker: number, lane: number, type: WasmQuantType, values: number, check: boolean, bf16 = false): Promise<number> {
+  quantizeStaged(
+    worker: number,
+    lane: number,
+    type: WasmQuantType,
+    values: number,
+    check: boolean,
+    bf16 = false,
+    imatrix: StagedImatrix | null = null,
+  ): Promise<number> {
     const slot = this.slots[worker];
     if (slot === undefined) return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: no worker ${worker}`));
     if (slot.dead !== null) return Promise.reject(slot.dead);
     const blockValues = ggmlTypeByName(type)?.blockSize ?? 0;
     if (blockValues <= 0 || values % blockValues !== 0) return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: ${values} values are not whole ${type} blocks`));
+    if (imatrix !== null && (!isImatrixQuantType(type) || imatrix.rows * imatrix.cols !== values)) {
+      return Promise.reject(new QuantLensError('INTERNAL', `quantize pool: no importance-matrix path for ${values} values of ${type} as ${imatrix.rows} x ${imatrix.cols}`));
+    }
     const layout = quantLayout(this.heapBase, type, values);
     const id = this.nextId++;
     return new Promise<Reply>((resolve, reject) => {
       slot.waiting.set(id, { resolve, reject });
-      slot.worker.postMessage({ kind: 'task', id, lane: STAGED_LANE_BASE + lane, type, input: layout.input, output: layout.output, blocks: values / blockValues, check, bf16 });
+      const task = { kind: 'task', id, lane: STAGED_LANE_BASE + lane, type, input: layout.input, output: layout.output, blocks: values / blockValues, check, bf16 };
+      slot.worker.postMessage(imatrix === null ? task : { ...task, rows: imatrix.rows, cols: imatrix.cols, weights: imatrix.weights });
     }).then((r) => {
       if (r.error !== undefined) throw new QuantLensError('INTERNAL', `quantize worker failed: ${r.error}`);
       return r.nonFinite ?? -1;

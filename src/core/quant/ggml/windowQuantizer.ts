@@ -19,8 +19,8 @@
  */
 import { QuantLensError } from '../../errors';
 import { ggmlTypeByName } from '../../formats/gguf/ggmlTypes';
-import { QuantizePool } from './quantPool';
-import { ensureMemory, GgmlWasmQuantizer, quantLayout, type WasmQuantType } from './wasm/ggmlWasm';
+import { QuantizePool, type StagedImatrix } from './quantPool';
+import { ensureMemory, GgmlWasmQuantizer, isImatrixQuantType, quantLayout, type ImatrixQuantType, type WasmQuantType } from './wasm/ggmlWasm';
 
 /** Rows [row, row + rows) of a staged window (row counted from the window's first row). */
 export interface StagedPart {
@@ -53,8 +53,19 @@ export interface StagedWindow {
 }
 
 interface Slot {
-  /** Stages and quantizes one window in this slot's memory. */
-  stage(type: WasmQuantType, rows: number, cols: number, release: () => void): StagedWindow;
+  /** Stages and quantizes one window in this slot's memory (with importance weights: their path). */
+  stage(type: WasmQuantType, rows: number, cols: number, importance: Float32Array | null, release: () => void): StagedWindow;
+}
+
+/**
+ * Where a window's importance weights go: after its output bytes (64-byte aligned), copied in at staging,
+ * so the importance-matrix path needs no other memory. Checks the type has that path and the weights' length.
+ */
+function weightsAt(type: WasmQuantType, cols: number, importance: Float32Array, end: number): { type: ImatrixQuantType; at: number; end: number } {
+  if (!isImatrixQuantType(type)) throw new QuantLensError('INTERNAL', `window quantizer: ${type} has no importance-matrix path`);
+  if (importance.length !== cols) throw new QuantLensError('INTERNAL', `window quantizer: ${importance.length} importance weights for rows of ${cols}`);
+  const at = (end + 63) & ~63;
+  return { type, at, end: at + cols * 4 };
 }
 
 /** Bytes per row of `cols` values in `type`; cols must be whole blocks. */
@@ -68,11 +79,13 @@ function rowBytesOf(type: WasmQuantType, cols: number): { rowBytes: number; bloc
 function inlineSlot(): Slot {
   const quantizer = GgmlWasmQuantizer.create();
   return {
-    stage(type, rows, cols, release) {
+    stage(type, rows, cols, importance, release) {
       const { rowBytes, blockValues } = rowBytesOf(type, cols);
       const count = rows * cols;
       const layout = quantLayout(quantizer.heapBase, type, count);
-      ensureMemory(quantizer.memory, layout.end);
+      const weights = importance === null ? null : weightsAt(type, cols, importance, layout.end);
+      ensureMemory(quantizer.memory, weights?.end ?? layout.end);
+      if (weights !== null && importance !== null) new Float32Array(quantizer.memory.buffer, weights.at, cols).set(importance);
       const values = new Float32Array(quantizer.memory.buffer, layout.input, count);
       let done = false;
       return {
@@ -84,7 +97,12 @@ function inlineSlot(): Slot {
           if (done) throw new QuantLensError('INTERNAL', 'a staged window was quantized twice');
           done = true;
           const blocks = count / blockValues;
-          const nonFinite = bf16 ? quantizer.runFromBf16(type, layout.input, layout.output, blocks, true) : quantizer.runFinite(type, layout.input, layout.output, blocks);
+          const nonFinite =
+            weights !== null
+              ? quantizer.runImatrixFinite(weights.type, layout.input, layout.output, rows, cols, weights.at, bf16)
+              : bf16
+                ? quantizer.runFromBf16(type, layout.input, layout.output, blocks, true)
+                : quantizer.runFinite(type, layout.input, layout.output, blocks);
           if (nonFinite >= 0) return { bytes: [], nonFinite };
           return { bytes: [new Uint8Array(quantizer.memory.buffer, layout.output, rows * rowBytes)], nonFinite: -1 };
         },
@@ -97,17 +115,20 @@ function inlineSlot(): Slot {
 /** A slot over the pool: staged lane `index` of every worker, the window's rows split over them. */
 function poolSlot(pool: QuantizePool, index: number): Slot {
   return {
-    stage(type, rows, cols, release) {
+    stage(type, rows, cols, importance, release) {
       const { rowBytes } = rowBytesOf(type, cols);
       const workers = Math.min(pool.threads, rows);
-      const parts: Array<StagedPart & { worker: number }> = [];
+      const parts: Array<StagedPart & { worker: number; imatrix: StagedImatrix | null }> = [];
       let row = 0;
       for (let k = 0; k < workers; k++) {
         const n = Math.floor(rows / workers) + (k < rows % workers ? 1 : 0);
         const memory = pool.stagedLane(k, index);
         const layout = pool.stagedLayout(type, n * cols);
-        ensureMemory(memory, layout.end);
-        parts.push({ row, rows: n, values: new Float32Array(memory.buffer, layout.input, n * cols), worker: k });
+        const weights = importance === null ? null : weightsAt(type, cols, importance, layout.end);
+        ensureMemory(memory, weights?.end ?? layout.end);
+        if (weights !== null && importance !== null) new Float32Array(memory.buffer, weights.at, cols).set(importance);
+        const imatrix = weights === null ? null : { rows: n, cols, weights: weights.at };
+        parts.push({ row, rows: n, values: new Float32Array(memory.buffer, layout.input, n * cols), worker: k, imatrix });
         row += n;
       }
       let done = false;
@@ -119,7 +140,7 @@ function poolSlot(pool: QuantizePool, index: number): Slot {
         quantize: async (bf16 = false) => {
           if (done) throw new QuantLensError('INTERNAL', 'a staged window was quantized twice');
           done = true;
-          const found = await Promise.all(parts.map((p) => pool.quantizeStaged(p.worker, index, type, p.rows * cols, true, bf16)));
+          const found = await Promise.all(parts.map((p) => pool.quantizeStaged(p.worker, index, type, p.rows * cols, true, bf16, p.imatrix)));
           const bad = found.findIndex((f) => f >= 0);
           if (bad >= 0) return { bytes: [], nonFinite: parts[bad]!.row * cols + found[bad]! };
           return {
@@ -161,8 +182,12 @@ export class WindowQuantizer {
     return this.pool?.threads ?? 1;
   }
 
-  /** Memory for a window of `rows` x `cols` values (cols whole blocks of `type`); waits for a free slot. */
-  async stage(type: WasmQuantType, rows: number, cols: number): Promise<StagedWindow> {
+  /**
+   * Memory for a window of `rows` x `cols` values (cols whole blocks of `type`); waits for a free slot.
+   * `importance` (one row's weights, cols values; types with an importance-matrix path): the window is
+   * quantized as llama-quantize --imatrix does (quantize_<type> with quant_weights), rows split as usual.
+   */
+  async stage(type: WasmQuantType, rows: number, cols: number, importance: Float32Array | null = null): Promise<StagedWindow> {
     let index = this.free.shift();
     while (index === undefined) {
       await new Promise<void>((resolve) => this.waiting.push(resolve));
@@ -177,7 +202,7 @@ export class WindowQuantizer {
       this.waiting.shift()?.();
     };
     try {
-      return this.slots[slotIndex]!.stage(type, rows, cols, release);
+      return this.slots[slotIndex]!.stage(type, rows, cols, importance, release);
     } catch (e) {
       release();
       throw e;

@@ -271,6 +271,20 @@ export class GgmlWasmQuantizer {
     this.widenBf16Export(at, at + n * 2, n);
   }
 
+  /**
+   * runImatrix refusing NaN / +-Inf (returns the first one's index from `input`, having quantized nothing, or
+   * -1), for `rows` x `cols` values at `input` (with `bf16`: staged as BF16 in the upper half of their room
+   * and widened in place first) and one row's importance weights at `weights`.
+   */
+  runImatrixFinite(type: ImatrixQuantType, input: number, output: number, rows: number, cols: number, weights: number, bf16: boolean): number {
+    const n = rows * cols;
+    if (bf16) this.widenBf16Export(input, input + n * 2, n);
+    const bad = this.nonFiniteExports.first(input, n);
+    if (bad >= 0) return bad;
+    this.imatrixExport(IMATRIX_KINDS[type], input, output, rows, cols, weights);
+    return -1;
+  }
+
   /** The importance-matrix path over rows already in this instance's memory (imatrixLayout offsets). */
   runImatrix(type: ImatrixQuantType, input: number, output: number, rows: number, cols: number, weights: number): void {
     this.imatrixExport(IMATRIX_KINDS[type], input, output, rows, cols, weights);
