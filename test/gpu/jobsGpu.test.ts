@@ -1,7 +1,7 @@
 /**
  * Jobs on the GPU path, in the worker: same bytes and statistics as the CPU path, and an adapter that
  * vanishes mid-job (device.destroy() at a chosen tensor) falls back to the CPU once with `auto` and
- * fails cleanly with `gpu`.
+ * fails cleanly with `gpu`; the stats job under `auto` gives a software adapter back.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +13,7 @@ import type { StatsJobSpec } from '../../src/protocol/jobs';
 import { QuantLensError } from '../../src/core/errors';
 import { microLlamaDir } from '../helpers/paths';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
+import { isSoftwareAdapter } from '../../src/core/jobs/computeDevice';
 
 let dir = '';
 let runner: JobRunner | null = null;
@@ -45,6 +46,18 @@ test('stats job: GPU and CPU paths agree (counts exactly, moments within 1e-5 / 
     assert.ok(Math.abs(g.kurtosis - c.kurtosis) <= 1e-3 * Math.max(1, Math.abs(c.kurtosis)), `${g.name} kurtosis`);
     if (g.outlierThreshold === c.outlierThreshold) assert.deepEqual(g.topOutlierColumns, c.topOutlierColumns);
   });
+});
+
+test('stats job under auto: a software adapter is given back (said once) and the CPU path runs; a hardware one is used', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const notices: string[] = [];
+  const auto = await runner!.run(stats('auto'), { onNotice: (m) => notices.push(m) });
+  if (isSoftwareAdapter(gpu.description)) {
+    assert.equal(auto.device, 'cpu');
+    assert.equal(notices.length, 1);
+    assert.match(notices[0]!, /software renderer/);
+  } else assert.equal(auto.device, 'gpu');
 });
 
 test('quantizeTensors job: GPU output file is byte-identical to the CPU one', async (t) => {
@@ -82,7 +95,8 @@ test('the adapter vanishing mid-job: auto falls back to the CPU and says so once
   assert.equal(existsSync(strict), false);
 
   const statsNotices: string[] = [];
-  const s = await runner!.run({ ...stats('auto'), testFaults: { loseGpuAtTensor: 2 } }, { onNotice: (m) => statsNotices.push(m) });
+  // useSoftwareAdapter: under auto the stats job gives lavapipe back (the CPU path is faster there); this test needs the GPU path.
+  const s = await runner!.run({ ...stats('auto'), testFaults: { loseGpuAtTensor: 2, useSoftwareAdapter: true } }, { onNotice: (m) => statsNotices.push(m) });
   assert.equal(statsNotices.length, 1);
   assert.equal(s.tensors.length, tensorNames.length);
 });
