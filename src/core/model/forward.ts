@@ -376,7 +376,10 @@ export class LlamaModel {
 
     throwIfAborted(signal);
     const hidden = new Float32Array(windows.length * rows * H);
-    for (let w = 0; w < windows.length; w++) await this.embed(windows[w]!, hidden.subarray(w * rows * H, (w + 1) * rows * H));
+    // Every window's ids in one gather: each chunk of the embedding table is read (and decoded) once per pass, not once per window.
+    const allIds = new Int32Array(windows.length * rows);
+    windows.forEach((ids, w) => allIds.set(ids, w * rows));
+    await this.embed(allIds, hidden);
 
     const tables = ropeTables(rows, c.headDim, c.ropeTheta);
     const normed = new Float32Array(rows * H);
