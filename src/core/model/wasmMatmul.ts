@@ -27,7 +27,7 @@ import { addInPlace, matmulTransposed, rmsNorm, swiglu } from './kernels';
 import { buildModule, wasmApi, type WasmMemory } from './wasm/assembler';
 import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
 import { addRmsNormKernel, NORM_MODE } from './wasm/normKernels';
-import { MAX_BLOCK_ROWS as KERNEL_BLOCK_ROWS, PANEL_OUTS as KERNEL_PANEL_OUTS, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
+import { MAX_BLOCK_ROWS as KERNEL_BLOCK_ROWS, PANEL_OUTS as KERNEL_PANEL_OUTS, packColumnsKernel, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
 
 // Local copies: hot loops must not read an imported binding (a getter call under CommonJS interop).
 const PANEL_OUTS = KERNEL_PANEL_OUTS;
@@ -50,11 +50,13 @@ const PAGE = 65536;
 /** `(x, panels, out, rows, panelCount, outStride, kCount)`: see panelMatmulKernel. */
 type KernelFn = (x: number, panels: number, out: number, rows: number, panelCount: number, outStride: number, kCount: number) => void;
 type PackFn = (src: number, dst: number, panelCount: number) => void;
+type PackColumnsFn = (src: number, dst: number, panelCount: number, rows: number) => void;
 
 interface InnerKernels {
   /** blocks[r]: the kernel for blocks of r rows (1..MAX_BLOCK_ROWS). */
   blocks: KernelFn[];
   pack: PackFn;
+  packColumns: PackColumnsFn;
 }
 
 type SwigluFn = (gate: number, up: number, n: number) => void;
@@ -74,8 +76,8 @@ interface ElementwiseKernels {
 interface WasmState {
   memory: WasmMemory;
   elementwise: ElementwiseKernels | null;
-  /** Per `inner`: the compiled block and single-row kernels. */
-  kernels: Map<number, InnerKernels>;
+  /** Per `inner` and x row stride ('inner/stride'): the compiled block kernels and packers. */
+  kernels: Map<string, InnerKernels>;
   /** End of the resident-weight region (bytes); scratch for each call starts here. */
   residentEnd: number;
   /** Resident weights not yet released. */
@@ -104,13 +106,18 @@ function loadState(): WasmState | null {
 /** Most `inner` sizes compiled at once (a model uses 3 or 4, attention 2 more; the rest are rare callers). */
 const MAX_COMPILED = 32;
 
-function kernelsFor(s: WasmState, inner: number): InnerKernels {
-  const have = s.kernels.get(inner);
+/**
+ * The block kernels and packers for panels `inner` floats long, with x rows (and packed rows of
+ * the source) `xStride` floats apart.
+ */
+function kernelsFor(s: WasmState, inner: number, xStride = inner): InnerKernels {
+  const key = `${inner}/${xStride}`;
+  const have = s.kernels.get(key);
   if (have !== undefined) return have;
   const api = wasmApi();
   if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
   const blockRows = Array.from({ length: MAX_BLOCK_ROWS }, (_, i) => i + 1);
-  const bytes = buildModule([...blockRows.map((r) => panelMatmulKernel(r, inner, s.fused)), packPanelsKernel(inner)], 1);
+  const bytes = buildModule([...blockRows.map((r) => panelMatmulKernel(r, inner, s.fused, xStride)), packPanelsKernel(inner, xStride), packColumnsKernel(inner, xStride)], 1);
   const { exports } = new api.Instance(new api.Module(bytes), { env: { mem: s.memory } });
   const blocks: KernelFn[] = [];
   for (const r of blockRows) {
@@ -118,11 +125,11 @@ function kernelsFor(s: WasmState, inner: number): InnerKernels {
     if (typeof fn !== 'function') throw new InvalidArgumentError(`matmul kernel module has no ${panelKernelName(r)} export`);
     blocks[r] = fn as KernelFn;
   }
-  const pack = exports.pack;
-  if (typeof pack !== 'function') throw new InvalidArgumentError('matmul kernel module has no pack export');
-  const made = { blocks, pack: pack as PackFn };
+  const { pack, packColumns } = exports;
+  if (typeof pack !== 'function' || typeof packColumns !== 'function') throw new InvalidArgumentError('matmul kernel module has no pack / packColumns export');
+  const made = { blocks, pack: pack as PackFn, packColumns: packColumns as PackColumnsFn };
   if (s.kernels.size >= MAX_COMPILED) s.kernels.clear();
-  s.kernels.set(inner, made);
+  s.kernels.set(key, made);
   return made;
 }
 
@@ -416,11 +423,13 @@ export function attentionByMatmul(
 const ATTENTION_TILE_ROWS = 16;
 
 /**
- * attentionByMatmul entirely in the wasm heap, any rows and head size: per kv head, K_h packed into
- * panels of PANEL_OUTS keys and V_h into panels of PANEL_OUTS dimensions (both gathered straight
- * from k and v, zero-padded); per query head S = Q_h K_h^T over the key panels a query tile can see,
- * the causal softmax kernel (scale, max, exp, 1/sum, zeros above the diagonal), and O_h = P V_h
- * summing each tile only over the keys s < its last row + 1. Returns false when it cannot run.
+ * attentionByMatmul entirely in the wasm heap, any rows and head size: q, k and v are copied in
+ * once; per kv head, K_h is packed into panels of PANEL_OUTS keys and V_h into panels of
+ * PANEL_OUTS dimensions (keys zero-padded to whole panels); per query head S = Q_h K_h^T (Q_h read
+ * in place, rows qWidth apart) over the key panels a query tile can see, the causal softmax kernel
+ * (scale, max, exp, 1/sum, zeros above the diagonal), and O_h = P V_h summing each tile only over
+ * the keys s < its last row + 1, into context rows of whole panels per head. Returns false when it
+ * cannot run.
  */
 function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out: Float32Array, rows: number, heads: number, kvHeads: number, headDim: number): boolean {
   const s = loadState();
@@ -432,51 +441,45 @@ function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out:
   const keyStride = paddedOuts(rows);
   const headStride = paddedOuts(d);
   const contextStride = heads * headStride;
-  const qhAt = align64(s.residentEnd);
-  const khAt = align64(qhAt + 4 * rows * d);
+  const qAt = align64(s.residentEnd);
+  const kAt = align64(qAt + 4 * rows * qWidth);
+  // v is followed by a panel's worth of slack: packColumns reads whole panels past a head's last dimension.
+  const vAt = align64(kAt + 4 * keyStride * kvWidth);
+  const khAt = align64(vAt + 4 * (rows * kvWidth + PANEL_OUTS));
   const vhAt = align64(khAt + packedBytes(rows, d));
   const scoresAt = align64(vhAt + packedBytes(d, keyStride));
   const contextAt = align64(scoresAt + 4 * rows * keyStride);
   const end = contextAt + 4 * rows * contextStride;
   if (end > MAX_WASM_BYTES) return false;
   ensureBytes(s, end);
-  const byHead = kernelsFor(s, d);
-  const byKeys = kernelsFor(s, keyStride);
+  const qk = kernelsFor(s, d, qWidth);
+  const keyPacker = kernelsFor(s, d, kvWidth);
+  const valuePacker = kernelsFor(s, keyStride, kvWidth);
+  const pv = kernelsFor(s, keyStride);
   const ew = elementwiseFor(s);
   const heap = new Float32Array(s.memory.buffer);
+  heap.set(q.subarray(0, rows * qWidth), qAt / 4);
+  heap.set(k.subarray(0, rows * kvWidth), kAt / 4);
+  // Keys past `rows` (the last key panel's padding) are zeros; so is the slack after v.
+  heap.fill(0, kAt / 4 + rows * kvWidth, kAt / 4 + keyStride * kvWidth);
+  heap.set(v.subarray(0, rows * kvWidth), vAt / 4);
+  heap.fill(0, vAt / 4 + rows * kvWidth, vAt / 4 + rows * kvWidth + PANEL_OUTS);
   const scaleBits = new Int32Array(Float32Array.of(1 / Math.sqrt(d)).buffer)[0]!;
   const group = heads / kvHeads;
-  const qh = qhAt / 4, kh = khAt / 4, vh = vhAt / 4;
-  // The pad keys of K's last panel and the pad dimensions of V's last panel stay 0; so do V's rows
-  // past `rows` (P V sums only over real keys, but a pad row must not hold NaN garbage).
-  heap.fill(0, kh, kh + packedBytes(rows, d) / 4);
-  heap.fill(0, vh, vh + packedBytes(d, keyStride) / 4);
-  // Gathers as plain loops: a subarray per row would allocate rows x heads objects per layer.
   for (let kvh = 0; kvh < kvHeads; kvh++) {
-    for (let t = 0; t < rows; t++) {
-      const src = t * kvWidth + kvh * d;
-      // key t is output j = t % P of key panel floor(t / P): float (panel * d + i) * P + j
-      const keyBase = kh + Math.floor(t / PANEL_OUTS) * d * PANEL_OUTS + (t % PANEL_OUTS);
-      for (let i = 0; i < d; i++) heap[keyBase + i * PANEL_OUTS] = k[src + i]!;
-      // dimension i of value t is output i % P of dimension panel floor(i / P), at k = t
-      for (let i = 0; i < d; i++) heap[vh + (Math.floor(i / PANEL_OUTS) * keyStride + t) * PANEL_OUTS + (i % PANEL_OUTS)] = v[src + i]!;
-    }
+    keyPacker.pack(kAt + 4 * kvh * d, khAt, panelCount(rows));
+    valuePacker.packColumns(vAt + 4 * kvh * d, vhAt, panelCount(d), rows);
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
-      for (let t = 0; t < rows; t++) {
-        const src = t * qWidth + h * d;
-        const dst = qh + t * d;
-        for (let i = 0; i < d; i++) heap[dst + i] = q[src + i]!;
-      }
       for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
         const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
         const visible = Math.min(rows, t0 + tileRows);
-        runBlocks(byHead, qhAt + 4 * t0 * d, khAt, scoresAt + 4 * t0 * keyStride, tileRows, d, panelCount(visible), keyStride, d);
+        runBlocks(qk, qAt + 4 * (t0 * qWidth + h * d), khAt, scoresAt + 4 * t0 * keyStride, tileRows, qWidth, panelCount(visible), keyStride, d);
       }
       ew.softmaxCausal(scoresAt, rows, keyStride, scaleBits);
       for (let t0 = 0; t0 < rows; t0 += ATTENTION_TILE_ROWS) {
         const tileRows = Math.min(ATTENTION_TILE_ROWS, rows - t0);
         const visible = Math.min(rows, t0 + tileRows);
-        runBlocks(byKeys, scoresAt + 4 * t0 * keyStride, vhAt, contextAt + 4 * (t0 * contextStride + h * headStride), tileRows, keyStride, panelCount(d), contextStride, visible);
+        runBlocks(pv, scoresAt + 4 * t0 * keyStride, vhAt, contextAt + 4 * (t0 * contextStride + h * headStride), tileRows, keyStride, panelCount(d), contextStride, visible);
       }
     }
   }
@@ -492,11 +495,11 @@ function attentionInWasm(q: Float32Array, k: Float32Array, v: Float32Array, out:
   return true;
 }
 
-/** One untiled run of the block kernels over `rows` rows of x (stride `inner` floats): the main blocks, then the remainder. */
-function runBlocks(k: InnerKernels, xAt: number, wAt: number, outAt: number, rows: number, inner: number, panels: number, outStride: number, kCount: number): void {
+/** One untiled run of the block kernels over `rows` rows of x (`xStride` floats apart): the main blocks, then the remainder. */
+function runBlocks(k: InnerKernels, xAt: number, wAt: number, outAt: number, rows: number, xStride: number, panels: number, outStride: number, kCount: number): void {
   const blockRows = rows - (rows % MAX_BLOCK_ROWS);
   if (blockRows > 0) k.blocks[MAX_BLOCK_ROWS]!(xAt, wAt, outAt, blockRows, panels, outStride, kCount);
-  if (blockRows < rows) k.blocks[rows - blockRows]!(xAt + 4 * blockRows * inner, wAt, outAt + 4 * blockRows * outStride, rows - blockRows, panels, outStride, kCount);
+  if (blockRows < rows) k.blocks[rows - blockRows]!(xAt + 4 * blockRows * xStride, wAt, outAt + 4 * blockRows * outStride, rows - blockRows, panels, outStride, kCount);
 }
 
 /** Same contract as kernels.swiglu (gate[i] = silu(gate[i]) * up[i]), in f32 with the vector exp. */

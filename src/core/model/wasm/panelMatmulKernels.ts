@@ -35,11 +35,12 @@ export function panelKernelName(rows: number): string {
 
 /**
  * Kernel `(x, panels, out, rows, panelCount, outStride, kCount)` (byte pointers) for one `inner` (the
- * row stride of x, and the length of a panel in k): `rows` rows of x (a multiple of R) against
- * `panelCount` panels starting at `panels`, summing over k < kCount (<= inner); out row t starts at
- * out + t*outStride*4 and gets panelCount * PANEL_OUTS values (outStride >= that).
+ * length of a panel in k) and x row stride `xStride` floats (inner unless x rows are read out of a
+ * wider matrix): `rows` rows of x (a multiple of R) against `panelCount` panels starting at `panels`,
+ * summing over k < kCount (<= inner); out row t starts at out + t*outStride*4 and gets
+ * panelCount * PANEL_OUTS values (outStride >= that).
  */
-export function panelMatmulKernel(R: number, inner: number, fused: boolean): FunctionSpec {
+export function panelMatmulKernel(R: number, inner: number, fused: boolean, xStride = inner): FunctionSpec {
   const X = 0, W = 1, O = 2, ROWS = 3, PANELS = 4, STRIDE = 5, KCOUNT = 6;
   let n = 7;
   const T = n++, P = n++, XB = n++, XP = n++, WP = n++, WEND = n++, ADDR = n++;
@@ -52,7 +53,7 @@ export function panelMatmulKernel(R: number, inner: number, fused: boolean): Fun
   const PRODUCT = n++;
   const v128Count = n - 7 - i32Count;
   const { get, set, i32 } = op;
-  const rowBytes = inner * 4;
+  const rowBytes = xStride * 4;
   const panelBytes = inner * PANEL_OUTS * 4;
   const stepBytes = PANEL_OUTS * 4;
   const rs = Array.from({ length: R }, (_, r) => r);
@@ -102,22 +103,22 @@ export function panelMatmulKernel(R: number, inner: number, fused: boolean): Fun
 }
 
 /**
- * `pack(src, dst, panelCount)` for one `inner`: re-lays panelCount * PANEL_OUTS rows of src
- * ([rows, inner] row-major, byte pointers) into panels at dst (layout in the file comment). The
+ * `pack(src, dst, panelCount)`: re-lays panelCount * PANEL_OUTS rows of src (rows of `inner` floats,
+ * `srcStride` floats apart; byte pointers) into panels at dst (layout in the file comment). The
  * caller zero-pads src to whole panels. Scalar copies: a weight is packed once per use, not per call.
  */
-export function packPanelsKernel(inner: number): FunctionSpec {
+export function packPanelsKernel(inner: number, srcStride = inner): FunctionSpec {
   const SRC = 0, DST = 1, PANELS = 2;
   const P = 3, S = 4, D = 5, SEND = 6;
   const { get, set, i32 } = op;
-  const rowBytes = inner * 4;
+  const rowBytes = srcStride * 4;
   const code = [
     ...i32(0), ...set(P),
     ...get(DST), ...set(D),
     ...op.block, ...op.loop,
     ...get(P), ...get(PANELS), ...op.i32GeU, ...op.brIf(1),
     ...get(SRC), ...get(P), ...i32(rowBytes * PANEL_OUTS), ...op.i32Mul, ...op.i32Add, ...op.tee(S),
-    ...i32(rowBytes), ...op.i32Add, ...set(SEND),
+    ...i32(inner * 4), ...op.i32Add, ...set(SEND),
     ...op.block, ...op.loop,
     ...get(S), ...get(SEND), ...op.i32GeU, ...op.brIf(1),
     ...Array.from({ length: PANEL_OUTS }, (_, j) => [...get(D), ...get(S), ...op.f32Load(j * rowBytes), ...op.f32Store(4 * j)]).flat(),
@@ -130,4 +131,36 @@ export function packPanelsKernel(inner: number): FunctionSpec {
     ...op.end, ...op.end,
   ];
   return { name: 'pack', params: 3, locals: { i32: 4, f32: 0, v128: 0 }, code };
+}
+
+/**
+ * `packColumns(src, dst, panelCount, rows)`: panels of a matrix used as w^T (attention's values:
+ * w[o, k] = src[k, o]): panel p, step k holds src[k, p*P .. p*P + P - 1], i.e. P contiguous floats of
+ * src row k (rows `srcStride` floats apart), for k < rows; panels are `inner` steps long. Columns
+ * past the matrix's last are read as they lie in memory: they only reach outputs the caller drops.
+ */
+export function packColumnsKernel(inner: number, srcStride: number): FunctionSpec {
+  const SRC = 0, DST = 1, PANELS = 2, ROWS = 3;
+  const P = 4, S = 5, D = 6, DEND = 7;
+  const { get, set, i32 } = op;
+  const stepBytes = PANEL_OUTS * 4;
+  const code = [
+    ...i32(0), ...set(P),
+    ...op.block, ...op.loop,
+    ...get(P), ...get(PANELS), ...op.i32GeU, ...op.brIf(1),
+    ...get(SRC), ...get(P), ...i32(stepBytes), ...op.i32Mul, ...op.i32Add, ...set(S),
+    ...get(DST), ...get(P), ...i32(inner * stepBytes), ...op.i32Mul, ...op.i32Add, ...op.tee(D),
+    ...get(ROWS), ...i32(stepBytes), ...op.i32Mul, ...op.i32Add, ...set(DEND),
+    ...op.block, ...op.loop,
+    ...get(D), ...get(DEND), ...op.i32GeU, ...op.brIf(1),
+    ...Array.from({ length: PANEL_OUTS / 4 }, (_, c) => [...get(D), ...get(S), ...v.load(16 * c), ...v.store(16 * c)]).flat(),
+    ...get(S), ...i32(srcStride * 4), ...op.i32Add, ...set(S),
+    ...get(D), ...i32(stepBytes), ...op.i32Add, ...set(D),
+    ...op.br(0),
+    ...op.end, ...op.end,
+    ...get(P), ...i32(1), ...op.i32Add, ...set(P),
+    ...op.br(0),
+    ...op.end, ...op.end,
+  ];
+  return { name: 'packColumns', params: 4, locals: { i32: 4, f32: 0, v128: 0 }, code };
 }
