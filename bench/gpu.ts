@@ -15,7 +15,11 @@
  *    its default threads; ours the exporter's default), the same input file, the three outputs compared,
  *  - llama-quantize on the same data when QUANTLENS_LLAMA_QUANTIZE and QUANTLENS_BENCH_GGUF_F32 name a
  *    binary and an F32 GGUF (it cannot read safetensors), next to our two paths on that GGUF.
- * QUANTLENS_BENCH_GPU_PARTS (default all: device,types,tensors,job) picks parts for trials.
+ *  - statistics of all weights (part `stats`): the stats job on the CPU path (1 and 2 compute threads) and the GPU
+ *    path on the generated F32 checkpoint (or QUANTLENS_BENCH_STATS_MODEL), each run QUANTLENS_BENCH_STATS_RUNS
+ *    times (default 3), interleaved with reads of the file from the page cache, wall and CPU time (all threads)
+ *    per run, the best and median wall ÷ the best read.
+ * QUANTLENS_BENCH_GPU_PARTS (default all: device,types,tensors,stats,job) picks parts for trials.
  */
 import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -243,6 +247,80 @@ async function endToEnd(runner: JobRunner, model: string, dataBytes: number, dir
   }
 }
 
+/** Wall and CPU time (user + system, every thread of this process, the job worker's included) of one run. */
+async function timed(fn: () => Promise<void>): Promise<{ wall: number; cpu: number }> {
+  const c0 = process.cpuUsage();
+  const t0 = performance.now();
+  await fn();
+  const wall = performance.now() - t0;
+  const c = process.cpuUsage(c0);
+  return { wall, cpu: (c.user + c.system) / 1000 };
+}
+
+/**
+ * The stats job over all weights: CPU path at 1 and 2 compute threads (QUANTLENS_STATS_THREADS) and the GPU path,
+ * runs interleaved with reads of the file, so that every variant sees the same machine load.
+ */
+async function statsFigures(model: string, hasGpu: boolean): Promise<void> {
+  const runs = Math.max(1, Number(process.env.QUANTLENS_BENCH_STATS_RUNS ?? '3'));
+  const bytes = statSync(model).size;
+  const variants: { name: string; device: DeviceChoice; threads?: string }[] = [
+    { name: 'CPU path, 1 thread', device: 'cpu', threads: '1' },
+    { name: 'CPU path, 2 threads', device: 'cpu', threads: '2' },
+  ];
+  if (hasGpu) variants.push({ name: 'GPU path', device: 'gpu' });
+  const reads: { wall: number; cpu: number }[] = [];
+  const times = new Map<string, { wall: number; cpu: number }[]>(variants.map((v) => [v.name, []]));
+  const readOnce = async () => {
+    const source = await FileByteSource.open(model);
+    try {
+      const window = new Uint8Array(64 * MiB);
+      reads.push(await timed(async () => {
+        for (let off = 0; off < source.size; off += window.byteLength) await source.read(off, window.subarray(0, Math.min(window.byteLength, source.size - off)));
+      }));
+    } finally {
+      await source.close();
+    }
+  };
+  // A worker copies process.env when it starts: one runner per thread setting.
+  const saved = process.env.QUANTLENS_STATS_THREADS;
+  const runners = new Map<string, JobRunner>();
+  try {
+    for (const v of variants) {
+      if (v.threads === undefined) delete process.env.QUANTLENS_STATS_THREADS;
+      else process.env.QUANTLENS_STATS_THREADS = v.threads;
+      runners.set(v.name, await JobRunner.start());
+    }
+    if (saved === undefined) delete process.env.QUANTLENS_STATS_THREADS;
+    else process.env.QUANTLENS_STATS_THREADS = saved;
+    await readOnce(); // page cache warm
+    for (let r = 0; r < runs; r++) {
+      for (const v of variants) {
+        await readOnce();
+        const runner = runners.get(v.name)!;
+        times.get(v.name)!.push(await timed(async () => {
+          await runner.run({ kind: 'stats', modelPath: model, device: v.device, histogramBins: 64, logOctaves: 24, outlierSigma: 6, topChannels: 8 });
+        }));
+      }
+    }
+  } finally {
+    if (saved === undefined) delete process.env.QUANTLENS_STATS_THREADS;
+    else process.env.QUANTLENS_STATS_THREADS = saved;
+    for (const runner of runners.values()) await runner.dispose();
+  }
+  const bestRead = Math.min(...reads.map((x) => x.wall));
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  line(`stats: read the file (page cache), ${reads.length} reads`, `best ${rate(bytes, bestRead)}, median ${median(reads.map((x) => x.wall)).toFixed(0)} ms, CPU ${median(reads.map((x) => x.cpu)).toFixed(0)} ms`);
+  for (const v of variants) {
+    const t = times.get(v.name)!;
+    const best = Math.min(...t.map((x) => x.wall));
+    line(
+      `stats of all weights, ${v.name}`,
+      `best ${best.toFixed(0)} ms = ${(best / bestRead).toFixed(2)}x the read, median ${median(t.map((x) => x.wall)).toFixed(0)} ms = ${(median(t.map((x) => x.wall)) / bestRead).toFixed(2)}x; CPU ${t.map((x) => x.cpu.toFixed(0)).join(' / ')} ms; walls ${t.map((x) => x.wall.toFixed(0)).join(' / ')} ms (target <= 2x)`,
+    );
+  }
+}
+
 function repoRoot(): string {
   for (const candidate of [resolve(__dirname, '..'), process.cwd()]) if (existsSync(join(candidate, 'package.json'))) return candidate;
   return process.cwd();
@@ -308,7 +386,7 @@ async function quantizeJobFigures(runner: JobRunner, sizeMiB: number, dir: strin
 
 export async function benchGpu(): Promise<void> {
   const sizeMiB = Number(process.env.QUANTLENS_BENCH_GPU_MB ?? '1024');
-  const parts = new Set((process.env.QUANTLENS_BENCH_GPU_PARTS ?? 'device,types,tensors,job').split(',').map((p) => p.trim()));
+  const parts = new Set((process.env.QUANTLENS_BENCH_GPU_PARTS ?? 'device,types,tensors,stats,job').split(',').map((p) => p.trim()));
   let gpu: GpuContext | null = null;
   try {
     gpu = await acquireGpu();
@@ -328,9 +406,17 @@ export async function benchGpu(): Promise<void> {
       gpu.destroy();
     }
   }
+  const hasGpu = gpu !== null;
   const dir = mkdtempSync(join(tmpdir(), 'quantlens-bench-gpu-'));
   const runner = await JobRunner.start();
   try {
+    if (parts.has('stats')) {
+      const given = process.env.QUANTLENS_BENCH_STATS_MODEL;
+      const model = given ?? join(dir, 'stats.safetensors');
+      if (given === undefined) writeCheckpoint(model, sizeMiB * MiB);
+      await statsFigures(model, hasGpu);
+      if (given === undefined) rmSync(model, { force: true });
+    }
     if (parts.has('tensors')) {
       const model = join(dir, 'model.safetensors');
       const dataBytes = writeCheckpoint(model, sizeMiB * MiB);

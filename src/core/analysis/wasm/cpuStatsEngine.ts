@@ -41,8 +41,13 @@ interface Pending {
 
 const sameRead = (a: WindowRead, b: WindowRead): boolean => a.tensorIndex === b.tensorIndex && a.rowStart === b.rowStart && a.rowCount === b.rowCount;
 
-/** Two compute threads where the machine has two cores or more (the reads run beside them on libuv's pool). */
+/**
+ * Two compute threads where the machine has two cores or more (the reads run beside them on libuv's pool);
+ * QUANTLENS_STATS_THREADS=1 or 2 overrides it (for A/B measurements, bench gpu).
+ */
 export function defaultStatsThreads(): number {
+  const forced = process.env.QUANTLENS_STATS_THREADS;
+  if (forced === '1' || forced === '2') return Number(forced);
   return availableParallelism() >= 2 ? 2 : 1;
 }
 
