@@ -68,9 +68,11 @@ function kernelStats(kernels: WeightStatsKernels, shape: readonly number[], valu
   kernels.reserve(1, values.length);
   kernels.slotView(0, values.length).set(values);
   const rowMoments = kernels.rowMoments(0, rows, rowLength);
-  const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+  const total = summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments()));
+  const spec = secondPassSpecOf(total, options);
   const counts = emptySecondPassCounts(spec, rows, rowLength);
-  kernels.secondPass(0, rows, rowLength, 0, spec, counts);
+  // As the engine: the kernel's unmasked pass when pass 1 found no NaN / Inf.
+  kernels.secondPass(0, rows, rowLength, 0, spec, counts, total.nanCount + total.infCount === 0);
   return statsFromPasses('t', shape, rowMoments, spec, counts);
 }
 
@@ -112,6 +114,12 @@ test('kernels on one and two threads equal the JS reference: specials, odd row l
       const narrow = Float32Array.from({ length: 40 }, (_, i) => (i % 3 === 0 ? 1e-45 : 0));
       const narrowStats = kernelStats(kernels, [40], narrow);
       assertSameStats(narrowStats, computeTensorStats('t', [40], narrow), 1e-12, `${threads} threads, infinite scale`);
+      // Finite values whose differences overflow f32 (x - lo = Inf, threshold Inf), without NaN/Inf: the unmasked pass.
+      const huge = Float32Array.from({ length: 3 * 12 }, (_, i) => (i % 5 === 0 ? 3e38 : i % 7 === 0 ? -3e38 : i * 1e36));
+      assertSameStats(kernelStats(kernels, [3, 12], huge), computeTensorStats('t', [3, 12], huge), 1e-12, `${threads} threads, overflowing range`);
+      // Random rows without specials (the unmasked pass), 4 values short of a multiple of 4 in length.
+      const plain = Float32Array.from({ length: 50 * 253 }, normalRng(17));
+      assertSameStats(kernelStats(kernels, [50, 253], plain), computeTensorStats('t', [50, 253], plain), 1e-12, `${threads} threads, finite rows`);
       // Constant and all-NaN rows.
       const flat = new Float32Array(3 * 8).fill(2.5);
       flat.fill(Number.NaN, 8, 16);

@@ -124,12 +124,14 @@ export class CpuStatsEngine {
       rowMoments.push(...this.kernels.rowMoments(slot, w.rowCount, rowLength));
       if (windows.length === 1) resident = slot;
     }
-    const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+    const total = summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments()));
+    const spec = secondPassSpecOf(total, options);
+    const allFinite = total.nanCount === 0 && total.infCount === 0;
     const counts = emptySecondPassCounts(spec, rows, rowLength);
     for (const w of windows) {
       checkCancel();
       const slot = resident >= 0 ? resident : await this.take(w);
-      this.kernels.secondPass(slot, w.rowCount, rowLength, w.rowStart, spec, counts);
+      this.kernels.secondPass(slot, w.rowCount, rowLength, w.rowStart, spec, counts, allFinite);
     }
     return statsFromPasses(tensor.name, tensor.shape, rowMoments, spec, counts);
   }

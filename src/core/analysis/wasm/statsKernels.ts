@@ -46,7 +46,7 @@ const HELPER_TIMEOUT_MS = 60_000;
 interface WeightStatsExports {
   heapBase(): number;
   rowMoments(src: number, rows: number, rowLength: number, out: number): void;
-  secondPass(src: number, rows: number, rowLength: number, lo: number, scale: number, bins: number, threshold: number, center: number, tables: number, rowOut: number, colOut: number): void;
+  secondPass(src: number, rows: number, rowLength: number, lo: number, scale: number, bins: number, threshold: number, center: number, tables: number, rowOut: number, colOut: number, clean: number): void;
 }
 
 const FUNCTIONS = ['heapBase', 'rowMoments', 'secondPass'] as const;
@@ -72,7 +72,7 @@ for (;;) {
   let failed = 0;
   try {
     if (op === 1) wasm.rowMoments(a[0], a[1], a[2], a[3]);
-    else if (op === 2) wasm.secondPass(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10]);
+    else if (op === 2) wasm.secondPass(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
   } catch (e) {
     failed = 1;
   }
@@ -315,8 +315,12 @@ export class WeightStatsKernels {
     return out;
   }
 
-  /** Adds `rows` whole rows at the start of a slot (rows rowStart.. of the tensor) to the pass 2 counters (as countSecondPassCpu). */
-  secondPass(slot: number, rows: number, rowLength: number, rowStart: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
+  /**
+   * Adds `rows` whole rows at the start of a slot (rows rowStart.. of the tensor) to the pass 2 counters (as
+   * countSecondPassCpu). `allFinite`: the caller knows (from pass 1) that these rows hold no NaN or Inf, so the
+   * kernel may leave out its masks (it does when the histogram scale is finite too).
+   */
+  secondPass(slot: number, rows: number, rowLength: number, rowStart: number, spec: SecondPassSpec, counts: SecondPassCounts, allFinite = false): void {
     this.checkSlot(slot, rows * rowLength);
     if (rows === 0 || rowLength === 0) return;
     const bins = spec.fixed.bins;
@@ -324,8 +328,9 @@ export class WeightStatsKernels {
     const u32 = new Uint32Array(this.memory.buffer);
     for (const s of this.scratch) u32.fill(0, s.tables / 4, s.tables / 4 + 4 * LANE_TABLE);
     const base = this.slotPtr(slot);
-    const args = (s: Scratch, src: number, callRows: number, length: number): number[] => [src, callRows, length, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, s.tables, s.rowOut, s.colOut];
-    const call = (a: readonly number[]) => this.wasm.secondPass(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!);
+    const clean = allFinite && Number.isFinite(spec.fixed.scale) ? 1 : 0;
+    const args = (s: Scratch, src: number, callRows: number, length: number): number[] => [src, callRows, length, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, s.tables, s.rowOut, s.colOut, clean];
+    const call = (a: readonly number[]) => this.wasm.secondPass(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!, a[11]!);
     const addColumns = (s: Scratch, colStart: number, length: number) => {
       const col = u32.subarray(s.colOut / 4, s.colOut / 4 + length);
       for (let c = 0; c < length; c++) if (col[c] !== 0) counts.columnOutliers[colStart + c]! += col[c]!;

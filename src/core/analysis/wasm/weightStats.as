@@ -47,17 +47,35 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
     let vmin = posInf;
     let vmax = negInf;
     let vabs = zero;
+    // First as if every value were finite (no masks); a row where that was wrong is done again with masks.
     for (let i = 0; i < vecEnd; i += 4) {
       const x = v128.load(row + ((<usize>i) << 2));
-      const finite = i32x4.lt_s(v128.and(x, absMask), finiteLimit);
-      count = i32x4.sub(count, finite);
-      const xz = v128.and(x, finite);
-      // pmin / pmax (one instruction each) are exact here: no NaN reaches them.
-      vmin = f32x4.pmin(vmin, v128.bitselect(x, posInf, finite));
-      vmax = f32x4.pmax(vmax, v128.bitselect(x, negInf, finite));
-      vabs = f32x4.pmax(vabs, f32x4.abs(xz));
-      sumLo = f64x2.add(sumLo, f64x2.promote_low_f32x4(xz));
-      sumHi = f64x2.add(sumHi, f64x2.promote_low_f32x4(i32x4.shuffle(xz, xz, 2, 3, 2, 3)));
+      count = i32x4.sub(count, i32x4.lt_s(v128.and(x, absMask), finiteLimit));
+      // pmin / pmax are one instruction each; their results are used only when no NaN or Inf reached them.
+      vmin = f32x4.pmin(vmin, x);
+      vmax = f32x4.pmax(vmax, x);
+      vabs = f32x4.pmax(vabs, f32x4.abs(x));
+      sumLo = f64x2.add(sumLo, f64x2.promote_low_f32x4(x));
+      sumHi = f64x2.add(sumHi, f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 2, 3)));
+    }
+    if (i32x4.extract_lane(count, 0) + i32x4.extract_lane(count, 1) + i32x4.extract_lane(count, 2) + i32x4.extract_lane(count, 3) != vecEnd) {
+      count = i32x4.splat(0);
+      sumLo = f64x2.splat(0);
+      sumHi = f64x2.splat(0);
+      vmin = posInf;
+      vmax = negInf;
+      vabs = zero;
+      for (let i = 0; i < vecEnd; i += 4) {
+        const x = v128.load(row + ((<usize>i) << 2));
+        const finite = i32x4.lt_s(v128.and(x, absMask), finiteLimit);
+        count = i32x4.sub(count, finite);
+        const xz = v128.and(x, finite);
+        vmin = f32x4.pmin(vmin, v128.bitselect(x, posInf, finite));
+        vmax = f32x4.pmax(vmax, v128.bitselect(x, negInf, finite));
+        vabs = f32x4.pmax(vabs, f32x4.abs(xz));
+        sumLo = f64x2.add(sumLo, f64x2.promote_low_f32x4(xz));
+        sumHi = f64x2.add(sumHi, f64x2.promote_low_f32x4(i32x4.shuffle(xz, xz, 2, 3, 2, 3)));
+      }
     }
     let n: i32 = i32x4.extract_lane(count, 0) + i32x4.extract_lane(count, 1) + i32x4.extract_lane(count, 2) + i32x4.extract_lane(count, 3);
     let sum: f64 = hsum(sumLo) + hsum(sumHi);
@@ -155,6 +173,26 @@ export function secondPassTableBytes(): usize {
   return LANE_TABLE_BYTES << 2;
 }
 
+/** One increment per lane in each of the two tables of that lane (bin and logIdx are byte offsets). */
+@inline function bump8(t0: usize, t1: usize, t2: usize, t3: usize, bin: v128, logIdx: v128): void {
+  let p: usize = t0 + <usize>i32x4.extract_lane(bin, 0);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t1 + <usize>i32x4.extract_lane(bin, 1);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t2 + <usize>i32x4.extract_lane(bin, 2);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t3 + <usize>i32x4.extract_lane(bin, 3);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t0 + <usize>i32x4.extract_lane(logIdx, 0);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t1 + <usize>i32x4.extract_lane(logIdx, 1);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t2 + <usize>i32x4.extract_lane(logIdx, 2);
+  store<u32>(p, load<u32>(p) + 1);
+  p = t3 + <usize>i32x4.extract_lane(logIdx, 3);
+  store<u32>(p, load<u32>(p) + 1);
+}
+
 /**
  * Pass 2 over whole rows: both histograms and the outlier counts.
  *   tables: 4 lanes' tables (one per SIMD lane, so consecutive increments do not wait on each other), each
@@ -163,6 +201,8 @@ export function secondPassTableBytes(): usize {
  *           (exponent, two mantissa bits), which the caller folds into the spec's octaves (non-finite values
  *           land in slots >= 1020, which it ignores);
  *   rowOut[r] and colOut[c] (u32) count the finite values with |f32(x - center)| > threshold.
+ * `clean` (1) promises that every value is finite and `scale` too: then no value is skipped and no mask is needed
+ * (an infinite x - lo times a finite positive scale clamps to the last bin, as in the reference).
  */
 export function secondPass(
   src: usize,
@@ -176,6 +216,7 @@ export function secondPass(
   tables: usize,
   rowOut: usize,
   colOut: usize,
+  clean: i32,
 ): void {
   const vecEnd: i32 = rowLength & ~3;
   const rowBytes: usize = (<usize>rowLength) << 2;
@@ -199,7 +240,20 @@ export function secondPass(
   for (let r = 0; r < rows; r++) {
     const row = src + <usize>r * rowBytes;
     let rowCount = i32x4.splat(0);
-    for (let i = 0; i < vecEnd; i += 4) {
+    if (clean) {
+      for (let i = 0; i < vecEnd; i += 4) {
+        const x = v128.load(row + ((<usize>i) << 2));
+        const t = f32x4.floor(f32x4.mul(f32x4.sub(x, loV), scaleV));
+        const clamped = f32x4.pmax(zeroF, f32x4.pmin(lastBin, t));
+        const bin = i32x4.shl(i32x4.sub(f32x4.add(clamped, magic), magicBits), 2);
+        const logIdx = i32x4.add(i32x4.shl(i32x4.shr_u(v128.and(x, absMask), 21), 2), logOffset);
+        const outlier = f32x4.gt(f32x4.abs(f32x4.sub(x, centerV)), thresholdV);
+        rowCount = i32x4.sub(rowCount, outlier);
+        const colPtr = colOut + ((<usize>i) << 2);
+        v128.store(colPtr, i32x4.sub(v128.load(colPtr), outlier));
+        bump8(t0, t1, t2, t3, bin, logIdx);
+      }
+    } else for (let i = 0; i < vecEnd; i += 4) {
       const x = v128.load(row + ((<usize>i) << 2));
       const ax = v128.and(x, absMask);
       const finite = i32x4.lt_s(ax, finiteLimit);
@@ -214,22 +268,7 @@ export function secondPass(
       rowCount = i32x4.sub(rowCount, outlier);
       const colPtr = colOut + ((<usize>i) << 2);
       v128.store(colPtr, i32x4.sub(v128.load(colPtr), outlier));
-      let p: usize = t0 + <usize>i32x4.extract_lane(bin, 0);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t1 + <usize>i32x4.extract_lane(bin, 1);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t2 + <usize>i32x4.extract_lane(bin, 2);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t3 + <usize>i32x4.extract_lane(bin, 3);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t0 + <usize>i32x4.extract_lane(logIdx, 0);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t1 + <usize>i32x4.extract_lane(logIdx, 1);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t2 + <usize>i32x4.extract_lane(logIdx, 2);
-      store<u32>(p, load<u32>(p) + 1);
-      p = t3 + <usize>i32x4.extract_lane(logIdx, 3);
-      store<u32>(p, load<u32>(p) + 1);
+      bump8(t0, t1, t2, t3, bin, logIdx);
     }
     let rowOutliers: u32 = <u32>(i32x4.extract_lane(rowCount, 0) + i32x4.extract_lane(rowCount, 1) + i32x4.extract_lane(rowCount, 2) + i32x4.extract_lane(rowCount, 3));
     for (let i = vecEnd; i < rowLength; i++) {
