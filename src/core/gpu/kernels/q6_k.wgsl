@@ -25,11 +25,15 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     for (var i = 0u; i < 16u; i = i + 1u) { (*L)[lo + i] = 0; }
     return 0.0;
   }
+  // The group's values, loaded once (the search reads them 20 times; a storage load is a gather across
+  // invocations on software adapters such as lavapipe).
+  var xs: array<f32, 16>;
+  for (var i = 0u; i < 16u; i = i + 1u) { xs[i] = src[xo + i]; }
   var iscale = div_rn(-32.0, mx);
   var sumlx = 0.0;
   var suml2 = 0.0;
   for (var i = 0u; i < 16u; i = i + 1u) {
-    let xi = src[xo + i];
+    let xi = xs[i];
     let l = clamp_l(nint(iscale * xi));
     (*L)[lo + i] = l + 32;
     let w = xi * xi;
@@ -46,7 +50,7 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     sumlx = 0.0;
     suml2 = 0.0;
     for (var i = 0u; i < 16u; i = i + 1u) {
-      let xi = src[xo + i];
+      let xi = xs[i];
       let lf = f32(clamp_l(nint(iscale * xi)));
       let w = xi * xi;
       sumlx = sumlx + op(op(w * xi) * lf);
@@ -54,7 +58,7 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     }
     if (suml2 > 0.0 && sumlx * sumlx > best * suml2) {
       for (var i = 0u; i < 16u; i = i + 1u) {
-        (*L)[lo + i] = 32 + clamp_l(nint(iscale * src[xo + i]));
+        (*L)[lo + i] = 32 + clamp_l(nint(iscale * xs[i]));
       }
       scale = div_rn(sumlx, suml2);
       best = scale * sumlx;

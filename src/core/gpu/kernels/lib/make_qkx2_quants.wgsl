@@ -15,13 +15,17 @@ fn qkx2_error(diff: f32) -> f32 {
 // make_qkx2_quants over src[xo..xo+QKX2_N); L written at lo.
 fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<function, array<i32, 256>>, lo: u32, the_min: ptr<function, f32>) -> f32 {
   var laux: array<i32, QKX2_N>;
-  var mn = src[xo];
-  var mx = src[xo];
+  // The group's values, loaded once: the search below reads them 2 * (QKX2_NSTEP + 1) + 2 times, and a storage
+  // load is a gather across invocations on software adapters (lavapipe), where this is most of the kernel's time.
+  var xs: array<f32, QKX2_N>;
+  for (var i = 0u; i < QKX2_N; i = i + 1u) { xs[i] = src[xo + i]; }
+  var mn = xs[0];
+  var mx = xs[0];
   let sum_w0 = (*weights)[0];
   var sum_w = sum_w0;
-  var sum_x = op(sum_w0 * src[xo]);
+  var sum_x = op(sum_w0 * xs[0]);
   for (var i = 1u; i < QKX2_N; i = i + 1u) {
-    let xi = src[xo + i];
+    let xi = xs[i];
     if (xi < mn) { mn = xi; }
     if (xi > mx) { mx = xi; }
     let w = (*weights)[i];
@@ -38,7 +42,7 @@ fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<
   var scale = div_rn(1.0, iscale);
   var best_error = 0.0;
   for (var i = 0u; i < QKX2_N; i = i + 1u) {
-    let xi = src[xo + i];
+    let xi = xs[i];
     let l = clamp_q(nint(iscale * (xi - mn)));
     (*L)[lo + i] = l;
     let diff = qkx2_error((op(scale * f32(l)) + mn) - xi);
@@ -50,7 +54,7 @@ fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<
     var sum_l2 = 0.0;
     var sum_xl = 0.0;
     for (var i = 0u; i < QKX2_N; i = i + 1u) {
-      let xi = src[xo + i];
+      let xi = xs[i];
       let l = clamp_q(nint(iscale * (xi - mn)));
       laux[i] = l;
       let lf = f32(l);
@@ -69,7 +73,7 @@ fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<
       }
       var cur_error = 0.0;
       for (var i = 0u; i < QKX2_N; i = i + 1u) {
-        let diff = qkx2_error((op(this_scale * f32(laux[i])) + this_min) - src[xo + i]);
+        let diff = qkx2_error((op(this_scale * f32(laux[i])) + this_min) - xs[i]);
         cur_error = cur_error + op((*weights)[i] * diff);
       }
       if (cur_error < best_error) {
