@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { InvalidArgumentError } from '../../src/core/errors';
-import { addInPlace, causalAttention, rmsNorm, swiglu } from '../../src/core/model/kernels';
+import { addInPlace, applyRope, causalAttention, rmsNorm, ropeTables, swiglu } from '../../src/core/model/kernels';
 import {
+  applyRopeRows,
   attentionByMatmul,
   attentionScratch,
   headNll,
@@ -156,6 +157,28 @@ test('rmsNormRows gives kernels.rmsNorm bit for bit; matmulResidentAdd gives mat
     assert.deepEqual(addOnly, expected);
   } finally {
     w.release();
+  }
+});
+
+test('applyRopeRows gives kernels.applyRope bit for bit (signed zeros included), both layouts, with a position offset and the JS fallback', () => {
+  for (const layout of ['half', 'interleaved'] as const) {
+    for (const [rows, heads, headDim, offset] of [
+      [37, 6, 64, 0],
+      [5, 3, 16, 11],
+      [4, 2, 6, 2], // head size not a multiple of 8: the JS loop
+    ] as const) {
+      const tables = ropeTables(rows + offset, headDim, 10000);
+      const x = Float32Array.from(values(rows * heads * headDim, rows * headDim), (z) => z * 5);
+      x[0] = -0;
+      x[headDim / 2] = 0;
+      const expected = x.slice();
+      applyRope(expected, rows, heads, headDim, tables, layout, offset);
+      const got = x.slice();
+      applyRopeRows(got, rows, heads, headDim, tables, layout, offset);
+      for (let i = 0; i < got.length; i++) {
+        if (!Object.is(got[i], expected[i])) assert.fail(`${layout} ${rows}x${heads}x${headDim} offset ${offset} [${i}]: ${got[i]} vs ${expected[i]}`);
+      }
+    }
   }
 });
 

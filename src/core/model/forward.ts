@@ -12,8 +12,9 @@ import { totalmem } from 'node:os';
 import { CancelledError, FormatError, InvalidArgumentError, UnsupportedError } from '../errors';
 import type { Checkpoint, TensorEntry } from '../formats/checkpoint';
 import type { ActivationSiteKind } from '../../protocol/analysis';
-import { applyRope, ropeTables } from './kernels';
+import { ropeTables } from './kernels';
 import {
+  applyRopeRows,
   attentionByMatmul,
   attentionScratch,
   headNll,
@@ -419,8 +420,8 @@ export class LlamaModel {
           quantizeInput(normed, H);
           matmulResidentShared(normed, [L.q, L.k, L.v], [q, k, v], rows);
           addQkvBiases(weights, q, k, v, rows);
-          applyRope(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
-          applyRope(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
+          applyRopeRows(q, rows, c.numHeads, c.headDim, tables, c.ropeLayout);
+          applyRopeRows(k, rows, c.numKvHeads, c.headDim, tables, c.ropeLayout);
           if (quant?.kvBits != null) {
             fakeQuantizeKv(k, rows, c.numKvHeads, c.headDim, quant.kvBits);
             fakeQuantizeKv(v, rows, c.numKvHeads, c.headDim, quant.kvBits);

@@ -23,10 +23,11 @@
  * once with `residentWeight` and multiplied with `matmulResident`; `matmul` packs its w per call.
  */
 import { InvalidArgumentError } from '../errors';
-import { addInPlace, matmulTransposed, rmsNorm, swiglu } from './kernels';
+import { addInPlace, applyRope, matmulTransposed, rmsNorm, swiglu, type RopeLayout } from './kernels';
 import { buildModule, wasmApi, type WasmMemory } from './wasm/assembler';
 import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
 import { addRmsNormKernel, NORM_MODE } from './wasm/normKernels';
+import { ropeKernel } from './wasm/ropeKernel';
 import { MAX_BLOCK_ROWS as KERNEL_BLOCK_ROWS, PANEL_OUTS as KERNEL_PANEL_OUTS, packColumnsKernel, packPanelsKernel, panelKernelName, panelMatmulKernel } from './wasm/panelMatmulKernels';
 
 // Local copies: hot loops must not read an imported binding (a getter call under CommonJS interop).
@@ -63,6 +64,7 @@ type SwigluFn = (gate: number, up: number, n: number) => void;
 type SoftmaxCausalFn = (scores: number, rows: number, stride: number, scaleBits: number) => void;
 type ExpFn = (src: number, dst: number, n: number) => void;
 type LogSumExpFn = (x: number, rows: number, cols: number, out: number) => void;
+type RopeFn = (x: number, rows: number, heads: number, cos: number, sin: number) => void;
 type AddRmsNormFn = (x: number, delta: number, weight: number, out: number, rows: number, width: number, epsAt: number, mode: number) => void;
 
 interface ElementwiseKernels {
@@ -82,6 +84,8 @@ interface WasmState {
   residentEnd: number;
   /** Resident weights not yet released. */
   residentLive: number;
+  /** RoPE kernels per head size and layout ('64/half'). */
+  rope: Map<string, RopeFn>;
   /** Whether the engine runs relaxed SIMD (f32x4.relaxed_madd): Node >= 21, Electron >= 25; Node 20 only with --experimental-wasm-relaxed-simd. */
   fused: boolean;
 }
@@ -95,7 +99,7 @@ function loadState(): WasmState | null {
     if (api === undefined || !api.validate(buildModule([panelMatmulKernel(MAX_BLOCK_ROWS, 4, false)], 1))) state = null;
     else {
       const fused = api.validate(buildModule([panelMatmulKernel(MAX_BLOCK_ROWS, 4, true)], 1));
-      state = { memory: new api.Memory({ initial: 1 }), elementwise: null, kernels: new Map(), residentEnd: 0, residentLive: 0, fused };
+      state = { memory: new api.Memory({ initial: 1 }), elementwise: null, kernels: new Map(), rope: new Map(), residentEnd: 0, residentLive: 0, fused };
     }
   } catch {
     state = null;
@@ -757,4 +761,52 @@ export function matmulResidentAdd(x: Float32Array, w: ResidentWeight, residual: 
   elementwiseFor(s).addRmsNorm(residualAt, projectedAt, weightAt, normedAt, rows, outs, epsAt, mode);
   residual.set(heap.subarray(residualAt / 4, residualAt / 4 + rows * outs));
   if (norm !== undefined) norm.out.set(heap.subarray(normedAt / 4, normedAt / 4 + rows * outs));
+}
+
+function ropeFor(s: WasmState, headDim: number, layout: RopeLayout): RopeFn {
+  const key = `${headDim}/${layout}`;
+  const have = s.rope.get(key);
+  if (have !== undefined) return have;
+  const api = wasmApi();
+  if (api === undefined) throw new InvalidArgumentError('WebAssembly disappeared');
+  const { rope } = new api.Instance(new api.Module(buildModule([ropeKernel(headDim, layout === 'interleaved')], 1)), { env: { mem: s.memory } }).exports;
+  if (typeof rope !== 'function') throw new InvalidArgumentError('RoPE kernel module has no rope export');
+  s.rope.set(key, rope as RopeFn);
+  return rope as RopeFn;
+}
+
+/**
+ * Same contract as kernels.applyRope (every head of x [rows, heads * headDim] rotated in place, row t
+ * at position positionOffset + t), the same bits, by the SIMD kernel of wasm/ropeKernel.ts when
+ * headDim is a multiple of 8; the JS loop otherwise.
+ */
+export function applyRopeRows(
+  x: Float32Array,
+  rows: number,
+  heads: number,
+  headDim: number,
+  tables: { cos: Float32Array; sin: Float32Array },
+  layout: RopeLayout,
+  positionOffset = 0,
+): void {
+  const s = loadState();
+  const half = headDim / 2;
+  const width = heads * headDim;
+  const tableFloats = rows * half;
+  if (s === null || headDim % 8 !== 0 || s.residentEnd + 4 * (rows * width + 2 * tableFloats) + 512 > MAX_WASM_BYTES) {
+    applyRope(x, rows, heads, headDim, tables, layout, positionOffset);
+    return;
+  }
+  // The interleaved kernel loads 4 table floats for 2: 16 bytes of slack after each table.
+  const xAt = align64(s.residentEnd);
+  const cosAt = align64(xAt + 4 * rows * width);
+  const sinAt = align64(cosAt + 4 * tableFloats + 16);
+  ensureBytes(s, sinAt + 4 * tableFloats + 16);
+  const rope = ropeFor(s, headDim, layout);
+  const heap = new Float32Array(s.memory.buffer);
+  heap.set(x.subarray(0, rows * width), xAt / 4);
+  heap.set(tables.cos.subarray(positionOffset * half, positionOffset * half + tableFloats), cosAt / 4);
+  heap.set(tables.sin.subarray(positionOffset * half, positionOffset * half + tableFloats), sinAt / 4);
+  rope(xAt, rows, heads, cosAt, sinAt);
+  x.set(heap.subarray(xAt / 4, xAt / 4 + rows * width));
 }

@@ -93,6 +93,7 @@ export const v = {
   f32Lane: (lane: number): number[] => simd(0x1f, lane),
   f32Add: simd(0xe4),
   f32Sub: simd(0xe5),
+  f32Neg: simd(0xe1),
   f32Mul: simd(0xe6),
   f32Div: simd(0xe7),
   /** Pseudo-max (b < a ? a : b), x86 maxps. */
@@ -113,6 +114,8 @@ export const v = {
   f64PromoteLow: simd(0x5f),
   f64Add: simd(0xf0),
   f64Mul: simd(0xf2),
+  f64Sub: simd(0xf1),
+  f32DemoteF64Zero: simd(0x5e),
   f64Lane: (lane: number): number[] => simd(0x21, lane),
   f64Zero: simd(0x0c, ...new Array<number>(16).fill(0)),
   /** Relaxed SIMD: a * b + c, fused or not (the engine's choice). */
