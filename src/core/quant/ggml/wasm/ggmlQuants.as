@@ -1103,9 +1103,14 @@ export function quantizeQ6_K(src: usize, dst: usize, nb: i32): void {
       const d: f32 = dStored * <f32>load<i8>(s + <usize>j);
       if (d == 0) continue;
       const g = x + <usize>j * 64;
-      for (let ii = 0; ii < 16; ii++) {
-        store<i8>(L_PTR + <usize>(16 * j + ii), <i8>(clampInt(nearestInt(xAt(g, ii) / d), -32, 31) + 32));
-      }
+      // nearest_int(x / d) clamped to -32..31, plus 32: f32x4.div is the scalar division in each lane
+      const dv = f32x4.splat(d);
+      const bias = i32x4.splat(32);
+      const q0 = i32x4.add(clamp4(nearestInt4(f32x4.div(v128.load(g), dv)), -32, 31), bias);
+      const q1 = i32x4.add(clamp4(nearestInt4(f32x4.div(v128.load(g + 16), dv)), -32, 31), bias);
+      const q2 = i32x4.add(clamp4(nearestInt4(f32x4.div(v128.load(g + 32), dv)), -32, 31), bias);
+      const q3 = i32x4.add(clamp4(nearestInt4(f32x4.div(v128.load(g + 48), dv)), -32, 31), bias);
+      v128.store(L_PTR + <usize>(16 * j), narrow16(q0, q1, q2, q3));
     }
     let ql = o;
     let qh = o + 128;
