@@ -1,6 +1,6 @@
 /**
  * The stats job's CPU path (src/core/analysis/wasm/*): the generated module is a build of the current
- * weightStats.as; the kernels, on one thread and on two, give the JS reference's (weightStats.ts) histogram,
+ * weightStats.as; the kernels, on one, two and three threads, give the JS reference's (weightStats.ts) histogram,
  * log-histogram and outlier counts exactly and its moments within 1e-12 (float64 sums in another order), on
  * vectors with NaN / Inf / subnormals / zeros, values on bin edges, row lengths that are not a multiple of 4,
  * rows longer than a kernel piece and an infinite histogram scale; the engine over real checkpoints (micro-llama
@@ -88,9 +88,10 @@ function edgeVectors(rows: number, cols: number, seed: number): Float32Array {
   return x;
 }
 
-test('kernels on one and two threads equal the JS reference: specials, odd row lengths, edges', () => {
-  for (const threads of [1, 2]) {
+test('kernels on one, two and three threads equal the JS reference: specials, odd row lengths, edges', () => {
+  for (const threads of [1, 2, 3]) {
     const kernels = WeightStatsKernels.create(threads);
+    assert.equal(kernels?.threads, threads);
     assert.ok(kernels !== null, 'the kernels run in this Node');
     try {
       for (const [rows, cols] of [
@@ -131,7 +132,7 @@ test('kernels on one and two threads equal the JS reference: specials, odd row l
 });
 
 test('a row longer than one kernel piece (1-D, 600,001 values) is merged from pieces', () => {
-  const kernels = WeightStatsKernels.create(2);
+  const kernels = WeightStatsKernels.create(3);
   assert.ok(kernels !== null);
   try {
     const x = edgeVectors(1, 600_001, 5);
@@ -164,7 +165,7 @@ test('engine over micro-llama (BF16 folder, F32 GGUF) in windows of 3 rows of 64
 });
 
 test('engine over tiny-llama (BF16, 18.9 M values) equals the reference', { skip: tinyLlamaDir.skip }, async () => {
-  assert.ok((await engineAgainstReference(tinyLlamaDir.path, 100_000, 2)) > 50);
+  assert.ok((await engineAgainstReference(tinyLlamaDir.path, 100_000, 3)) > 50);
 });
 
 test('engine: tensors out of the planned order are still right; a cancelled signal stops it', async () => {

@@ -25,7 +25,7 @@ import {
   type TensorStats,
   type WeightStatsOptions,
 } from '../weightStats';
-import { WeightStatsKernels } from './statsKernels';
+import { MAX_STATS_THREADS, WeightStatsKernels } from './statsKernels';
 
 interface WindowRead {
   tensorIndex: number;
@@ -42,13 +42,15 @@ interface Pending {
 const sameRead = (a: WindowRead, b: WindowRead): boolean => a.tensorIndex === b.tensorIndex && a.rowStart === b.rowStart && a.rowCount === b.rowCount;
 
 /**
- * Two compute threads where the machine has two cores or more (the reads run beside them on libuv's pool);
- * QUANTLENS_STATS_THREADS=1 or 2 overrides it (for A/B measurements, bench gpu).
+ * Compute threads for the CPU path: every core on a machine of two (the reads run beside them on libuv's pool), one
+ * core left for the reads on larger ones, at most 4 (past that the passes wait on memory rather than on cores);
+ * QUANTLENS_STATS_THREADS=1..8 overrides it (for A/B measurements, bench gpu).
  */
 export function defaultStatsThreads(): number {
-  const forced = process.env.QUANTLENS_STATS_THREADS;
-  if (forced === '1' || forced === '2') return Number(forced);
-  return availableParallelism() >= 2 ? 2 : 1;
+  const forced = Number(process.env.QUANTLENS_STATS_THREADS);
+  if (Number.isInteger(forced) && forced >= 1 && forced <= MAX_STATS_THREADS) return forced;
+  const cores = availableParallelism();
+  return cores <= 2 ? cores : Math.min(4, cores - 1);
 }
 
 /** Rows per window of a tensor, for windows of at most `windowElements` values (at least one row). */

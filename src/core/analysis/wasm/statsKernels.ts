@@ -4,12 +4,12 @@
  * sit in the module's memory. The caller reserves window slots (reserve), reads rows straight into them
  * (slotView + Checkpoint.readRowsF32Into) and runs the passes there: no copy between the file and the kernels.
  *
- * Two threads: the memory is a shared WebAssembly.Memory, and a helper worker_thread instantiates the same module
- * on it. A block of rows is split in two halves: this thread computes the first, the helper the second (each with
- * its own scratch: moments, histogram tables, row and column counters), and the halves are merged here in row
- * order (pass 1: per-row results, nothing merged; pass 2: counts added). The helper waits on an Atomics word
- * (no polling) and is told what to run through a control block in the same memory; a helper that fails or does
- * not answer ends the call with an INTERNAL error (no partial counts). Shared memory does not detach
+ * Threads: the memory is a shared WebAssembly.Memory, and threads - 1 helper worker_threads instantiate the same
+ * module on it. A block of rows is cut into one part per thread: this thread computes the first, each helper one of
+ * the others (each thread with its own scratch: moments, histogram tables, row and column counters), and the parts
+ * are merged here in row order (pass 1: per-row results, nothing merged; pass 2: counts added). A helper waits on
+ * an Atomics word (no polling) and is told what to run through its control block in the same memory; a helper that
+ * fails or does not answer ends the call with an INTERNAL error (no partial counts). Shared memory does not detach
  * views when it grows, so a read in flight into a slot survives reserve().
  *
  * Results: counts exactly the reference's (countSecondPassCpu); moments within float64 rounding of momentsOf
@@ -28,8 +28,12 @@ const MAX_PAGES = 65536;
 const BLOCK_ROWS = 4096;
 /** Longest row piece per kernel call (the column-outlier scratch holds this many). */
 const PIECE = 256 * 1024;
-/** Below this many values a block runs on this thread alone (the hand-off costs more than it saves). */
-const MIN_SPLIT_VALUES = 128 * 1024;
+/** A block is cut into parts of at least this many values (smaller hand-offs cost more than they save). */
+const MIN_PART_VALUES = 64 * 1024;
+/** Most compute threads (this one and helpers). */
+export const MAX_STATS_THREADS = 8;
+/** Bytes of one helper's control block. */
+const CTRL_BYTES = 128;
 /** float64 slots per row in rowMoments' output (weightStats.as ROW_SLOTS). */
 const ROW_SLOTS = 10;
 /** Log-histogram table size per lane (weightStats.as LOG_TABLE); slots from 1020 hold non-finite values. */
@@ -180,14 +184,14 @@ class Helper {
   }
 }
 
-/** Kernel instances on one shared memory: control block and two scratches, then `slots` windows of f32 rows. */
+/** Kernel instances on one shared memory: control blocks and one scratch per thread, then `slots` windows of f32 rows. */
 export class WeightStatsKernels {
-  private readonly ctrlPtr: number;
-  private readonly scratch: readonly [Scratch, Scratch];
+  private readonly scratch: readonly Scratch[];
   private readonly slotsPtr: number;
   private slotElements = 0;
   private slotCount = 0;
-  private helper: Helper | null = null;
+  /** helpers[k] computes part k + 1 of a block, in scratch[k + 1]. */
+  private helpers: Helper[] = [];
 
   private constructor(
     module: object,
@@ -195,24 +199,25 @@ export class WeightStatsKernels {
     private readonly wasm: WeightStatsExports,
     threads: number,
   ) {
-    let p = align64(wasm.heapBase());
-    this.ctrlPtr = p;
-    p += 128;
-    this.scratch = [scratchAt(p), scratchAt(p + SCRATCH_BYTES)];
-    this.slotsPtr = p + 2 * SCRATCH_BYTES;
-    if (threads > 1) {
-      try {
-        new Int32Array(memory.buffer, this.ctrlPtr, 32).fill(0);
-        this.helper = new Helper(new Worker(HELPER_SOURCE, { eval: true, workerData: { module, memory, ctrl: this.ctrlPtr } }), memory, this.ctrlPtr);
-      } catch {
-        this.helper = null;
+    const p = align64(wasm.heapBase());
+    const ctrl = (k: number) => p + k * CTRL_BYTES;
+    const first = p + MAX_STATS_THREADS * CTRL_BYTES;
+    this.scratch = Array.from({ length: threads }, (_, t) => scratchAt(first + t * SCRATCH_BYTES));
+    this.slotsPtr = first + threads * SCRATCH_BYTES;
+    this.grow(this.slotsPtr);
+    try {
+      for (let k = 0; k + 1 < threads; k++) {
+        new Int32Array(memory.buffer, ctrl(k), CTRL_BYTES / 4).fill(0);
+        this.helpers.push(new Helper(new Worker(HELPER_SOURCE, { eval: true, workerData: { module, memory, ctrl: ctrl(k) } }), memory, ctrl(k)));
       }
+    } catch {
+      // Fewer threads than asked (a worker could not start): the blocks are cut into as many parts as there are.
     }
   }
 
   /**
-   * Kernels on this thread and, with threads 2, a helper thread; null where the engine has no WebAssembly SIMD or
-   * shared memory (the caller runs the JS reference). dispose() ends the helper.
+   * Kernels on this thread and threads - 1 helper threads (1..MAX_STATS_THREADS); null where the engine has no
+   * WebAssembly SIMD or shared memory (the caller runs the JS reference). dispose() ends the helpers.
    */
   static create(threads = 1): WeightStatsKernels | null {
     const api = wasmApi();
@@ -223,7 +228,7 @@ export class WeightStatsKernels {
       const exports = new api.Instance(module, { env: { memory } }).exports;
       if (!FUNCTIONS.every((name) => typeof exports[name] === 'function')) return null;
       const wasm = exports as unknown as WeightStatsExports;
-      const kernels = new WeightStatsKernels(module, memory, wasm, threads);
+      const kernels = new WeightStatsKernels(module, memory, wasm, Math.max(1, Math.min(MAX_STATS_THREADS, Math.floor(threads))));
       if (!kernels.grow(kernels.slotsPtr)) {
         kernels.dispose();
         return null;
@@ -234,14 +239,21 @@ export class WeightStatsKernels {
     }
   }
 
-  /** Whether a helper thread takes half of each large block. */
+  /** Compute threads: this one and its helpers. */
   get threads(): number {
-    return this.helper === null ? 1 : 2;
+    return 1 + this.helpers.length;
   }
 
   dispose(): void {
-    this.helper?.stop();
-    this.helper = null;
+    for (const h of this.helpers) h.stop();
+    this.helpers = [];
+  }
+
+  /** Waits for helper k; on failure ends every helper and throws (its counters may hold part of its rows). */
+  private finishHelper(k: number): void {
+    if (this.helpers[k]!.finish()) return;
+    this.dispose();
+    throw new QuantLensError('INTERNAL', 'a statistics helper thread failed or did not answer');
   }
 
   /** Makes room for `slots` windows of `windowElements` f32 values each (never shrinks). False when that does not fit the 32-bit heap. */
@@ -282,22 +294,18 @@ export class WeightStatsKernels {
       return out;
     }
     if (rowLength <= PIECE) {
-      const [mine, theirs] = this.scratch;
       for (let r = 0; r < rows; ) {
-        const { first, second } = this.split(Math.min(rows - r, 2 * BLOCK_ROWS), rowLength);
-        const helped = second > 0 && this.helper !== null;
-        if (helped) this.helper!.start(1, [base + (r + first) * rowLength * 4, second, rowLength, theirs.moments]);
-        this.wasm.rowMoments(base + r * rowLength * 4, first, rowLength, mine.moments);
-        this.collectMoments(mine, first, out);
-        if (second > 0) {
-          if (helped && !this.helper!.finish()) {
-            this.dispose();
-            throw new QuantLensError('INTERNAL', 'the statistics helper thread failed or did not answer');
-          }
-          if (!helped) this.wasm.rowMoments(base + (r + first) * rowLength * 4, second, rowLength, theirs.moments);
-          this.collectMoments(theirs, second, out);
+        const parts = this.split(rows - r, rowLength);
+        let at = r;
+        const starts = parts.map((n) => ((at += n), at - n));
+        for (let k = 1; k < parts.length; k++) this.helpers[k - 1]!.start(1, [base + starts[k]! * rowLength * 4, parts[k]!, rowLength, this.scratch[k]!.moments]);
+        this.wasm.rowMoments(base + r * rowLength * 4, parts[0]!, rowLength, this.scratch[0]!.moments);
+        this.collectMoments(this.scratch[0]!, parts[0]!, out);
+        for (let k = 1; k < parts.length; k++) {
+          this.finishHelper(k - 1);
+          this.collectMoments(this.scratch[k]!, parts[k]!, out);
         }
-        r += first + second;
+        r = at;
       }
       return out;
     }
@@ -305,9 +313,9 @@ export class WeightStatsKernels {
       let merged = emptyMoments();
       for (let c = 0; c < rowLength; c += PIECE) {
         const length = Math.min(PIECE, rowLength - c);
-        this.wasm.rowMoments(base + (r * rowLength + c) * 4, 1, length, this.scratch[0].moments);
+        this.wasm.rowMoments(base + (r * rowLength + c) * 4, 1, length, this.scratch[0]!.moments);
         const piece: Moments[] = [];
-        this.collectMoments(this.scratch[0], 1, piece);
+        this.collectMoments(this.scratch[0]!, 1, piece);
         merged = mergeMoments(merged, piece[0]!);
       }
       out.push(merged);
@@ -341,31 +349,23 @@ export class WeightStatsKernels {
     };
     if (rowLength <= PIECE) {
       for (const s of this.scratch) u32.fill(0, s.colOut / 4, s.colOut / 4 + rowLength);
-      const [mine, theirs] = this.scratch;
       for (let r = 0; r < rows; ) {
-        const { first, second } = this.split(Math.min(rows - r, 2 * BLOCK_ROWS), rowLength);
-        u32.fill(0, mine.rowOut / 4, mine.rowOut / 4 + first);
-        u32.fill(0, theirs.rowOut / 4, theirs.rowOut / 4 + second);
-        const theirArgs = args(theirs, base + (r + first) * rowLength * 4, second, rowLength);
-        const helped = second > 0 && this.helper !== null;
-        if (helped) this.helper!.start(2, theirArgs);
-        call(args(mine, base + r * rowLength * 4, first, rowLength));
-        addRows(mine, rowStart + r, first);
-        if (second > 0) {
-          if (helped && !this.helper!.finish()) {
-            // Its counters may hold part of the half (or still be written): no partial result is returned.
-            this.dispose();
-            throw new QuantLensError('INTERNAL', 'the statistics helper thread failed or did not answer');
-          }
-          if (!helped) call(theirArgs);
-          addRows(theirs, rowStart + r + first, second);
+        const parts = this.split(rows - r, rowLength);
+        let at = r;
+        const starts = parts.map((n) => ((at += n), at - n));
+        parts.forEach((n, k) => u32.fill(0, this.scratch[k]!.rowOut / 4, this.scratch[k]!.rowOut / 4 + n));
+        for (let k = 1; k < parts.length; k++) this.helpers[k - 1]!.start(2, args(this.scratch[k]!, base + starts[k]! * rowLength * 4, parts[k]!, rowLength));
+        call(args(this.scratch[0]!, base + r * rowLength * 4, parts[0]!, rowLength));
+        addRows(this.scratch[0]!, rowStart + r, parts[0]!);
+        for (let k = 1; k < parts.length; k++) {
+          this.finishHelper(k - 1);
+          addRows(this.scratch[k]!, rowStart + starts[k]!, parts[k]!);
         }
-        r += first + second;
+        r = at;
       }
-      addColumns(mine, 0, rowLength);
-      addColumns(theirs, 0, rowLength);
+      for (const s of this.scratch) addColumns(s, 0, rowLength);
     } else {
-      const mine = this.scratch[0];
+      const mine = this.scratch[0]!;
       for (let r = 0; r < rows; r++) {
         u32[mine.rowOut / 4] = 0;
         for (let c = 0; c < rowLength; c += PIECE) {
@@ -380,14 +380,18 @@ export class WeightStatsKernels {
     for (const s of this.scratch) this.foldHistograms(u32, s, spec, counts);
   }
 
-  /** A block of rows cut in two: the second half for the helper when it is worth handing off. */
-  private split(rows: number, rowLength: number): { first: number; second: number } {
-    if (rows < 2 || rows * rowLength < MIN_SPLIT_VALUES) {
-      const first = Math.min(rows, BLOCK_ROWS);
-      return { first, second: Math.min(rows - first, BLOCK_ROWS) };
-    }
-    const first = Math.ceil(rows / 2);
-    return { first, second: rows - first };
+  /**
+   * The next block of at most threads * BLOCK_ROWS of the `rows` rows left, cut into one part per thread (as equal
+   * as rows allow, each at most BLOCK_ROWS and, past the first, at least MIN_PART_VALUES values).
+   */
+  private split(rows: number, rowLength: number): number[] {
+    const threads = this.threads;
+    const block = Math.min(rows, threads * BLOCK_ROWS);
+    const byValues = Math.max(1, Math.floor((block * rowLength) / MIN_PART_VALUES));
+    const partCount = Math.max(Math.ceil(block / BLOCK_ROWS), Math.min(threads, block, byValues));
+    const parts: number[] = [];
+    for (let k = 0; k < partCount; k++) parts.push(Math.floor(((k + 1) * block) / partCount) - Math.floor((k * block) / partCount));
+    return parts;
   }
 
   private foldHistograms(u32: Uint32Array, s: Scratch, spec: SecondPassSpec, counts: SecondPassCounts): void {
