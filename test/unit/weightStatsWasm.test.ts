@@ -88,11 +88,21 @@ function edgeVectors(rows: number, cols: number, seed: number): Float32Array {
   return x;
 }
 
-test('kernels on one, two and three threads equal the JS reference: specials, odd row lengths, edges', () => {
+/** Waits until every helper thread listens (they take tens of ms to start; until then their parts stay on this thread). */
+async function allThreadsReady(kernels: WeightStatsKernels): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (kernels.readyThreads < kernels.threads) {
+    assert.ok(Date.now() < deadline, `only ${kernels.readyThreads} of ${kernels.threads} threads started`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}
+
+test('kernels on one, two and three threads equal the JS reference: specials, odd row lengths, edges', async () => {
   for (const threads of [1, 2, 3]) {
     const kernels = WeightStatsKernels.create(threads);
-    assert.equal(kernels?.threads, threads);
     assert.ok(kernels !== null, 'the kernels run in this Node');
+    assert.equal(kernels.threads, threads);
+    await allThreadsReady(kernels);
     try {
       for (const [rows, cols] of [
         [1, 1],
@@ -131,9 +141,10 @@ test('kernels on one, two and three threads equal the JS reference: specials, od
   }
 });
 
-test('a row longer than one kernel piece (1-D, 600,001 values) is merged from pieces', () => {
+test('a row longer than one kernel piece (1-D, 600,001 values) is merged from pieces', async () => {
   const kernels = WeightStatsKernels.create(3);
   assert.ok(kernels !== null);
+  await allThreadsReady(kernels);
   try {
     const x = edgeVectors(1, 600_001, 5);
     assertSameStats(kernelStats(kernels, [600_001], x), computeTensorStats('t', [600_001], x), 1e-11, 'long row');

@@ -58,15 +58,17 @@ const FUNCTIONS = ['heapBase', 'rowMoments', 'secondPass'] as const;
 /**
  * The helper thread (plain JS, run with `eval`, so the bundles need no extra entry point). Control block, Int32
  * words at `ctrl`: [0] request sequence (this side bumps it and notifies), [1] done sequence (the helper sets it
- * to the request's and notifies), [2] op (1 rowMoments, 2 secondPass, 3 exit), [3] 0 or 1 when the call threw;
- * the arguments as float64 from byte ctrl + 32.
+ * to the request's and notifies), [2] op (1 rowMoments, 2 secondPass, 3 exit), [3] 0 or 1 when the call threw,
+ * [4] 1 once the helper is listening (until then its parts go to the threads that are: a worker takes tens of ms
+ * to start); the arguments as float64 from byte ctrl + 32.
  */
 const HELPER_SOURCE = `
 const { workerData } = require('node:worker_threads');
 const { module, memory, ctrl } = workerData;
 const wasm = new WebAssembly.Instance(module, { env: { memory } }).exports;
 const words = new Int32Array(memory.buffer, ctrl, 8);
-let seen = 0;
+let seen = Atomics.load(words, 0);
+Atomics.store(words, 4, 1);
 for (;;) {
   Atomics.wait(words, 0, seen);
   seen = Atomics.load(words, 0);
@@ -140,6 +142,7 @@ class Helper {
   private readonly words: Int32Array;
   private readonly args: Float64Array;
   private running = false;
+  private listening = false;
 
   constructor(
     private readonly worker: Worker,
@@ -149,6 +152,12 @@ class Helper {
     this.words = new Int32Array(memory.buffer, ctrl, 8);
     this.args = new Float64Array(memory.buffer, ctrl + 32, 12);
     worker.unref();
+  }
+
+  /** Whether the helper has started and waits for work. */
+  get ready(): boolean {
+    if (!this.listening) this.listening = Atomics.load(this.words, 4) === 1;
+    return this.listening;
   }
 
   /** Starts op with args on the helper thread. */
@@ -244,14 +253,24 @@ export class WeightStatsKernels {
     return 1 + this.helpers.length;
   }
 
+  /** Threads that take parts now: this one and the helpers that have started. */
+  get readyThreads(): number {
+    return 1 + this.readyHelpers().length;
+  }
+
+  /** The helpers that listen now (a block's parts 1.. go to them, in this order). */
+  private readyHelpers(): Helper[] {
+    return this.helpers.filter((h) => h.ready);
+  }
+
   dispose(): void {
     for (const h of this.helpers) h.stop();
     this.helpers = [];
   }
 
   /** Waits for helper k; on failure ends every helper and throws (its counters may hold part of its rows). */
-  private finishHelper(k: number): void {
-    if (this.helpers[k]!.finish()) return;
+  private finishHelper(helper: Helper): void {
+    if (helper.finish()) return;
     this.dispose();
     throw new QuantLensError('INTERNAL', 'a statistics helper thread failed or did not answer');
   }
@@ -295,14 +314,15 @@ export class WeightStatsKernels {
     }
     if (rowLength <= PIECE) {
       for (let r = 0; r < rows; ) {
-        const parts = this.split(rows - r, rowLength);
+        const helpers = this.readyHelpers();
+        const parts = this.split(rows - r, rowLength, 1 + helpers.length);
         let at = r;
         const starts = parts.map((n) => ((at += n), at - n));
-        for (let k = 1; k < parts.length; k++) this.helpers[k - 1]!.start(1, [base + starts[k]! * rowLength * 4, parts[k]!, rowLength, this.scratch[k]!.moments]);
+        for (let k = 1; k < parts.length; k++) helpers[k - 1]!.start(1, [base + starts[k]! * rowLength * 4, parts[k]!, rowLength, this.scratch[k]!.moments]);
         this.wasm.rowMoments(base + r * rowLength * 4, parts[0]!, rowLength, this.scratch[0]!.moments);
         this.collectMoments(this.scratch[0]!, parts[0]!, out);
         for (let k = 1; k < parts.length; k++) {
-          this.finishHelper(k - 1);
+          this.finishHelper(helpers[k - 1]!);
           this.collectMoments(this.scratch[k]!, parts[k]!, out);
         }
         r = at;
@@ -350,15 +370,16 @@ export class WeightStatsKernels {
     if (rowLength <= PIECE) {
       for (const s of this.scratch) u32.fill(0, s.colOut / 4, s.colOut / 4 + rowLength);
       for (let r = 0; r < rows; ) {
-        const parts = this.split(rows - r, rowLength);
+        const helpers = this.readyHelpers();
+        const parts = this.split(rows - r, rowLength, 1 + helpers.length);
         let at = r;
         const starts = parts.map((n) => ((at += n), at - n));
         parts.forEach((n, k) => u32.fill(0, this.scratch[k]!.rowOut / 4, this.scratch[k]!.rowOut / 4 + n));
-        for (let k = 1; k < parts.length; k++) this.helpers[k - 1]!.start(2, args(this.scratch[k]!, base + starts[k]! * rowLength * 4, parts[k]!, rowLength));
+        for (let k = 1; k < parts.length; k++) helpers[k - 1]!.start(2, args(this.scratch[k]!, base + starts[k]! * rowLength * 4, parts[k]!, rowLength));
         call(args(this.scratch[0]!, base + r * rowLength * 4, parts[0]!, rowLength));
         addRows(this.scratch[0]!, rowStart + r, parts[0]!);
         for (let k = 1; k < parts.length; k++) {
-          this.finishHelper(k - 1);
+          this.finishHelper(helpers[k - 1]!);
           addRows(this.scratch[k]!, rowStart + starts[k]!, parts[k]!);
         }
         r = at;
@@ -381,11 +402,11 @@ export class WeightStatsKernels {
   }
 
   /**
-   * The next block of at most threads * BLOCK_ROWS of the `rows` rows left, cut into one part per thread (as equal
+   * The next block of at most threads * BLOCK_ROWS of the `rows` rows left, cut into one part per thread that is
+   * ready (as equal
    * as rows allow, each at most BLOCK_ROWS and, past the first, at least MIN_PART_VALUES values).
    */
-  private split(rows: number, rowLength: number): number[] {
-    const threads = this.threads;
+  private split(rows: number, rowLength: number, threads: number): number[] {
     const block = Math.min(rows, threads * BLOCK_ROWS);
     const byValues = Math.max(1, Math.floor((block * rowLength) / MIN_PART_VALUES));
     const partCount = Math.max(Math.ceil(block / BLOCK_ROWS), Math.min(threads, block, byValues));
