@@ -13,6 +13,9 @@
  * head is about 20% of tiny-llama's multiply-adds.
  * Wall and CPU time are both printed: the machine may be shared; compare tokens per CPU-second.
  * QL_BENCH_WINDOWS runs fewer windows for trials.
+ * The matmul kernel alone (QL_BENCH_FORWARD part `kernel`): GMAC per CPU-second of matmulResident on
+ * tiny-llama's layer and head shapes (256 rows; x copied in and the outputs out, as in the pass),
+ * best of 3, beside a register-only loop of independent f32x4 multiply-adds (the engine's ceiling).
  * Peak memory of a calibration pass (issue #5: the largest layer plus activations, not the whole
  * model): a child process (fresh peak RSS) runs `runCalibration` (activation statistics, no output
  * head) over QL_BENCH_CALIB_TOKENS tokens (default 16,384) of calib.txt, and prints its peak RSS
@@ -27,7 +30,8 @@ import { join, resolve } from 'node:path';
 import { loadModel } from '../src/core/model/loadModel';
 import { makeWindows, perplexity } from '../src/core/model/perplexity';
 import { readTextFile, runCalibration } from '../src/core/model/calibration';
-import { matmulKernelKind } from '../src/core/model/wasmMatmul';
+import { matmulKernelKind, matmulResident, residentWeight } from '../src/core/model/wasmMatmul';
+import { buildModule, op, v, wasmApi } from '../src/core/model/wasm/assembler';
 import { benchLlamaPerplexityCpu, tinyLlamaGguf, type PeerFigures } from './forwardPeers';
 import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
 import { GpuLlama } from '../src/core/gpu/forward/gpuLlama';
@@ -128,6 +132,73 @@ async function benchNodeLlamaCpp(ggufPath: string, textPath: string, windows: nu
   }
 }
 
+/** CPU seconds of the best of `rounds` calls of `run` (each `reps` times). */
+function bestCpuSeconds(run: () => void, reps: number, rounds = 3): number {
+  let best = Infinity;
+  for (let r = 0; r < rounds; r++) {
+    const c0 = process.cpuUsage();
+    for (let i = 0; i < reps; i++) run();
+    const c = process.cpuUsage(c0);
+    best = Math.min(best, (c.user + c.system) / 1e6 / reps);
+  }
+  return best;
+}
+
+/** GMAC/s of 12 independent f32x4 multiply-add chains on registers (the engine's ceiling for the kernels). */
+function fmaCeilingGmacs(): number | null {
+  const api = wasmApi();
+  if (api === undefined) return null;
+  const chains = 12;
+  const fused = matmulKernelKind() === 'relaxed-madd';
+  const N = 0, A = 1, B = 2, ACC = 3;
+  const { get, set, i32 } = op;
+  const step = (c: number): number[] =>
+    fused
+      ? [...get(A), ...get(B), ...get(ACC + c), ...v.f32RelaxedMadd, ...set(ACC + c)]
+      : [...get(A), ...get(B), ...v.f32Mul, ...get(ACC + c), ...v.f32Add, ...set(ACC + c)];
+  const code = [
+    ...v.f32Const(1.0000001), ...set(A), ...v.f32Const(0.9999999), ...set(B),
+    ...op.block, ...op.loop,
+    ...Array.from({ length: chains }, (_, c) => step(c)).flat(),
+    ...get(N), ...i32(1), ...op.i32Sub, ...op.tee(N), ...op.brIf(0),
+    ...op.end, ...op.end,
+    // Stored so that the loop is not dead code.
+    ...Array.from({ length: chains }, (_, c) => [...i32(16 * c), ...get(ACC + c), ...v.store()]).flat(),
+  ];
+  const bytes = buildModule([{ name: 'fma', params: 1, locals: { i32: 0, f32: 0, v128: 2 + chains }, code }], 1);
+  const fma = new api.Instance(new api.Module(bytes), { env: { mem: new api.Memory({ initial: 1 }) } }).exports.fma as (n: number) => void;
+  const iterations = 5e6;
+  fma(1000);
+  return (iterations * chains * 4) / bestCpuSeconds(() => fma(iterations), 1) / 1e9;
+}
+
+function benchMatmulKernel(): void {
+  const shapes: [string, number, number, number][] = [
+    ['q/o 384x384', 256, 384, 384],
+    ['k/v 128x384', 256, 384, 128],
+    ['gate/up 1024x384', 256, 384, 1024],
+    ['down 384x1024', 256, 1024, 384],
+    ['head 8192x384', 255, 384, 8192],
+  ];
+  const parts: string[] = [];
+  for (const [name, rows, inner, outs] of shapes) {
+    const x = Float32Array.from({ length: rows * inner }, (_, i) => Math.sin(i));
+    const w = Float32Array.from({ length: outs * inner }, (_, i) => Math.cos(i));
+    const out = new Float32Array(rows * outs);
+    const resident = residentWeight(w, outs, inner);
+    try {
+      matmulResident(x, resident, out, rows);
+      const macs = rows * inner * outs;
+      const seconds = bestCpuSeconds(() => matmulResident(x, resident, out, rows), Math.max(2, Math.round(1e9 / macs)));
+      parts.push(`${name} ${(macs / seconds / 1e9).toFixed(1)}`);
+    } finally {
+      resident.release();
+    }
+  }
+  const ceiling = fmaCeilingGmacs();
+  console.log(`matmul kernel (wasm ${matmulKernelKind()}, matmulResident, 256 rows), GMAC per CPU-second: ${parts.join(', ')}; register-only f32x4 multiply-add loop ${ceiling === null ? 'n/a' : ceiling.toFixed(1)}`);
+}
+
 const CALIB_CHILD_ENV = 'QL_BENCH_FORWARD_CALIB_CHILD';
 
 /** In the child: one calibration pass over `modelPath`, then one line of figures (MiB). */
@@ -184,14 +255,15 @@ export async function benchForward(): Promise<void> {
   }
   const windows = Number(process.env.QL_BENCH_WINDOWS ?? 64);
   const threads = Number(process.env.QL_BENCH_THREADS ?? 1);
-  // Which parts to run (QL_BENCH_FORWARD=calib,cpu,gpu,llama; default all): the CPU path alone takes
+  // Which parts to run (QL_BENCH_FORWARD=calib,kernel,cpu,gpu,llama; default all): the CPU path alone takes
   // minutes for 64 windows, which a GPU machine's run may skip.
-  const paths = new Set((process.env.QL_BENCH_FORWARD ?? 'calib,cpu,gpu,llama').split(','));
+  const paths = new Set((process.env.QL_BENCH_FORWARD ?? 'calib,kernel,cpu,gpu,llama').split(','));
   console.log(`tiny-llama eval: ${windows} windows x ${CTX} tokens of ${text}; llama.cpp threads ${threads} (QL_BENCH_THREADS), ours single-threaded; runs ${[...paths].join(', ')} (QL_BENCH_FORWARD)`);
   const calib = join(shared, 'data', 'calib.txt');
   if (paths.has('calib') && existsSync(calib)) {
     for (const model of [tiny, process.env.QL_BENCH_CALIB_MODEL]) if (model !== undefined && existsSync(model)) benchCalibrationPeak(model, calib);
   }
+  if (paths.has('kernel')) benchMatmulKernel();
   let oursF32: PeerFigures | null = null;
   let oursQ4: PeerFigures | null = null;
   if (existsSync(tiny)) {
