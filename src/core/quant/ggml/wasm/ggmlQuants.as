@@ -655,7 +655,6 @@ function makeQxQuantsRmse1x4(nmax: i32, l: usize, scales: usize): void {
     v128.store(WT_PTR + (<usize>i << 4), w);
     const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
     v128.store(BEST_LT_PTR + (<usize>i << 4), li);
-    v128.store(PREV_LT_PTR + (<usize>i << 4), li);
     const lf = f32x4.convert_i32x4_s(li);
     sumlx = f32x4.add(sumlx, f32x4.mul(f32x4.mul(w, xi), lf));
     suml2 = f32x4.add(suml2, f32x4.mul(f32x4.mul(w, lf), lf));
@@ -667,23 +666,16 @@ function makeQxQuantsRmse1x4(nmax: i32, l: usize, scales: usize): void {
   for (let is = -9; is <= 9; is++) {
     if (is == 0) continue;
     iscale = f32x4.div(f32x4.splat(-(fnmax + <f32>0.1 * <f32>is)), max);
-    let changed = i32x4.splat(0);
-    for (let i = 0; i < n; i++) {
-      const xi = v128.load(XT_PTR + (<usize>i << 4));
-      const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
-      const p = PREV_LT_PTR + (<usize>i << 4);
-      changed = v128.or(changed, v128.xor(li, v128.load(p)));
-      v128.store(LT_PTR + (<usize>i << 4), li);
-      v128.store(p, li);
-    }
-    // same levels as the previous candidate in every lane: same sums, nothing changes (exact skip)
-    if (!v128.any_true(changed)) continue;
+    // this candidate's levels and their sums in one pass (C's order within each lane), every candidate
+    // evaluated as C does (a skip of candidates whose levels had not changed cost more than it saved)
     let lx = f32x4.splat(0);
     let l2 = f32x4.splat(0);
     for (let i = 0; i < n; i++) {
       const xi = v128.load(XT_PTR + (<usize>i << 4));
+      const li = clamp4(nearestInt4(f32x4.mul(iscale, xi)), lo, hi);
+      v128.store(LT_PTR + (<usize>i << 4), li);
+      const lf = f32x4.convert_i32x4_s(li);
       const w = v128.load(WT_PTR + (<usize>i << 4));
-      const lf = f32x4.convert_i32x4_s(v128.load(LT_PTR + (<usize>i << 4)));
       lx = f32x4.add(lx, f32x4.mul(f32x4.mul(w, xi), lf));
       l2 = f32x4.add(l2, f32x4.mul(f32x4.mul(w, lf), lf));
     }
