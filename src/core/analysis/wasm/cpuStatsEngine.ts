@@ -66,6 +66,8 @@ export class CpuStatsEngine {
   private pending: Pending | null = null;
   /** The slot being computed (the next read goes to the other). */
   private computeSlot = 1;
+  /** Whether the kernels ran once (WeightStatsKernels.warmUp). */
+  private warm = false;
 
   private constructor(
     private readonly kernels: WeightStatsKernels,
@@ -162,7 +164,13 @@ export class CpuStatsEngine {
     } else {
       if (pending !== null) await pending.done.catch(() => undefined);
       slot = 1 - this.computeSlot;
-      await this.readInto(read, slot);
+      const done = this.readInto(read, slot);
+      if (!this.warm) {
+        // While the first read is in flight (on libuv's pool).
+        this.kernels.warmUp();
+        this.warm = true;
+      }
+      await done;
     }
     this.computeSlot = slot;
     const next = this.nextAfter(read);
