@@ -33,8 +33,10 @@ function expInto(xLocal: number, n: number, r: number): number[] {
     // y = P(r) * r^2 + r + 1
     ...poly,
     ...get(r), ...v.f32Mul, ...get(r), ...v.f32Mul, ...get(r), ...v.f32Add, ...v.f32Const(1), ...v.f32Add,
-    // * 2^n: (n + 127) << 23 as f32 bits
-    ...get(n), ...v.i32TruncSatF32, ...v.i32Const(127, 127, 127, 127), ...v.i32Add, ...op.i32(23), ...v.i32Shl,
+    // * 2^n: (n + 127) << 23 as f32 bits. n is a whole number in [-126, 127], so n + (1.5 * 2^23 + 127)
+    // is exact and its low mantissa bits are n + 127 (bit 22 set, shifted out): one f32 add instead of
+    // i32x4.trunc_sat_f32x4_s (a 7-instruction sequence on x64) and an i32 add; the same bits.
+    ...get(n), ...v.f32Const(1.5 * 2 ** 23 + 127), ...v.f32Add, ...op.i32(23), ...v.i32Shl,
     ...v.f32Mul,
   ];
 }
