@@ -99,7 +99,8 @@ async function allThreadsReady(kernels: WeightStatsKernels): Promise<void> {
 
 test('kernels on one, two and three threads equal the JS reference: specials, odd row lengths, edges', async () => {
   for (const threads of [1, 2, 3]) {
-    const kernels = WeightStatsKernels.create(threads);
+    // Chunks of 600 values: every thread takes some of each block.
+    const kernels = WeightStatsKernels.create(threads, 600);
     assert.ok(kernels !== null, 'the kernels run in this Node');
     assert.equal(kernels.threads, threads);
     await allThreadsReady(kernels);
@@ -112,6 +113,7 @@ test('kernels on one, two and three threads equal the JS reference: specials, od
         [300, 1024],
         [2, 200_000],
         [9000, 5],
+        [20_000, 9],
       ] as const) {
         const x = edgeVectors(rows, cols, rows * 31 + cols);
         const shape = rows === 1 ? [cols] : [rows, cols];

@@ -5,11 +5,13 @@
  * (slotView + Checkpoint.readRowsF32Into) and runs the passes there: no copy between the file and the kernels.
  *
  * Threads: the memory is a shared WebAssembly.Memory, and threads - 1 helper worker_threads instantiate the same
- * module on it. A block of rows is cut into one part per thread: this thread computes the first, each helper one of
- * the others (each thread with its own scratch: moments, histogram tables, row and column counters), and the parts
- * are merged here in row order (pass 1: per-row results, nothing merged; pass 2: counts added). A helper waits on
- * an Atomics word (no polling) and is told what to run through its control block in the same memory; a helper that
- * fails or does not answer ends the call with an INTERNAL error (no partial counts). Shared memory does not detach
+ * module on it. A block of rows is cut into chunks of about CHUNK_VALUES values, and every thread (this one and the
+ * helpers that have started) takes the next chunk from a shared Atomics counter until none is left: a thread that
+ * another process slows down takes fewer chunks instead of holding the others up. Pass 1 writes each row's moments
+ * to a shared per-row block; pass 2 adds each row's outliers to a shared per-row block and its histograms and
+ * column counts to the thread's own scratch, all added up here. A helper waits on an Atomics word (no polling) and
+ * is told what to run through its control block in the same memory; a helper that fails or does not answer ends
+ * the call with an INTERNAL error (no partial counts). Shared memory does not detach
  * views when it grows, so a read in flight into a slot survives reserve().
  *
  * Results: counts exactly the reference's (countSecondPassCpu); moments within float64 rounding of momentsOf
@@ -28,12 +30,14 @@ const MAX_PAGES = 65536;
 const BLOCK_ROWS = 4096;
 /** Longest row piece per kernel call (the column-outlier scratch holds this many). */
 const PIECE = 256 * 1024;
-/** A block is cut into parts of at least this many values (smaller hand-offs cost more than they save). */
-const MIN_PART_VALUES = 64 * 1024;
+/** Values per chunk that a thread takes at a time (whole rows, at least one). */
+const CHUNK_VALUES = 64 * 1024;
+/** Rows per block: the shared per-row outputs hold this many. */
+const SHARED_ROWS = 16 * 1024;
 /** Most compute threads (this one and helpers). */
 export const MAX_STATS_THREADS = 8;
-/** Bytes of one helper's control block. */
-const CTRL_BYTES = 128;
+/** Bytes of one helper's control block (8 Int32 words, then up to 14 float64 arguments). */
+const CTRL_BYTES = 256;
 /** float64 slots per row in rowMoments' output (weightStats.as ROW_SLOTS). */
 const ROW_SLOTS = 10;
 /** Log-histogram table size per lane (weightStats.as LOG_TABLE); slots from 1020 hold non-finite values. */
@@ -59,8 +63,9 @@ const FUNCTIONS = ['heapBase', 'rowMoments', 'secondPass'] as const;
  * The helper thread (plain JS, run with `eval`, so the bundles need no extra entry point). Control block, Int32
  * words at `ctrl`: [0] request sequence (this side bumps it and notifies), [1] done sequence (the helper sets it
  * to the request's and notifies), [2] op (1 rowMoments, 2 secondPass, 3 exit), [3] 0 or 1 when the call threw,
- * [4] 1 once the helper is listening (until then its parts go to the threads that are: a worker takes tens of ms
- * to start); the arguments as float64 from byte ctrl + 32.
+ * [4] 1 once the helper is listening (until then the threads that are take its chunks: a worker takes tens of ms
+ * to start); the arguments as float64 from byte ctrl + 32: src, rows, rowLength, the Int32 chunk counter's byte
+ * address, rows per chunk, then the kernel's own (rowMoments: out; secondPass: lo .. clean with rowOut for row 0).
  */
 const HELPER_SOURCE = `
 const { workerData } = require('node:worker_threads');
@@ -74,11 +79,19 @@ for (;;) {
   seen = Atomics.load(words, 0);
   const op = words[2];
   if (op === 3) break;
-  const a = new Float64Array(memory.buffer, ctrl + 32, 12);
+  const a = new Float64Array(memory.buffer, ctrl + 32, 14);
+  const src = a[0], rows = a[1], rowLength = a[2], chunk = a[4];
+  const counter = new Int32Array(memory.buffer, a[3], 1);
   let failed = 0;
   try {
-    if (op === 1) wasm.rowMoments(a[0], a[1], a[2], a[3]);
-    else if (op === 2) wasm.secondPass(a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], a[8], a[9], a[10], a[11]);
+    for (;;) {
+      const r0 = Atomics.add(counter, 0, 1) * chunk;
+      if (r0 >= rows) break;
+      const n = Math.min(chunk, rows - r0);
+      const at = src + r0 * rowLength * 4;
+      if (op === 1) wasm.rowMoments(at, n, rowLength, a[5] + r0 * 80);
+      else wasm.secondPass(at, n, rowLength, a[5], a[6], a[7], a[8], a[9], a[10], a[11] + r0 * 4, a[12], a[13]);
+    }
   } catch (e) {
     failed = 1;
   }
@@ -148,9 +161,11 @@ class Helper {
     private readonly worker: Worker,
     memory: SharedMemory,
     ctrl: number,
+    /** Its scratch (tables and column counters) in WeightStatsKernels.scratch. */
+    readonly scratchIndex: number,
   ) {
     this.words = new Int32Array(memory.buffer, ctrl, 8);
-    this.args = new Float64Array(memory.buffer, ctrl + 32, 12);
+    this.args = new Float64Array(memory.buffer, ctrl + 32, 14);
     worker.unref();
   }
 
@@ -193,9 +208,15 @@ class Helper {
   }
 }
 
-/** Kernel instances on one shared memory: control blocks and one scratch per thread, then `slots` windows of f32 rows. */
+/**
+ * Kernel instances on one shared memory: control blocks, the chunk counter and the shared per-row outputs, one scratch
+ * per thread, then `slots` windows of f32 rows.
+ */
 export class WeightStatsKernels {
   private readonly scratch: readonly Scratch[];
+  private readonly counterPtr: number;
+  private readonly blockMoments: number;
+  private readonly blockRowOut: number;
   private readonly slotsPtr: number;
   private slotElements = 0;
   private slotCount = 0;
@@ -207,17 +228,22 @@ export class WeightStatsKernels {
     private readonly memory: SharedMemory,
     private readonly wasm: WeightStatsExports,
     threads: number,
+    /** Values per chunk (CHUNK_VALUES; tests make it small so that every thread surely takes chunks). */
+    private readonly chunkValues: number,
   ) {
     const p = align64(wasm.heapBase());
     const ctrl = (k: number) => p + k * CTRL_BYTES;
-    const first = p + MAX_STATS_THREADS * CTRL_BYTES;
+    this.counterPtr = p + MAX_STATS_THREADS * CTRL_BYTES;
+    this.blockMoments = this.counterPtr + 64;
+    this.blockRowOut = this.blockMoments + align64(SHARED_ROWS * ROW_SLOTS * 8);
+    const first = this.blockRowOut + align64(SHARED_ROWS * 4);
     this.scratch = Array.from({ length: threads }, (_, t) => scratchAt(first + t * SCRATCH_BYTES));
     this.slotsPtr = first + threads * SCRATCH_BYTES;
     this.grow(this.slotsPtr);
     try {
       for (let k = 0; k + 1 < threads; k++) {
         new Int32Array(memory.buffer, ctrl(k), CTRL_BYTES / 4).fill(0);
-        this.helpers.push(new Helper(new Worker(HELPER_SOURCE, { eval: true, workerData: { module, memory, ctrl: ctrl(k) } }), memory, ctrl(k)));
+        this.helpers.push(new Helper(new Worker(HELPER_SOURCE, { eval: true, workerData: { module, memory, ctrl: ctrl(k) } }), memory, ctrl(k), k + 1));
       }
     } catch {
       // Fewer threads than asked (a worker could not start): the blocks are cut into as many parts as there are.
@@ -225,10 +251,11 @@ export class WeightStatsKernels {
   }
 
   /**
-   * Kernels on this thread and threads - 1 helper threads (1..MAX_STATS_THREADS); null where the engine has no
+   * Kernels on this thread and threads - 1 helper threads (1..MAX_STATS_THREADS), sharing blocks in chunks of about
+   * `chunkValues` values; null where the engine has no
    * WebAssembly SIMD or shared memory (the caller runs the JS reference). dispose() ends the helpers.
    */
-  static create(threads = 1): WeightStatsKernels | null {
+  static create(threads = 1, chunkValues = CHUNK_VALUES): WeightStatsKernels | null {
     const api = wasmApi();
     const module = api === undefined ? null : compile(api);
     if (api === undefined || module === null) return null;
@@ -237,7 +264,7 @@ export class WeightStatsKernels {
       const exports = new api.Instance(module, { env: { memory } }).exports;
       if (!FUNCTIONS.every((name) => typeof exports[name] === 'function')) return null;
       const wasm = exports as unknown as WeightStatsExports;
-      const kernels = new WeightStatsKernels(module, memory, wasm, Math.max(1, Math.min(MAX_STATS_THREADS, Math.floor(threads))));
+      const kernels = new WeightStatsKernels(module, memory, wasm, Math.max(1, Math.min(MAX_STATS_THREADS, Math.floor(threads))), Math.max(1, Math.floor(chunkValues)));
       if (!kernels.grow(kernels.slotsPtr)) {
         kernels.dispose();
         return null;
@@ -331,19 +358,13 @@ export class WeightStatsKernels {
       return out;
     }
     if (rowLength <= PIECE) {
-      for (let r = 0; r < rows; ) {
-        const helpers = this.readyHelpers();
-        const parts = this.split(rows - r, rowLength, 1 + helpers.length);
-        let at = r;
-        const starts = parts.map((n) => ((at += n), at - n));
-        for (let k = 1; k < parts.length; k++) helpers[k - 1]!.start(1, [base + starts[k]! * rowLength * 4, parts[k]!, rowLength, this.scratch[k]!.moments]);
-        this.wasm.rowMoments(base + r * rowLength * 4, parts[0]!, rowLength, this.scratch[0]!.moments);
-        this.collectMoments(this.scratch[0]!, parts[0]!, out);
-        for (let k = 1; k < parts.length; k++) {
-          this.finishHelper(helpers[k - 1]!);
-          this.collectMoments(this.scratch[k]!, parts[k]!, out);
-        }
-        r = at;
+      for (let r = 0; r < rows; r += SHARED_ROWS) {
+        const n = Math.min(SHARED_ROWS, rows - r);
+        const src = base + r * rowLength * 4;
+        this.inChunks(n, rowLength, (helper, chunk) => helper.start(1, [src, n, rowLength, this.counterPtr, chunk, this.blockMoments]), (r0, count) =>
+          this.wasm.rowMoments(src + r0 * rowLength * 4, count, rowLength, this.blockMoments + r0 * ROW_SLOTS * 8),
+        );
+        this.collectMoments(this.blockMoments, n, out);
       }
       return out;
     }
@@ -353,7 +374,7 @@ export class WeightStatsKernels {
         const length = Math.min(PIECE, rowLength - c);
         this.wasm.rowMoments(base + (r * rowLength + c) * 4, 1, length, this.scratch[0]!.moments);
         const piece: Moments[] = [];
-        this.collectMoments(this.scratch[0]!, 1, piece);
+        this.collectMoments(this.scratch[0]!.moments, 1, piece);
         merged = mergeMoments(merged, piece[0]!);
       }
       out.push(merged);
@@ -381,26 +402,19 @@ export class WeightStatsKernels {
       const col = u32.subarray(s.colOut / 4, s.colOut / 4 + length);
       for (let c = 0; c < length; c++) if (col[c] !== 0) counts.columnOutliers[colStart + c]! += col[c]!;
     };
-    const addRows = (s: Scratch, from: number, count: number) => {
-      const rowOut = u32.subarray(s.rowOut / 4, s.rowOut / 4 + count);
-      for (let i = 0; i < count; i++) counts.rowOutliers[from + i]! += rowOut[i]!;
-    };
     if (rowLength <= PIECE) {
       for (const s of this.scratch) u32.fill(0, s.colOut / 4, s.colOut / 4 + rowLength);
-      for (let r = 0; r < rows; ) {
-        const helpers = this.readyHelpers();
-        const parts = this.split(rows - r, rowLength, 1 + helpers.length);
-        let at = r;
-        const starts = parts.map((n) => ((at += n), at - n));
-        parts.forEach((n, k) => u32.fill(0, this.scratch[k]!.rowOut / 4, this.scratch[k]!.rowOut / 4 + n));
-        for (let k = 1; k < parts.length; k++) helpers[k - 1]!.start(2, args(this.scratch[k]!, base + starts[k]! * rowLength * 4, parts[k]!, rowLength));
-        call(args(this.scratch[0]!, base + r * rowLength * 4, parts[0]!, rowLength));
-        addRows(this.scratch[0]!, rowStart + r, parts[0]!);
-        for (let k = 1; k < parts.length; k++) {
-          this.finishHelper(helpers[k - 1]!);
-          addRows(this.scratch[k]!, rowStart + starts[k]!, parts[k]!);
-        }
-        r = at;
+      const kernelArgs = (t: Scratch): number[] => [spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, t.tables, this.blockRowOut, t.colOut, clean];
+      const mine = this.scratch[0]!;
+      for (let r = 0; r < rows; r += SHARED_ROWS) {
+        const n = Math.min(SHARED_ROWS, rows - r);
+        const src = base + r * rowLength * 4;
+        u32.fill(0, this.blockRowOut / 4, this.blockRowOut / 4 + n);
+        this.inChunks(n, rowLength, (helper, chunk) => helper.start(2, [src, n, rowLength, this.counterPtr, chunk, ...kernelArgs(this.scratch[helper.scratchIndex]!)]), (r0, count) =>
+          this.wasm.secondPass(src + r0 * rowLength * 4, count, rowLength, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, mine.tables, this.blockRowOut + r0 * 4, mine.colOut, clean),
+        );
+        const rowOut = u32.subarray(this.blockRowOut / 4, this.blockRowOut / 4 + n);
+        for (let i = 0; i < n; i++) counts.rowOutliers[rowStart + r + i]! += rowOut[i]!;
       }
       for (const s of this.scratch) addColumns(s, 0, rowLength);
     } else {
@@ -420,17 +434,23 @@ export class WeightStatsKernels {
   }
 
   /**
-   * The next block of at most threads * BLOCK_ROWS of the `rows` rows left, cut into one part per thread that is
-   * ready (as equal
-   * as rows allow, each at most BLOCK_ROWS and, past the first, at least MIN_PART_VALUES values).
+   * Runs `rows` rows in chunks of whole rows (about CHUNK_VALUES values) on this thread and the helpers that listen:
+   * `startHelper` hands a helper the block (it takes chunks from the shared counter until none is left), `run` does
+   * one chunk here; returns when every chunk is done.
    */
-  private split(rows: number, rowLength: number, threads: number): number[] {
-    const block = Math.min(rows, threads * BLOCK_ROWS);
-    const byValues = Math.max(1, Math.floor((block * rowLength) / MIN_PART_VALUES));
-    const partCount = Math.max(Math.ceil(block / BLOCK_ROWS), Math.min(threads, block, byValues));
-    const parts: number[] = [];
-    for (let k = 0; k < partCount; k++) parts.push(Math.floor(((k + 1) * block) / partCount) - Math.floor((k * block) / partCount));
-    return parts;
+  private inChunks(rows: number, rowLength: number, startHelper: (helper: Helper, chunk: number) => void, run: (rowStart: number, rowCount: number) => void): void {
+    const chunk = Math.max(1, Math.floor(this.chunkValues / Math.max(1, rowLength)));
+    const chunks = Math.ceil(rows / chunk);
+    const helpers = chunks > 1 ? this.readyHelpers().slice(0, chunks - 1) : [];
+    const counter = new Int32Array(this.memory.buffer, this.counterPtr, 1);
+    Atomics.store(counter, 0, 0);
+    for (const h of helpers) startHelper(h, chunk);
+    for (;;) {
+      const r0 = Atomics.add(counter, 0, 1) * chunk;
+      if (r0 >= rows) break;
+      run(r0, Math.min(chunk, rows - r0));
+    }
+    for (const h of helpers) this.finishHelper(h);
   }
 
   private foldHistograms(u32: Uint32Array, s: Scratch, spec: SecondPassSpec, counts: SecondPassCounts): void {
@@ -451,8 +471,8 @@ export class WeightStatsKernels {
     }
   }
 
-  private collectMoments(s: Scratch, rows: number, out: Moments[]): void {
-    const f = new Float64Array(this.memory.buffer, s.moments, rows * ROW_SLOTS);
+  private collectMoments(at: number, rows: number, out: Moments[]): void {
+    const f = new Float64Array(this.memory.buffer, at, rows * ROW_SLOTS);
     for (let r = 0; r < rows; r++) {
       const o = r * ROW_SLOTS;
       out.push({ count: f[o]!, mean: f[o + 1]!, m2: f[o + 2]!, m3: f[o + 3]!, m4: f[o + 4]!, min: f[o + 5]!, max: f[o + 6]!, absMax: f[o + 7]!, nanCount: f[o + 8]!, infCount: f[o + 9]! });
