@@ -65,6 +65,7 @@ export function checkpointWithMethodWeights(checkpoint: Checkpoint, model: Llama
     tensors,
     // The rewritten values are not in the files: no direct file read (a spread would not copy the method anyway).
     readRowsF32Into: undefined,
+    readRowsBf16Into: undefined,
     async readRowsF32(name, rowStart, rowCount) {
       const r = replaced.get(name);
       return r === undefined ? checkpoint.readRowsF32(name, rowStart, rowCount) : layers.readRows(r.layer, r.tensor, rowStart ?? 0, rowCount);
