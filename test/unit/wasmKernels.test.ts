@@ -135,7 +135,13 @@ test('rmsNormRows gives kernels.rmsNorm bit for bit; matmulResidentAdd gives mat
     rmsNormRows(x, weight, got, rows, width, 1e-5);
     assert.deepEqual(got, expected, `rmsNormRows ${rows}x${width}`);
   }
-  const rows = 9, inner = 20, outs = 16;
+  for (const outs of [16, 12]) {
+    // 12 outputs are not whole panels: the matmulResident + addInPlace + rmsNormRows path.
+    matmulResidentAddCase(9, 20, outs);
+  }
+});
+
+function matmulResidentAddCase(rows: number, inner: number, outs: number): void {
   const x = values(rows * inner, 50);
   const w = residentWeight(values(outs * inner, 51), outs, inner);
   try {
@@ -158,7 +164,7 @@ test('rmsNormRows gives kernels.rmsNorm bit for bit; matmulResidentAdd gives mat
   } finally {
     w.release();
   }
-});
+}
 
 test('applyRopeRows gives kernels.applyRope bit for bit (signed zeros included), both layouts, with a position offset and the JS fallback', () => {
   for (const layout of ['half', 'interleaved'] as const) {
@@ -308,7 +314,13 @@ test('trimWasmHeap keeps a heap that holds live resident weights, and after a dr
 });
 
 test('headNll: the same sum of -log softmax at the targets as windowNll over matmulResident logits (bit for bit), across a chunk boundary; bad targets refused', () => {
-  const inner = 64, vocab = 1000, rows = 131;
+  headNllCase(1000);
+  // A vocabulary that is not whole panels (nor a multiple of 4): the chunked matmulResident + logSumExpRows path.
+  headNllCase(1001);
+});
+
+function headNllCase(vocab: number): void {
+  const inner = 64, rows = 131;
   const x = values(rows * inner, 11);
   const head = residentWeight(values(vocab * inner, 12), vocab, inner);
   try {
@@ -322,12 +334,12 @@ test('headNll: the same sum of -log softmax at the targets as windowNll over mat
     assert.equal(headNll(x, head, rows, ids.subarray(1)), expected);
     // A few rows only (one partial chunk).
     assert.equal(headNll(x, head, 3, ids.subarray(1)), windowNll(logits.subarray(0, 4 * vocab), 4, vocab, ids.subarray(0, 4)));
-    assert.throws(() => headNll(x, head, 2, Int32Array.of(5, vocab)), (e: unknown) => e instanceof InvalidArgumentError && /outside the vocabulary \(1000\)/.test(e.message));
+    assert.throws(() => headNll(x, head, 2, Int32Array.of(5, vocab)), (e: unknown) => e instanceof InvalidArgumentError && new RegExp(`outside the vocabulary \\(${vocab}\\)`).test(e.message));
     assert.throws(() => headNll(x, head, 4, Int32Array.of(1, 2, 3)), (e: unknown) => e instanceof InvalidArgumentError && /4 rows but 3 targets/.test(e.message));
   } finally {
     head.release();
   }
-});
+}
 
 test('matmulResidentShared and matmulSwiglu give the bits of separate matmulResident calls and swigluF32', () => {
   const rows = 37, inner = 48;
@@ -341,18 +353,21 @@ test('matmulResidentShared and matmulSwiglu give the bits of separate matmulResi
       matmulResident(x, w, alone, rows);
       assert.deepEqual(shared[i], alone);
     });
-    const [gate, up] = [weights[1]!, residentWeight(values(16 * inner, 40), 16, inner)];
-    try {
-      const act = new Float32Array(rows * 16);
-      matmulSwiglu(x, gate, up, act, rows);
-      const g = new Float32Array(rows * 16);
-      const u = new Float32Array(rows * 16);
-      matmulResident(x, gate, g, rows);
-      matmulResident(x, up, u, rows);
-      swigluF32(g, u, rows * 16);
-      assert.deepEqual(act, g);
-    } finally {
-      up.release();
+    // 16 outputs: both products and SwiGLU in the heap; 4 (not a whole panel): the separate calls.
+    for (const [gate, width] of [[weights[1]!, 16], [weights[2]!, 4]] as const) {
+      const up = residentWeight(values(width * inner, 40), width, inner);
+      try {
+        const act = new Float32Array(rows * width);
+        matmulSwiglu(x, gate, up, act, rows);
+        const g = new Float32Array(rows * width);
+        const u = new Float32Array(rows * width);
+        matmulResident(x, gate, g, rows);
+        matmulResident(x, up, u, rows);
+        swigluF32(g, u, rows * width);
+        assert.deepEqual(act, g);
+      } finally {
+        up.release();
+      }
     }
   } finally {
     for (const w of weights) w.release();
