@@ -17,7 +17,7 @@ absmax, mean, std, excess kurtosis, a histogram, a log-scale histogram and the r
 and columns (input dimensions) with the most outliers (|x| > sigma * std).
 
 options:
-  --device auto|gpu|cpu  where to compute (default auto: the GPU when a WebGPU adapter exists)
+  --device auto|gpu|cpu  where to compute (default auto: a hardware GPU when one exists; software renderers such as lavapipe are left to the CPU path)
   --json                 print the full result (histograms, per-row absmax) as JSON on stdout
   --tensor <name>        only this tensor (repeatable)
   --bins <n>             fixed histogram bins, 1..256 (default 64)
