@@ -7,10 +7,10 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { differingTensors, sha256, type Oracle, type OracleOutput } from '../helpers/ggufOracle';
 import { fixturesDir, tinyLlamaDir, tinyLlamaQ4KMGguf } from '../helpers/paths';
 import { exportGguf } from '../../src/core/convert/exportGguf';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
@@ -18,36 +18,14 @@ import { readGgufHeader } from '../../src/core/formats/gguf/reader';
 import { withFileSource } from '../../src/core/io/byteSource';
 import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
 
-interface OracleOutput {
+/** This oracle's outputs also name llama-quantize's target and whether it ran with --pure. */
+interface PresetOutput extends OracleOutput {
   target: string;
   pure: boolean;
-  fileBytes: number;
-  fileSha256: string;
-  tensors: Record<string, { type: string; sha256: string }>;
-}
-interface Oracle {
-  inputSha256: string;
-  inputBytes: number;
-  outputs: Record<string, OracleOutput>;
-}
-
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-/** Names the tensors whose bytes differ from the oracle's, for a useful failure message. */
-async function differingTensors(path: string, expected: OracleOutput): Promise<string[]> {
-  const bytes = new Uint8Array(await readFile(path));
-  const header = await withFileSource(path, (s) => readGgufHeader(s));
-  const out: string[] = [];
-  for (const t of header.tensors) {
-    const want = expected.tensors[t.name];
-    const got = sha256(bytes.subarray(header.dataStart + t.offset, header.dataStart + t.offset + t.nbytes));
-    if (want === undefined || want.type !== t.type.name || want.sha256 !== got) out.push(`${t.name} (${t.type.name}, expected ${want?.type ?? 'absent'})`);
-  }
-  return out;
 }
 
 test('synthetic LLaMA: every preset and --pure run is byte-identical to llama-quantize', async () => {
-  const oracle = JSON.parse(await readFile(join(fixturesDir, 'oracles', 'llama-quantize-synthetic.json'), 'utf8')) as Oracle;
+  const oracle = JSON.parse(await readFile(join(fixturesDir, 'oracles', 'llama-quantize-synthetic.json'), 'utf8')) as Oracle<PresetOutput>;
   const dir = await mkdtemp(join(tmpdir(), 'quantlens-oracle-'));
   try {
     const input = join(dir, 'synthetic-f32.gguf');

@@ -12,9 +12,9 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { differingTensors, sha256, type Oracle } from '../helpers/ggufOracle';
 import { fixturesDir, microLlamaDir } from '../helpers/paths';
 import { withCheckpoint, withTempDir } from '../helpers/scoped';
 import { writeSyntheticInput } from '../fixtures/oracles/syntheticLlama';
@@ -25,31 +25,6 @@ import { withFileSource } from '../../src/core/io/byteSource';
 import { NumericError } from '../../src/core/errors';
 import { ensureMemory, GgmlWasmQuantizer } from '../../src/core/quant/ggml/wasm/ggmlWasm';
 
-interface OracleOutput {
-  fileBytes: number;
-  fileSha256: string;
-  tensors: Record<string, { type: string; sha256: string }>;
-}
-interface Oracle {
-  inputSha256: string;
-  inputBytes: number;
-  outputs: Record<string, OracleOutput>;
-}
-
-const sha256 = (bytes: Uint8Array): string => createHash('sha256').update(bytes).digest('hex');
-
-/** Tensors of `path` whose type or bytes differ from the oracle's (for the failure message). */
-async function differingTensors(path: string, expected: OracleOutput): Promise<string[]> {
-  const bytes = new Uint8Array(await readFile(path));
-  const header = await withFileSource(path, (s) => readGgufHeader(s));
-  const out: string[] = [];
-  for (const t of header.tensors) {
-    const want = expected.tensors[t.name];
-    const got = sha256(bytes.subarray(header.dataStart + t.offset, header.dataStart + t.offset + t.nbytes));
-    if (want === undefined || want.type !== t.type.name || want.sha256 !== got) out.push(`${t.name} (${t.type.name}, expected ${want?.type ?? 'absent'})`);
-  }
-  return out;
-}
 
 /** Counts the checkpoint's readRowsBf16Into calls that staged BF16 rows (the path under test). */
 function countBf16Reads(checkpoint: Checkpoint): () => number {
