@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { acquireGpu } from '../../src/core/gpu/device';
-import { GPU_QUANT_TYPES, quantizeOnGpu, quantizedSize, type GpuPhase } from '../../src/core/gpu/quantize';
+import { GPU_QUANT_TYPES, defaultQuantizeVariant, quantizeOnGpu, quantizedSize, type GpuPhase, type QuantizeVariant } from '../../src/core/gpu/quantize';
 import { quantizeGgml } from '../../src/core/quant/ggml/index';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { CancelledError, GpuUnavailableError, InvalidArgumentError, NumericError } from '../../src/core/errors';
@@ -29,19 +29,89 @@ function firstDifference(a: Uint8Array, b: Uint8Array): number {
   return -1;
 }
 
-test('GPU bytes equal llama.cpp quantize_row_*_ref on the oracle vectors (ties, tiny, huge, constant blocks)', async (t) => {
+const VARIANTS = ['tile', 'direct'] as const satisfies readonly QuantizeVariant[];
+const LEGACY_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1'] as const;
+
+test('GPU bytes equal llama.cpp quantize_row_*_ref on the oracle vectors (ties, tiny, huge, constant blocks), both 32-value kernels', async (t) => {
   const gpu = await gpuOrSkip(t);
   if (gpu === null) return;
   const x = oracleInput();
   for (const type of GPU_QUANT_TYPES) {
-    const out = new Uint8Array(quantizedSize(type, x.length));
-    await quantizeOnGpu(gpu, type, x, out);
     const ref = new Uint8Array(readFileSync(join(oracleDir, `vectors.${type}.bin`)));
-    assert.equal(firstDifference(out, ref), -1, `${type}: first differing byte (block ${Math.floor(firstDifference(out, ref) / (ref.length / 256))})`);
-    const cpu = new Uint8Array(out.length);
+    const cpu = new Uint8Array(ref.length);
     quantizeGgml(type, x, cpu);
-    assert.equal(firstDifference(out, cpu), -1, `${type}: GPU vs CPU port`);
+    for (const variant of (LEGACY_TYPES as readonly string[]).includes(type) ? VARIANTS : (['tile'] as const)) {
+      const out = new Uint8Array(quantizedSize(type, x.length));
+      await quantizeOnGpu(gpu, type, x, out, { variant });
+      assert.equal(firstDifference(out, ref), -1, `${type} ${variant}: first differing byte (block ${Math.floor(firstDifference(out, ref) / (ref.length / 256))})`);
+      assert.equal(firstDifference(out, cpu), -1, `${type} ${variant}: GPU vs CPU port`);
+    }
   }
+});
+
+test('block counts that are not a multiple of the tile (1, 2, 63, 65, 127, 129 blocks) and chunks that end mid-tile give the CPU bytes', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const x = oracleInput();
+  for (const blocks of [1, 2, 3, 63, 65, 127, 129]) {
+    const values = x.subarray(0, blocks * 32);
+    for (const type of LEGACY_TYPES) {
+      const cpu = new Uint8Array(quantizedSize(type, values.length));
+      quantizeGgml(type, values, cpu);
+      for (const variant of VARIANTS) {
+        // Pre-filled so a byte the GPU path leaves unwritten shows.
+        const out = new Uint8Array(cpu.length).fill(0xa5);
+        await quantizeOnGpu(gpu, type, values, out, { variant });
+        assert.equal(firstDifference(out, cpu), -1, `${type} ${variant}, ${blocks} blocks`);
+      }
+    }
+  }
+  // 256 blocks in chunks of 70 (70, 70, 70, 46): every chunk ends inside a tile and inside a pair.
+  const values = x.subarray(0, 256 * 32);
+  for (const type of LEGACY_TYPES) {
+    const cpu = new Uint8Array(quantizedSize(type, values.length));
+    quantizeGgml(type, values, cpu);
+    for (const variant of VARIANTS) {
+      const out = new Uint8Array(cpu.length);
+      await quantizeOnGpu(gpu, type, values, out, { variant, maxChunkBytes: 70 * 128 });
+      assert.equal(firstDifference(out, cpu), -1, `${type} ${variant} in chunks of 70 blocks`);
+    }
+  }
+});
+
+test('NaN/Inf in the last block of a tile, the first block of the next, a pair\'s second block: the first such block is named', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const blocks = 200;
+  const cases: { at: number[]; block: number }[] = [
+    { at: [63 * 32 + 31], block: 63 },
+    { at: [64 * 32], block: 64 },
+    { at: [127 * 32 + 5, 190 * 32], block: 127 },
+    { at: [1 * 32 + 7], block: 1 },
+    { at: [199 * 32 + 31], block: 199 },
+  ];
+  for (const { at, block } of cases) {
+    const x = new Float32Array(blocks * 32).fill(0.5);
+    for (const [k, i] of at.entries()) x[i] = k % 2 === 0 ? Number.NaN : Number.POSITIVE_INFINITY;
+    for (const type of LEGACY_TYPES) {
+      for (const variant of VARIANTS) {
+        const out = new Uint8Array(quantizedSize(type, x.length));
+        await assert.rejects(
+          quantizeOnGpu(gpu, type, x, out, { variant, label: 'w' }),
+          (e: unknown) => e instanceof NumericError && e.message.startsWith(`w: block ${block} (values ${block * 32}..${block * 32 + 31})`),
+          `${type} ${variant}: NaN/Inf at ${at.join(', ')}`,
+        );
+        assert.ok(out.every((b) => b === 0), `${type} ${variant}: nothing written for a chunk with NaN/Inf`);
+      }
+    }
+  }
+});
+
+test('software adapters get the direct kernel, GPUs the tile kernel', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const software = /llvmpipe|lavapipe|swiftshader|software/i.test(gpu.description);
+  assert.equal(defaultQuantizeVariant(gpu), software ? 'direct' : 'tile', gpu.description);
 });
 
 test('rounding rules by hand: Q8_0 roundf ties away from zero, Q4_0 truncates x*id + 8.5', async (t) => {
@@ -90,11 +160,13 @@ test('real tiny-llama weights: GPU bytes equal the CPU reference for every type'
     for (const name of ['model.layers.0.self_attn.q_proj.weight', 'model.layers.3.mlp.down_proj.weight', 'model.layers.7.self_attn.v_proj.weight']) {
       const values = await checkpoint.readRowsF32(name);
       for (const type of GPU_QUANT_TYPES) {
-        const gpuOut = new Uint8Array(quantizedSize(type, values.length));
-        const cpuOut = new Uint8Array(gpuOut.length);
-        await quantizeOnGpu(gpu, type, values, gpuOut, { label: name });
+        const cpuOut = new Uint8Array(quantizedSize(type, values.length));
         quantizeGgml(type, values, cpuOut);
-        assert.equal(firstDifference(gpuOut, cpuOut), -1, `${name} ${type}`);
+        for (const variant of (LEGACY_TYPES as readonly string[]).includes(type) ? VARIANTS : (['tile'] as const)) {
+          const gpuOut = new Uint8Array(cpuOut.length);
+          await quantizeOnGpu(gpu, type, values, gpuOut, { label: name, variant });
+          assert.equal(firstDifference(gpuOut, cpuOut), -1, `${name} ${type} ${variant}`);
+        }
       }
     }
   } finally {

@@ -4,50 +4,124 @@
  * in integers (WGSL's `/` may be 2.5 ULP off) and products kept out of fused multiply-adds.
  * Rounding rules per type are written at the top of each kernels/<type>.wgsl.
  *
- * Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (one thread per 32-value block) and Q2_K..Q6_K (one
- * thread per 256-value super-block, with the K-quant scale searches ported; sqrtf done exactly).
+ * Types: Q8_0, Q4_0, Q4_1, Q5_0, Q5_1 (on GPUs a workgroup of 64 invocations per tile of 64 blocks:
+ * contiguous loads into workgroup memory, one invocation per block, the tile's ggml bytes stored as whole
+ * words, lib/legacy_tile.wgsl; on software adapters one invocation per one or two blocks writing whole words
+ * without workgroup memory, lib/legacy_direct.wgsl; the same bytes either way) and Q2_K..Q6_K (one thread per 256-value super-block, with the K-quant scale
+ * searches ported; sqrtf done exactly).
  * The tensor is streamed in chunks of whole blocks (an even number of blocks, so every chunk starts
  * at a 256-byte aligned source offset) that fit the device's binding limit; each chunk is uploaded,
- * quantized, read back through a MAP_READ buffer and laid out as ggml blocks on the host
- * (18/20/22/24/34/210-byte blocks straddle u32 words, so kernels write word-aligned fields or padded blocks).
+ * quantized and read back through a MAP_READ buffer: the 32-value types come back as ggml bytes plus one
+ * NaN/Inf bit per block; the K types as padded blocks (210-byte blocks straddle u32 words) that the host lays out.
  */
 import { CancelledError, InvalidArgumentError, NumericError } from '../errors';
 import { guarded, type GpuContext } from './device';
 import { KERNELS, align4, createStorageBuffer, encodeKernel, gridFor, type Kernel } from './kernels';
+import { WGSL_SOURCES } from './kernels/index';
+import { isSoftwareAdapter } from '../jobs/computeDevice';
 
 export const GPU_QUANT_TYPES = ['Q8_0', 'Q4_0', 'Q4_1', 'Q5_0', 'Q5_1', 'Q2_K', 'Q3_K', 'Q4_K', 'Q5_K', 'Q6_K'] as const;
 export type GpuQuantType = (typeof GPU_QUANT_TYPES)[number];
 
 interface QuantFormat {
   kernel: Kernel;
+  /** The 32-value types' kernel for software adapters (lib/legacy_direct.wgsl); absent for the K types. */
+  direct?: Kernel;
   /** Values per block. */
   blockElements: number;
   blockBytes: number;
   /**
-   * 'split': the kernel writes [d | m << 16, qh, qs words..., flag] (11 words) and the host builds the
-   * block; 'raw': the kernel writes the block bytes at their offsets, padded to whole words, then the flag.
+   * 'packed': the kernel writes the chunk's blocks as ggml bytes from word 0, then the NaN/Inf bits from word
+   * `flagsWord`; 'raw': the kernel writes each block's bytes padded to `outWords - 1` words, then the block's
+   * NaN/Inf flag word, and the host drops the padding.
    */
-  layout: 'split' | 'raw';
+  layout: 'packed' | 'raw';
   outWords: number;
-  /** Scale words: 1 = d only, 2 = d and m (both f16). */
-  halves: 1 | 2;
-  hasQh: boolean;
-  qsBytes: number;
 }
 
-const split = { blockElements: 32, layout: 'split', outWords: 11 } as const;
+/**
+ * Which kernel quantizes the 32-value types: 'tile' (a workgroup per 64 blocks, contiguous loads and stores
+ * through workgroup memory: GPUs) or 'direct' (an invocation per one or two blocks, no workgroup memory:
+ * software adapters, where workgroup memory and barriers cost more than strided access). Same bytes.
+ */
+export type QuantizeVariant = 'tile' | 'direct';
+
+/** Blocks per workgroup of the tile kernels (WG in lib/legacy_tile.wgsl). */
+const TILE_BLOCKS = 64;
+/** Invocations per workgroup of the direct kernels. */
+const DIRECT_WG = 64;
+
+function directKernel(name: 'q8_0' | 'q4_0' | 'q4_1' | 'q5_0' | 'q5_1', perInvocation: number): Kernel {
+  const source = WGSL_SOURCES[`${name}_direct`];
+  return {
+    name: `${name}_direct`,
+    wgsl: WGSL_SOURCES.common + '\n' + source,
+    bindings: ['read-only-storage', 'storage', 'uniform'],
+    workgroupSize: DIRECT_WG,
+    workgroupsFor: (blocks) => Math.ceil(blocks / perInvocation / DIRECT_WG),
+  };
+}
+
+const packed = { blockElements: 32, layout: 'packed', outWords: 0 } as const;
+// Blocks of an odd number of 16-bit halves (34, 18, 22 bytes) go two per direct invocation (PER in legacy_direct.wgsl).
 const FORMATS: Record<GpuQuantType, QuantFormat> = {
-  Q8_0: { ...split, kernel: KERNELS.q8_0, blockBytes: 34, halves: 1, hasQh: false, qsBytes: 32 },
-  Q4_0: { ...split, kernel: KERNELS.q4_0, blockBytes: 18, halves: 1, hasQh: false, qsBytes: 16 },
-  Q4_1: { ...split, kernel: KERNELS.q4_1, blockBytes: 20, halves: 2, hasQh: false, qsBytes: 16 },
-  Q5_0: { ...split, kernel: KERNELS.q5_0, blockBytes: 22, halves: 1, hasQh: true, qsBytes: 16 },
-  Q5_1: { ...split, kernel: KERNELS.q5_1, blockBytes: 24, halves: 2, hasQh: true, qsBytes: 16 },
-  Q2_K: { kernel: KERNELS.q2_k, blockElements: 256, blockBytes: 84, layout: 'raw', outWords: 22, halves: 1, hasQh: false, qsBytes: 0 },
-  Q3_K: { kernel: KERNELS.q3_k, blockElements: 256, blockBytes: 110, layout: 'raw', outWords: 29, halves: 1, hasQh: false, qsBytes: 0 },
-  Q4_K: { kernel: KERNELS.q4_k, blockElements: 256, blockBytes: 144, layout: 'raw', outWords: 37, halves: 1, hasQh: false, qsBytes: 0 },
-  Q5_K: { kernel: KERNELS.q5_k, blockElements: 256, blockBytes: 176, layout: 'raw', outWords: 45, halves: 1, hasQh: false, qsBytes: 0 },
-  Q6_K: { kernel: KERNELS.q6_k, blockElements: 256, blockBytes: 210, layout: 'raw', outWords: 54, halves: 1, hasQh: false, qsBytes: 0 },
+  Q8_0: { ...packed, kernel: KERNELS.q8_0, direct: directKernel('q8_0', 2), blockBytes: 34 },
+  Q4_0: { ...packed, kernel: KERNELS.q4_0, direct: directKernel('q4_0', 2), blockBytes: 18 },
+  Q4_1: { ...packed, kernel: KERNELS.q4_1, direct: directKernel('q4_1', 1), blockBytes: 20 },
+  Q5_0: { ...packed, kernel: KERNELS.q5_0, direct: directKernel('q5_0', 2), blockBytes: 22 },
+  Q5_1: { ...packed, kernel: KERNELS.q5_1, direct: directKernel('q5_1', 1), blockBytes: 24 },
+  Q2_K: { kernel: KERNELS.q2_k, blockElements: 256, blockBytes: 84, layout: 'raw', outWords: 22 },
+  Q3_K: { kernel: KERNELS.q3_k, blockElements: 256, blockBytes: 110, layout: 'raw', outWords: 29 },
+  Q4_K: { kernel: KERNELS.q4_k, blockElements: 256, blockBytes: 144, layout: 'raw', outWords: 37 },
+  Q5_K: { kernel: KERNELS.q5_k, blockElements: 256, blockBytes: 176, layout: 'raw', outWords: 45 },
+  Q6_K: { kernel: KERNELS.q6_k, blockElements: 256, blockBytes: 210, layout: 'raw', outWords: 54 },
 };
+
+/** The kernel that runs `type` as `variant`, and how many blocks one of its flag words covers ('packed' layout). */
+function kernelFor(format: QuantFormat, variant: QuantizeVariant): { kernel: Kernel; flagBlocks: number } {
+  if (variant === 'direct' && format.direct !== undefined) return { kernel: format.direct, flagBlocks: format.blockBytes % 4 === 0 ? 1 : 2 };
+  return { kernel: format.kernel, flagBlocks: 32 };
+}
+
+/** 'direct' on software adapters (lavapipe, SwiftShader), 'tile' on GPUs. */
+export function defaultQuantizeVariant(gpu: GpuContext): QuantizeVariant {
+  return isSoftwareAdapter(gpu.description) ? 'direct' : 'tile';
+}
+
+/** Where a chunk of `blocks` blocks lands in the kernel's output buffer, in u32 words. */
+interface OutputLayout {
+  /** First word of the NaN/Inf flags ('packed'; 0 for 'raw', whose flags sit in each block). */
+  flagsWord: number;
+  /** Blocks per flag word. */
+  flagBlocks: number;
+  totalWords: number;
+}
+
+function outputLayout(format: QuantFormat, variant: QuantizeVariant, blocks: number): OutputLayout {
+  if (format.layout === 'raw') return { flagsWord: 0, flagBlocks: 1, totalWords: blocks * format.outWords };
+  const { flagBlocks } = kernelFor(format, variant);
+  const blockWords = Math.ceil((blocks * format.blockBytes) / 4);
+  // The tile kernel writes the flag words of its last, partial tile whole.
+  const flagWords = flagBlocks === 32 ? Math.ceil(blocks / TILE_BLOCKS) * (TILE_BLOCKS / 32) : Math.ceil(blocks / flagBlocks);
+  return { flagsWord: blockWords, flagBlocks, totalWords: blockWords + flagWords };
+}
+
+/** One dispatch of `type`'s kernel over `blocks` blocks: its grid, its uniform words and its output size. */
+export interface QuantizeDispatch {
+  kernel: Kernel;
+  grid: { x: number; y: number };
+  /** block_count, zero (hides products from FMA contraction), groups_x, flags_word. */
+  params: Uint32Array;
+  outputBytes: number;
+}
+
+export function quantizeDispatch(gpu: GpuContext, type: GpuQuantType, blocks: number, variant: QuantizeVariant = defaultQuantizeVariant(gpu)): QuantizeDispatch {
+  const format = FORMATS[type];
+  const { kernel } = kernelFor(format, variant);
+  const grid = gridFor(kernel.workgroupsFor(blocks), gpu.limits.maxComputeWorkgroupsPerDimension);
+  const layout = outputLayout(format, variant, blocks);
+  return { kernel, grid, params: new Uint32Array([blocks, 0, grid.x, layout.flagsWord]), outputBytes: layout.totalWords * 4 };
+}
 
 /** Values per block of the 32-value types (the K types use 256: see blockElementsOf). */
 export const QK = 32;
@@ -74,6 +148,8 @@ export interface GpuRunOptions {
   maxChunkBytes?: number;
   /** Names the tensor in errors. */
   label?: string;
+  /** The 32-value types' kernel (default: defaultQuantizeVariant; tests run both). */
+  variant?: QuantizeVariant;
 }
 
 export const DEFAULT_MAX_CHUNK_BYTES = 64 * 1024 * 1024;
@@ -105,13 +181,14 @@ export async function quantizeOnGpu(gpu: GpuContext, type: GpuQuantType, src: Fl
   throwIfAborted(options.signal);
 
   const perChunk = Math.min(chunkBlocks(gpu, options.maxChunkBytes ?? DEFAULT_MAX_CHUNK_BYTES, qk), totalBlocks);
-  const outStride = format.outWords;
+  const variant = options.variant ?? defaultQuantizeVariant(gpu);
+  const outBytes = outputLayout(format, variant, perChunk).totalWords * 4;
   const chunkCount = Math.ceil(totalBlocks / perChunk);
   const { device } = gpu;
   const input = createStorageBuffer(gpu, `${type} input`, perChunk * qk * 4);
-  const output = createStorageBuffer(gpu, `${type} output`, perChunk * outStride * 4);
+  const output = createStorageBuffer(gpu, `${type} output`, outBytes);
   const params = device.createBuffer({ label: `${type} params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  const staging = device.createBuffer({ label: `${type} readback`, size: align4(perChunk * outStride * 4), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const staging = device.createBuffer({ label: `${type} readback`, size: align4(outBytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
   try {
     for (let chunk = 0; chunk < chunkCount; chunk++) {
       const firstBlock = chunk * perChunk;
@@ -120,23 +197,23 @@ export async function quantizeOnGpu(gpu: GpuContext, type: GpuQuantType, src: Fl
         options.onPhase?.('upload', chunk, chunkCount);
         throwIfAborted(options.signal);
         device.queue.writeBuffer(input, 0, src, firstBlock * qk, blocks * qk);
-        const grid = gridFor(format.kernel.workgroupsFor(blocks), gpu.limits.maxComputeWorkgroupsPerDimension);
-        // block_count, zero (hides products from FMA contraction), groups_x
-        device.queue.writeBuffer(params, 0, new Uint32Array([blocks, 0, grid.x, 0]));
+        const dispatch = quantizeDispatch(gpu, type, blocks, variant);
+        device.queue.writeBuffer(params, 0, dispatch.params);
         options.onPhase?.('compute', chunk, chunkCount);
         throwIfAborted(options.signal);
         const encoder = device.createCommandEncoder();
-        encodeKernel(gpu, encoder, format.kernel, [input, output, params], grid);
-        const outBytes = blocks * outStride * 4;
-        encoder.copyBufferToBuffer(output, 0, staging, 0, outBytes);
+        encodeKernel(gpu, encoder, dispatch.kernel, [input, output, params], dispatch.grid);
+        encoder.copyBufferToBuffer(output, 0, staging, 0, dispatch.outputBytes);
         device.queue.submit([encoder.finish()]);
         options.onPhase?.('readback', chunk, chunkCount);
         throwIfAborted(options.signal);
-        await staging.mapAsync(GPUMapMode.READ, 0, outBytes);
+        await staging.mapAsync(GPUMapMode.READ, 0, dispatch.outputBytes);
         try {
           throwIfAborted(options.signal);
-          const words = new Uint32Array(staging.getMappedRange(0, outBytes));
-          interleaveBlocks(format, words, blocks, dst, firstBlock * format.blockBytes, label, firstBlock);
+          const words = new Uint32Array(staging.getMappedRange(0, dispatch.outputBytes));
+          const where = { label, firstBlock, blockElements: qk };
+          if (format.layout === 'packed') copyPackedOutput(format, outputLayout(format, variant, blocks), words, blocks, dst, firstBlock * format.blockBytes, where);
+          else copyRawBlocks(format, words, blocks, dst, firstBlock * format.blockBytes, where);
         } finally {
           staging.unmap();
         }
@@ -150,33 +227,33 @@ export async function quantizeOnGpu(gpu: GpuContext, type: GpuQuantType, src: Fl
   }
 }
 
-/** Writes kernel output words as ggml blocks: [d][m][qh][qs] (fields present per type), or copies raw blocks. */
-function interleaveBlocks(format: QuantFormat, words: Uint32Array, blocks: number, dst: Uint8Array, dstOffset: number, label: string, firstBlock: number): void {
+interface BlockPlace {
+  label: string;
+  firstBlock: number;
+  blockElements: number;
+}
+
+function nonFiniteError(where: BlockPlace, block: number): NumericError {
+  const b = where.firstBlock + block;
+  const qk = where.blockElements;
+  return new NumericError(`${where.label}: block ${b} (values ${b * qk}..${b * qk + qk - 1}) holds NaN or Inf, which cannot be quantized`);
+}
+
+/** 'packed' output: checks the NaN/Inf bits (the first flagged block is named), then copies the ggml bytes as they are. */
+function copyPackedOutput(format: QuantFormat, layout: OutputLayout, words: Uint32Array, blocks: number, dst: Uint8Array, dstOffset: number, where: BlockPlace): void {
+  for (let w = 0; w * layout.flagBlocks < blocks; w++) {
+    const bits = words[layout.flagsWord + w]!;
+    if (bits !== 0) throw nonFiniteError(where, w * layout.flagBlocks + (31 - Math.clz32(bits & -bits)));
+  }
+  dst.set(new Uint8Array(words.buffer, words.byteOffset, blocks * format.blockBytes), dstOffset);
+}
+
+/** 'raw' output: each block's bytes padded to whole words, then its flag word. */
+function copyRawBlocks(format: QuantFormat, words: Uint32Array, blocks: number, dst: Uint8Array, dstOffset: number, where: BlockPlace): void {
   const bytes = new Uint8Array(words.buffer, words.byteOffset, words.byteLength);
-  const qk = format.blockElements;
   for (let b = 0; b < blocks; b++) {
     const w = b * format.outWords;
-    if (words[w + format.outWords - 1] !== 0) throw new NumericError(`${label}: block ${firstBlock + b} (values ${(firstBlock + b) * qk}..${(firstBlock + b) * qk + qk - 1}) holds NaN or Inf, which cannot be quantized`);
-    let o = dstOffset + b * format.blockBytes;
-    if (format.layout === 'raw') {
-      dst.set(bytes.subarray(w * 4, w * 4 + format.blockBytes), o);
-      continue;
-    }
-    const scales = words[w]!;
-    dst[o++] = scales & 0xff;
-    dst[o++] = (scales >>> 8) & 0xff;
-    if (format.halves === 2) {
-      dst[o++] = (scales >>> 16) & 0xff;
-      dst[o++] = (scales >>> 24) & 0xff;
-    }
-    if (format.hasQh) {
-      const qh = words[w + 1]!;
-      dst[o++] = qh & 0xff;
-      dst[o++] = (qh >>> 8) & 0xff;
-      dst[o++] = (qh >>> 16) & 0xff;
-      dst[o++] = (qh >>> 24) & 0xff;
-    }
-    const qsStart = (w + 2) * 4;
-    dst.set(bytes.subarray(qsStart, qsStart + format.qsBytes), o);
+    if (words[w + format.outWords - 1] !== 0) throw nonFiniteError(where, b);
+    dst.set(bytes.subarray(w * 4, w * 4 + format.blockBytes), dstOffset + b * format.blockBytes);
   }
 }

@@ -1,16 +1,7 @@
 // Q4_0, a port of ggml quantize_row_q4_0_ref. d = max / -8.0 where max is the value of largest
 // magnitude (first one on ties), id = 1/d, q = min(15, trunc(x*id + 8.5)): x*id rounded to f32 first,
 // then the sum, then truncation toward zero.
-// Output: OUT_STRIDE u32 words per block: [0] f16 bits of d (| m << 16), [1] qh, [2..9] qs bytes
-// packed little-endian, [10] 1 when the block holds NaN/Inf. The host interleaves them into ggml blocks
-// (18/20/22/24/34-byte blocks straddle u32 words, so the kernel never writes them directly).
-// #include "legacy_block.wgsl"
-
-const Q0_DIVISOR = -8.0;
-
-// q = min(15, trunc(x*id + 8.5)), truncation toward zero.
-fn level(x: f32) -> u32 {
-  return u32(min(15, i32(trunc(x + 8.5))));
-}
-
-// #include "legacy_q0.wgsl"
+// Block: 18 bytes, [d: f16][qs: 16 bytes, low nibbles = q[0..16), high = q[16..32)].
+// Tile kernel (GPUs): a workgroup per 64 blocks, contiguous loads and stores (lib/legacy_tile.wgsl).
+// #include "legacy_tile.wgsl"
+// #include "q4_0_block.wgsl"

@@ -1,0 +1,3 @@
+// Q5_1 without workgroup memory, for software adapters (lib/legacy_direct.wgsl); rounding rule in lib/q5_1_block.wgsl.
+// #include "legacy_direct.wgsl"
+// #include "q5_1_block.wgsl"

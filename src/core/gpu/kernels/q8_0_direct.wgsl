@@ -1,0 +1,3 @@
+// Q8_0 without workgroup memory, for software adapters (lib/legacy_direct.wgsl); rounding rule in lib/q8_0_block.wgsl.
+// #include "legacy_direct.wgsl"
+// #include "q8_0_block.wgsl"
