@@ -3,8 +3,8 @@
  * Prints, side by side in one run, with the adapter and the machine named:
  *  - host memcpy (the reference bandwidth on lavapipe), device-to-device copy (the reference on a GPU),
  *  - upload host -> GPU by queue.writeBuffer and by a mapped staging buffer,
- *  - kernel-only Q8_0 / Q4_0 throughput on a resident buffer (GB/s of f32 read, and as a fraction of
- *    the device copy and of memcpy),
+ *  - kernel-only Q8_0 / Q4_0 throughput on a resident buffer, tile and direct kernels (GB/s of f32 read, and
+ *    as a fraction of the device copy and of memcpy),
  *  - every GPU quant type in memory: the CPU port vs the GPU path, with the bytes compared,
  *  - end to end on a generated F32 checkpoint (QUANTLENS_BENCH_GPU_MB, default 1024 MiB): reading the
  *    file, the CPU path vs the GPU path of the quantizeTensors job (Q8_0, Q4_0) in the worker, and
@@ -29,8 +29,8 @@ import { join, resolve } from 'node:path';
 import { generateLlama, llamaShapeForSize } from './generateLlama';
 import { findLlamaCppTool } from './llamaCpp';
 import { acquireGpu, type GpuContext } from '../src/core/gpu/device';
-import { KERNELS, createStorageBuffer, encodeKernel, gridFor } from '../src/core/gpu/kernels';
-import { GPU_QUANT_TYPES, quantizeOnGpu, quantizedSize } from '../src/core/gpu/quantize';
+import { createStorageBuffer, encodeKernel } from '../src/core/gpu/kernels';
+import { GPU_QUANT_TYPES, defaultQuantizeVariant, quantizeDispatch, quantizeOnGpu, quantizedSize } from '../src/core/gpu/quantize';
 import { quantizeGgml } from '../src/core/quant/ggml/index';
 import { FileByteSource } from '../src/core/io/byteSource';
 import { JobRunner } from '../src/core/jobs/jobRunner';
@@ -139,22 +139,29 @@ async function deviceFigures(gpu: GpuContext, bytes: number, memcpy: number): Pr
       await device.queue.onSubmittedWorkDone();
     })) / REPS;
     line(`device-to-device copy (read + write, ${REPS} in one submit)`, rate(2 * bytes, copy));
-    for (const [name, kernel, outWords] of [['Q8_0', KERNELS.q8_0, 11], ['Q4_0', KERNELS.q4_0, 11]] as const) {
+    // Both kernels of the 32-value types (tile: GPUs, direct: software adapters; the default is marked).
+    const preferred = defaultQuantizeVariant(gpu);
+    for (const [name, variant] of [['Q8_0', 'tile'], ['Q8_0', 'direct'], ['Q4_0', 'tile'], ['Q4_0', 'direct']] as const) {
       const blocks = bytes / 128;
-      const out = createStorageBuffer(gpu, 'bench out', blocks * outWords * 4);
-      const grid = gridFor(kernel.workgroupsFor(blocks), gpu.limits.maxComputeWorkgroupsPerDimension);
+      const dispatch = quantizeDispatch(gpu, name, blocks, variant);
+      const out = createStorageBuffer(gpu, 'bench out', dispatch.outputBytes);
       const params = device.createBuffer({ size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-      device.queue.writeBuffer(params, 0, new Uint32Array([blocks, 0, grid.x, 0]));
+      device.queue.writeBuffer(params, 0, dispatch.params);
       const run = async () => {
         const enc = device.createCommandEncoder();
-        for (let r = 0; r < REPS; r++) encodeKernel(gpu, enc, kernel, [a, out, params], grid);
+        for (let r = 0; r < REPS; r++) encodeKernel(gpu, enc, dispatch.kernel, [a, out, params], dispatch.grid);
         device.queue.submit([enc.finish()]);
         await device.queue.onSubmittedWorkDone();
       };
       await run(); // compile + warm
+      const c0 = process.cpuUsage();
       const ms = (await best(3, run)) / REPS;
+      const cpu = process.cpuUsage(c0);
       const gbps = bytes / GB / (ms / 1000);
-      line(`kernel only ${name} (f32 read, ${REPS} in one submit)`, `${rate(bytes, ms)} = ${((gbps / ((2 * bytes) / GB / (copy / 1000))) * 100).toFixed(0)}% of device copy, ${((gbps / (bytes / GB / (memcpy / 1000))) * 100).toFixed(0)}% of host memcpy`);
+      line(
+        `kernel only ${name} ${variant}${variant === preferred ? ' (default here)' : ''} (f32 read, ${REPS} in one submit)`,
+        `${rate(bytes, ms)} = ${((gbps / ((2 * bytes) / GB / (copy / 1000))) * 100).toFixed(0)}% of device copy, ${((gbps / (bytes / GB / (memcpy / 1000))) * 100).toFixed(0)}% of host memcpy; CPU (user+sys, all threads) ${((cpu.user + cpu.system) / 1000 / (3 * REPS)).toFixed(0)} ms per pass`,
+      );
       out.destroy();
       params.destroy();
     }

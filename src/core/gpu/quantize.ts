@@ -185,10 +185,9 @@ export async function quantizeOnGpu(gpu: GpuContext, type: GpuQuantType, src: Fl
   const outBytes = outputLayout(format, variant, perChunk).totalWords * 4;
   const chunkCount = Math.ceil(totalBlocks / perChunk);
   const { device } = gpu;
-  const input = createStorageBuffer(gpu, `${type} input`, perChunk * qk * 4);
-  const output = createStorageBuffer(gpu, `${type} output`, outBytes);
-  const params = device.createBuffer({ label: `${type} params`, size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST });
-  const staging = device.createBuffer({ label: `${type} readback`, size: align4(outBytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const buffers = takeChunkBuffers(gpu, perChunk * qk * 4, outBytes);
+  const { input, output, params, staging } = buffers;
+  let finished = false;
   try {
     for (let chunk = 0; chunk < chunkCount; chunk++) {
       const firstBlock = chunk * perChunk;
@@ -219,12 +218,68 @@ export async function quantizeOnGpu(gpu: GpuContext, type: GpuQuantType, src: Fl
         }
       });
     }
+    finished = true;
   } finally {
-    input.destroy();
-    output.destroy();
-    params.destroy();
-    staging.destroy();
+    // Kept for the next call on this device only after a clean run (a failed device's buffers are of no use).
+    if (finished) giveBackChunkBuffers(gpu, buffers);
+    else destroyChunkBuffers(buffers);
   }
+}
+
+/** One call's device buffers: f32 input, kernel output, its MAP_READ copy and the uniform words. */
+interface ChunkBuffers {
+  input: GPUBuffer;
+  output: GPUBuffer;
+  params: GPUBuffer;
+  staging: GPUBuffer;
+}
+
+/**
+ * Per device, the buffers of the last call that finished, reused by the next call that fits in them: the
+ * exporter calls quantizeOnGpu once per window, and creating (and Dawn's zero-filling) three buffers per
+ * window cost 35-65 % of the GPU path's time on lavapipe (16 MiB Q8_0 windows: 127-181 ms per 64 MiB vs
+ * 76-147 ms in one call). At most one set per device (up to one chunk: 64 MiB of f32 by default), freed
+ * with the device.
+ */
+const idleChunkBuffers = new WeakMap<GPUDevice, ChunkBuffers>();
+
+function takeChunkBuffers(gpu: GpuContext, inputBytes: number, outputBytes: number): ChunkBuffers {
+  const idle = idleChunkBuffers.get(gpu.device);
+  if (idle !== undefined) {
+    idleChunkBuffers.delete(gpu.device);
+    if (idle.input.size >= inputBytes && idle.output.size >= outputBytes) return idle;
+    // Grow to the larger of both, so windows of alternating sizes do not keep reallocating.
+    inputBytes = Math.max(inputBytes, idle.input.size);
+    outputBytes = Math.max(outputBytes, idle.output.size);
+    destroyChunkBuffers(idle);
+  }
+  const { device } = gpu;
+  return {
+    input: createStorageBuffer(gpu, 'quantize input', inputBytes),
+    output: createStorageBuffer(gpu, 'quantize output', outputBytes),
+    params: device.createBuffer({ label: 'quantize params', size: 16, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST }),
+    staging: device.createBuffer({ label: 'quantize readback', size: align4(outputBytes), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST }),
+  };
+}
+
+function giveBackChunkBuffers(gpu: GpuContext, buffers: ChunkBuffers): void {
+  const idle = idleChunkBuffers.get(gpu.device);
+  if (idle !== undefined) {
+    // Two calls ran at once: keep the larger set.
+    if (idle.input.size + idle.output.size >= buffers.input.size + buffers.output.size) {
+      destroyChunkBuffers(buffers);
+      return;
+    }
+    destroyChunkBuffers(idle);
+  }
+  idleChunkBuffers.set(gpu.device, buffers);
+}
+
+function destroyChunkBuffers(buffers: ChunkBuffers): void {
+  buffers.input.destroy();
+  buffers.output.destroy();
+  buffers.params.destroy();
+  buffers.staging.destroy();
 }
 
 interface BlockPlace {
