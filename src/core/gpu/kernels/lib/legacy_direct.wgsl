@@ -44,19 +44,17 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
     for (var i = 0u; i < PAYLOAD; i = i + 1u) { out[base + 1u + i] = payload(&a, i); }
   } else {
     // Block a's payload sits one half past a word boundary (after its d), so its words are funnel-shifted
-    // by 16 bits; the last half shares a word with block b's d, after which b's payload is word-aligned.
-    let has_b = first + 1u < params.block_count;
-    var b: array<u32, FIELDS>;
-    if (has_b) {
-      var vb = load_block(first + 1u);
-      quantize_block(&vb, &b);
-      bad = bad | (b[10] << 1u);
-    }
+    // by 16 bits; its last half shares a word with block b's d, after which b's payload is word-aligned.
+    // Block a's words go out before block b is quantized (fewer live registers).
     let base = run * BLOCK_HALVES;
     out[base] = (a[0] & 0xffffu) | (payload(&a, 0u) << 16u);
     for (var i = 1u; i < PAYLOAD; i = i + 1u) { out[base + i] = (payload(&a, i - 1u) >> 16u) | (payload(&a, i) << 16u); }
     var tail = payload(&a, PAYLOAD - 1u) >> 16u;
-    if (has_b) {
+    if (first + 1u < params.block_count) {
+      var b: array<u32, FIELDS>;
+      var vb = load_block(first + 1u);
+      quantize_block(&vb, &b);
+      bad = bad | (b[10] << 1u);
       tail = tail | (b[0] << 16u);
       for (var i = 0u; i < PAYLOAD; i = i + 1u) { out[base + PAYLOAD + 1u + i] = payload(&b, i); }
     }
