@@ -12,7 +12,8 @@ import { GPU_QUANT_TYPES, defaultQuantizeVariant, quantizeOnGpu, quantizedSize, 
 import { quantizeGgml } from '../../src/core/quant/ggml/index';
 import { openCheckpoint } from '../../src/core/formats/openCheckpoint';
 import { CancelledError, GpuUnavailableError, InvalidArgumentError, NumericError } from '../../src/core/errors';
-import { fixturesDir, tinyLlamaDir } from '../helpers/paths';
+import { fixturesDir, repoRoot, tinyLlamaDir } from '../helpers/paths';
+import { WGSL_SOURCES } from '../../src/core/gpu/kernels/index';
 import { gpuOrSkip, releaseSharedGpu } from './gpuHarness';
 
 after(releaseSharedGpu);
@@ -231,4 +232,99 @@ test('an adapter that vanishes mid-job (device.destroy()) ends in GpuUnavailable
   } finally {
     gpu.destroy();
   }
+});
+
+test('div_fast (the K kernels\' division) returns div_rn\'s bits for every input and the IEEE quotient for normal results', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (gpu === null) return;
+  const f32 = new Float32Array(1);
+  const u32 = new Uint32Array(f32.buffer);
+  const fromBits = (bits: number): number => {
+    u32[0] = bits >>> 0;
+    return f32[0]!;
+  };
+  let seed = 0x9e3779b9;
+  const rnd = () => {
+    seed ^= seed << 13;
+    seed ^= seed >>> 17;
+    seed ^= seed << 5;
+    return seed >>> 0;
+  };
+  const n = 1 << 17;
+  const a = new Float32Array(n);
+  const b = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    if (i % 4 === 0) {
+      // Any bit patterns: zeros, subnormals, Inf/NaN, quotients that overflow or underflow.
+      a[i] = fromBits(rnd());
+      b[i] = fromBits(rnd());
+    } else if (i % 4 === 1) {
+      // The kernels' operands: levels and sums of small products over scales near 1e-3..1e2.
+      a[i] = Math.fround(((rnd() % 200001) - 100000) / 997);
+      b[i] = Math.fround(((rnd() % 20000) + 1) / 3331);
+    } else {
+      // Normal operands whose exponents keep the quotient normal, with neighbours of exact quotients.
+      const x = fromBits((rnd() & 0x807fffff) | ((64 + (rnd() % 127)) << 23));
+      a[i] = i % 4 === 2 ? x : Math.fround(x * ((rnd() % 63) + 1));
+      b[i] = i % 4 === 2 ? fromBits((rnd() & 0x807fffff) | ((64 + (rnd() % 127)) << 23)) : fromBits((rnd() % 2 === 0 ? 0x3f800000 : 0x40400000) + (rnd() % 3) - 1);
+    }
+  }
+  // Quotients that are powers of two, exact small quotients, and the ends of the exponent range.
+  const edges: [number, number][] = [[1, 1], [2, 1], [1, 2], [6, 3], [-15, 7.5], [1, 3], [63, 0.37109375], [3.4028235e38, 2], [3.4028235e38, 0.5], [1.1754944e-38, 2], [2.3509887e-38, 2], [1e-37, 1e3], [0, 5], [-0, -5], [5, 1e-38]];
+  edges.forEach(([x, y], k) => {
+    a[k] = x;
+    b[k] = y;
+  });
+  const probe = `${WGSL_SOURCES.common}
+${readFileSync(join(repoRoot, 'src', 'core', 'gpu', 'kernels', 'lib', 'div_fast.wgsl'), 'utf8')}
+@group(0) @binding(0) var<storage, read> a: array<f32>;
+@group(0) @binding(1) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read_write> out: array<u32>;
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
+  let i = gid.x + gid.y * 65535u * 64u;
+  if (i >= arrayLength(&a)) { return; }
+  out[2u * i] = bitcast<u32>(div_fast(a[i], b[i]));
+  out[2u * i + 1u] = bitcast<u32>(div_rn(a[i], b[i]));
+}`;
+  const { device } = gpu;
+  const module = device.createShaderModule({ code: probe });
+  const pipeline = device.createComputePipeline({ layout: 'auto', compute: { module, entryPoint: 'main' } });
+  const upload = (data: Float32Array) => {
+    const g = device.createBuffer({ size: data.byteLength, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST });
+    device.queue.writeBuffer(g, 0, data);
+    return g;
+  };
+  const ga = upload(a);
+  const gb = upload(b);
+  const out = device.createBuffer({ size: n * 8, usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC });
+  const staging = device.createBuffer({ size: n * 8, usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST });
+  const enc = device.createCommandEncoder();
+  const pass = enc.beginComputePass();
+  pass.setPipeline(pipeline);
+  pass.setBindGroup(0, device.createBindGroup({ layout: pipeline.getBindGroupLayout(0), entries: [ga, gb, out].map((buffer, binding) => ({ binding, resource: { buffer } })) }));
+  pass.dispatchWorkgroups(n / 64);
+  pass.end();
+  enc.copyBufferToBuffer(out, 0, staging, 0, n * 8);
+  device.queue.submit([enc.finish()]);
+  await staging.mapAsync(GPUMapMode.READ);
+  const got = new Uint32Array(staging.getMappedRange().slice(0));
+  staging.unmap();
+  for (const g of [ga, gb, out, staging]) g.destroy();
+  const differ: string[] = [];
+  const wrong: string[] = [];
+  let normalChecked = 0;
+  for (let i = 0; i < n; i++) {
+    if (got[2 * i] !== got[2 * i + 1]) differ.push(`${a[i]}/${b[i]}: ${got[2 * i]!.toString(16)} vs div_rn ${got[2 * i + 1]!.toString(16)}`);
+    const q = Math.fround(a[i]! / b[i]!);
+    const finiteNormal = Number.isFinite(a[i]!) && Number.isFinite(b[i]!) && Math.abs(a[i]!) >= 2 ** -126 && Math.abs(b[i]!) >= 2 ** -126 && Math.abs(q) >= 2 ** -126 && Number.isFinite(q);
+    if (finiteNormal) {
+      normalChecked++;
+      f32[0] = q;
+      if (got[2 * i] !== u32[0]) wrong.push(`${a[i]}/${b[i]}`);
+    }
+  }
+  assert.deepEqual(differ.slice(0, 5), [], `${differ.length} of ${n} differ from div_rn`);
+  assert.deepEqual(wrong.slice(0, 5), [], `${wrong.length} of ${normalChecked} normal quotients differ from IEEE`);
+  assert.ok(normalChecked > n / 2, `${normalChecked} normal quotients checked`);
 });

@@ -3,7 +3,7 @@
 // Rounding: per group make_qkx2_quants(nmax 3, weights |x|, rmin -0.5, rdelta 0.1, 15 steps, mean
 // ABSOLUTE error) with nearest_int = ties to even; 4-bit scales and mins by nearest_int against max/15;
 // d, dmin = f16(max/15) (RNE); values re-quantized as nearest_int((x + dm) / d) clamped to 0..3.
-// Divisions use div_rn; products feeding an addition go through opaque() (no FMA contraction).
+// Divisions use div_fast (lib/div_fast.wgsl: div_rn's IEEE result, faster); products feeding an addition go through opaque() (no FMA contraction).
 // Output: OUT_STRIDE u32 words per block: the 84 block bytes, then 1 when the block holds NaN/Inf.
 const OUT_STRIDE = 22u;
 const NMAX = 3;
@@ -40,17 +40,17 @@ fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_S
     }
     var d_bits = 0u;
     if (max_scale > 0.0) {
-      let iscale = div_rn(15.0, max_scale);
+      let iscale = div_fast(15.0, max_scale);
       for (var j = 0u; j < 16u; j = j + 1u) { sc_bytes[j] = u32(nint(iscale * scales[j])) & 0xffu; }
-      d_bits = f32_to_f16_bits(div_rn(max_scale, 15.0));
+      d_bits = f32_to_f16_bits(div_fast(max_scale, 15.0));
     } else {
       for (var j = 0u; j < 16u; j = j + 1u) { sc_bytes[j] = 0u; }
     }
     var dmin_bits = 0u;
     if (max_min > 0.0) {
-      let iscale = div_rn(15.0, max_min);
+      let iscale = div_fast(15.0, max_min);
       for (var j = 0u; j < 16u; j = j + 1u) { sc_bytes[j] = (sc_bytes[j] | (u32(nint(iscale * mins[j])) << 4u)) & 0xffu; }
-      dmin_bits = f32_to_f16_bits(div_rn(max_min, 15.0));
+      dmin_bits = f32_to_f16_bits(div_fast(max_min, 15.0));
     }
     for (var j = 0u; j < 16u; j = j + 1u) { put_byte(words, j, sc_bytes[j]); }
     put_byte(words, 80u, d_bits);
@@ -64,7 +64,7 @@ fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_S
       if (d == 0.0) { continue; }
       let dm = dmin_stored * f32(sc_bytes[j] >> 4u);
       for (var ii = 0u; ii < 16u; ii = ii + 1u) {
-        L[16u * j + ii] = clamp_q(nint(div_rn(src[xo + 16u * j + ii] + dm, d)));
+        L[16u * j + ii] = clamp_q(nint(div_fast(src[xo + 16u * j + ii] + dm, d)));
       }
     }
     for (var half = 0u; half < 2u; half = half + 1u) {

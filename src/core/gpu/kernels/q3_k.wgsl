@@ -3,7 +3,7 @@
 // Rounding: per group make_q3_quants(nmax 4, weights x^2, up to 5 rounds of coordinate descent) with
 // nearest_int = ties to even; scales by nearest_int(-32/max_scale * s) clamped to -32..31;
 // d = f16(1/iscale) (RNE); values re-quantized as nearest_int(x / d) clamped to -4..3.
-// Divisions use div_rn; products feeding an addition, subtraction or comparison go through op() (no FMA
+// Divisions use div_fast (lib/div_fast.wgsl: div_rn's IEEE result, faster); products feeding an addition, subtraction or comparison go through op() (no FMA
 // contraction), and so does each step of a product chain: NVIDIA's Vulkan compiler reassociates unguarded
 // chains like (w * x) * l (seen on an H100).
 // Output: OUT_STRIDE u32 words per block: the 110 block bytes (112 with padding), then 1 for NaN/Inf.
@@ -22,7 +22,7 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     for (var i = 0u; i < 16u; i = i + 1u) { (*L)[lo + i] = 0; }
     return 0.0;
   }
-  let iscale = div_rn(-4.0, mx);
+  let iscale = div_fast(-4.0, mx);
   var sumlx = 0.0;
   var suml2 = 0.0;
   for (var i = 0u; i < 16u; i = i + 1u) {
@@ -43,7 +43,7 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
       var slx = sumlx - op(op(w * xi) * li);
       if (slx > 0.0) {
         var sl2 = suml2 - op(op(w * li) * li);
-        let new_l = clamp_l(nint(div_rn(xi * sl2, slx)));
+        let new_l = clamp_l(nint(div_fast(xi * sl2, slx)));
         if (new_l != (*L)[lo + i]) {
           let nf = f32(new_l);
           slx = slx + op(op(w * xi) * nf);
@@ -60,7 +60,7 @@ fn make_q3_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     if (n_changed == 0) { break; }
   }
   for (var i = 0u; i < 16u; i = i + 1u) { (*L)[lo + i] = (*L)[lo + i] + 4; }
-  if (suml2 > 0.0) { return div_rn(sumlx, suml2); }
+  if (suml2 > 0.0) { return div_fast(sumlx, suml2); }
   return 0.0;
 }
 
@@ -80,14 +80,14 @@ fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_S
     let s_off = 96u;
     var d_bits = 0u;
     if (max_scale != 0.0) {
-      let iscale = div_rn(-32.0, max_scale);
+      let iscale = div_fast(-32.0, max_scale);
       for (var j = 0u; j < 16u; j = j + 1u) {
         var l = u32(select(select(nint(iscale * scales[j]), 31, nint(iscale * scales[j]) > 31), -32, nint(iscale * scales[j]) < -32) + 32);
         if (j < 8u) { put_byte(words, s_off + j, l & 0xfu); } else { put_byte(words, s_off + j - 8u, (l & 0xfu) << 4u); }
         l = l >> 4u;
         put_byte(words, s_off + (j % 4u) + 8u, l << (2u * (j / 4u)));
       }
-      d_bits = f32_to_f16_bits(div_rn(1.0, iscale));
+      d_bits = f32_to_f16_bits(div_fast(1.0, iscale));
     }
     put_byte(words, 108u, d_bits);
     put_byte(words, 109u, d_bits >> 8u);
@@ -98,7 +98,7 @@ fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_S
       let d = d_stored * f32(i32(sc) - 32);
       if (d == 0.0) { continue; }
       for (var ii = 0u; ii < 16u; ii = ii + 1u) {
-        L[16u * j + ii] = clamp_l(nint(div_rn(src[xo + 16u * j + ii], d))) + 4;
+        L[16u * j + ii] = clamp_l(nint(div_fast(src[xo + 16u * j + ii], d))) + 4;
       }
     }
     var m = 0u;

@@ -4,7 +4,7 @@
 // rmin -1, rdelta 0.1, 20 steps) with nearest_int = ties to even; the 8 scales and mins quantized to
 // 6 bits with nearest_int against max/63; d, dmin = f16(max/63) (RNE); every value re-quantized as
 // nearest_int((x + dm) / d) clamped to 0..15 against the stored f16 scales.
-// Divisions use div_rn and sqrtf sqrt_rn (both exactly as IEEE / C); products feeding an addition go
+// Divisions use div_fast (lib/div_fast.wgsl: div_rn's IEEE result, faster) and sqrtf sqrt_rn (both exactly as IEEE / C); products feeding an addition go
 // through opaque() (no FMA contraction, as ggml-base is compiled).
 // Output: OUT_STRIDE u32 words per block: the 144 block bytes, then 1 when the block holds NaN/Inf.
 const OUT_STRIDE = 37u;

@@ -4,7 +4,7 @@
 // nearest_int = round to nearest, ties to even (ggml's 12582912 trick, done here the same way);
 // 8-bit scales min(127, nearest_int(-128/max_scale * s)); d = f16(1/iscale) (RNE); values re-quantized
 // as nearest_int(x / d) clamped to -32..31. All-small blocks (< 1e-15) are all zero bytes.
-// Divisions use div_rn (IEEE, like C); products that feed an addition go through op() so they are
+// Divisions use div_fast (lib/div_fast.wgsl: div_rn's IEEE result, faster) (IEEE, like C); products that feed an addition go through op() so they are
 // rounded before the add, as in C (no FMA contraction), and so does each step of a product chain
 // ((w * x) * l): NVIDIA's Vulkan compiler reassociates unguarded chains (seen on an H100: 962 of
 // 65,536 blocks differed until these were guarded).
@@ -29,7 +29,7 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
   // invocations on software adapters such as lavapipe).
   var xs: array<f32, 16>;
   for (var i = 0u; i < 16u; i = i + 1u) { xs[i] = src[xo + i]; }
-  var iscale = div_rn(-32.0, mx);
+  var iscale = div_fast(-32.0, mx);
   var sumlx = 0.0;
   var suml2 = 0.0;
   for (var i = 0u; i < 16u; i = i + 1u) {
@@ -42,11 +42,11 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
     suml2 = suml2 + op(op(w * lf) * lf);
   }
   var scale = 0.0;
-  if (suml2 != 0.0) { scale = div_rn(sumlx, suml2); }
+  if (suml2 != 0.0) { scale = div_fast(sumlx, suml2); }
   var best = scale * sumlx;
   for (var is = -9; is <= 9; is = is + 1) {
     if (is == 0) { continue; }
-    iscale = div_rn(-(32.0 + opaque(0.1 * f32(is), params.zero)), mx);
+    iscale = div_fast(-(32.0 + opaque(0.1 * f32(is), params.zero)), mx);
     sumlx = 0.0;
     suml2 = 0.0;
     for (var i = 0u; i < 16u; i = i + 1u) {
@@ -60,7 +60,7 @@ fn make_qx_quants(xo: u32, L: ptr<function, array<i32, 256>>, lo: u32) -> f32 {
       for (var i = 0u; i < 16u; i = i + 1u) {
         (*L)[lo + i] = 32 + clamp_l(nint(iscale * xs[i]));
       }
-      scale = div_rn(sumlx, suml2);
+      scale = div_fast(sumlx, suml2);
       best = scale * sumlx;
     }
   }
@@ -81,8 +81,8 @@ fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_S
     if (abs_scale > max_abs_scale) { max_abs_scale = abs_scale; max_scale = scale; }
   }
   if (max_abs_scale >= GROUP_MAX_EPS && bad == 0u) {
-    let iscale = div_rn(-128.0, max_scale);
-    let d_bits = f32_to_f16_bits(div_rn(1.0, iscale));
+    let iscale = div_fast(-128.0, max_scale);
+    let d_bits = f32_to_f16_bits(div_fast(1.0, iscale));
     put_byte(words, 208u, d_bits);
     put_byte(words, 209u, d_bits >> 8u);
     let d_stored = f16_bits_to_f32(d_bits);
@@ -94,7 +94,7 @@ fn quantize_super_block(xo: u32, bad: u32, words: ptr<function, array<u32, OUT_S
       let d = d_stored * f32(sc8);
       if (d == 0.0) { continue; }
       for (var ii = 0u; ii < 16u; ii = ii + 1u) {
-        let l = clamp_l(nint(div_rn(src[xo + 16u * g + ii], d)));
+        let l = clamp_l(nint(div_fast(src[xo + 16u * g + ii], d)));
         L[16u * g + ii] = l + 32;
       }
     }

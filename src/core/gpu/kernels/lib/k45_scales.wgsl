@@ -13,7 +13,7 @@ fn quantize_k45_scales(xo: u32, words: ptr<function, array<u32, OUT_STRIDE>>, L:
     let g = xo + 32u * j;
     var sum_x2 = 0.0;
     for (var l = 0u; l < 32u; l = l + 1u) { sum_x2 = sum_x2 + op(src[g + l] * src[g + l]); }
-    let av_x = sqrt_rn(div_rn(sum_x2, 32.0));
+    let av_x = sqrt_rn(div_fast(sum_x2, 32.0));
     for (var l = 0u; l < 32u; l = l + 1u) { weights[l] = av_x + abs(src[g + l]); }
     var the_min = 0.0;
     let scale = make_qkx2_quants(g, &weights, L, 32u * j, &the_min);
@@ -23,9 +23,9 @@ fn quantize_k45_scales(xo: u32, words: ptr<function, array<u32, OUT_STRIDE>>, L:
     if (the_min > max_min) { max_min = the_min; }
   }
   var inv_scale = 0.0;
-  if (max_scale > 0.0) { inv_scale = div_rn(63.0, max_scale); }
+  if (max_scale > 0.0) { inv_scale = div_fast(63.0, max_scale); }
   var inv_min = 0.0;
-  if (max_min > 0.0) { inv_min = div_rn(63.0, max_min); }
+  if (max_min > 0.0) { inv_min = div_fast(63.0, max_min); }
   for (var j = 0u; j < 8u; j = j + 1u) {
     // uint8_t ls = nearest_int(...); ls = MIN(63, ls)
     let ls = min(63u, u32(nint(inv_scale * scales[j])) & 0xffu);
@@ -39,8 +39,8 @@ fn quantize_k45_scales(xo: u32, words: ptr<function, array<u32, OUT_STRIDE>>, L:
       put_byte(words, 4u + j, (lm >> 4u) << 6u);
     }
   }
-  let d_bits = f32_to_f16_bits(div_rn(max_scale, 63.0));
-  let dmin_bits = f32_to_f16_bits(div_rn(max_min, 63.0));
+  let d_bits = f32_to_f16_bits(div_fast(max_scale, 63.0));
+  let dmin_bits = f32_to_f16_bits(div_fast(max_min, 63.0));
   put_byte(words, 0u, d_bits);
   put_byte(words, 1u, d_bits >> 8u);
   put_byte(words, 2u, dmin_bits);
@@ -61,7 +61,7 @@ fn quantize_k45_scales(xo: u32, words: ptr<function, array<u32, OUT_STRIDE>>, L:
     if (d == 0.0) { continue; }
     let dm = dmin_stored * f32(m);
     for (var ii = 0u; ii < 32u; ii = ii + 1u) {
-      (*L)[32u * j + ii] = clamp_q(nint(div_rn(src[xo + 32u * j + ii] + dm, d)));
+      (*L)[32u * j + ii] = clamp_q(nint(div_fast(src[xo + 32u * j + ii] + dm, d)));
     }
   }
 }

@@ -2,6 +2,7 @@
 // access to the block being assembled in OUT_STRIDE u32 words (OUT_STRIDE is the kernel's), and the
 // entry point: the kernel's quantize_super_block fills words[0..OUT_STRIDE-1), the last word is the
 // NaN/Inf flag.
+// #include "div_fast.wgsl"
 struct Params { block_count: u32, zero: u32, groups_x: u32, pad: u32 }
 @group(0) @binding(0) var<storage, read> src: array<f32>;
 @group(0) @binding(1) var<storage, read_write> out: array<u32>;

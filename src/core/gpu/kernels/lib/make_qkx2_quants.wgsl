@@ -38,8 +38,8 @@ fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<
     *the_min = -mn;
     return 0.0;
   }
-  var iscale = div_rn(f32(NMAX), mx - mn);
-  var scale = div_rn(1.0, iscale);
+  var iscale = div_fast(f32(NMAX), mx - mn);
+  var scale = div_fast(1.0, iscale);
   var best_error = 0.0;
   for (var i = 0u; i < QKX2_N; i = i + 1u) {
     let xi = xs[i];
@@ -49,7 +49,7 @@ fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<
     best_error = best_error + op((*weights)[i] * diff);
   }
   for (var is = 0; is <= QKX2_NSTEP; is = is + 1) {
-    iscale = div_rn((QKX2_RMIN + op(0.1 * f32(is))) + f32(NMAX), mx - mn);
+    iscale = div_fast((QKX2_RMIN + op(0.1 * f32(is))) + f32(NMAX), mx - mn);
     var sum_l = 0.0;
     var sum_l2 = 0.0;
     var sum_xl = 0.0;
@@ -65,11 +65,11 @@ fn make_qkx2_quants(xo: u32, weights: ptr<function, array<f32, QKX2_N>>, L: ptr<
     }
     let big_d = op(sum_w * sum_l2) - op(sum_l * sum_l);
     if (big_d > 0.0) {
-      var this_scale = div_rn(op(sum_w * sum_xl) - op(sum_x * sum_l), big_d);
-      var this_min = div_rn(op(sum_l2 * sum_x) - op(sum_l * sum_xl), big_d);
+      var this_scale = div_fast(op(sum_w * sum_xl) - op(sum_x * sum_l), big_d);
+      var this_min = div_fast(op(sum_l2 * sum_x) - op(sum_l * sum_xl), big_d);
       if (this_min > 0.0) {
         this_min = 0.0;
-        this_scale = div_rn(sum_xl, sum_l2);
+        this_scale = div_fast(sum_xl, sum_l2);
       }
       var cur_error = 0.0;
       for (var i = 0u; i < QKX2_N; i = i + 1u) {
