@@ -21,6 +21,7 @@ import {
   emptyMoments,
   emptySecondPassCounts,
   mergeMoments,
+  momentsOf,
   secondPassSpecOf,
   statsFromPasses,
   summarizeMoments,
@@ -140,6 +141,68 @@ test('kernels on one, two and three threads equal the JS reference: specials, od
     } finally {
       kernels.dispose();
     }
+  }
+});
+
+test('row moments from power sums (|mean| <= std / 4) and from two passes (the rest) both agree with momentsOf within 1e-12', async () => {
+  const kernels = WeightStatsKernels.create(1);
+  assert.ok(kernels !== null);
+  try {
+    const rowLength = 4099;
+    // Row r: mean = ratio * std, std 0.02; the ratios straddle the switch at 1/4 and go far past it.
+    const ratios = [0, 0.01, 0.1, 0.2, 0.249, 0.25, 0.251, 0.3, 1, 10, 1000, -0.2, -0.26, -50];
+    const rnd = normalRng(4);
+    const x = new Float32Array(ratios.length * rowLength);
+    ratios.forEach((ratio, r) => {
+      for (let c = 0; c < rowLength; c++) x[r * rowLength + c] = ratio * 0.02 + 0.02 * rnd();
+    });
+    kernels.reserve(1, x.length);
+    kernels.slotView(0, x.length).set(x);
+    const got = kernels.rowMoments(0, ratios.length, rowLength);
+    ratios.forEach((ratio, r) => {
+      const want = momentsOf(x, r * rowLength, (r + 1) * rowLength);
+      const a = got[r]!;
+      const what = `row mean ${ratio} std`;
+      for (const k of ['count', 'min', 'max', 'absMax', 'nanCount', 'infCount'] as const) assert.equal(a[k], want[k], `${what}: ${k}`);
+      const sigma = Math.sqrt(want.m2 / want.count);
+      close(a.mean, want.mean, 1e-12, `${what}: mean`, Math.max(Math.abs(want.mean), sigma));
+      close(a.m2, want.m2, 1e-12, `${what}: m2`);
+      close(a.m3, want.m3, 1e-12, `${what}: m3`, want.count * sigma ** 3);
+      close(a.m4, want.m4, 1e-12, `${what}: m4`);
+    });
+  } finally {
+    kernels.dispose();
+  }
+});
+
+test('the finite pass (one joint table slot per value) splits ranks that straddle bins as the reference does', async () => {
+  const kernels = WeightStatsKernels.create(2, 1000);
+  assert.ok(kernels !== null);
+  await allThreadsReady(kernels);
+  try {
+    // Magnitudes over 2^-149 .. 2^40 (subnormals, zeros of both signs, both signs), so that ranks (sign, exponent,
+    // two mantissa bits) of large values span several fixed bins and one bin spans many ranks near zero.
+    let seed = 99;
+    const next = () => (seed = (seed * 1664525 + 1013904223) >>> 0) / 2 ** 32;
+    const spread = Float32Array.from({ length: 40 * 251 }, (_, i) => (i % 97 === 0 ? (i % 2 === 0 ? 0 : -0) : (next() < 0.5 ? -1 : 1) * 2 ** (next() * 189 - 149)));
+    // Values on every quarter-octave edge 2^e * {1, 1.25, 1.5, 1.75} and one float either side of it.
+    const edges: number[] = [];
+    for (let e = -8; e <= 3; e++) {
+      for (const m of [1, 1.25, 1.5, 1.75]) {
+        const v = Math.fround(m * 2 ** e);
+        edges.push(v, -v, Math.fround(v * (1 + 2 ** -23)), Math.fround(v * (1 - 2 ** -24)), -Math.fround(v * (1 - 2 ** -24)));
+      }
+    }
+    const edgy = Float32Array.from({ length: 8 * edges.length }, (_, i) => edges[i % edges.length]! * (1 + (Math.floor(i / edges.length) % 2) * 2 ** -22));
+    for (const [name, x, rows] of [['spread', spread, 40], ['quarter-octave edges', edgy, 8]] as const) {
+      const shape = [rows, x.length / rows];
+      for (const histogramBins of [1, 3, 64, 256]) {
+        const options = { ...DEFAULT_WEIGHT_STATS_OPTIONS, histogramBins };
+        assertSameStats(kernelStats(kernels, shape, x, options), computeTensorStats('t', shape, x, options), 1e-12, `${name}, ${histogramBins} bins`);
+      }
+    }
+  } finally {
+    kernels.dispose();
   }
 });
 

@@ -20,7 +20,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { QuantLensError } from '../../errors';
-import { LOG_BINS_PER_OCTAVE, mergeMoments, emptyMoments, type Moments, type SecondPassCounts, type SecondPassSpec } from '../weightStats';
+import { LOG_BINS_PER_OCTAVE, fixedBinOf, mergeMoments, emptyMoments, type Moments, type SecondPassCounts, type SecondPassSpec } from '../weightStats';
 import { WEIGHT_STATS_WASM_BASE64 } from './weightStatsWasm';
 
 const PAGE_BYTES = 65536;
@@ -45,7 +45,9 @@ const LOG_TABLE = 1024;
 const FIRST_NON_FINITE_LOG_SLOT = 255 * 4;
 /** Fixed-histogram slots per lane before its log table (weightStats.as FIXED_SLOTS): bins <= 256, then the skip slot. */
 const FIXED_SLOTS = 260;
-const LANE_TABLE = FIXED_SLOTS + LOG_TABLE;
+/** The clean pass's joint table per lane (weightStats.as JOINT_SLOTS): slot fixedBin + 1024 + rank. */
+const JOINT_SLOTS = 2048 + FIXED_SLOTS;
+const LANE_TABLE = Math.max(FIXED_SLOTS + LOG_TABLE, JOINT_SLOTS);
 /** Stay well below the 4 GiB the module may address. */
 const MAX_HEAP_BYTES = 3 * 2 ** 30;
 /** How long this thread waits for the helper's half before it gives up on the helper (it then runs the half itself). */
@@ -147,6 +149,57 @@ function scratchAt(p: number): Scratch {
   const rowOut = tables + align64(4 * LANE_TABLE * 4);
   const colOut = rowOut + align64(BLOCK_ROWS * 4);
   return { moments, tables, rowOut, colOut };
+}
+
+/** Adds n values whose |x| has log table slot k (exponent k >> 2, two mantissa bits k & 3: logBinOf's rule) to counts.log. */
+function addLogSlot(counts: SecondPassCounts, spec: SecondPassSpec, k: number, n: number): void {
+  const exponent = k >> 2;
+  const first = spec.log.topExponent - spec.log.octaves + 1;
+  if (exponent === 0 || exponent < first) counts.log[counts.log.length - 1]! += n;
+  else counts.log[Math.min(spec.log.octaves * LOG_BINS_PER_OCTAVE - 1, (exponent - first) * LOG_BINS_PER_OCTAVE + (k & 3))]! += n;
+}
+
+/** A thread's 4 lane tables at u32 index `tables` (the masked pass's layout) into counts.fixed and counts.log. */
+function foldHistograms(u32: Uint32Array, tables: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
+  const lane = (slot: number) => u32[tables + slot]! + u32[tables + LANE_TABLE + slot]! + u32[tables + 2 * LANE_TABLE + slot]! + u32[tables + 3 * LANE_TABLE + slot]!;
+  for (let b = 0; b < spec.fixed.bins; b++) counts.fixed[b]! += lane(b);
+  for (let k = 0; k < FIRST_NON_FINITE_LOG_SLOT; k++) {
+    const n = lane(FIXED_SLOTS + k);
+    if (n !== 0) addLogSlot(counts, spec, k, n);
+  }
+}
+
+/** The float whose order-preserving integer (bits ^ ((bits >> 31) & 0x7fffffff)) is `key`. */
+function floatOfOrderKey(key: number): number {
+  const bits = key < 0 ? key ^ 0x7fffffff : key;
+  ORDER_KEY_I32[0] = bits;
+  return ORDER_KEY_F32[0]!;
+}
+const ORDER_KEY_I32 = new Int32Array(1);
+const ORDER_KEY_F32 = new Float32Array(ORDER_KEY_I32.buffer);
+
+/**
+ * A thread's 4 joint tables (the clean pass: slot fixedBin + 1024 + rank, weightStats.as JOINT_SLOTS) into
+ * counts.fixed and counts.log. The floats of one rank form an interval, and the fixed bin is non-decreasing in x
+ * (f32 subtraction, multiplication by a scale >= 0, floor and clamp all are), so the bins that rank's values can
+ * have are fixedBinOf of its two ends and the ones between: each (rank, bin) pair has its own slot, since the
+ * slots of any other rank lie wholly below or above. Ranks of NaN / Inf bits hold nothing in a clean pass.
+ */
+function foldJoint(u32: Uint32Array, tables: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
+  const lane = (slot: number) => u32[tables + slot]! + u32[tables + LANE_TABLE + slot]! + u32[tables + 2 * LANE_TABLE + slot]! + u32[tables + 3 * LANE_TABLE + slot]!;
+  for (let rank = -1024; rank < 1024; rank++) {
+    // |x|'s log table slot: rank for x >= 0, -1 - rank (its mirror) for x < 0.
+    const k = rank >= 0 ? rank : -1 - rank;
+    if (k >= FIRST_NON_FINITE_LOG_SLOT) continue;
+    const first = fixedBinOf(floatOfOrderKey(rank * 2 ** 21), spec.fixed);
+    const last = fixedBinOf(floatOfOrderKey(rank * 2 ** 21 + (2 ** 21 - 1)), spec.fixed);
+    for (let b = first; b <= last; b++) {
+      const n = lane(b + 1024 + rank);
+      if (n === 0) continue;
+      counts.fixed[b]! += n;
+      addLogSlot(counts, spec, k, n);
+    }
+  }
 }
 
 /** The helper thread and its control block. */
@@ -430,7 +483,10 @@ export class WeightStatsKernels {
         counts.rowOutliers[rowStart + r]! += u32[mine.rowOut / 4]!;
       }
     }
-    for (const s of this.scratch) this.foldHistograms(u32, s, spec, counts);
+    for (const s of this.scratch) {
+      if (clean === 1) foldJoint(u32, s.tables / 4, spec, counts);
+      else foldHistograms(u32, s.tables / 4, spec, counts);
+    }
   }
 
   /**
@@ -451,24 +507,6 @@ export class WeightStatsKernels {
       run(r0, Math.min(chunk, rows - r0));
     }
     for (const h of helpers) this.finishHelper(h);
-  }
-
-  private foldHistograms(u32: Uint32Array, s: Scratch, spec: SecondPassSpec, counts: SecondPassCounts): void {
-    const bins = spec.fixed.bins;
-    const fixed = s.tables / 4;
-    for (let b = 0; b < bins; b++) counts.fixed[b]! += u32[fixed + b]! + u32[fixed + LANE_TABLE + b]! + u32[fixed + 2 * LANE_TABLE + b]! + u32[fixed + 3 * LANE_TABLE + b]!;
-    // Log table slot k = the top bits of |x|: exponent k >> 2, two mantissa bits k & 3 (logBinOf's rule).
-    const log = s.tables / 4 + FIXED_SLOTS;
-    const first = spec.log.topExponent - spec.log.octaves + 1;
-    const lastBin = spec.log.octaves * LOG_BINS_PER_OCTAVE - 1;
-    const underflow = counts.log.length - 1;
-    for (let k = 0; k < FIRST_NON_FINITE_LOG_SLOT; k++) {
-      const n = u32[log + k]! + u32[log + LANE_TABLE + k]! + u32[log + 2 * LANE_TABLE + k]! + u32[log + 3 * LANE_TABLE + k]!;
-      if (n === 0) continue;
-      const exponent = k >> 2;
-      if (exponent === 0 || exponent < first) counts.log[underflow]! += n;
-      else counts.log[Math.min(lastBin, (exponent - first) * LOG_BINS_PER_OCTAVE + (k & 3))]! += n;
-    }
   }
 
   private collectMoments(at: number, rows: number, out: Moments[]): void {

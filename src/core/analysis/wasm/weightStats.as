@@ -2,9 +2,10 @@
 // 128-bit SIMD by build.ts. The caller (wasm/statsKernels.ts) places f32 rows and the outputs at or above
 // heapBase(); pointers are byte addresses.
 //
-// Rounding: the moments are IEEE float64 sums of the same float64 terms as momentsOf (d = x - mean,
-// d2 = d * d, d2 * d, d2 * d2), summed in two lanes (even / odd values of each 4) instead of one, so they
-// agree with it to float64 rounding, not bit for bit. The histogram bins and the outlier test are the f32
+// Rounding: the moments are IEEE float64 sums, summed in two lanes (even / odd values of each 4): for rows
+// whose |mean| <= std / 4, power sums of x turned into central sums (a few float64 ulps of cancellation at
+// most); for the others the same terms as momentsOf (d = x - mean, d2 = d * d, d2 * d, d2 * d2). They agree
+// with momentsOf to float64 rounding, not bit for bit. The histogram bins and the outlier test are the f32
 // rules of weightStats.ts, exactly: f32 subtraction and multiplication (IEEE, no fused multiply-add in
 // WebAssembly), floor, then clamp; |f32(x - center)| > threshold.
 
@@ -26,10 +27,25 @@ export function heapBase(): usize {
   return (reinterpret<u32>(x) & 0x7fffffff) < 0x7f800000;
 }
 
+/** The least of a f32x4's lanes (and lanesMax the largest). */
+@inline function lanesMin(v: v128): f32 {
+  return min(min(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), min(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
+@inline function lanesMax(v: v128): f32 {
+  return max(max(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), max(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
+}
+
 /**
- * Moments of each row of a row-major [rows, rowLength] f32 block, two passes per row as momentsOf (the row is
- * in L1 for the second): the finite values' count, sum, min, max and absMax, then the central sums around the
- * row mean. NaN and +-Inf are counted and left out.
+ * Moments of each row of a row-major [rows, rowLength] f32 block: the finite values' count, mean, min, max and
+ * absMax, and the central sums m2, m3, m4 around the row mean. NaN and +-Inf are counted and left out.
+ *
+ * One pass first, as if every value were finite: min, max, the largest |x| bits (which also tells whether a
+ * NaN or Inf was there) and the float64 power sums S1..S4 of x. A row whose mean is small beside its spread
+ * (16 mean^2 <= m2 / n, so |mean| <= std / 4: weight rows nearly always) takes its central sums from them,
+ * m2 = S2 - S1 mean, m3 = S3 - 3 mean S2 + 2 mean^2 S1, m4 = S4 - 4 mean S3 + 6 mean^2 S2 - 3 mean^3 S1, which
+ * then lose at most a few float64 ulps to cancellation; any other row is done again as momentsOf does (the
+ * row is in cache): d = x - mean, then the sums of d^2, d^3, d^4, with masks when it held NaN or Inf.
  */
 export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): void {
   const vecEnd: i32 = rowLength & ~3;
@@ -41,30 +57,46 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
   const zero = f32x4.splat(0);
   for (let r = 0; r < rows; r++) {
     const row = src + <usize>r * rowBytes;
-    let count = i32x4.splat(0);
-    let sumLo = f64x2.splat(0);
-    let sumHi = f64x2.splat(0);
     let vmin = posInf;
     let vmax = negInf;
-    let vabs = zero;
-    // First as if every value were finite (no masks); a row where that was wrong is done again with masks.
+    let absBits = i32x4.splat(0);
+    // One accumulator per sum (values 0, 1 of each 4 added to values 2, 3 first): few enough live registers.
+    let s1v = f64x2.splat(0);
+    let s2v = f64x2.splat(0);
+    let s3v = f64x2.splat(0);
+    let s4v = f64x2.splat(0);
     for (let i = 0; i < vecEnd; i += 4) {
       const x = v128.load(row + ((<usize>i) << 2));
-      count = i32x4.sub(count, i32x4.lt_s(v128.and(x, absMask), finiteLimit));
       // pmin / pmax are one instruction each; their results are used only when no NaN or Inf reached them.
       vmin = f32x4.pmin(vmin, x);
       vmax = f32x4.pmax(vmax, x);
-      vabs = f32x4.pmax(vabs, f32x4.abs(x));
-      sumLo = f64x2.add(sumLo, f64x2.promote_low_f32x4(x));
-      sumHi = f64x2.add(sumHi, f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 2, 3)));
+      absBits = i32x4.max_u(absBits, v128.and(x, absMask));
+      const a = f64x2.promote_low_f32x4(x);
+      const b = f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 2, 3));
+      const a2 = f64x2.mul(a, a);
+      const b2 = f64x2.mul(b, b);
+      s1v = f64x2.add(s1v, f64x2.add(a, b));
+      s2v = f64x2.add(s2v, f64x2.add(a2, b2));
+      s3v = f64x2.add(s3v, f64x2.add(f64x2.mul(a2, a), f64x2.mul(b2, b)));
+      s4v = f64x2.add(s4v, f64x2.add(f64x2.mul(a2, a2), f64x2.mul(b2, b2)));
     }
-    if (i32x4.extract_lane(count, 0) + i32x4.extract_lane(count, 1) + i32x4.extract_lane(count, 2) + i32x4.extract_lane(count, 3) != vecEnd) {
-      count = i32x4.splat(0);
-      sumLo = f64x2.splat(0);
-      sumHi = f64x2.splat(0);
+    const maxAbsBits: u32 = max(max(i32x4.extract_lane(absBits, 0) as u32, i32x4.extract_lane(absBits, 1) as u32), max(i32x4.extract_lane(absBits, 2) as u32, i32x4.extract_lane(absBits, 3) as u32));
+    let n: i32 = vecEnd;
+    let sum: f64 = hsum(s1v);
+    let s2: f64 = hsum(s2v);
+    let s3: f64 = hsum(s3v);
+    let s4: f64 = hsum(s4v);
+    let mn: f32 = lanesMin(vmin);
+    let mx: f32 = lanesMax(vmax);
+    let am: f32 = reinterpret<f32>(maxAbsBits);
+    if (maxAbsBits >= 0x7f800000) {
+      // A NaN or Inf in the vector part: count, sum, min, max and absMax again with masks.
+      let count = i32x4.splat(0);
+      let sumLo = f64x2.splat(0);
+      let sumHi = f64x2.splat(0);
       vmin = posInf;
       vmax = negInf;
-      vabs = zero;
+      let vabs = zero;
       for (let i = 0; i < vecEnd; i += 4) {
         const x = v128.load(row + ((<usize>i) << 2));
         const finite = i32x4.lt_s(v128.and(x, absMask), finiteLimit);
@@ -76,17 +108,22 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
         sumLo = f64x2.add(sumLo, f64x2.promote_low_f32x4(xz));
         sumHi = f64x2.add(sumHi, f64x2.promote_low_f32x4(i32x4.shuffle(xz, xz, 2, 3, 2, 3)));
       }
+      n = i32x4.extract_lane(count, 0) + i32x4.extract_lane(count, 1) + i32x4.extract_lane(count, 2) + i32x4.extract_lane(count, 3);
+      sum = hsum(sumLo) + hsum(sumHi);
+      mn = lanesMin(vmin);
+      mx = lanesMax(vmax);
+      am = lanesMax(vabs);
     }
-    let n: i32 = i32x4.extract_lane(count, 0) + i32x4.extract_lane(count, 1) + i32x4.extract_lane(count, 2) + i32x4.extract_lane(count, 3);
-    let sum: f64 = hsum(sumLo) + hsum(sumHi);
-    let mn: f32 = min(min(f32x4.extract_lane(vmin, 0), f32x4.extract_lane(vmin, 1)), min(f32x4.extract_lane(vmin, 2), f32x4.extract_lane(vmin, 3)));
-    let mx: f32 = max(max(f32x4.extract_lane(vmax, 0), f32x4.extract_lane(vmax, 1)), max(f32x4.extract_lane(vmax, 2), f32x4.extract_lane(vmax, 3)));
-    let am: f32 = max(max(f32x4.extract_lane(vabs, 0), f32x4.extract_lane(vabs, 1)), max(f32x4.extract_lane(vabs, 2), f32x4.extract_lane(vabs, 3)));
     for (let i = vecEnd; i < rowLength; i++) {
       const x = load<f32>(row + ((<usize>i) << 2));
       if (!isFiniteF32(x)) continue;
       n++;
-      sum += <f64>x;
+      const xd = <f64>x;
+      const x2 = xd * xd;
+      sum += xd;
+      s2 += x2;
+      s3 += x2 * xd;
+      s4 += x2 * x2;
       mn = min(mn, x);
       mx = max(mx, x);
       am = max(am, abs(x));
@@ -107,7 +144,12 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
     let m4: f64 = 0;
     if (n > 0) {
       mean = sum / <f64>n;
-      if (n == rowLength) {
+      const mean2 = mean * mean;
+      m2 = s2 - sum * mean;
+      if (n == rowLength && 16 * mean2 * <f64>n <= m2) {
+        m3 = s3 - 3 * mean * s2 + 2 * mean2 * sum;
+        m4 = s4 - 4 * mean * s3 + 6 * mean2 * s2 - 3 * mean2 * mean * sum;
+      } else if (n == rowLength) {
         const meanV = f64x2.splat(mean);
         let a2 = f64x2.splat(0);
         let a3 = f64x2.splat(0);
@@ -139,6 +181,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
           m4 += d2 * d2;
         }
       } else {
+        m2 = 0;
         for (let i = 0; i < rowLength; i++) {
           const x = load<f32>(row + ((<usize>i) << 2));
           if (!isFiniteF32(x)) continue;
@@ -165,31 +208,31 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
 
 /** u32 slots before a lane's log table in pass 2's tables: the fixed histogram (bins <= 256) and its skip slot. */
 const FIXED_SLOTS: i32 = 260;
-/** Bytes of one lane's tables: FIXED_SLOTS fixed-histogram slots, then LOG_TABLE log slots. */
-const LANE_TABLE_BYTES: usize = <usize>(FIXED_SLOTS + LOG_TABLE) << 2;
+/**
+ * The clean pass's one table per lane (instead of the fixed and log tables): slot fixedBin + 1024 + rank, where
+ * rank = (the f32 bits made order-preserving as a signed integer) >> 21, -1024..1023: sign, exponent and two
+ * mantissa bits, the log table's slot of |x| mirrored for negative x. fixedBin and rank are both non-decreasing
+ * in x, so their sum strictly increases from one (fixedBin, rank) pair that occurs to the next: a slot belongs to
+ * one pair, which the caller finds from the bins' edges (statsKernels.ts foldJoint). One increment per value.
+ */
+const JOINT_SLOTS: i32 = 2048 + FIXED_SLOTS;
+/** Bytes of one lane's tables: FIXED_SLOTS fixed-histogram slots, then LOG_TABLE log slots; or JOINT_SLOTS. */
+const LANE_TABLE_BYTES: usize = <usize>max(FIXED_SLOTS + LOG_TABLE, JOINT_SLOTS) << 2;
 
 /** Bytes of pass 2's tables (4 lanes), for the caller. */
 export function secondPassTableBytes(): usize {
   return LANE_TABLE_BYTES << 2;
 }
 
-/** One increment per lane in each of the two tables of that lane (bin and logIdx are byte offsets). */
-@inline function bump8(t0: usize, t1: usize, t2: usize, t3: usize, bin: v128, logIdx: v128): void {
-  let p: usize = t0 + <usize>i32x4.extract_lane(bin, 0);
+/** One increment per lane in that lane's table (idx are byte offsets). */
+@inline function bump4(t0: usize, t1: usize, t2: usize, t3: usize, idx: v128): void {
+  let p: usize = t0 + <usize>i32x4.extract_lane(idx, 0);
   store<u32>(p, load<u32>(p) + 1);
-  p = t1 + <usize>i32x4.extract_lane(bin, 1);
+  p = t1 + <usize>i32x4.extract_lane(idx, 1);
   store<u32>(p, load<u32>(p) + 1);
-  p = t2 + <usize>i32x4.extract_lane(bin, 2);
+  p = t2 + <usize>i32x4.extract_lane(idx, 2);
   store<u32>(p, load<u32>(p) + 1);
-  p = t3 + <usize>i32x4.extract_lane(bin, 3);
-  store<u32>(p, load<u32>(p) + 1);
-  p = t0 + <usize>i32x4.extract_lane(logIdx, 0);
-  store<u32>(p, load<u32>(p) + 1);
-  p = t1 + <usize>i32x4.extract_lane(logIdx, 1);
-  store<u32>(p, load<u32>(p) + 1);
-  p = t2 + <usize>i32x4.extract_lane(logIdx, 2);
-  store<u32>(p, load<u32>(p) + 1);
-  p = t3 + <usize>i32x4.extract_lane(logIdx, 3);
+  p = t3 + <usize>i32x4.extract_lane(idx, 3);
   store<u32>(p, load<u32>(p) + 1);
 }
 
@@ -202,7 +245,8 @@ export function secondPassTableBytes(): usize {
  *           land in slots >= 1020, which it ignores);
  *   rowOut[r] and colOut[c] (u32) count the finite values with |f32(x - center)| > threshold.
  * `clean` (1) promises that every value is finite and `scale` too: then no value is skipped and no mask is needed
- * (an infinite x - lo times a finite positive scale clamps to the last bin, as in the reference).
+ * (an infinite x - lo times a finite positive scale clamps to the last bin, as in the reference), and both
+ * histograms go to one table per lane (JOINT_SLOTS) with one increment per value.
  */
 export function secondPass(
   src: usize,
@@ -233,6 +277,7 @@ export function secondPass(
   const magic = f32x4.splat(8388608);
   const magicBits = i32x4.splat(0x4b000000);
   const logOffset = i32x4.splat(FIXED_SLOTS << 2);
+  const jointBias = i32x4.splat(1024 - 0x4b000000);
   const t0 = tables;
   const t1 = t0 + LANE_TABLE_BYTES;
   const t2 = t1 + LANE_TABLE_BYTES;
@@ -245,13 +290,14 @@ export function secondPass(
         const x = v128.load(row + ((<usize>i) << 2));
         const t = f32x4.floor(f32x4.mul(f32x4.sub(x, loV), scaleV));
         const clamped = f32x4.pmax(zeroF, f32x4.pmin(lastBin, t));
-        const bin = i32x4.shl(i32x4.sub(f32x4.add(clamped, magic), magicBits), 2);
-        const logIdx = i32x4.add(i32x4.shl(i32x4.shr_u(v128.and(x, absMask), 21), 2), logOffset);
+        // bits of (clamped + 2^23) = 0x4b000000 + bin; jointBias takes the 0x4b000000 off and adds 1024.
+        const rank = i32x4.shr_s(v128.xor(x, v128.and(i32x4.shr_s(x, 31), absMask)), 21);
+        const joint = i32x4.shl(i32x4.add(i32x4.add(f32x4.add(clamped, magic), rank), jointBias), 2);
         const outlier = f32x4.gt(f32x4.abs(f32x4.sub(x, centerV)), thresholdV);
         rowCount = i32x4.sub(rowCount, outlier);
         const colPtr = colOut + ((<usize>i) << 2);
         v128.store(colPtr, i32x4.sub(v128.load(colPtr), outlier));
-        bump8(t0, t1, t2, t3, bin, logIdx);
+        bump4(t0, t1, t2, t3, joint);
       }
     } else for (let i = 0; i < vecEnd; i += 4) {
       const x = v128.load(row + ((<usize>i) << 2));
@@ -268,10 +314,23 @@ export function secondPass(
       rowCount = i32x4.sub(rowCount, outlier);
       const colPtr = colOut + ((<usize>i) << 2);
       v128.store(colPtr, i32x4.sub(v128.load(colPtr), outlier));
-      bump8(t0, t1, t2, t3, bin, logIdx);
+      bump4(t0, t1, t2, t3, bin);
+      bump4(t0, t1, t2, t3, logIdx);
     }
     let rowOutliers: u32 = <u32>(i32x4.extract_lane(rowCount, 0) + i32x4.extract_lane(rowCount, 1) + i32x4.extract_lane(rowCount, 2) + i32x4.extract_lane(rowCount, 3));
-    for (let i = vecEnd; i < rowLength; i++) {
+    if (clean) for (let i = vecEnd; i < rowLength; i++) {
+      const x = load<f32>(row + ((<usize>i) << 2));
+      const bits = reinterpret<i32>(x);
+      const rank = (bits ^ ((bits >> 31) & 0x7fffffff)) >> 21;
+      const bin = <i32>max<f32>(0, min<f32>(<f32>(bins - 1), floor((x - lo) * scale)));
+      const jp = t0 + ((<usize>(bin + 1024 + rank)) << 2);
+      store<u32>(jp, load<u32>(jp) + 1);
+      if (abs(x - center) > threshold) {
+        rowOutliers++;
+        const cp = colOut + ((<usize>i) << 2);
+        store<u32>(cp, load<u32>(cp) + 1);
+      }
+    } else for (let i = vecEnd; i < rowLength; i++) {
       const x = load<f32>(row + ((<usize>i) << 2));
       const ax = reinterpret<u32>(x) & 0x7fffffff;
       const lp = t0 + ((<usize>(FIXED_SLOTS + (ax >> 21))) << 2);
