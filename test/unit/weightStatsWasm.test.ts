@@ -138,6 +138,9 @@ test('kernels on one, two and three threads equal the JS reference: specials, od
       const flat = new Float32Array(3 * 8).fill(2.5);
       flat.fill(Number.NaN, 8, 16);
       assertSameStats(kernelStats(kernels, [3, 8], flat), computeTensorStats('t', [3, 8], flat), 1e-12, `${threads} threads, constant / NaN rows`);
+      // Rows shorter than one SIMD vector: all NaN, NaN beside a value, negative zeros.
+      const short = Float32Array.from([Number.NaN, Number.NaN, Number.NaN, Number.NaN, -2, Number.NaN, -0, -0, -0]);
+      assertSameStats(kernelStats(kernels, [3, 3], short), computeTensorStats('t', [3, 3], short), 1e-12, `${threads} threads, short rows`);
     } finally {
       kernels.dispose();
     }

@@ -40,8 +40,8 @@ export function heapBase(): usize {
  * Moments of each row of a row-major [rows, rowLength] f32 block: the finite values' count, mean, min, max and
  * absMax, and the central sums m2, m3, m4 around the row mean. NaN and +-Inf are counted and left out.
  *
- * One pass first, as if every value were finite: min, max, the largest |x| bits (which also tells whether a
- * NaN or Inf was there) and the float64 power sums S1..S4 of x. A row whose mean is small beside its spread
+ * One pass first, as if every value were finite: min, max (absMax is the larger of -min and max) and the float64
+ * power sums S1..S4 of x (a NaN or Inf shows as a S2 that is not finite). A row whose mean is small beside its spread
  * (16 mean^2 <= m2 / n, so |mean| <= std / 4: weight rows nearly always) takes its central sums from them,
  * m2 = S2 - S1 mean, m3 = S3 - 3 mean S2 + 2 mean^2 S1, m4 = S4 - 4 mean S3 + 6 mean^2 S2 - 3 mean^3 S1, which
  * then lose at most a few float64 ulps to cancellation; any other row is done again as momentsOf does (the
@@ -59,7 +59,6 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
     const row = src + <usize>r * rowBytes;
     let vmin = posInf;
     let vmax = negInf;
-    let absBits = i32x4.splat(0);
     // One accumulator per sum (values 0, 1 of each 4 added to values 2, 3 first): few enough live registers.
     let s1v = f64x2.splat(0);
     let s2v = f64x2.splat(0);
@@ -70,7 +69,6 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
       // pmin / pmax are one instruction each; their results are used only when no NaN or Inf reached them.
       vmin = f32x4.pmin(vmin, x);
       vmax = f32x4.pmax(vmax, x);
-      absBits = i32x4.max_u(absBits, v128.and(x, absMask));
       const a = f64x2.promote_low_f32x4(x);
       const b = f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 2, 3));
       const a2 = f64x2.mul(a, a);
@@ -80,7 +78,6 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
       s3v = f64x2.add(s3v, f64x2.add(f64x2.mul(a2, a), f64x2.mul(b2, b)));
       s4v = f64x2.add(s4v, f64x2.add(f64x2.mul(a2, a2), f64x2.mul(b2, b2)));
     }
-    const maxAbsBits: u32 = max(max(i32x4.extract_lane(absBits, 0) as u32, i32x4.extract_lane(absBits, 1) as u32), max(i32x4.extract_lane(absBits, 2) as u32, i32x4.extract_lane(absBits, 3) as u32));
     let n: i32 = vecEnd;
     let sum: f64 = hsum(s1v);
     let s2: f64 = hsum(s2v);
@@ -88,8 +85,9 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
     let s4: f64 = hsum(s4v);
     let mn: f32 = lanesMin(vmin);
     let mx: f32 = lanesMax(vmax);
-    let am: f32 = reinterpret<f32>(maxAbsBits);
-    if (maxAbsBits >= 0x7f800000) {
+    let am: f32 = vecEnd > 0 ? max(-mn, mx) : 0;
+    // The sum of finite values' float64 squares is finite (each is below 2^256); a NaN or Inf makes it NaN or Inf.
+    if (!isFinite(s2)) {
       // A NaN or Inf in the vector part: count, sum, min, max and absMax again with masks.
       let count = i32x4.splat(0);
       let sumLo = f64x2.splat(0);
