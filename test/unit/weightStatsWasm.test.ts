@@ -14,7 +14,7 @@ import { repoRoot, microLlamaDir, microLlamaF32Gguf, tinyLlamaDir } from '../hel
 import { normalRng } from '../helpers/random';
 import { weightStatsSourceHash } from '../../src/core/analysis/wasm/buildInfo';
 import { WEIGHT_STATS_SOURCE_SHA256 } from '../../src/core/analysis/wasm/weightStatsWasm';
-import { WeightStatsKernels } from '../../src/core/analysis/wasm/statsKernels';
+import { WeightStatsKernels, type SlotValues } from '../../src/core/analysis/wasm/statsKernels';
 import { CpuStatsEngine } from '../../src/core/analysis/wasm/cpuStatsEngine';
 import {
   computeTensorStats,
@@ -62,19 +62,37 @@ function assertSameStats(actual: TensorStats, expected: TensorStats, rel: number
   }
 }
 
-/** Both passes of one in-memory tensor on the kernels (what the engine does for a tensor of one window). */
-function kernelStats(kernels: WeightStatsKernels, shape: readonly number[], values: Float32Array, options: WeightStatsOptions = DEFAULT_WEIGHT_STATS_OPTIONS): TensorStats {
+/**
+ * Both passes of one in-memory tensor on the kernels (what the engine does for a tensor of one window). With
+ * 'bf16' the slot holds the top halves of `values` as Checkpoint.readRowsBf16Into leaves BF16 rows (the caller
+ * passes values that are BF16, so the reference sees the same numbers).
+ */
+function kernelStats(kernels: WeightStatsKernels, shape: readonly number[], values: Float32Array, options: WeightStatsOptions = DEFAULT_WEIGHT_STATS_OPTIONS, held: SlotValues = 'f32'): TensorStats {
   const rows = shape.length <= 1 ? 1 : shape[0]!;
   const rowLength = rows === 0 ? 0 : values.length / rows;
   kernels.reserve(1, values.length);
-  kernels.slotView(0, values.length).set(values);
-  const rowMoments = kernels.rowMoments(0, rows, rowLength);
+  const slot = kernels.slotView(0, values.length);
+  if (held === 'f32') slot.set(values);
+  else {
+    slot.fill(Number.NaN);
+    const halves = new Uint16Array(slot.buffer, slot.byteOffset + values.length * 2, values.length);
+    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
+    for (let i = 0; i < values.length; i++) halves[i] = bits[i]! >>> 16;
+  }
+  const rowMoments = kernels.rowMoments(0, rows, rowLength, held);
   const total = summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments()));
   const spec = secondPassSpecOf(total, options);
   const counts = emptySecondPassCounts(spec, rows, rowLength);
   // As the engine: the kernel's unmasked pass when pass 1 found no NaN / Inf.
-  kernels.secondPass(0, rows, rowLength, 0, spec, counts, total.nanCount + total.infCount === 0);
+  kernels.secondPass(0, rows, rowLength, 0, spec, counts, total.nanCount + total.infCount === 0, held);
   return statsFromPasses('t', shape, rowMoments, spec, counts);
+}
+
+/** `values` rounded toward zero to BF16 (their top 16 bits), as f32. */
+function truncatedToBf16(values: Float32Array): Float32Array {
+  const bits = new Uint32Array(Float32Array.from(values).buffer);
+  for (let i = 0; i < bits.length; i++) bits[i] = bits[i]! & 0xffff0000;
+  return new Float32Array(bits.buffer);
 }
 
 /** Weights-like rows: normal values, an emergent column, a few huge values, with the edge cases sprinkled in. */
@@ -216,14 +234,45 @@ test('a row longer than one kernel piece (1-D, 600,001 values) is merged from pi
   try {
     const x = edgeVectors(1, 600_001, 5);
     assertSameStats(kernelStats(kernels, [600_001], x), computeTensorStats('t', [600_001], x), 1e-11, 'long row');
+    const b = truncatedToBf16(x);
+    assertSameStats(kernelStats(kernels, [600_001], b, DEFAULT_WEIGHT_STATS_OPTIONS, 'bf16'), computeTensorStats('t', [600_001], b), 1e-11, 'long BF16 row');
   } finally {
     kernels.dispose();
   }
 });
 
-async function engineAgainstReference(path: string, windowElements: number, threads: number): Promise<number> {
+test('BF16 rows as stored (widened as the kernels load them) equal the reference on their f32 values, 1 and 2 threads', async () => {
+  for (const threads of [1, 2]) {
+    const kernels = WeightStatsKernels.create(threads, 600);
+    assert.ok(kernels !== null);
+    await allThreadsReady(kernels);
+    try {
+      for (const [rows, cols] of [
+        [1, 1],
+        [1, 7],
+        [5, 37],
+        [64, 129],
+        [300, 1024],
+        [9000, 5],
+      ] as const) {
+        const shape = rows === 1 ? [cols] : [rows, cols];
+        // With NaN / Inf / subnormals (the masked passes), and finite only (the clean ones).
+        const special = truncatedToBf16(edgeVectors(rows, cols, rows + cols));
+        const finite = truncatedToBf16(Float32Array.from({ length: rows * cols }, normalRng(rows * cols)));
+        for (const [name, x] of [['specials', special], ['finite', finite]] as const) {
+          assertSameStats(kernelStats(kernels, shape, x, DEFAULT_WEIGHT_STATS_OPTIONS, 'bf16'), computeTensorStats('t', shape, x), 1e-12, `${threads} threads, BF16 ${name} [${rows}, ${cols}]`);
+        }
+      }
+    } finally {
+      kernels.dispose();
+    }
+  }
+});
+
+/** The engine's stats of every tensor equal the reference; returns the tensor count and the window reads made. */
+async function engineAgainstReference(path: string, windowElements: number, threads: number, residentElements?: number): Promise<{ tensors: number; reads: number; slots: number }> {
   const checkpoint = await openCheckpoint(path);
-  const engine = CpuStatsEngine.create(checkpoint, checkpoint.tensors, windowElements, threads);
+  const engine = CpuStatsEngine.create(checkpoint, checkpoint.tensors, windowElements, threads, residentElements);
   assert.ok(engine !== null);
   try {
     for (const [index, t] of checkpoint.tensors.entries()) {
@@ -231,7 +280,7 @@ async function engineAgainstReference(path: string, windowElements: number, thre
       const expected = computeTensorStats(t.name, t.shape, values);
       assertSameStats(await engine.tensorStats(index, DEFAULT_WEIGHT_STATS_OPTIONS), expected, 1e-12, `${path}: ${t.name}`);
     }
-    return checkpoint.tensors.length;
+    return { tensors: checkpoint.tensors.length, reads: engine.reads, slots: engine.slotCount };
   } finally {
     await engine.dispose();
     await checkpoint.close();
@@ -239,12 +288,36 @@ async function engineAgainstReference(path: string, windowElements: number, thre
 }
 
 test('engine over micro-llama (BF16 folder, F32 GGUF) in windows of 3 rows of 64 and whole tensors equals the reference', async () => {
-  assert.equal(await engineAgainstReference(microLlamaDir, 3 * 64, 2), 21);
-  assert.equal(await engineAgainstReference(microLlamaF32Gguf, 1 << 20, 1), 21);
+  assert.equal((await engineAgainstReference(microLlamaDir, 3 * 64, 2)).tensors, 21);
+  assert.equal((await engineAgainstReference(microLlamaF32Gguf, 1 << 20, 1)).tensors, 21);
+});
+
+test('engine: a tensor within the resident budget is read once, a larger one twice; both equal the reference', async () => {
+  const checkpoint = await openCheckpoint(microLlamaDir);
+  const windowRows = (t: (typeof checkpoint.tensors)[number]) => (t.shape.length <= 1 ? 1 : t.shape[0]!);
+  const windowsOf = (t: (typeof checkpoint.tensors)[number]) => {
+    const rows = windowRows(t);
+    const rowLength = t.shape.reduce((a, b) => a * b, 1) / rows;
+    return Math.ceil(rows / Math.max(1, Math.floor(192 / rowLength)));
+  };
+  const windows = checkpoint.tensors.map(windowsOf);
+  await checkpoint.close();
+  const most = Math.max(...windows);
+  assert.ok(most > 16 && windows.some((n) => n > 1 && n <= 16), `micro-llama's windows of 192 values: ${windows.join(', ')}`);
+  // Default budget: every tensor resident, one read per window, a ring of the most windows + 1.
+  const all = await engineAgainstReference(microLlamaDir, 192, 2);
+  assert.equal(all.reads, windows.reduce((a, n) => a + n, 0));
+  assert.equal(all.slots, most + 1);
+  // A budget of 16 windows: tensors of more are read again for pass 2.
+  const some = await engineAgainstReference(microLlamaDir, 192, 2, 16 * 192);
+  assert.equal(some.reads, windows.reduce((a, n) => a + (n > 16 ? 2 * n : n), 0));
+  assert.equal(some.slots, 17);
 });
 
 test('engine over tiny-llama (BF16, 18.9 M values) equals the reference', { skip: tinyLlamaDir.skip }, async () => {
-  assert.ok((await engineAgainstReference(tinyLlamaDir.path, 100_000, 3)) > 50);
+  assert.ok((await engineAgainstReference(tinyLlamaDir.path, 100_000, 3)).tensors > 50);
+  // Every tensor of several windows read twice (the resident budget is one window).
+  assert.ok((await engineAgainstReference(tinyLlamaDir.path, 100_000, 2, 100_000)).tensors > 50);
 });
 
 test('engine: tensors out of the planned order are still right; a cancelled signal stops it', async () => {

@@ -53,20 +53,32 @@ const MAX_HEAP_BYTES = 3 * 2 ** 30;
 /** How long this thread waits for the helper's half before it gives up on the helper (it then runs the half itself). */
 const HELPER_TIMEOUT_MS = 60_000;
 
+type RowMomentsKernel = (src: number, rows: number, rowLength: number, out: number) => void;
+type SecondPassKernel = (src: number, rows: number, rowLength: number, lo: number, scale: number, bins: number, threshold: number, center: number, tables: number, rowOut: number, colOut: number, clean: number) => void;
+
+/** The kernels over f32 rows, and (…Bf16) over BF16 rows as stored: 2 bytes per value, widened as they are loaded. */
 interface WeightStatsExports {
   heapBase(): number;
-  rowMoments(src: number, rows: number, rowLength: number, out: number): void;
-  secondPass(src: number, rows: number, rowLength: number, lo: number, scale: number, bins: number, threshold: number, center: number, tables: number, rowOut: number, colOut: number, clean: number): void;
+  rowMoments: RowMomentsKernel;
+  rowMomentsBf16: RowMomentsKernel;
+  secondPass: SecondPassKernel;
+  secondPassBf16: SecondPassKernel;
 }
 
-const FUNCTIONS = ['heapBase', 'rowMoments', 'secondPass'] as const;
+const FUNCTIONS = ['heapBase', 'rowMoments', 'rowMomentsBf16', 'secondPass', 'secondPassBf16'] as const;
+
+/**
+ * How a slot holds its rows: 'f32', or 'bf16' as Checkpoint.readRowsBf16Into leaves them (the BF16 values in the
+ * upper half of the rows' f32 room: bytes [2n, 4n) of the slot for n values).
+ */
+export type SlotValues = 'f32' | 'bf16';
 
 /**
  * The helper thread (plain JS, run with `eval`, so the bundles need no extra entry point). Control block, Int32
  * words at `ctrl`: [0] request sequence (this side bumps it and notifies), [1] done sequence (the helper sets it
  * to the request's and notifies), [2] op (1 rowMoments, 2 secondPass, 3 exit), [3] 0 or 1 when the call threw,
  * [4] 1 once the helper is listening (until then the threads that are take its chunks: a worker takes tens of ms
- * to start); the arguments as float64 from byte ctrl + 32: src, rows, rowLength, the Int32 chunk counter's byte
+ * to start), [5] 1 for BF16 rows (the …Bf16 kernels, 2 bytes per value); the arguments as float64 from byte ctrl + 32: src, rows, rowLength, the Int32 chunk counter's byte
  * address, rows per chunk, then the kernel's own (rowMoments: out; secondPass: lo .. clean with rowOut for row 0).
  */
 const HELPER_SOURCE = `
@@ -83,6 +95,10 @@ for (;;) {
   if (op === 3) break;
   const a = new Float64Array(memory.buffer, ctrl + 32, 14);
   const src = a[0], rows = a[1], rowLength = a[2], chunk = a[4];
+  const bf16 = words[5] === 1;
+  const valueBytes = bf16 ? 2 : 4;
+  const rowMoments = bf16 ? wasm.rowMomentsBf16 : wasm.rowMoments;
+  const secondPass = bf16 ? wasm.secondPassBf16 : wasm.secondPass;
   const counter = new Int32Array(memory.buffer, a[3], 1);
   let failed = 0;
   try {
@@ -90,9 +106,9 @@ for (;;) {
       const r0 = Atomics.add(counter, 0, 1) * chunk;
       if (r0 >= rows) break;
       const n = Math.min(chunk, rows - r0);
-      const at = src + r0 * rowLength * 4;
-      if (op === 1) wasm.rowMoments(at, n, rowLength, a[5] + r0 * 80);
-      else wasm.secondPass(at, n, rowLength, a[5], a[6], a[7], a[8], a[9], a[10], a[11] + r0 * 4, a[12], a[13]);
+      const at = src + r0 * rowLength * valueBytes;
+      if (op === 1) rowMoments(at, n, rowLength, a[5] + r0 * 80);
+      else secondPass(at, n, rowLength, a[5], a[6], a[7], a[8], a[9], a[10], a[11] + r0 * 4, a[12], a[13]);
     }
   } catch (e) {
     failed = 1;
@@ -228,10 +244,11 @@ class Helper {
     return this.listening;
   }
 
-  /** Starts op with args on the helper thread. */
-  start(op: 1 | 2, args: readonly number[]): void {
+  /** Starts op with args on the helper thread (over BF16 rows when `bf16`). */
+  start(op: 1 | 2, args: readonly number[], bf16: boolean): void {
     this.args.set(args);
     this.words[2] = op;
+    this.words[5] = bf16 ? 1 : 0;
     this.sequence++;
     this.running = true;
     Atomics.store(this.words, 0, this.sequence);
@@ -367,9 +384,11 @@ export class WeightStatsKernels {
     new Uint8Array(this.memory.buffer, s.colOut, rows * rowLength * 4).fill(0);
     const colOut = s.colOut + rows * rowLength * 4;
     for (let k = 0; k < 2; k++) {
-      this.wasm.rowMoments(s.colOut, rows, rowLength, s.moments);
-      this.wasm.secondPass(s.colOut, rows, rowLength, 0, 1, 64, 1, 0, s.tables, s.rowOut, colOut, 1);
-      this.wasm.secondPass(s.colOut, rows, rowLength, 0, 1, 64, 1, 0, s.tables, s.rowOut, colOut, 0);
+      for (const [rowMoments, secondPass] of [[this.wasm.rowMoments, this.wasm.secondPass], [this.wasm.rowMomentsBf16, this.wasm.secondPassBf16]] as const) {
+        rowMoments(s.colOut, rows, rowLength, s.moments);
+        secondPass(s.colOut, rows, rowLength, 0, 1, 64, 1, 0, s.tables, s.rowOut, colOut, 1);
+        secondPass(s.colOut, rows, rowLength, 0, 1, 64, 1, 0, s.tables, s.rowOut, colOut, 0);
+      }
     }
   }
 
@@ -401,10 +420,11 @@ export class WeightStatsKernels {
     return new Float32Array(this.memory.buffer, this.slotPtr(slot), elements);
   }
 
-  /** Per-row moments of `rows` rows of `rowLength` values at the start of a slot (as rowMomentsCpu). */
-  rowMoments(slot: number, rows: number, rowLength: number): Moments[] {
+  /** Per-row moments of `rows` rows of `rowLength` values at the start of a slot (as rowMomentsCpu), held as `values`. */
+  rowMoments(slot: number, rows: number, rowLength: number, values: SlotValues = 'f32'): Moments[] {
     this.checkSlot(slot, rows * rowLength);
-    const base = this.slotPtr(slot);
+    const { base, valueBytes, bf16 } = this.rowsIn(slot, rows * rowLength, values);
+    const kernel = bf16 ? this.wasm.rowMomentsBf16 : this.wasm.rowMoments;
     const out: Moments[] = [];
     if (rowLength === 0) {
       for (let r = 0; r < rows; r++) out.push(emptyMoments());
@@ -413,9 +433,9 @@ export class WeightStatsKernels {
     if (rowLength <= PIECE) {
       for (let r = 0; r < rows; r += SHARED_ROWS) {
         const n = Math.min(SHARED_ROWS, rows - r);
-        const src = base + r * rowLength * 4;
-        this.inChunks(n, rowLength, (helper, chunk) => helper.start(1, [src, n, rowLength, this.counterPtr, chunk, this.blockMoments]), (r0, count) =>
-          this.wasm.rowMoments(src + r0 * rowLength * 4, count, rowLength, this.blockMoments + r0 * ROW_SLOTS * 8),
+        const src = base + r * rowLength * valueBytes;
+        this.inChunks(n, rowLength, (helper, chunk) => helper.start(1, [src, n, rowLength, this.counterPtr, chunk, this.blockMoments], bf16), (r0, count) =>
+          kernel(src + r0 * rowLength * valueBytes, count, rowLength, this.blockMoments + r0 * ROW_SLOTS * 8),
         );
         this.collectMoments(this.blockMoments, n, out);
       }
@@ -425,7 +445,7 @@ export class WeightStatsKernels {
       let merged = emptyMoments();
       for (let c = 0; c < rowLength; c += PIECE) {
         const length = Math.min(PIECE, rowLength - c);
-        this.wasm.rowMoments(base + (r * rowLength + c) * 4, 1, length, this.scratch[0]!.moments);
+        kernel(base + (r * rowLength + c) * valueBytes, 1, length, this.scratch[0]!.moments);
         const piece: Moments[] = [];
         this.collectMoments(this.scratch[0]!.moments, 1, piece);
         merged = mergeMoments(merged, piece[0]!);
@@ -438,19 +458,18 @@ export class WeightStatsKernels {
   /**
    * Adds `rows` whole rows at the start of a slot (rows rowStart.. of the tensor) to the pass 2 counters (as
    * countSecondPassCpu). `allFinite`: the caller knows (from pass 1) that these rows hold no NaN or Inf, so the
-   * kernel may leave out its masks (it does when the histogram scale is finite too).
+   * kernel may leave out its masks (it does when the histogram scale is finite too). The slot holds them as `values`.
    */
-  secondPass(slot: number, rows: number, rowLength: number, rowStart: number, spec: SecondPassSpec, counts: SecondPassCounts, allFinite = false): void {
+  secondPass(slot: number, rows: number, rowLength: number, rowStart: number, spec: SecondPassSpec, counts: SecondPassCounts, allFinite = false, values: SlotValues = 'f32'): void {
     this.checkSlot(slot, rows * rowLength);
     if (rows === 0 || rowLength === 0) return;
     const bins = spec.fixed.bins;
     if (!(bins >= 1 && bins < FIXED_SLOTS - 1)) throw new RangeError(`histogram bins ${bins} outside 1..${FIXED_SLOTS - 2}`);
     const u32 = new Uint32Array(this.memory.buffer);
     for (const s of this.scratch) u32.fill(0, s.tables / 4, s.tables / 4 + 4 * LANE_TABLE);
-    const base = this.slotPtr(slot);
+    const { base, valueBytes, bf16 } = this.rowsIn(slot, rows * rowLength, values);
+    const kernel = bf16 ? this.wasm.secondPassBf16 : this.wasm.secondPass;
     const clean = allFinite && Number.isFinite(spec.fixed.scale) ? 1 : 0;
-    const args = (s: Scratch, src: number, callRows: number, length: number): number[] => [src, callRows, length, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, s.tables, s.rowOut, s.colOut, clean];
-    const call = (a: readonly number[]) => this.wasm.secondPass(a[0]!, a[1]!, a[2]!, a[3]!, a[4]!, a[5]!, a[6]!, a[7]!, a[8]!, a[9]!, a[10]!, a[11]!);
     const addColumns = (s: Scratch, colStart: number, length: number) => {
       const col = u32.subarray(s.colOut / 4, s.colOut / 4 + length);
       for (let c = 0; c < length; c++) if (col[c] !== 0) counts.columnOutliers[colStart + c]! += col[c]!;
@@ -461,10 +480,10 @@ export class WeightStatsKernels {
       const mine = this.scratch[0]!;
       for (let r = 0; r < rows; r += SHARED_ROWS) {
         const n = Math.min(SHARED_ROWS, rows - r);
-        const src = base + r * rowLength * 4;
+        const src = base + r * rowLength * valueBytes;
         u32.fill(0, this.blockRowOut / 4, this.blockRowOut / 4 + n);
-        this.inChunks(n, rowLength, (helper, chunk) => helper.start(2, [src, n, rowLength, this.counterPtr, chunk, ...kernelArgs(this.scratch[helper.scratchIndex]!)]), (r0, count) =>
-          this.wasm.secondPass(src + r0 * rowLength * 4, count, rowLength, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, mine.tables, this.blockRowOut + r0 * 4, mine.colOut, clean),
+        this.inChunks(n, rowLength, (helper, chunk) => helper.start(2, [src, n, rowLength, this.counterPtr, chunk, ...kernelArgs(this.scratch[helper.scratchIndex]!)], bf16), (r0, count) =>
+          kernel(src + r0 * rowLength * valueBytes, count, rowLength, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, mine.tables, this.blockRowOut + r0 * 4, mine.colOut, clean),
         );
         const rowOut = u32.subarray(this.blockRowOut / 4, this.blockRowOut / 4 + n);
         for (let i = 0; i < n; i++) counts.rowOutliers[rowStart + r + i]! += rowOut[i]!;
@@ -477,7 +496,7 @@ export class WeightStatsKernels {
         for (let c = 0; c < rowLength; c += PIECE) {
           const length = Math.min(PIECE, rowLength - c);
           u32.fill(0, mine.colOut / 4, mine.colOut / 4 + length);
-          call(args(mine, base + (r * rowLength + c) * 4, 1, length));
+          kernel(base + (r * rowLength + c) * valueBytes, 1, length, spec.fixed.lo, spec.fixed.scale, bins, spec.threshold, spec.center, mine.tables, mine.rowOut, mine.colOut, clean);
           addColumns(mine, c, length);
         }
         counts.rowOutliers[rowStart + r]! += u32[mine.rowOut / 4]!;
@@ -515,6 +534,12 @@ export class WeightStatsKernels {
       const o = r * ROW_SLOTS;
       out.push({ count: f[o]!, mean: f[o + 1]!, m2: f[o + 2]!, m3: f[o + 3]!, m4: f[o + 4]!, min: f[o + 5]!, max: f[o + 6]!, absMax: f[o + 7]!, nanCount: f[o + 8]!, infCount: f[o + 9]! });
     }
+  }
+
+  /** Where `elements` values held as `values` start in a slot, and their size. */
+  private rowsIn(slot: number, elements: number, values: SlotValues): { base: number; valueBytes: number; bf16: boolean } {
+    const bf16 = values === 'bf16';
+    return { base: this.slotPtr(slot) + (bf16 ? elements * 2 : 0), valueBytes: bf16 ? 2 : 4, bf16 };
   }
 
   private slotPtr(slot: number): number {

@@ -27,6 +27,32 @@ export function heapBase(): usize {
   return (reinterpret<u32>(x) & 0x7fffffff) < 0x7f800000;
 }
 
+/**
+ * The stored values: f32 (T = f32), or BF16 (T = u16: the top half of an f32, widened exactly as u16 << 16 when
+ * loaded, so the kernels read a BF16 file's rows as stored, half the bytes, with no widening pass).
+ */
+@inline function load4<T>(row: usize, i: i32): v128 {
+  if (sizeof<T>() == 2) {
+    return i32x4.shl(v128.load16x4_u(row + ((<usize>i) << 1)), 16);
+  }
+  return v128.load(row + ((<usize>i) << 2));
+}
+
+@inline function load1<T>(row: usize, i: i32): f32 {
+  if (sizeof<T>() == 2) return reinterpret<f32>(<u32>load<u16>(row + ((<usize>i) << 1)) << 16);
+  return load<f32>(row + ((<usize>i) << 2));
+}
+
+/** rowMomentsOf over f32 rows. */
+export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): void {
+  rowMomentsOf<f32>(src, rows, rowLength, out);
+}
+
+/** rowMomentsOf over BF16 rows (2 bytes per value). */
+export function rowMomentsBf16(src: usize, rows: i32, rowLength: i32, out: usize): void {
+  rowMomentsOf<u16>(src, rows, rowLength, out);
+}
+
 /** The least of a f32x4's lanes (and lanesMax the largest). */
 @inline function lanesMin(v: v128): f32 {
   return min(min(f32x4.extract_lane(v, 0), f32x4.extract_lane(v, 1)), min(f32x4.extract_lane(v, 2), f32x4.extract_lane(v, 3)));
@@ -47,9 +73,9 @@ export function heapBase(): usize {
  * then lose at most a few float64 ulps to cancellation; any other row is done again as momentsOf does (the
  * row is in cache): d = x - mean, then the sums of d^2, d^3, d^4, with masks when it held NaN or Inf.
  */
-export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): void {
+function rowMomentsOf<T>(src: usize, rows: i32, rowLength: i32, out: usize): void {
   const vecEnd: i32 = rowLength & ~3;
-  const rowBytes: usize = (<usize>rowLength) << 2;
+  const rowBytes: usize = <usize>rowLength * sizeof<T>();
   const finiteLimit = i32x4.splat(0x7f800000);
   const absMask = i32x4.splat(0x7fffffff);
   const posInf = f32x4.splat(Infinity);
@@ -65,7 +91,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
     let s3v = f64x2.splat(0);
     let s4v = f64x2.splat(0);
     for (let i = 0; i < vecEnd; i += 4) {
-      const x = v128.load(row + ((<usize>i) << 2));
+      const x = load4<T>(row, i);
       // pmin / pmax are one instruction each; their results are used only when no NaN or Inf reached them.
       vmin = f32x4.pmin(vmin, x);
       vmax = f32x4.pmax(vmax, x);
@@ -96,7 +122,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
       vmax = negInf;
       let vabs = zero;
       for (let i = 0; i < vecEnd; i += 4) {
-        const x = v128.load(row + ((<usize>i) << 2));
+        const x = load4<T>(row, i);
         const finite = i32x4.lt_s(v128.and(x, absMask), finiteLimit);
         count = i32x4.sub(count, finite);
         const xz = v128.and(x, finite);
@@ -113,7 +139,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
       am = lanesMax(vabs);
     }
     for (let i = vecEnd; i < rowLength; i++) {
-      const x = load<f32>(row + ((<usize>i) << 2));
+      const x = load1<T>(row, i);
       if (!isFiniteF32(x)) continue;
       n++;
       const xd = <f64>x;
@@ -130,7 +156,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
     let inf: i32 = 0;
     if (n < rowLength) {
       for (let i = 0; i < rowLength; i++) {
-        const bits = reinterpret<u32>(load<f32>(row + ((<usize>i) << 2))) & 0x7fffffff;
+        const bits = reinterpret<u32>(load1<T>(row, i)) & 0x7fffffff;
         if (bits > 0x7f800000) nan++;
         else if (bits == 0x7f800000) inf++;
       }
@@ -156,7 +182,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
         let b3 = f64x2.splat(0);
         let b4 = f64x2.splat(0);
         for (let i = 0; i < vecEnd; i += 4) {
-          const x = v128.load(row + ((<usize>i) << 2));
+          const x = load4<T>(row, i);
           const dl = f64x2.sub(f64x2.promote_low_f32x4(x), meanV);
           const dh = f64x2.sub(f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 2, 3)), meanV);
           const dl2 = f64x2.mul(dl, dl);
@@ -172,7 +198,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
         m3 = hsum(a3) + hsum(b3);
         m4 = hsum(a4) + hsum(b4);
         for (let i = vecEnd; i < rowLength; i++) {
-          const d = <f64>load<f32>(row + ((<usize>i) << 2)) - mean;
+          const d = <f64>load1<T>(row, i) - mean;
           const d2 = d * d;
           m2 += d2;
           m3 += d2 * d;
@@ -181,7 +207,7 @@ export function rowMoments(src: usize, rows: i32, rowLength: i32, out: usize): v
       } else {
         m2 = 0;
         for (let i = 0; i < rowLength; i++) {
-          const x = load<f32>(row + ((<usize>i) << 2));
+          const x = load1<T>(row, i);
           if (!isFiniteF32(x)) continue;
           const d = <f64>x - mean;
           const d2 = d * d;
@@ -246,7 +272,7 @@ export function secondPassTableBytes(): usize {
  * (an infinite x - lo times a finite positive scale clamps to the last bin, as in the reference), and both
  * histograms go to one table per lane (JOINT_SLOTS) with one increment per value.
  */
-export function secondPass(
+function secondPassOf<T>(
   src: usize,
   rows: i32,
   rowLength: i32,
@@ -261,7 +287,7 @@ export function secondPass(
   clean: i32,
 ): void {
   const vecEnd: i32 = rowLength & ~3;
-  const rowBytes: usize = (<usize>rowLength) << 2;
+  const rowBytes: usize = <usize>rowLength * sizeof<T>();
   const finiteLimit = i32x4.splat(0x7f800000);
   const absMask = i32x4.splat(0x7fffffff);
   const loV = f32x4.splat(lo);
@@ -285,7 +311,7 @@ export function secondPass(
     let rowCount = i32x4.splat(0);
     if (clean) {
       for (let i = 0; i < vecEnd; i += 4) {
-        const x = v128.load(row + ((<usize>i) << 2));
+        const x = load4<T>(row, i);
         const t = f32x4.floor(f32x4.mul(f32x4.sub(x, loV), scaleV));
         const clamped = f32x4.pmax(zeroF, f32x4.pmin(lastBin, t));
         // bits of (clamped + 2^23) = 0x4b000000 + bin; jointBias takes the 0x4b000000 off and adds 1024.
@@ -298,7 +324,7 @@ export function secondPass(
         bump4(t0, t1, t2, t3, joint);
       }
     } else for (let i = 0; i < vecEnd; i += 4) {
-      const x = v128.load(row + ((<usize>i) << 2));
+      const x = load4<T>(row, i);
       const ax = v128.and(x, absMask);
       const finite = i32x4.lt_s(ax, finiteLimit);
       const t = f32x4.floor(f32x4.mul(f32x4.sub(x, loV), scaleV));
@@ -317,7 +343,7 @@ export function secondPass(
     }
     let rowOutliers: u32 = <u32>(i32x4.extract_lane(rowCount, 0) + i32x4.extract_lane(rowCount, 1) + i32x4.extract_lane(rowCount, 2) + i32x4.extract_lane(rowCount, 3));
     if (clean) for (let i = vecEnd; i < rowLength; i++) {
-      const x = load<f32>(row + ((<usize>i) << 2));
+      const x = load1<T>(row, i);
       const bits = reinterpret<i32>(x);
       const rank = (bits ^ ((bits >> 31) & 0x7fffffff)) >> 21;
       const bin = <i32>max<f32>(0, min<f32>(<f32>(bins - 1), floor((x - lo) * scale)));
@@ -329,7 +355,7 @@ export function secondPass(
         store<u32>(cp, load<u32>(cp) + 1);
       }
     } else for (let i = vecEnd; i < rowLength; i++) {
-      const x = load<f32>(row + ((<usize>i) << 2));
+      const x = load1<T>(row, i);
       const ax = reinterpret<u32>(x) & 0x7fffffff;
       const lp = t0 + ((<usize>(FIXED_SLOTS + (ax >> 21))) << 2);
       store<u32>(lp, load<u32>(lp) + 1);
@@ -348,4 +374,14 @@ export function secondPass(
     const rp = rowOut + ((<usize>r) << 2);
     store<u32>(rp, load<u32>(rp) + rowOutliers);
   }
+}
+
+/** secondPassOf over f32 rows. */
+export function secondPass(src: usize, rows: i32, rowLength: i32, lo: f32, scale: f32, bins: i32, threshold: f32, center: f32, tables: usize, rowOut: usize, colOut: usize, clean: i32): void {
+  secondPassOf<f32>(src, rows, rowLength, lo, scale, bins, threshold, center, tables, rowOut, colOut, clean);
+}
+
+/** secondPassOf over BF16 rows (2 bytes per value). */
+export function secondPassBf16(src: usize, rows: i32, rowLength: i32, lo: f32, scale: f32, bins: i32, threshold: f32, center: f32, tables: usize, rowOut: usize, colOut: usize, clean: i32): void {
+  secondPassOf<u16>(src, rows, rowLength, lo, scale, bins, threshold, center, tables, rowOut, colOut, clean);
 }
