@@ -18,7 +18,8 @@
  *  - statistics of all weights (part `stats`): the stats job on the CPU path (1 and 2 compute threads) and the GPU
  *    path on the generated F32 checkpoint (or QUANTLENS_BENCH_STATS_MODEL), each run QUANTLENS_BENCH_STATS_RUNS
  *    times (default 3), interleaved with reads of the file from the page cache, wall and CPU time (all threads)
- *    per run, the best and median wall ÷ the best read.
+ *    per run, the best and median wall ÷ the best read; then the same on the generated LLaMA's BF16 safetensors
+ *    (a real checkpoint's layout: twice the values per byte, tensors of up to 8 windows; GPU path on GPUs only).
  * QUANTLENS_BENCH_GPU_PARTS (default all: device,types,tensors,stats,job) picks parts for trials.
  */
 import { spawnSync } from 'node:child_process';
@@ -33,6 +34,7 @@ import { createStorageBuffer, encodeKernel } from '../src/core/gpu/kernels';
 import { GPU_QUANT_TYPES, defaultQuantizeVariant, quantizeDispatch, quantizeOnGpu, quantizedSize } from '../src/core/gpu/quantize';
 import { quantizeGgml } from '../src/core/quant/ggml/index';
 import { FileByteSource } from '../src/core/io/byteSource';
+import { isSoftwareAdapter } from '../src/core/jobs/computeDevice';
 import { JobRunner } from '../src/core/jobs/jobRunner';
 import type { DeviceChoice, JobQuantType } from '../src/protocol/jobs';
 
@@ -268,7 +270,7 @@ async function timed(fn: () => Promise<void>): Promise<{ wall: number; cpu: numb
  * The stats job over all weights: CPU path at 1 and 2 compute threads (QUANTLENS_STATS_THREADS) and the GPU path,
  * runs interleaved with reads of the file, so that every variant sees the same machine load.
  */
-async function statsFigures(model: string, hasGpu: boolean): Promise<void> {
+async function statsFigures(model: string, label: string, hasGpu: boolean): Promise<void> {
   const runs = Math.max(1, Number(process.env.QUANTLENS_BENCH_STATS_RUNS ?? '3'));
   const bytes = statSync(model).size;
   const variants: { name: string; device: DeviceChoice; threads?: string }[] = [
@@ -317,12 +319,12 @@ async function statsFigures(model: string, hasGpu: boolean): Promise<void> {
   }
   const bestRead = Math.min(...reads.map((x) => x.wall));
   const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-  line(`stats: read the file (page cache), ${reads.length} reads`, `best ${rate(bytes, bestRead)}, median ${median(reads.map((x) => x.wall)).toFixed(0)} ms, CPU ${median(reads.map((x) => x.cpu)).toFixed(0)} ms`);
+  line(`stats, ${label}: read the file (page cache), ${reads.length} reads`, `best ${rate(bytes, bestRead)}, median ${median(reads.map((x) => x.wall)).toFixed(0)} ms, CPU ${median(reads.map((x) => x.cpu)).toFixed(0)} ms`);
   for (const v of variants) {
     const t = times.get(v.name)!;
     const best = Math.min(...t.map((x) => x.wall));
     line(
-      `stats of all weights, ${v.name}`,
+      `stats of all weights, ${label}, ${v.name}`,
       `best ${best.toFixed(0)} ms = ${(best / bestRead).toFixed(2)}x the read, median ${median(t.map((x) => x.wall)).toFixed(0)} ms = ${(median(t.map((x) => x.wall)) / bestRead).toFixed(2)}x; CPU ${t.map((x) => x.cpu.toFixed(0)).join(' / ')} ms; walls ${t.map((x) => x.wall.toFixed(0)).join(' / ')} ms (target <= 2x)`,
     );
   }
@@ -414,6 +416,7 @@ export async function benchGpu(): Promise<void> {
     }
   }
   const hasGpu = gpu !== null;
+  const gpuIsHardware = gpu !== null && !isSoftwareAdapter(gpu.description);
   const dir = mkdtempSync(join(tmpdir(), 'quantlens-bench-gpu-'));
   const runner = await JobRunner.start();
   try {
@@ -421,8 +424,16 @@ export async function benchGpu(): Promise<void> {
       const given = process.env.QUANTLENS_BENCH_STATS_MODEL;
       const model = given ?? join(dir, 'stats.safetensors');
       if (given === undefined) writeCheckpoint(model, sizeMiB * MiB);
-      await statsFigures(model, hasGpu);
+      await statsFigures(model, `${(statSync(model).size / MiB).toFixed(0)} MiB F32`, hasGpu);
       if (given === undefined) rmSync(model, { force: true });
+      // A real checkpoint's layout: BF16 (twice the values per byte), a 32000 x 2048 embedding and lm_head (8
+      // windows each) and 2-window MLP tensors; the GPU path is left out on software adapters (minutes there).
+      const root = repoRoot();
+      const shape = llamaShapeForSize(sizeMiB * MiB);
+      const work = join(root, '.cache', 'bench-quantize');
+      mkdirSync(work, { recursive: true });
+      const llama = await generateLlama(join(work, `llama-h${shape.hidden}-f${shape.ffn}-l${shape.layers}-v${shape.vocab}-s${shape.seed}`), shape, join(root, 'test', 'fixtures', 'micro-llama'), (l) => console.log(`gpu: ${l}`), []);
+      await statsFigures(join(llama.hfFolder, 'model.safetensors'), `LLaMA ${(llama.parameters / 1e6).toFixed(0)} M params, ${(llama.bf16Bytes / MiB).toFixed(0)} MiB BF16 safetensors`, hasGpu && gpuIsHardware);
     }
     if (parts.has('tensors')) {
       const model = join(dir, 'model.safetensors');

@@ -37,38 +37,110 @@ export function emptyMoments(): Moments {
   return { count: 0, mean: 0, m2: 0, m3: 0, m4: 0, min: Infinity, max: -Infinity, absMax: 0, nanCount: 0, infCount: 0 };
 }
 
+const EMPTY: Readonly<Moments> = emptyMoments();
+
+/** float64 slots per row in a RowMoments table (and the WebAssembly kernels' output): the Moments fields in this order. */
+export const MOMENT_SLOTS = 10;
+const COUNT = 0;
+const MEAN = 1;
+const M2 = 2;
+const M3 = 3;
+const M4 = 4;
+const MIN = 5;
+const MAX = 6;
+const ABS_MAX = 7;
+const NAN_COUNT = 8;
+const INF_COUNT = 9;
+
+/**
+ * Merges the moments at src[s..s + MOMENT_SLOTS) into acc[a..a + MOMENT_SLOTS), two disjoint sets' moments
+ * combined (Pébay 2008, eq. 2.1-2.3); the one formula behind mergeMoments and RowMoments.total.
+ */
+function mergeSlots(acc: Float64Array, a: number, src: Float64Array, s: number): void {
+  acc[a + NAN_COUNT]! += src[s + NAN_COUNT]!;
+  acc[a + INF_COUNT]! += src[s + INF_COUNT]!;
+  const nb = src[s + COUNT]!;
+  if (nb === 0) return;
+  const na = acc[a + COUNT]!;
+  if (na === 0) {
+    for (let k = COUNT; k <= ABS_MAX; k++) acc[a + k] = src[s + k]!;
+    return;
+  }
+  const am2 = acc[a + M2]!;
+  const am3 = acc[a + M3]!;
+  const bm2 = src[s + M2]!;
+  const bm3 = src[s + M3]!;
+  const n = na + nb;
+  const delta = src[s + MEAN]! - acc[a + MEAN]!;
+  const dn = delta / n;
+  acc[a + COUNT] = n;
+  acc[a + MEAN]! += nb * dn;
+  acc[a + M2] = am2 + bm2 + delta * dn * na * nb;
+  acc[a + M3] = am3 + bm3 + delta * dn * dn * na * nb * (na - nb) + 3 * dn * (na * bm2 - nb * am2);
+  acc[a + M4] = acc[a + M4]! + src[s + M4]! + delta * dn * dn * dn * na * nb * (na * na - na * nb + nb * nb) + 6 * dn * dn * (na * na * bm2 + nb * nb * am2) + 4 * dn * (na * bm3 - nb * am3);
+  acc[a + MIN] = Math.min(acc[a + MIN]!, src[s + MIN]!);
+  acc[a + MAX] = Math.max(acc[a + MAX]!, src[s + MAX]!);
+  acc[a + ABS_MAX] = Math.max(acc[a + ABS_MAX]!, src[s + ABS_MAX]!);
+}
+
+function momentsToSlots(m: Moments, out: Float64Array, at: number): void {
+  out[at + COUNT] = m.count;
+  out[at + MEAN] = m.mean;
+  out[at + M2] = m.m2;
+  out[at + M3] = m.m3;
+  out[at + M4] = m.m4;
+  out[at + MIN] = m.min;
+  out[at + MAX] = m.max;
+  out[at + ABS_MAX] = m.absMax;
+  out[at + NAN_COUNT] = m.nanCount;
+  out[at + INF_COUNT] = m.infCount;
+}
+
+function slotsToMoments(d: Float64Array, at: number): Moments {
+  return { count: d[at + COUNT]!, mean: d[at + MEAN]!, m2: d[at + M2]!, m3: d[at + M3]!, m4: d[at + M4]!, min: d[at + MIN]!, max: d[at + MAX]!, absMax: d[at + ABS_MAX]!, nanCount: d[at + NAN_COUNT]!, infCount: d[at + INF_COUNT]! };
+}
+
 /** Combines two disjoint sets' moments (Pébay 2008, eq. 2.1-2.3). Neither input is changed. */
 export function mergeMoments(a: Moments, b: Moments): Moments {
-  const nanCount = a.nanCount + b.nanCount;
-  const infCount = a.infCount + b.infCount;
-  if (b.count === 0) return { ...a, nanCount, infCount };
-  if (a.count === 0) return { ...b, nanCount, infCount };
-  const n = a.count + b.count;
-  const delta = b.mean - a.mean;
-  const dn = delta / n;
-  const na = a.count;
-  const nb = b.count;
-  const mean = a.mean + nb * dn;
-  const m2 = a.m2 + b.m2 + delta * dn * na * nb;
-  const m3 = a.m3 + b.m3 + delta * dn * dn * na * nb * (na - nb) + 3 * dn * (na * b.m2 - nb * a.m2);
-  const m4 =
-    a.m4 +
-    b.m4 +
-    delta * dn * dn * dn * na * nb * (na * na - na * nb + nb * nb) +
-    6 * dn * dn * (na * na * b.m2 + nb * nb * a.m2) +
-    4 * dn * (na * b.m3 - nb * a.m3);
-  return {
-    count: n,
-    mean,
-    m2,
-    m3,
-    m4,
-    min: Math.min(a.min, b.min),
-    max: Math.max(a.max, b.max),
-    absMax: Math.max(a.absMax, b.absMax),
-    nanCount,
-    infCount,
-  };
+  const slots = new Float64Array(2 * MOMENT_SLOTS);
+  momentsToSlots(a, slots, 0);
+  momentsToSlots(b, slots, MOMENT_SLOTS);
+  mergeSlots(slots, 0, slots, MOMENT_SLOTS);
+  return slotsToMoments(slots, 0);
+}
+
+/**
+ * Per-row moments of a tensor, MOMENT_SLOTS float64 per row in `data` (count, mean, m2, m3, m4, min, max, absMax,
+ * nanCount, infCount): one typed array instead of an object per row (a 1 GiB checkpoint has ~10^5 to 10^6 rows).
+ */
+export class RowMoments {
+  readonly data: Float64Array;
+
+  constructor(readonly rows: number) {
+    this.data = new Float64Array(rows * MOMENT_SLOTS);
+    for (let r = 0; r < rows; r++) momentsToSlots(EMPTY, this.data, r * MOMENT_SLOTS);
+  }
+
+  get(row: number): Moments {
+    return slotsToMoments(this.data, row * MOMENT_SLOTS);
+  }
+
+  set(row: number, m: Moments): void {
+    momentsToSlots(m, this.data, row * MOMENT_SLOTS);
+  }
+
+  /** Rows of `block` (in the same layout) as rows rowStart.. of this table. */
+  setRows(rowStart: number, block: Float64Array): void {
+    this.data.set(block, rowStart * MOMENT_SLOTS);
+  }
+
+  /** The whole tensor's moments: every row merged in row order. */
+  total(): Moments {
+    const acc = new Float64Array(MOMENT_SLOTS);
+    momentsToSlots(EMPTY, acc, 0);
+    for (let r = 0; r < this.rows; r++) mergeSlots(acc, 0, this.data, r * MOMENT_SLOTS);
+    return slotsToMoments(acc, 0);
+  }
 }
 
 /** Moments of values[start, end) by two passes in f64 (mean first, then central sums). */
@@ -115,6 +187,9 @@ export interface MomentSummary {
   kurtosis: number;
 }
 
+const varianceOf = (count: number, m2: number): number => (count === 0 ? 0 : m2 / count);
+const kurtosisOf = (count: number, m2: number, m4: number): number => (m2 > 0 ? (count * m4) / (m2 * m2) - 3 : 0);
+
 export function summarizeMoments(m: Moments): MomentSummary {
   const empty = m.count === 0;
   return {
@@ -125,8 +200,8 @@ export function summarizeMoments(m: Moments): MomentSummary {
     max: empty ? 0 : m.max,
     absMax: m.absMax,
     mean: m.mean,
-    variance: empty ? 0 : m.m2 / m.count,
-    kurtosis: m.m2 > 0 ? (m.count * m.m4) / (m.m2 * m.m2) - 3 : 0,
+    variance: varianceOf(m.count, m.m2),
+    kurtosis: kurtosisOf(m.count, m.m2, m.m4),
   };
 }
 
@@ -267,15 +342,15 @@ export function outlierThresholdOf(summary: MomentSummary, o: WeightStatsOptions
 }
 
 /** Per-row moments: the first pass of both paths. */
-export function rowMomentsCpu(values: Float32Array, rows: number, rowLength: number): Moments[] {
-  const out: Moments[] = [];
-  for (let r = 0; r < rows; r++) out.push(momentsOf(values, r * rowLength, (r + 1) * rowLength));
+export function rowMomentsCpu(values: Float32Array, rows: number, rowLength: number): RowMoments {
+  const out = new RowMoments(rows);
+  for (let r = 0; r < rows; r++) out.set(r, momentsOf(values, r * rowLength, (r + 1) * rowLength));
   return out;
 }
 
-/** Per-row moments to the tensor's per-row arrays and whole-tensor summary. */
-export function assembleFromRowMoments(rowMoments: readonly Moments[]): { total: Moments; rowArrays: Pick<TensorStats, 'rowAbsMax' | 'rowMin' | 'rowMax' | 'rowMean' | 'rowVariance' | 'rowKurtosis'> } {
-  const n = rowMoments.length;
+/** Per-row moments to the tensor's per-row arrays (summarizeMoments of each row, as f32) and whole-tensor moments. */
+export function assembleFromRowMoments(rowMoments: RowMoments): { total: Moments; rowArrays: Pick<TensorStats, 'rowAbsMax' | 'rowMin' | 'rowMax' | 'rowMean' | 'rowVariance' | 'rowKurtosis'> } {
+  const n = rowMoments.rows;
   const rowArrays = {
     rowAbsMax: new Float32Array(n),
     rowMin: new Float32Array(n),
@@ -284,18 +359,18 @@ export function assembleFromRowMoments(rowMoments: readonly Moments[]): { total:
     rowVariance: new Float32Array(n),
     rowKurtosis: new Float32Array(n),
   };
-  let total = emptyMoments();
-  rowMoments.forEach((m, r) => {
-    const s = summarizeMoments(m);
-    rowArrays.rowAbsMax[r] = s.absMax;
-    rowArrays.rowMin[r] = s.min;
-    rowArrays.rowMax[r] = s.max;
-    rowArrays.rowMean[r] = s.mean;
-    rowArrays.rowVariance[r] = s.variance;
-    rowArrays.rowKurtosis[r] = s.kurtosis;
-    total = mergeMoments(total, m);
-  });
-  return { total, rowArrays };
+  const d = rowMoments.data;
+  for (let r = 0; r < n; r++) {
+    const o = r * MOMENT_SLOTS;
+    const count = d[o + COUNT]!;
+    rowArrays.rowAbsMax[r] = d[o + ABS_MAX]!;
+    rowArrays.rowMin[r] = count === 0 ? 0 : d[o + MIN]!;
+    rowArrays.rowMax[r] = count === 0 ? 0 : d[o + MAX]!;
+    rowArrays.rowMean[r] = d[o + MEAN]!;
+    rowArrays.rowVariance[r] = varianceOf(count, d[o + M2]!);
+    rowArrays.rowKurtosis[r] = kurtosisOf(count, d[o + M2]!, d[o + M4]!);
+  }
+  return { total: rowMoments.total(), rowArrays };
 }
 
 /** What pass 2 (histograms and outliers) needs from pass 1 (the tensor's moments). */
@@ -355,7 +430,7 @@ export function countSecondPassCpu(values: Float32Array, rowStart: number, rowLe
 }
 
 /** Assembles a TensorStats from the per-row moments (pass 1) and the pass 2 counters. */
-export function statsFromPasses(name: string, shape: readonly number[], rowMoments: readonly Moments[], spec: SecondPassSpec, counts: SecondPassCounts): TensorStats {
+export function statsFromPasses(name: string, shape: readonly number[], rowMoments: RowMoments, spec: SecondPassSpec, counts: SecondPassCounts): TensorStats {
   const { rows, rowLength } = rowsOf(shape);
   const { total, rowArrays } = assembleFromRowMoments(rowMoments);
   const summary = summarizeMoments(total);
@@ -384,7 +459,7 @@ export function computeTensorStats(name: string, shape: readonly number[], value
   validateStatsOptions(options);
   const { rows, rowLength } = checkShape(name, shape, values.length);
   const rowMoments = rowMomentsCpu(values, rows, rowLength);
-  const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+  const spec = secondPassSpecOf(summarizeMoments(rowMoments.total()), options);
   const counts = emptySecondPassCounts(spec, rows, rowLength);
   countSecondPassCpu(values, 0, rowLength, spec, counts);
   return statsFromPasses(name, shape, rowMoments, spec, counts);
@@ -454,17 +529,16 @@ export async function tensorStatsStreamed(
   const checkCancel = () => {
     if (run.signal?.aborted === true) throw new CancelledError();
   };
-  const rowMoments: Moments[] = [];
+  const rowMoments = new RowMoments(rows);
   let resident: Float32Array | null = null;
   for (const w of windows) {
     checkCancel();
     const values = await readRows(w.start, w.count);
     checkShape(name, [w.count, rowLength], values.length);
-    rowMoments.push(...rowMomentsCpu(values, w.count, rowLength));
+    rowMoments.setRows(w.start, rowMomentsCpu(values, w.count, rowLength).data);
     if (windows.length === 1) resident = values;
   }
-  if (elementCount === 0) for (let r = 0; r < rows; r++) rowMoments.push(emptyMoments());
-  const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+  const spec = secondPassSpecOf(summarizeMoments(rowMoments.total()), options);
   const counts = emptySecondPassCounts(spec, rows, rowLength);
   for (const w of windows) {
     checkCancel();

@@ -12,8 +12,8 @@
  */
 import { InvalidArgumentError } from '../errors';
 import {
+  RowMoments,
   checkShape,
-  emptyMoments,
   emptySecondPassCounts,
   mergeMoments,
   secondPassSpecOf,
@@ -135,7 +135,7 @@ export async function tensorStatsOnGpu(
 
   try {
     // ---- pass 1: moments ----
-    const rowMoments: Moments[] = Array.from({ length: rows }, emptyMoments);
+    const rowMoments = new RowMoments(rows);
     for (const [index, p] of pieces.entries()) {
       const data = await readPiece(p, index);
       await guarded(gpu, `${name}: statistics pass 1, window ${index + 1}/${pieces.length}`, async () => {
@@ -159,7 +159,7 @@ export async function tensorStatsOnGpu(
           const seg = new Float32Array(staging.getMappedRange(0, bytes));
           for (let s = 0; s < segmentCount; s++) {
             const row = p.rowStart + Math.floor(s / segmentsPerRow);
-            rowMoments[row] = mergeMoments(rowMoments[row]!, segmentMoments(seg, s));
+            rowMoments.set(row, mergeMoments(rowMoments.get(row), segmentMoments(seg, s)));
           }
         } finally {
           staging.unmap();
@@ -168,7 +168,7 @@ export async function tensorStatsOnGpu(
     }
 
     // ---- pass 2: histograms and outliers ----
-    const spec = secondPassSpecOf(summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments())), options);
+    const spec = secondPassSpecOf(summarizeMoments(rowMoments.total()), options);
     const counts = emptySecondPassCounts(spec, rows, rowLength);
     if (pieces.length > 0) {
       const fixed = track(createStorageBuffer(gpu, 'fixed histogram', counts.fixed.byteLength));

@@ -17,16 +17,14 @@ import { availableParallelism } from 'node:os';
 import { CancelledError } from '../../errors';
 import type { Checkpoint, TensorEntry } from '../../formats/checkpoint';
 import {
+  RowMoments,
   checkShape,
   computeTensorStats,
-  emptyMoments,
   emptySecondPassCounts,
-  mergeMoments,
   secondPassSpecOf,
   statsFromPasses,
   summarizeMoments,
   validateStatsOptions,
-  type Moments,
   type TensorStats,
   type WeightStatsOptions,
 } from '../weightStats';
@@ -153,15 +151,15 @@ export class CpuStatsEngine {
     };
     const windows = windowsOf(index, rows, rowLength, this.windowElements);
     const resident = windows.length <= this.residentWindows;
-    const rowMoments: Moments[] = [];
+    const rowMoments = new RowMoments(rows);
     const held: Held[] = [];
     for (const w of windows) {
       checkCancel();
       const h = await this.take(w);
-      rowMoments.push(...this.kernels.rowMoments(h.slot, w.rowCount, rowLength, h.values));
+      rowMoments.setRows(w.rowStart, this.kernels.rowMoments(h.slot, w.rowCount, rowLength, h.values).data);
       held.push(h);
     }
-    const total = summarizeMoments(rowMoments.reduce(mergeMoments, emptyMoments()));
+    const total = summarizeMoments(rowMoments.total());
     const spec = secondPassSpecOf(total, options);
     const allFinite = total.nanCount === 0 && total.infCount === 0;
     const counts = emptySecondPassCounts(spec, rows, rowLength);

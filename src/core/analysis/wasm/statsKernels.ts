@@ -20,7 +20,7 @@
  */
 import { Worker } from 'node:worker_threads';
 import { QuantLensError } from '../../errors';
-import { LOG_BINS_PER_OCTAVE, fixedBinOf, mergeMoments, emptyMoments, type Moments, type SecondPassCounts, type SecondPassSpec } from '../weightStats';
+import { LOG_BINS_PER_OCTAVE, MOMENT_SLOTS, RowMoments, fixedBinOf, mergeMoments, emptyMoments, type SecondPassCounts, type SecondPassSpec } from '../weightStats';
 import { WEIGHT_STATS_WASM_BASE64 } from './weightStatsWasm';
 
 const PAGE_BYTES = 65536;
@@ -38,8 +38,6 @@ const SHARED_ROWS = 16 * 1024;
 export const MAX_STATS_THREADS = 8;
 /** Bytes of one helper's control block (8 Int32 words, then up to 14 float64 arguments). */
 const CTRL_BYTES = 256;
-/** float64 slots per row in rowMoments' output (weightStats.as ROW_SLOTS). */
-const ROW_SLOTS = 10;
 /** Log-histogram table size per lane (weightStats.as LOG_TABLE); slots from 1020 hold non-finite values. */
 const LOG_TABLE = 1024;
 const FIRST_NON_FINITE_LOG_SLOT = 255 * 4;
@@ -157,11 +155,11 @@ interface Scratch {
   colOut: number;
 }
 
-const SCRATCH_BYTES = align64(BLOCK_ROWS * ROW_SLOTS * 8) + align64(4 * LANE_TABLE * 4) + align64(BLOCK_ROWS * 4) + align64(PIECE * 4);
+const SCRATCH_BYTES = align64(BLOCK_ROWS * MOMENT_SLOTS * 8) + align64(4 * LANE_TABLE * 4) + align64(BLOCK_ROWS * 4) + align64(PIECE * 4);
 
 function scratchAt(p: number): Scratch {
   const moments = p;
-  const tables = moments + align64(BLOCK_ROWS * ROW_SLOTS * 8);
+  const tables = moments + align64(BLOCK_ROWS * MOMENT_SLOTS * 8);
   const rowOut = tables + align64(4 * LANE_TABLE * 4);
   const colOut = rowOut + align64(BLOCK_ROWS * 4);
   return { moments, tables, rowOut, colOut };
@@ -305,7 +303,7 @@ export class WeightStatsKernels {
     const ctrl = (k: number) => p + k * CTRL_BYTES;
     this.counterPtr = p + MAX_STATS_THREADS * CTRL_BYTES;
     this.blockMoments = this.counterPtr + 64;
-    this.blockRowOut = this.blockMoments + align64(SHARED_ROWS * ROW_SLOTS * 8);
+    this.blockRowOut = this.blockMoments + align64(SHARED_ROWS * MOMENT_SLOTS * 8);
     const first = this.blockRowOut + align64(SHARED_ROWS * 4);
     this.scratch = Array.from({ length: threads }, (_, t) => scratchAt(first + t * SCRATCH_BYTES));
     this.slotsPtr = first + threads * SCRATCH_BYTES;
@@ -421,36 +419,33 @@ export class WeightStatsKernels {
   }
 
   /** Per-row moments of `rows` rows of `rowLength` values at the start of a slot (as rowMomentsCpu), held as `values`. */
-  rowMoments(slot: number, rows: number, rowLength: number, values: SlotValues = 'f32'): Moments[] {
+  rowMoments(slot: number, rows: number, rowLength: number, values: SlotValues = 'f32'): RowMoments {
     this.checkSlot(slot, rows * rowLength);
     const { base, valueBytes, bf16 } = this.rowsIn(slot, rows * rowLength, values);
     const kernel = bf16 ? this.wasm.rowMomentsBf16 : this.wasm.rowMoments;
-    const out: Moments[] = [];
-    if (rowLength === 0) {
-      for (let r = 0; r < rows; r++) out.push(emptyMoments());
-      return out;
-    }
+    const out = new RowMoments(rows);
+    if (rowLength === 0) return out;
     if (rowLength <= PIECE) {
       for (let r = 0; r < rows; r += SHARED_ROWS) {
         const n = Math.min(SHARED_ROWS, rows - r);
         const src = base + r * rowLength * valueBytes;
         this.inChunks(n, rowLength, (helper, chunk) => helper.start(1, [src, n, rowLength, this.counterPtr, chunk, this.blockMoments], bf16), (r0, count) =>
-          kernel(src + r0 * rowLength * valueBytes, count, rowLength, this.blockMoments + r0 * ROW_SLOTS * 8),
+          kernel(src + r0 * rowLength * valueBytes, count, rowLength, this.blockMoments + r0 * MOMENT_SLOTS * 8),
         );
-        this.collectMoments(this.blockMoments, n, out);
+        out.setRows(r, new Float64Array(this.memory.buffer, this.blockMoments, n * MOMENT_SLOTS));
       }
       return out;
     }
+    const piece = new RowMoments(1);
     for (let r = 0; r < rows; r++) {
       let merged = emptyMoments();
       for (let c = 0; c < rowLength; c += PIECE) {
         const length = Math.min(PIECE, rowLength - c);
         kernel(base + (r * rowLength + c) * valueBytes, 1, length, this.scratch[0]!.moments);
-        const piece: Moments[] = [];
-        this.collectMoments(this.scratch[0]!.moments, 1, piece);
-        merged = mergeMoments(merged, piece[0]!);
+        piece.setRows(0, new Float64Array(this.memory.buffer, this.scratch[0]!.moments, MOMENT_SLOTS));
+        merged = mergeMoments(merged, piece.get(0));
       }
-      out.push(merged);
+      out.set(r, merged);
     }
     return out;
   }
@@ -526,14 +521,6 @@ export class WeightStatsKernels {
       run(r0, Math.min(chunk, rows - r0));
     }
     for (const h of helpers) this.finishHelper(h);
-  }
-
-  private collectMoments(at: number, rows: number, out: Moments[]): void {
-    const f = new Float64Array(this.memory.buffer, at, rows * ROW_SLOTS);
-    for (let r = 0; r < rows; r++) {
-      const o = r * ROW_SLOTS;
-      out.push({ count: f[o]!, mean: f[o + 1]!, m2: f[o + 2]!, m3: f[o + 3]!, m4: f[o + 4]!, min: f[o + 5]!, max: f[o + 6]!, absMax: f[o + 7]!, nanCount: f[o + 8]!, infCount: f[o + 9]! });
-    }
   }
 
   /** Where `elements` values held as `values` start in a slot, and their size. */
