@@ -148,3 +148,21 @@ test('bad shapes and options are refused with InvalidArgumentError', () => {
   assert.throws(() => computeTensorStats('w', [4], new Float32Array(4), { ...DEFAULT_WEIGHT_STATS_OPTIONS, histogramBins: 0 }), InvalidArgumentError);
   assert.throws(() => computeTensorStats('w', [4], new Float32Array(4), { ...DEFAULT_WEIGHT_STATS_OPTIONS, histogramBins: 300 }), InvalidArgumentError);
 });
+
+test('topCounts: the largest counts, ties by index, zeros left out; the same as sorting every count', () => {
+  let seed = 7;
+  const next = () => (seed = (seed * 1664525 + 1013904223) >>> 0);
+  for (const [length, range] of [
+    [0, 1],
+    [5, 1],
+    [1000, 4],
+    [1000, 1000],
+    [30_000, 50],
+  ] as const) {
+    const counts = Uint32Array.from({ length }, () => next() % (range + 1));
+    const sorted = Array.from(counts, (count, index) => ({ index, count }))
+      .filter((c) => c.count > 0)
+      .sort((a, b) => b.count - a.count || a.index - b.index);
+    for (const top of [0, 1, 3, 8, 2000]) assert.deepEqual(topCounts(counts, top), sorted.slice(0, top), `${length} counts up to ${range}, top ${top}`);
+  }
+});

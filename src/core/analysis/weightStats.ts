@@ -37,8 +37,6 @@ export function emptyMoments(): Moments {
   return { count: 0, mean: 0, m2: 0, m3: 0, m4: 0, min: Infinity, max: -Infinity, absMax: 0, nanCount: 0, infCount: 0 };
 }
 
-const EMPTY: Readonly<Moments> = emptyMoments();
-
 /** float64 slots per row in a RowMoments table (and the WebAssembly kernels' output): the Moments fields in this order. */
 export const MOMENT_SLOTS = 10;
 const COUNT = 0;
@@ -115,10 +113,16 @@ export function mergeMoments(a: Moments, b: Moments): Moments {
  */
 export class RowMoments {
   readonly data: Float64Array;
+  /** total()'s result until a row changes. */
+  private merged: Moments | null = null;
 
+  /** `rows` empty rows (emptyMoments: zeros but min = +Inf, max = -Inf). */
   constructor(readonly rows: number) {
     this.data = new Float64Array(rows * MOMENT_SLOTS);
-    for (let r = 0; r < rows; r++) momentsToSlots(EMPTY, this.data, r * MOMENT_SLOTS);
+    for (let o = 0; o < this.data.length; o += MOMENT_SLOTS) {
+      this.data[o + MIN] = Infinity;
+      this.data[o + MAX] = -Infinity;
+    }
   }
 
   get(row: number): Moments {
@@ -127,19 +131,24 @@ export class RowMoments {
 
   set(row: number, m: Moments): void {
     momentsToSlots(m, this.data, row * MOMENT_SLOTS);
+    this.merged = null;
   }
 
   /** Rows of `block` (in the same layout) as rows rowStart.. of this table. */
   setRows(rowStart: number, block: Float64Array): void {
     this.data.set(block, rowStart * MOMENT_SLOTS);
+    this.merged = null;
   }
 
   /** The whole tensor's moments: every row merged in row order. */
   total(): Moments {
-    const acc = new Float64Array(MOMENT_SLOTS);
-    momentsToSlots(EMPTY, acc, 0);
-    for (let r = 0; r < this.rows; r++) mergeSlots(acc, 0, this.data, r * MOMENT_SLOTS);
-    return slotsToMoments(acc, 0);
+    if (this.merged === null) {
+      const acc = new Float64Array(MOMENT_SLOTS);
+      momentsToSlots(emptyMoments(), acc, 0);
+      for (let r = 0; r < this.rows; r++) mergeSlots(acc, 0, this.data, r * MOMENT_SLOTS);
+      this.merged = slotsToMoments(acc, 0);
+    }
+    return { ...this.merged };
   }
 }
 
@@ -501,12 +510,19 @@ function finishTensorStats(
 
 /** The `top` largest counts (ties by index), zero counts left out. */
 export function topCounts(counts: Uint32Array, top: number): ChannelCount[] {
-  const nonZero: ChannelCount[] = [];
-  counts.forEach((count, index) => {
-    if (count > 0) nonZero.push({ index, count });
-  });
-  nonZero.sort((a, b) => b.count - a.count || a.index - b.index);
-  return nonZero.slice(0, top);
+  // The best so far, in order (count down, index up); a count enters only above the last kept one, so one pass
+  // over counts (rows of a tensor with outliers everywhere: tens of thousands) with few insertions.
+  const best: ChannelCount[] = [];
+  if (top <= 0) return best;
+  for (let index = 0; index < counts.length; index++) {
+    const count = counts[index]!;
+    if (count === 0 || (best.length === top && count <= best[top - 1]!.count)) continue;
+    let at = best.length;
+    while (at > 0 && best[at - 1]!.count < count) at--;
+    best.splice(at, 0, { index, count });
+    if (best.length > top) best.pop();
+  }
+  return best;
 }
 
 /**

@@ -192,6 +192,24 @@ function floatOfOrderKey(key: number): number {
 const ORDER_KEY_I32 = new Int32Array(1);
 const ORDER_KEY_F32 = new Float32Array(ORDER_KEY_I32.buffer);
 
+/** Per spec (a tensor's pass 2, every window and thread): each rank's first and last fixed bin (foldJoint). */
+const rankBinsCache = new WeakMap<SecondPassSpec, Int32Array>();
+
+function rankBinsOf(spec: SecondPassSpec): Int32Array {
+  let ends = rankBinsCache.get(spec);
+  if (ends === undefined) {
+    ends = new Int32Array(2 * 2048);
+    for (let rank = -1024; rank < 1024; rank++) {
+      const k = rank >= 0 ? rank : -1 - rank;
+      if (k >= FIRST_NON_FINITE_LOG_SLOT) continue;
+      ends[2 * (rank + 1024)] = fixedBinOf(floatOfOrderKey(rank * 2 ** 21), spec.fixed);
+      ends[2 * (rank + 1024) + 1] = fixedBinOf(floatOfOrderKey(rank * 2 ** 21 + (2 ** 21 - 1)), spec.fixed);
+    }
+    rankBinsCache.set(spec, ends);
+  }
+  return ends;
+}
+
 /**
  * A thread's 4 joint tables (the clean pass: slot fixedBin + 1024 + rank, weightStats.as JOINT_SLOTS) into
  * counts.fixed and counts.log. The floats of one rank form an interval, and the fixed bin is non-decreasing in x
@@ -201,12 +219,13 @@ const ORDER_KEY_F32 = new Float32Array(ORDER_KEY_I32.buffer);
  */
 function foldJoint(u32: Uint32Array, tables: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
   const lane = (slot: number) => u32[tables + slot]! + u32[tables + LANE_TABLE + slot]! + u32[tables + 2 * LANE_TABLE + slot]! + u32[tables + 3 * LANE_TABLE + slot]!;
+  const ends = rankBinsOf(spec);
   for (let rank = -1024; rank < 1024; rank++) {
     // |x|'s log table slot: rank for x >= 0, -1 - rank (its mirror) for x < 0.
     const k = rank >= 0 ? rank : -1 - rank;
     if (k >= FIRST_NON_FINITE_LOG_SLOT) continue;
-    const first = fixedBinOf(floatOfOrderKey(rank * 2 ** 21), spec.fixed);
-    const last = fixedBinOf(floatOfOrderKey(rank * 2 ** 21 + (2 ** 21 - 1)), spec.fixed);
+    const first = ends[2 * (rank + 1024)]!;
+    const last = ends[2 * (rank + 1024) + 1]!;
     for (let b = first; b <= last; b++) {
       const n = lane(b + 1024 + rank);
       if (n === 0) continue;
