@@ -82,7 +82,8 @@ test('stats job in the worker: progress in order, results equal the CPU referenc
     const ref = computeTensorStats(name, entry.shape, await checkpoint.readRowsF32(name), { histogramBins: 32, logOctaves: 16, outlierSigma: 6, topChannels: 4 });
     const got = result.tensors.find((t) => t.name === name)!;
     assert.equal(got.dtype, 'BF16');
-    assert.equal(got.kurtosis, ref.kurtosis);
+    // The WebAssembly kernels' moments agree with the reference to float64 rounding (weightStatsWasm.test.ts).
+    assert.ok(Math.abs(got.kurtosis - ref.kurtosis) <= 1e-12 * (Math.abs(ref.kurtosis) + 3), `kurtosis ${got.kurtosis} vs ${ref.kurtosis}`);
     assert.deepEqual(got.histogram.counts, [...ref.histogram.counts]);
     assert.equal(got.outlierCount, ref.outlierCount);
   } finally {
