@@ -89,8 +89,7 @@ export class CpuStatsEngine {
   private nextSlot = 0;
   /** Whether the kernels ran once (WeightStatsKernels.warmUp). */
   private warm = false;
-  /** Window reads made so far (tests: a resident tensor is read once). */
-  reads = 0;
+  private readCount = 0;
 
   private constructor(
     private readonly kernels: WeightStatsKernels,
@@ -120,18 +119,18 @@ export class CpuStatsEngine {
     const kernels = WeightStatsKernels.create(threads);
     if (kernels === null) return null;
     let slotElements = 0;
-    const windowCounts: number[] = [];
+    let mostWindows = 0;
     for (const t of tensors) {
       const elements = t.shape.reduce((a, b) => a * b, 1);
       const rows = t.shape.length <= 1 ? 1 : t.shape[0]!;
       const rowLength = t.shape.length <= 1 ? elements : elements / Math.max(1, rows);
       const perWindow = rowsPerWindowOf(rowLength, windowElements);
       slotElements = Math.max(slotElements, Math.min(elements, perWindow * rowLength));
-      if (elements > 0) windowCounts.push(Math.ceil(rows / perWindow));
+      if (elements > 0) mostWindows = Math.max(mostWindows, Math.ceil(rows / perWindow));
     }
     // Resident: tensors of up to residentWindows windows (at least one: a tensor of one window is never read twice).
     const residentWindows = Math.max(1, Math.floor(residentElements / Math.max(1, slotElements)));
-    const ringSlots = Math.max(2, Math.min(residentWindows, Math.max(0, ...windowCounts)) + 1);
+    const ringSlots = Math.max(2, Math.min(residentWindows, mostWindows) + 1);
     if (kernels.reserve(ringSlots, slotElements)) return new CpuStatsEngine(kernels, checkpoint, tensors, windowElements, residentWindows, ringSlots);
     // The 32-bit heap cannot hold the resident windows: read every tensor of several windows twice.
     if (kernels.reserve(2, slotElements)) return new CpuStatsEngine(kernels, checkpoint, tensors, windowElements, 1, 2);
@@ -174,6 +173,11 @@ export class CpuStatsEngine {
   /** Threads computing (this one and a helper when 2). */
   get threads(): number {
     return this.kernels.threads;
+  }
+
+  /** Window reads made so far (tests: a resident tensor is read once). */
+  get reads(): number {
+    return this.readCount;
   }
 
   /** Window slots in the kernels' memory (the ring). */
@@ -220,9 +224,10 @@ export class CpuStatsEngine {
   private startRead(read: WindowRead): Pending {
     const slot = this.nextSlot;
     this.nextSlot = (slot + 1) % this.ringSlots;
-    this.reads++;
+    this.readCount++;
     return { read, slot, done: this.readInto(read, slot) };
   }
+
   private position = 0;
 
   /** The plan's read after `read` (found from the current position, or from its tensor's first read). */
