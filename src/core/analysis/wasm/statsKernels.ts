@@ -1,8 +1,9 @@
 /**
  * The WebAssembly kernels of weightStats.as (built into weightStatsWasm.ts) behind the types of
- * analysis/weightStats.ts: per-row moments (pass 1) and histograms + outlier counts (pass 2) of f32 rows that
- * sit in the module's memory. The caller reserves window slots (reserve), reads rows straight into them
- * (slotView + Checkpoint.readRowsF32Into) and runs the passes there: no copy between the file and the kernels.
+ * analysis/weightStats.ts: per-row moments (pass 1) and histograms + outlier counts (pass 2) of f32 or BF16 rows
+ * that sit in the module's memory. The caller reserves window slots (reserve), reads rows straight into them
+ * (slotView + Checkpoint.readRowsF32Into / readRowsBf16Into) and runs the passes there: no copy between the file
+ * and the kernels, and BF16 is widened as the kernels load it.
  *
  * Threads: the memory is a shared WebAssembly.Memory, and threads - 1 helper worker_threads instantiate the same
  * module on it. A block of rows is cut into chunks of about CHUNK_VALUES values, and every thread (this one and the
@@ -15,7 +16,7 @@
  * views when it grows, so a read in flight into a slot survives reserve().
  *
  * Results: counts exactly the reference's (countSecondPassCpu); moments within float64 rounding of momentsOf
- * (the same terms, summed in SIMD lanes). Rows longer than PIECE values are cut into pieces whose moments are
+ * (weightStats.as says how). Rows longer than PIECE values are cut into pieces whose moments are
  * merged (mergeMoments) and whose column counters are added piece by piece (on this thread only).
  */
 import { Worker } from 'node:worker_threads';
@@ -76,8 +77,9 @@ export type SlotValues = 'f32' | 'bf16';
  * words at `ctrl`: [0] request sequence (this side bumps it and notifies), [1] done sequence (the helper sets it
  * to the request's and notifies), [2] op (1 rowMoments, 2 secondPass, 3 exit), [3] 0 or 1 when the call threw,
  * [4] 1 once the helper is listening (until then the threads that are take its chunks: a worker takes tens of ms
- * to start), [5] 1 for BF16 rows (the …Bf16 kernels, 2 bytes per value); the arguments as float64 from byte ctrl + 32: src, rows, rowLength, the Int32 chunk counter's byte
- * address, rows per chunk, then the kernel's own (rowMoments: out; secondPass: lo .. clean with rowOut for row 0).
+ * to start), [5] 1 for BF16 rows (the …Bf16 kernels, 2 bytes per value); the arguments as float64 from byte
+ * ctrl + 32: src, rows, rowLength, the Int32 chunk counter's byte address, rows per chunk, then the kernel's own
+ * (rowMoments: out; secondPass: lo .. clean with rowOut for row 0).
  */
 const HELPER_SOURCE = `
 const { workerData } = require('node:worker_threads');
@@ -173,9 +175,14 @@ function addLogSlot(counts: SecondPassCounts, spec: SecondPassSpec, k: number, n
   else counts.log[Math.min(spec.log.octaves * LOG_BINS_PER_OCTAVE - 1, (exponent - first) * LOG_BINS_PER_OCTAVE + (k & 3))]! += n;
 }
 
+/** One slot of a thread's 4 lane tables (at u32 index `tables`), summed over the lanes. */
+function laneSum(u32: Uint32Array, tables: number, slot: number): number {
+  return u32[tables + slot]! + u32[tables + LANE_TABLE + slot]! + u32[tables + 2 * LANE_TABLE + slot]! + u32[tables + 3 * LANE_TABLE + slot]!;
+}
+
 /** A thread's 4 lane tables at u32 index `tables` (the masked pass's layout) into counts.fixed and counts.log. */
 function foldHistograms(u32: Uint32Array, tables: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
-  const lane = (slot: number) => u32[tables + slot]! + u32[tables + LANE_TABLE + slot]! + u32[tables + 2 * LANE_TABLE + slot]! + u32[tables + 3 * LANE_TABLE + slot]!;
+  const lane = (slot: number) => laneSum(u32, tables, slot);
   for (let b = 0; b < spec.fixed.bins; b++) counts.fixed[b]! += lane(b);
   for (let k = 0; k < FIRST_NON_FINITE_LOG_SLOT; k++) {
     const n = lane(FIXED_SLOTS + k);
@@ -218,7 +225,7 @@ function rankBinsOf(spec: SecondPassSpec): Int32Array {
  * slots of any other rank lie wholly below or above. Ranks of NaN / Inf bits hold nothing in a clean pass.
  */
 function foldJoint(u32: Uint32Array, tables: number, spec: SecondPassSpec, counts: SecondPassCounts): void {
-  const lane = (slot: number) => u32[tables + slot]! + u32[tables + LANE_TABLE + slot]! + u32[tables + 2 * LANE_TABLE + slot]! + u32[tables + 3 * LANE_TABLE + slot]!;
+  const lane = (slot: number) => laneSum(u32, tables, slot);
   const ends = rankBinsOf(spec);
   for (let rank = -1024; rank < 1024; rank++) {
     // |x|'s log table slot: rank for x >= 0, -1 - rank (its mirror) for x < 0.
