@@ -63,7 +63,7 @@ export function rowMomentsBf16(src: usize, rows: i32, rowLength: i32, out: usize
 }
 
 /**
- * Moments of each row of a row-major [rows, rowLength] f32 block: the finite values' count, mean, min, max and
+ * Moments of each row of a row-major [rows, rowLength] block of T (load4 / load1): the finite values' count, mean, min, max and
  * absMax, and the central sums m2, m3, m4 around the row mean. NaN and +-Inf are counted and left out.
  *
  * One pass first, as if every value were finite: min, max (absMax is the larger of -min and max) and the float64
