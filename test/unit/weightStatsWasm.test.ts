@@ -335,3 +335,35 @@ test('engine: tensors out of the planned order are still right; a cancelled sign
     await checkpoint.close();
   }
 });
+
+test('kernels a job releases serve the next job on as many threads; others, and large ones, are ended', async () => {
+  const first = WeightStatsKernels.acquire(2);
+  assert.ok(first !== null);
+  await allThreadsReady(first);
+  first.release();
+  // The next job on 2 threads gets them back, helper already listening, and they still compute right.
+  const again = WeightStatsKernels.acquire(2);
+  assert.equal(again, first);
+  assert.equal(again.readyThreads, 2);
+  const x = Float32Array.from({ length: 64 * 100 }, normalRng(3));
+  assertSameStats(kernelStats(again, [64, 100], x), computeTensorStats('t', [64, 100], x), 1e-12, 'reused kernels');
+  again.release();
+  // Another thread count: new kernels (the kept ones are ended).
+  const three = WeightStatsKernels.acquire(3);
+  assert.ok(three !== null && three !== first);
+  assert.equal(three.threads, 3);
+  // Kernels whose memory grew past what is kept are ended on release, not handed to the next job.
+  assert.ok(three.reserve(1, 40 * 2 ** 20));
+  three.release();
+  const fresh = WeightStatsKernels.acquire(3);
+  assert.ok(fresh !== null && fresh !== three);
+  fresh.dispose();
+  // Ended kernels are never handed out.
+  const ended = WeightStatsKernels.acquire(1);
+  assert.ok(ended !== null);
+  ended.dispose();
+  ended.release();
+  const next = WeightStatsKernels.acquire(1);
+  assert.ok(next !== null && next !== ended);
+  next.dispose();
+});

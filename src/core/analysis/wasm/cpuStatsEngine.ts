@@ -116,7 +116,7 @@ export class CpuStatsEngine {
    * or null where the kernels do not run (no WebAssembly SIMD) or two windows do not fit their memory.
    */
   static create(checkpoint: Checkpoint, tensors: readonly TensorEntry[], windowElements: number, threads = defaultStatsThreads(), residentElements = RESIDENT_BYTES / 4): CpuStatsEngine | null {
-    const kernels = WeightStatsKernels.create(threads);
+    const kernels = WeightStatsKernels.acquire(threads);
     if (kernels === null) return null;
     let slotElements = 0;
     let mostWindows = 0;
@@ -185,12 +185,15 @@ export class CpuStatsEngine {
     return this.ringSlots;
   }
 
-  /** Waits for the read in flight (its error, if any, is dropped) and ends the helper thread: call before the checkpoint closes. */
+  /**
+   * Waits for the read in flight (its error, if any, is dropped) and hands the kernels back for the next job
+   * (WeightStatsKernels.release): call before the checkpoint closes.
+   */
   async dispose(): Promise<void> {
     const pending = this.pending;
     this.pending = null;
     if (pending !== null) await pending.done.catch(() => undefined);
-    this.kernels.dispose();
+    this.kernels.release();
   }
 
   /** The slot holding `read`'s rows once they are there; starts the plan's next read into the next ring slot. */

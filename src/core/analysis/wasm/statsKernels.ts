@@ -51,6 +51,13 @@ const LANE_TABLE = Math.max(FIXED_SLOTS + LOG_TABLE, JOINT_SLOTS);
 const MAX_HEAP_BYTES = 3 * 2 ** 30;
 /** How long this thread waits for the helper's half before it gives up on the helper (it then runs the half itself). */
 const HELPER_TIMEOUT_MS = 60_000;
+/**
+ * Kernels a finished job hands back (release) wait this long for the next job's acquire before their helper
+ * threads end: a helper takes 50-70 ms and ~50 ms of CPU to start, a tenth of a 1 GiB stats job on two cores.
+ * Only kernels whose memory is at most KEEP_BYTES are kept (their memory cannot shrink).
+ */
+const KEEP_MS = 10_000;
+const KEEP_BYTES = 128 * 2 ** 20;
 
 type RowMomentsKernel = (src: number, rows: number, rowLength: number, out: number) => void;
 type SecondPassKernel = (src: number, rows: number, rowLength: number, lo: number, scale: number, bins: number, threshold: number, center: number, tables: number, rowOut: number, colOut: number, clean: number) => void;
@@ -242,6 +249,14 @@ function foldJoint(u32: Uint32Array, tables: number, spec: SecondPassSpec, count
   }
 }
 
+/** 1..MAX_STATS_THREADS. */
+function threadCountOf(threads: number): number {
+  return Math.max(1, Math.min(MAX_STATS_THREADS, Math.floor(threads)));
+}
+
+/** The kernels the last job released, until KEEP_MS pass or the next job takes them. */
+let kept: { kernels: WeightStatsKernels; timer: ReturnType<typeof setTimeout> } | null = null;
+
 /** The helper thread and its control block. */
 class Helper {
   private sequence = 0;
@@ -314,6 +329,10 @@ export class WeightStatsKernels {
   private readonly slotsPtr: number;
   private slotElements = 0;
   private slotCount = 0;
+  /** Threads asked for (helpers that could not start leave fewer). */
+  readonly requestedThreads: number;
+  /** Whether dispose() ended the helpers. */
+  private ended = false;
   /** helpers[k] computes part k + 1 of a block, in scratch[k + 1]. */
   private helpers: Helper[] = [];
 
@@ -325,6 +344,7 @@ export class WeightStatsKernels {
     /** Values per chunk (CHUNK_VALUES; tests make it small so that every thread surely takes chunks). */
     private readonly chunkValues: number,
   ) {
+    this.requestedThreads = threads;
     const p = align64(wasm.heapBase());
     const ctrl = (k: number) => p + k * CTRL_BYTES;
     this.counterPtr = p + MAX_STATS_THREADS * CTRL_BYTES;
@@ -358,7 +378,7 @@ export class WeightStatsKernels {
       const exports = new api.Instance(module, { env: { memory } }).exports;
       if (!FUNCTIONS.every((name) => typeof exports[name] === 'function')) return null;
       const wasm = exports as unknown as WeightStatsExports;
-      const kernels = new WeightStatsKernels(module, memory, wasm, Math.max(1, Math.min(MAX_STATS_THREADS, Math.floor(threads))), Math.max(1, Math.floor(chunkValues)));
+      const kernels = new WeightStatsKernels(module, memory, wasm, threadCountOf(threads), Math.max(1, Math.floor(chunkValues)));
       if (!kernels.grow(kernels.slotsPtr)) {
         kernels.dispose();
         return null;
@@ -384,9 +404,46 @@ export class WeightStatsKernels {
     return this.helpers.filter((h) => h.ready);
   }
 
+  /** Ends the helper threads (the instance is not used again). */
   dispose(): void {
+    this.ended = true;
     for (const h of this.helpers) h.stop();
     this.helpers = [];
+  }
+
+  /**
+   * Kernels on `threads` threads for a job: the ones the last job released when they match (helpers started,
+   * code warm), new ones otherwise (create). Hand them back with release().
+   */
+  static acquire(threads = 1): WeightStatsKernels | null {
+    const wanted = threadCountOf(threads);
+    const last = kept;
+    kept = null;
+    if (last !== null) {
+      clearTimeout(last.timer);
+      if (last.kernels.requestedThreads === wanted && !last.kernels.ended) return last.kernels;
+      last.kernels.dispose();
+    }
+    return WeightStatsKernels.create(wanted);
+  }
+
+  /** Hands the kernels back after a job: kept for the next acquire for KEEP_MS if their memory is small enough, ended otherwise. */
+  release(): void {
+    if (this.ended || this.memory.buffer.byteLength > KEEP_BYTES) {
+      this.dispose();
+      return;
+    }
+    if (kept !== null) {
+      clearTimeout(kept.timer);
+      kept.kernels.dispose();
+    }
+    const timer = setTimeout(() => {
+      if (kept?.kernels !== this) return;
+      kept = null;
+      this.dispose();
+    }, KEEP_MS);
+    timer.unref();
+    kept = { kernels: this, timer };
   }
 
   /** Waits for helper k; on failure ends every helper and throws (its counters may hold part of its rows). */
