@@ -24,7 +24,8 @@
  */
 import { InvalidArgumentError } from '../errors';
 import { addInPlace, applyRope, matmulTransposed, rmsNorm, swiglu, type RopeLayout } from './kernels';
-import { buildModule, wasmApi, type WasmMemory } from './wasm/assembler';
+import { wasmApi, type WasmMemory } from '../wasmApi';
+import { buildModule } from './wasm/assembler';
 import { expKernel, logSumExpRowsKernel, softmaxCausalKernel, swigluKernel } from './wasm/elementwiseKernels';
 import { addRmsNormKernel, NORM_MODE } from './wasm/normKernels';
 import { ropeKernel } from './wasm/ropeKernel';

@@ -21,10 +21,10 @@
  */
 import { Worker } from 'node:worker_threads';
 import { QuantLensError } from '../../errors';
+import { growMemory, wasmApi, type WasmApi, type WasmMemory } from '../../wasmApi';
 import { LOG_BINS_PER_OCTAVE, MOMENT_SLOTS, RowMoments, fixedBinOf, mergeMoments, emptyMoments, type SecondPassCounts, type SecondPassSpec } from '../weightStats';
 import { WEIGHT_STATS_WASM_BASE64 } from './weightStatsWasm';
 
-const PAGE_BYTES = 65536;
 /** The module's declared maximum (buildInfo.ts): the whole 32-bit space. */
 const MAX_PAGES = 65536;
 /** Rows per kernel call and thread (the moments / row-outlier scratch holds this many). */
@@ -126,20 +126,7 @@ for (;;) {
 }
 `;
 
-/** The parts of the WebAssembly JS API used here (the project's TypeScript libs do not declare them). */
-interface SharedMemory {
-  readonly buffer: SharedArrayBuffer;
-  grow(pages: number): number;
-}
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum: number; shared: true }) => SharedMemory;
-}
-
-function wasmApi(): WasmApi | undefined {
-  return (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-}
+type SharedMemory = WasmMemory<SharedArrayBuffer>;
 
 let compiled: object | null | undefined;
 
@@ -484,15 +471,7 @@ export class WeightStatsKernels {
   }
 
   private grow(end: number): boolean {
-    if (end > MAX_HEAP_BYTES) return false;
-    const have = this.memory.buffer.byteLength;
-    if (end <= have) return true;
-    try {
-      this.memory.grow(Math.ceil((end - have) / PAGE_BYTES));
-      return true;
-    } catch {
-      return false;
-    }
+    return growMemory(this.memory, end, MAX_HEAP_BYTES);
   }
 
   /** The first `elements` values of a slot, as a view of the shared memory (read rows into it). */

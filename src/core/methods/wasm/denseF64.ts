@@ -5,34 +5,24 @@
  * dropped after the call): matrices are copied in, worked on there, and copied out. Each function returns null / false when WebAssembly (with SIMD) is unavailable or the problem
  * does not fit the 32-bit heap; the callers then run their scalar JS.
  */
+import { WASM_PAGE_BYTES, growMemory, wasmApi, type WasmMemory } from '../../wasmApi';
 import { DENSE_F64_WASM_BASE64 } from './denseF64Wasm';
 
-const PAGE_BYTES = 65536;
 /**
  * Largest heap used; past it the callers' JS runs. wasm32 addresses 4 GiB (the module declares no maximum):
  * Hinv fits up to about 14,500 columns (2 N^2 float64), where the scalar path would need 6 n^2.
  */
-const MAX_HEAP_BYTES = 2 ** 32 - PAGE_BYTES;
+const MAX_HEAP_BYTES = 2 ** 32 - WASM_PAGE_BYTES;
 /** Block size of the factorization in denseF64.as (BS): matrices are padded to a multiple of it. */
 const BLOCK = 64;
 
-interface WasmMemoryLike {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-
 interface DenseF64Exports {
-  memory: WasmMemoryLike;
+  memory: WasmMemory;
   heapBase(): number;
   failedPivotValue(): number;
   choleskyLowerInPlace(a: number, n: number, scratch: number): number;
   lowerInverse(l: number, x: number, t: number, n: number): void;
   gemmNNSub(c: number, ldc: number, a: number, lda: number, b: number, ldb: number, m: number, n: number, k: number): void;
-}
-
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
 }
 
 /**
@@ -43,7 +33,7 @@ const KEEP_HEAP_BYTES = 256 * 2 ** 20;
 
 const FUNCTIONS = ['heapBase', 'failedPivotValue', 'choleskyLowerInPlace', 'lowerInverse', 'gemmNNSub'] as const;
 
-function isMemory(value: unknown): value is WasmMemoryLike {
+function isMemory(value: unknown): value is WasmMemory {
   return typeof value === 'object' && value !== null && 'buffer' in value && 'grow' in value && typeof value.grow === 'function';
 }
 
@@ -58,7 +48,7 @@ function releaseIfLarge(wasm: DenseF64Exports): void {
 function denseF64(): DenseF64Exports | null {
   if (instance !== undefined) return instance;
   instance = null;
-  const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+  const api = wasmApi();
   if (api === undefined) return null;
   try {
     compiled ??= new api.Module(Buffer.from(DENSE_F64_WASM_BASE64, 'base64'));
@@ -78,15 +68,7 @@ export function denseF64Available(): boolean {
 
 /** Grows the memory so that [0, end) is addressable; false when it cannot (too large, or the engine refuses). */
 function ensureHeap(wasm: DenseF64Exports, end: number): boolean {
-  if (end > MAX_HEAP_BYTES) return false;
-  const have = wasm.memory.buffer.byteLength;
-  if (end <= have) return true;
-  try {
-    wasm.memory.grow(Math.ceil((end - have) / PAGE_BYTES));
-    return true;
-  } catch {
-    return false;
-  }
+  return growMemory(wasm.memory, end, MAX_HEAP_BYTES);
 }
 
 function heapStart(wasm: DenseF64Exports): number {

@@ -155,19 +155,3 @@ export function buildModule(functions: FunctionSpec[], pages: number): Uint8Arra
     ...section(10, vec(bodies)),
   ]);
 }
-
-/** The slice of the WebAssembly JS API used here (the project's lib settings do not declare it). */
-export interface WasmMemory {
-  readonly buffer: ArrayBuffer;
-  grow(pages: number): number;
-}
-export interface WasmApi {
-  validate(bytes: Uint8Array): boolean;
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum?: number }) => WasmMemory;
-}
-
-export function wasmApi(): WasmApi | undefined {
-  return (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
-}

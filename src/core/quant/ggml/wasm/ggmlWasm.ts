@@ -7,27 +7,17 @@
  * allocation, and for the pool no transfer buffers (see quantPool.ts).
  */
 import { QuantLensError } from '../../../errors';
+import { WASM_PAGE_BYTES, wasmApi, type WasmApi, type WasmMemory } from '../../../wasmApi';
 import type { GgmlTypeName } from '../../../formats/gguf/ggmlTypes';
 import { WASM_MAXIMUM_PAGES } from './buildInfo';
 import { GGML_QUANTS_WASM_BASE64 } from './ggmlQuantsWasm';
 
-const PAGE_BYTES = 65536;
 
 /** A WebAssembly memory declared shared: postable to a worker thread, which instantiates over it. */
-export interface QuantMemory {
-  readonly buffer: ArrayBufferLike;
-  grow(pages: number): number;
-}
+export type QuantMemory = WasmMemory<ArrayBufferLike>;
 
-/** The part of the WebAssembly API used here (the project's TypeScript libs do not declare it). */
-interface WasmApi {
-  Module: new (bytes: Uint8Array) => object;
-  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
-  Memory: new (descriptor: { initial: number; maximum: number; shared: boolean }) => QuantMemory;
-}
-
-function wasmApi(): WasmApi {
-  const api = (globalThis as { WebAssembly?: WasmApi }).WebAssembly;
+function requireWasm(): WasmApi {
+  const api = wasmApi();
   if (api === undefined) throw new QuantLensError('INTERNAL', 'this JavaScript runtime has no WebAssembly: the ggml quantizers need it');
   return api;
 }
@@ -134,13 +124,13 @@ const HOST_IMPORTS = { log2: Math.log2, pow: Math.pow };
 let compiled: object | undefined;
 
 function ggmlQuantsModule(): object {
-  compiled ??= new (wasmApi().Module)(Buffer.from(GGML_QUANTS_WASM_BASE64, 'base64'));
+  compiled ??= new (requireWasm().Module)(Buffer.from(GGML_QUANTS_WASM_BASE64, 'base64'));
   return compiled;
 }
 
 /** A shared memory for one instance, `pages` pages to start with. */
 export function createQuantMemory(pages = 1): QuantMemory {
-  return new (wasmApi().Memory)({ initial: pages, maximum: WASM_MAXIMUM_PAGES, shared: true });
+  return new (requireWasm().Memory)({ initial: pages, maximum: WASM_MAXIMUM_PAGES, shared: true });
 }
 
 /** Where the input and output of `values` values in `type` go in an instance's memory. */
@@ -160,9 +150,9 @@ export function quantLayout(heapBase: number, type: WasmQuantType, values: numbe
 export function ensureMemory(memory: QuantMemory, bytes: number): void {
   const have = memory.buffer.byteLength;
   if (bytes <= have) return;
-  const pages = Math.ceil((bytes - have) / PAGE_BYTES);
-  if (have / PAGE_BYTES + pages > WASM_MAXIMUM_PAGES) {
-    throw new QuantLensError('INTERNAL', `ggml quantizer: ${bytes} bytes exceed the WebAssembly memory's ${WASM_MAXIMUM_PAGES * PAGE_BYTES} bytes`);
+  const pages = Math.ceil((bytes - have) / WASM_PAGE_BYTES);
+  if (have / WASM_PAGE_BYTES + pages > WASM_MAXIMUM_PAGES) {
+    throw new QuantLensError('INTERNAL', `ggml quantizer: ${bytes} bytes exceed the WebAssembly memory's ${WASM_MAXIMUM_PAGES * WASM_PAGE_BYTES} bytes`);
   }
   memory.grow(pages);
 }
@@ -190,7 +180,7 @@ export class GgmlWasmQuantizer {
 
   /** An instance over `memory` (a new one when absent). */
   static create(memory: QuantMemory = createQuantMemory()): GgmlWasmQuantizer {
-    const instance = new (wasmApi().Instance)(ggmlQuantsModule(), { env: { memory, ...HOST_IMPORTS } });
+    const instance = new (requireWasm().Instance)(ggmlQuantsModule(), { env: { memory, ...HOST_IMPORTS } });
     const exported = instance.exports;
     const fn = (name: string): QuantizeExport => {
       const f = exported[name];
